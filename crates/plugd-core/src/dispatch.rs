@@ -1,0 +1,340 @@
+//! The request path: pre_request hooks → route handler → post_request → pre_response →
+//! post_response (off the response path), with `error` hooks on failure.
+//!
+//! The table is an immutable snapshot swapped atomically whenever registrations change: the
+//! request path takes no lock.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use http::{Method, StatusCode};
+use plugd_manifest::{FailurePolicy, HookType};
+
+use crate::error::PluginError;
+use crate::exchange::{Exchange, Response, Stage};
+use crate::host::Loaded;
+use crate::plugin::{Action, RouteOptions};
+use crate::state::{Status, hook_index};
+
+/// Extra time granted past a call's own deadline before the host gives up on a plugin that does
+/// not enforce its deadline itself (the wasm runtime interrupts guests at the deadline).
+const DEADLINE_GRACE: Duration = Duration::from_secs(1);
+
+#[derive(Clone)]
+pub(crate) struct HookEntry {
+    pub(crate) plugin: Arc<Loaded>,
+    pub(crate) priority: i32,
+}
+
+#[derive(Clone)]
+struct RouteEntry {
+    method: Method,
+    plugin: Arc<Loaded>,
+    pattern: String,
+    options: RouteOptions,
+}
+
+/// One immutable snapshot of every hook and route.
+#[derive(Default)]
+pub struct DispatchTable {
+    hooks: [Vec<HookEntry>; 7],
+    routes: matchit::Router<Vec<RouteEntry>>,
+    /// Every loaded plugin by name, to answer 503 for a plugin that is not running.
+    plugins: Vec<Arc<Loaded>>,
+}
+
+impl std::fmt::Debug for DispatchTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DispatchTable")
+            .field("hooks", &self.hooks.iter().map(Vec::len).collect::<Vec<_>>())
+            .field("plugins", &self.plugins.len())
+            .finish()
+    }
+}
+
+impl DispatchTable {
+    /// Build a table from plugins in start order. Hooks sort by priority, higher first; equal
+    /// priorities keep start order.
+    pub(crate) fn build(plugins: &[Arc<Loaded>]) -> Result<DispatchTable, String> {
+        let mut table = DispatchTable {
+            plugins: plugins.to_vec(),
+            ..DispatchTable::default()
+        };
+        let mut by_path: Vec<(String, Vec<RouteEntry>)> = Vec::new();
+        for p in plugins {
+            let regs = p.registrations.load();
+            for (hook, priority) in &regs.hooks {
+                table.hooks[hook_index(*hook)].push(HookEntry {
+                    plugin: p.clone(),
+                    priority: *priority,
+                });
+            }
+            for r in &regs.routes {
+                let full = format!("/plugins/{}{}", p.name, r.path);
+                let entry = RouteEntry {
+                    method: r.method.clone(),
+                    plugin: p.clone(),
+                    pattern: r.path.clone(),
+                    options: r.options.clone(),
+                };
+                match by_path.iter_mut().find(|(k, _)| *k == full) {
+                    Some((_, v)) => v.push(entry),
+                    None => by_path.push((full, vec![entry])),
+                }
+            }
+        }
+        for list in &mut table.hooks {
+            // Stable: equal priorities keep start order.
+            list.sort_by_key(|h| std::cmp::Reverse(h.priority));
+        }
+        for (path, entries) in by_path {
+            table
+                .routes
+                .insert(path.clone(), entries)
+                .map_err(|e| format!("route {path}: {e}"))?;
+        }
+        Ok(table)
+    }
+
+    fn hooks(&self, hook: HookType) -> &[HookEntry] {
+        &self.hooks[hook_index(hook)]
+    }
+
+    /// Number of registered hooks of a type.
+    pub fn hook_count(&self, hook: HookType) -> usize {
+        self.hooks(hook).len()
+    }
+
+    /// The plugin that owns `/plugins/<name>/…`, if the path is under a plugin's mount.
+    fn owner(&self, path: &str) -> Option<&Arc<Loaded>> {
+        let rest = path.strip_prefix("/plugins/")?;
+        let name = rest.split('/').next()?;
+        self.plugins.iter().find(|p| p.name == name)
+    }
+}
+
+/// Runs requests through the current [`DispatchTable`].
+#[derive(Debug, Default)]
+pub struct Dispatcher {
+    table: ArcSwap<DispatchTable>,
+}
+
+fn unavailable(plugin: &Loaded) -> Response {
+    let status = plugin.state.status();
+    let mut message = format!("plugin '{}' is not running (status: {status})", plugin.name);
+    if let Some(e) = plugin.state.last_error() {
+        message.push_str(&format!("; last error: {}", e.message));
+    }
+    Response::error(StatusCode::SERVICE_UNAVAILABLE, message)
+}
+
+impl Dispatcher {
+    /// The current table.
+    pub fn table(&self) -> Arc<DispatchTable> {
+        self.table.load_full()
+    }
+
+    pub(crate) fn publish(&self, table: DispatchTable) {
+        self.table.store(Arc::new(table));
+    }
+
+    /// Run one request through hooks and routes and produce its response. `post_response` hooks
+    /// are spawned to run after this returns.
+    pub async fn handle(&self, mut ex: Exchange) -> Response {
+        let table = self.table.load_full();
+        let early = run_pre_request(&table, &mut ex).await;
+        let response = match early {
+            Some(r) => r,
+            None => route(&table, &mut ex).await,
+        };
+        ex.response = Some(response);
+        for hook in [HookType::PostRequest, HookType::PreResponse] {
+            run_response_hooks(&table, hook, &mut ex).await;
+        }
+        let response = ex
+            .response
+            .clone()
+            .unwrap_or_else(|| Response::new(StatusCode::INTERNAL_SERVER_ERROR));
+        if !table.hooks(HookType::PostResponse).is_empty() {
+            tokio::spawn(async move {
+                ex.stage = Stage::Hook(HookType::PostResponse);
+                for h in table.hooks(HookType::PostResponse) {
+                    if h.plugin.state.status() == Status::Running {
+                        let _ = call_hook(h, HookType::PostResponse, &mut ex).await;
+                    }
+                }
+            });
+        }
+        response
+    }
+
+    /// Run a lifecycle hook (`startup` or `shutdown`) on every plugin that registered it.
+    pub async fn run_lifecycle_hook(&self, hook: HookType) {
+        let table = self.table.load_full();
+        let mut ex = Exchange {
+            stage: Stage::Hook(hook),
+            ..Exchange::default()
+        };
+        for h in table.hooks(hook) {
+            if h.plugin.state.status() == Status::Running {
+                let _ = call_hook(h, hook, &mut ex).await;
+            }
+        }
+    }
+}
+
+/// Call one hook with counters, error accounting and the deadline backstop.
+async fn call_hook(h: &HookEntry, hook: HookType, ex: &mut Exchange) -> Result<Action, PluginError> {
+    let plugin = &h.plugin;
+    let timeout = plugin.limits.hook_timeout(hook);
+    let started = Instant::now();
+    let result = match tokio::time::timeout(timeout + DEADLINE_GRACE, plugin.plugin.on_hook(hook, ex)).await {
+        Ok(r) => r,
+        Err(_) => Err(PluginError::hook_timeout(hook, timeout)),
+    };
+    plugin.state.hook(hook).record(started.elapsed(), result.is_err());
+    if let Err(e) = &result {
+        plugin.state.record_error(format!("{} hook: {e}", hook.as_str()));
+        tracing::warn!(plugin = %plugin.name, hook = hook.as_str(), error = %e, "hook failed");
+    }
+    result
+}
+
+/// pre_request hooks; `Some` when one answered early (or a fail-closed plugin could not run).
+async fn run_pre_request(table: &DispatchTable, ex: &mut Exchange) -> Option<Response> {
+    for h in table.hooks(HookType::PreRequest) {
+        let closed = h.plugin.failure_policy == FailurePolicy::FailClosed;
+        if h.plugin.state.status() != Status::Running {
+            if closed {
+                return Some(unavailable(&h.plugin));
+            }
+            continue;
+        }
+        ex.stage = Stage::Hook(HookType::PreRequest);
+        match call_hook(h, HookType::PreRequest, ex).await {
+            Ok(Action::Continue) => {}
+            Ok(Action::Respond(r)) => return Some(r),
+            Err(e) if closed => {
+                return Some(Response::error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("plugin '{}' failed: {e}", h.plugin.name),
+                ));
+            }
+            Err(_) => {}
+        }
+    }
+    None
+}
+
+/// post_request / pre_response: may change or replace the response.
+async fn run_response_hooks(table: &DispatchTable, hook: HookType, ex: &mut Exchange) {
+    for h in table.hooks(hook) {
+        if h.plugin.state.status() != Status::Running {
+            continue;
+        }
+        ex.stage = Stage::Hook(hook);
+        if let Ok(Action::Respond(r)) = call_hook(h, hook, ex).await {
+            ex.response = Some(r);
+        }
+    }
+}
+
+/// Find and run the route handler.
+async fn route(table: &DispatchTable, ex: &mut Exchange) -> Response {
+    let path = ex.path.clone();
+    let matched = match table.routes.at(&path) {
+        Ok(m) => m,
+        Err(_) => {
+            if let Some(owner) = table.owner(&path)
+                && owner.state.status() != Status::Running
+            {
+                return unavailable(owner);
+            }
+            return Response::error(StatusCode::NOT_FOUND, format!("no route for {path}"));
+        }
+    };
+    let Some(entry) = matched.value.iter().find(|e| e.method == ex.method) else {
+        let allowed: Vec<&str> = matched.value.iter().map(|e| e.method.as_str()).collect();
+        let mut r = Response::error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{} is not allowed on {path}", ex.method),
+        );
+        if let Ok(v) = http::HeaderValue::from_str(&allowed.join(", ")) {
+            r.headers.insert(http::header::ALLOW, v);
+        }
+        return r;
+    };
+    ex.route_params = matched
+        .params
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let plugin = entry.plugin.clone();
+    if plugin.state.status() != Status::Running {
+        return unavailable(&plugin);
+    }
+    if let Some(r) = check_roles(&entry.options, ex) {
+        return r;
+    }
+    ex.stage = Stage::Handler;
+    let timeout = plugin.limits.timeout;
+    let started = Instant::now();
+    let result = match tokio::time::timeout(
+        timeout + DEADLINE_GRACE,
+        plugin.plugin.handle_request(&entry.pattern, ex),
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(_) => Err(PluginError::Timeout(format!(
+            "request handler exceeded {} timeout",
+            humantime::format_duration(timeout)
+        ))),
+    };
+    plugin.state.routes().record(started.elapsed(), result.is_err());
+    match result {
+        Ok(r) => r,
+        Err(e) => {
+            plugin
+                .state
+                .record_error(format!("route {} {}: {e}", entry.method, entry.pattern));
+            tracing::warn!(plugin = %plugin.name, route = %entry.pattern, error = %e, "handler failed");
+            let status = match e {
+                PluginError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            let message = format!("plugin '{}' failed: {e}", plugin.name);
+            ex.error = Some(message.clone());
+            ex.response = Some(Response::error(status, message));
+            run_response_hooks(table, HookType::Error, ex).await;
+            ex.response
+                .take()
+                .unwrap_or_else(|| Response::new(StatusCode::INTERNAL_SERVER_ERROR))
+        }
+    }
+}
+
+fn check_roles(options: &RouteOptions, ex: &Exchange) -> Option<Response> {
+    if options.required_roles.is_empty() {
+        return None;
+    }
+    let Some(identity) = &ex.identity else {
+        return Some(Response::error(
+            StatusCode::UNAUTHORIZED,
+            "this route needs an authenticated identity",
+        ));
+    };
+    let missing: Vec<&str> = options
+        .required_roles
+        .iter()
+        .filter(|r| !identity.roles.contains(r))
+        .map(String::as_str)
+        .collect();
+    (!missing.is_empty()).then(|| {
+        Response::error(
+            StatusCode::FORBIDDEN,
+            format!("missing role(s): {}", missing.join(", ")),
+        )
+    })
+}

@@ -1,0 +1,161 @@
+//! The error types of the manager.
+
+use std::path::PathBuf;
+
+/// Why a host call made by a plugin failed. Mirrors `host-error` of the WIT contract.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HostError {
+    /// The plugin lacks the permission, or the call is not allowed at this point.
+    #[error("{0}")]
+    Denied(String),
+    /// This plugd build does not provide the call yet.
+    #[error("{0}")]
+    Unsupported(String),
+    /// The named thing does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The arguments were rejected.
+    #[error("{0}")]
+    Invalid(String),
+    /// The host tried and failed.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl HostError {
+    /// The seed's wording for a call made without its permission.
+    ///
+    /// ```
+    /// use plugd_core::{HostError, Permission};
+    /// let e = HostError::permission_denied("logging-plugin", Permission::Database);
+    /// assert_eq!(e.to_string(), "permission denied: plugin 'logging-plugin' attempted database access without permission");
+    /// ```
+    pub fn permission_denied(plugin: &str, permission: plugd_manifest::Permission) -> Self {
+        HostError::Denied(format!(
+            "permission denied: plugin '{plugin}' attempted {} access without permission",
+            permission.as_str()
+        ))
+    }
+
+    /// The answer of a host call this build does not provide yet.
+    pub fn unsupported(call: &str) -> Self {
+        HostError::Unsupported(format!(
+            "{call} is not provided by this plugd build (plugd {}) yet",
+            env!("CARGO_PKG_VERSION")
+        ))
+    }
+}
+
+/// A plugin's own failure: an error it returned, a trap, a timeout. Never a host panic.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PluginError {
+    /// The plugin returned an error.
+    #[error("{0}")]
+    Failed(String),
+    /// The plugin trapped (a panic, an out-of-bounds access, unreachable code).
+    #[error("plugin trapped: {0}")]
+    Trap(String),
+    /// The call ran past its deadline and was interrupted.
+    #[error("{0}")]
+    Timeout(String),
+    /// The plugin does not implement what was asked of it.
+    #[error("{0}")]
+    NotImplemented(String),
+    /// The plugin is not in a state to be called (stopped, failed, disabled).
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl PluginError {
+    /// The seed's wording for a hook that ran past its deadline.
+    ///
+    /// ```
+    /// use plugd_core::{HookType, PluginError};
+    /// use std::time::Duration;
+    /// let e = PluginError::hook_timeout(HookType::PreRequest, Duration::from_secs(5));
+    /// assert_eq!(e.to_string(), "hook execution timeout: pre_request hook exceeded 5s timeout");
+    /// ```
+    pub fn hook_timeout(hook: plugd_manifest::HookType, timeout: std::time::Duration) -> Self {
+        PluginError::Timeout(format!(
+            "hook execution timeout: {} hook exceeded {} timeout",
+            hook.as_str(),
+            humantime::format_duration(timeout)
+        ))
+    }
+}
+
+/// Why a plugin could not be loaded, initialized or started.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The manifest was missing or invalid.
+    #[error(transparent)]
+    Manifest(#[from] plugd_manifest::ManifestError),
+    /// The plugin's path does not exist (the seed's wording).
+    #[error("plugin file not found: {}", .0.display())]
+    NotFound(PathBuf),
+    /// The config entry names a plugin whose manifest says otherwise.
+    #[error("plugin name mismatch: config entry '{entry}' points at {} whose manifest is named '{manifest}'", .path.display())]
+    NameMismatch {
+        /// The name in the host config.
+        entry: String,
+        /// The name in the manifest.
+        manifest: String,
+        /// The plugin directory.
+        path: PathBuf,
+    },
+    /// Two plugins with one name.
+    #[error("duplicate plugin: '{0}' is already loaded")]
+    Duplicate(String),
+    /// Grants, dependencies or ordering failed.
+    #[error("{0}")]
+    Invalid(String),
+    /// The plugin's config did not validate against its schema.
+    #[error("config of plugin '{plugin}': {message}")]
+    Config {
+        /// The plugin.
+        plugin: String,
+        /// What was wrong.
+        message: String,
+    },
+    /// The runtime could not load the plugin (compile error, contract mismatch).
+    #[error("failed to load plugin '{plugin}': {message}")]
+    Runtime {
+        /// The plugin.
+        plugin: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// `init` failed.
+    #[error("plugin initialization failed: {plugin}: {error}")]
+    Init {
+        /// The plugin.
+        plugin: String,
+        /// Its error.
+        error: PluginError,
+    },
+    /// `start` failed.
+    #[error("plugin start failed: {plugin}: {error}")]
+    Start {
+        /// The plugin.
+        plugin: String,
+        /// Its error.
+        error: PluginError,
+    },
+    /// A dependency failed, so this plugin was not started.
+    #[error("dependency '{dependency}' failed")]
+    Dependency {
+        /// The dependency that failed.
+        dependency: String,
+    },
+    /// The host's own storage failed.
+    #[error("storage: {0}")]
+    Storage(String),
+    /// A registration made during `init` was refused.
+    #[error("plugin '{plugin}' registration refused: {message}")]
+    Registration {
+        /// The plugin.
+        plugin: String,
+        /// Why.
+        message: String,
+    },
+}

@@ -1,0 +1,777 @@
+//! The host: loads plugins from the host config (through a [`Loader`]) and from native code,
+//! orders them, runs their lifecycle and publishes their hooks and routes to the dispatcher.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use parking_lot::RwLock;
+use plugd_manifest::{
+    FailurePolicy, HookType, HostConfig, Manifest, OnFailure, Permission, PluginEntry,
+};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::dispatch::{DispatchTable, Dispatcher};
+use crate::error::LoadError;
+use crate::order::{OrderError, start_order};
+use crate::plugin::{InitContext, Plugin, Registrations};
+use crate::state::{ErrorRecord, HookMetrics, Phase, PluginState, Status};
+use crate::store::{PluginStore, Store};
+
+/// The version plugins' `framework.version` requirements are checked against.
+pub const FRAMEWORK_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// What a [`Loader`] is given to prepare one plugin.
+#[derive(Debug)]
+pub struct LoaderContext<'a> {
+    /// The plugin's directory.
+    pub dir: &'a Path,
+    /// Its manifest.
+    pub manifest: &'a Manifest,
+    /// Its entry in the host config.
+    pub entry: &'a PluginEntry,
+    /// The effective permissions.
+    pub granted: &'a BTreeSet<Permission>,
+    /// The validated config.
+    pub config: &'a Map<String, Value>,
+    /// Its storage.
+    pub store: PluginStore,
+    /// The host config.
+    pub host: &'a HostConfig,
+}
+
+/// Turns a plugin directory into a [`Plugin`]: the wasm runtime is one.
+#[async_trait]
+pub trait Loader: Send + Sync + 'static {
+    /// Prepare the plugin (compile, check its contract). Runs before `init`, off the request path.
+    async fn load(&self, ctx: LoaderContext<'_>) -> Result<Arc<dyn Plugin>, String>;
+}
+
+/// Per-call deadlines of one plugin.
+#[derive(Debug, Clone)]
+pub(crate) struct CallLimits {
+    pub(crate) timeout: Duration,
+    pub(crate) hook_timeouts: BTreeMap<HookType, Duration>,
+}
+
+impl CallLimits {
+    pub(crate) fn hook_timeout(&self, hook: HookType) -> Duration {
+        self.hook_timeouts.get(&hook).copied().unwrap_or(self.timeout)
+    }
+}
+
+/// One plugin as the host holds it.
+pub(crate) struct Loaded {
+    pub(crate) name: String,
+    pub(crate) manifest: Option<Manifest>,
+    pub(crate) kind: &'static str,
+    pub(crate) enabled: bool,
+    pub(crate) plugin: Arc<dyn Plugin>,
+    pub(crate) state: Arc<PluginState>,
+    pub(crate) failure_policy: FailurePolicy,
+    pub(crate) limits: CallLimits,
+    pub(crate) granted: BTreeSet<Permission>,
+    pub(crate) config: Map<String, Value>,
+    pub(crate) store: PluginStore,
+    pub(crate) registrations: ArcSwap<Registrations>,
+}
+
+/// A placeholder for a plugin that never loaded: answers nothing, counts as failed.
+struct Absent;
+impl Plugin for Absent {}
+
+/// What the admin API and `ListPlugins` show of one plugin.
+#[derive(Debug, Clone, Serialize)]
+pub struct PluginInfo {
+    /// Name.
+    pub name: String,
+    /// Version ("" when the manifest could not be read).
+    pub version: String,
+    /// Description.
+    pub description: String,
+    /// Author.
+    pub author: String,
+    /// "wasm" or "native".
+    pub kind: &'static str,
+    /// Whether the plugin's code is loaded.
+    pub loaded: bool,
+    /// Whether the operator enabled it.
+    pub enabled: bool,
+    /// Its status.
+    pub status: Status,
+    /// The transitional step in progress, if any.
+    pub phase: Option<&'static str>,
+    /// When loading finished (RFC 3339).
+    pub load_time: Option<String>,
+    /// How long loading (read, compile, init, start) took.
+    pub load_duration_ms: f64,
+    /// Errors counted.
+    pub error_count: u64,
+    /// The last error.
+    pub last_error: Option<ErrorRecord>,
+    /// Effective permissions.
+    pub permissions: Vec<Permission>,
+    /// Registered hooks with priority.
+    pub hooks: Vec<HookInfo>,
+    /// Registered routes as `METHOD /full/path`.
+    pub routes: Vec<String>,
+    /// Per-hook metrics of hooks that ran.
+    pub hook_metrics: BTreeMap<HookType, HookMetrics>,
+}
+
+/// One registered hook.
+#[derive(Debug, Clone, Serialize)]
+pub struct HookInfo {
+    /// Type.
+    pub hook: HookType,
+    /// Priority.
+    pub priority: i32,
+}
+
+impl Loaded {
+    fn info(&self) -> PluginInfo {
+        let m = self.manifest.as_ref();
+        let regs = self.registrations.load();
+        let status = self.state.status();
+        PluginInfo {
+            name: self.name.clone(),
+            version: m.map(|m| m.version.to_string()).unwrap_or_default(),
+            description: m.map(|m| m.description.clone()).unwrap_or_default(),
+            author: m.map(|m| m.author.clone()).unwrap_or_default(),
+            kind: self.kind,
+            loaded: matches!(status, Status::Initialized | Status::Running),
+            enabled: self.enabled,
+            status,
+            phase: self.state.phase().label(),
+            load_time: self
+                .state
+                .loaded_at()
+                .map(|t| humantime::format_rfc3339_millis(t).to_string()),
+            load_duration_ms: self.state.load_duration().as_secs_f64() * 1000.0,
+            error_count: self.state.error_count(),
+            last_error: self.state.last_error(),
+            permissions: self.granted.iter().copied().collect(),
+            hooks: regs
+                .hooks
+                .iter()
+                .map(|(hook, priority)| HookInfo {
+                    hook: *hook,
+                    priority: *priority,
+                })
+                .collect(),
+            routes: regs
+                .routes
+                .iter()
+                .map(|r| format!("{} /plugins/{}{}", r.method, self.name, r.path))
+                .collect(),
+            hook_metrics: self.state.hook_metrics().into_iter().collect(),
+        }
+    }
+}
+
+/// A native plugin handed to the builder.
+struct Native {
+    manifest: Manifest,
+    plugin: Arc<dyn Plugin>,
+}
+
+/// Builds a [`Host`]; reads like the config file.
+#[derive(Default)]
+pub struct HostBuilder {
+    config: Option<HostConfig>,
+    data_dir: Option<PathBuf>,
+    loader: Option<Arc<dyn Loader>>,
+    natives: Vec<Native>,
+}
+
+impl std::fmt::Debug for HostBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostBuilder")
+            .field("config", &self.config.as_ref().and_then(|c| c.source.clone()))
+            .field("natives", &self.natives.len())
+            .finish()
+    }
+}
+
+impl HostBuilder {
+    /// Use this host config (default: the embedded defaults, no plugins).
+    pub fn config(mut self, config: HostConfig) -> Self {
+        self.config = Some(config);
+        self
+    }
+
+    /// Override the data directory.
+    pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.data_dir = Some(dir.into());
+        self
+    }
+
+    /// The loader for plugins listed in the config (the wasm runtime).
+    pub fn loader(mut self, loader: impl Loader) -> Self {
+        self.loader = Some(Arc::new(loader));
+        self
+    }
+
+    /// Add a native plugin. It gets the grants of its config entry when the config lists it, and
+    /// otherwise every permission its manifest declares (it is compiled in: trusted code).
+    pub fn native(mut self, manifest: Manifest, plugin: impl Plugin) -> Self {
+        self.natives.push(Native {
+            manifest,
+            plugin: Arc::new(plugin),
+        });
+        self
+    }
+
+    /// Open the host's storage and make the host. Nothing is loaded until [`Host::start`].
+    pub fn build(self) -> Result<Host, LoadError> {
+        let mut config = self.config.unwrap_or_default();
+        if let Some(dir) = self.data_dir {
+            config.data_dir = dir;
+        }
+        let store = Store::open(&config.data_dir).map_err(LoadError::Storage)?;
+        Ok(Host {
+            inner: Arc::new(Inner {
+                config,
+                store,
+                loader: self.loader,
+                natives: parking_lot::Mutex::new(self.natives),
+                plugins: RwLock::new(Vec::new()),
+                dispatcher: Dispatcher::default(),
+                started_at: SystemTime::now(),
+            }),
+        })
+    }
+}
+
+struct Inner {
+    config: HostConfig,
+    store: Store,
+    loader: Option<Arc<dyn Loader>>,
+    natives: parking_lot::Mutex<Vec<Native>>,
+    /// In start order.
+    plugins: RwLock<Vec<Arc<Loaded>>>,
+    dispatcher: Dispatcher,
+    started_at: SystemTime,
+}
+
+/// The plugin host. Cheap to clone.
+#[derive(Clone)]
+pub struct Host {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Host {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Host")
+            .field("plugins", &self.inner.plugins.read().len())
+            .finish()
+    }
+}
+
+/// A plugin read from the config, ready to order.
+struct Candidate {
+    loaded: Loaded,
+    dir: Option<PathBuf>,
+    entry: Option<PluginEntry>,
+    priority: i32,
+    /// Why it cannot run, if it cannot.
+    failure: Option<String>,
+}
+
+impl Host {
+    /// Start building a host.
+    pub fn builder() -> HostBuilder {
+        HostBuilder::default()
+    }
+
+    /// The host config in force.
+    pub fn config(&self) -> &HostConfig {
+        &self.inner.config
+    }
+
+    /// The dispatcher requests go through.
+    pub fn dispatcher(&self) -> &Dispatcher {
+        &self.inner.dispatcher
+    }
+
+    /// The host's storage.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// When the host was built.
+    pub fn started_at(&self) -> SystemTime {
+        self.inner.started_at
+    }
+
+    /// Every plugin, in start order (failed ones included).
+    pub fn list_plugins(&self) -> Vec<PluginInfo> {
+        self.inner.plugins.read().iter().map(|p| p.info()).collect()
+    }
+
+    /// One plugin's info.
+    pub fn plugin_info(&self, name: &str) -> Option<PluginInfo> {
+        self.find(name).map(|p| p.info())
+    }
+
+    /// Whether a plugin is loaded (initialized or running).
+    pub fn is_loaded(&self, name: &str) -> bool {
+        self.find(name).is_some_and(|p| {
+            matches!(p.state.status(), Status::Initialized | Status::Running)
+        })
+    }
+
+    /// The live state of a plugin.
+    pub fn plugin_state(&self, name: &str) -> Option<Arc<PluginState>> {
+        self.find(name).map(|p| p.state.clone())
+    }
+
+    fn find(&self, name: &str) -> Option<Arc<Loaded>> {
+        self.inner
+            .plugins
+            .read()
+            .iter()
+            .find(|p| p.name == name)
+            .cloned()
+    }
+
+    fn limits(&self, entry: Option<&PluginEntry>) -> CallLimits {
+        let global = &self.inner.config.plugins.limits;
+        let mut limits = CallLimits {
+            timeout: global.timeout,
+            hook_timeouts: global.hook_timeouts.clone(),
+        };
+        if let Some(o) = entry.and_then(|e| e.limits.as_ref()) {
+            if let Some(t) = o.timeout {
+                limits.timeout = t;
+            }
+            limits
+                .hook_timeouts
+                .extend(o.hook_timeouts.iter().map(|(k, v)| (*k, *v)));
+        }
+        limits
+    }
+
+    /// Read one config entry: manifest, name, grants, config. Never fails: a problem is recorded.
+    fn read_entry(&self, entry: &PluginEntry) -> Result<Candidate, LoadError> {
+        let dir = entry.path.clone();
+        if !dir.exists() {
+            return Err(LoadError::NotFound(dir));
+        }
+        let manifest = Manifest::from_path(&dir)?;
+        if manifest.name != entry.name {
+            return Err(LoadError::NameMismatch {
+                entry: entry.name.clone(),
+                manifest: manifest.name.clone(),
+                path: dir,
+            });
+        }
+        let granted = plugd_manifest::effective_permissions(&manifest, entry)
+            .map_err(|e| LoadError::Invalid(e.to_string()))?;
+        let config = manifest
+            .config
+            .validate(&entry.config)
+            .map_err(|e| LoadError::Config {
+                plugin: entry.name.clone(),
+                message: e.to_string(),
+            })?;
+        let priority = entry.priority.or(manifest.priority).unwrap_or(100);
+        let store = self.inner.store.plugin(&manifest.name);
+        Ok(Candidate {
+            loaded: Loaded {
+                name: manifest.name.clone(),
+                kind: "wasm",
+                enabled: entry.enabled,
+                plugin: Arc::new(Absent),
+                state: Arc::new(PluginState::default()),
+                failure_policy: entry.failure_policy,
+                limits: self.limits(Some(entry)),
+                granted,
+                config,
+                store,
+                registrations: ArcSwap::default(),
+                manifest: Some(manifest),
+            },
+            dir: Some(dir),
+            entry: Some(entry.clone()),
+            priority,
+            failure: None,
+        })
+    }
+
+    /// A candidate for a config entry that could not be read.
+    fn failed_entry(&self, entry: &PluginEntry, error: &LoadError) -> Candidate {
+        let state = Arc::new(PluginState::default());
+        state.fail(error.to_string());
+        Candidate {
+            loaded: Loaded {
+                name: entry.name.clone(),
+                manifest: None,
+                kind: "wasm",
+                enabled: entry.enabled,
+                plugin: Arc::new(Absent),
+                state,
+                failure_policy: entry.failure_policy,
+                limits: self.limits(Some(entry)),
+                granted: BTreeSet::new(),
+                config: Map::new(),
+                store: self.inner.store.plugin(&entry.name),
+                registrations: ArcSwap::default(),
+            },
+            dir: None,
+            entry: Some(entry.clone()),
+            priority: entry.priority.unwrap_or(100),
+            failure: Some(error.to_string()),
+        }
+    }
+
+    fn native_candidate(&self, native: Native) -> Result<Candidate, LoadError> {
+        let entry = self.inner.config.plugin(&native.manifest.name).cloned();
+        let granted = match &entry {
+            Some(e) => plugd_manifest::effective_permissions(&native.manifest, e)
+                .map_err(|e| LoadError::Invalid(e.to_string()))?,
+            None => native.manifest.permissions.clone(),
+        };
+        let raw = entry.as_ref().map(|e| e.config.clone()).unwrap_or_default();
+        let config = native
+            .manifest
+            .config
+            .validate(&raw)
+            .map_err(|e| LoadError::Config {
+                plugin: native.manifest.name.clone(),
+                message: e.to_string(),
+            })?;
+        let priority = entry
+            .as_ref()
+            .and_then(|e| e.priority)
+            .or(native.manifest.priority)
+            .unwrap_or(100);
+        Ok(Candidate {
+            loaded: Loaded {
+                name: native.manifest.name.clone(),
+                kind: native.plugin.kind(),
+                enabled: entry.as_ref().is_none_or(|e| e.enabled),
+                plugin: native.plugin,
+                state: Arc::new(PluginState::default()),
+                failure_policy: entry
+                    .as_ref()
+                    .map(|e| e.failure_policy)
+                    .unwrap_or_default(),
+                limits: self.limits(entry.as_ref()),
+                granted,
+                config,
+                store: self.inner.store.plugin(&native.manifest.name),
+                registrations: ArcSwap::default(),
+                manifest: Some(native.manifest),
+            },
+            dir: None,
+            entry,
+            priority,
+            failure: None,
+        })
+    }
+
+    /// Load every enabled plugin of the config and every native plugin; initialize and start them
+    /// in dependency and priority order; run `startup` hooks.
+    ///
+    /// With `plugins.on_failure: continue` (the default) a plugin that fails goes to `error`, its
+    /// dependents go to `error` with "dependency 'x' failed", and the rest run. With `abort` the
+    /// first failure is returned (plugins already started are stopped again).
+    pub async fn start(&self) -> Result<(), LoadError> {
+        let abort = self.inner.config.plugins.on_failure == OnFailure::Abort;
+        let mut candidates = Vec::new();
+        let mut names = HashSet::new();
+        if self.inner.config.plugins.enabled {
+            for entry in self.inner.config.plugins.plugins.iter().filter(|e| e.enabled) {
+                let candidate = match self.read_entry(entry) {
+                    Ok(c) => c,
+                    Err(e) if abort => return Err(e),
+                    Err(e) => {
+                        tracing::error!(plugin = %entry.name, error = %e, "plugin failed to load");
+                        self.failed_entry(entry, &e)
+                    }
+                };
+                names.insert(candidate.loaded.name.clone());
+                candidates.push(candidate);
+            }
+        }
+        let natives = std::mem::take(&mut *self.inner.natives.lock());
+        for native in natives {
+            if !names.insert(native.manifest.name.clone()) {
+                return Err(LoadError::Duplicate(native.manifest.name.clone()));
+            }
+            let candidate = self.native_candidate(native)?;
+            if candidate.loaded.enabled {
+                candidates.push(candidate);
+            }
+        }
+
+        check_frameworks(&mut candidates, abort)?;
+        let order = order_candidates(&mut candidates, abort)?;
+        let mut ordered: Vec<Candidate> = Vec::with_capacity(candidates.len());
+        let mut slots: Vec<Option<Candidate>> = candidates.into_iter().map(Some).collect();
+        for i in order {
+            if let Some(c) = slots[i].take() {
+                ordered.push(c);
+            }
+        }
+        // Plugins that could not be ordered (already failed) go last, for display.
+        ordered.extend(slots.into_iter().flatten());
+
+        let mut failed: HashSet<String> = ordered
+            .iter()
+            .filter(|c| c.failure.is_some())
+            .map(|c| c.loaded.name.clone())
+            .collect();
+        let mut loaded: Vec<Arc<Loaded>> = Vec::new();
+        for mut c in ordered {
+            if c.failure.is_none() {
+                let result = self.bring_up(&mut c, &failed).await;
+                if let Err(e) = result {
+                    if abort {
+                        self.publish(&loaded);
+                        self.stop_all(&loaded).await;
+                        return Err(e);
+                    }
+                    tracing::error!(plugin = %c.loaded.name, error = %e, "plugin failed");
+                    c.loaded.state.fail(e.to_string());
+                    failed.insert(c.loaded.name.clone());
+                }
+            }
+            loaded.push(Arc::new(c.loaded));
+        }
+        *self.inner.plugins.write() = loaded.clone();
+        self.publish(&loaded);
+
+        for p in &loaded {
+            if p.state.status() != Status::Initialized {
+                continue;
+            }
+            p.state.set_phase(Phase::Starting);
+            match p.plugin.start().await {
+                Ok(()) => {
+                    p.state.set_status(Status::Running);
+                    p.state.set_phase(Phase::Idle);
+                    tracing::info!(plugin = %p.name, kind = p.kind, "plugin running");
+                }
+                Err(e) => {
+                    let e = LoadError::Start {
+                        plugin: p.name.clone(),
+                        error: e,
+                    };
+                    if abort {
+                        self.stop_all(&loaded).await;
+                        return Err(e);
+                    }
+                    tracing::error!(plugin = %p.name, error = %e, "plugin failed to start");
+                    p.state.fail(e.to_string());
+                    self.fail_dependents(&loaded, &p.name);
+                }
+            }
+        }
+        self.inner
+            .dispatcher
+            .run_lifecycle_hook(HookType::Startup)
+            .await;
+        Ok(())
+    }
+
+    /// Mark every plugin that (transitively) depends on `failed` as failed too.
+    fn fail_dependents(&self, loaded: &[Arc<Loaded>], failed: &str) {
+        let mut down: Vec<String> = vec![failed.to_string()];
+        for p in loaded {
+            let depends = p.manifest.as_ref().is_some_and(|m| {
+                m.dependencies
+                    .iter()
+                    .any(|d| down.iter().any(|f| *f == d.name))
+            });
+            if depends && p.state.status() != Status::Error {
+                let dep = p
+                    .manifest
+                    .as_ref()
+                    .and_then(|m| m.dependencies.iter().find(|d| down.contains(&d.name)))
+                    .map(|d| d.name.clone())
+                    .unwrap_or_default();
+                p.state
+                    .fail(LoadError::Dependency { dependency: dep }.to_string());
+                down.push(p.name.clone());
+            }
+        }
+    }
+
+    /// Load and initialize one candidate.
+    async fn bring_up(&self, c: &mut Candidate, failed: &HashSet<String>) -> Result<(), LoadError> {
+        let started = Instant::now();
+        let name = c.loaded.name.clone();
+        if let Some(m) = &c.loaded.manifest
+            && let Some(dep) = m.dependencies.iter().find(|d| failed.contains(&d.name))
+        {
+            return Err(LoadError::Dependency {
+                dependency: dep.name.clone(),
+            });
+        }
+        c.loaded.state.set_status(Status::Loading);
+        if let (Some(dir), Some(entry), Some(manifest)) = (&c.dir, &c.entry, &c.loaded.manifest) {
+            let loader = self.inner.loader.as_ref().ok_or_else(|| LoadError::Runtime {
+                plugin: name.clone(),
+                message: "this host has no loader for plugins from disk".into(),
+            })?;
+            let plugin = loader
+                .load(LoaderContext {
+                    dir,
+                    manifest,
+                    entry,
+                    granted: &c.loaded.granted,
+                    config: &c.loaded.config,
+                    store: c.loaded.store.clone(),
+                    host: &self.inner.config,
+                })
+                .await
+                .map_err(|message| LoadError::Runtime {
+                    plugin: name.clone(),
+                    message,
+                })?;
+            c.loaded.kind = plugin.kind();
+            c.loaded.plugin = plugin;
+        }
+        c.loaded.state.set_phase(Phase::Initializing);
+        let mut regs = Registrations::default();
+        if let Some(m) = &c.loaded.manifest {
+            for h in &m.hooks {
+                regs.add_hook(h.hook, h.priority)
+                    .map_err(|e| LoadError::Registration {
+                        plugin: name.clone(),
+                        message: e.to_string(),
+                    })?;
+            }
+        }
+        let mut ctx = InitContext::new(
+            &name,
+            &c.loaded.config,
+            &c.loaded.granted,
+            &c.loaded.store,
+            &mut regs,
+        );
+        c.loaded
+            .plugin
+            .init(&mut ctx)
+            .await
+            .map_err(|error| LoadError::Init {
+                plugin: name.clone(),
+                error,
+            })?;
+        c.loaded.registrations.store(Arc::new(regs));
+        c.loaded.state.set_status(Status::Initialized);
+        c.loaded.state.set_phase(Phase::Idle);
+        c.loaded
+            .state
+            .set_loaded(SystemTime::now(), started.elapsed());
+        Ok(())
+    }
+
+    fn publish(&self, plugins: &[Arc<Loaded>]) {
+        match DispatchTable::build(plugins) {
+            Ok(table) => self.inner.dispatcher.publish(table),
+            Err(e) => tracing::error!(error = %e, "dispatch table rejected; keeping the previous one"),
+        }
+    }
+
+    async fn stop_all(&self, plugins: &[Arc<Loaded>]) {
+        for p in plugins.iter().rev() {
+            if !matches!(p.state.status(), Status::Running | Status::Initialized) {
+                continue;
+            }
+            p.state.set_phase(Phase::Stopping);
+            let timeout = p.limits.timeout;
+            for (step, fut) in [("stop", p.plugin.stop()), ("cleanup", p.plugin.cleanup())] {
+                match tokio::time::timeout(timeout, fut).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::warn!(plugin = %p.name, step, error = %e, "plugin {step} failed");
+                        p.state.record_error(format!("{step}: {e}"));
+                    }
+                    Err(_) => {
+                        tracing::warn!(plugin = %p.name, step, "plugin {step} timed out; forced");
+                        p.state.record_error(format!("{step} timed out"));
+                    }
+                }
+            }
+            p.state.set_status(Status::Stopped);
+            p.state.set_phase(Phase::Idle);
+            tracing::info!(plugin = %p.name, "plugin stopped");
+        }
+    }
+
+    /// Run `shutdown` hooks, then stop and clean up every plugin in reverse start order.
+    pub async fn shutdown(&self) {
+        self.inner
+            .dispatcher
+            .run_lifecycle_hook(HookType::Shutdown)
+            .await;
+        let plugins = self.inner.plugins.read().clone();
+        self.inner.dispatcher.publish(DispatchTable::default());
+        self.stop_all(&plugins).await;
+    }
+}
+
+fn check_frameworks(candidates: &mut [Candidate], abort: bool) -> Result<(), LoadError> {
+    let ours = semver::Version::parse(FRAMEWORK_VERSION).unwrap_or(semver::Version::new(0, 0, 0));
+    for c in candidates.iter_mut().filter(|c| c.failure.is_none()) {
+        let Some(req) = c.loaded.manifest.as_ref().and_then(|m| m.framework.clone()) else {
+            continue;
+        };
+        if !req.matches(&ours) {
+            let message =
+                format!("framework version mismatch: plugin requires {req}, found {FRAMEWORK_VERSION}");
+            if abort {
+                return Err(LoadError::Invalid(format!("plugin '{}': {message}", c.loaded.name)));
+            }
+            c.loaded.state.fail(message.clone());
+            c.failure = Some(message);
+        }
+    }
+    Ok(())
+}
+
+/// The start order of the candidates that can run. Under `continue`, a plugin whose
+/// dependencies cannot be satisfied (or that sits in a cycle) is failed and left out.
+fn order_candidates(candidates: &mut [Candidate], abort: bool) -> Result<Vec<usize>, LoadError> {
+    loop {
+        let live: Vec<usize> = (0..candidates.len())
+            .filter(|&i| candidates[i].failure.is_none())
+            .collect();
+        let input: Vec<(&Manifest, i32)> = live
+            .iter()
+            .filter_map(|&i| Some((candidates[i].loaded.manifest.as_ref()?, candidates[i].priority)))
+            .collect();
+        let error = match start_order(&input) {
+            Ok(order) => return Ok(order.into_iter().map(|k| live[k]).collect()),
+            Err(e) => e,
+        };
+        if abort {
+            return Err(LoadError::Invalid(error.to_string()));
+        }
+        let culprits: Vec<String> = match &error {
+            OrderError::Missing { plugin, .. } | OrderError::Version { plugin, .. } => {
+                vec![plugin.clone()]
+            }
+            OrderError::Cycle(names) => names.clone(),
+        };
+        let mut changed = false;
+        for c in candidates.iter_mut().filter(|c| c.failure.is_none()) {
+            if culprits.contains(&c.loaded.name) {
+                tracing::error!(plugin = %c.loaded.name, error = %error, "plugin cannot be ordered");
+                c.loaded.state.fail(error.to_string());
+                c.failure = Some(error.to_string());
+                changed = true;
+            }
+        }
+        if !changed {
+            return Err(LoadError::Invalid(error.to_string()));
+        }
+    }
+}

@@ -1,0 +1,48 @@
+//! The plugd plugin manager.
+//!
+//! `plugd-core` loads plugins (through a [`Loader`] an adapter provides, such as the wasm runtime),
+//! orders them by dependencies and priority, runs their lifecycle, keeps their status, and
+//! dispatches requests through their hooks and routes. It knows nothing of HTTP servers or of
+//! WebAssembly: a request is an [`Exchange`], a plugin is anything that implements [`Plugin`].
+//!
+//! ```
+//! use plugd_core::{Host, Plugin};
+//! # tokio_test();
+//! # fn tokio_test() {
+//! # let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+//! # rt.block_on(async {
+//! let dir = tempfile_dir();
+//! let host = Host::builder()
+//!     .data_dir(&dir)
+//!     .build()
+//!     .unwrap();
+//! host.start().await.unwrap();
+//! assert!(host.list_plugins().is_empty());
+//! host.shutdown().await;
+//! # });
+//! # }
+//! # fn tempfile_dir() -> std::path::PathBuf {
+//! #     let d = std::env::temp_dir().join(format!("plugd-doc-{}", std::process::id()));
+//! #     std::fs::create_dir_all(&d).unwrap(); d
+//! # }
+//! ```
+
+mod dispatch;
+mod error;
+mod exchange;
+mod host;
+mod order;
+mod plugin;
+mod state;
+mod store;
+
+pub use dispatch::{DispatchTable, Dispatcher};
+pub use error::{HostError, LoadError, PluginError};
+pub use exchange::{Exchange, Identity, Response, Stage};
+pub use host::{Host, HostBuilder, Loader, LoaderContext, PluginInfo};
+pub use order::{start_order, OrderError};
+pub use plugin::{Action, Health, InitContext, Plugin, Registrations, RouteOptions, RouteReg};
+pub use state::{ErrorRecord, Phase, PluginState, Status};
+pub use store::{PluginStore, Store};
+
+pub use plugd_manifest::{HookType, Permission};

@@ -1,0 +1,303 @@
+//! The [`Plugin`] trait every plugin implements, native or wasm, and what it registers.
+
+use std::collections::BTreeSet;
+
+use async_trait::async_trait;
+use http::Method;
+use plugd_manifest::{HookType, Permission};
+use serde_json::{Map, Value};
+
+use crate::error::{HostError, PluginError};
+use crate::exchange::{Exchange, Response};
+use crate::store::PluginStore;
+
+/// What a `pre_request` hook or a middleware decides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Go on; changes made to the exchange stand.
+    Continue,
+    /// Answer now: later pre-request hooks, middleware and the handler are skipped;
+    /// post_request, pre_response and post_response hooks still run.
+    Respond(Response),
+}
+
+/// A plugin's own view of its health.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "state", content = "message", rename_all = "snake_case")]
+pub enum Health {
+    /// All well.
+    Healthy,
+    /// Working, with a problem worth showing.
+    Degraded(String),
+    /// Not working; shown, not stopped.
+    Unhealthy(String),
+}
+
+/// Options of a route.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RouteOptions {
+    /// Roles the request's identity must all hold.
+    pub required_roles: Vec<String>,
+}
+
+/// One registered route of a plugin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteReg {
+    /// HTTP method.
+    pub method: Method,
+    /// Pattern as registered, relative to the plugin's mount (`/greet`, `/users/{id}`).
+    pub path: String,
+    /// Options.
+    pub options: RouteOptions,
+}
+
+/// Everything a plugin registered in `init` (and in its manifest).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Registrations {
+    /// Hooks with their priority (higher runs first).
+    pub hooks: Vec<(HookType, i32)>,
+    /// Routes.
+    pub routes: Vec<RouteReg>,
+}
+
+impl Registrations {
+    /// Register a hook. A second registration of one type with another priority is refused.
+    pub fn add_hook(&mut self, hook: HookType, priority: i32) -> Result<(), HostError> {
+        match self.hooks.iter().find(|(h, _)| *h == hook) {
+            Some((_, p)) if *p == priority => Ok(()),
+            Some((_, p)) => Err(HostError::Invalid(format!(
+                "hook {} is already registered with priority {p}, not {priority}",
+                hook.as_str()
+            ))),
+            None => {
+                self.hooks.push((hook, priority));
+                Ok(())
+            }
+        }
+    }
+
+    /// Register a route; needs `router` among `granted`.
+    pub fn add_route(
+        &mut self,
+        plugin: &str,
+        granted: &BTreeSet<Permission>,
+        method: &str,
+        path: &str,
+        options: RouteOptions,
+    ) -> Result<(), HostError> {
+        if !granted.contains(&Permission::Router) {
+            return Err(HostError::permission_denied(plugin, Permission::Router));
+        }
+        let method = Method::from_bytes(method.to_ascii_uppercase().as_bytes())
+            .map_err(|_| HostError::Invalid(format!("invalid method: {method:?}")))?;
+        if !path.starts_with('/') || path.contains("//") || path.contains("..") || path.contains('?')
+        {
+            return Err(HostError::Invalid(format!(
+                "invalid route path {path:?}: it must start with '/' and hold no '//', '..' or '?'"
+            )));
+        }
+        if self
+            .routes
+            .iter()
+            .any(|r| r.method == method && r.path == path)
+        {
+            return Err(HostError::Invalid(format!(
+                "route {method} {path} is already registered"
+            )));
+        }
+        self.routes.push(RouteReg {
+            method,
+            path: path.to_string(),
+            options,
+        });
+        Ok(())
+    }
+}
+
+/// What a plugin gets in `init`: its name, config, permissions, storage, and the registration calls.
+#[derive(Debug)]
+pub struct InitContext<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) config: &'a Map<String, Value>,
+    pub(crate) granted: &'a BTreeSet<Permission>,
+    pub(crate) store: &'a PluginStore,
+    pub(crate) registrations: &'a mut Registrations,
+}
+
+impl<'a> InitContext<'a> {
+    /// A context for running a plugin's `init` outside a host (tests, tools).
+    pub fn new(
+        name: &'a str,
+        config: &'a Map<String, Value>,
+        granted: &'a BTreeSet<Permission>,
+        store: &'a PluginStore,
+        registrations: &'a mut Registrations,
+    ) -> Self {
+        InitContext {
+            name,
+            config,
+            granted,
+            store,
+            registrations,
+        }
+    }
+
+    /// The plugin's name.
+    pub fn name(&self) -> &str {
+        self.name
+    }
+
+    /// The plugin's config, validated against its schema, defaults applied.
+    pub fn config(&self) -> &Map<String, Value> {
+        self.config
+    }
+
+    /// The effective permissions.
+    pub fn granted(&self) -> &BTreeSet<Permission> {
+        self.granted
+    }
+
+    /// The plugin's storage.
+    pub fn store(&self) -> &PluginStore {
+        self.store
+    }
+
+    /// Register a hook.
+    pub fn register_hook(&mut self, hook: HookType, priority: i32) -> Result<(), HostError> {
+        self.registrations.add_hook(hook, priority)
+    }
+
+    /// Register a route (needs `router`).
+    pub fn register_route(
+        &mut self,
+        method: &str,
+        path: &str,
+        options: RouteOptions,
+    ) -> Result<(), HostError> {
+        self.registrations
+            .add_route(self.name, self.granted, method, path, options)
+    }
+
+    /// Merge registrations made elsewhere (by a wasm instance's `init`).
+    pub fn merge(&mut self, other: Registrations) -> Result<(), HostError> {
+        for (hook, priority) in other.hooks {
+            self.registrations.add_hook(hook, priority)?;
+        }
+        for route in other.routes {
+            if !self.registrations.routes.contains(&route) {
+                self.registrations.routes.push(route);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A plugin: native Rust code compiled into the host, or the adapter of a wasm component.
+///
+/// Every method has a default, so a plugin implements only what it uses.
+///
+/// Lifecycle: `init` (register hooks and routes; no background work) → `start` (open connections,
+/// begin work) → serving → `stop` (idempotent) → `cleanup` (release everything). Plugins start in
+/// dependency order and stop in reverse. Hooks may do what DESIGN's table says: `pre_request`
+/// changes request headers or answers early; `post_request` replaces the response; `pre_response`
+/// changes status, headers and body; `post_response`, `startup` and `shutdown` observe.
+///
+/// ```
+/// use plugd_core::{Action, Exchange, HookType, InitContext, Plugin, PluginError};
+///
+/// struct RequestId;
+///
+/// #[async_trait::async_trait]
+/// impl Plugin for RequestId {
+///     async fn init(&self, ctx: &mut InitContext<'_>) -> Result<(), PluginError> {
+///         ctx.register_hook(HookType::PreRequest, 300).map_err(|e| PluginError::Failed(e.to_string()))
+///     }
+///     async fn on_hook(&self, _hook: HookType, ex: &mut Exchange) -> Result<Action, PluginError> {
+///         ex.set_header("x-request-id", "42").map_err(|e| PluginError::Failed(e.to_string()))?;
+///         Ok(Action::Continue)
+///     }
+/// }
+/// ```
+#[async_trait]
+pub trait Plugin: Send + Sync + 'static {
+    /// Register hooks and routes; validate config.
+    async fn init(&self, _ctx: &mut InitContext<'_>) -> Result<(), PluginError> {
+        Ok(())
+    }
+
+    /// Begin work.
+    async fn start(&self) -> Result<(), PluginError> {
+        Ok(())
+    }
+
+    /// Stop work. Idempotent.
+    async fn stop(&self) -> Result<(), PluginError> {
+        Ok(())
+    }
+
+    /// Release everything.
+    async fn cleanup(&self) -> Result<(), PluginError> {
+        Ok(())
+    }
+
+    /// A new config that passed schema validation. An error keeps the old one.
+    async fn on_config_change(&self, _config: &Map<String, Value>) -> Result<(), PluginError> {
+        Ok(())
+    }
+
+    /// The plugin's own health.
+    async fn health_check(&self) -> Health {
+        Health::Healthy
+    }
+
+    /// A registered hook ran.
+    async fn on_hook(&self, _hook: HookType, _ex: &mut Exchange) -> Result<Action, PluginError> {
+        Ok(Action::Continue)
+    }
+
+    /// A registered route was requested; `route` is the pattern as registered.
+    async fn handle_request(&self, route: &str, _ex: &mut Exchange) -> Result<Response, PluginError> {
+        Err(PluginError::NotImplemented(format!(
+            "no handler for route {route}"
+        )))
+    }
+
+    /// Which kind of plugin this is, for display ("native", "wasm").
+    fn kind(&self) -> &'static str {
+        "native"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_need_router() {
+        let mut r = Registrations::default();
+        let none = BTreeSet::new();
+        let err = r
+            .add_route("p", &none, "GET", "/x", RouteOptions::default())
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "permission denied: plugin 'p' attempted router access without permission"
+        );
+        let router: BTreeSet<_> = [Permission::Router].into();
+        r.add_route("p", &router, "get", "/x", RouteOptions::default())
+            .unwrap();
+        assert_eq!(r.routes[0].method, Method::GET);
+        assert!(r.add_route("p", &router, "GET", "/x", RouteOptions::default()).is_err());
+        assert!(r.add_route("p", &router, "GET", "x", RouteOptions::default()).is_err());
+        assert!(r.add_route("p", &router, "GET", "/a/../b", RouteOptions::default()).is_err());
+    }
+
+    #[test]
+    fn hooks_conflicting_priorities_are_refused() {
+        let mut r = Registrations::default();
+        r.add_hook(HookType::PreRequest, 200).unwrap();
+        r.add_hook(HookType::PreRequest, 200).unwrap();
+        assert_eq!(r.hooks.len(), 1);
+        assert!(r.add_hook(HookType::PreRequest, 100).is_err());
+    }
+}

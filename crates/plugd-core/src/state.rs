@@ -1,0 +1,321 @@
+//! Status, phase, error records and per-hook counters of one plugin.
+
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use parking_lot::Mutex;
+use plugd_manifest::HookType;
+use serde::Serialize;
+
+/// The one status enum of plugd (API, admin JSON, metrics label): the seed's six plus `disabled`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[repr(u8)]
+pub enum Status {
+    /// Known but not loaded.
+    Unloaded = 0,
+    /// Being read and compiled.
+    Loading = 1,
+    /// `init` succeeded; not started yet.
+    Initialized = 2,
+    /// Serving.
+    Running = 3,
+    /// Stopped (by shutdown or unload).
+    Stopped = 4,
+    /// Failed to load, initialize or start; see the last error.
+    Error = 5,
+    /// Turned off by the operator or by an error threshold; not routed.
+    Disabled = 6,
+}
+
+impl Status {
+    /// Every status, in declaration order.
+    pub const ALL: [Status; 7] = [
+        Status::Unloaded,
+        Status::Loading,
+        Status::Initialized,
+        Status::Running,
+        Status::Stopped,
+        Status::Error,
+        Status::Disabled,
+    ];
+
+    /// The lower-case name used in JSON and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Unloaded => "unloaded",
+            Status::Loading => "loading",
+            Status::Initialized => "initialized",
+            Status::Running => "running",
+            Status::Stopped => "stopped",
+            Status::Error => "error",
+            Status::Disabled => "disabled",
+        }
+    }
+
+    fn from_u8(v: u8) -> Status {
+        Status::ALL.get(v as usize).copied().unwrap_or(Status::Error)
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A transitional step, shown beside the status while it lasts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[repr(u8)]
+pub enum Phase {
+    /// Nothing in progress.
+    Idle = 0,
+    /// `init` is running.
+    Initializing = 1,
+    /// `start` is running.
+    Starting = 2,
+    /// `stop`/`cleanup` are running.
+    Stopping = 3,
+    /// A new version is being swapped in.
+    Reloading = 4,
+}
+
+impl Phase {
+    const ALL: [Phase; 5] = [
+        Phase::Idle,
+        Phase::Initializing,
+        Phase::Starting,
+        Phase::Stopping,
+        Phase::Reloading,
+    ];
+
+    /// `None` for idle, else the lower-case name.
+    pub fn label(self) -> Option<&'static str> {
+        match self {
+            Phase::Idle => None,
+            Phase::Initializing => Some("initializing"),
+            Phase::Starting => Some("starting"),
+            Phase::Stopping => Some("stopping"),
+            Phase::Reloading => Some("reloading"),
+        }
+    }
+}
+
+/// The last error of a plugin and when it happened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ErrorRecord {
+    /// The message.
+    pub message: String,
+    /// RFC 3339 time.
+    pub at: String,
+}
+
+/// Counters of one hook type of one plugin (the seed's HookMetrics).
+#[derive(Debug, Default)]
+pub struct HookCounters {
+    executions: AtomicU64,
+    errors: AtomicU64,
+    total_nanos: AtomicU64,
+}
+
+/// A snapshot of [`HookCounters`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct HookMetrics {
+    /// Number of executions.
+    pub execution_count: u64,
+    /// Sum of durations, in microseconds.
+    pub total_duration_us: u64,
+    /// Average duration, in microseconds.
+    pub average_duration_us: u64,
+    /// Hook-specific errors.
+    pub error_count: u64,
+}
+
+impl HookCounters {
+    /// Record one execution. Lock-free.
+    pub fn record(&self, elapsed: Duration, failed: bool) {
+        self.executions.fetch_add(1, Ordering::Relaxed);
+        self.total_nanos
+            .fetch_add(elapsed.as_nanos() as u64, Ordering::Relaxed);
+        if failed {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Read the counters.
+    pub fn snapshot(&self) -> HookMetrics {
+        let n = self.executions.load(Ordering::Relaxed);
+        let total_us = self.total_nanos.load(Ordering::Relaxed) / 1_000;
+        HookMetrics {
+            execution_count: n,
+            total_duration_us: total_us,
+            average_duration_us: if n == 0 { 0 } else { total_us / n },
+            error_count: self.errors.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The live state of one plugin: read on the request path without locks.
+#[derive(Debug)]
+pub struct PluginState {
+    status: AtomicU8,
+    phase: AtomicU8,
+    error_count: AtomicU64,
+    last_error: Mutex<Option<ErrorRecord>>,
+    loaded_at: Mutex<Option<SystemTime>>,
+    load_duration_us: AtomicU64,
+    hooks: [HookCounters; 7],
+    routes: HookCounters,
+}
+
+impl Default for PluginState {
+    fn default() -> Self {
+        PluginState {
+            status: AtomicU8::new(Status::Unloaded as u8),
+            phase: AtomicU8::new(Phase::Idle as u8),
+            error_count: AtomicU64::new(0),
+            last_error: Mutex::new(None),
+            loaded_at: Mutex::new(None),
+            load_duration_us: AtomicU64::new(0),
+            hooks: Default::default(),
+            routes: HookCounters::default(),
+        }
+    }
+}
+
+impl PluginState {
+    /// The current status.
+    pub fn status(&self) -> Status {
+        Status::from_u8(self.status.load(Ordering::Acquire))
+    }
+
+    /// Set the status.
+    pub fn set_status(&self, status: Status) {
+        self.status.store(status as u8, Ordering::Release);
+    }
+
+    /// The current phase.
+    pub fn phase(&self) -> Phase {
+        Phase::ALL
+            .get(self.phase.load(Ordering::Acquire) as usize)
+            .copied()
+            .unwrap_or(Phase::Idle)
+    }
+
+    /// Set the phase.
+    pub fn set_phase(&self, phase: Phase) {
+        self.phase.store(phase as u8, Ordering::Release);
+    }
+
+    /// Count an error and remember it as the last one.
+    pub fn record_error(&self, message: impl Into<String>) {
+        self.error_count.fetch_add(1, Ordering::Relaxed);
+        *self.last_error.lock() = Some(ErrorRecord {
+            message: message.into(),
+            at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+        });
+    }
+
+    /// Set the status to `error` with a cause.
+    pub fn fail(&self, message: impl Into<String>) {
+        self.record_error(message);
+        self.set_status(Status::Error);
+        self.set_phase(Phase::Idle);
+    }
+
+    /// Errors counted since load.
+    pub fn error_count(&self) -> u64 {
+        self.error_count.load(Ordering::Relaxed)
+    }
+
+    /// The last error, if any.
+    pub fn last_error(&self) -> Option<ErrorRecord> {
+        self.last_error.lock().clone()
+    }
+
+    /// Record when loading finished and how long it took.
+    pub fn set_loaded(&self, at: SystemTime, took: Duration) {
+        *self.loaded_at.lock() = Some(at);
+        self.load_duration_us
+            .store(took.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// When the plugin was loaded.
+    pub fn loaded_at(&self) -> Option<SystemTime> {
+        *self.loaded_at.lock()
+    }
+
+    /// How long loading took.
+    pub fn load_duration(&self) -> Duration {
+        Duration::from_micros(self.load_duration_us.load(Ordering::Relaxed))
+    }
+
+    /// Counters of one hook type.
+    pub fn hook(&self, hook: HookType) -> &HookCounters {
+        &self.hooks[hook_index(hook)]
+    }
+
+    /// Counters of route handling.
+    pub fn routes(&self) -> &HookCounters {
+        &self.routes
+    }
+
+    /// A snapshot of every hook type that ran at least once.
+    pub fn hook_metrics(&self) -> Vec<(HookType, HookMetrics)> {
+        HookType::ALL
+            .iter()
+            .map(|h| (*h, self.hook(*h).snapshot()))
+            .filter(|(_, m)| m.execution_count > 0)
+            .collect()
+    }
+}
+
+pub(crate) fn hook_index(hook: HookType) -> usize {
+    match hook {
+        HookType::Startup => 0,
+        HookType::Shutdown => 1,
+        HookType::PreRequest => 2,
+        HookType::PostRequest => 3,
+        HookType::PreResponse => 4,
+        HookType::PostResponse => 5,
+        HookType::Error => 6,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_round_trips_through_the_atomic() {
+        let s = PluginState::default();
+        assert_eq!(s.status(), Status::Unloaded);
+        for status in Status::ALL {
+            s.set_status(status);
+            assert_eq!(s.status(), status);
+        }
+    }
+
+    #[test]
+    fn fail_records_error_and_status() {
+        let s = PluginState::default();
+        s.set_phase(Phase::Starting);
+        s.fail("boom");
+        assert_eq!(s.status(), Status::Error);
+        assert_eq!(s.phase(), Phase::Idle);
+        assert_eq!(s.error_count(), 1);
+        assert_eq!(s.last_error().map(|e| e.message), Some("boom".to_string()));
+    }
+
+    #[test]
+    fn hook_counters_average() {
+        let c = HookCounters::default();
+        c.record(Duration::from_micros(10), false);
+        c.record(Duration::from_micros(30), true);
+        let m = c.snapshot();
+        assert_eq!(m.execution_count, 2);
+        assert_eq!(m.error_count, 1);
+        assert_eq!(m.average_duration_us, 20);
+    }
+}

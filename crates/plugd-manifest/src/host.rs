@@ -1,0 +1,1735 @@
+//! The host config: `plugd.yaml` / `plugd.json` / `plugd.toml`, with the keys of DESIGN's
+//! "Host config keys".
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Value};
+
+use crate::format::{DecodeError, Format, at_position, decode};
+use crate::manifest::is_valid_plugin_name;
+use crate::units::{de_byte_size, de_duration, de_hook_durations, de_opt_duration};
+use crate::{HookType, Manifest, Permission, Priority};
+
+/// The host's configuration.
+///
+/// Every key has a default, so an empty file is a valid config. Relative paths (`data_dir`,
+/// `plugins.directory`, a plugin's `path`, `plugins.trusted_keys`) are resolved against the
+/// config file's folder; without a file they stay relative, that is, relative to the current
+/// directory.
+///
+/// ```
+/// use plugd_manifest::{Format, HostConfig};
+/// use std::path::Path;
+///
+/// let yaml = "plugins:\n  plugins:\n    - name: hello\n      permissions: { router: true }\n";
+/// let config = HostConfig::from_str(yaml, Format::Yaml, Some(Path::new("/etc/plugd/plugd.yaml")))
+///     .unwrap();
+/// let hello = config.plugin("hello").unwrap();
+/// assert_eq!(hello.path, Path::new("/etc/plugd/plugins/hello"));
+/// assert_eq!(config.data_dir, Path::new("/etc/plugd/data"));
+/// assert_eq!(config.server.listen, "127.0.0.1:8080");
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostConfig {
+    /// The HTTP listener.
+    pub server: ServerConfig,
+    /// The admin API.
+    pub admin: AdminConfig,
+    /// Where the host keeps its state (default `./data`).
+    pub data_dir: PathBuf,
+    /// The plugins.
+    pub plugins: PluginsConfig,
+    /// The config file, when read from one.
+    pub source: Option<PathBuf>,
+}
+
+impl Default for HostConfig {
+    fn default() -> Self {
+        HostConfig {
+            server: ServerConfig::default(),
+            admin: AdminConfig::default(),
+            data_dir: PathBuf::from("./data"),
+            plugins: PluginsConfig::default(),
+            source: None,
+        }
+    }
+}
+
+/// `server`: the HTTP listener.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on (default `127.0.0.1:8080`).
+    pub listen: String,
+    /// Largest request body in bytes (default 2 MiB); written as an integer or `"2MiB"`,
+    /// `"512KiB"`, `"1MB"`.
+    #[serde(deserialize_with = "de_byte_size")]
+    pub body_limit: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:8080".into(),
+            body_limit: 2 * 1024 * 1024,
+        }
+    }
+}
+
+/// `admin`: the admin API.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// A listener of its own; by default the admin API is served on the main listener under
+    /// `/admin`.
+    pub listen: Option<String>,
+    /// The bearer token (else `PLUGD_ADMIN_TOKEN`, else generated).
+    pub token: Option<String>,
+}
+
+impl fmt::Debug for AdminConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AdminConfig")
+            .field("listen", &self.listen)
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
+/// `plugins`: which plugins run, and how.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PluginsConfig {
+    /// Whether the plugin system runs at all (default true).
+    pub enabled: bool,
+    /// The default folder of plugins (default `./plugins`, relative to the config file).
+    pub directory: PathBuf,
+    /// Load unlisted plugins found in `directory`, with no grants (default false).
+    pub autoload: bool,
+    /// What a plugin failure at start does to the host.
+    pub on_failure: OnFailure,
+    /// Watch plugin files and reload on change (default false).
+    pub hot_reload: bool,
+    /// Debounce of the file watcher (default 500ms).
+    pub reload_delay: Duration,
+    /// How often plugins' health is checked (default 30s).
+    pub health_check_interval: Duration,
+    /// How a reload gates requests.
+    pub reload: ReloadSettings,
+    /// Error threshold for every plugin (a plugin's own block overrides it).
+    pub error_threshold: ErrorThreshold,
+    /// Sandbox limits for every plugin (a plugin's own block overrides them).
+    pub limits: Limits,
+    /// The wasm instance pool.
+    pub pool: PoolSettings,
+    /// Refuse plugins without a signature from a trusted key (default false).
+    pub require_signatures: bool,
+    /// Public keys whose signatures are trusted (relative to the config file).
+    pub trusted_keys: Vec<PathBuf>,
+    /// Plugins refused by name and version range.
+    pub blocked: Vec<Blocked>,
+    /// The plugins, with their grants and config.
+    pub plugins: Vec<PluginEntry>,
+}
+
+impl Default for PluginsConfig {
+    fn default() -> Self {
+        PluginsConfig {
+            enabled: true,
+            directory: PathBuf::from("./plugins"),
+            autoload: false,
+            on_failure: OnFailure::default(),
+            hot_reload: false,
+            reload_delay: Duration::from_millis(500),
+            health_check_interval: Duration::from_secs(30),
+            reload: ReloadSettings::default(),
+            error_threshold: ErrorThreshold::default(),
+            limits: Limits::default(),
+            pool: PoolSettings::default(),
+            require_signatures: false,
+            trusted_keys: Vec::new(),
+            blocked: Vec::new(),
+            plugins: Vec::new(),
+        }
+    }
+}
+
+impl PluginsConfig {
+    /// The limits of a plugin: the global ones, overridden by its own block.
+    pub fn limits_for(&self, entry: &PluginEntry) -> Limits {
+        match &entry.limits {
+            Some(o) => self.limits.with_override(o),
+            None => self.limits.clone(),
+        }
+    }
+
+    /// The error threshold of a plugin: the global one, overridden by its own block.
+    pub fn error_threshold_for(&self, entry: &PluginEntry) -> ErrorThreshold {
+        match &entry.error_threshold {
+            Some(o) => self.error_threshold.with_override(o),
+            None => self.error_threshold.clone(),
+        }
+    }
+
+    /// The first `blocked` entry that refuses this plugin version.
+    pub fn blocked(&self, name: &str, version: &semver::Version) -> Option<&Blocked> {
+        self.blocked
+            .iter()
+            .find(|b| b.name == name && b.versions.as_ref().is_none_or(|r| r.matches(version)))
+    }
+}
+
+/// `plugins.on_failure`: what a plugin that fails to load, initialize or start does to the host.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnFailure {
+    /// The plugin (and its dependents) go to `error`; the rest run.
+    #[default]
+    Continue,
+    /// The host stops.
+    Abort,
+}
+
+/// `plugins.reload`: how a reload gates the plugin's requests.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReloadSettings {
+    /// How long a queued request waits (default 30s).
+    #[serde(deserialize_with = "de_duration")]
+    pub queue_timeout: Duration,
+    /// How many requests may wait (default 1000).
+    pub max_queue_size: usize,
+    /// Queue requests or answer 503.
+    pub queue_strategy: QueueStrategy,
+    /// How long the new version must run without crashing before the old one is dropped
+    /// (default 30s).
+    #[serde(deserialize_with = "de_duration")]
+    pub grace_period: Duration,
+}
+
+impl Default for ReloadSettings {
+    fn default() -> Self {
+        ReloadSettings {
+            queue_timeout: Duration::from_secs(30),
+            max_queue_size: 1000,
+            queue_strategy: QueueStrategy::default(),
+            grace_period: Duration::from_secs(30),
+        }
+    }
+}
+
+/// `plugins.reload.queue_strategy`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QueueStrategy {
+    /// Hold requests until the reload is done.
+    #[default]
+    Block,
+    /// Answer 503 during the reload.
+    Reject,
+}
+
+/// `plugins.error_threshold` (and a plugin's own block, see [`ErrorThresholdOverride`]).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ErrorThreshold {
+    /// Whether the threshold is watched (default false).
+    pub enabled: bool,
+    /// Errors in `time_window` that trip it (default 100).
+    pub max_errors: u64,
+    /// The window (default 5m).
+    #[serde(deserialize_with = "de_duration")]
+    pub time_window: Duration,
+    /// What happens when it trips.
+    pub action: ThresholdAction,
+    /// Reset the count on a success (default false).
+    pub reset_on_success: bool,
+}
+
+impl Default for ErrorThreshold {
+    fn default() -> Self {
+        ErrorThreshold {
+            enabled: false,
+            max_errors: 100,
+            time_window: Duration::from_secs(300),
+            action: ThresholdAction::default(),
+            reset_on_success: false,
+        }
+    }
+}
+
+impl ErrorThreshold {
+    /// This threshold with the fields the override sets replaced.
+    pub fn with_override(&self, o: &ErrorThresholdOverride) -> ErrorThreshold {
+        ErrorThreshold {
+            enabled: o.enabled.unwrap_or(self.enabled),
+            max_errors: o.max_errors.unwrap_or(self.max_errors),
+            time_window: o.time_window.unwrap_or(self.time_window),
+            action: o.action.unwrap_or(self.action),
+            reset_on_success: o.reset_on_success.unwrap_or(self.reset_on_success),
+        }
+    }
+}
+
+/// `error_threshold.action`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ThresholdAction {
+    /// Log a warning.
+    #[default]
+    Log,
+    /// Disable the plugin.
+    Disable,
+    /// Alert the monitoring system.
+    Alert,
+}
+
+/// A plugin's own `error_threshold` block: each field set replaces the global one.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ErrorThresholdOverride {
+    /// See [`ErrorThreshold::enabled`].
+    pub enabled: Option<bool>,
+    /// See [`ErrorThreshold::max_errors`].
+    pub max_errors: Option<u64>,
+    /// See [`ErrorThreshold::time_window`].
+    #[serde(deserialize_with = "de_opt_duration")]
+    pub time_window: Option<Duration>,
+    /// See [`ErrorThreshold::action`].
+    pub action: Option<ThresholdAction>,
+    /// See [`ErrorThreshold::reset_on_success`].
+    pub reset_on_success: Option<bool>,
+}
+
+/// `plugins.limits`: the sandbox of a wasm plugin.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Memory cap per instance, MiB (default 64).
+    pub memory_mb: u64,
+    /// Deadline of one call (default 5s).
+    #[serde(deserialize_with = "de_duration")]
+    pub timeout: Duration,
+    /// Deadlines per hook, replacing `timeout` for that hook.
+    #[serde(deserialize_with = "de_hook_durations")]
+    pub hook_timeouts: BTreeMap<HookType, Duration>,
+    /// Instances per plugin (default: the number of tokio workers).
+    pub instances: Option<u32>,
+    /// CPU cap, percent (1–100).
+    pub max_cpu_percent: Option<u8>,
+    /// Fuel per call, when metering by fuel.
+    pub fuel: Option<u64>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory_mb: 64,
+            timeout: Duration::from_secs(5),
+            hook_timeouts: BTreeMap::new(),
+            instances: None,
+            max_cpu_percent: None,
+            fuel: None,
+        }
+    }
+}
+
+impl Limits {
+    /// The deadline of a hook: its own, else `timeout`.
+    pub fn hook_timeout(&self, hook: HookType) -> Duration {
+        self.hook_timeouts
+            .get(&hook)
+            .copied()
+            .unwrap_or(self.timeout)
+    }
+
+    /// These limits with the fields the override sets replaced (per-hook timeouts merge).
+    pub fn with_override(&self, o: &LimitsOverride) -> Limits {
+        let mut hook_timeouts = self.hook_timeouts.clone();
+        hook_timeouts.extend(o.hook_timeouts.iter().map(|(k, v)| (*k, *v)));
+        Limits {
+            memory_mb: o.memory_mb.unwrap_or(self.memory_mb),
+            timeout: o.timeout.unwrap_or(self.timeout),
+            hook_timeouts,
+            instances: o.instances.or(self.instances),
+            max_cpu_percent: o.max_cpu_percent.or(self.max_cpu_percent),
+            fuel: o.fuel.or(self.fuel),
+        }
+    }
+}
+
+/// A plugin's own `limits` block: each field set replaces the global one.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsOverride {
+    /// See [`Limits::memory_mb`].
+    pub memory_mb: Option<u64>,
+    /// See [`Limits::timeout`].
+    #[serde(deserialize_with = "de_opt_duration")]
+    pub timeout: Option<Duration>,
+    /// Merged into [`Limits::hook_timeouts`].
+    #[serde(deserialize_with = "de_hook_durations")]
+    pub hook_timeouts: BTreeMap<HookType, Duration>,
+    /// See [`Limits::instances`].
+    pub instances: Option<u32>,
+    /// See [`Limits::max_cpu_percent`].
+    pub max_cpu_percent: Option<u8>,
+    /// See [`Limits::fuel`].
+    pub fuel: Option<u64>,
+}
+
+/// `plugins.pool`: the wasmtime pooling allocator.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PoolSettings {
+    /// Instance slots (default 1000).
+    pub slots: u32,
+    /// Linear memory per slot, MiB (default 64).
+    pub memory_per_slot_mb: u64,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        PoolSettings {
+            slots: 1000,
+            memory_per_slot_mb: 64,
+        }
+    }
+}
+
+/// An entry of `plugins.blocked`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Blocked {
+    /// The plugin name.
+    pub name: String,
+    /// The versions refused; all when absent.
+    #[serde(default, deserialize_with = "de_opt_req")]
+    pub versions: Option<semver::VersionReq>,
+    /// Why, for the log.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// A plugin's entry in `plugins.plugins`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PluginEntry {
+    /// The plugin name; must equal its manifest's.
+    pub name: String,
+    /// Whether it is loaded (default true).
+    pub enabled: bool,
+    /// The plugin directory (or manifest file): `path` resolved against the config file's
+    /// folder, or `<plugins.directory>/<name>` when not given.
+    pub path: PathBuf,
+    /// Overrides the manifest's priority.
+    pub priority: Option<i32>,
+    /// Plugins it must come before.
+    pub before: Vec<String>,
+    /// Plugins it must come after.
+    pub after: Vec<String>,
+    /// Its config, validated later against the manifest's schema.
+    pub config: Map<String, Value>,
+    /// The grants, as written (`false` included).
+    pub permissions: BTreeMap<Permission, bool>,
+    /// What happens to requests when the plugin is in `error`.
+    pub failure_policy: FailurePolicy,
+    /// Its own limits.
+    pub limits: Option<LimitsOverride>,
+    /// Its own error threshold.
+    pub error_threshold: Option<ErrorThresholdOverride>,
+    /// Outbound HTTP allowlist (with the `network` permission).
+    pub network: NetworkGrant,
+    /// Command allowlist (with the `exec` permission).
+    pub exec: ExecGrant,
+}
+
+impl PluginEntry {
+    /// An enabled entry with no grants, config or overrides.
+    pub fn new(name: impl Into<String>, path: impl Into<PathBuf>) -> Self {
+        PluginEntry {
+            name: name.into(),
+            enabled: true,
+            path: path.into(),
+            priority: None,
+            before: Vec::new(),
+            after: Vec::new(),
+            config: Map::new(),
+            permissions: BTreeMap::new(),
+            failure_policy: FailurePolicy::default(),
+            limits: None,
+            error_threshold: None,
+            network: NetworkGrant::default(),
+            exec: ExecGrant::default(),
+        }
+    }
+
+    /// The permissions granted (set to `true`).
+    pub fn granted(&self) -> BTreeSet<Permission> {
+        self.permissions
+            .iter()
+            .filter(|(_, on)| **on)
+            .map(|(p, _)| *p)
+            .collect()
+    }
+}
+
+/// `failure_policy` of a plugin.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailurePolicy {
+    /// Skip its hooks.
+    #[default]
+    FailOpen,
+    /// Answer 503 for its hooks and routes.
+    FailClosed,
+}
+
+/// `network` of a plugin.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NetworkGrant {
+    /// Hosts it may call.
+    pub allow: Vec<String>,
+}
+
+/// `exec` of a plugin.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExecGrant {
+    /// Commands it may run.
+    pub allow: Vec<String>,
+}
+
+/// A grant the manifest does not declare. Displays the seed's message:
+/// `permission mismatch: plugin requests 'database' permission but manifest does not declare it`,
+/// followed by the plugin's name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "permission mismatch: plugin requests '{permission}' permission but manifest does not declare it (plugin '{plugin}')"
+)]
+pub struct PermissionError {
+    /// The plugin.
+    pub plugin: String,
+    /// The permission granted but not declared.
+    pub permission: Permission,
+}
+
+/// The effective permissions of a plugin: declared by its manifest ∩ granted by its entry.
+/// A grant (`true`) the manifest does not declare is an error.
+///
+/// ```
+/// use plugd_manifest::{effective_permissions, Format, Manifest, Permission, PluginEntry};
+///
+/// let m = Manifest::from_str(
+///     r#"{"name":"a","version":"1.0.0","description":"d","author":"x",
+///         "permissions":{"router":true,"cache":true}}"#,
+///     Format::Json,
+///     None,
+/// )
+/// .unwrap();
+/// let mut entry = PluginEntry::new("a", "plugins/a");
+/// entry.permissions.insert(Permission::Router, true);
+/// assert_eq!(effective_permissions(&m, &entry).unwrap(), [Permission::Router].into());
+///
+/// entry.permissions.insert(Permission::Database, true);
+/// assert!(effective_permissions(&m, &entry).unwrap_err().to_string().starts_with(
+///     "permission mismatch: plugin requests 'database' permission but manifest does not declare it"
+/// ));
+/// ```
+pub fn effective_permissions(
+    manifest: &Manifest,
+    entry: &PluginEntry,
+) -> Result<BTreeSet<Permission>, PermissionError> {
+    let granted = entry.granted();
+    if let Some(p) = granted.iter().find(|p| !manifest.permissions.contains(p)) {
+        return Err(PermissionError {
+            plugin: entry.name.clone(),
+            permission: *p,
+        });
+    }
+    Ok(granted)
+}
+
+impl HostConfig {
+    /// Read the config file (format by extension).
+    pub fn from_path(path: &Path) -> Result<HostConfig, HostConfigError> {
+        if !path.exists() {
+            return Err(HostConfigErrorKind::NotFound(path.to_path_buf()).into());
+        }
+        let with_file = |kind| HostConfigError {
+            file: Some(path.to_path_buf()),
+            kind,
+        };
+        let format = Format::from_path(path)
+            .ok_or_else(|| with_file(HostConfigErrorKind::UnsupportedFormat))?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| with_file(HostConfigErrorKind::Io(e)))?;
+        HostConfig::from_str(&text, format, Some(path))
+    }
+
+    /// Parse a config. `origin` (the file it came from) is the base of relative paths and is
+    /// named in errors.
+    pub fn from_str(
+        text: &str,
+        format: Format,
+        origin: Option<&Path>,
+    ) -> Result<HostConfig, HostConfigError> {
+        let with_file = |kind| HostConfigError {
+            file: origin.map(Path::to_path_buf),
+            kind,
+        };
+        let raw: RawHostConfig = decode(text, format).map_err(|e| with_file(e.into()))?;
+        let base = origin
+            .and_then(Path::parent)
+            .filter(|p| !p.as_os_str().is_empty());
+        let mut config = raw.resolve(base).map_err(with_file)?;
+        config.source = origin.map(Path::to_path_buf);
+        Ok(config)
+    }
+
+    /// The entry of a plugin, by name.
+    pub fn plugin(&self, name: &str) -> Option<&PluginEntry> {
+        self.plugins.plugins.iter().find(|p| p.name == name)
+    }
+}
+
+/// A host config that could not be read or is not valid.
+#[derive(Debug, thiserror::Error)]
+pub struct HostConfigError {
+    /// The config file, when there is one.
+    pub file: Option<PathBuf>,
+    /// What is wrong.
+    #[source]
+    pub kind: HostConfigErrorKind,
+}
+
+impl fmt::Display for HostConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.file {
+            Some(file) => write!(f, "{}: {}", file.display(), self.kind),
+            None => write!(f, "{}", self.kind),
+        }
+    }
+}
+
+impl From<HostConfigErrorKind> for HostConfigError {
+    fn from(kind: HostConfigErrorKind) -> Self {
+        HostConfigError { file: None, kind }
+    }
+}
+
+/// What is wrong with a host config.
+#[derive(Debug, thiserror::Error)]
+pub enum HostConfigErrorKind {
+    /// A syntax or type error, or a bad value (duration, size, priority, permission, …).
+    #[error("failed to parse config: {message}{}", at_position(*.line, *.column))]
+    Parse {
+        /// What the parser said (prefixed with the dotted path of the value, when known).
+        message: String,
+        /// 1-based line, when the format gives it.
+        line: Option<u32>,
+        /// 1-based column, when the format gives it.
+        column: Option<u32>,
+    },
+    /// A key the config does not have.
+    #[error(
+        "unknown key '{key}' in {}{}{}",
+        if path.is_empty() { "the config" } else { path },
+        at_position(*.line, *.column),
+        suggestion.as_ref().map(|s| format!("; did you mean '{s}'?")).unwrap_or_default()
+    )]
+    UnknownKey {
+        /// The key as written.
+        key: String,
+        /// The dotted path of the map holding it (`plugins.plugins[0]`; empty at the top).
+        path: String,
+        /// The closest known key, if close.
+        suggestion: Option<String>,
+        /// 1-based line, when the format gives it.
+        line: Option<u32>,
+        /// 1-based column, when the format gives it.
+        column: Option<u32>,
+    },
+    /// A required key is missing (a plugin entry's `name`).
+    #[error("missing required field: {0}")]
+    MissingField(String),
+    /// A value that parses but is not valid: the dotted path and why.
+    #[error("invalid {field}: {reason}")]
+    Invalid {
+        /// The dotted path (`plugins.plugins[0].name`).
+        field: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Two entries of `plugins.plugins` have the same name.
+    #[error("plugin '{0}' is listed twice in plugins.plugins")]
+    DuplicatePlugin(String),
+    /// The config file does not exist.
+    #[error("config file not found: {}", .0.display())]
+    NotFound(PathBuf),
+    /// The file's extension is not `.yaml`, `.yml`, `.json` or `.toml`.
+    #[error("unsupported config format: expected a .yaml, .yml, .json or .toml file")]
+    UnsupportedFormat,
+    /// The file could not be read.
+    #[error("cannot read config: {0}")]
+    Io(#[source] std::io::Error),
+}
+
+impl From<DecodeError> for HostConfigErrorKind {
+    fn from(e: DecodeError) -> Self {
+        match e {
+            DecodeError::Syntax {
+                message,
+                line,
+                column,
+            } => HostConfigErrorKind::Parse {
+                message,
+                line,
+                column,
+            },
+            DecodeError::UnknownKey {
+                key,
+                path,
+                suggestion,
+                line,
+                column,
+            } => HostConfigErrorKind::UnknownKey {
+                key,
+                path,
+                suggestion,
+                line,
+                column,
+            },
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The config as written, before paths are resolved and plugin entries checked.
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawHostConfig {
+    server: ServerConfig,
+    admin: AdminConfig,
+    data_dir: Option<PathBuf>,
+    plugins: RawPlugins,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawPlugins {
+    enabled: Option<bool>,
+    directory: Option<PathBuf>,
+    autoload: Option<bool>,
+    on_failure: Option<OnFailure>,
+    hot_reload: Option<bool>,
+    #[serde(deserialize_with = "de_opt_duration")]
+    reload_delay: Option<Duration>,
+    #[serde(deserialize_with = "de_opt_duration")]
+    health_check_interval: Option<Duration>,
+    reload: Option<ReloadSettings>,
+    error_threshold: Option<ErrorThreshold>,
+    limits: Option<Limits>,
+    pool: Option<PoolSettings>,
+    require_signatures: Option<bool>,
+    trusted_keys: Vec<PathBuf>,
+    blocked: Vec<Blocked>,
+    plugins: Vec<RawPluginEntry>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawPluginEntry {
+    name: Option<String>,
+    enabled: Option<bool>,
+    path: Option<PathBuf>,
+    priority: Option<Priority>,
+    before: Vec<String>,
+    after: Vec<String>,
+    config: Option<Map<String, Value>>,
+    #[serde(deserialize_with = "de_grants")]
+    permissions: BTreeMap<Permission, bool>,
+    failure_policy: FailurePolicy,
+    limits: Option<LimitsOverride>,
+    error_threshold: Option<ErrorThresholdOverride>,
+    network: NetworkGrant,
+    exec: ExecGrant,
+}
+
+/// `base.join(path)` when `path` is relative and there is a base; `.` components dropped.
+fn resolve_path(base: Option<&Path>, path: &Path) -> PathBuf {
+    match base {
+        Some(base) if path.is_relative() => base.join(path).components().collect(),
+        _ => path.to_path_buf(),
+    }
+}
+
+fn invalid(field: impl Into<String>, reason: impl Into<String>) -> HostConfigErrorKind {
+    HostConfigErrorKind::Invalid {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+fn check_limits(
+    field: &str,
+    instances: Option<u32>,
+    cpu: Option<u8>,
+) -> Result<(), HostConfigErrorKind> {
+    if instances == Some(0) {
+        return Err(invalid(format!("{field}.instances"), "must be at least 1"));
+    }
+    if let Some(c) = cpu
+        && !(1..=100).contains(&c)
+    {
+        return Err(invalid(
+            format!("{field}.max_cpu_percent"),
+            format!("{c} is not a percentage between 1 and 100"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_names(field: &str, names: &[String]) -> Result<(), HostConfigErrorKind> {
+    for (i, name) in names.iter().enumerate() {
+        if !is_valid_plugin_name(name) {
+            return Err(invalid(
+                format!("{field}[{i}]"),
+                format!("'{name}' is not a valid plugin name"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+impl RawHostConfig {
+    fn resolve(self, base: Option<&Path>) -> Result<HostConfig, HostConfigErrorKind> {
+        let defaults = PluginsConfig::default();
+        let raw = self.plugins;
+        let directory = resolve_path(
+            base,
+            raw.directory.as_deref().unwrap_or(&defaults.directory),
+        );
+        let limits = raw.limits.unwrap_or_default();
+        check_limits("plugins.limits", limits.instances, limits.max_cpu_percent)?;
+        let pool = raw.pool.unwrap_or_default();
+        if pool.slots == 0 {
+            return Err(invalid("plugins.pool.slots", "must be at least 1"));
+        }
+        for (i, b) in raw.blocked.iter().enumerate() {
+            if !is_valid_plugin_name(&b.name) {
+                return Err(invalid(
+                    format!("plugins.blocked[{i}].name"),
+                    format!("'{}' is not a valid plugin name", b.name),
+                ));
+            }
+        }
+
+        let mut plugins: Vec<PluginEntry> = Vec::with_capacity(raw.plugins.len());
+        for (i, entry) in raw.plugins.into_iter().enumerate() {
+            let field = format!("plugins.plugins[{i}]");
+            let name = entry
+                .name
+                .filter(|n| !n.is_empty())
+                .ok_or_else(|| HostConfigErrorKind::MissingField(format!("{field}.name")))?;
+            if !is_valid_plugin_name(&name) {
+                return Err(invalid(
+                    format!("{field}.name"),
+                    format!(
+                        "'{name}' is not a valid plugin name (lowercase letters, digits, '-' and '_', at most 64 characters)"
+                    ),
+                ));
+            }
+            if plugins.iter().any(|p| p.name == name) {
+                return Err(HostConfigErrorKind::DuplicatePlugin(name));
+            }
+            check_names(&format!("{field}.before"), &entry.before)?;
+            check_names(&format!("{field}.after"), &entry.after)?;
+            if let Some(l) = &entry.limits {
+                check_limits(&format!("{field}.limits"), l.instances, l.max_cpu_percent)?;
+            }
+            let path = match &entry.path {
+                Some(p) => resolve_path(base, p),
+                None => directory.join(&name),
+            };
+            plugins.push(PluginEntry {
+                name,
+                enabled: entry.enabled.unwrap_or(true),
+                path,
+                priority: entry.priority.map(|p| p.0),
+                before: entry.before,
+                after: entry.after,
+                config: entry.config.unwrap_or_default(),
+                permissions: entry.permissions,
+                failure_policy: entry.failure_policy,
+                limits: entry.limits,
+                error_threshold: entry.error_threshold,
+                network: entry.network,
+                exec: entry.exec,
+            });
+        }
+
+        let default_data = HostConfig::default().data_dir;
+        Ok(HostConfig {
+            server: self.server,
+            admin: self.admin,
+            data_dir: resolve_path(base, self.data_dir.as_deref().unwrap_or(&default_data)),
+            plugins: PluginsConfig {
+                enabled: raw.enabled.unwrap_or(defaults.enabled),
+                directory,
+                autoload: raw.autoload.unwrap_or(defaults.autoload),
+                on_failure: raw.on_failure.unwrap_or(defaults.on_failure),
+                hot_reload: raw.hot_reload.unwrap_or(defaults.hot_reload),
+                reload_delay: raw.reload_delay.unwrap_or(defaults.reload_delay),
+                health_check_interval: raw
+                    .health_check_interval
+                    .unwrap_or(defaults.health_check_interval),
+                reload: raw.reload.unwrap_or_default(),
+                error_threshold: raw.error_threshold.unwrap_or_default(),
+                limits,
+                pool,
+                require_signatures: raw
+                    .require_signatures
+                    .unwrap_or(defaults.require_signatures),
+                trusted_keys: raw
+                    .trusted_keys
+                    .iter()
+                    .map(|k| resolve_path(base, k))
+                    .collect(),
+                blocked: raw.blocked,
+                plugins,
+            },
+            source: None,
+        })
+    }
+}
+
+/// `deserialize_with` for grants: a map `permission: bool`, or a list of permissions (all
+/// `true`). Unknown permission names are errors (`unknown permission: x`).
+fn de_grants<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<Permission, bool>, D::Error> {
+    struct GrantsVisitor;
+
+    impl<'de> Visitor<'de> for GrantsVisitor {
+        type Value = BTreeMap<Permission, bool>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a map of permission names to booleans, or a list of permission names")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = BTreeMap::new();
+            while let Some((p, on)) = map.next_entry::<Permission, bool>()? {
+                out.insert(p, on);
+            }
+            Ok(out)
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut out = BTreeMap::new();
+            while let Some(p) = seq.next_element::<Permission>()? {
+                out.insert(p, true);
+            }
+            Ok(out)
+        }
+
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(BTreeMap::new())
+        }
+
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(BTreeMap::new())
+        }
+    }
+
+    d.deserialize_any(GrantsVisitor)
+}
+
+/// `deserialize_with` for an optional version requirement (`">=1.0.0,<2.0.0"`).
+fn de_opt_req<'de, D: Deserializer<'de>>(d: D) -> Result<Option<semver::VersionReq>, D::Error> {
+    let Some(text) = Option::<String>::deserialize(d)? else {
+        return Ok(None);
+    };
+    semver::VersionReq::parse(text.trim())
+        .map(Some)
+        .map_err(|e| de::Error::custom(format!("invalid version constraint '{text}': {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// Seed 004's framework config examples, verbatim.
+    const SEED_YAML: &str = r#"plugins:
+  enabled: true
+  directory: ./plugins
+  
+  plugins:
+    - name: auth-plugin
+      enabled: true
+      path: ./plugins/auth-plugin
+      priority: 200
+      config:
+        jwt_secret: "my-secret-key"
+        token_ttl: "24h"
+        refresh_enabled: true
+      permissions:
+        database: true
+        cache: true
+        router: true
+        config: true
+        filesystem: false
+        network: false
+        exec: false
+    
+    - name: logging-plugin
+      enabled: true
+      path: ./plugins/logging-plugin
+      priority: 100
+      config:
+        log_level: "info"
+        output: "stdout"
+      permissions:
+        database: false
+        cache: false
+        router: false
+        config: true
+        filesystem: true
+        network: false
+        exec: false
+"#;
+
+    const SEED_JSON: &str = r#"{
+  "plugins": {
+    "enabled": true,
+    "directory": "./plugins",
+    "plugins": [
+      {
+        "name": "auth-plugin",
+        "enabled": true,
+        "path": "./plugins/auth-plugin",
+        "priority": 200,
+        "config": {
+          "jwt_secret": "my-secret-key",
+          "token_ttl": "24h"
+        },
+        "permissions": {
+          "database": true,
+          "cache": true,
+          "router": true
+        }
+      }
+    ]
+  }
+}"#;
+
+    const SEED_TOML: &str = r#"[plugins]
+enabled = true
+directory = "./plugins"
+
+[[plugins.plugins]]
+name = "auth-plugin"
+enabled = true
+path = "./plugins/auth-plugin"
+priority = 200
+
+[plugins.plugins.config]
+jwt_secret = "my-secret-key"
+token_ttl = "24h"
+
+[plugins.plugins.permissions]
+database = true
+cache = true
+router = true
+"#;
+
+    /// The seed's YAML example, in JSON.
+    const SEED_YAML_AS_JSON: &str = r#"{"plugins": {"enabled": true, "directory": "./plugins", "plugins": [
+      {"name": "auth-plugin", "enabled": true, "path": "./plugins/auth-plugin", "priority": 200,
+       "config": {"jwt_secret": "my-secret-key", "token_ttl": "24h", "refresh_enabled": true},
+       "permissions": {"database": true, "cache": true, "router": true, "config": true,
+                       "filesystem": false, "network": false, "exec": false}},
+      {"name": "logging-plugin", "enabled": true, "path": "./plugins/logging-plugin", "priority": 100,
+       "config": {"log_level": "info", "output": "stdout"},
+       "permissions": {"database": false, "cache": false, "router": false, "config": true,
+                       "filesystem": true, "network": false, "exec": false}}]}}"#;
+
+    /// Every key of DESIGN's "Host config keys", in YAML.
+    const FULL_YAML: &str = r#"
+server: { listen: "0.0.0.0:9000", body_limit: 512KiB }
+admin: { listen: "127.0.0.1:9001", token: s3cret }
+data_dir: /var/lib/plugd
+plugins:
+  enabled: true
+  directory: plugins.d
+  autoload: true
+  on_failure: abort
+  hot_reload: true
+  reload_delay: 250ms
+  health_check_interval: 1m
+  reload: { queue_timeout: 10s, max_queue_size: 50, queue_strategy: reject, grace_period: 1m }
+  error_threshold: { enabled: true, max_errors: 10, time_window: 1m, action: disable, reset_on_success: true }
+  limits:
+    memory_mb: 32
+    timeout: 2s
+    hook_timeouts: { pre_request: 100ms, startup: 30s }
+    instances: 4
+    max_cpu_percent: 50
+    fuel: 1000000
+  pool: { slots: 16, memory_per_slot_mb: 128 }
+  require_signatures: true
+  trusted_keys: [keys/release.pub]
+  blocked:
+    - { name: evil, versions: "<1.2.0", reason: CVE-2024-0001 }
+    - { name: worse }
+  plugins:
+    - name: auth-plugin
+      enabled: false
+      path: /opt/auth
+      priority: security
+      before: [logging-plugin]
+      after: [cache-plugin]
+      config: { jwt_secret: "${JWT_SECRET}", ttl: 24h }
+      permissions: [database, network]
+      failure_policy: fail_closed
+      limits: { memory_mb: 128, hook_timeouts: { pre_request: 50ms } }
+      error_threshold: { max_errors: 3 }
+      network: { allow: [api.example.com] }
+      exec: { allow: [/usr/bin/convert] }
+"#;
+
+    const FULL_JSON: &str = r#"{
+  "server": {"listen": "0.0.0.0:9000", "body_limit": "512KiB"},
+  "admin": {"listen": "127.0.0.1:9001", "token": "s3cret"},
+  "data_dir": "/var/lib/plugd",
+  "plugins": {
+    "enabled": true, "directory": "plugins.d", "autoload": true, "on_failure": "abort",
+    "hot_reload": true, "reload_delay": 250, "health_check_interval": "1m",
+    "reload": {"queue_timeout": "10s", "max_queue_size": 50, "queue_strategy": "reject", "grace_period": 60000},
+    "error_threshold": {"enabled": true, "max_errors": 10, "time_window": "1m", "action": "disable", "reset_on_success": true},
+    "limits": {"memory_mb": 32, "timeout": "2s", "hook_timeouts": {"pre_request": "100ms", "startup": "30s"},
+               "instances": 4, "max_cpu_percent": 50, "fuel": 1000000},
+    "pool": {"slots": 16, "memory_per_slot_mb": 128},
+    "require_signatures": true,
+    "trusted_keys": ["keys/release.pub"],
+    "blocked": [{"name": "evil", "versions": "<1.2.0", "reason": "CVE-2024-0001"}, {"name": "worse"}],
+    "plugins": [{
+      "name": "auth-plugin", "enabled": false, "path": "/opt/auth", "priority": 300,
+      "before": ["logging-plugin"], "after": ["cache-plugin"],
+      "config": {"jwt_secret": "${JWT_SECRET}", "ttl": "24h"},
+      "permissions": {"database": true, "network": true},
+      "failure_policy": "fail_closed",
+      "limits": {"memory_mb": 128, "hook_timeouts": {"pre_request": 50}},
+      "error_threshold": {"max_errors": 3},
+      "network": {"allow": ["api.example.com"]},
+      "exec": {"allow": ["/usr/bin/convert"]}
+    }]
+  }
+}"#;
+
+    const FULL_TOML: &str = r#"
+data_dir = "/var/lib/plugd"
+
+[server]
+listen = "0.0.0.0:9000"
+body_limit = 524288
+
+[admin]
+listen = "127.0.0.1:9001"
+token = "s3cret"
+
+[plugins]
+enabled = true
+directory = "plugins.d"
+autoload = true
+on_failure = "abort"
+hot_reload = true
+reload_delay = "250ms"
+health_check_interval = "60s"
+require_signatures = true
+trusted_keys = ["keys/release.pub"]
+blocked = [
+  { name = "evil", versions = "<1.2.0", reason = "CVE-2024-0001" },
+  { name = "worse" },
+]
+
+[plugins.reload]
+queue_timeout = "10s"
+max_queue_size = 50
+queue_strategy = "reject"
+grace_period = "1m"
+
+[plugins.error_threshold]
+enabled = true
+max_errors = 10
+time_window = "1m"
+action = "disable"
+reset_on_success = true
+
+[plugins.limits]
+memory_mb = 32
+timeout = 2000
+instances = 4
+max_cpu_percent = 50
+fuel = 1000000
+hook_timeouts = { pre_request = "100ms", startup = "30s" }
+
+[plugins.pool]
+slots = 16
+memory_per_slot_mb = 128
+
+[[plugins.plugins]]
+name = "auth-plugin"
+enabled = false
+path = "/opt/auth"
+priority = "security"
+before = ["logging-plugin"]
+after = ["cache-plugin"]
+permissions = ["database", "network"]
+failure_policy = "fail_closed"
+config = { jwt_secret = "${JWT_SECRET}", ttl = "24h" }
+limits = { memory_mb = 128, hook_timeouts = { pre_request = "50ms" } }
+error_threshold = { max_errors = 3 }
+network = { allow = ["api.example.com"] }
+exec = { allow = ["/usr/bin/convert"] }
+"#;
+
+    fn parse(text: &str, format: Format) -> Result<HostConfig, HostConfigError> {
+        HostConfig::from_str(text, format, Some(Path::new("/etc/plugd/plugd.conf")))
+    }
+
+    fn manifest(permissions: &str) -> Manifest {
+        Manifest::from_str(
+            &format!(
+                "name: auth-plugin\nversion: 1.0.0\ndescription: d\nauthor: a\npermissions: {permissions}\n"
+            ),
+            Format::Yaml,
+            None,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn seed_examples_parse_to_equal_values() {
+        let json = parse(SEED_JSON, Format::Json).unwrap();
+        let toml = parse(SEED_TOML, Format::Toml).unwrap();
+        assert_eq!(json, toml);
+        let yaml = parse(SEED_YAML, Format::Yaml).unwrap();
+        assert_eq!(yaml, parse(SEED_YAML_AS_JSON, Format::Json).unwrap());
+
+        let auth = json.plugin("auth-plugin").unwrap();
+        assert!(auth.enabled);
+        assert_eq!(auth.path, Path::new("/etc/plugd/plugins/auth-plugin"));
+        assert_eq!(auth.priority, Some(200));
+        assert_eq!(
+            serde_json::Value::Object(auth.config.clone()),
+            json!({"jwt_secret": "my-secret-key", "token_ttl": "24h"})
+        );
+        assert_eq!(
+            auth.granted(),
+            [Permission::Database, Permission::Cache, Permission::Router].into()
+        );
+        // The YAML example's auth-plugin grants the same and config too.
+        let yaml_auth = yaml.plugin("auth-plugin").unwrap();
+        assert_eq!(
+            yaml_auth.granted(),
+            [
+                Permission::Database,
+                Permission::Cache,
+                Permission::Router,
+                Permission::Config
+            ]
+            .into()
+        );
+        assert_eq!(yaml_auth.permissions.len(), 7);
+        let logging = yaml.plugin("logging-plugin").unwrap();
+        assert_eq!(logging.priority, Some(100));
+        assert_eq!(
+            logging.granted(),
+            [Permission::Config, Permission::Filesystem].into()
+        );
+        assert_eq!(yaml.plugins.directory, Path::new("/etc/plugd/plugins"));
+        assert!(yaml.plugin("nope").is_none());
+    }
+
+    #[test]
+    fn every_key_parses_identically_in_three_formats() {
+        let yaml = parse(FULL_YAML, Format::Yaml).unwrap();
+        let json = parse(FULL_JSON, Format::Json).unwrap();
+        let toml = parse(FULL_TOML, Format::Toml).unwrap();
+        assert_eq!(yaml, json);
+        assert_eq!(yaml, toml);
+
+        let c = yaml;
+        assert_eq!(c.server.listen, "0.0.0.0:9000");
+        assert_eq!(c.server.body_limit, 512 * 1024);
+        assert_eq!(c.admin.listen.as_deref(), Some("127.0.0.1:9001"));
+        assert_eq!(c.admin.token.as_deref(), Some("s3cret"));
+        assert!(!format!("{:?}", c.admin).contains("s3cret"));
+        assert_eq!(c.data_dir, Path::new("/var/lib/plugd"));
+        let p = &c.plugins;
+        assert_eq!(p.directory, Path::new("/etc/plugd/plugins.d"));
+        assert!(p.autoload && p.hot_reload && p.require_signatures);
+        assert_eq!(p.on_failure, OnFailure::Abort);
+        assert_eq!(p.reload_delay, Duration::from_millis(250));
+        assert_eq!(p.health_check_interval, Duration::from_secs(60));
+        assert_eq!(
+            p.reload,
+            ReloadSettings {
+                queue_timeout: Duration::from_secs(10),
+                max_queue_size: 50,
+                queue_strategy: QueueStrategy::Reject,
+                grace_period: Duration::from_secs(60),
+            }
+        );
+        assert_eq!(
+            p.error_threshold,
+            ErrorThreshold {
+                enabled: true,
+                max_errors: 10,
+                time_window: Duration::from_secs(60),
+                action: ThresholdAction::Disable,
+                reset_on_success: true,
+            }
+        );
+        assert_eq!(p.limits.memory_mb, 32);
+        assert_eq!(p.limits.timeout, Duration::from_secs(2));
+        assert_eq!(
+            p.limits.hook_timeout(HookType::PreRequest),
+            Duration::from_millis(100)
+        );
+        assert_eq!(
+            p.limits.hook_timeout(HookType::Error),
+            Duration::from_secs(2)
+        );
+        assert_eq!(p.limits.instances, Some(4));
+        assert_eq!(p.limits.max_cpu_percent, Some(50));
+        assert_eq!(p.limits.fuel, Some(1_000_000));
+        assert_eq!(
+            p.pool,
+            PoolSettings {
+                slots: 16,
+                memory_per_slot_mb: 128
+            }
+        );
+        assert_eq!(
+            p.trusted_keys,
+            [PathBuf::from("/etc/plugd/keys/release.pub")]
+        );
+        assert_eq!(p.blocked.len(), 2);
+        assert!(p.blocked("evil", &semver::Version::new(1, 1, 0)).is_some());
+        assert!(p.blocked("evil", &semver::Version::new(1, 2, 0)).is_none());
+        assert!(p.blocked("worse", &semver::Version::new(9, 0, 0)).is_some());
+
+        let e = &p.plugins[0];
+        assert!(!e.enabled);
+        assert_eq!(e.path, Path::new("/opt/auth"));
+        assert_eq!(e.priority, Some(300));
+        assert_eq!(e.before, ["logging-plugin"]);
+        assert_eq!(e.after, ["cache-plugin"]);
+        assert_eq!(e.config["jwt_secret"], "${JWT_SECRET}");
+        assert_eq!(
+            e.granted(),
+            [Permission::Database, Permission::Network].into()
+        );
+        assert_eq!(e.failure_policy, FailurePolicy::FailClosed);
+        assert_eq!(e.network.allow, ["api.example.com"]);
+        assert_eq!(e.exec.allow, ["/usr/bin/convert"]);
+
+        let limits = p.limits_for(e);
+        assert_eq!(limits.memory_mb, 128);
+        assert_eq!(limits.timeout, Duration::from_secs(2));
+        assert_eq!(
+            limits.hook_timeout(HookType::PreRequest),
+            Duration::from_millis(50)
+        );
+        assert_eq!(
+            limits.hook_timeout(HookType::Startup),
+            Duration::from_secs(30)
+        );
+        let threshold = p.error_threshold_for(e);
+        assert_eq!(threshold.max_errors, 3);
+        assert_eq!(threshold.action, ThresholdAction::Disable);
+    }
+
+    #[test]
+    fn defaults() {
+        for (text, format) in [("", Format::Yaml), ("{}", Format::Json), ("", Format::Toml)] {
+            let c = HostConfig::from_str(text, format, None).unwrap();
+            assert_eq!(c, HostConfig::default(), "{format}");
+        }
+        let c = HostConfig::default();
+        assert_eq!(c.server.listen, "127.0.0.1:8080");
+        assert_eq!(c.server.body_limit, 2 * 1024 * 1024);
+        assert_eq!(c.admin, AdminConfig::default());
+        assert_eq!(c.data_dir, Path::new("./data"));
+        let p = &c.plugins;
+        assert!(p.enabled && !p.autoload && !p.hot_reload && !p.require_signatures);
+        assert_eq!(p.directory, Path::new("./plugins"));
+        assert_eq!(p.on_failure, OnFailure::Continue);
+        assert_eq!(p.reload_delay, Duration::from_millis(500));
+        assert_eq!(p.health_check_interval, Duration::from_secs(30));
+        assert_eq!(p.reload.queue_timeout, Duration::from_secs(30));
+        assert_eq!(p.reload.max_queue_size, 1000);
+        assert_eq!(p.reload.queue_strategy, QueueStrategy::Block);
+        assert_eq!(p.reload.grace_period, Duration::from_secs(30));
+        assert!(!p.error_threshold.enabled);
+        assert_eq!(p.error_threshold.max_errors, 100);
+        assert_eq!(p.error_threshold.time_window, Duration::from_secs(300));
+        assert_eq!(p.error_threshold.action, ThresholdAction::Log);
+        assert_eq!(p.limits.memory_mb, 64);
+        assert_eq!(p.limits.timeout, Duration::from_secs(5));
+        assert_eq!(p.limits.instances, None);
+        assert_eq!(
+            p.pool,
+            PoolSettings {
+                slots: 1000,
+                memory_per_slot_mb: 64
+            }
+        );
+
+        let c = parse("plugins:\n  plugins:\n    - name: hello\n", Format::Yaml).unwrap();
+        let e = c.plugin("hello").unwrap();
+        assert!(e.enabled);
+        assert_eq!(e.failure_policy, FailurePolicy::FailOpen);
+        assert!(e.permissions.is_empty() && e.config.is_empty() && e.limits.is_none());
+        assert_eq!(
+            c.source.as_deref(),
+            Some(Path::new("/etc/plugd/plugd.conf"))
+        );
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_config_folder() {
+        let yaml = "data_dir: state\nplugins:\n  directory: ../shared/plugins\n  plugins:\n    - name: a\n      path: ./mine/a\n    - name: b\n    - name: c\n      path: /abs/c\n";
+        let c = HostConfig::from_str(yaml, Format::Yaml, Some(Path::new("/srv/app/plugd.yaml")))
+            .unwrap();
+        assert_eq!(c.data_dir, Path::new("/srv/app/state"));
+        assert_eq!(c.plugins.directory, Path::new("/srv/app/../shared/plugins"));
+        assert_eq!(c.plugin("a").unwrap().path, Path::new("/srv/app/mine/a"));
+        assert_eq!(
+            c.plugin("b").unwrap().path,
+            Path::new("/srv/app/../shared/plugins/b")
+        );
+        assert_eq!(c.plugin("c").unwrap().path, Path::new("/abs/c"));
+
+        // A file in a relative folder keeps the folder.
+        let c = HostConfig::from_str(yaml, Format::Yaml, Some(Path::new("examples/plugd.yaml")))
+            .unwrap();
+        assert_eq!(c.plugin("a").unwrap().path, Path::new("examples/mine/a"));
+        // No folder (a bare file name, or no file): relative to the current directory.
+        for origin in [Some(Path::new("plugd.yaml")), None] {
+            let c = HostConfig::from_str(yaml, Format::Yaml, origin).unwrap();
+            assert_eq!(c.plugin("a").unwrap().path, Path::new("./mine/a"));
+            assert_eq!(
+                c.plugin("b").unwrap().path,
+                Path::new("../shared/plugins/b")
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_keys_have_path_suggestion_and_position() {
+        let cases = [
+            (
+                Format::Yaml,
+                "plugins:\n  plugins:\n    - name: a\n      prioirty: 5\n",
+                4,
+                7,
+            ),
+            (
+                Format::Json,
+                "{\"plugins\": {\"plugins\": [\n  {\"name\": \"a\",\n   \"prioirty\": 5}]}}",
+                3,
+                4,
+            ),
+            (
+                Format::Toml,
+                "[[plugins.plugins]]\nname = \"a\"\nprioirty = 5\n",
+                3,
+                1,
+            ),
+        ];
+        for (format, text, line, column) in cases {
+            let err = parse(text, format).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "/etc/plugd/plugd.conf: unknown key 'prioirty' in plugins.plugins[0] at line {line} column {column}; did you mean 'priority'?"
+                ),
+                "{format}"
+            );
+        }
+        for (format, text) in [
+            (Format::Yaml, "servr: {}\n"),
+            (Format::Json, "{\"servr\": {}}"),
+            (Format::Toml, "[servr]\n"),
+        ] {
+            let err = HostConfig::from_str(text, format, None).unwrap_err();
+            let msg = err.to_string();
+            assert!(
+                msg.starts_with("unknown key 'servr' in the config at line 1"),
+                "{msg}"
+            );
+            assert!(msg.ends_with("; did you mean 'server'?"), "{msg}");
+        }
+        for (format, text) in [
+            (Format::Yaml, "plugins:\n  limits:\n    memory: 5\n"),
+            (Format::Json, "{\"plugins\": {\"limits\": {\"memory\": 5}}}"),
+            (Format::Toml, "[plugins.limits]\nmemory = 5\n"),
+        ] {
+            let HostConfigErrorKind::UnknownKey {
+                path, suggestion, ..
+            } = parse(text, format).unwrap_err().kind
+            else {
+                panic!("{format}");
+            };
+            assert_eq!(path, "plugins.limits", "{format}");
+            assert_eq!(suggestion.as_deref(), Some("memory_mb"), "{format}");
+        }
+    }
+
+    #[test]
+    fn syntax_errors_have_line_and_column() {
+        for (format, text) in [
+            (Format::Yaml, "server:\n  listen: [a\n"),
+            (Format::Json, "{\"server\": {\"listen\": }}"),
+            (Format::Toml, "[server]\nlisten = \n"),
+        ] {
+            let err = parse(text, format).unwrap_err();
+            let HostConfigErrorKind::Parse {
+                line: Some(line),
+                column: Some(column),
+                ..
+            } = err.kind
+            else {
+                panic!("{format}: {err}");
+            };
+            let msg = err.to_string();
+            assert!(
+                msg.starts_with("/etc/plugd/plugd.conf: failed to parse config: "),
+                "{msg}"
+            );
+            assert!(
+                msg.ends_with(&format!(" at line {line} column {column}")),
+                "{msg}"
+            );
+        }
+    }
+
+    #[test]
+    fn bad_values_are_errors_in_every_format() {
+        let cases: [(&str, &str, &str, &str); 6] = [
+            (
+                "plugins:\n  plugins:\n    - name: a\n      permissions: { databse: true }\n",
+                r#"{"plugins": {"plugins": [{"name": "a", "permissions": {"databse": true}}]}}"#,
+                "[[plugins.plugins]]\nname = \"a\"\npermissions = { databse = true }\n",
+                "plugins.plugins[0].permissions.databse: unknown permission: databse; did you mean 'database'?",
+            ),
+            (
+                "plugins:\n  on_failure: abrt\n",
+                r#"{"plugins": {"on_failure": "abrt"}}"#,
+                "[plugins]\non_failure = \"abrt\"\n",
+                "plugins.on_failure: unknown value 'abrt', expected one of continue, abort; did you mean 'abort'?",
+            ),
+            (
+                "plugins:\n  reload_delay: soon\n",
+                r#"{"plugins": {"reload_delay": "soon"}}"#,
+                "[plugins]\nreload_delay = \"soon\"\n",
+                "plugins.reload_delay: invalid duration 'soon'",
+            ),
+            (
+                "server:\n  body_limit: 2XB\n",
+                r#"{"server": {"body_limit": "2XB"}}"#,
+                "[server]\nbody_limit = \"2XB\"\n",
+                "server.body_limit: invalid size '2XB'",
+            ),
+            (
+                "plugins:\n  plugins:\n    - name: a\n      priority: hgh\n",
+                r#"{"plugins": {"plugins": [{"name": "a", "priority": "hgh"}]}}"#,
+                "[[plugins.plugins]]\nname = \"a\"\npriority = \"hgh\"\n",
+                "plugins.plugins[0].priority: invalid priority 'hgh'",
+            ),
+            (
+                "plugins:\n  limits:\n    hook_timeouts: { pre_reqest: 1s }\n",
+                r#"{"plugins": {"limits": {"hook_timeouts": {"pre_reqest": "1s"}}}}"#,
+                "[plugins.limits.hook_timeouts]\npre_reqest = \"1s\"\n",
+                "plugins.limits.hook_timeouts.pre_reqest: unknown hook type: pre_reqest; did you mean 'pre_request'?",
+            ),
+        ];
+        for (yaml, json, toml, expected) in cases {
+            for (format, text) in [
+                (Format::Yaml, yaml),
+                (Format::Json, json),
+                (Format::Toml, toml),
+            ] {
+                let msg = HostConfig::from_str(text, format, None)
+                    .unwrap_err()
+                    .to_string();
+                let expected = format!("failed to parse config: {expected}");
+                assert!(
+                    msg.starts_with(&expected),
+                    "{format}: {msg}\nwanted: {expected}"
+                );
+                assert!(msg.contains(" at line "), "{format}: {msg}");
+            }
+        }
+    }
+
+    #[test]
+    fn plugin_entries_are_checked() {
+        for (format, text) in [
+            (
+                Format::Yaml,
+                "plugins:\n  plugins:\n    - name: a\n    - name: a\n",
+            ),
+            (
+                Format::Json,
+                r#"{"plugins": {"plugins": [{"name": "a"}, {"name": "a"}]}}"#,
+            ),
+            (
+                Format::Toml,
+                "[[plugins.plugins]]\nname = \"a\"\n[[plugins.plugins]]\nname = \"a\"\n",
+            ),
+        ] {
+            let err = HostConfig::from_str(text, format, None).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                "plugin 'a' is listed twice in plugins.plugins"
+            );
+        }
+        for (format, text) in [
+            (Format::Yaml, "plugins:\n  plugins:\n    - enabled: true\n"),
+            (
+                Format::Json,
+                r#"{"plugins": {"plugins": [{"enabled": true}]}}"#,
+            ),
+            (Format::Toml, "[[plugins.plugins]]\nenabled = true\n"),
+        ] {
+            let err = HostConfig::from_str(text, format, None).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                "missing required field: plugins.plugins[0].name"
+            );
+        }
+        let err = HostConfig::from_str(
+            "plugins:\n  plugins:\n    - name: Bad Name\n",
+            Format::Yaml,
+            None,
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("invalid plugins.plugins[0].name: 'Bad Name'"),
+            "{err}"
+        );
+        let err = HostConfig::from_str(
+            "plugins:\n  limits: { max_cpu_percent: 150 }\n",
+            Format::Yaml,
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid plugins.limits.max_cpu_percent: 150 is not a percentage between 1 and 100"
+        );
+        let err = HostConfig::from_str(
+            "plugins:\n  plugins:\n    - name: a\n      limits: { instances: 0 }\n",
+            Format::Yaml,
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid plugins.plugins[0].limits.instances: must be at least 1"
+        );
+    }
+
+    #[test]
+    fn permission_mismatch() {
+        let m = manifest("{ database: true, cache: true, router: false }");
+        let mut entry = PluginEntry::new("auth-plugin", "/p");
+        entry.permissions.insert(Permission::Database, true);
+        entry.permissions.insert(Permission::Cache, false);
+        assert_eq!(
+            effective_permissions(&m, &entry).unwrap(),
+            [Permission::Database].into()
+        );
+
+        // A `false` grant of an undeclared permission is fine; a `true` one is not.
+        entry.permissions.insert(Permission::Exec, false);
+        assert!(effective_permissions(&m, &entry).is_ok());
+        entry.permissions.insert(Permission::Router, true);
+        let err = effective_permissions(&m, &entry).unwrap_err();
+        assert_eq!(err.permission, Permission::Router);
+        assert_eq!(
+            err.to_string(),
+            "permission mismatch: plugin requests 'router' permission but manifest does not declare it (plugin 'auth-plugin')"
+        );
+
+        // From a config file: the seed's message, verbatim.
+        let c = HostConfig::from_str(
+            "plugins:\n  plugins:\n    - name: auth-plugin\n      permissions: { database: true }\n",
+            Format::Yaml,
+            None,
+        )
+        .unwrap();
+        let err = effective_permissions(
+            &manifest("{ cache: true }"),
+            c.plugin("auth-plugin").unwrap(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().starts_with(
+            "permission mismatch: plugin requests 'database' permission but manifest does not declare it"
+        ));
+    }
+
+    #[test]
+    fn from_path_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("plugd.yaml");
+        let err = HostConfig::from_path(&missing).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("config file not found: {}", missing.display())
+        );
+
+        let file = dir.path().join("plugd.toml");
+        std::fs::write(
+            &file,
+            "[plugins]\nenabled = false\n[[plugins.plugins]]\nname = \"x\"\n",
+        )
+        .unwrap();
+        let c = HostConfig::from_path(&file).unwrap();
+        assert!(!c.plugins.enabled);
+        assert_eq!(
+            c.plugin("x").unwrap().path,
+            dir.path().join("plugins").join("x")
+        );
+        assert_eq!(c.data_dir, dir.path().join("data"));
+        assert_eq!(c.source.as_deref(), Some(file.as_path()));
+
+        std::fs::write(&file, "[plugins]\nenabeld = false\n").unwrap();
+        let err = HostConfig::from_path(&file).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}: unknown key 'enabeld' in plugins at line 2 column 1; did you mean 'enabled'?",
+                file.display()
+            )
+        );
+
+        let other = dir.path().join("plugd.ini");
+        std::fs::write(&other, "").unwrap();
+        let err = HostConfig::from_path(&other).unwrap_err();
+        assert!(
+            matches!(err.kind, HostConfigErrorKind::UnsupportedFormat),
+            "{err}"
+        );
+    }
+}

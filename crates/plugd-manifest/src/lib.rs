@@ -1,0 +1,48 @@
+//! Plugin manifests and host configuration for plugd: parsing (YAML, JSON, TOML) and validation.
+//!
+//! This crate knows nothing about running plugins: a tool that only validates manifests needs
+//! nothing else.
+//!
+//! - [`Manifest`]: a plugin's `plugin.yaml` / `plugin.json` / `plugin.toml`, validated with the
+//!   messages of the plugin system reference (seed 004), verbatim.
+//! - [`HostConfig`]: the host's config file, every key of DESIGN's "Host config keys".
+//! - [`ConfigSchema`]: a plugin's config schema, and validation of the config the host gives it.
+//! - [`effective_permissions`]: what a plugin may do — declared ∩ granted.
+//!
+//! The three formats give identical values for equivalent content. Unknown keys are errors with
+//! a "did you mean", the dotted path of the key, and its line and column.
+//!
+//! ```
+//! use plugd_manifest::{Format, Manifest};
+//!
+//! let err = Manifest::from_str("version: 1.0.0\n", Format::Yaml, None).unwrap_err();
+//! assert_eq!(err.to_string(), "missing required field: name");
+//! ```
+
+#![warn(missing_docs)]
+
+mod format;
+mod hook;
+mod host;
+mod manifest;
+mod permission;
+mod priority;
+mod schema;
+mod units;
+
+pub use format::Format;
+pub use hook::{HookType, UnknownHookType};
+pub use host::{
+    AdminConfig, Blocked, ErrorThreshold, ErrorThresholdOverride, ExecGrant, FailurePolicy,
+    HostConfig, HostConfigError, HostConfigErrorKind, Limits, LimitsOverride, NetworkGrant,
+    OnFailure, PermissionError, PluginEntry, PluginsConfig, PoolSettings, QueueStrategy,
+    ReloadSettings, ServerConfig, ThresholdAction, effective_permissions,
+};
+pub use manifest::{
+    DEFAULT_COMPONENT, Dependency, Events, ExportDecl, HookDecl, MAX_NAME_LEN, Manifest,
+    ManifestError, ManifestErrorKind, is_valid_plugin_name, is_valid_topic,
+};
+pub use permission::{Permission, UnknownPermission};
+pub use priority::{Priority, PriorityError, parse_priority};
+pub use schema::{ConfigError, ConfigErrorKind, ConfigField, ConfigSchema, ConfigType};
+pub use units::{parse_byte_size, parse_duration};

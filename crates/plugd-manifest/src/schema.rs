@@ -1,0 +1,774 @@
+//! A plugin's config schema (manifest key `config`) and the validation of the config the host
+//! config gives the plugin.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Number, Value};
+
+use crate::format::did_you_mean;
+
+/// The type of a config key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConfigType {
+    /// A string.
+    String,
+    /// An integral number (`3`, also `3.0`).
+    Integer,
+    /// Any number.
+    Float,
+    /// `true` or `false`.
+    Boolean,
+    /// A humantime string: `"30s"`, `"24h"`, `"500ms"`.
+    Duration,
+    /// A list of values.
+    Array,
+    /// A map of values.
+    Object,
+}
+
+impl ConfigType {
+    /// Every type.
+    pub const ALL: [ConfigType; 7] = [
+        ConfigType::String,
+        ConfigType::Integer,
+        ConfigType::Float,
+        ConfigType::Boolean,
+        ConfigType::Duration,
+        ConfigType::Array,
+        ConfigType::Object,
+    ];
+
+    /// The name as written in a manifest: `string`, `integer`, ….
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConfigType::String => "string",
+            ConfigType::Integer => "integer",
+            ConfigType::Float => "float",
+            ConfigType::Boolean => "boolean",
+            ConfigType::Duration => "duration",
+            ConfigType::Array => "array",
+            ConfigType::Object => "object",
+        }
+    }
+
+    /// What a value of this type looks like, for error messages: "an integer".
+    pub fn describe(self) -> &'static str {
+        match self {
+            ConfigType::String => "a string",
+            ConfigType::Integer => "an integer",
+            ConfigType::Float => "a number",
+            ConfigType::Boolean => "a boolean",
+            ConfigType::Duration => "a duration such as \"30s\", \"24h\" or \"500ms\"",
+            ConfigType::Array => "an array",
+            ConfigType::Object => "an object",
+        }
+    }
+
+    /// `value` as this type, or `None` when it is not one. Integral floats become integers
+    /// for [`ConfigType::Integer`]; every other accepted value is returned unchanged.
+    pub fn check(self, value: &Value) -> Option<Value> {
+        let ok = match (self, value) {
+            (ConfigType::String, Value::String(_))
+            | (ConfigType::Float, Value::Number(_))
+            | (ConfigType::Boolean, Value::Bool(_))
+            | (ConfigType::Array, Value::Array(_))
+            | (ConfigType::Object, Value::Object(_)) => true,
+            (ConfigType::Integer, Value::Number(n)) => {
+                if n.is_i64() || n.is_u64() {
+                    true
+                } else {
+                    let f = n.as_f64()?;
+                    // Integral and inside i64: 2^63 is exactly representable, so `<` is right.
+                    if f.fract() == 0.0 && f >= -(2f64.powi(63)) && f < 2f64.powi(63) {
+                        return Some(Value::Number(Number::from(f as i64)));
+                    }
+                    false
+                }
+            }
+            (ConfigType::Duration, Value::String(s)) => humantime::parse_duration(s.trim()).is_ok(),
+            _ => false,
+        };
+        ok.then(|| value.clone())
+    }
+
+    /// Parse a string (from an environment variable) as this type; strings stay strings.
+    fn coerce(self, text: &str) -> Option<Value> {
+        let t = text.trim();
+        match self {
+            ConfigType::Integer => t.parse::<i64>().ok().map(Value::from),
+            ConfigType::Float => t
+                .parse::<f64>()
+                .ok()
+                .and_then(Number::from_f64)
+                .map(Value::Number),
+            ConfigType::Boolean => t.parse::<bool>().ok().map(Value::Bool),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for ConfigType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The seed's message for a bad config type, without its "invalid config schema: " prefix.
+pub(crate) const TYPE_MUST_BE: &str =
+    "type must be one of [string, integer, float, boolean, duration, array, object]";
+
+impl FromStr for ConfigType {
+    type Err = String;
+
+    /// Parse a type name; the error is the seed's "type must be one of […]".
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ConfigType::ALL
+            .into_iter()
+            .find(|t| t.as_str() == s)
+            .ok_or_else(|| TYPE_MUST_BE.to_owned())
+    }
+}
+
+/// One key of a [`ConfigSchema`].
+///
+/// ```
+/// use plugd_manifest::{ConfigField, ConfigType};
+///
+/// let ttl = ConfigField::new(ConfigType::Duration)
+///     .with_default("24h")
+///     .with_description("Token time-to-live");
+/// assert!(!ttl.required);
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ConfigField {
+    /// The type of the value.
+    #[serde(rename = "type")]
+    pub ty: ConfigType,
+    /// Whether the host config must give a value (when there is no default).
+    pub required: bool,
+    /// The value used when the host config gives none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default: Option<Value>,
+    /// A description for operators.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Whether the value is a secret (shown redacted by [`ConfigSchema::redact`]).
+    pub secret: bool,
+}
+
+impl ConfigField {
+    /// An optional field of type `ty`, without default or description.
+    pub fn new(ty: ConfigType) -> Self {
+        ConfigField {
+            ty,
+            required: false,
+            default: None,
+            description: None,
+            secret: false,
+        }
+    }
+
+    /// Mark the field required.
+    #[must_use]
+    pub fn required(mut self) -> Self {
+        self.required = true;
+        self
+    }
+
+    /// Mark the field secret.
+    #[must_use]
+    pub fn secret(mut self) -> Self {
+        self.secret = true;
+        self
+    }
+
+    /// Set the default value.
+    #[must_use]
+    pub fn with_default(mut self, value: impl Into<Value>) -> Self {
+        self.default = Some(value.into());
+        self
+    }
+
+    /// Set the description.
+    #[must_use]
+    pub fn with_description(mut self, text: impl Into<String>) -> Self {
+        self.description = Some(text.into());
+        self
+    }
+}
+
+/// A plugin's config schema: the keys its config may have, with types, defaults and which are
+/// required. Written under `config` in the manifest:
+///
+/// ```yaml
+/// config:
+///   jwt_secret: { type: string, required: true, description: JWT signing secret }
+///   token_ttl:  { type: duration, default: "24h" }
+/// ```
+///
+/// ```
+/// use plugd_manifest::{ConfigField, ConfigSchema, ConfigType};
+/// use serde_json::json;
+///
+/// let schema = ConfigSchema::new()
+///     .field("jwt_secret", ConfigField::new(ConfigType::String).required())
+///     .field("token_ttl", ConfigField::new(ConfigType::Duration).with_default("24h"));
+/// let config = json!({ "jwt_secret": "s3cret" });
+/// let config = schema.validate(config.as_object().unwrap()).unwrap();
+/// assert_eq!(config["token_ttl"], "24h");
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(transparent)]
+pub struct ConfigSchema {
+    /// The keys, by name.
+    pub fields: BTreeMap<String, ConfigField>,
+}
+
+impl ConfigSchema {
+    /// An empty schema: any config is accepted as written.
+    pub fn new() -> Self {
+        ConfigSchema::default()
+    }
+
+    /// Add (or replace) a key.
+    #[must_use]
+    pub fn field(mut self, name: impl Into<String>, field: ConfigField) -> Self {
+        self.fields.insert(name.into(), field);
+        self
+    }
+
+    /// Whether the schema has no keys.
+    pub fn is_empty(&self) -> bool {
+        self.fields.is_empty()
+    }
+
+    /// Validate a plugin's config (from the host config) against the schema, and return it
+    /// complete:
+    ///
+    /// - `${ENV_VAR}` in strings (at any depth) is replaced from the environment; an unset
+    ///   variable is an error naming it. `$${` writes a literal `${`. A string that came from a
+    ///   variable is parsed for `integer`, `float` and `boolean` keys (`"${RETRIES}"` → `3`).
+    /// - a missing (or `null`) key takes its default; a missing required key is an error;
+    /// - types are checked: `integer` accepts integral numbers, `float` any number, `duration`
+    ///   a humantime string (`"30s"`, `"24h"`, `"500ms"`);
+    /// - a key the schema does not have is an error (with a "did you mean") — unless the schema
+    ///   is empty, in which case the config is accepted as written (after substitution).
+    ///
+    /// The error does not name the plugin; add it with [`ConfigError::for_plugin`].
+    pub fn validate(&self, config: &Map<String, Value>) -> Result<Map<String, Value>, ConfigError> {
+        self.validate_with_env(config, |name| std::env::var(name).ok())
+    }
+
+    /// [`ConfigSchema::validate`] with the environment given as a function (for tests, or an
+    /// environment that is not the process's).
+    pub fn validate_with_env(
+        &self,
+        config: &Map<String, Value>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Map<String, Value>, ConfigError> {
+        let mut out = Map::new();
+        if self.fields.is_empty() {
+            for (key, value) in config {
+                let (value, _) = substitute_value(value, key, &env)?;
+                out.insert(key.clone(), value);
+            }
+            return Ok(out);
+        }
+        for key in config.keys() {
+            if !self.fields.contains_key(key) {
+                let suggestion = did_you_mean(key, self.fields.keys().map(String::as_str));
+                return Err(ConfigErrorKind::UnknownKey {
+                    key: key.clone(),
+                    suggestion,
+                }
+                .into());
+            }
+        }
+        for (key, field) in &self.fields {
+            let given = config.get(key).filter(|v| !v.is_null());
+            let Some(raw) = given.or(field.default.as_ref()) else {
+                if field.required {
+                    return Err(ConfigErrorKind::MissingKey(key.clone()).into());
+                }
+                continue;
+            };
+            let (value, from_env) = substitute_value(raw, key, &env)?;
+            let checked = field.ty.check(&value).or_else(|| match &value {
+                Value::String(s) if from_env => field.ty.coerce(s),
+                _ => None,
+            });
+            match checked {
+                Some(v) => {
+                    out.insert(key.clone(), v);
+                }
+                None => {
+                    return Err(ConfigErrorKind::WrongType {
+                        key: key.clone(),
+                        expected: field.ty,
+                        found: describe_value(&value),
+                    }
+                    .into());
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// `config` with the values of secret keys replaced by `"***"`, for display.
+    pub fn redact(&self, config: &Map<String, Value>) -> Map<String, Value> {
+        config
+            .iter()
+            .map(|(k, v)| {
+                let secret = self.fields.get(k).is_some_and(|f| f.secret);
+                let v = if secret {
+                    Value::String("***".into())
+                } else {
+                    v.clone()
+                };
+                (k.clone(), v)
+            })
+            .collect()
+    }
+
+    /// Build from the manifest's raw form; the error is the detail after "invalid config
+    /// schema: ".
+    pub(crate) fn from_raw(raw: BTreeMap<String, RawConfigField>) -> Result<Self, String> {
+        let mut fields = BTreeMap::new();
+        for (key, raw) in raw {
+            let ty = match raw.ty.as_deref() {
+                None => return Err(format!("{TYPE_MUST_BE}, but key '{key}' has no type")),
+                Some(t) => t
+                    .parse::<ConfigType>()
+                    .map_err(|e| format!("{e}, got '{t}' for key '{key}'"))?,
+            };
+            if let Some(default) = &raw.default {
+                let has_env = matches!(default, Value::String(s) if s.contains("${"));
+                if !default.is_null() && !has_env && ty.check(default).is_none() {
+                    return Err(format!(
+                        "default of '{key}' must be {}, got {}",
+                        ty.describe(),
+                        describe_value(default)
+                    ));
+                }
+            }
+            fields.insert(
+                key,
+                ConfigField {
+                    ty,
+                    required: raw.required.unwrap_or(false),
+                    default: raw.default.filter(|v| !v.is_null()),
+                    description: raw.description,
+                    secret: raw.secret.unwrap_or(false),
+                },
+            );
+        }
+        Ok(ConfigSchema { fields })
+    }
+}
+
+/// A config key as written in a manifest.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawConfigField {
+    #[serde(rename = "type")]
+    ty: Option<String>,
+    required: Option<bool>,
+    default: Option<Value>,
+    description: Option<String>,
+    secret: Option<bool>,
+}
+
+/// A config that does not match its schema.
+///
+/// [`ConfigSchema::validate`] leaves `plugin` empty; the caller names the plugin with
+/// [`ConfigError::for_plugin`], and the message becomes
+/// `config of plugin 'x': missing required key 'jwt_secret'`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    /// The plugin whose config it is, when known.
+    pub plugin: Option<String>,
+    /// What is wrong.
+    pub kind: ConfigErrorKind,
+}
+
+impl ConfigError {
+    /// Name the plugin the config belongs to.
+    #[must_use]
+    pub fn for_plugin(mut self, name: impl Into<String>) -> Self {
+        self.plugin = Some(name.into());
+        self
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.plugin {
+            Some(p) => write!(f, "config of plugin '{p}': {}", self.kind),
+            None => write!(f, "{}", self.kind),
+        }
+    }
+}
+
+impl From<ConfigErrorKind> for ConfigError {
+    fn from(kind: ConfigErrorKind) -> Self {
+        ConfigError { plugin: None, kind }
+    }
+}
+
+/// What is wrong with a plugin's config.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigErrorKind {
+    /// A required key without value or default.
+    #[error("missing required key '{0}'")]
+    MissingKey(String),
+    /// A key the schema does not have.
+    #[error("unknown key '{key}'{}", suggest(.suggestion))]
+    UnknownKey {
+        /// The key as written.
+        key: String,
+        /// The closest key of the schema, if close.
+        suggestion: Option<String>,
+    },
+    /// A value of the wrong type.
+    #[error("key '{key}' must be {}, got {found}", .expected.describe())]
+    WrongType {
+        /// The key.
+        key: String,
+        /// The schema's type.
+        expected: ConfigType,
+        /// What was given, described: `string "abc"`.
+        found: String,
+    },
+    /// `${VAR}` names a variable that is not set.
+    #[error("key '{key}' refers to environment variable '{var}', which is not set")]
+    UnsetEnv {
+        /// The key whose value holds the reference.
+        key: String,
+        /// The variable.
+        var: String,
+    },
+}
+
+fn suggest(suggestion: &Option<String>) -> String {
+    match suggestion {
+        Some(s) => format!("; did you mean '{s}'?"),
+        None => String::new(),
+    }
+}
+
+/// A value, described for an error message: `string "abc"`, `integer 3`.
+fn describe_value(value: &Value) -> String {
+    match value {
+        Value::Null => "null".into(),
+        Value::Bool(b) => format!("boolean {b}"),
+        Value::Number(n) if n.is_f64() => format!("number {n}"),
+        Value::Number(n) => format!("integer {n}"),
+        Value::String(s) => {
+            let shown: String = s.chars().take(40).collect();
+            let ellipsis = if shown.len() < s.len() { "…" } else { "" };
+            format!("string \"{shown}{ellipsis}\"")
+        }
+        Value::Array(_) => "an array".into(),
+        Value::Object(_) => "an object".into(),
+    }
+}
+
+/// Replace `${VAR}` references in every string of `value`; also say whether any was replaced.
+fn substitute_value(
+    value: &Value,
+    key: &str,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<(Value, bool), ConfigError> {
+    match value {
+        Value::String(s) => {
+            let (text, replaced) = substitute(s, env).map_err(|var| ConfigErrorKind::UnsetEnv {
+                key: key.to_owned(),
+                var,
+            })?;
+            Ok((Value::String(text), replaced))
+        }
+        Value::Array(items) => {
+            let mut any = false;
+            let mut out = Vec::with_capacity(items.len());
+            for item in items {
+                let (v, r) = substitute_value(item, key, env)?;
+                any |= r;
+                out.push(v);
+            }
+            Ok((Value::Array(out), any))
+        }
+        Value::Object(map) => {
+            let mut any = false;
+            let mut out = Map::new();
+            for (k, item) in map {
+                let (v, r) = substitute_value(item, key, env)?;
+                any |= r;
+                out.insert(k.clone(), v);
+            }
+            Ok((Value::Object(out), any))
+        }
+        other => Ok((other.clone(), false)),
+    }
+}
+
+/// Replace `${VAR}` in `text`; `$${` is a literal `${`. The error is the unset variable.
+fn substitute(text: &str, env: &impl Fn(&str) -> Option<String>) -> Result<(String, bool), String> {
+    if !text.contains("${") {
+        return Ok((text.to_owned(), false));
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut replaced = false;
+    let mut rest = text;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i..];
+        if let Some(tail) = after.strip_prefix("$${") {
+            out.push_str("${");
+            rest = tail;
+        } else if let Some(tail) = after.strip_prefix("${")
+            && let Some(end) = tail.find('}')
+            && is_env_name(&tail[..end])
+        {
+            let name = &tail[..end];
+            let value = env(name).ok_or_else(|| name.to_owned())?;
+            out.push_str(&value);
+            replaced = true;
+            rest = &tail[end + 1..];
+        } else {
+            out.push('$');
+            rest = &after[1..];
+        }
+    }
+    out.push_str(rest);
+    Ok((out, replaced))
+}
+
+fn is_env_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn schema() -> ConfigSchema {
+        ConfigSchema::new()
+            .field(
+                "jwt_secret",
+                ConfigField::new(ConfigType::String).required().secret(),
+            )
+            .field(
+                "token_ttl",
+                ConfigField::new(ConfigType::Duration).with_default("24h"),
+            )
+            .field(
+                "refresh_enabled",
+                ConfigField::new(ConfigType::Boolean).with_default(true),
+            )
+            .field("max_retries", ConfigField::new(ConfigType::Integer))
+            .field("ratio", ConfigField::new(ConfigType::Float))
+            .field("hosts", ConfigField::new(ConfigType::Array))
+            .field("extra", ConfigField::new(ConfigType::Object))
+    }
+
+    fn obj(v: Value) -> Map<String, Value> {
+        match v {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        }
+    }
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "JWT_SECRET" => Some("from-env".into()),
+            "RETRIES" => Some("7".into()),
+            "ON" => Some("true".into()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn defaults_are_applied() {
+        let out = schema()
+            .validate_with_env(&obj(json!({"jwt_secret": "s"})), no_env)
+            .unwrap();
+        assert_eq!(
+            Value::Object(out),
+            json!({"jwt_secret": "s", "token_ttl": "24h", "refresh_enabled": true})
+        );
+    }
+
+    #[test]
+    fn required_keys_are_required() {
+        let err = schema()
+            .validate_with_env(&obj(json!({"token_ttl": "1h"})), no_env)
+            .unwrap_err();
+        assert_eq!(err.kind, ConfigErrorKind::MissingKey("jwt_secret".into()));
+        assert_eq!(
+            err.for_plugin("auth-plugin").to_string(),
+            "config of plugin 'auth-plugin': missing required key 'jwt_secret'"
+        );
+        // null counts as missing
+        let err = schema()
+            .validate_with_env(&obj(json!({"jwt_secret": null})), no_env)
+            .unwrap_err();
+        assert_eq!(err.to_string(), "missing required key 'jwt_secret'");
+    }
+
+    #[test]
+    fn types_are_checked() {
+        let cases = [
+            (
+                json!({"jwt_secret": 5}),
+                "key 'jwt_secret' must be a string, got integer 5",
+            ),
+            (
+                json!({"jwt_secret": "s", "token_ttl": "soon"}),
+                "key 'token_ttl' must be a duration such as \"30s\", \"24h\" or \"500ms\", got string \"soon\"",
+            ),
+            (
+                json!({"jwt_secret": "s", "max_retries": 1.5}),
+                "key 'max_retries' must be an integer, got number 1.5",
+            ),
+            (
+                json!({"jwt_secret": "s", "refresh_enabled": "yes"}),
+                "key 'refresh_enabled' must be a boolean, got string \"yes\"",
+            ),
+            (
+                json!({"jwt_secret": "s", "ratio": "x"}),
+                "key 'ratio' must be a number, got string \"x\"",
+            ),
+            (
+                json!({"jwt_secret": "s", "hosts": {}}),
+                "key 'hosts' must be an array, got an object",
+            ),
+            (
+                json!({"jwt_secret": "s", "extra": []}),
+                "key 'extra' must be an object, got an array",
+            ),
+        ];
+        for (config, message) in cases {
+            let err = schema()
+                .validate_with_env(&obj(config), no_env)
+                .unwrap_err();
+            assert_eq!(err.to_string(), message);
+        }
+    }
+
+    #[test]
+    fn numbers_are_normalized() {
+        let out = schema()
+            .validate_with_env(
+                &obj(json!({"jwt_secret": "s", "max_retries": 3.0, "ratio": 2})),
+                no_env,
+            )
+            .unwrap();
+        assert_eq!(out["max_retries"], json!(3));
+        assert!(out["max_retries"].is_i64());
+        assert_eq!(out["ratio"], json!(2));
+    }
+
+    #[test]
+    fn env_references_are_substituted() {
+        let out = schema()
+            .validate_with_env(
+                &obj(json!({
+                    "jwt_secret": "${JWT_SECRET}",
+                    "max_retries": "${RETRIES}",
+                    "refresh_enabled": "${ON}",
+                    "hosts": ["a-${JWT_SECRET}", "$${LITERAL}", "$5"],
+                })),
+                env,
+            )
+            .unwrap();
+        assert_eq!(out["jwt_secret"], "from-env");
+        assert_eq!(out["max_retries"], json!(7));
+        assert_eq!(out["refresh_enabled"], json!(true));
+        assert_eq!(out["hosts"], json!(["a-from-env", "${LITERAL}", "$5"]));
+
+        let err = schema()
+            .validate_with_env(&obj(json!({"jwt_secret": "${NOPE}"})), env)
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "key 'jwt_secret' refers to environment variable 'NOPE', which is not set"
+        );
+        // a literal string is not coerced
+        let err = schema()
+            .validate_with_env(&obj(json!({"jwt_secret": "s", "max_retries": "3"})), env)
+            .unwrap_err();
+        assert!(matches!(err.kind, ConfigErrorKind::WrongType { .. }));
+    }
+
+    #[test]
+    fn process_environment_is_used_by_validate() {
+        let schema = ConfigSchema::new().field("home", ConfigField::new(ConfigType::String));
+        let out = schema.validate(&obj(json!({"home": "${PATH}"}))).unwrap();
+        assert_eq!(
+            out["home"],
+            Value::String(std::env::var("PATH").unwrap_or_default())
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_suggestion() {
+        let err = schema()
+            .validate_with_env(&obj(json!({"jwt_secret": "s", "token_tll": "1h"})), no_env)
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unknown key 'token_tll'; did you mean 'token_ttl'?"
+        );
+    }
+
+    #[test]
+    fn empty_schema_accepts_anything() {
+        let out = ConfigSchema::new()
+            .validate_with_env(&obj(json!({"a": 1, "b": "${JWT_SECRET}"})), env)
+            .unwrap();
+        assert_eq!(Value::Object(out), json!({"a": 1, "b": "from-env"}));
+    }
+
+    #[test]
+    fn redact_hides_secrets() {
+        let out = schema().redact(&obj(json!({"jwt_secret": "s", "token_ttl": "1h"})));
+        assert_eq!(
+            Value::Object(out),
+            json!({"jwt_secret": "***", "token_ttl": "1h"})
+        );
+    }
+
+    #[test]
+    fn raw_schema_types_and_defaults_are_checked() {
+        let raw =
+            |v: Value| -> BTreeMap<String, RawConfigField> { serde_json::from_value(v).unwrap() };
+        let err = ConfigSchema::from_raw(raw(json!({"k": {"type": "strng"}}))).unwrap_err();
+        assert!(err.starts_with(TYPE_MUST_BE), "{err}");
+        let err = ConfigSchema::from_raw(raw(json!({"k": {}}))).unwrap_err();
+        assert!(err.starts_with(TYPE_MUST_BE), "{err}");
+        let err = ConfigSchema::from_raw(raw(json!({"k": {"type": "duration", "default": "x"}})))
+            .unwrap_err();
+        assert!(
+            err.starts_with("default of 'k' must be a duration"),
+            "{err}"
+        );
+        let ok = ConfigSchema::from_raw(raw(
+            json!({"k": {"type": "integer", "default": "${N}", "secret": true}}),
+        ))
+        .unwrap();
+        assert!(ok.fields["k"].secret);
+    }
+}

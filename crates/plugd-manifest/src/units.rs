@@ -1,0 +1,193 @@
+//! Durations and byte sizes as written in config files.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use serde::de::{self, Deserialize, Deserializer, Visitor};
+
+use crate::HookType;
+
+/// Parse a duration: a humantime string (`"30s"`, `"5m"`, `"500ms"`, `"1h 30m"`) or a bare
+/// integer, taken as milliseconds.
+///
+/// ```
+/// use std::time::Duration;
+/// use plugd_manifest::parse_duration;
+///
+/// assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+/// assert_eq!(parse_duration("250"), Ok(Duration::from_millis(250)));
+/// assert!(parse_duration("soon").is_err());
+/// ```
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let trimmed = text.trim();
+    if let Ok(ms) = trimmed.parse::<u64>() {
+        return Ok(Duration::from_millis(ms));
+    }
+    humantime::parse_duration(trimmed).map_err(|e| {
+        format!(
+            "invalid duration '{text}': {e}; expected e.g. \"30s\", \"5m\", \"500ms\" or an integer number of milliseconds"
+        )
+    })
+}
+
+/// Parse a byte size: an integer number of bytes, or an integer with a unit — `B`, `KB`/`MB`/`GB`
+/// (powers of 1000) or `KiB`/`MiB`/`GiB` (powers of 1024); `K`, `M`, `G` alone mean the binary
+/// units. Case-insensitive.
+///
+/// ```
+/// use plugd_manifest::parse_byte_size;
+///
+/// assert_eq!(parse_byte_size("2MiB"), Ok(2 * 1024 * 1024));
+/// assert_eq!(parse_byte_size("1MB"), Ok(1_000_000));
+/// assert_eq!(parse_byte_size("512 KiB"), Ok(512 * 1024));
+/// assert!(parse_byte_size("lots").is_err());
+/// ```
+pub fn parse_byte_size(text: &str) -> Result<u64, String> {
+    let trimmed = text.trim();
+    let split = trimmed
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(trimmed.len());
+    let (number, unit) = trimmed.split_at(split);
+    let invalid = || {
+        format!(
+            "invalid size '{text}': expected bytes as an integer or with a unit such as \"512KiB\", \"2MiB\", \"1MB\""
+        )
+    };
+    let number: u64 = number.parse().map_err(|_| invalid())?;
+    let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        _ => return Err(invalid()),
+    };
+    number.checked_mul(multiplier).ok_or_else(invalid)
+}
+
+/// A duration read from a config file (string or integer milliseconds).
+pub(crate) struct DurationValue(pub(crate) Duration);
+
+impl<'de> Deserialize<'de> for DurationValue {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct DurationVisitor;
+
+        impl Visitor<'_> for DurationVisitor {
+            type Value = DurationValue;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a duration such as \"30s\", \"5m\", \"500ms\" or an integer number of milliseconds")
+            }
+
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<DurationValue, E> {
+                Ok(DurationValue(Duration::from_millis(v)))
+            }
+
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<DurationValue, E> {
+                u64::try_from(v)
+                    .map(|ms| DurationValue(Duration::from_millis(ms)))
+                    .map_err(|_| E::custom(format!("invalid duration {v}: must not be negative")))
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<DurationValue, E> {
+                parse_duration(v).map(DurationValue).map_err(E::custom)
+            }
+        }
+
+        deserializer.deserialize_any(DurationVisitor)
+    }
+}
+
+/// A byte size read from a config file (integer or string with a unit).
+pub(crate) struct ByteSize(pub(crate) u64);
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct SizeVisitor;
+
+        impl Visitor<'_> for SizeVisitor {
+            type Value = ByteSize;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a size in bytes, or a string such as \"512KiB\", \"2MiB\", \"1MB\"")
+            }
+
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<ByteSize, E> {
+                Ok(ByteSize(v))
+            }
+
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<ByteSize, E> {
+                u64::try_from(v)
+                    .map(ByteSize)
+                    .map_err(|_| E::custom(format!("invalid size {v}: must not be negative")))
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ByteSize, E> {
+                parse_byte_size(v).map(ByteSize).map_err(E::custom)
+            }
+        }
+
+        deserializer.deserialize_any(SizeVisitor)
+    }
+}
+
+/// `deserialize_with` for a [`Duration`].
+pub(crate) fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    DurationValue::deserialize(d).map(|v| v.0)
+}
+
+/// `deserialize_with` for an optional [`Duration`] (use with `#[serde(default)]`).
+pub(crate) fn de_opt_duration<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Duration>, D::Error> {
+    Option::<DurationValue>::deserialize(d).map(|v| v.map(|v| v.0))
+}
+
+/// `deserialize_with` for a byte size.
+pub(crate) fn de_byte_size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    ByteSize::deserialize(d).map(|v| v.0)
+}
+
+/// `deserialize_with` for per-hook durations.
+pub(crate) fn de_hook_durations<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<HookType, Duration>, D::Error> {
+    let map = BTreeMap::<HookType, DurationValue>::deserialize(d)?;
+    Ok(map.into_iter().map(|(k, v)| (k, v.0)).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
+        assert!(parse_duration("").is_err());
+        let d: DurationValue = serde_json::from_str("1500").unwrap();
+        assert_eq!(d.0, Duration::from_millis(1500));
+        let d: DurationValue = serde_json::from_str("\"2s\"").unwrap();
+        assert_eq!(d.0, Duration::from_secs(2));
+        assert!(serde_json::from_str::<DurationValue>("-1").is_err());
+        assert!(serde_json::from_str::<DurationValue>("true").is_err());
+    }
+
+    #[test]
+    fn byte_sizes() {
+        assert_eq!(parse_byte_size("100"), Ok(100));
+        assert_eq!(parse_byte_size("100B"), Ok(100));
+        assert_eq!(parse_byte_size("1kb"), Ok(1000));
+        assert_eq!(parse_byte_size("1K"), Ok(1024));
+        assert_eq!(parse_byte_size("1GiB"), Ok(1 << 30));
+        assert!(parse_byte_size("1.5MiB").is_err());
+        assert!(parse_byte_size("MiB").is_err());
+        assert!(parse_byte_size("99999999999999999999GiB").is_err());
+        let s: ByteSize = serde_json::from_str("\"2MiB\"").unwrap();
+        assert_eq!(s.0, 2 << 20);
+    }
+}

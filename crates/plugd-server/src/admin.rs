@@ -1,0 +1,230 @@
+//! Admin security: the bearer token and the admin routes.
+
+use std::path::{Path, PathBuf};
+
+use axum::Json;
+use axum::extract::{Path as UrlPath, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use plugd_manifest::HostConfig;
+use rand::RngCore;
+use subtle::ConstantTimeEq;
+
+use crate::app::AppState;
+
+/// Where the admin token came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenSource {
+    /// `admin.token` in the host config.
+    Config,
+    /// The `PLUGD_ADMIN_TOKEN` environment variable.
+    Environment,
+    /// Generated at start and written to this file (mode 0600).
+    Generated(PathBuf),
+}
+
+/// The admin API's bearer token.
+#[derive(Clone)]
+pub struct AdminToken {
+    token: String,
+    source: TokenSource,
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminToken")
+            .field("token", &"<redacted>")
+            .field("source", &self.source)
+            .finish()
+    }
+}
+
+/// The file a generated token is written to.
+pub fn token_file(data_dir: &Path) -> PathBuf {
+    data_dir.join("admin-token")
+}
+
+impl AdminToken {
+    /// A fixed token (tests, embedding applications).
+    pub fn new(token: impl Into<String>) -> Result<AdminToken, String> {
+        let token = token.into();
+        if token.trim().is_empty() {
+            return Err("the admin token must not be empty".into());
+        }
+        Ok(AdminToken {
+            token,
+            source: TokenSource::Config,
+        })
+    }
+
+    /// `admin.token`, else `PLUGD_ADMIN_TOKEN`, else a new random token written to
+    /// `<data_dir>/admin-token` with mode 0600.
+    pub fn resolve(config: &HostConfig) -> Result<AdminToken, String> {
+        if let Some(t) = config.admin.token.as_deref().filter(|t| !t.trim().is_empty()) {
+            return Ok(AdminToken {
+                token: t.to_string(),
+                source: TokenSource::Config,
+            });
+        }
+        if let Ok(t) = std::env::var("PLUGD_ADMIN_TOKEN")
+            && !t.trim().is_empty()
+        {
+            return Ok(AdminToken {
+                token: t,
+                source: TokenSource::Environment,
+            });
+        }
+        let mut bytes = [0u8; 32];
+        rand::rng().fill_bytes(&mut bytes);
+        let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let path = token_file(&config.data_dir);
+        write_private(&path, &token)?;
+        Ok(AdminToken {
+            token,
+            source: TokenSource::Generated(path),
+        })
+    }
+
+    /// Where the token came from.
+    pub fn source(&self) -> &TokenSource {
+        &self.source
+    }
+
+    /// The token itself (for the CLI and tests).
+    pub fn secret(&self) -> &str {
+        &self.token
+    }
+
+    fn accepts(&self, presented: &str) -> bool {
+        presented.as_bytes().ct_eq(self.token.as_bytes()).into()
+    }
+}
+
+fn write_private(path: &Path, contents: &str) -> Result<(), String> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    let tmp = path.with_extension("tmp");
+    #[cfg(unix)]
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| format!("{}: {e}", tmp.display()))?;
+        f.write_all(contents.as_bytes())
+            .and_then(|_| f.sync_all())
+            .map_err(|e| format!("{}: {e}", tmp.display()))?;
+    }
+    #[cfg(not(unix))]
+    std::fs::write(&tmp, contents).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// A JSON error in the shape every plugd endpoint uses.
+pub(crate) fn json_error(status: StatusCode, message: impl Into<String>) -> Response {
+    let kind = status
+        .canonical_reason()
+        .unwrap_or("error")
+        .to_ascii_lowercase()
+        .replace(' ', "_");
+    (
+        status,
+        Json(serde_json::json!({ "error": kind, "message": message.into() })),
+    )
+        .into_response()
+}
+
+/// Middleware: the admin routes need `Authorization: Bearer <token>`.
+pub(crate) async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim);
+    match presented {
+        Some(t) if state.admin.accepts(t) => next.run(request).await,
+        Some(_) => unauthorized("the admin token is wrong"),
+        None => unauthorized("the admin API needs 'Authorization: Bearer <token>' (admin.token, PLUGD_ADMIN_TOKEN or <data_dir>/admin-token)"),
+    }
+}
+
+fn unauthorized(message: &str) -> Response {
+    let mut r = json_error(StatusCode::UNAUTHORIZED, message);
+    r.headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"plugd admin\""));
+    r
+}
+
+/// `GET /admin/plugins`
+pub(crate) async fn list_plugins(State(state): State<AppState>) -> Response {
+    Json(state.host.list_plugins()).into_response()
+}
+
+/// `GET /admin/plugins/{name}`
+pub(crate) async fn get_plugin(State(state): State<AppState>, UrlPath(name): UrlPath<String>) -> Response {
+    match state.host.plugin_info(&name) {
+        Some(info) => Json(info).into_response(),
+        None => json_error(StatusCode::NOT_FOUND, format!("no plugin named '{name}'")),
+    }
+}
+
+/// Any other `/admin` path.
+pub(crate) async fn unknown(request: Request) -> Response {
+    json_error(
+        StatusCode::NOT_FOUND,
+        format!("no admin endpoint {} {}", request.method(), request.uri().path()),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_token_is_private_and_random() {
+        let dir = tempfile_dir();
+        let mut config = HostConfig::default();
+        config.data_dir = dir.clone();
+        config.admin.token = None;
+        // The environment may carry PLUGD_ADMIN_TOKEN; only check the generated path without it.
+        if std::env::var("PLUGD_ADMIN_TOKEN").is_ok() {
+            return;
+        }
+        let a = AdminToken::resolve(&config).unwrap();
+        let b = AdminToken::resolve(&config).unwrap();
+        assert_ne!(a.secret(), b.secret());
+        assert_eq!(a.secret().len(), 64);
+        let path = token_file(&dir);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), b.secret());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600);
+        }
+    }
+
+    #[test]
+    fn config_token_wins() {
+        let mut config = HostConfig::default();
+        config.admin.token = Some("s3cret".into());
+        let t = AdminToken::resolve(&config).unwrap();
+        assert_eq!(t.source(), &TokenSource::Config);
+        assert!(t.accepts("s3cret"));
+        assert!(!t.accepts("s3cre"));
+        assert!(!t.accepts(""));
+    }
+
+    fn tempfile_dir() -> PathBuf {
+        let d = std::env::temp_dir().join(format!("plugd-admin-{}-{:?}", std::process::id(), std::thread::current().id()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+}

@@ -1,0 +1,115 @@
+//! The axum application: host routes first, plugins for everything else.
+
+use std::future::Future;
+use std::time::SystemTime;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use plugd_core::{Exchange, Host, Status};
+
+use crate::admin::{self, AdminToken, json_error};
+
+#[derive(Clone)]
+pub(crate) struct AppState {
+    pub(crate) host: Host,
+    pub(crate) admin: AdminToken,
+    body_limit: usize,
+}
+
+/// The application: `/healthz`, `/metrics`, `/admin/*` (token required), and plugin dispatch for
+/// every other path.
+pub fn router(host: Host, admin: AdminToken) -> Router {
+    let body_limit = usize::try_from(host.config().server.body_limit).unwrap_or(usize::MAX);
+    let state = AppState {
+        host,
+        admin,
+        body_limit,
+    };
+    let admin_routes = Router::new()
+        .route("/plugins", get(admin::list_plugins))
+        .route("/plugins/{name}", get(admin::get_plugin))
+        .fallback(admin::unknown)
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            admin::require_token,
+        ));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .nest("/admin", admin_routes)
+        .fallback(dispatch)
+        .with_state(state)
+}
+
+/// Serve until `shutdown` resolves, then stop every plugin (reverse start order) and return.
+pub async fn serve(
+    host: Host,
+    admin: AdminToken,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = router(host.clone(), admin);
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await;
+    host.shutdown().await;
+    result
+}
+
+async fn healthz(State(state): State<AppState>) -> Response {
+    let plugins = state.host.list_plugins();
+    let count = |s: Status| plugins.iter().filter(|p| p.status == s).count();
+    let failing = count(Status::Error);
+    let uptime = SystemTime::now()
+        .duration_since(state.host.started_at())
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    Json(serde_json::json!({
+        "status": if failing == 0 { "ok" } else { "degraded" },
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_seconds": uptime,
+        "plugins": {
+            "total": plugins.len(),
+            "running": count(Status::Running),
+            "error": failing,
+            "disabled": count(Status::Disabled),
+            "stopped": count(Status::Stopped),
+        },
+    }))
+    .into_response()
+}
+
+async fn metrics() -> Response {
+    json_error(
+        StatusCode::NOT_FOUND,
+        "metrics are not provided by this plugd build yet",
+    )
+}
+
+/// Everything else goes through the plugins.
+async fn dispatch(State(state): State<AppState>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let body = match axum::body::to_bytes(body, state.body_limit).await {
+        Ok(b) => b,
+        Err(_) => {
+            return json_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("request body is over the {}-byte limit (server.body_limit)", state.body_limit),
+            );
+        }
+    };
+    let mut ex = Exchange::new(parts.method, parts.uri.path());
+    ex.query = parts.uri.query().unwrap_or("").to_string();
+    ex.headers = parts.headers;
+    ex.body = body;
+    let r = state.host.dispatcher().handle(ex).await;
+    let mut response = Response::new(Body::from(r.body));
+    *response.status_mut() = r.status;
+    *response.headers_mut() = r.headers;
+    response
+}

@@ -1,0 +1,21 @@
+//! The HTTP host of plugd, on axum.
+//!
+//! Every request outside `/admin`, `/healthz` and `/metrics` goes through the host's
+//! [`Dispatcher`](plugd_core::Dispatcher): pre_request hooks, the plugin route, and the response
+//! hooks. Those three paths never pass through plugins, and plugins never see admin credentials.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let host = plugd_core::Host::builder().build()?;
+//! host.start().await?;
+//! let admin = plugd_server::AdminToken::resolve(host.config())?;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! plugd_server::serve(host, admin, listener, async { let _ = tokio::signal::ctrl_c().await; }).await?;
+//! # Ok(()) }
+//! ```
+
+mod admin;
+mod app;
+
+pub use admin::{AdminToken, TokenSource};
+pub use app::{router, serve};

@@ -1,0 +1,83 @@
+//! The on-disk cache of compiled components, keyed by the engine's compatibility hash and the
+//! SHA-256 of the component bytes.
+//!
+//! `Component::deserialize` trusts its input: the cache directory is created with mode 0700 and
+//! is part of the trusted base. Writes go through a temporary file and a rename, so a crash never
+//! leaves a torn entry under a valid name.
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+use wasmtime::Engine;
+use wasmtime::component::Component;
+
+#[derive(Debug, Clone)]
+pub(crate) struct Cache {
+    dir: PathBuf,
+    compat: String,
+}
+
+/// How a component was obtained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Source {
+    Cached,
+    Compiled,
+}
+
+impl Cache {
+    pub(crate) fn new(engine: &Engine, dir: PathBuf) -> Cache {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        Cache {
+            dir,
+            compat: format!("{:016x}", hasher.finish()),
+        }
+    }
+
+    fn path_for(&self, bytes: &[u8]) -> PathBuf {
+        let digest = hex::encode(Sha256::digest(bytes));
+        self.dir.join(format!("{digest}-{}.cwasm", self.compat))
+    }
+
+    /// The compiled component for `bytes`, from the cache or compiled now (and cached).
+    pub(crate) fn load(&self, engine: &Engine, bytes: &[u8]) -> Result<(Component, Source), String> {
+        let path = self.path_for(bytes);
+        if path.exists() {
+            // SAFETY: the file was written by `store` below from `Component::serialize`, in a
+            // directory only this host writes (mode 0700); its name binds it to these exact bytes
+            // and to this engine's compatibility hash.
+            match unsafe { Component::deserialize_file(engine, &path) } {
+                Ok(c) => return Ok((c, Source::Cached)),
+                Err(e) => tracing::warn!(path = %path.display(), error = %e, "discarding unusable compiled component"),
+            }
+        }
+        let component = Component::new(engine, bytes).map_err(|e| format!("invalid component: {e:#}"))?;
+        if let Err(e) = self.store(&path, &component) {
+            tracing::warn!(path = %path.display(), error = %e, "could not cache compiled component");
+        }
+        Ok((component, Source::Compiled))
+    }
+
+    fn store(&self, path: &Path, component: &Component) -> Result<(), String> {
+        create_private_dir(&self.dir)?;
+        let bytes = component.serialize().map_err(|e| e.to_string())?;
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        std::fs::write(&tmp, bytes).map_err(|e| e.to_string())?;
+        std::fs::rename(&tmp, path).map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            e.to_string()
+        })
+    }
+}
+
+fn create_private_dir(dir: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,361 @@
+//! The host side of every WIT import, for one instance. Each call checks the plugin's effective
+//! permissions; calls this build does not provide answer `host-error::unsupported`.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Instant;
+
+use parking_lot::RwLock;
+use plugd_core::{Exchange, HookType, HostError, Identity, Permission, PluginStore, Registrations, RouteOptions};
+use wasmtime::component::{Resource, ResourceTable};
+use wasmtime::{ResourceLimiter, StoreLimits};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::bindings::plugd::plugin as wit;
+use crate::bindings::types;
+
+/// What every instance of one plugin shares.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) name: String,
+    pub(crate) granted: BTreeSet<Permission>,
+    /// The validated config as JSON, handed to `init` and `plugin-config`.
+    pub(crate) config_json: RwLock<String>,
+    pub(crate) store: PluginStore,
+}
+
+/// The data of one wasm instance's store.
+pub(crate) struct InstanceState {
+    pub(crate) wasi: WasiCtx,
+    pub(crate) table: ResourceTable,
+    pub(crate) limits: StoreLimits,
+    pub(crate) shared: Arc<Shared>,
+    /// Registrations collected while `init` runs; `None` outside `init`.
+    pub(crate) registering: Option<Registrations>,
+    /// When the current call must end.
+    pub(crate) deadline: Instant,
+}
+
+impl WasiView for InstanceState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl InstanceState {
+    pub(crate) fn limiter(&mut self) -> &mut dyn ResourceLimiter {
+        &mut self.limits
+    }
+
+    fn require(&self, permission: Permission) -> Result<(), HostError> {
+        if self.shared.granted.contains(&permission) {
+            Ok(())
+        } else {
+            tracing::warn!(plugin = %self.shared.name, permission = permission.as_str(), "permission denied");
+            Err(HostError::permission_denied(&self.shared.name, permission))
+        }
+    }
+
+    fn registering(&mut self) -> Result<&mut Registrations, HostError> {
+        self.registering.as_mut().ok_or_else(|| {
+            HostError::Invalid("registrations are only accepted during init".into())
+        })
+    }
+
+    fn exchange(&self, r: &Resource<Exchange>) -> &Exchange {
+        // The host pushes the exchange before the call and removes it after: a live borrow handle
+        // always names it.
+        match self.table.get(r) {
+            Ok(ex) => ex,
+            Err(_) => &EMPTY,
+        }
+    }
+
+    fn exchange_mut(&mut self, r: &Resource<Exchange>) -> Result<&mut Exchange, HostError> {
+        self.table
+            .get_mut(r)
+            .map_err(|e| HostError::Invalid(format!("exchange handle: {e}")))
+    }
+}
+
+static EMPTY: std::sync::LazyLock<Exchange> = std::sync::LazyLock::new(Exchange::default);
+
+/// Core errors become WIT errors.
+pub(crate) fn to_wit(e: HostError) -> types::HostError {
+    match e {
+        HostError::Denied(m) => types::HostError::Denied(m),
+        HostError::Unsupported(m) => types::HostError::Unsupported(m),
+        HostError::NotFound(m) => types::HostError::NotFound(m),
+        HostError::Invalid(m) => types::HostError::Invalid(m),
+        HostError::Failed(m) => types::HostError::Failed(m),
+    }
+}
+
+fn unsupported<T>(call: &str) -> Result<T, types::HostError> {
+    Err(to_wit(HostError::unsupported(call)))
+}
+
+pub(crate) fn hook_from_wit(h: types::HookType) -> HookType {
+    match h {
+        types::HookType::Startup => HookType::Startup,
+        types::HookType::Shutdown => HookType::Shutdown,
+        types::HookType::PreRequest => HookType::PreRequest,
+        types::HookType::PostRequest => HookType::PostRequest,
+        types::HookType::PreResponse => HookType::PreResponse,
+        types::HookType::PostResponse => HookType::PostResponse,
+        types::HookType::Error => HookType::Error,
+    }
+}
+
+pub(crate) fn hook_to_wit(h: HookType) -> types::HookType {
+    match h {
+        HookType::Startup => types::HookType::Startup,
+        HookType::Shutdown => types::HookType::Shutdown,
+        HookType::PreRequest => types::HookType::PreRequest,
+        HookType::PostRequest => types::HookType::PostRequest,
+        HookType::PreResponse => types::HookType::PreResponse,
+        HookType::PostResponse => types::HookType::PostResponse,
+        HookType::Error => types::HookType::Error,
+    }
+}
+
+impl types::Host for InstanceState {}
+
+impl wit::http::Host for InstanceState {}
+
+impl wit::http::HostExchange for InstanceState {
+    fn method(&mut self, r: Resource<Exchange>) -> String {
+        self.exchange(&r).method.to_string()
+    }
+    fn path(&mut self, r: Resource<Exchange>) -> String {
+        self.exchange(&r).path.clone()
+    }
+    fn query(&mut self, r: Resource<Exchange>) -> String {
+        self.exchange(&r).query.clone()
+    }
+    fn query_param(&mut self, r: Resource<Exchange>, name: String) -> Option<String> {
+        self.exchange(&r).query_param(&name)
+    }
+    fn route_param(&mut self, r: Resource<Exchange>, name: String) -> Option<String> {
+        self.exchange(&r).route_param(&name)
+    }
+    fn header(&mut self, r: Resource<Exchange>, name: String) -> Option<String> {
+        self.exchange(&r).header(&name)
+    }
+    fn headers(&mut self, r: Resource<Exchange>) -> Vec<(String, String)> {
+        self.exchange(&r).header_pairs()
+    }
+    fn body(&mut self, r: Resource<Exchange>) -> Vec<u8> {
+        self.exchange(&r).body.to_vec()
+    }
+    fn set_header(&mut self, r: Resource<Exchange>, name: String, value: String) -> Result<(), types::HostError> {
+        self.exchange_mut(&r).and_then(|ex| ex.set_header(&name, &value)).map_err(to_wit)
+    }
+    fn remove_header(&mut self, r: Resource<Exchange>, name: String) -> Result<(), types::HostError> {
+        self.exchange_mut(&r).and_then(|ex| ex.remove_header(&name)).map_err(to_wit)
+    }
+    fn status(&mut self, r: Resource<Exchange>) -> Option<u16> {
+        self.exchange(&r).status()
+    }
+    fn response_header(&mut self, r: Resource<Exchange>, name: String) -> Option<String> {
+        self.exchange(&r).response_header(&name)
+    }
+    fn response_headers(&mut self, r: Resource<Exchange>) -> Vec<(String, String)> {
+        self.exchange(&r).response_header_pairs()
+    }
+    fn response_body(&mut self, r: Resource<Exchange>) -> Option<Vec<u8>> {
+        self.exchange(&r).response.as_ref().map(|resp| resp.body.to_vec())
+    }
+    fn set_status(&mut self, r: Resource<Exchange>, status: u16) -> Result<(), types::HostError> {
+        self.exchange_mut(&r).and_then(|ex| ex.set_status(status)).map_err(to_wit)
+    }
+    fn set_response_header(&mut self, r: Resource<Exchange>, name: String, value: String) -> Result<(), types::HostError> {
+        self.exchange_mut(&r).and_then(|ex| ex.set_response_header(&name, &value)).map_err(to_wit)
+    }
+    fn remove_response_header(&mut self, r: Resource<Exchange>, name: String) -> Result<(), types::HostError> {
+        self.exchange_mut(&r).and_then(|ex| ex.remove_response_header(&name)).map_err(to_wit)
+    }
+    fn set_response_body(&mut self, r: Resource<Exchange>, body: Vec<u8>) -> Result<(), types::HostError> {
+        self.exchange_mut(&r).and_then(|ex| ex.set_response_body(body)).map_err(to_wit)
+    }
+    fn error(&mut self, r: Resource<Exchange>) -> Option<String> {
+        self.exchange(&r).error.clone()
+    }
+    fn identity(&mut self, r: Resource<Exchange>) -> Option<types::Identity> {
+        self.exchange(&r).identity.as_ref().map(|i| types::Identity {
+            subject: i.subject.clone(),
+            roles: i.roles.clone(),
+        })
+    }
+    fn set_identity(&mut self, r: Resource<Exchange>, identity: Option<types::Identity>) -> Result<(), types::HostError> {
+        let identity = identity.map(|i| Identity {
+            subject: i.subject,
+            roles: i.roles,
+        });
+        self.exchange_mut(&r).and_then(|ex| ex.set_identity(identity)).map_err(to_wit)
+    }
+    fn local(&mut self, r: Resource<Exchange>, key: String) -> Option<String> {
+        self.exchange(&r).locals.get(&key).cloned()
+    }
+    fn set_local(&mut self, r: Resource<Exchange>, key: String, value: String) {
+        if let Ok(ex) = self.exchange_mut(&r) {
+            ex.locals.insert(key, value);
+        }
+    }
+    fn drop(&mut self, _r: Resource<Exchange>) -> wasmtime::Result<()> {
+        // Exchanges are only ever lent to the guest; the host owns and removes them.
+        Ok(())
+    }
+}
+
+impl wit::log::Host for InstanceState {
+    fn log(&mut self, level: types::LogLevel, message: String, fields: Vec<(String, String)>) {
+        let plugin = self.shared.name.as_str();
+        let fields = fields
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        match level {
+            types::LogLevel::Trace => tracing::trace!(target: "plugin", plugin, fields, "{message}"),
+            types::LogLevel::Debug => tracing::debug!(target: "plugin", plugin, fields, "{message}"),
+            types::LogLevel::Info => tracing::info!(target: "plugin", plugin, fields, "{message}"),
+            types::LogLevel::Warn => tracing::warn!(target: "plugin", plugin, fields, "{message}"),
+            types::LogLevel::Error => tracing::error!(target: "plugin", plugin, fields, "{message}"),
+        }
+    }
+}
+
+impl wit::metrics::Host for InstanceState {
+    fn counter_add(&mut self, _: String, _: f64, _: Vec<(String, String)>) -> Result<(), types::HostError> {
+        unsupported("metrics.counter-add")
+    }
+    fn gauge_set(&mut self, _: String, _: f64, _: Vec<(String, String)>) -> Result<(), types::HostError> {
+        unsupported("metrics.gauge-set")
+    }
+    fn histogram_observe(&mut self, _: String, _: f64, _: Vec<(String, String)>) -> Result<(), types::HostError> {
+        unsupported("metrics.histogram-observe")
+    }
+}
+
+impl wit::storage::Host for InstanceState {
+    fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, types::HostError> {
+        self.shared.store.get(&key).map_err(to_wit)
+    }
+    fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), types::HostError> {
+        self.shared.store.set(&key, &value).map_err(to_wit)
+    }
+    fn delete(&mut self, key: String) -> Result<bool, types::HostError> {
+        self.shared.store.delete(&key).map_err(to_wit)
+    }
+    fn list(&mut self, prefix: String) -> Result<Vec<String>, types::HostError> {
+        self.shared.store.list(&prefix).map_err(to_wit)
+    }
+    fn clear(&mut self) -> Result<(), types::HostError> {
+        self.shared.store.clear().map_err(to_wit)
+    }
+}
+
+impl wit::config::Host for InstanceState {
+    fn plugin_config(&mut self) -> String {
+        self.shared.config_json.read().clone()
+    }
+    fn host_config(&mut self, _key: String) -> Result<Option<String>, types::HostError> {
+        self.require(Permission::Config).map_err(to_wit)?;
+        unsupported("config.host-config")
+    }
+}
+
+impl wit::registry::Host for InstanceState {
+    fn register_hook(&mut self, hook: types::HookType, priority: i32) -> Result<(), types::HostError> {
+        self.registering()
+            .and_then(|r| r.add_hook(hook_from_wit(hook), priority))
+            .map_err(to_wit)
+    }
+    fn register_route(&mut self, method: String, path: String, options: types::RouteOptions) -> Result<(), types::HostError> {
+        let name = self.shared.name.clone();
+        let shared = self.shared.clone();
+        let options = RouteOptions {
+            required_roles: options.required_roles,
+        };
+        self.registering()
+            .and_then(|r| r.add_route(&name, &shared.granted, &method, &path, options))
+            .map_err(to_wit)
+    }
+    fn register_middleware(&mut self, _: String, _: i32, _: Vec<String>) -> Result<(), types::HostError> {
+        self.require(Permission::Router).map_err(to_wit)?;
+        unsupported("registry.register-middleware")
+    }
+    fn unregister_middleware(&mut self, _: String) -> Result<(), types::HostError> {
+        self.require(Permission::Router).map_err(to_wit)?;
+        unsupported("registry.unregister-middleware")
+    }
+    fn subscribe(&mut self, _: String) -> Result<(), types::HostError> {
+        unsupported("registry.subscribe")
+    }
+    fn export_service(&mut self, _: String) -> Result<(), types::HostError> {
+        unsupported("registry.export-service")
+    }
+    fn register_timer(&mut self, _: String, _: u64) -> Result<(), types::HostError> {
+        unsupported("registry.register-timer")
+    }
+}
+
+impl wit::events::Host for InstanceState {
+    fn publish(&mut self, _: String, _: Vec<u8>) -> Result<(), types::HostError> {
+        unsupported("events.publish")
+    }
+}
+
+impl wit::services::Host for InstanceState {
+    fn call(&mut self, _: String, _: String, _: String, _: Vec<u8>) -> Result<Vec<u8>, types::HostError> {
+        unsupported("services.call")
+    }
+}
+
+impl wit::database::Host for InstanceState {
+    fn execute(&mut self, _: String, _: Vec<types::SqlValue>) -> Result<u64, types::HostError> {
+        self.require(Permission::Database).map_err(to_wit)?;
+        unsupported("database.execute")
+    }
+    fn query(&mut self, _: String, _: Vec<types::SqlValue>) -> Result<types::Rows, types::HostError> {
+        self.require(Permission::Database).map_err(to_wit)?;
+        unsupported("database.query")
+    }
+    fn transaction(&mut self, _: Vec<types::Statement>) -> Result<Vec<u64>, types::HostError> {
+        self.require(Permission::Database).map_err(to_wit)?;
+        unsupported("database.transaction")
+    }
+}
+
+impl wit::cache::Host for InstanceState {
+    fn get(&mut self, _: String) -> Result<Option<Vec<u8>>, types::HostError> {
+        self.require(Permission::Cache).map_err(to_wit)?;
+        unsupported("cache.get")
+    }
+    fn set(&mut self, _: String, _: Vec<u8>, _: Option<u64>) -> Result<(), types::HostError> {
+        self.require(Permission::Cache).map_err(to_wit)?;
+        unsupported("cache.set")
+    }
+    fn delete(&mut self, _: String) -> Result<bool, types::HostError> {
+        self.require(Permission::Cache).map_err(to_wit)?;
+        unsupported("cache.delete")
+    }
+}
+
+impl wit::outbound::Host for InstanceState {
+    fn fetch(&mut self, _: types::OutgoingRequest) -> Result<types::IncomingResponse, types::HostError> {
+        self.require(Permission::Network).map_err(to_wit)?;
+        unsupported("outbound.fetch")
+    }
+}
+
+impl wit::exec::Host for InstanceState {
+    fn run(&mut self, _: String, _: Vec<String>, _: Vec<u8>, _: Option<u32>) -> Result<types::CommandOutput, types::HostError> {
+        self.require(Permission::Exec).map_err(to_wit)?;
+        unsupported("exec.run")
+    }
+}

@@ -1,0 +1,464 @@
+//! One wasm plugin: a pool of long-lived instances of one component.
+//!
+//! `init`, `start`, `stop`, `cleanup` and `on-config-change` run on every instance; a request or
+//! hook takes any free instance. Registrations come from the first instance's `init`; another
+//! instance registering differently is an error. An instance that traps or runs past its deadline
+//! is dropped, never reused; a fresh one (init + start) replaces it on the next call.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use parking_lot::{Mutex, RwLock};
+use plugd_core::{
+    Action, Exchange, Health, HookType, InitContext, Permission, Plugin, PluginError, PluginStore,
+    Registrations, Response,
+};
+use serde_json::{Map, Value};
+use tokio::sync::Semaphore;
+use wasmtime::component::ResourceTable;
+use wasmtime::{Engine, Store, StoreLimitsBuilder, Trap, UpdateDeadline};
+use wasmtime_wasi::WasiCtxBuilder;
+
+use crate::bindings::{Plugin as World, PluginPre, types};
+use crate::host::{InstanceState, Shared, hook_to_wit};
+
+/// What the loader tells a plugin about itself.
+#[derive(Debug, Clone)]
+pub struct PluginOptions {
+    /// Name.
+    pub name: String,
+    /// Effective permissions.
+    pub granted: BTreeSet<Permission>,
+    /// Validated config.
+    pub config: Map<String, Value>,
+    /// Its storage.
+    pub store: PluginStore,
+    /// Linear-memory cap per instance.
+    pub memory_mb: u64,
+    /// Deadline of a call.
+    pub timeout: Duration,
+    /// Deadlines per hook type.
+    pub hook_timeouts: BTreeMap<HookType, Duration>,
+    /// Pool size.
+    pub instances: usize,
+}
+
+struct Instance {
+    store: Store<InstanceState>,
+    world: World,
+}
+
+/// A loaded wasm plugin.
+pub struct WasmPlugin {
+    engine: Engine,
+    pre: PluginPre<InstanceState>,
+    shared: Arc<Shared>,
+    options: PluginOptions,
+    idle: Mutex<Vec<Instance>>,
+    permits: Semaphore,
+    /// Whether `start` has run (fresh instances are started too).
+    started: AtomicBool,
+    /// Registrations of the first instance, to compare fresh ones against.
+    registrations: RwLock<Option<Registrations>>,
+}
+
+impl std::fmt::Debug for WasmPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WasmPlugin")
+            .field("name", &self.options.name)
+            .field("instances", &self.options.instances)
+            .finish()
+    }
+}
+
+/// A call into an instance.
+enum Call<'a> {
+    Init,
+    Start,
+    Stop,
+    Cleanup,
+    ConfigChange(&'a str),
+    Health,
+    Hook(HookType, &'a mut Exchange),
+    Handle(&'a str, &'a mut Exchange),
+}
+
+enum Reply {
+    Unit(Result<(), String>),
+    Action(Result<types::Action, String>),
+    Response(Result<types::Response, String>),
+    Health(types::Health),
+}
+
+impl Call<'_> {
+    fn describe(&self) -> String {
+        match self {
+            Call::Init => "init".into(),
+            Call::Start => "start".into(),
+            Call::Stop => "stop".into(),
+            Call::Cleanup => "cleanup".into(),
+            Call::ConfigChange(_) => "on-config-change".into(),
+            Call::Health => "health-check".into(),
+            Call::Hook(h, _) => format!("{} hook", h.as_str()),
+            Call::Handle(route, _) => format!("route {route}"),
+        }
+    }
+}
+
+impl WasmPlugin {
+    pub(crate) fn new(engine: Engine, pre: PluginPre<InstanceState>, options: PluginOptions) -> Self {
+        let shared = Arc::new(Shared {
+            name: options.name.clone(),
+            granted: options.granted.clone(),
+            config_json: RwLock::new(Value::Object(options.config.clone()).to_string()),
+            store: options.store.clone(),
+        });
+        WasmPlugin {
+            engine,
+            pre,
+            shared,
+            permits: Semaphore::new(options.instances),
+            options,
+            idle: Mutex::new(Vec::new()),
+            started: AtomicBool::new(false),
+            registrations: RwLock::new(None),
+        }
+    }
+
+    /// The pool size.
+    pub fn instances(&self) -> usize {
+        self.options.instances
+    }
+
+    fn timeout_for(&self, call: &Call<'_>) -> Duration {
+        match call {
+            Call::Hook(h, _) => self.options.hook_timeouts.get(h).copied().unwrap_or(self.options.timeout),
+            _ => self.options.timeout,
+        }
+    }
+
+    async fn instantiate(&self) -> Result<Instance, PluginError> {
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.inherit_stderr();
+        let memory = usize::try_from(self.options.memory_mb.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX);
+        let state = InstanceState {
+            wasi: wasi.build(),
+            table: ResourceTable::new(),
+            limits: StoreLimitsBuilder::new().memory_size(memory).instances(64).build(),
+            shared: self.shared.clone(),
+            registering: None,
+            deadline: Instant::now() + self.options.timeout,
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| s.limiter());
+        store.epoch_deadline_callback(|ctx| {
+            if Instant::now() >= ctx.data().deadline {
+                Ok(UpdateDeadline::Interrupt)
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+        store.set_epoch_deadline(1);
+        let world = self
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| PluginError::Failed(format!("instantiation failed: {e:#}")))?;
+        Ok(Instance { store, world })
+    }
+
+    /// Make a fresh instance and bring it to the pool's state (init, and start if started).
+    async fn fresh(&self) -> Result<Instance, PluginError> {
+        let mut inst = self.instantiate().await?;
+        let regs = self.call(&mut inst, Call::Init).await?;
+        let first = self.registrations.read().clone();
+        if let (Some(first), Some(regs)) = (first, regs)
+            && first != regs
+        {
+            return Err(PluginError::Failed(
+                "a new instance registered different hooks or routes than the first; registrations must not depend on instance state".into(),
+            ));
+        }
+        if self.started.load(Ordering::Acquire) {
+            self.call(&mut inst, Call::Start).await?;
+        }
+        Ok(inst)
+    }
+
+    /// Run one call on one instance, with its deadline. Returns the registrations made during
+    /// `init`. On a trap or timeout the caller must drop the instance.
+    async fn call(&self, inst: &mut Instance, call: Call<'_>) -> Result<Option<Registrations>, PluginError> {
+        let timeout = self.timeout_for(&call);
+        let what = call.describe();
+        let is_init = matches!(call, Call::Init);
+        let hook = match &call {
+            Call::Hook(h, _) => Some(*h),
+            _ => None,
+        };
+        inst.store.data_mut().deadline = Instant::now() + timeout;
+        inst.store.set_epoch_deadline(1);
+        if is_init {
+            inst.store.data_mut().registering = Some(Registrations::default());
+        }
+        let reply = invoke(inst, call, &self.shared).await;
+        let regs = if is_init { inst.store.data_mut().registering.take() } else { None };
+        let reply = reply.map_err(|e| classify(e, &what, hook, timeout))?;
+        let guest_error = |m: String| PluginError::Failed(format!("{what}: {m}"));
+        match reply {
+            Reply::Unit(r) => r.map_err(guest_error)?,
+            Reply::Health(_) | Reply::Action(_) | Reply::Response(_) => {}
+        }
+        Ok(regs)
+    }
+
+    /// Take an instance from the pool (making one if the pool lost one), run `f`, and put it
+    /// back unless it failed hard.
+    async fn with_instance(&self, call: Call<'_>) -> Result<Reply, PluginError> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| PluginError::Unavailable(format!("plugin '{}' is shutting down", self.options.name)))?;
+        let pooled = self.idle.lock().pop();
+        let mut inst = match pooled {
+            Some(i) => i,
+            None => self.fresh().await?,
+        };
+        let timeout = self.timeout_for(&call);
+        let what = call.describe();
+        let hook = match &call {
+            Call::Hook(h, _) => Some(*h),
+            _ => None,
+        };
+        inst.store.data_mut().deadline = Instant::now() + timeout;
+        inst.store.set_epoch_deadline(1);
+        match invoke(&mut inst, call, &self.shared).await {
+            Ok(reply) => {
+                self.idle.lock().push(inst);
+                Ok(reply)
+            }
+            Err(e) => {
+                let e = classify(e, &what, hook, timeout);
+                tracing::warn!(plugin = %self.options.name, error = %e, "instance discarded");
+                Err(e)
+            }
+        }
+    }
+
+    /// Run a lifecycle call on every instance. With `create`, the pool is filled first.
+    async fn on_every_instance(&self, call: fn() -> Call<'static>) -> Result<(), PluginError> {
+        let n = self.options.instances as u32;
+        let _all = self
+            .permits
+            .acquire_many(n)
+            .await
+            .map_err(|_| PluginError::Unavailable("plugin is shutting down".into()))?;
+        let instances: Vec<Instance> = std::mem::take(&mut *self.idle.lock());
+        let mut kept = Vec::with_capacity(instances.len());
+        let mut first_error = None;
+        for mut inst in instances {
+            match self.call(&mut inst, call()).await {
+                Ok(_) => kept.push(inst),
+                Err(e @ (PluginError::Trap(_) | PluginError::Timeout(_))) => {
+                    first_error.get_or_insert(e);
+                }
+                Err(e) => {
+                    kept.push(inst);
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        *self.idle.lock() = kept;
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+/// Turn a wasmtime error into the plugin's error: a timeout, a trap, or another failure.
+fn classify(e: wasmtime::Error, what: &str, hook: Option<HookType>, timeout: Duration) -> PluginError {
+    match e.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => match hook {
+            Some(h) => PluginError::hook_timeout(h, timeout),
+            None => PluginError::Timeout(format!(
+                "{what} exceeded {} timeout",
+                humantime_like(timeout)
+            )),
+        },
+        Some(trap) => PluginError::Trap(format!("{what}: {trap}")),
+        None => PluginError::Trap(format!("{what}: {}", first_line(&format!("{e:#}")))),
+    }
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or(s)
+}
+
+fn humantime_like(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+/// Call the guest. An `Err` is a trap or a host-side failure: the instance must be dropped.
+async fn invoke(inst: &mut Instance, call: Call<'_>, shared: &Shared) -> wasmtime::Result<Reply> {
+    let g = inst.world.plugd_plugin_guest();
+    let store = &mut inst.store;
+    Ok(match call {
+        Call::Init => {
+            let config = shared.config_json.read().clone();
+            Reply::Unit(g.call_init(&mut *store, &config).await?)
+        }
+        Call::Start => Reply::Unit(g.call_start(&mut *store).await?),
+        Call::Stop => Reply::Unit(g.call_stop(&mut *store).await?),
+        Call::Cleanup => Reply::Unit(g.call_cleanup(&mut *store).await?),
+        Call::ConfigChange(config) => Reply::Unit(g.call_on_config_change(&mut *store, config).await?),
+        Call::Health => Reply::Health(g.call_health_check(&mut *store).await?),
+        Call::Hook(hook, ex) => {
+            let res = store.data_mut().table.push(std::mem::take(ex))?;
+            let borrowed = wasmtime::component::Resource::<Exchange>::new_borrow(res.rep());
+            let out = g.call_on_hook(&mut *store, hook_to_wit(hook), borrowed).await;
+            *ex = store.data_mut().table.delete(res)?;
+            Reply::Action(out?)
+        }
+        Call::Handle(route, ex) => {
+            let res = store.data_mut().table.push(std::mem::take(ex))?;
+            let borrowed = wasmtime::component::Resource::<Exchange>::new_borrow(res.rep());
+            let out = g.call_handle_request(&mut *store, route, borrowed).await;
+            *ex = store.data_mut().table.delete(res)?;
+            Reply::Response(out?)
+        }
+    })
+}
+
+fn response_from_wit(r: types::Response) -> Result<Response, PluginError> {
+    let status = StatusCode::from_u16(r.status)
+        .map_err(|_| PluginError::Failed(format!("plugin answered an invalid status code {}", r.status)))?;
+    let mut headers = HeaderMap::with_capacity(r.headers.len());
+    for (k, v) in r.headers {
+        let name = HeaderName::from_bytes(k.as_bytes())
+            .map_err(|_| PluginError::Failed(format!("plugin answered an invalid header name {k:?}")))?;
+        let value = HeaderValue::from_str(&v)
+            .map_err(|_| PluginError::Failed(format!("plugin answered an invalid value for header {k}")))?;
+        headers.append(name, value);
+    }
+    Ok(Response {
+        status,
+        headers,
+        body: Bytes::from(r.body),
+    })
+}
+
+#[async_trait]
+impl Plugin for WasmPlugin {
+    async fn init(&self, ctx: &mut InitContext<'_>) -> Result<(), PluginError> {
+        *self.shared.config_json.write() = Value::Object(ctx.config().clone()).to_string();
+        let _all = self
+            .permits
+            .acquire_many(self.options.instances as u32)
+            .await
+            .map_err(|_| PluginError::Unavailable("plugin is shutting down".into()))?;
+        let mut instances = Vec::with_capacity(self.options.instances);
+        let mut first: Option<Registrations> = None;
+        for i in 0..self.options.instances {
+            let mut inst = self.instantiate().await?;
+            let regs = self.call(&mut inst, Call::Init).await?.unwrap_or_default();
+            match &first {
+                None => {
+                    ctx.merge(regs.clone()).map_err(|e| PluginError::Failed(e.to_string()))?;
+                    first = Some(regs);
+                }
+                Some(f) if *f != regs => {
+                    return Err(PluginError::Failed(format!(
+                        "instance {i} registered different hooks or routes than instance 0; registrations must not depend on instance state"
+                    )));
+                }
+                Some(_) => {}
+            }
+            instances.push(inst);
+        }
+        *self.registrations.write() = first;
+        *self.idle.lock() = instances;
+        Ok(())
+    }
+
+    async fn start(&self) -> Result<(), PluginError> {
+        self.on_every_instance(|| Call::Start).await?;
+        self.started.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    async fn stop(&self) -> Result<(), PluginError> {
+        if !self.started.swap(false, Ordering::AcqRel) {
+            return Ok(());
+        }
+        self.on_every_instance(|| Call::Stop).await
+    }
+
+    async fn cleanup(&self) -> Result<(), PluginError> {
+        let result = self.on_every_instance(|| Call::Cleanup).await;
+        // Give the memory back: nothing runs on this plugin after cleanup.
+        self.idle.lock().clear();
+        result
+    }
+
+    async fn on_config_change(&self, config: &Map<String, Value>) -> Result<(), PluginError> {
+        let json = Value::Object(config.clone()).to_string();
+        let n = self.options.instances as u32;
+        let _all = self
+            .permits
+            .acquire_many(n)
+            .await
+            .map_err(|_| PluginError::Unavailable("plugin is shutting down".into()))?;
+        let mut instances = std::mem::take(&mut *self.idle.lock());
+        let mut result = Ok(());
+        for inst in &mut instances {
+            if let Err(e) = self.call(inst, Call::ConfigChange(&json)).await {
+                result = Err(e);
+                break;
+            }
+        }
+        *self.idle.lock() = instances;
+        if result.is_ok() {
+            *self.shared.config_json.write() = json;
+        }
+        result
+    }
+
+    async fn health_check(&self) -> Health {
+        match self.with_instance(Call::Health).await {
+            Ok(Reply::Health(types::Health::Healthy)) => Health::Healthy,
+            Ok(Reply::Health(types::Health::Degraded(m))) => Health::Degraded(m),
+            Ok(Reply::Health(types::Health::Unhealthy(m))) => Health::Unhealthy(m),
+            Ok(_) => Health::Healthy,
+            Err(e) => Health::Unhealthy(e.to_string()),
+        }
+    }
+
+    async fn on_hook(&self, hook: HookType, ex: &mut Exchange) -> Result<Action, PluginError> {
+        match self.with_instance(Call::Hook(hook, ex)).await? {
+            Reply::Action(Ok(types::Action::Continue)) => Ok(Action::Continue),
+            Reply::Action(Ok(types::Action::Respond(r))) => Ok(Action::Respond(response_from_wit(r)?)),
+            Reply::Action(Err(m)) => Err(PluginError::Failed(m)),
+            _ => Ok(Action::Continue),
+        }
+    }
+
+    async fn handle_request(&self, route: &str, ex: &mut Exchange) -> Result<Response, PluginError> {
+        match self.with_instance(Call::Handle(route, ex)).await? {
+            Reply::Response(Ok(r)) => response_from_wit(r),
+            Reply::Response(Err(m)) => Err(PluginError::Failed(m)),
+            _ => Err(PluginError::Failed("unexpected reply".into())),
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        "wasm"
+    }
+}
+

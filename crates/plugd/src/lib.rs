@@ -1,0 +1,31 @@
+//! plugd: a plugin host for Rust backends.
+//!
+//! WebAssembly plugins run in a wasmtime sandbox with only the permissions their operator
+//! granted; native Rust plugins are compiled in. Both share one lifecycle, one dispatch path and
+//! one status model. This crate is the façade: it re-exports the manager ([`Host`], [`Plugin`]),
+//! the manifest and config types, the wasm runtime and the HTTP server, and wires them together.
+//!
+//! ```no_run
+//! # async fn run() -> anyhow::Result<()> {
+//! let config = plugd::manifest::HostConfig::from_path("examples/plugd.yaml".as_ref())?;
+//! let host = plugd::host_from_config(config)?;
+//! host.start().await?;
+//! # Ok(()) }
+//! ```
+
+pub use plugd_core::*;
+pub use plugd_manifest as manifest;
+pub use plugd_server as server;
+pub use plugd_wasm as wasm;
+
+use plugd_manifest::HostConfig;
+
+/// A host for `config`, with the wasm runtime as the loader of plugins from disk and its compile
+/// cache under `<data_dir>/cache/components`.
+pub fn host_from_config(config: HostConfig) -> anyhow::Result<Host> {
+    let runtime = plugd_wasm::WasmRuntime::new(plugd_wasm::RuntimeOptions {
+        cache_dir: config.data_dir.join("cache").join("components"),
+    })
+    .map_err(anyhow::Error::msg)?;
+    Ok(Host::builder().config(config).loader(runtime).build()?)
+}

@@ -1,0 +1,101 @@
+//! The `plugd` binary: validate, and serve with a clean shutdown on SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::{example, guests_built};
+
+fn plugd() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_plugd"))
+}
+
+#[test]
+fn validate_prints_ok_for_a_good_manifest() {
+    let out = plugd().arg("validate").arg(example("hello")).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
+}
+
+#[test]
+fn validate_names_the_file_and_the_fault() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("plugin.yaml");
+    std::fs::write(&path, "version: 1.0.0\ndescription: d\nauthor: a\n").unwrap();
+    let out = plugd().arg("validate").arg(dir.path()).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("missing required field: name"), "{err}");
+    assert!(err.contains(&path.display().to_string()), "{err}");
+    assert!(out.stdout.is_empty());
+
+    std::fs::write(&path, "name: x\nversion: 1.0\ndescription: d\nauthor: a\n").unwrap();
+    let out = plugd().arg("validate").arg(&path).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("invalid version format: must be semantic version (X.Y.Z)"), "{err}");
+}
+
+#[test]
+fn serve_stops_plugins_in_reverse_order_on_sigterm() {
+    guests_built();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("plugd.yaml");
+    let port = free_port();
+    std::fs::write(
+        &config,
+        format!(
+            "server: {{ listen: '127.0.0.1:{port}' }}\ndata_dir: ./data\nplugins:\n  plugins:\n    - name: gatekeeper\n      path: '{}'\n      priority: security\n    - name: hello\n      path: '{}'\n      permissions: {{ router: true }}\n",
+            example("gatekeeper").display(),
+            example("hello").display()
+        ),
+    )
+    .unwrap();
+    let mut child = plugd()
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("PLUGD_LOG", "info")
+        .env_remove("PLUGD_ADMIN_TOKEN")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut lines = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !lines.iter().any(|l: &String| l.contains("plugd listening")) {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .unwrap_or_else(|_| panic!("plugd did not start:\n{}", lines.join("\n")));
+        lines.push(line);
+    }
+    // The generated admin token is in the data dir, private.
+    let token = std::fs::read_to_string(dir.path().join("data/admin-token")).unwrap();
+    assert_eq!(token.len(), 64);
+
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let exit = child.wait().unwrap();
+    lines.extend(rx.iter());
+    let log = lines.join("\n");
+    assert!(exit.success(), "plugd exited with {exit:?}:\n{log}");
+    let stopped: Vec<&str> = lines
+        .iter()
+        .filter(|l| l.contains("plugin stopped"))
+        .map(|l| if l.contains("hello") { "hello" } else { "gatekeeper" })
+        .collect();
+    assert_eq!(stopped, vec!["hello", "gatekeeper"], "reverse start order:\n{log}");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

@@ -1,0 +1,8 @@
+//! Integration tests of plugd: one binary (every test binary links wasmtime).
+
+mod support;
+
+mod admin;
+mod cli;
+mod sandbox;
+mod serve;

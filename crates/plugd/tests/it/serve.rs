@@ -1,0 +1,121 @@
+//! The end-to-end path of the README: example plugins answering real HTTP requests.
+
+use serde_json::Value;
+
+use crate::support::{TestServer, examples_config};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hello_greets_from_wasm() {
+    let server = TestServer::start(&examples_config()).await;
+    let r = server.get("/plugins/hello/greet?name=Ada").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-plugd-gatekeeper"], "checked");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["message"], "Hello, Ada!");
+    assert_eq!(body["plugin"], "hello");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn greeting_count_lives_in_plugin_storage() {
+    let server = TestServer::start(&examples_config()).await;
+    let mut last = 0;
+    for _ in 0..3 {
+        let body: Value = server.get("/plugins/hello/greet").await.json().await.unwrap();
+        let count = body["count"].as_u64().expect("count");
+        assert!(count > last, "count {count} after {last}");
+        last = count;
+    }
+    let stored = server.host.store().plugin("hello").get("greetings").unwrap();
+    assert!(stored.is_some(), "the hello plugin keeps its count in its own storage");
+    assert_eq!(server.host.store().plugin("gatekeeper").get("greetings").unwrap(), None);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gatekeeper_rejects_secret_without_header() {
+    let server = TestServer::start(&examples_config()).await;
+    let r = server.get("/plugins/hello/secret").await;
+    assert_eq!(r.status(), 401);
+    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("application/json"));
+    assert_eq!(r.headers()["x-plugd-gatekeeper"], "checked", "pre_response runs on early answers too");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "unauthorized");
+
+    let r = server
+        .client
+        .get(format!("{}/plugins/hello/secret", server.url))
+        .header("x-api-key", "anything")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert!(body["secret"].is_string());
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_routes_and_methods() {
+    let server = TestServer::start(&examples_config()).await;
+    let r = server.get("/plugins/hello/nope").await;
+    assert_eq!(r.status(), 404);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "not_found");
+    let r = server
+        .client
+        .post(format!("{}/plugins/hello/greet", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+    assert_eq!(r.headers()["allow"], "GET");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_is_public_and_reports_plugins() {
+    let server = TestServer::start(&examples_config()).await;
+    let r = server.get("/healthz").await;
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get("x-plugd-gatekeeper").is_none(), "/healthz bypasses plugin hooks");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["status"], "ok");
+    assert_eq!(body["plugins"]["running"], 2);
+    assert_eq!(body["plugins"]["error"], 0);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_body_over_the_limit_is_refused() {
+    let yaml = examples_config().replace("data_dir:", "server:\n  body_limit: 1024\ndata_dir:");
+    let server = TestServer::start(&yaml).await;
+    let r = server
+        .client
+        .post(format!("{}/plugins/hello/greet", server.url))
+        .body(vec![b'x'; 4096])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_plugin_does_not_stop_the_others() {
+    let yaml = format!(
+        "{}    - name: ghost\n      path: /nonexistent/ghost\n",
+        examples_config()
+    );
+    let server = TestServer::start(&yaml).await;
+    assert_eq!(server.get("/plugins/hello/greet").await.status(), 200);
+    let info = server.host.plugin_info("ghost").expect("ghost is listed");
+    assert_eq!(info.status, plugd::Status::Error);
+    let message = info.last_error.expect("last error").message;
+    assert!(message.contains("plugin file not found: /nonexistent/ghost"), "{message}");
+    let body: Value = server.get("/healthz").await.json().await.unwrap();
+    assert_eq!(body["status"], "degraded");
+    let r = server.get("/plugins/ghost/anything").await;
+    assert_eq!(r.status(), 503);
+    server.stop().await;
+}

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The README's second command: the whole test suite, from a fresh clone.
+# Installs the wasm guest toolchain when it is missing, builds every guest plugin, then runs
+# formatting and lint checks and every test of the workspace (unit, integration, doc).
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+started=$SECONDS
+step() { echo "==> $* ($((SECONDS - started))s)"; }
+
+step "guest plugins"
+bash scripts/build-examples.sh
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo test"
+cargo test --workspace --locked
+
+step "done"

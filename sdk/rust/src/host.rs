@@ -1,0 +1,579 @@
+//! Thin wrappers over the host's imports. Every call is checked by the host against the plugin's
+//! effective permissions; a refused call returns an [`Error`](crate::Error) whose kind is
+//! [`ErrorKind::Denied`](crate::ErrorKind::Denied) and whose message is the host's
+//! (`permission denied: plugin 'x' attempted database access without permission`).
+
+use crate::bindings::plugd::plugin as wit;
+
+fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
+    items
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| (*s).to_owned()).collect()
+}
+
+fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Structured logging into the host's log, tagged with the plugin's name. Always available.
+///
+/// ```ignore
+/// log::info("cache warmed");
+/// log::with_fields(log::Level::Warn, "slow upstream", &[("url", url), ("ms", &ms.to_string())]);
+/// ```
+pub mod log {
+    use super::{pairs, wit};
+
+    /// A log level.
+    pub use wit::types::LogLevel as Level;
+
+    /// Logs `message` at `level` with `key=value` fields.
+    pub fn with_fields(level: Level, message: impl AsRef<str>, fields: &[(&str, &str)]) {
+        wit::log::log(level, message.as_ref(), &pairs(fields));
+    }
+
+    /// Logs at `trace`.
+    pub fn trace(message: impl AsRef<str>) {
+        wit::log::log(Level::Trace, message.as_ref(), &[]);
+    }
+    /// Logs at `debug`.
+    pub fn debug(message: impl AsRef<str>) {
+        wit::log::log(Level::Debug, message.as_ref(), &[]);
+    }
+    /// Logs at `info`.
+    pub fn info(message: impl AsRef<str>) {
+        wit::log::log(Level::Info, message.as_ref(), &[]);
+    }
+    /// Logs at `warn`.
+    pub fn warn(message: impl AsRef<str>) {
+        wit::log::log(Level::Warn, message.as_ref(), &[]);
+    }
+    /// Logs at `error`.
+    pub fn error(message: impl AsRef<str>) {
+        wit::log::log(Level::Error, message.as_ref(), &[]);
+    }
+}
+
+/// The plugin's own metrics, namespaced and labelled with the plugin by the host. Always available.
+///
+/// ```ignore
+/// metrics::counter("greetings", 1.0)?;
+/// metrics::histogram_with("latency_ms", 12.5, &[("route", "/greet")])?;
+/// ```
+pub mod metrics {
+    use super::{pairs, wit};
+    use crate::Result;
+
+    /// Adds `value` to a counter.
+    pub fn counter(name: &str, value: f64) -> Result<()> {
+        Ok(wit::metrics::counter_add(name, value, &[])?)
+    }
+    /// Adds `value` to a counter with these labels.
+    pub fn counter_with(name: &str, value: f64, labels: &[(&str, &str)]) -> Result<()> {
+        Ok(wit::metrics::counter_add(name, value, &pairs(labels))?)
+    }
+    /// Sets a gauge.
+    pub fn gauge(name: &str, value: f64) -> Result<()> {
+        Ok(wit::metrics::gauge_set(name, value, &[])?)
+    }
+    /// Sets a gauge with these labels.
+    pub fn gauge_with(name: &str, value: f64, labels: &[(&str, &str)]) -> Result<()> {
+        Ok(wit::metrics::gauge_set(name, value, &pairs(labels))?)
+    }
+    /// Records an observation in a histogram.
+    pub fn histogram(name: &str, value: f64) -> Result<()> {
+        Ok(wit::metrics::histogram_observe(name, value, &[])?)
+    }
+    /// Records an observation in a histogram with these labels.
+    pub fn histogram_with(name: &str, value: f64, labels: &[(&str, &str)]) -> Result<()> {
+        Ok(wit::metrics::histogram_observe(
+            name,
+            value,
+            &pairs(labels),
+        )?)
+    }
+}
+
+/// The plugin's persistent key/value store, shared by all its instances and isolated from other
+/// plugins. Always available. A read-modify-write is not atomic across instances.
+///
+/// ```ignore
+/// let n: u64 = storage::get_json("visits")?.unwrap_or(0);
+/// storage::set_json("visits", &(n + 1))?;
+/// ```
+pub mod storage {
+    use serde::Serialize;
+    use serde::de::DeserializeOwned;
+
+    use super::wit;
+    use crate::{Error, Result};
+
+    /// The value at `key`, if any.
+    pub fn get(key: &str) -> Result<Option<Vec<u8>>> {
+        Ok(wit::storage::get(key)?)
+    }
+    /// Stores `value` at `key`.
+    pub fn set(key: &str, value: &[u8]) -> Result<()> {
+        Ok(wit::storage::set(key, value)?)
+    }
+    /// Deletes `key`; true when it existed.
+    pub fn delete(key: &str) -> Result<bool> {
+        Ok(wit::storage::delete(key)?)
+    }
+    /// The keys starting with `prefix` (all keys for `""`), sorted.
+    pub fn list(prefix: &str) -> Result<Vec<String>> {
+        Ok(wit::storage::list(prefix)?)
+    }
+    /// Deletes every key of the plugin.
+    pub fn clear() -> Result<()> {
+        Ok(wit::storage::clear()?)
+    }
+    /// The value at `key` as UTF-8 text.
+    pub fn get_string(key: &str) -> Result<Option<String>> {
+        match get(key)? {
+            None => Ok(None),
+            Some(bytes) => String::from_utf8(bytes)
+                .map(Some)
+                .map_err(|_| Error::msg(format!("storage key '{key}' does not hold UTF-8 text"))),
+        }
+    }
+    /// Stores text at `key`.
+    pub fn set_string(key: &str, value: &str) -> Result<()> {
+        set(key, value.as_bytes())
+    }
+    /// The value at `key` parsed as JSON.
+    pub fn get_json<T: DeserializeOwned>(key: &str) -> Result<Option<T>> {
+        match get(key)? {
+            None => Ok(None),
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| Error::msg(format!("storage key '{key}': {e}"))),
+        }
+    }
+    /// Stores `value` as JSON at `key`.
+    pub fn set_json<T: Serialize + ?Sized>(key: &str, value: &T) -> Result<()> {
+        set(key, &serde_json::to_vec(value)?)
+    }
+}
+
+/// Configuration: the plugin's own, and (with the `config` permission) the host's.
+pub mod config {
+    use super::wit;
+    use crate::{Config, Error, Result};
+
+    /// The plugin's current configuration (the same object `init` received).
+    pub fn plugin() -> Result<Config> {
+        Config::from_json(&wit::config::plugin_config())
+    }
+
+    /// A value of the host's configuration at a dotted key (`server.listen`), secrets redacted.
+    /// Needs the `config` permission.
+    pub fn host(key: &str) -> Result<Option<serde_json::Value>> {
+        match wit::config::host_config(key)? {
+            None => Ok(None),
+            Some(json) => serde_json::from_str(&json).map(Some).map_err(|e| {
+                Error::msg(format!("host config '{key}': invalid JSON from host: {e}"))
+            }),
+        }
+    }
+}
+
+/// Registration of what the plugin offers. Valid only during [`Plugin::init`](crate::Plugin::init).
+///
+/// ```ignore
+/// fn init(&mut self, _config: &Config) -> Result<()> {
+///     register::route("GET", "/users/{id}")?;                       // needs `router`
+///     register::route_with_roles("DELETE", "/users/{id}", &["admin"])?;
+///     register::hook(HookType::PreRequest, 200)?;
+///     register::middleware("audit", 100, &["/plugins/hello/*"])?;   // needs `router`
+///     register::subscribe("user.*")?;
+///     register::timer("flush", Duration::from_secs(30))?;
+///     Ok(())
+/// }
+/// ```
+pub mod register {
+    use std::time::Duration;
+
+    use super::{millis, strings, wit};
+    use crate::{HookType, Result};
+
+    /// Registers a hook at `priority` (higher runs first).
+    pub fn hook(hook: HookType, priority: i32) -> Result<()> {
+        Ok(wit::registry::register_hook(hook, priority)?)
+    }
+
+    /// Registers a route, mounted under `/plugins/<name>`. `{param}` matches one segment, `{*rest}`
+    /// the remainder. Needs `router`. [`Plugin::handle_request`](crate::Plugin::handle_request)
+    /// receives `path` as the route.
+    pub fn route(method: &str, path: &str) -> Result<()> {
+        route_with_roles(method, path, &[])
+    }
+
+    /// Registers a route that requires an identity holding all of `roles` (401 without an
+    /// identity, 403 without a role). Needs `router`.
+    pub fn route_with_roles(method: &str, path: &str, roles: &[&str]) -> Result<()> {
+        let options = wit::types::RouteOptions {
+            required_roles: strings(roles),
+        };
+        Ok(wit::registry::register_route(method, path, &options)?)
+    }
+
+    /// Registers a middleware at `priority` for the routes matching `routes` (globs; empty means
+    /// every plugin-handled request). Needs `router`.
+    pub fn middleware(name: &str, priority: i32, routes: &[&str]) -> Result<()> {
+        Ok(wit::registry::register_middleware(
+            name,
+            priority,
+            &strings(routes),
+        )?)
+    }
+
+    /// Removes a middleware registered by this plugin.
+    pub fn unregister_middleware(name: &str) -> Result<()> {
+        Ok(wit::registry::unregister_middleware(name)?)
+    }
+
+    /// Subscribes to a dot-named topic; `*` matches one segment.
+    pub fn subscribe(topic: &str) -> Result<()> {
+        Ok(wit::registry::subscribe(topic)?)
+    }
+
+    /// Exports a service other plugins can call with [`services::call`](crate::services::call).
+    pub fn export_service(name: &str) -> Result<()> {
+        Ok(wit::registry::export_service(name)?)
+    }
+
+    /// Registers a timer: [`Plugin::on_tick`](crate::Plugin::on_tick) every `interval`.
+    pub fn timer(name: &str, interval: Duration) -> Result<()> {
+        Ok(wit::registry::register_timer(name, millis(interval))?)
+    }
+}
+
+/// The in-process event bus.
+pub mod events {
+    use serde::Serialize;
+
+    use super::wit;
+    use crate::Result;
+
+    /// Publishes `payload` on `topic` (declared under the manifest's `events.publishes`).
+    pub fn publish(topic: &str, payload: &[u8]) -> Result<()> {
+        Ok(wit::events::publish(topic, payload)?)
+    }
+
+    /// Publishes `value` as JSON.
+    pub fn publish_json<T: Serialize + ?Sized>(topic: &str, value: &T) -> Result<()> {
+        publish(topic, &serde_json::to_vec(value)?)
+    }
+}
+
+/// Services exported by other plugins.
+pub mod services {
+    use serde::Serialize;
+    use serde::de::DeserializeOwned;
+
+    use super::wit;
+    use crate::Result;
+
+    /// Calls `method` of `service` exported by `plugin`.
+    pub fn call(plugin: &str, service: &str, method: &str, payload: &[u8]) -> Result<Vec<u8>> {
+        Ok(wit::services::call(plugin, service, method, payload)?)
+    }
+
+    /// Calls with a JSON request and parses a JSON answer.
+    pub fn call_json<Req: Serialize + ?Sized, Resp: DeserializeOwned>(
+        plugin: &str,
+        service: &str,
+        method: &str,
+        request: &Req,
+    ) -> Result<Resp> {
+        let answer = call(plugin, service, method, &serde_json::to_vec(request)?)?;
+        Ok(serde_json::from_slice(&answer)?)
+    }
+}
+
+/// The plugin's own SQLite database. Needs `database`.
+///
+/// ```ignore
+/// db::execute("INSERT INTO notes (id, text) VALUES (?1, ?2)", &[7.into(), "hi".into()])?;
+/// let rows = db::query("SELECT text FROM notes WHERE id = ?1", &[7.into()])?;
+/// ```
+pub mod db {
+    use super::wit;
+    use crate::Result;
+
+    /// A query's result: column names and rows of values.
+    pub use wit::types::Rows;
+    /// A value bound to, or read from, a statement.
+    pub use wit::types::SqlValue as Value;
+    /// One statement of a [`transaction`].
+    pub use wit::types::Statement;
+
+    /// Runs a statement; returns the number of rows changed.
+    pub fn execute(sql: &str, params: &[Value]) -> Result<u64> {
+        Ok(wit::database::execute(sql, params)?)
+    }
+
+    /// Runs a query.
+    pub fn query(sql: &str, params: &[Value]) -> Result<Rows> {
+        Ok(wit::database::query(sql, params)?)
+    }
+
+    /// Runs all statements in one transaction; returns the rows changed by each.
+    pub fn transaction(statements: &[Statement]) -> Result<Vec<u64>> {
+        Ok(wit::database::transaction(statements)?)
+    }
+
+    impl Statement {
+        /// A statement with its parameters.
+        pub fn new(sql: impl Into<String>, params: Vec<Value>) -> Statement {
+            Statement {
+                sql: sql.into(),
+                params,
+            }
+        }
+    }
+
+    impl Rows {
+        /// The index of a column by name.
+        pub fn column(&self, name: &str) -> Option<usize> {
+            self.columns.iter().position(|c| c == name)
+        }
+    }
+
+    impl Value {
+        /// The integer, if this is one.
+        pub fn as_i64(&self) -> Option<i64> {
+            match self {
+                Value::Integer(i) => Some(*i),
+                _ => None,
+            }
+        }
+        /// The number, if this is an integer or a real.
+        pub fn as_f64(&self) -> Option<f64> {
+            match self {
+                Value::Integer(i) => Some(*i as f64),
+                Value::Real(r) => Some(*r),
+                _ => None,
+            }
+        }
+        /// The text, if this is text.
+        pub fn as_str(&self) -> Option<&str> {
+            match self {
+                Value::Text(s) => Some(s),
+                _ => None,
+            }
+        }
+        /// The bytes, if this is a blob.
+        pub fn as_bytes(&self) -> Option<&[u8]> {
+            match self {
+                Value::Blob(b) => Some(b),
+                _ => None,
+            }
+        }
+        /// Whether this is SQL NULL.
+        pub fn is_null(&self) -> bool {
+            matches!(self, Value::Null)
+        }
+    }
+
+    impl From<i64> for Value {
+        fn from(v: i64) -> Value {
+            Value::Integer(v)
+        }
+    }
+    impl From<i32> for Value {
+        fn from(v: i32) -> Value {
+            Value::Integer(v.into())
+        }
+    }
+    impl From<u32> for Value {
+        fn from(v: u32) -> Value {
+            Value::Integer(v.into())
+        }
+    }
+    impl From<bool> for Value {
+        fn from(v: bool) -> Value {
+            Value::Integer(v.into())
+        }
+    }
+    impl From<f64> for Value {
+        fn from(v: f64) -> Value {
+            Value::Real(v)
+        }
+    }
+    impl From<&str> for Value {
+        fn from(v: &str) -> Value {
+            Value::Text(v.to_owned())
+        }
+    }
+    impl From<String> for Value {
+        fn from(v: String) -> Value {
+            Value::Text(v)
+        }
+    }
+    impl From<Vec<u8>> for Value {
+        fn from(v: Vec<u8>) -> Value {
+            Value::Blob(v)
+        }
+    }
+    impl<T: Into<Value>> From<Option<T>> for Value {
+        fn from(v: Option<T>) -> Value {
+            v.map_or(Value::Null, Into::into)
+        }
+    }
+}
+
+/// The shared in-memory cache, namespaced per plugin. Needs `cache`.
+pub mod cache {
+    use std::time::Duration;
+
+    use super::{millis, wit};
+    use crate::Result;
+
+    /// The value at `key`, if present and not expired.
+    pub fn get(key: &str) -> Result<Option<Vec<u8>>> {
+        Ok(wit::cache::get(key)?)
+    }
+    /// Stores `value` at `key`, expiring after `ttl` (never for `None`).
+    pub fn set(key: &str, value: &[u8], ttl: Option<Duration>) -> Result<()> {
+        Ok(wit::cache::set(key, value, ttl.map(millis))?)
+    }
+    /// Deletes `key`; true when it existed.
+    pub fn delete(key: &str) -> Result<bool> {
+        Ok(wit::cache::delete(key)?)
+    }
+}
+
+/// Outbound HTTP to the hosts the operator allowed. Needs `network`.
+///
+/// ```ignore
+/// let answer = http::fetch(&http::Request::get("https://api.example.com/v1/items")
+///     .with_header("accept", "application/json")
+///     .with_timeout(Duration::from_secs(2)))?;
+/// let items: Vec<Item> = answer.json()?;
+/// ```
+pub mod http {
+    use std::time::Duration;
+
+    use serde::de::DeserializeOwned;
+
+    use super::wit;
+    use crate::Result;
+
+    /// The answer to an outgoing request.
+    pub use wit::types::IncomingResponse;
+    /// An outgoing request.
+    pub use wit::types::OutgoingRequest as Request;
+
+    /// Sends a request.
+    pub fn fetch(request: &Request) -> Result<IncomingResponse> {
+        Ok(wit::outbound::fetch(request)?)
+    }
+
+    /// `GET url`.
+    pub fn get(url: &str) -> Result<IncomingResponse> {
+        fetch(&Request::get(url))
+    }
+
+    impl Request {
+        /// A request without headers or body.
+        pub fn new(method: &str, url: impl Into<String>) -> Request {
+            Request {
+                method: method.to_owned(),
+                url: url.into(),
+                headers: Vec::new(),
+                body: Vec::new(),
+                timeout_ms: None,
+            }
+        }
+        /// A `GET` request.
+        pub fn get(url: impl Into<String>) -> Request {
+            Request::new("GET", url)
+        }
+        /// A `POST` request with a body.
+        pub fn post(url: impl Into<String>, body: impl Into<Vec<u8>>) -> Request {
+            Request::new("POST", url).with_body(body)
+        }
+        /// Adds a header.
+        pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Request {
+            self.headers.push((name.into(), value.into()));
+            self
+        }
+        /// Sets the body.
+        pub fn with_body(mut self, body: impl Into<Vec<u8>>) -> Request {
+            self.body = body.into();
+            self
+        }
+        /// Sets a timeout (capped by the host's own limit).
+        pub fn with_timeout(mut self, timeout: Duration) -> Request {
+            self.timeout_ms = Some(u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX));
+            self
+        }
+    }
+
+    impl IncomingResponse {
+        /// The first header of this name (case-insensitive).
+        pub fn header(&self, name: &str) -> Option<&str> {
+            self.headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str())
+        }
+        /// The body as UTF-8 text (invalid sequences replaced).
+        pub fn text(&self) -> String {
+            String::from_utf8_lossy(&self.body).into_owned()
+        }
+        /// The body parsed as JSON.
+        pub fn json<T: DeserializeOwned>(&self) -> Result<T> {
+            Ok(serde_json::from_slice(&self.body)?)
+        }
+    }
+}
+
+/// Commands the operator allowed (no shell). Needs `exec`.
+///
+/// ```ignore
+/// let out = exec::run("git", &["rev-parse", "HEAD"])?;
+/// ```
+pub mod exec {
+    use std::time::Duration;
+
+    use super::{strings, wit};
+    use crate::Result;
+
+    /// A finished command: exit status, stdout, stderr.
+    pub use wit::types::CommandOutput as Output;
+
+    /// Runs `command` with `args`, no input, the host's default timeout.
+    pub fn run(command: &str, args: &[&str]) -> Result<Output> {
+        run_with(command, args, &[], None)
+    }
+
+    /// Runs `command` with `args`, `stdin` as its input and an optional timeout.
+    pub fn run_with(
+        command: &str,
+        args: &[&str],
+        stdin: &[u8],
+        timeout: Option<Duration>,
+    ) -> Result<Output> {
+        let timeout_ms = timeout.map(|t| u32::try_from(t.as_millis()).unwrap_or(u32::MAX));
+        Ok(wit::exec::run(command, &strings(args), stdin, timeout_ms)?)
+    }
+
+    impl Output {
+        /// Whether the command exited with status 0.
+        pub fn success(&self) -> bool {
+            self.status == 0
+        }
+        /// Stdout as UTF-8 text (invalid sequences replaced).
+        pub fn stdout_text(&self) -> String {
+            String::from_utf8_lossy(&self.stdout).into_owned()
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! The Rust guest SDK for plugd WebAssembly plugins.
+//!
+//! A plugin is a type that implements [`Plugin`] (every method has a default) and is handed to
+//! [`export!`]. Build it for `wasm32-wasip2`; the result is a component that implements the plugd
+//! contract (`plugd:plugin/plugin@0.1.0`). Host functions are wrapped in the modules [`log`],
+//! [`metrics`], [`storage`], [`config`], [`register`], [`events`], [`services`], [`db`],
+//! [`cache`], [`http`] and [`exec`].
+//!
+//! ```ignore
+//! use plugd_guest::prelude::*;
+//! use plugd_guest::{json, register};
+//!
+//! #[derive(Default)]
+//! struct Hello;
+//!
+//! impl Plugin for Hello {
+//!     fn init(&mut self, _config: &Config) -> Result<()> {
+//!         register::route("GET", "/hi")?;
+//!         Ok(())
+//!     }
+//!
+//!     fn handle_request(&mut self, _route: &str, exchange: &Exchange) -> Result<Response> {
+//!         let name = exchange.query_param("name").unwrap_or_else(|| "world".into());
+//!         Ok(Response::json(200, &json!({ "hello": name })))
+//!     }
+//! }
+//!
+//! plugd_guest::export!(Hello, name = "hello");
+//! ```
+//!
+//! # Instances and state
+//!
+//! The host runs a plugin as a pool of long-lived instances; each instance holds its own value of
+//! your type, created with `Default` before the first call. `init`, `start`, `stop`, `cleanup` and
+//! `on_config_change` run on every instance; a request, hook, event or service call runs on any
+//! one of them. So fields of your type are per-instance caches: state that every call must see
+//! (counters, sessions) belongs in [`storage`] or the [`cache`]. An instance that traps (a panic)
+//! or runs past its deadline is thrown away and replaced by a fresh one (`init` + `start` again).
+
+#![warn(missing_docs)]
+
+mod error;
+mod exchange;
+mod guest;
+mod host;
+mod plugin_config;
+
+/// The bindings `wit-bindgen` generates for the contract (world `plugin`). The SDK's wrappers
+/// cover all of it; reach in here only for what they do not.
+#[allow(missing_docs)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        world: "plugin",
+        path: "../../wit",
+        pub_export_macro: true,
+        default_bindings_module: "plugd_guest::bindings",
+        export_macro_name: "__export_world",
+    });
+}
+
+pub use error::{Error, ErrorKind, Result, ResultExt};
+pub use guest::Plugin;
+pub use host::{cache, config, db, events, exec, http, log, metrics, register, services, storage};
+pub use plugin_config::Config;
+
+pub use bindings::plugd::plugin::http::Exchange;
+pub use bindings::plugd::plugin::types::{
+    Action, Health, HookType, HostError, Identity, Permission, PluginMetadata, Response,
+};
+
+/// `serde_json`, re-exported so that plugins need no dependency of their own for JSON.
+pub use serde_json;
+pub use serde_json::json;
+
+/// The usual imports: `use plugd_guest::prelude::*;`.
+pub mod prelude {
+    pub use crate::{
+        Action, Config, Error, Exchange, Health, HookType, Plugin, Response, Result, ResultExt,
+        bail,
+    };
+}
+
+/// Makes `T: Plugin` the component's implementation of the plugd contract.
+///
+/// Invoke it once, at the top level of the plugin crate:
+///
+/// ```ignore
+/// plugd_guest::export!(MyPlugin);                   // metadata name = the crate's name
+/// plugd_guest::export!(MyPlugin, name = "hello");   // metadata name = "hello"
+/// ```
+///
+/// The component's `metadata()` reports the name (by default `CARGO_PKG_NAME` of the plugin
+/// crate; give `name = "..."` when the manifest's name differs), `CARGO_PKG_VERSION` of the plugin
+/// crate, and `plugd-guest <version>` as the SDK. The host checks name and version against the
+/// manifest. Each instance keeps one value of `T` (created with `Default` on first use).
+/// The plugin crate must depend on this crate under its own name, `plugd_guest`.
+#[macro_export]
+macro_rules! export {
+    ($ty:ty $(,)?) => {
+        $crate::export!($ty, name = ::core::env!("CARGO_PKG_NAME"));
+    };
+    ($ty:ty, name = $name:expr $(,)?) => {
+        const _: () = {
+            impl $crate::__private::PluginInfo for $ty {
+                const NAME: &'static str = $name;
+                const VERSION: &'static str = ::core::env!("CARGO_PKG_VERSION");
+            }
+            type __PlugdGuestAdapter = $crate::__private::Adapter<$ty>;
+    $crate::bindings::__export_world!(__PlugdGuestAdapter with_types_in $crate::bindings);
+        };
+    };
+}
+
+/// Returns early with an [`Error`] built from a format string: `bail!("no user {id}")`.
+#[macro_export]
+macro_rules! bail {
+    ($($arg:tt)*) => {
+        return ::core::result::Result::Err($crate::Error::msg(::std::format!($($arg)*)))
+    };
+}
+
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::guest::{Adapter, PluginInfo};
+}
