@@ -123,3 +123,4 @@ async fn init_failure_puts_the_plugin_in_error_and_the_rest_runs() {
     assert_eq!(server.get("/plugins/hello/greet").await.status(), 200);
     server.stop().await;
 }
+
