@@ -47,7 +47,10 @@ pub struct DispatchTable {
 impl std::fmt::Debug for DispatchTable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DispatchTable")
-            .field("hooks", &self.hooks.iter().map(Vec::len).collect::<Vec<_>>())
+            .field(
+                "hooks",
+                &self.hooks.iter().map(Vec::len).collect::<Vec<_>>(),
+            )
             .field("plugins", &self.plugins.len())
             .finish()
     }
@@ -185,17 +188,28 @@ impl Dispatcher {
 }
 
 /// Call one hook with counters, error accounting and the deadline backstop.
-async fn call_hook(h: &HookEntry, hook: HookType, ex: &mut Exchange) -> Result<Action, PluginError> {
+async fn call_hook(
+    h: &HookEntry,
+    hook: HookType,
+    ex: &mut Exchange,
+) -> Result<Action, PluginError> {
     let plugin = &h.plugin;
     let timeout = plugin.limits.hook_timeout(hook);
     let started = Instant::now();
-    let result = match tokio::time::timeout(timeout + DEADLINE_GRACE, plugin.plugin.on_hook(hook, ex)).await {
-        Ok(r) => r,
-        Err(_) => Err(PluginError::hook_timeout(hook, timeout)),
-    };
-    plugin.state.hook(hook).record(started.elapsed(), result.is_err());
+    let result =
+        match tokio::time::timeout(timeout + DEADLINE_GRACE, plugin.plugin.on_hook(hook, ex)).await
+        {
+            Ok(r) => r,
+            Err(_) => Err(PluginError::hook_timeout(hook, timeout)),
+        };
+    plugin
+        .state
+        .hook(hook)
+        .record(started.elapsed(), result.is_err());
     if let Err(e) = &result {
-        plugin.state.record_error(format!("{} hook: {e}", hook.as_str()));
+        plugin
+            .state
+            .record_error(format!("{} hook: {e}", hook.as_str()));
         tracing::warn!(plugin = %plugin.name, hook = hook.as_str(), error = %e, "hook failed");
     }
     result
@@ -292,7 +306,10 @@ async fn route(table: &DispatchTable, ex: &mut Exchange) -> Response {
             humantime::format_duration(timeout)
         ))),
     };
-    plugin.state.routes().record(started.elapsed(), result.is_err());
+    plugin
+        .state
+        .routes()
+        .record(started.elapsed(), result.is_err());
     match result {
         Ok(r) => r,
         Err(e) => {

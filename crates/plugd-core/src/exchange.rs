@@ -257,7 +257,8 @@ impl Exchange {
     /// Set (replace) a request header; allowed in pre-request hooks and middleware on-request.
     pub fn set_header(&mut self, name: &str, value: &str) -> Result<(), HostError> {
         self.check_request_change()?;
-        self.headers.insert(header_name(name)?, header_value(value)?);
+        self.headers
+            .insert(header_name(name)?, header_value(value)?);
         Ok(())
     }
 
@@ -329,15 +330,13 @@ fn percent_decode(s: &str) -> String {
     while i < bytes.len() {
         match bytes[i] {
             b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                    (Some(h), Some(l)) => {
-                        out.push(h * 16 + l);
-                        i += 2;
-                    }
-                    _ => out.push(b'%'),
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h * 16 + l);
+                    i += 2;
                 }
-            }
+                _ => out.push(b'%'),
+            },
             b => out.push(b),
         }
         i += 1;
@@ -371,7 +370,10 @@ mod tests {
         ex.set_header("x-a", "1").unwrap();
         assert_eq!(ex.header("x-a").as_deref(), Some("1"));
         ex.stage = Stage::Hook(HookType::PostResponse);
-        assert!(matches!(ex.set_header("x-a", "2"), Err(HostError::Denied(_))));
+        assert!(matches!(
+            ex.set_header("x-a", "2"),
+            Err(HostError::Denied(_))
+        ));
         assert!(matches!(ex.set_status(500), Err(HostError::Denied(_))));
     }
 

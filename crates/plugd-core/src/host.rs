@@ -60,7 +60,10 @@ pub(crate) struct CallLimits {
 
 impl CallLimits {
     pub(crate) fn hook_timeout(&self, hook: HookType) -> Duration {
-        self.hook_timeouts.get(&hook).copied().unwrap_or(self.timeout)
+        self.hook_timeouts
+            .get(&hook)
+            .copied()
+            .unwrap_or(self.timeout)
     }
 }
 
@@ -191,7 +194,10 @@ pub struct HostBuilder {
 impl std::fmt::Debug for HostBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HostBuilder")
-            .field("config", &self.config.as_ref().and_then(|c| c.source.clone()))
+            .field(
+                "config",
+                &self.config.as_ref().and_then(|c| c.source.clone()),
+            )
             .field("natives", &self.natives.len())
             .finish()
     }
@@ -320,9 +326,8 @@ impl Host {
 
     /// Whether a plugin is loaded (initialized or running).
     pub fn is_loaded(&self, name: &str) -> bool {
-        self.find(name).is_some_and(|p| {
-            matches!(p.state.status(), Status::Initialized | Status::Running)
-        })
+        self.find(name)
+            .is_some_and(|p| matches!(p.state.status(), Status::Initialized | Status::Running))
     }
 
     /// The live state of a plugin.
@@ -457,10 +462,7 @@ impl Host {
                 enabled: entry.as_ref().is_none_or(|e| e.enabled),
                 plugin: native.plugin,
                 state: Arc::new(PluginState::default()),
-                failure_policy: entry
-                    .as_ref()
-                    .map(|e| e.failure_policy)
-                    .unwrap_or_default(),
+                failure_policy: entry.as_ref().map(|e| e.failure_policy).unwrap_or_default(),
                 limits: self.limits(entry.as_ref()),
                 granted,
                 config,
@@ -486,7 +488,14 @@ impl Host {
         let mut candidates = Vec::new();
         let mut names = HashSet::new();
         if self.inner.config.plugins.enabled {
-            for entry in self.inner.config.plugins.plugins.iter().filter(|e| e.enabled) {
+            for entry in self
+                .inner
+                .config
+                .plugins
+                .plugins
+                .iter()
+                .filter(|e| e.enabled)
+            {
                 let candidate = match self.read_entry(entry) {
                     Ok(c) => c,
                     Err(e) if abort => return Err(e),
@@ -584,11 +593,10 @@ impl Host {
     fn fail_dependents(&self, loaded: &[Arc<Loaded>], failed: &str) {
         let mut down: Vec<String> = vec![failed.to_string()];
         for p in loaded {
-            let depends = p.manifest.as_ref().is_some_and(|m| {
-                m.dependencies
-                    .iter()
-                    .any(|d| down.iter().any(|f| *f == d.name))
-            });
+            let depends = p
+                .manifest
+                .as_ref()
+                .is_some_and(|m| m.dependencies.iter().any(|d| down.contains(&d.name)));
             if depends && p.state.status() != Status::Error {
                 let dep = p
                     .manifest
@@ -616,10 +624,14 @@ impl Host {
         }
         c.loaded.state.set_status(Status::Loading);
         if let (Some(dir), Some(entry), Some(manifest)) = (&c.dir, &c.entry, &c.loaded.manifest) {
-            let loader = self.inner.loader.as_ref().ok_or_else(|| LoadError::Runtime {
-                plugin: name.clone(),
-                message: "this host has no loader for plugins from disk".into(),
-            })?;
+            let loader = self
+                .inner
+                .loader
+                .as_ref()
+                .ok_or_else(|| LoadError::Runtime {
+                    plugin: name.clone(),
+                    message: "this host has no loader for plugins from disk".into(),
+                })?;
             let plugin = loader
                 .load(LoaderContext {
                     dir,
@@ -676,7 +688,9 @@ impl Host {
     fn publish(&self, plugins: &[Arc<Loaded>]) {
         match DispatchTable::build(plugins) {
             Ok(table) => self.inner.dispatcher.publish(table),
-            Err(e) => tracing::error!(error = %e, "dispatch table rejected; keeping the previous one"),
+            Err(e) => {
+                tracing::error!(error = %e, "dispatch table rejected; keeping the previous one")
+            }
         }
     }
 
@@ -725,10 +739,14 @@ fn check_frameworks(candidates: &mut [Candidate], abort: bool) -> Result<(), Loa
             continue;
         };
         if !req.matches(&ours) {
-            let message =
-                format!("framework version mismatch: plugin requires {req}, found {FRAMEWORK_VERSION}");
+            let message = format!(
+                "framework version mismatch: plugin requires {req}, found {FRAMEWORK_VERSION}"
+            );
             if abort {
-                return Err(LoadError::Invalid(format!("plugin '{}': {message}", c.loaded.name)));
+                return Err(LoadError::Invalid(format!(
+                    "plugin '{}': {message}",
+                    c.loaded.name
+                )));
             }
             c.loaded.state.fail(message.clone());
             c.failure = Some(message);
@@ -746,7 +764,12 @@ fn order_candidates(candidates: &mut [Candidate], abort: bool) -> Result<Vec<usi
             .collect();
         let input: Vec<(&Manifest, i32)> = live
             .iter()
-            .filter_map(|&i| Some((candidates[i].loaded.manifest.as_ref()?, candidates[i].priority)))
+            .filter_map(|&i| {
+                Some((
+                    candidates[i].loaded.manifest.as_ref()?,
+                    candidates[i].priority,
+                ))
+            })
             .collect();
         let error = match start_order(&input) {
             Ok(order) => return Ok(order.into_iter().map(|k| live[k]).collect()),

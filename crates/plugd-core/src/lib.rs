@@ -40,7 +40,7 @@ pub use dispatch::{DispatchTable, Dispatcher};
 pub use error::{HostError, LoadError, PluginError};
 pub use exchange::{Exchange, Identity, Response, Stage};
 pub use host::{Host, HostBuilder, Loader, LoaderContext, PluginInfo};
-pub use order::{start_order, OrderError};
+pub use order::{OrderError, start_order};
 pub use plugin::{Action, Health, InitContext, Plugin, Registrations, RouteOptions, RouteReg};
 pub use state::{ErrorRecord, Phase, PluginState, Status};
 pub use store::{PluginStore, Store};

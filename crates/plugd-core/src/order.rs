@@ -9,7 +9,9 @@ use plugd_manifest::Manifest;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OrderError {
     /// The seed's wording.
-    #[error("missing dependency: plugin '{plugin}' requires '{dependency}' version '{requirement}'")]
+    #[error(
+        "missing dependency: plugin '{plugin}' requires '{dependency}' version '{requirement}'"
+    )]
     Missing {
         /// The dependent plugin.
         plugin: String,
@@ -19,7 +21,9 @@ pub enum OrderError {
         requirement: String,
     },
     /// The seed's wording.
-    #[error("version mismatch: plugin '{plugin}' requires '{dependency}' {requirement}, found {found}")]
+    #[error(
+        "version mismatch: plugin '{plugin}' requires '{dependency}' {requirement}, found {found}"
+    )]
     Version {
         /// The dependent plugin.
         plugin: String,
@@ -119,7 +123,8 @@ fn find_cycle(deps: &[Vec<usize>], pending: &[usize], names: &[&str]) -> Vec<Str
     let mut at = start;
     loop {
         if let Some(&pos) = seen.get(&at) {
-            let mut cycle: Vec<String> = path[pos..].iter().map(|&i| names[i].to_string()).collect();
+            let mut cycle: Vec<String> =
+                path[pos..].iter().map(|&i| names[i].to_string()).collect();
             cycle.push(names[at].to_string());
             return cycle;
         }
@@ -138,9 +143,8 @@ mod tests {
     use plugd_manifest::Format;
 
     fn manifest(name: &str, version: &str, deps: &[(&str, &str, bool)]) -> Manifest {
-        let mut text = format!(
-            "name: {name}\nversion: {version}\ndescription: d\nauthor: a\ndependencies:\n"
-        );
+        let mut text =
+            format!("name: {name}\nversion: {version}\ndescription: d\nauthor: a\ndependencies:\n");
         for (d, req, optional) in deps {
             text.push_str(&format!(
                 "  - name: {d}\n    version: '{req}'\n    optional: {optional}\n"
@@ -171,14 +175,20 @@ mod tests {
 
     #[test]
     fn missing_and_mismatched_dependencies_use_the_seed_wording() {
-        let app = manifest("auth-plugin", "1.0.0", &[("cache-plugin", ">=2.0.0", false)]);
+        let app = manifest(
+            "auth-plugin",
+            "1.0.0",
+            &[("cache-plugin", ">=2.0.0", false)],
+        );
         assert_eq!(
             start_order(&[(&app, 100)]).unwrap_err().to_string(),
             "missing dependency: plugin 'auth-plugin' requires 'cache-plugin' version '>=2.0.0'"
         );
         let cache = manifest("cache-plugin", "1.5.0", &[]);
         assert_eq!(
-            start_order(&[(&app, 100), (&cache, 100)]).unwrap_err().to_string(),
+            start_order(&[(&app, 100), (&cache, 100)])
+                .unwrap_err()
+                .to_string(),
             "version mismatch: plugin 'auth-plugin' requires 'cache-plugin' >=2.0.0, found 1.5.0"
         );
     }

@@ -90,7 +90,10 @@ impl Registrations {
         }
         let method = Method::from_bytes(method.to_ascii_uppercase().as_bytes())
             .map_err(|_| HostError::Invalid(format!("invalid method: {method:?}")))?;
-        if !path.starts_with('/') || path.contains("//") || path.contains("..") || path.contains('?')
+        if !path.starts_with('/')
+            || path.contains("//")
+            || path.contains("..")
+            || path.contains('?')
         {
             return Err(HostError::Invalid(format!(
                 "invalid route path {path:?}: it must start with '/' and hold no '//', '..' or '?'"
@@ -256,7 +259,11 @@ pub trait Plugin: Send + Sync + 'static {
     }
 
     /// A registered route was requested; `route` is the pattern as registered.
-    async fn handle_request(&self, route: &str, _ex: &mut Exchange) -> Result<Response, PluginError> {
+    async fn handle_request(
+        &self,
+        route: &str,
+        _ex: &mut Exchange,
+    ) -> Result<Response, PluginError> {
         Err(PluginError::NotImplemented(format!(
             "no handler for route {route}"
         )))
@@ -287,9 +294,18 @@ mod tests {
         r.add_route("p", &router, "get", "/x", RouteOptions::default())
             .unwrap();
         assert_eq!(r.routes[0].method, Method::GET);
-        assert!(r.add_route("p", &router, "GET", "/x", RouteOptions::default()).is_err());
-        assert!(r.add_route("p", &router, "GET", "x", RouteOptions::default()).is_err());
-        assert!(r.add_route("p", &router, "GET", "/a/../b", RouteOptions::default()).is_err());
+        assert!(
+            r.add_route("p", &router, "GET", "/x", RouteOptions::default())
+                .is_err()
+        );
+        assert!(
+            r.add_route("p", &router, "GET", "x", RouteOptions::default())
+                .is_err()
+        );
+        assert!(
+            r.add_route("p", &router, "GET", "/a/../b", RouteOptions::default())
+                .is_err()
+        );
     }
 
     #[test]

@@ -54,7 +54,10 @@ impl Status {
     }
 
     fn from_u8(v: u8) -> Status {
-        Status::ALL.get(v as usize).copied().unwrap_or(Status::Error)
+        Status::ALL
+            .get(v as usize)
+            .copied()
+            .unwrap_or(Status::Error)
     }
 }
 
@@ -150,7 +153,7 @@ impl HookCounters {
         HookMetrics {
             execution_count: n,
             total_duration_us: total_us,
-            average_duration_us: if n == 0 { 0 } else { total_us / n },
+            average_duration_us: total_us.checked_div(n).unwrap_or(0),
             error_count: self.errors.load(Ordering::Relaxed),
         }
     }

@@ -26,8 +26,8 @@ impl Store {
         std::fs::create_dir_all(data_dir)
             .map_err(|e| format!("cannot create data directory {}: {e}", data_dir.display()))?;
         let path = data_dir.join("host.db");
-        let conn = Connection::open(&path)
-            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        let conn =
+            Connection::open(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
         Store::init(conn).map_err(|e| format!("{}: {e}", path.display()))
     }
 
@@ -201,7 +201,11 @@ mod tests {
     #[test]
     fn persists_across_reopen() {
         let dir = tempfile::tempdir().unwrap();
-        Store::open(dir.path()).unwrap().plugin("a").set("k", b"v").unwrap();
+        Store::open(dir.path())
+            .unwrap()
+            .plugin("a")
+            .set("k", b"v")
+            .unwrap();
         let again = Store::open(dir.path()).unwrap();
         assert_eq!(again.plugin("a").get("k").unwrap(), Some(b"v".to_vec()));
     }
@@ -210,6 +214,9 @@ mod tests {
     fn bad_keys_are_invalid() {
         let a = Store::in_memory().unwrap().plugin("a");
         assert!(matches!(a.get(""), Err(HostError::Invalid(_))));
-        assert!(matches!(a.set(&"k".repeat(2000), b""), Err(HostError::Invalid(_))));
+        assert!(matches!(
+            a.set(&"k".repeat(2000), b""),
+            Err(HostError::Invalid(_))
+        ));
     }
 }

@@ -61,7 +61,12 @@ impl AdminToken {
     /// `admin.token`, else `PLUGD_ADMIN_TOKEN`, else a new random token written to
     /// `<data_dir>/admin-token` with mode 0600.
     pub fn resolve(config: &HostConfig) -> Result<AdminToken, String> {
-        if let Some(t) = config.admin.token.as_deref().filter(|t| !t.trim().is_empty()) {
+        if let Some(t) = config
+            .admin
+            .token
+            .as_deref()
+            .filter(|t| !t.trim().is_empty())
+        {
             return Ok(AdminToken {
                 token: t.to_string(),
                 source: TokenSource::Config,
@@ -141,24 +146,35 @@ pub(crate) fn json_error(status: StatusCode, message: impl Into<String>) -> Resp
 }
 
 /// Middleware: the admin routes need `Authorization: Bearer <token>`.
-pub(crate) async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
+pub(crate) async fn require_token(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
         .map(str::trim);
     match presented {
         Some(t) if state.admin.accepts(t) => next.run(request).await,
         Some(_) => unauthorized("the admin token is wrong"),
-        None => unauthorized("the admin API needs 'Authorization: Bearer <token>' (admin.token, PLUGD_ADMIN_TOKEN or <data_dir>/admin-token)"),
+        None => unauthorized(
+            "the admin API needs 'Authorization: Bearer <token>' (admin.token, PLUGD_ADMIN_TOKEN or <data_dir>/admin-token)",
+        ),
     }
 }
 
 fn unauthorized(message: &str) -> Response {
     let mut r = json_error(StatusCode::UNAUTHORIZED, message);
-    r.headers_mut()
-        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"plugd admin\""));
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"plugd admin\""),
+    );
     r
 }
 
@@ -168,7 +184,10 @@ pub(crate) async fn list_plugins(State(state): State<AppState>) -> Response {
 }
 
 /// `GET /admin/plugins/{name}`
-pub(crate) async fn get_plugin(State(state): State<AppState>, UrlPath(name): UrlPath<String>) -> Response {
+pub(crate) async fn get_plugin(
+    State(state): State<AppState>,
+    UrlPath(name): UrlPath<String>,
+) -> Response {
     match state.host.plugin_info(&name) {
         Some(info) => Json(info).into_response(),
         None => json_error(StatusCode::NOT_FOUND, format!("no plugin named '{name}'")),
@@ -179,7 +198,11 @@ pub(crate) async fn get_plugin(State(state): State<AppState>, UrlPath(name): Url
 pub(crate) async fn unknown(request: Request) -> Response {
     json_error(
         StatusCode::NOT_FOUND,
-        format!("no admin endpoint {} {}", request.method(), request.uri().path()),
+        format!(
+            "no admin endpoint {} {}",
+            request.method(),
+            request.uri().path()
+        ),
     )
 }
 
@@ -190,9 +213,10 @@ mod tests {
     #[test]
     fn generated_token_is_private_and_random() {
         let dir = tempfile_dir();
-        let mut config = HostConfig::default();
-        config.data_dir = dir.clone();
-        config.admin.token = None;
+        let config = HostConfig {
+            data_dir: dir.clone(),
+            ..HostConfig::default()
+        };
         // The environment may carry PLUGD_ADMIN_TOKEN; only check the generated path without it.
         if std::env::var("PLUGD_ADMIN_TOKEN").is_ok() {
             return;
@@ -223,7 +247,11 @@ mod tests {
     }
 
     fn tempfile_dir() -> PathBuf {
-        let d = std::env::temp_dir().join(format!("plugd-admin-{}-{:?}", std::process::id(), std::thread::current().id()));
+        let d = std::env::temp_dir().join(format!(
+            "plugd-admin-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
         std::fs::create_dir_all(&d).unwrap();
         d
     }

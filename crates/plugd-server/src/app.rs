@@ -99,7 +99,10 @@ async fn dispatch(State(state): State<AppState>, request: Request) -> Response {
         Err(_) => {
             return json_error(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                format!("request body is over the {}-byte limit (server.body_limit)", state.body_limit),
+                format!(
+                    "request body is over the {}-byte limit (server.body_limit)",
+                    state.body_limit
+                ),
             );
         }
     };

@@ -41,7 +41,11 @@ impl Cache {
     }
 
     /// The compiled component for `bytes`, from the cache or compiled now (and cached).
-    pub(crate) fn load(&self, engine: &Engine, bytes: &[u8]) -> Result<(Component, Source), String> {
+    pub(crate) fn load(
+        &self,
+        engine: &Engine,
+        bytes: &[u8],
+    ) -> Result<(Component, Source), String> {
         let path = self.path_for(bytes);
         if path.exists() {
             // SAFETY: the file was written by `store` below from `Component::serialize`, in a
@@ -49,10 +53,13 @@ impl Cache {
             // and to this engine's compatibility hash.
             match unsafe { Component::deserialize_file(engine, &path) } {
                 Ok(c) => return Ok((c, Source::Cached)),
-                Err(e) => tracing::warn!(path = %path.display(), error = %e, "discarding unusable compiled component"),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "discarding unusable compiled component")
+                }
             }
         }
-        let component = Component::new(engine, bytes).map_err(|e| format!("invalid component: {e:#}"))?;
+        let component =
+            Component::new(engine, bytes).map_err(|e| format!("invalid component: {e:#}"))?;
         if let Err(e) = self.store(&path, &component) {
             tracing::warn!(path = %path.display(), error = %e, "could not cache compiled component");
         }

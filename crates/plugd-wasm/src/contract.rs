@@ -57,7 +57,10 @@ pub(crate) fn check(engine: &Engine, component: &Component) -> Result<(), String
             "plugin does not implement required interface: {GUEST_INTERFACE} is not an instance"
         ));
     };
-    let present: Vec<String> = instance.exports(engine).map(|(n, _)| n.to_string()).collect();
+    let present: Vec<String> = instance
+        .exports(engine)
+        .map(|(n, _)| n.to_string())
+        .collect();
     for f in GUEST_FUNCTIONS {
         if !present.iter().any(|p| p == f) {
             return Err(format!(

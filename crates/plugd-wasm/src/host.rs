@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use parking_lot::RwLock;
-use plugd_core::{Exchange, HookType, HostError, Identity, Permission, PluginStore, Registrations, RouteOptions};
+use plugd_core::{
+    Exchange, HookType, HostError, Identity, Permission, PluginStore, Registrations, RouteOptions,
+};
 use wasmtime::component::{Resource, ResourceTable};
 use wasmtime::{ResourceLimiter, StoreLimits};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -60,9 +62,9 @@ impl InstanceState {
     }
 
     fn registering(&mut self) -> Result<&mut Registrations, HostError> {
-        self.registering.as_mut().ok_or_else(|| {
-            HostError::Invalid("registrations are only accepted during init".into())
-        })
+        self.registering
+            .as_mut()
+            .ok_or_else(|| HostError::Invalid("registrations are only accepted during init".into()))
     }
 
     fn exchange(&self, r: &Resource<Exchange>) -> &Exchange {
@@ -151,11 +153,24 @@ impl wit::http::HostExchange for InstanceState {
     fn body(&mut self, r: Resource<Exchange>) -> Vec<u8> {
         self.exchange(&r).body.to_vec()
     }
-    fn set_header(&mut self, r: Resource<Exchange>, name: String, value: String) -> Result<(), types::HostError> {
-        self.exchange_mut(&r).and_then(|ex| ex.set_header(&name, &value)).map_err(to_wit)
+    fn set_header(
+        &mut self,
+        r: Resource<Exchange>,
+        name: String,
+        value: String,
+    ) -> Result<(), types::HostError> {
+        self.exchange_mut(&r)
+            .and_then(|ex| ex.set_header(&name, &value))
+            .map_err(to_wit)
     }
-    fn remove_header(&mut self, r: Resource<Exchange>, name: String) -> Result<(), types::HostError> {
-        self.exchange_mut(&r).and_then(|ex| ex.remove_header(&name)).map_err(to_wit)
+    fn remove_header(
+        &mut self,
+        r: Resource<Exchange>,
+        name: String,
+    ) -> Result<(), types::HostError> {
+        self.exchange_mut(&r)
+            .and_then(|ex| ex.remove_header(&name))
+            .map_err(to_wit)
     }
     fn status(&mut self, r: Resource<Exchange>) -> Option<u16> {
         self.exchange(&r).status()
@@ -167,35 +182,68 @@ impl wit::http::HostExchange for InstanceState {
         self.exchange(&r).response_header_pairs()
     }
     fn response_body(&mut self, r: Resource<Exchange>) -> Option<Vec<u8>> {
-        self.exchange(&r).response.as_ref().map(|resp| resp.body.to_vec())
+        self.exchange(&r)
+            .response
+            .as_ref()
+            .map(|resp| resp.body.to_vec())
     }
     fn set_status(&mut self, r: Resource<Exchange>, status: u16) -> Result<(), types::HostError> {
-        self.exchange_mut(&r).and_then(|ex| ex.set_status(status)).map_err(to_wit)
+        self.exchange_mut(&r)
+            .and_then(|ex| ex.set_status(status))
+            .map_err(to_wit)
     }
-    fn set_response_header(&mut self, r: Resource<Exchange>, name: String, value: String) -> Result<(), types::HostError> {
-        self.exchange_mut(&r).and_then(|ex| ex.set_response_header(&name, &value)).map_err(to_wit)
+    fn set_response_header(
+        &mut self,
+        r: Resource<Exchange>,
+        name: String,
+        value: String,
+    ) -> Result<(), types::HostError> {
+        self.exchange_mut(&r)
+            .and_then(|ex| ex.set_response_header(&name, &value))
+            .map_err(to_wit)
     }
-    fn remove_response_header(&mut self, r: Resource<Exchange>, name: String) -> Result<(), types::HostError> {
-        self.exchange_mut(&r).and_then(|ex| ex.remove_response_header(&name)).map_err(to_wit)
+    fn remove_response_header(
+        &mut self,
+        r: Resource<Exchange>,
+        name: String,
+    ) -> Result<(), types::HostError> {
+        self.exchange_mut(&r)
+            .and_then(|ex| ex.remove_response_header(&name))
+            .map_err(to_wit)
     }
-    fn set_response_body(&mut self, r: Resource<Exchange>, body: Vec<u8>) -> Result<(), types::HostError> {
-        self.exchange_mut(&r).and_then(|ex| ex.set_response_body(body)).map_err(to_wit)
+    fn set_response_body(
+        &mut self,
+        r: Resource<Exchange>,
+        body: Vec<u8>,
+    ) -> Result<(), types::HostError> {
+        self.exchange_mut(&r)
+            .and_then(|ex| ex.set_response_body(body))
+            .map_err(to_wit)
     }
     fn error(&mut self, r: Resource<Exchange>) -> Option<String> {
         self.exchange(&r).error.clone()
     }
     fn identity(&mut self, r: Resource<Exchange>) -> Option<types::Identity> {
-        self.exchange(&r).identity.as_ref().map(|i| types::Identity {
-            subject: i.subject.clone(),
-            roles: i.roles.clone(),
-        })
+        self.exchange(&r)
+            .identity
+            .as_ref()
+            .map(|i| types::Identity {
+                subject: i.subject.clone(),
+                roles: i.roles.clone(),
+            })
     }
-    fn set_identity(&mut self, r: Resource<Exchange>, identity: Option<types::Identity>) -> Result<(), types::HostError> {
+    fn set_identity(
+        &mut self,
+        r: Resource<Exchange>,
+        identity: Option<types::Identity>,
+    ) -> Result<(), types::HostError> {
         let identity = identity.map(|i| Identity {
             subject: i.subject,
             roles: i.roles,
         });
-        self.exchange_mut(&r).and_then(|ex| ex.set_identity(identity)).map_err(to_wit)
+        self.exchange_mut(&r)
+            .and_then(|ex| ex.set_identity(identity))
+            .map_err(to_wit)
     }
     fn local(&mut self, r: Resource<Exchange>, key: String) -> Option<String> {
         self.exchange(&r).locals.get(&key).cloned()
@@ -220,23 +268,44 @@ impl wit::log::Host for InstanceState {
             .collect::<Vec<_>>()
             .join(" ");
         match level {
-            types::LogLevel::Trace => tracing::trace!(target: "plugin", plugin, fields, "{message}"),
-            types::LogLevel::Debug => tracing::debug!(target: "plugin", plugin, fields, "{message}"),
+            types::LogLevel::Trace => {
+                tracing::trace!(target: "plugin", plugin, fields, "{message}")
+            }
+            types::LogLevel::Debug => {
+                tracing::debug!(target: "plugin", plugin, fields, "{message}")
+            }
             types::LogLevel::Info => tracing::info!(target: "plugin", plugin, fields, "{message}"),
             types::LogLevel::Warn => tracing::warn!(target: "plugin", plugin, fields, "{message}"),
-            types::LogLevel::Error => tracing::error!(target: "plugin", plugin, fields, "{message}"),
+            types::LogLevel::Error => {
+                tracing::error!(target: "plugin", plugin, fields, "{message}")
+            }
         }
     }
 }
 
 impl wit::metrics::Host for InstanceState {
-    fn counter_add(&mut self, _: String, _: f64, _: Vec<(String, String)>) -> Result<(), types::HostError> {
+    fn counter_add(
+        &mut self,
+        _: String,
+        _: f64,
+        _: Vec<(String, String)>,
+    ) -> Result<(), types::HostError> {
         unsupported("metrics.counter-add")
     }
-    fn gauge_set(&mut self, _: String, _: f64, _: Vec<(String, String)>) -> Result<(), types::HostError> {
+    fn gauge_set(
+        &mut self,
+        _: String,
+        _: f64,
+        _: Vec<(String, String)>,
+    ) -> Result<(), types::HostError> {
         unsupported("metrics.gauge-set")
     }
-    fn histogram_observe(&mut self, _: String, _: f64, _: Vec<(String, String)>) -> Result<(), types::HostError> {
+    fn histogram_observe(
+        &mut self,
+        _: String,
+        _: f64,
+        _: Vec<(String, String)>,
+    ) -> Result<(), types::HostError> {
         unsupported("metrics.histogram-observe")
     }
 }
@@ -270,12 +339,21 @@ impl wit::config::Host for InstanceState {
 }
 
 impl wit::registry::Host for InstanceState {
-    fn register_hook(&mut self, hook: types::HookType, priority: i32) -> Result<(), types::HostError> {
+    fn register_hook(
+        &mut self,
+        hook: types::HookType,
+        priority: i32,
+    ) -> Result<(), types::HostError> {
         self.registering()
             .and_then(|r| r.add_hook(hook_from_wit(hook), priority))
             .map_err(to_wit)
     }
-    fn register_route(&mut self, method: String, path: String, options: types::RouteOptions) -> Result<(), types::HostError> {
+    fn register_route(
+        &mut self,
+        method: String,
+        path: String,
+        options: types::RouteOptions,
+    ) -> Result<(), types::HostError> {
         let name = self.shared.name.clone();
         let shared = self.shared.clone();
         let options = RouteOptions {
@@ -285,7 +363,12 @@ impl wit::registry::Host for InstanceState {
             .and_then(|r| r.add_route(&name, &shared.granted, &method, &path, options))
             .map_err(to_wit)
     }
-    fn register_middleware(&mut self, _: String, _: i32, _: Vec<String>) -> Result<(), types::HostError> {
+    fn register_middleware(
+        &mut self,
+        _: String,
+        _: i32,
+        _: Vec<String>,
+    ) -> Result<(), types::HostError> {
         self.require(Permission::Router).map_err(to_wit)?;
         unsupported("registry.register-middleware")
     }
@@ -311,7 +394,13 @@ impl wit::events::Host for InstanceState {
 }
 
 impl wit::services::Host for InstanceState {
-    fn call(&mut self, _: String, _: String, _: String, _: Vec<u8>) -> Result<Vec<u8>, types::HostError> {
+    fn call(
+        &mut self,
+        _: String,
+        _: String,
+        _: String,
+        _: Vec<u8>,
+    ) -> Result<Vec<u8>, types::HostError> {
         unsupported("services.call")
     }
 }
@@ -321,7 +410,11 @@ impl wit::database::Host for InstanceState {
         self.require(Permission::Database).map_err(to_wit)?;
         unsupported("database.execute")
     }
-    fn query(&mut self, _: String, _: Vec<types::SqlValue>) -> Result<types::Rows, types::HostError> {
+    fn query(
+        &mut self,
+        _: String,
+        _: Vec<types::SqlValue>,
+    ) -> Result<types::Rows, types::HostError> {
         self.require(Permission::Database).map_err(to_wit)?;
         unsupported("database.query")
     }
@@ -347,14 +440,23 @@ impl wit::cache::Host for InstanceState {
 }
 
 impl wit::outbound::Host for InstanceState {
-    fn fetch(&mut self, _: types::OutgoingRequest) -> Result<types::IncomingResponse, types::HostError> {
+    fn fetch(
+        &mut self,
+        _: types::OutgoingRequest,
+    ) -> Result<types::IncomingResponse, types::HostError> {
         self.require(Permission::Network).map_err(to_wit)?;
         unsupported("outbound.fetch")
     }
 }
 
 impl wit::exec::Host for InstanceState {
-    fn run(&mut self, _: String, _: Vec<String>, _: Vec<u8>, _: Option<u32>) -> Result<types::CommandOutput, types::HostError> {
+    fn run(
+        &mut self,
+        _: String,
+        _: Vec<String>,
+        _: Vec<u8>,
+        _: Option<u32>,
+    ) -> Result<types::CommandOutput, types::HostError> {
         self.require(Permission::Exec).map_err(to_wit)?;
         unsupported("exec.run")
     }

@@ -111,7 +111,11 @@ impl Call<'_> {
 }
 
 impl WasmPlugin {
-    pub(crate) fn new(engine: Engine, pre: PluginPre<InstanceState>, options: PluginOptions) -> Self {
+    pub(crate) fn new(
+        engine: Engine,
+        pre: PluginPre<InstanceState>,
+        options: PluginOptions,
+    ) -> Self {
         let shared = Arc::new(Shared {
             name: options.name.clone(),
             granted: options.granted.clone(),
@@ -137,7 +141,12 @@ impl WasmPlugin {
 
     fn timeout_for(&self, call: &Call<'_>) -> Duration {
         match call {
-            Call::Hook(h, _) => self.options.hook_timeouts.get(h).copied().unwrap_or(self.options.timeout),
+            Call::Hook(h, _) => self
+                .options
+                .hook_timeouts
+                .get(h)
+                .copied()
+                .unwrap_or(self.options.timeout),
             _ => self.options.timeout,
         }
     }
@@ -145,11 +154,15 @@ impl WasmPlugin {
     async fn instantiate(&self) -> Result<Instance, PluginError> {
         let mut wasi = WasiCtxBuilder::new();
         wasi.inherit_stderr();
-        let memory = usize::try_from(self.options.memory_mb.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX);
+        let memory = usize::try_from(self.options.memory_mb.saturating_mul(1024 * 1024))
+            .unwrap_or(usize::MAX);
         let state = InstanceState {
             wasi: wasi.build(),
             table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new().memory_size(memory).instances(64).build(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(memory)
+                .instances(64)
+                .build(),
             shared: self.shared.clone(),
             registering: None,
             deadline: Instant::now() + self.options.timeout,
@@ -192,7 +205,11 @@ impl WasmPlugin {
 
     /// Run one call on one instance, with its deadline. Returns the registrations made during
     /// `init`. On a trap or timeout the caller must drop the instance.
-    async fn call(&self, inst: &mut Instance, call: Call<'_>) -> Result<Option<Registrations>, PluginError> {
+    async fn call(
+        &self,
+        inst: &mut Instance,
+        call: Call<'_>,
+    ) -> Result<Option<Registrations>, PluginError> {
         let timeout = self.timeout_for(&call);
         let what = call.describe();
         let is_init = matches!(call, Call::Init);
@@ -206,7 +223,11 @@ impl WasmPlugin {
             inst.store.data_mut().registering = Some(Registrations::default());
         }
         let reply = invoke(inst, call, &self.shared).await;
-        let regs = if is_init { inst.store.data_mut().registering.take() } else { None };
+        let regs = if is_init {
+            inst.store.data_mut().registering.take()
+        } else {
+            None
+        };
         let reply = reply.map_err(|e| classify(e, &what, hook, timeout))?;
         let guest_error = |m: String| PluginError::Failed(format!("{what}: {m}"));
         match reply {
@@ -219,11 +240,9 @@ impl WasmPlugin {
     /// Take an instance from the pool (making one if the pool lost one), run `f`, and put it
     /// back unless it failed hard.
     async fn with_instance(&self, call: Call<'_>) -> Result<Reply, PluginError> {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| PluginError::Unavailable(format!("plugin '{}' is shutting down", self.options.name)))?;
+        let _permit = self.permits.acquire().await.map_err(|_| {
+            PluginError::Unavailable(format!("plugin '{}' is shutting down", self.options.name))
+        })?;
         let pooled = self.idle.lock().pop();
         let mut inst = match pooled {
             Some(i) => i,
@@ -279,7 +298,12 @@ impl WasmPlugin {
 }
 
 /// Turn a wasmtime error into the plugin's error: a timeout, a trap, or another failure.
-fn classify(e: wasmtime::Error, what: &str, hook: Option<HookType>, timeout: Duration) -> PluginError {
+fn classify(
+    e: wasmtime::Error,
+    what: &str,
+    hook: Option<HookType>,
+    timeout: Duration,
+) -> PluginError {
     match e.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => match hook {
             Some(h) => PluginError::hook_timeout(h, timeout),
@@ -317,12 +341,16 @@ async fn invoke(inst: &mut Instance, call: Call<'_>, shared: &Shared) -> wasmtim
         Call::Start => Reply::Unit(g.call_start(&mut *store).await?),
         Call::Stop => Reply::Unit(g.call_stop(&mut *store).await?),
         Call::Cleanup => Reply::Unit(g.call_cleanup(&mut *store).await?),
-        Call::ConfigChange(config) => Reply::Unit(g.call_on_config_change(&mut *store, config).await?),
+        Call::ConfigChange(config) => {
+            Reply::Unit(g.call_on_config_change(&mut *store, config).await?)
+        }
         Call::Health => Reply::Health(g.call_health_check(&mut *store).await?),
         Call::Hook(hook, ex) => {
             let res = store.data_mut().table.push(std::mem::take(ex))?;
             let borrowed = wasmtime::component::Resource::<Exchange>::new_borrow(res.rep());
-            let out = g.call_on_hook(&mut *store, hook_to_wit(hook), borrowed).await;
+            let out = g
+                .call_on_hook(&mut *store, hook_to_wit(hook), borrowed)
+                .await;
             *ex = store.data_mut().table.delete(res)?;
             Reply::Action(out?)
         }
@@ -337,14 +365,20 @@ async fn invoke(inst: &mut Instance, call: Call<'_>, shared: &Shared) -> wasmtim
 }
 
 fn response_from_wit(r: types::Response) -> Result<Response, PluginError> {
-    let status = StatusCode::from_u16(r.status)
-        .map_err(|_| PluginError::Failed(format!("plugin answered an invalid status code {}", r.status)))?;
+    let status = StatusCode::from_u16(r.status).map_err(|_| {
+        PluginError::Failed(format!(
+            "plugin answered an invalid status code {}",
+            r.status
+        ))
+    })?;
     let mut headers = HeaderMap::with_capacity(r.headers.len());
     for (k, v) in r.headers {
-        let name = HeaderName::from_bytes(k.as_bytes())
-            .map_err(|_| PluginError::Failed(format!("plugin answered an invalid header name {k:?}")))?;
-        let value = HeaderValue::from_str(&v)
-            .map_err(|_| PluginError::Failed(format!("plugin answered an invalid value for header {k}")))?;
+        let name = HeaderName::from_bytes(k.as_bytes()).map_err(|_| {
+            PluginError::Failed(format!("plugin answered an invalid header name {k:?}"))
+        })?;
+        let value = HeaderValue::from_str(&v).map_err(|_| {
+            PluginError::Failed(format!("plugin answered an invalid value for header {k}"))
+        })?;
         headers.append(name, value);
     }
     Ok(Response {
@@ -370,7 +404,8 @@ impl Plugin for WasmPlugin {
             let regs = self.call(&mut inst, Call::Init).await?.unwrap_or_default();
             match &first {
                 None => {
-                    ctx.merge(regs.clone()).map_err(|e| PluginError::Failed(e.to_string()))?;
+                    ctx.merge(regs.clone())
+                        .map_err(|e| PluginError::Failed(e.to_string()))?;
                     first = Some(regs);
                 }
                 Some(f) if *f != regs => {
@@ -443,13 +478,19 @@ impl Plugin for WasmPlugin {
     async fn on_hook(&self, hook: HookType, ex: &mut Exchange) -> Result<Action, PluginError> {
         match self.with_instance(Call::Hook(hook, ex)).await? {
             Reply::Action(Ok(types::Action::Continue)) => Ok(Action::Continue),
-            Reply::Action(Ok(types::Action::Respond(r))) => Ok(Action::Respond(response_from_wit(r)?)),
+            Reply::Action(Ok(types::Action::Respond(r))) => {
+                Ok(Action::Respond(response_from_wit(r)?))
+            }
             Reply::Action(Err(m)) => Err(PluginError::Failed(m)),
             _ => Ok(Action::Continue),
         }
     }
 
-    async fn handle_request(&self, route: &str, ex: &mut Exchange) -> Result<Response, PluginError> {
+    async fn handle_request(
+        &self,
+        route: &str,
+        ex: &mut Exchange,
+    ) -> Result<Response, PluginError> {
         match self.with_instance(Call::Handle(route, ex)).await? {
             Reply::Response(Ok(r)) => response_from_wit(r),
             Reply::Response(Err(m)) => Err(PluginError::Failed(m)),
@@ -461,4 +502,3 @@ impl Plugin for WasmPlugin {
         "wasm"
     }
 }
-

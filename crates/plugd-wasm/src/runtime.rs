@@ -95,7 +95,11 @@ impl WasmRuntime {
     }
 
     /// Compile (or fetch from the cache) and link a component file into a plugin.
-    pub async fn load_file(&self, path: PathBuf, options: PluginOptions) -> Result<WasmPlugin, String> {
+    pub async fn load_file(
+        &self,
+        path: PathBuf,
+        options: PluginOptions,
+    ) -> Result<WasmPlugin, String> {
         let inner = self.inner.clone();
         let started = Instant::now();
         // Compilation is CPU-bound: keep it off the async workers.
@@ -112,7 +116,8 @@ impl WasmRuntime {
             .linker
             .instantiate_pre(&component)
             .map_err(|e| format!("cannot link component: {e:#}"))?;
-        let pre = crate::bindings::PluginPre::new(pre).map_err(|e| format!("cannot link component: {e:#}"))?;
+        let pre = crate::bindings::PluginPre::new(pre)
+            .map_err(|e| format!("cannot link component: {e:#}"))?;
         tracing::debug!(
             plugin = %options.name,
             cached = source == Source::Cached,
@@ -140,7 +145,9 @@ impl Loader for WasmRuntime {
             granted: ctx.granted.clone(),
             config: ctx.config.clone(),
             store: ctx.store.clone(),
-            memory_mb: overrides.and_then(|o| o.memory_mb).unwrap_or(limits.memory_mb),
+            memory_mb: overrides
+                .and_then(|o| o.memory_mb)
+                .unwrap_or(limits.memory_mb),
             timeout: overrides.and_then(|o| o.timeout).unwrap_or(limits.timeout),
             hook_timeouts: {
                 let mut h = limits.hook_timeouts.clone();
@@ -162,5 +169,7 @@ impl Loader for WasmRuntime {
 
 /// The default pool size: the number of tokio workers (the machine's parallelism).
 fn default_instances() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
 }

@@ -20,8 +20,15 @@ impl Plugin for Native {
         ctx.register_route("GET", "/ping", RouteOptions::default())
             .map_err(|e| PluginError::Failed(e.to_string()))
     }
-    async fn handle_request(&self, _route: &str, _ex: &mut Exchange) -> Result<Response, PluginError> {
-        Ok(Response::json(http::StatusCode::OK, &serde_json::json!({"pong": true})))
+    async fn handle_request(
+        &self,
+        _route: &str,
+        _ex: &mut Exchange,
+    ) -> Result<Response, PluginError> {
+        Ok(Response::json(
+            http::StatusCode::OK,
+            &serde_json::json!({"pong": true}),
+        ))
     }
 }
 
@@ -35,7 +42,10 @@ fn host(rt: &tokio::runtime::Runtime, with_wasm: bool, data: &Path) -> Host {
         yaml.push_str("    []\n");
     }
     if with_wasm {
-        for (name, extra) in [("gatekeeper", ""), ("hello", "      permissions: { router: true }\n")] {
+        for (name, extra) in [
+            ("gatekeeper", ""),
+            ("hello", "      permissions: { router: true }\n"),
+        ] {
             yaml.push_str(&format!(
                 "    - name: {name}\n      path: '{}'\n{extra}",
                 root().join("examples/plugins").join(name).display()
@@ -80,7 +90,10 @@ fn bench(c: &mut Criterion) {
     let bare = host(&rt, false, &dir.path().join("bare"));
     group.bench_function("native_route", |b| {
         b.to_async(&rt).iter(|| async {
-            let r = bare.dispatcher().handle(Exchange::new(http::Method::GET, "/plugins/native/ping")).await;
+            let r = bare
+                .dispatcher()
+                .handle(Exchange::new(http::Method::GET, "/plugins/native/ping"))
+                .await;
             assert_eq!(r.status, 200);
         })
     });
@@ -88,13 +101,22 @@ fn bench(c: &mut Criterion) {
     let wasm = host(&rt, true, &dir.path().join("wasm"));
     group.bench_function("native_route+wasm_pre_request_hook", |b| {
         b.to_async(&rt).iter(|| async {
-            let r = wasm.dispatcher().handle(Exchange::new(http::Method::GET, "/plugins/native/ping")).await;
+            let r = wasm
+                .dispatcher()
+                .handle(Exchange::new(http::Method::GET, "/plugins/native/ping"))
+                .await;
             assert_eq!(r.status, 200);
         })
     });
     group.bench_function("wasm_route+wasm_hooks", |b| {
         b.to_async(&rt).iter(|| async {
-            let r = wasm.dispatcher().handle(Exchange::new(http::Method::GET, "/plugins/hello/greet?name=Ada")).await;
+            let r = wasm
+                .dispatcher()
+                .handle(Exchange::new(
+                    http::Method::GET,
+                    "/plugins/hello/greet?name=Ada",
+                ))
+                .await;
             assert_eq!(r.status, 200);
         })
     });

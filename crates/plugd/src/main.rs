@@ -9,7 +9,11 @@ use plugd_manifest::{HostConfig, Manifest};
 use plugd_server::{AdminToken, TokenSource};
 
 #[derive(Debug, Parser)]
-#[command(name = "plugd", version, about = "A plugin host for Rust backends: sandboxed WebAssembly plugins on one lifecycle.")]
+#[command(
+    name = "plugd",
+    version,
+    about = "A plugin host for Rust backends: sandboxed WebAssembly plugins on one lifecycle."
+)]
 struct Cli {
     /// Log format.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
@@ -67,7 +71,9 @@ fn main() -> ExitCode {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PLUGD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),

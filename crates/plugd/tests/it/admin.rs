@@ -28,13 +28,27 @@ async fn admin_lists_plugins_with_status() {
     let server = TestServer::start(&examples_config()).await;
     let r = server.admin_get("/admin/plugins").await;
     assert_eq!(r.status(), 200);
-    assert!(r.headers().get("x-plugd-gatekeeper").is_none(), "admin bypasses plugins");
+    assert!(
+        r.headers().get("x-plugd-gatekeeper").is_none(),
+        "admin bypasses plugins"
+    );
     let list: Vec<Value> = r.json().await.unwrap();
     let names: Vec<&str> = list.iter().map(|p| p["name"].as_str().unwrap()).collect();
     // gatekeeper has the higher priority (security = 300): it starts first.
     assert_eq!(names, vec!["gatekeeper", "hello"]);
     let hello = &list[1];
-    for key in ["name", "version", "description", "author", "loaded", "enabled", "status", "phase", "load_time", "last_error"] {
+    for key in [
+        "name",
+        "version",
+        "description",
+        "author",
+        "loaded",
+        "enabled",
+        "status",
+        "phase",
+        "load_time",
+        "last_error",
+    ] {
         assert!(hello.get(key).is_some(), "missing {key} in {hello}");
     }
     assert_eq!(hello["version"], "1.0.0");
@@ -46,13 +60,23 @@ async fn admin_lists_plugins_with_status() {
     assert!(hello["last_error"].is_null());
     assert!(hello["load_time"].as_str().unwrap().ends_with('Z'));
     assert_eq!(hello["permissions"], serde_json::json!(["router"]));
-    let routes: Vec<&str> = hello["routes"].as_array().unwrap().iter().map(|r| r.as_str().unwrap()).collect();
+    let routes: Vec<&str> = hello["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap())
+        .collect();
     assert!(routes.contains(&"GET /plugins/hello/greet"), "{routes:?}");
     let gatekeeper = &list[0];
     assert_eq!(gatekeeper["hooks"][0]["hook"], "pre_request");
     assert_eq!(gatekeeper["hooks"][0]["priority"], 200);
 
-    let one: Value = server.admin_get("/admin/plugins/hello").await.json().await.unwrap();
+    let one: Value = server
+        .admin_get("/admin/plugins/hello")
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(one["name"], "hello");
     assert_eq!(server.admin_get("/admin/plugins/nope").await.status(), 404);
     server.stop().await;

@@ -12,8 +12,16 @@ fn plugd() -> Command {
 
 #[test]
 fn validate_prints_ok_for_a_good_manifest() {
-    let out = plugd().arg("validate").arg(example("hello")).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = plugd()
+        .arg("validate")
+        .arg(example("hello"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
 }
 
@@ -33,7 +41,10 @@ fn validate_names_the_file_and_the_fault() {
     let out = plugd().arg("validate").arg(&path).output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("invalid version format: must be semantic version (X.Y.Z)"), "{err}");
+    assert!(
+        err.contains("invalid version format: must be semantic version (X.Y.Z)"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -78,7 +89,10 @@ fn serve_stops_plugins_in_reverse_order_on_sigterm() {
     let token = std::fs::read_to_string(dir.path().join("data/admin-token")).unwrap();
     assert_eq!(token.len(), 64);
 
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     let exit = child.wait().unwrap();
     lines.extend(rx.iter());
@@ -87,9 +101,19 @@ fn serve_stops_plugins_in_reverse_order_on_sigterm() {
     let stopped: Vec<&str> = lines
         .iter()
         .filter(|l| l.contains("plugin stopped"))
-        .map(|l| if l.contains("hello") { "hello" } else { "gatekeeper" })
+        .map(|l| {
+            if l.contains("hello") {
+                "hello"
+            } else {
+                "gatekeeper"
+            }
+        })
         .collect();
-    assert_eq!(stopped, vec!["hello", "gatekeeper"], "reverse start order:\n{log}");
+    assert_eq!(
+        stopped,
+        vec!["hello", "gatekeeper"],
+        "reverse start order:\n{log}"
+    );
 }
 
 fn free_port() -> u16 {

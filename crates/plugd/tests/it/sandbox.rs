@@ -35,8 +35,24 @@ plugins:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trap_is_a_500_and_the_instance_is_replaced() {
     let server = TestServer::start(&config("")).await;
-    assert_eq!(server.get("/plugins/trapper/count").await.text().await.unwrap(), "1");
-    assert_eq!(server.get("/plugins/trapper/count").await.text().await.unwrap(), "2");
+    assert_eq!(
+        server
+            .get("/plugins/trapper/count")
+            .await
+            .text()
+            .await
+            .unwrap(),
+        "1"
+    );
+    assert_eq!(
+        server
+            .get("/plugins/trapper/count")
+            .await
+            .text()
+            .await
+            .unwrap(),
+        "2"
+    );
 
     let r = server.get("/plugins/trapper/trap").await;
     assert_eq!(r.status(), 500);
@@ -45,13 +61,25 @@ async fn a_trap_is_a_500_and_the_instance_is_replaced() {
     assert!(message.contains("plugin 'trapper' failed"), "{message}");
 
     let info = server.host.plugin_info("trapper").unwrap();
-    assert_eq!(info.status, plugd::Status::Running, "one trap does not stop the plugin");
+    assert_eq!(
+        info.status,
+        plugd::Status::Running,
+        "one trap does not stop the plugin"
+    );
     assert_eq!(info.error_count, 1);
     let last = info.last_error.expect("last error recorded");
     assert!(last.message.contains("trap"), "{}", last.message);
 
     // The trapped instance was thrown away: a fresh one starts counting from 1 again.
-    assert_eq!(server.get("/plugins/trapper/count").await.text().await.unwrap(), "1");
+    assert_eq!(
+        server
+            .get("/plugins/trapper/count")
+            .await
+            .text()
+            .await
+            .unwrap(),
+        "1"
+    );
     assert_eq!(server.get("/plugins/trapper/ok").await.status(), 200);
     assert_eq!(server.get("/plugins/hello/greet").await.status(), 200);
     server.stop().await;
@@ -76,7 +104,10 @@ async fn a_hook_that_loops_forever_is_interrupted_while_others_answer() {
     let (status, took) = spin.await.unwrap();
     // The spinner's hook is fail-open: it is interrupted and the request goes on to the route.
     assert_eq!(status, 200);
-    assert!(took >= Duration::from_millis(900), "interrupted at its deadline, not before: {took:?}");
+    assert!(
+        took >= Duration::from_millis(900),
+        "interrupted at its deadline, not before: {took:?}"
+    );
     let info = server.host.plugin_info("spinner").unwrap();
     let last = info.last_error.expect("timeout recorded").message;
     assert!(
@@ -117,10 +148,12 @@ async fn init_failure_puts_the_plugin_in_error_and_the_rest_runs() {
     let info = server.host.plugin_info("trapper").unwrap();
     assert_eq!(info.status, plugd::Status::Error);
     let message = info.last_error.unwrap().message;
-    assert!(message.contains("plugin initialization failed: trapper"), "{message}");
+    assert!(
+        message.contains("plugin initialization failed: trapper"),
+        "{message}"
+    );
     assert!(message.contains("init failed on purpose"), "{message}");
     assert_eq!(server.get("/plugins/trapper/ok").await.status(), 503);
     assert_eq!(server.get("/plugins/hello/greet").await.status(), 200);
     server.stop().await;
 }
-

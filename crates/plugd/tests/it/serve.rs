@@ -21,14 +21,35 @@ async fn greeting_count_lives_in_plugin_storage() {
     let server = TestServer::start(&examples_config()).await;
     let mut last = 0;
     for _ in 0..3 {
-        let body: Value = server.get("/plugins/hello/greet").await.json().await.unwrap();
+        let body: Value = server
+            .get("/plugins/hello/greet")
+            .await
+            .json()
+            .await
+            .unwrap();
         let count = body["count"].as_u64().expect("count");
         assert!(count > last, "count {count} after {last}");
         last = count;
     }
-    let stored = server.host.store().plugin("hello").get("greetings").unwrap();
-    assert!(stored.is_some(), "the hello plugin keeps its count in its own storage");
-    assert_eq!(server.host.store().plugin("gatekeeper").get("greetings").unwrap(), None);
+    let stored = server
+        .host
+        .store()
+        .plugin("hello")
+        .get("greetings")
+        .unwrap();
+    assert!(
+        stored.is_some(),
+        "the hello plugin keeps its count in its own storage"
+    );
+    assert_eq!(
+        server
+            .host
+            .store()
+            .plugin("gatekeeper")
+            .get("greetings")
+            .unwrap(),
+        None
+    );
     server.stop().await;
 }
 
@@ -37,8 +58,17 @@ async fn gatekeeper_rejects_secret_without_header() {
     let server = TestServer::start(&examples_config()).await;
     let r = server.get("/plugins/hello/secret").await;
     assert_eq!(r.status(), 401);
-    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("application/json"));
-    assert_eq!(r.headers()["x-plugd-gatekeeper"], "checked", "pre_response runs on early answers too");
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json")
+    );
+    assert_eq!(
+        r.headers()["x-plugd-gatekeeper"],
+        "checked",
+        "pre_response runs on early answers too"
+    );
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"], "unauthorized");
 
@@ -78,7 +108,10 @@ async fn healthz_is_public_and_reports_plugins() {
     let server = TestServer::start(&examples_config()).await;
     let r = server.get("/healthz").await;
     assert_eq!(r.status(), 200);
-    assert!(r.headers().get("x-plugd-gatekeeper").is_none(), "/healthz bypasses plugin hooks");
+    assert!(
+        r.headers().get("x-plugd-gatekeeper").is_none(),
+        "/healthz bypasses plugin hooks"
+    );
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["status"], "ok");
     assert_eq!(body["plugins"]["running"], 2);
@@ -112,7 +145,10 @@ async fn a_broken_plugin_does_not_stop_the_others() {
     let info = server.host.plugin_info("ghost").expect("ghost is listed");
     assert_eq!(info.status, plugd::Status::Error);
     let message = info.last_error.expect("last error").message;
-    assert!(message.contains("plugin file not found: /nonexistent/ghost"), "{message}");
+    assert!(
+        message.contains("plugin file not found: /nonexistent/ghost"),
+        "{message}"
+    );
     let body: Value = server.get("/healthz").await.json().await.unwrap();
     assert_eq!(body["status"], "degraded");
     let r = server.get("/plugins/ghost/anything").await;

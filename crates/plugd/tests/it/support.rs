@@ -70,7 +70,9 @@ impl TestServer {
         let config = HostConfig::from_str(&yaml, Format::Yaml, Some(&path)).expect("valid config");
         let host = plugd::host_from_config(config).expect("host");
         host.start().await.expect("host start");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         let (tx, rx) = oneshot::channel();
         let admin = AdminToken::new(TOKEN).expect("token");

@@ -1,0 +1,142 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::Method;
+use parking_lot::Mutex;
+use plugd_core::{Exchange, HookType, Host};
+
+use crate::{Journal, Recorder, config, manifest};
+
+async fn host_with(plugins: Vec<Recorder>) -> (Host, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = Host::builder().config(config(dir.path(), "plugins:\n  plugins: []\n"));
+    for p in plugins {
+        b = b.native(manifest(p.name, ""), p);
+    }
+    let host = b.build().unwrap();
+    host.start().await.unwrap();
+    (host, dir)
+}
+
+#[tokio::test]
+async fn hooks_run_by_priority_and_the_route_sees_their_changes() {
+    let j: Journal = Arc::new(Mutex::new(Vec::new()));
+    let mut low = Recorder::new("low", &j);
+    low.hooks = vec![(HookType::PreRequest, 50), (HookType::PreResponse, 50)];
+    let mut high = Recorder::new("high", &j);
+    high.hooks = vec![(HookType::PreRequest, 300), (HookType::PostRequest, 300)];
+    let mut app = Recorder::new("app", &j);
+    app.route = Some("/x");
+    let (host, _dir) = host_with(vec![low, high, app]).await;
+    j.lock().clear();
+    let r = host
+        .dispatcher()
+        .handle(Exchange::new(Method::GET, "/plugins/app/x"))
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.headers["x-low"], "pre_response");
+    let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(
+        body["seen"],
+        serde_json::json!(["x-seen-high", "x-seen-low"])
+    );
+    assert_eq!(
+        *j.lock(),
+        [
+            "high:pre_request",
+            "low:pre_request",
+            "app:handle /x",
+            "high:post_request",
+            "low:pre_response"
+        ]
+    );
+    host.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_early_answer_skips_later_hooks_and_the_handler_but_not_response_hooks() {
+    let j: Journal = Arc::new(Mutex::new(Vec::new()));
+    let mut guard = Recorder::new("guard", &j);
+    guard.hooks = vec![(HookType::PreRequest, 200)];
+    guard.answer_early = true;
+    let mut later = Recorder::new("later", &j);
+    later.hooks = vec![
+        (HookType::PreRequest, 100),
+        (HookType::PostRequest, 100),
+        (HookType::PreResponse, 100),
+        (HookType::PostResponse, 100),
+    ];
+    let mut app = Recorder::new("app", &j);
+    app.route = Some("/x");
+    let (host, _dir) = host_with(vec![guard, later, app]).await;
+    j.lock().clear();
+    let r = host
+        .dispatcher()
+        .handle(Exchange::new(Method::GET, "/plugins/app/x"))
+        .await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.headers["x-later"], "pre_response");
+    // post_response runs after the answer, off the response path.
+    for _ in 0..100 {
+        if j.lock().iter().any(|e| e == "later:post_response") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        *j.lock(),
+        [
+            "guard:pre_request",
+            "later:post_request",
+            "later:pre_response",
+            "later:post_response"
+        ]
+    );
+    host.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_failing_hook_is_counted_and_the_others_still_run() {
+    let j: Journal = Arc::new(Mutex::new(Vec::new()));
+    let mut broken = Recorder::new("broken", &j);
+    broken.hooks = vec![(HookType::PreRequest, 300)];
+    broken.fail_hook = true;
+    let mut fine = Recorder::new("fine", &j);
+    fine.hooks = vec![(HookType::PreRequest, 100)];
+    fine.route = Some("/x");
+    let (host, _dir) = host_with(vec![broken, fine]).await;
+    let r = host
+        .dispatcher()
+        .handle(Exchange::new(Method::GET, "/plugins/fine/x"))
+        .await;
+    assert_eq!(r.status, 200);
+    let info = host.plugin_info("broken").unwrap();
+    assert_eq!(info.error_count, 1);
+    assert_eq!(
+        info.last_error.unwrap().message,
+        "pre_request hook: hook refused"
+    );
+    let m = info.hook_metrics[&HookType::PreRequest];
+    assert_eq!((m.execution_count, m.error_count), (1, 1));
+    host.shutdown().await;
+}
+
+#[tokio::test]
+async fn startup_and_shutdown_hooks_run_once() {
+    let j: Journal = Arc::new(Mutex::new(Vec::new()));
+    let mut p = Recorder::new("p", &j);
+    p.hooks = vec![(HookType::Startup, 100), (HookType::Shutdown, 100)];
+    let (host, _dir) = host_with(vec![p]).await;
+    host.shutdown().await;
+    assert_eq!(
+        *j.lock(),
+        [
+            "p:init",
+            "p:start",
+            "p:startup",
+            "p:shutdown",
+            "p:stop",
+            "p:cleanup"
+        ]
+    );
+}

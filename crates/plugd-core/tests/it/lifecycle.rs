@@ -1,0 +1,184 @@
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use plugd_core::{Host, Status};
+
+use crate::{Journal, Recorder, config, manifest};
+
+fn journal() -> Journal {
+    Arc::new(Mutex::new(Vec::new()))
+}
+
+#[tokio::test]
+async fn start_in_dependency_and_priority_order_stop_in_reverse() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = journal();
+    let host = Host::builder()
+        .config(config(dir.path(), "plugins:\n  plugins: []\n"))
+        // app depends on db; audit has the highest priority; db the lowest.
+        .native(
+            manifest(
+                "app",
+                "priority: 200\ndependencies:\n  - name: db\n    version: '>=1.0.0,<2.0.0'\n",
+            ),
+            Recorder::new("app", &j),
+        )
+        .native(manifest("db", "priority: 100\n"), Recorder::new("db", &j))
+        .native(
+            manifest("audit", "priority: infrastructure\n"),
+            Recorder::new("audit", &j),
+        )
+        .build()
+        .unwrap();
+    host.start().await.unwrap();
+    let names: Vec<String> = host.list_plugins().into_iter().map(|p| p.name).collect();
+    assert_eq!(names, ["audit", "db", "app"]);
+    assert!(
+        host.list_plugins()
+            .iter()
+            .all(|p| p.status == Status::Running)
+    );
+    host.shutdown().await;
+    let got = j.lock().clone();
+    assert_eq!(
+        got,
+        [
+            "audit:init",
+            "db:init",
+            "app:init",
+            "audit:start",
+            "db:start",
+            "app:start",
+            "app:stop",
+            "app:cleanup",
+            "db:stop",
+            "db:cleanup",
+            "audit:stop",
+            "audit:cleanup",
+        ]
+    );
+    assert!(
+        host.list_plugins()
+            .iter()
+            .all(|p| p.status == Status::Stopped)
+    );
+}
+
+#[tokio::test]
+async fn a_failed_plugin_takes_its_dependents_down_and_the_rest_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = journal();
+    let mut db = Recorder::new("db", &j);
+    db.fail_start = true;
+    let host = Host::builder()
+        .config(config(dir.path(), "plugins:\n  plugins: []\n"))
+        .native(manifest("db", ""), db)
+        .native(
+            manifest("app", "dependencies:\n  - name: db\n"),
+            Recorder::new("app", &j),
+        )
+        .native(manifest("other", ""), Recorder::new("other", &j))
+        .build()
+        .unwrap();
+    host.start().await.unwrap();
+    let info = |n: &str| host.plugin_info(n).unwrap();
+    assert_eq!(info("db").status, Status::Error);
+    assert!(
+        info("db")
+            .last_error
+            .unwrap()
+            .message
+            .contains("plugin start failed: db: start refused")
+    );
+    assert_eq!(info("app").status, Status::Error);
+    assert_eq!(
+        info("app").last_error.unwrap().message,
+        "dependency 'db' failed"
+    );
+    assert_eq!(info("other").status, Status::Running);
+    host.shutdown().await;
+}
+
+#[tokio::test]
+async fn on_failure_abort_returns_the_first_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = journal();
+    let mut bad = Recorder::new("bad", &j);
+    bad.fail_init = true;
+    let host = Host::builder()
+        .config(config(
+            dir.path(),
+            "plugins:\n  on_failure: abort\n  plugins: []\n",
+        ))
+        .native(
+            manifest("good", "priority: 300\n"),
+            Recorder::new("good", &j),
+        )
+        .native(manifest("bad", ""), bad)
+        .build()
+        .unwrap();
+    let err = host.start().await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "plugin initialization failed: bad: init refused"
+    );
+}
+
+#[tokio::test]
+async fn missing_dependency_and_cycle_use_the_seed_wording() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = journal();
+    let host = Host::builder()
+        .config(config(dir.path(), "plugins:\n  plugins: []\n"))
+        .native(
+            manifest(
+                "auth-plugin",
+                "dependencies:\n  - name: cache-plugin\n    version: '>=2.0.0'\n",
+            ),
+            Recorder::new("auth", &j),
+        )
+        .native(
+            manifest("a", "dependencies:\n  - name: b\n"),
+            Recorder::new("a", &j),
+        )
+        .native(
+            manifest("b", "dependencies:\n  - name: a\n"),
+            Recorder::new("b", &j),
+        )
+        .native(manifest("fine", ""), Recorder::new("fine", &j))
+        .build()
+        .unwrap();
+    host.start().await.unwrap();
+    let err = |n: &str| host.plugin_info(n).unwrap().last_error.unwrap().message;
+    assert_eq!(
+        err("auth-plugin"),
+        "missing dependency: plugin 'auth-plugin' requires 'cache-plugin' version '>=2.0.0'"
+    );
+    assert_eq!(err("a"), "circular dependency detected: a -> b -> a");
+    assert_eq!(host.plugin_info("fine").unwrap().status, Status::Running);
+    host.shutdown().await;
+}
+
+#[tokio::test]
+async fn framework_requirement_is_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = journal();
+    let host = Host::builder()
+        .config(config(dir.path(), "plugins:\n  plugins: []\n"))
+        .native(
+            manifest("future", "framework: { version: '>=2.0.0' }\n"),
+            Recorder::new("future", &j),
+        )
+        .build()
+        .unwrap();
+    host.start().await.unwrap();
+    let info = host.plugin_info("future").unwrap();
+    assert_eq!(info.status, Status::Error);
+    assert_eq!(
+        info.last_error.unwrap().message,
+        format!(
+            "framework version mismatch: plugin requires >=2.0.0, found {}",
+            env!("CARGO_PKG_VERSION")
+        )
+    );
+}

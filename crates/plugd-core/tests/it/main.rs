@@ -1,0 +1,140 @@
+//! The manager with native plugins: lifecycle order, hook semantics, failure handling.
+
+mod hooks;
+mod lifecycle;
+
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use plugd_core::{
+    Action, Exchange, HookType, InitContext, Plugin, PluginError, Response, RouteOptions,
+};
+use plugd_manifest::{Format, HostConfig, Manifest};
+
+/// Everything the recording plugins did, in order.
+pub type Journal = Arc<Mutex<Vec<String>>>;
+
+/// A native plugin that records its lifecycle and can be told how to behave.
+pub struct Recorder {
+    pub name: &'static str,
+    pub journal: Journal,
+    pub hooks: Vec<(HookType, i32)>,
+    pub answer_early: bool,
+    pub fail_init: bool,
+    pub fail_start: bool,
+    pub fail_hook: bool,
+    pub route: Option<&'static str>,
+}
+
+impl Recorder {
+    pub fn new(name: &'static str, journal: &Journal) -> Recorder {
+        Recorder {
+            name,
+            journal: journal.clone(),
+            hooks: Vec::new(),
+            answer_early: false,
+            fail_init: false,
+            fail_start: false,
+            fail_hook: false,
+            route: None,
+        }
+    }
+
+    fn log(&self, what: impl AsRef<str>) {
+        self.journal
+            .lock()
+            .push(format!("{}:{}", self.name, what.as_ref()));
+    }
+}
+
+fn failed(e: impl std::fmt::Display) -> PluginError {
+    PluginError::Failed(e.to_string())
+}
+
+#[async_trait::async_trait]
+impl Plugin for Recorder {
+    async fn init(&self, ctx: &mut InitContext<'_>) -> Result<(), PluginError> {
+        self.log("init");
+        for (hook, priority) in &self.hooks {
+            ctx.register_hook(*hook, *priority).map_err(failed)?;
+        }
+        if let Some(route) = self.route {
+            ctx.register_route("GET", route, RouteOptions::default())
+                .map_err(failed)?;
+        }
+        if self.fail_init {
+            return Err(failed("init refused"));
+        }
+        Ok(())
+    }
+    async fn start(&self) -> Result<(), PluginError> {
+        self.log("start");
+        if self.fail_start {
+            return Err(failed("start refused"));
+        }
+        Ok(())
+    }
+    async fn stop(&self) -> Result<(), PluginError> {
+        self.log("stop");
+        Ok(())
+    }
+    async fn cleanup(&self) -> Result<(), PluginError> {
+        self.log("cleanup");
+        Ok(())
+    }
+    async fn on_hook(&self, hook: HookType, ex: &mut Exchange) -> Result<Action, PluginError> {
+        self.log(hook.as_str());
+        if self.fail_hook {
+            return Err(failed("hook refused"));
+        }
+        match hook {
+            HookType::PreRequest if self.answer_early => Ok(Action::Respond(Response::json(
+                http::StatusCode::UNAUTHORIZED,
+                &serde_json::json!({"error": "early"}),
+            ))),
+            HookType::PreRequest => {
+                ex.set_header(&format!("x-seen-{}", self.name), "1")
+                    .map_err(failed)?;
+                Ok(Action::Continue)
+            }
+            HookType::PreResponse => {
+                ex.set_response_header(&format!("x-{}", self.name), "pre_response")
+                    .map_err(failed)?;
+                Ok(Action::Continue)
+            }
+            _ => Ok(Action::Continue),
+        }
+    }
+    async fn handle_request(
+        &self,
+        route: &str,
+        ex: &mut Exchange,
+    ) -> Result<Response, PluginError> {
+        self.log(format!("handle {route}"));
+        let seen: Vec<String> = ex
+            .header_pairs()
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("x-seen-"))
+            .map(|(k, _)| k)
+            .collect();
+        Ok(Response::json(
+            http::StatusCode::OK,
+            &serde_json::json!({ "seen": seen }),
+        ))
+    }
+}
+
+pub fn manifest(name: &str, extra: &str) -> Manifest {
+    Manifest::from_str(
+        &format!("name: {name}\nversion: 1.0.0\ndescription: test\nauthor: plugd\npermissions: {{ router: true }}\n{extra}"),
+        Format::Yaml,
+        None,
+    )
+    .expect("manifest")
+}
+
+pub fn config(dir: &std::path::Path, yaml: &str) -> HostConfig {
+    let mut c = HostConfig::from_str(yaml, Format::Yaml, None).expect("config");
+    c.data_dir = dir.to_path_buf();
+    c
+}
