@@ -17,4 +17,4 @@ mod runtime;
 
 pub use contract::{CONTRACT, GUEST_INTERFACE};
 pub use plugin::WasmPlugin;
-pub use runtime::{RuntimeOptions, WasmRuntime};
+pub use runtime::{PluginOptions, RuntimeOptions, WasmRuntime};

@@ -65,6 +65,8 @@ pub struct WasmPlugin {
     started: AtomicBool,
     /// Registrations of the first instance, to compare fresh ones against.
     registrations: RwLock<Option<Registrations>>,
+    /// Whether the compiled code came from the on-disk cache.
+    pub(crate) from_cache: bool,
 }
 
 impl std::fmt::Debug for WasmPlugin {
@@ -131,12 +133,18 @@ impl WasmPlugin {
             idle: Mutex::new(Vec::new()),
             started: AtomicBool::new(false),
             registrations: RwLock::new(None),
+            from_cache: false,
         }
     }
 
     /// The pool size.
     pub fn instances(&self) -> usize {
         self.options.instances
+    }
+
+    /// Whether the compiled code came from the on-disk cache rather than a fresh compilation.
+    pub fn from_cache(&self) -> bool {
+        self.from_cache
     }
 
     fn timeout_for(&self, call: &Call<'_>) -> Duration {

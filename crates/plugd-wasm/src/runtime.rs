@@ -13,7 +13,8 @@ use wasmtime::{Config, Engine};
 use crate::bindings::Plugin as World;
 use crate::cache::{Cache, Source};
 use crate::host::InstanceState;
-use crate::plugin::{PluginOptions, WasmPlugin};
+pub use crate::plugin::PluginOptions;
+use crate::plugin::WasmPlugin;
 
 /// How often the epoch advances: the granularity of deadlines and of yields to tokio.
 pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -124,7 +125,9 @@ impl WasmRuntime {
             took_ms = started.elapsed().as_secs_f64() * 1000.0,
             "component ready"
         );
-        Ok(WasmPlugin::new(self.inner.engine.clone(), pre, options))
+        let mut plugin = WasmPlugin::new(self.inner.engine.clone(), pre, options);
+        plugin.from_cache = source == Source::Cached;
+        Ok(plugin)
     }
 }
 
