@@ -155,11 +155,17 @@ impl Dispatcher {
         for hook in [HookType::PostRequest, HookType::PreResponse] {
             run_response_hooks(&table, hook, &mut ex).await;
         }
+        if table.hooks(HookType::PostResponse).is_empty() {
+            return ex
+                .response
+                .take()
+                .unwrap_or_else(|| Response::new(StatusCode::INTERNAL_SERVER_ERROR));
+        }
         let response = ex
             .response
             .clone()
             .unwrap_or_else(|| Response::new(StatusCode::INTERNAL_SERVER_ERROR));
-        if !table.hooks(HookType::PostResponse).is_empty() {
+        {
             tokio::spawn(async move {
                 ex.stage = Stage::Hook(HookType::PostResponse);
                 for h in table.hooks(HookType::PostResponse) {

@@ -101,7 +101,7 @@ impl AdminToken {
         &self.token
     }
 
-    fn accepts(&self, presented: &str) -> bool {
+    pub(crate) fn accepts(&self, presented: &str) -> bool {
         presented.as_bytes().ct_eq(self.token.as_bytes()).into()
     }
 }
@@ -145,22 +145,25 @@ pub(crate) fn json_error(status: StatusCode, message: impl Into<String>) -> Resp
         .into_response()
 }
 
-/// Middleware: the admin routes need `Authorization: Bearer <token>`.
-pub(crate) async fn require_token(
-    State(state): State<AppState>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let presented = request
-        .headers()
+/// The bearer token of a request, if it carries one.
+pub(crate) fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| {
             v.strip_prefix("Bearer ")
                 .or_else(|| v.strip_prefix("bearer "))
         })
-        .map(str::trim);
-    match presented {
+        .map(str::trim)
+}
+
+/// Middleware: the admin routes need `Authorization: Bearer <token>`.
+pub(crate) async fn require_token(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match bearer(request.headers()) {
         Some(t) if state.admin.accepts(t) => next.run(request).await,
         Some(_) => unauthorized("the admin token is wrong"),
         None => unauthorized(

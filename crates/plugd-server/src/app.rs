@@ -109,6 +109,10 @@ async fn dispatch(State(state): State<AppState>, request: Request) -> Response {
     let mut ex = Exchange::new(parts.method, parts.uri.path());
     ex.query = parts.uri.query().unwrap_or("").to_string();
     ex.headers = parts.headers;
+    // Plugins never see admin credentials, even when a client sends them to a plugin route.
+    if admin::bearer(&ex.headers).is_some_and(|t| state.admin.accepts(t)) {
+        ex.headers.remove(axum::http::header::AUTHORIZATION);
+    }
     ex.body = body;
     let r = state.host.dispatcher().handle(ex).await;
     let mut response = Response::new(Body::from(r.body));

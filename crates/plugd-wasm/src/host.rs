@@ -81,6 +81,15 @@ impl InstanceState {
             .get_mut(r)
             .map_err(|e| HostError::Invalid(format!("exchange handle: {e}")))
     }
+
+    /// Apply one change to the exchange; the exchange decides whether this stage allows it.
+    fn edit(
+        &mut self,
+        r: &Resource<Exchange>,
+        change: impl FnOnce(&mut Exchange) -> Result<(), HostError>,
+    ) -> Result<(), types::HostError> {
+        self.exchange_mut(r).and_then(change).map_err(to_wit)
+    }
 }
 
 static EMPTY: std::sync::LazyLock<Exchange> = std::sync::LazyLock::new(Exchange::default);
@@ -159,18 +168,14 @@ impl wit::http::HostExchange for InstanceState {
         name: String,
         value: String,
     ) -> Result<(), types::HostError> {
-        self.exchange_mut(&r)
-            .and_then(|ex| ex.set_header(&name, &value))
-            .map_err(to_wit)
+        self.edit(&r, |ex| ex.set_header(&name, &value))
     }
     fn remove_header(
         &mut self,
         r: Resource<Exchange>,
         name: String,
     ) -> Result<(), types::HostError> {
-        self.exchange_mut(&r)
-            .and_then(|ex| ex.remove_header(&name))
-            .map_err(to_wit)
+        self.edit(&r, |ex| ex.remove_header(&name))
     }
     fn status(&mut self, r: Resource<Exchange>) -> Option<u16> {
         self.exchange(&r).status()
@@ -188,9 +193,7 @@ impl wit::http::HostExchange for InstanceState {
             .map(|resp| resp.body.to_vec())
     }
     fn set_status(&mut self, r: Resource<Exchange>, status: u16) -> Result<(), types::HostError> {
-        self.exchange_mut(&r)
-            .and_then(|ex| ex.set_status(status))
-            .map_err(to_wit)
+        self.edit(&r, |ex| ex.set_status(status))
     }
     fn set_response_header(
         &mut self,
@@ -198,27 +201,21 @@ impl wit::http::HostExchange for InstanceState {
         name: String,
         value: String,
     ) -> Result<(), types::HostError> {
-        self.exchange_mut(&r)
-            .and_then(|ex| ex.set_response_header(&name, &value))
-            .map_err(to_wit)
+        self.edit(&r, |ex| ex.set_response_header(&name, &value))
     }
     fn remove_response_header(
         &mut self,
         r: Resource<Exchange>,
         name: String,
     ) -> Result<(), types::HostError> {
-        self.exchange_mut(&r)
-            .and_then(|ex| ex.remove_response_header(&name))
-            .map_err(to_wit)
+        self.edit(&r, |ex| ex.remove_response_header(&name))
     }
     fn set_response_body(
         &mut self,
         r: Resource<Exchange>,
         body: Vec<u8>,
     ) -> Result<(), types::HostError> {
-        self.exchange_mut(&r)
-            .and_then(|ex| ex.set_response_body(body))
-            .map_err(to_wit)
+        self.edit(&r, |ex| ex.set_response_body(body))
     }
     fn error(&mut self, r: Resource<Exchange>) -> Option<String> {
         self.exchange(&r).error.clone()
@@ -241,9 +238,7 @@ impl wit::http::HostExchange for InstanceState {
             subject: i.subject,
             roles: i.roles,
         });
-        self.exchange_mut(&r)
-            .and_then(|ex| ex.set_identity(identity))
-            .map_err(to_wit)
+        self.edit(&r, |ex| ex.set_identity(identity))
     }
     fn local(&mut self, r: Resource<Exchange>, key: String) -> Option<String> {
         self.exchange(&r).locals.get(&key).cloned()

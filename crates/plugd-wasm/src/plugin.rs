@@ -97,17 +97,35 @@ enum Reply {
     Health(types::Health),
 }
 
-impl Call<'_> {
-    fn describe(&self) -> String {
+/// What a call was, for error messages; cheap to copy (nothing is formatted unless it fails).
+#[derive(Clone, Copy)]
+enum CallKind<'a> {
+    Named(&'static str),
+    Hook(HookType),
+    Route(&'a str),
+}
+
+impl std::fmt::Display for CallKind<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Call::Init => "init".into(),
-            Call::Start => "start".into(),
-            Call::Stop => "stop".into(),
-            Call::Cleanup => "cleanup".into(),
-            Call::ConfigChange(_) => "on-config-change".into(),
-            Call::Health => "health-check".into(),
-            Call::Hook(h, _) => format!("{} hook", h.as_str()),
-            Call::Handle(route, _) => format!("route {route}"),
+            CallKind::Named(n) => f.write_str(n),
+            CallKind::Hook(h) => write!(f, "{} hook", h.as_str()),
+            CallKind::Route(r) => write!(f, "route {r}"),
+        }
+    }
+}
+
+impl<'a> Call<'a> {
+    fn kind(&self) -> CallKind<'a> {
+        match self {
+            Call::Init => CallKind::Named("init"),
+            Call::Start => CallKind::Named("start"),
+            Call::Stop => CallKind::Named("stop"),
+            Call::Cleanup => CallKind::Named("cleanup"),
+            Call::ConfigChange(_) => CallKind::Named("on-config-change"),
+            Call::Health => CallKind::Named("health-check"),
+            Call::Hook(h, _) => CallKind::Hook(*h),
+            Call::Handle(route, _) => CallKind::Route(route),
         }
     }
 }
@@ -219,12 +237,8 @@ impl WasmPlugin {
         call: Call<'_>,
     ) -> Result<Option<Registrations>, PluginError> {
         let timeout = self.timeout_for(&call);
-        let what = call.describe();
+        let kind = call.kind();
         let is_init = matches!(call, Call::Init);
-        let hook = match &call {
-            Call::Hook(h, _) => Some(*h),
-            _ => None,
-        };
         inst.store.data_mut().deadline = Instant::now() + timeout;
         inst.store.set_epoch_deadline(1);
         if is_init {
@@ -236,8 +250,8 @@ impl WasmPlugin {
         } else {
             None
         };
-        let reply = reply.map_err(|e| classify(e, &what, hook, timeout))?;
-        let guest_error = |m: String| PluginError::Failed(format!("{what}: {m}"));
+        let reply = reply.map_err(|e| classify(e, kind, timeout))?;
+        let guest_error = |m: String| PluginError::Failed(format!("{kind}: {m}"));
         match reply {
             Reply::Unit(r) => r.map_err(guest_error)?,
             Reply::Health(_) | Reply::Action(_) | Reply::Response(_) => {}
@@ -257,11 +271,7 @@ impl WasmPlugin {
             None => self.fresh().await?,
         };
         let timeout = self.timeout_for(&call);
-        let what = call.describe();
-        let hook = match &call {
-            Call::Hook(h, _) => Some(*h),
-            _ => None,
-        };
+        let kind = call.kind();
         inst.store.data_mut().deadline = Instant::now() + timeout;
         inst.store.set_epoch_deadline(1);
         match invoke(&mut inst, call, &self.shared).await {
@@ -270,7 +280,7 @@ impl WasmPlugin {
                 Ok(reply)
             }
             Err(e) => {
-                let e = classify(e, &what, hook, timeout);
+                let e = classify(e, kind, timeout);
                 tracing::warn!(plugin = %self.options.name, error = %e, "instance discarded");
                 Err(e)
             }
@@ -306,16 +316,11 @@ impl WasmPlugin {
 }
 
 /// Turn a wasmtime error into the plugin's error: a timeout, a trap, or another failure.
-fn classify(
-    e: wasmtime::Error,
-    what: &str,
-    hook: Option<HookType>,
-    timeout: Duration,
-) -> PluginError {
+fn classify(e: wasmtime::Error, what: CallKind<'_>, timeout: Duration) -> PluginError {
     match e.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => match hook {
-            Some(h) => PluginError::hook_timeout(h, timeout),
-            None => PluginError::Timeout(format!(
+        Some(Trap::Interrupt) => match what {
+            CallKind::Hook(h) => PluginError::hook_timeout(h, timeout),
+            _ => PluginError::Timeout(format!(
                 "{what} exceeded {} timeout",
                 humantime_like(timeout)
             )),

@@ -81,3 +81,87 @@ async fn admin_lists_plugins_with_status() {
     assert_eq!(server.admin_get("/admin/plugins/nope").await.status(), 404);
     server.stop().await;
 }
+
+/// A native plugin that answers with the request headers it saw.
+struct Echo;
+
+#[async_trait::async_trait]
+impl plugd::Plugin for Echo {
+    async fn init(&self, ctx: &mut plugd::InitContext<'_>) -> Result<(), plugd::PluginError> {
+        ctx.register_route("GET", "/headers", plugd::RouteOptions::default())
+            .map_err(|e| plugd::PluginError::Failed(e.to_string()))
+    }
+    async fn handle_request(
+        &self,
+        _route: &str,
+        ex: &mut plugd::Exchange,
+    ) -> Result<plugd::Response, plugd::PluginError> {
+        let seen: Vec<String> = ex.header_pairs().into_iter().map(|(k, _)| k).collect();
+        Ok(plugd::Response::json(
+            http::StatusCode::OK,
+            &serde_json::json!({ "headers": seen }),
+        ))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugins_never_see_the_admin_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = plugd::manifest::Manifest::from_str(
+        "name: echo\nversion: 1.0.0\ndescription: d\nauthor: a\npermissions: { router: true }\n",
+        plugd::manifest::Format::Yaml,
+        None,
+    )
+    .unwrap();
+    let host = plugd::Host::builder()
+        .data_dir(dir.path())
+        .native(manifest, Echo)
+        .build()
+        .unwrap();
+    host.start().await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "http://{}/plugins/echo/headers",
+        listener.local_addr().unwrap()
+    );
+    let admin = plugd::server::AdminToken::new(TOKEN).unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(plugd::server::serve(host, admin, listener, async {
+        let _ = rx.await;
+    }));
+    let client = reqwest::Client::new();
+    let with_admin: Value = client
+        .get(&url)
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        !with_admin["headers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h == "authorization")
+    );
+    let with_other: Value = client
+        .get(&url)
+        .bearer_auth("user-token")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        with_other["headers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h == "authorization")
+    );
+    tx.send(()).unwrap();
+    task.await.unwrap().unwrap();
+}

@@ -52,11 +52,10 @@ fn serve_stops_plugins_in_reverse_order_on_sigterm() {
     guests_built();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("plugd.yaml");
-    let port = free_port();
     std::fs::write(
         &config,
         format!(
-            "server: {{ listen: '127.0.0.1:{port}' }}\ndata_dir: ./data\nplugins:\n  plugins:\n    - name: gatekeeper\n      path: '{}'\n      priority: security\n    - name: hello\n      path: '{}'\n      permissions: {{ router: true }}\n",
+            "server: {{ listen: '127.0.0.1:0' }}\ndata_dir: ./data\nplugins:\n  plugins:\n    - name: gatekeeper\n      path: '{}'\n      priority: security\n    - name: hello\n      path: '{}'\n      permissions: {{ router: true }}\n",
             example("gatekeeper").display(),
             example("hello").display()
         ),
@@ -85,6 +84,18 @@ fn serve_stops_plugins_in_reverse_order_on_sigterm() {
             .unwrap_or_else(|_| panic!("plugd did not start:\n{}", lines.join("\n")));
         lines.push(line);
     }
+    // It serves: the README's curl, over a plain socket.
+    let listening = lines
+        .iter()
+        .find(|l| l.contains("plugd listening"))
+        .unwrap();
+    let addr = listening
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("addr="))
+        .unwrap_or_else(|| panic!("no addr in {listening:?}"));
+    let reply = http_get(addr, "/plugins/hello/greet?name=Ada");
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(reply.contains("Hello, Ada!"), "{reply}");
     // The generated admin token is in the data dir, private.
     let token = std::fs::read_to_string(dir.path().join("data/admin-token")).unwrap();
     assert_eq!(token.len(), 64);
@@ -116,10 +127,18 @@ fn serve_stops_plugins_in_reverse_order_on_sigterm() {
     );
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).unwrap();
+    reply
 }
