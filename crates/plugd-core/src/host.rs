@@ -15,9 +15,10 @@ use plugd_manifest::{
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use crate::check::{Checked, check_entry, framework_error, merged_before_after};
 use crate::dispatch::{DispatchTable, Dispatcher};
 use crate::error::LoadError;
-use crate::order::{OrderError, start_order};
+use crate::order::{OrderError, OrderNode, order_nodes};
 use crate::plugin::{InitContext, Plugin, Registrations};
 use crate::state::{ErrorRecord, HookMetrics, Phase, PluginState, Status};
 use crate::store::{PluginStore, Store};
@@ -284,6 +285,9 @@ struct Candidate {
     dir: Option<PathBuf>,
     entry: Option<PluginEntry>,
     priority: i32,
+    /// `before`/`after` of the manifest and the config entry together.
+    before: Vec<String>,
+    after: Vec<String>,
     /// Why it cannot run, if it cannot.
     failure: Option<String>,
 }
@@ -330,6 +334,12 @@ impl Host {
             .is_some_and(|p| matches!(p.state.status(), Status::Initialized | Status::Running))
     }
 
+    /// Each loaded plugin's present dependencies (the seed's `GetDependencyGraph`).
+    pub fn dependency_graph(&self) -> BTreeMap<String, Vec<String>> {
+        let plugins = self.inner.plugins.read();
+        crate::order::dependency_graph(plugins.iter().filter_map(|p| p.manifest.as_ref()))
+    }
+
     /// The live state of a plugin.
     pub fn plugin_state(&self, name: &str) -> Option<Arc<PluginState>> {
         self.find(name).map(|p| p.state.clone())
@@ -363,28 +373,14 @@ impl Host {
 
     /// Read one config entry: manifest, name, grants, config. Never fails: a problem is recorded.
     fn read_entry(&self, entry: &PluginEntry) -> Result<Candidate, LoadError> {
-        let dir = entry.path.clone();
-        if !dir.exists() {
-            return Err(LoadError::NotFound(dir));
-        }
-        let manifest = Manifest::from_path(&dir)?;
-        if manifest.name != entry.name {
-            return Err(LoadError::NameMismatch {
-                entry: entry.name.clone(),
-                manifest: manifest.name.clone(),
-                path: dir,
-            });
-        }
-        let granted = plugd_manifest::effective_permissions(&manifest, entry)
-            .map_err(|e| LoadError::Invalid(e.to_string()))?;
-        let config = manifest
-            .config
-            .validate(&entry.config)
-            .map_err(|e| LoadError::Config {
-                plugin: entry.name.clone(),
-                message: e.to_string(),
-            })?;
-        let priority = entry.priority.or(manifest.priority).unwrap_or(100);
+        let Checked {
+            manifest,
+            granted,
+            config,
+            priority,
+            before,
+            after,
+        } = check_entry(entry)?;
         let store = self.inner.store.plugin(&manifest.name);
         Ok(Candidate {
             loaded: Loaded {
@@ -401,9 +397,11 @@ impl Host {
                 registrations: ArcSwap::default(),
                 manifest: Some(manifest),
             },
-            dir: Some(dir),
+            dir: Some(entry.path.clone()),
             entry: Some(entry.clone()),
             priority,
+            before,
+            after,
             failure: None,
         })
     }
@@ -430,6 +428,8 @@ impl Host {
             dir: None,
             entry: Some(entry.clone()),
             priority: entry.priority.unwrap_or(100),
+            before: entry.before.clone(),
+            after: entry.after.clone(),
             failure: Some(error.to_string()),
         }
     }
@@ -455,6 +455,7 @@ impl Host {
             .and_then(|e| e.priority)
             .or(native.manifest.priority)
             .unwrap_or(100);
+        let (before, after) = merged_before_after(&native.manifest, entry.as_ref());
         Ok(Candidate {
             loaded: Loaded {
                 name: native.manifest.name.clone(),
@@ -473,6 +474,8 @@ impl Host {
             dir: None,
             entry,
             priority,
+            before,
+            after,
             failure: None,
         })
     }
@@ -733,24 +736,18 @@ impl Host {
 }
 
 fn check_frameworks(candidates: &mut [Candidate], abort: bool) -> Result<(), LoadError> {
-    let ours = semver::Version::parse(FRAMEWORK_VERSION).unwrap_or(semver::Version::new(0, 0, 0));
     for c in candidates.iter_mut().filter(|c| c.failure.is_none()) {
-        let Some(req) = c.loaded.manifest.as_ref().and_then(|m| m.framework.clone()) else {
+        let Some(message) = c.loaded.manifest.as_ref().and_then(framework_error) else {
             continue;
         };
-        if !req.matches(&ours) {
-            let message = format!(
-                "framework version mismatch: plugin requires {req}, found {FRAMEWORK_VERSION}"
-            );
-            if abort {
-                return Err(LoadError::Invalid(format!(
-                    "plugin '{}': {message}",
-                    c.loaded.name
-                )));
-            }
-            c.loaded.state.fail(message.clone());
-            c.failure = Some(message);
+        if abort {
+            return Err(LoadError::Invalid(format!(
+                "plugin '{}': {message}",
+                c.loaded.name
+            )));
         }
+        c.loaded.state.fail(message.clone());
+        c.failure = Some(message);
     }
     Ok(())
 }
@@ -762,16 +759,19 @@ fn order_candidates(candidates: &mut [Candidate], abort: bool) -> Result<Vec<usi
         let live: Vec<usize> = (0..candidates.len())
             .filter(|&i| candidates[i].failure.is_none())
             .collect();
-        let input: Vec<(&Manifest, i32)> = live
+        let input: Vec<OrderNode<'_>> = live
             .iter()
             .filter_map(|&i| {
-                Some((
-                    candidates[i].loaded.manifest.as_ref()?,
-                    candidates[i].priority,
-                ))
+                let c = &candidates[i];
+                Some(OrderNode {
+                    manifest: c.loaded.manifest.as_ref()?,
+                    priority: c.priority,
+                    before: &c.before,
+                    after: &c.after,
+                })
             })
             .collect();
-        let error = match start_order(&input) {
+        let error = match order_nodes(&input) {
             Ok(order) => return Ok(order.into_iter().map(|k| live[k]).collect()),
             Err(e) => e,
         };

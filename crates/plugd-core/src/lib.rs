@@ -27,6 +27,7 @@
 //! # }
 //! ```
 
+mod check;
 mod dispatch;
 mod error;
 mod exchange;
@@ -36,11 +37,12 @@ mod plugin;
 mod state;
 mod store;
 
+pub use check::{CheckReport, Checked, check_config, check_entry};
 pub use dispatch::{DispatchTable, Dispatcher};
 pub use error::{HostError, LoadError, PluginError};
 pub use exchange::{Exchange, Identity, Response, Stage};
 pub use host::{Host, HostBuilder, Loader, LoaderContext, PluginInfo};
-pub use order::{OrderError, start_order};
+pub use order::{OrderError, OrderNode, dependency_graph, order_nodes, start_order};
 pub use plugin::{Action, Health, InitContext, Plugin, Registrations, RouteOptions, RouteReg};
 pub use state::{ErrorRecord, Phase, PluginState, Status};
 pub use store::{PluginStore, Store};

@@ -1,7 +1,7 @@
 //! Start order: dependencies first, then higher priority, then config order.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 
 use plugd_manifest::Manifest;
 
@@ -39,6 +39,32 @@ pub enum OrderError {
     Cycle(Vec<String>),
 }
 
+/// One plugin to order: its manifest, its effective priority, and the `before`/`after` names of
+/// its manifest and config entry together.
+#[derive(Debug, Clone, Copy)]
+pub struct OrderNode<'a> {
+    /// The manifest (name, version, dependencies).
+    pub manifest: &'a Manifest,
+    /// Higher starts first among plugins free to start.
+    pub priority: i32,
+    /// Plugins this one must start before (absent names are ignored).
+    pub before: &'a [String],
+    /// Plugins this one must start after (absent names are ignored).
+    pub after: &'a [String],
+}
+
+impl<'a> OrderNode<'a> {
+    /// A node with the manifest's own `before`/`after`.
+    pub fn new(manifest: &'a Manifest, priority: i32) -> Self {
+        OrderNode {
+            manifest,
+            priority,
+            before: &manifest.before,
+            after: &manifest.after,
+        }
+    }
+}
+
 /// The order in which to start `plugins` (indices into the slice); stop in reverse.
 ///
 /// Each entry is a manifest and its effective priority (higher first among plugins that are
@@ -53,15 +79,28 @@ pub enum OrderError {
 /// assert_eq!(order, vec![1, 0]);
 /// ```
 pub fn start_order(plugins: &[(&Manifest, i32)]) -> Result<Vec<usize>, OrderError> {
+    let nodes: Vec<OrderNode<'_>> = plugins.iter().map(|(m, p)| OrderNode::new(m, *p)).collect();
+    order_nodes(&nodes)
+}
+
+/// [`start_order`] for nodes whose `before`/`after` come from more than the manifest.
+pub fn order_nodes(plugins: &[OrderNode<'_>]) -> Result<Vec<usize>, OrderError> {
     let index: HashMap<&str, usize> = plugins
         .iter()
         .enumerate()
-        .map(|(i, (m, _))| (m.name.as_str(), i))
+        .map(|(i, n)| (n.manifest.name.as_str(), i))
         .collect();
-    // edges[d] = plugins that depend on d; pending[i] = unmet dependencies of i.
+    // edges[d] = plugins that must wait for d; deps[i] = plugins i must wait for.
     let mut edges: Vec<Vec<usize>> = vec![Vec::new(); plugins.len()];
     let mut deps: Vec<Vec<usize>> = vec![Vec::new(); plugins.len()];
-    for (i, (m, _)) in plugins.iter().enumerate() {
+    let mut link = |first: usize, then: usize| {
+        if !deps[then].contains(&first) {
+            edges[first].push(then);
+            deps[then].push(first);
+        }
+    };
+    for (i, node) in plugins.iter().enumerate() {
+        let m = node.manifest;
         for dep in &m.dependencies {
             match index.get(dep.name.as_str()) {
                 None if dep.optional => {}
@@ -73,7 +112,7 @@ pub fn start_order(plugins: &[(&Manifest, i32)]) -> Result<Vec<usize>, OrderErro
                     });
                 }
                 Some(&d) => {
-                    let found = &plugins[d].0.version;
+                    let found = &plugins[d].manifest.version;
                     if !dep.version.matches(found) {
                         return Err(OrderError::Version {
                             plugin: m.name.clone(),
@@ -82,9 +121,18 @@ pub fn start_order(plugins: &[(&Manifest, i32)]) -> Result<Vec<usize>, OrderErro
                             found: found.to_string(),
                         });
                     }
-                    edges[d].push(i);
-                    deps[i].push(d);
+                    link(d, i);
                 }
+            }
+        }
+        for name in node.before {
+            if let Some(&j) = index.get(name.as_str()) {
+                link(i, j);
+            }
+        }
+        for name in node.after {
+            if let Some(&j) = index.get(name.as_str()) {
+                link(j, i);
             }
         }
     }
@@ -93,7 +141,7 @@ pub fn start_order(plugins: &[(&Manifest, i32)]) -> Result<Vec<usize>, OrderErro
         .iter()
         .enumerate()
         .filter(|(_, n)| **n == 0)
-        .map(|(i, _)| (plugins[i].1, Reverse(i)))
+        .map(|(i, _)| (plugins[i].priority, Reverse(i)))
         .collect();
     let mut order = Vec::with_capacity(plugins.len());
     while let Some((_, Reverse(i))) = ready.pop() {
@@ -101,15 +149,39 @@ pub fn start_order(plugins: &[(&Manifest, i32)]) -> Result<Vec<usize>, OrderErro
         for &j in &edges[i] {
             pending[j] -= 1;
             if pending[j] == 0 {
-                ready.push((plugins[j].1, Reverse(j)));
+                ready.push((plugins[j].priority, Reverse(j)));
             }
         }
     }
     if order.len() < plugins.len() {
-        let names: Vec<&str> = plugins.iter().map(|(m, _)| m.name.as_str()).collect();
+        let names: Vec<&str> = plugins.iter().map(|n| n.manifest.name.as_str()).collect();
         return Err(OrderError::Cycle(find_cycle(&deps, &pending, &names)));
     }
     Ok(order)
+}
+
+/// Each plugin's dependencies that are present (required ones, and optional ones that are
+/// loaded): the seed's `GetDependencyGraph`.
+pub fn dependency_graph<'a>(
+    manifests: impl IntoIterator<Item = &'a Manifest> + Clone,
+) -> BTreeMap<String, Vec<String>> {
+    let present: std::collections::HashSet<&str> = manifests
+        .clone()
+        .into_iter()
+        .map(|m| m.name.as_str())
+        .collect();
+    manifests
+        .into_iter()
+        .map(|m| {
+            let deps = m
+                .dependencies
+                .iter()
+                .filter(|d| !d.optional || present.contains(d.name.as_str()))
+                .map(|d| d.name.clone())
+                .collect();
+            (m.name.clone(), deps)
+        })
+        .collect()
 }
 
 /// A cycle among the nodes left with unmet dependencies, as names, first name repeated last.
@@ -197,6 +269,69 @@ mod tests {
     fn absent_optional_dependency_is_fine() {
         let app = manifest("app", "1.0.0", &[("logging", ">=1.0.0", true)]);
         assert_eq!(start_order(&[(&app, 100)]).unwrap(), vec![0]);
+    }
+
+    #[test]
+    fn before_and_after_order_within_a_priority() {
+        let a = manifest("a", "1.0.0", &[]);
+        let b = manifest("b", "1.0.0", &[]);
+        let c = manifest("c", "1.0.0", &[]);
+        let c_before_a = ["a".to_string()];
+        let a_after_b = ["b".to_string(), "absent".to_string()];
+        let nodes = [
+            OrderNode {
+                manifest: &a,
+                priority: 100,
+                before: &[],
+                after: &a_after_b,
+            },
+            OrderNode::new(&b, 100),
+            OrderNode {
+                manifest: &c,
+                priority: 100,
+                before: &c_before_a,
+                after: &[],
+            },
+        ];
+        assert_eq!(order_nodes(&nodes).unwrap(), vec![1, 2, 0]);
+        // A contradiction is a cycle like any other.
+        let b_after_a = ["a".to_string()];
+        let nodes = [
+            OrderNode {
+                manifest: &a,
+                priority: 100,
+                before: &[],
+                after: &a_after_b,
+            },
+            OrderNode {
+                manifest: &b,
+                priority: 100,
+                before: &[],
+                after: &b_after_a,
+            },
+        ];
+        assert_eq!(
+            order_nodes(&nodes).unwrap_err().to_string(),
+            "circular dependency detected: a -> b -> a"
+        );
+    }
+
+    #[test]
+    fn dependency_graph_lists_present_dependencies() {
+        let app = manifest(
+            "app",
+            "1.0.0",
+            &[
+                ("db", "*", false),
+                ("log", "*", true),
+                ("metrics", "*", true),
+            ],
+        );
+        let db = manifest("db", "1.0.0", &[]);
+        let log = manifest("log", "1.0.0", &[]);
+        let g = dependency_graph([&app, &db, &log]);
+        assert_eq!(g["app"], vec!["db", "log"]);
+        assert!(g["db"].is_empty());
     }
 
     #[test]

@@ -46,6 +46,26 @@ enum Command {
         /// Plugin directory or manifest file.
         path: PathBuf,
     },
+    /// Check a host config without running any plugin: the config, every enabled plugin's
+    /// manifest, grants, config schema, framework version and dependencies. Prints the start
+    /// order and the dependency graph.
+    Check {
+        /// Host config (YAML, JSON or TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Print `{"start_order": [...], "dependency_graph": {...}}`.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the plugins found in a folder (each subfolder with a manifest): name, version, and
+    /// whether the manifest is valid.
+    Discover {
+        /// The folder.
+        dir: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -53,6 +73,8 @@ fn main() -> ExitCode {
     init_logging(cli.log_format);
     let result = match cli.command {
         Command::Validate { path } => validate(&path),
+        Command::Check { config, json } => check(&config, json),
+        Command::Discover { dir, json } => discover(&dir, json),
         Command::Serve { config, listen } => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
@@ -84,6 +106,70 @@ fn init_logging(format: LogFormat) {
 fn validate(path: &Path) -> anyhow::Result<()> {
     Manifest::from_path(path)?;
     println!("ok");
+    Ok(())
+}
+
+fn check(path: &Path, json: bool) -> anyhow::Result<()> {
+    let config = HostConfig::from_path(path)?;
+    let report =
+        plugd::check_config(&config).map_err(|errors| anyhow::anyhow!(errors.join("\n")))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!("ok: {} plugin(s)", report.start_order.len());
+    println!("start order: {}", report.start_order.join(", "));
+    println!("dependency graph:");
+    for (name, deps) in &report.dependency_graph {
+        if deps.is_empty() {
+            println!("  {name}: (none)");
+        } else {
+            println!("  {name}: {}", deps.join(", "));
+        }
+    }
+    Ok(())
+}
+
+fn discover(dir: &Path, json: bool) -> anyhow::Result<()> {
+    let mut found = Vec::new();
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .collect();
+    entries.sort();
+    for path in entries {
+        if Manifest::FILE_NAMES.iter().all(|f| !path.join(f).exists()) {
+            continue;
+        }
+        let item = match Manifest::from_path(&path) {
+            Ok(m) => serde_json::json!({
+                "name": m.name, "version": m.version.to_string(), "path": path, "valid": true, "error": null,
+            }),
+            Err(e) => serde_json::json!({
+                "name": path.file_name().map(|n| n.to_string_lossy().into_owned()),
+                "version": null, "path": path, "valid": false, "error": e.to_string(),
+            }),
+        };
+        found.push(item);
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&found)?);
+        return Ok(());
+    }
+    for item in &found {
+        let name = item["name"].as_str().unwrap_or("?");
+        match item["error"].as_str() {
+            None => println!(
+                "{name:<24} {:<10} valid",
+                item["version"].as_str().unwrap_or("")
+            ),
+            Some(e) => println!("{name:<24} {:<10} invalid: {e}", "-"),
+        }
+    }
+    if found.is_empty() {
+        println!("no plugins in {}", dir.display());
+    }
     Ok(())
 }
 

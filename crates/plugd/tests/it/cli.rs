@@ -142,3 +142,141 @@ fn http_get(addr: &str, path: &str) -> String {
     stream.read_to_string(&mut reply).unwrap();
     reply
 }
+
+/// A folder with plugin manifests (no components: `check` and `discover` run nothing).
+fn plugin_tree(plugins: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, extra) in plugins {
+        let p = dir.path().join("plugins").join(name);
+        std::fs::create_dir_all(&p).unwrap();
+        std::fs::write(
+            p.join("plugin.yaml"),
+            format!("name: {name}\nversion: 1.0.0\ndescription: d\nauthor: a\n{extra}"),
+        )
+        .unwrap();
+    }
+    dir
+}
+
+fn check(dir: &std::path::Path, config: &str, json: bool) -> std::process::Output {
+    let path = dir.join("plugd.yaml");
+    std::fs::write(&path, config).unwrap();
+    let mut cmd = plugd();
+    cmd.args(["check", "--config"]).arg(&path);
+    if json {
+        cmd.arg("--json");
+    }
+    cmd.output().unwrap()
+}
+
+#[test]
+fn check_prints_start_order_and_graph_as_json() {
+    let tree = plugin_tree(&[
+        (
+            "app",
+            "dependencies:\n  - name: db\n    version: '>=1.0.0,<2.0.0'\n",
+        ),
+        ("db", ""),
+        ("audit", "priority: infrastructure\n"),
+        ("cache", "before: [db]\n"),
+    ]);
+    let config = "plugins:\n  plugins:\n    - name: app\n    - name: db\n    - name: audit\n    - name: cache\n";
+    let out = check(tree.path(), config, true);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v["start_order"],
+        serde_json::json!(["audit", "cache", "db", "app"])
+    );
+    assert_eq!(v["dependency_graph"]["app"], serde_json::json!(["db"]));
+    assert_eq!(v["dependency_graph"]["db"], serde_json::json!([]));
+}
+
+#[test]
+fn check_fails_with_the_seed_messages() {
+    let tree = plugin_tree(&[
+        (
+            "auth-plugin",
+            "dependencies:\n  - name: cache-plugin\n    version: '>=2.0.0'\n",
+        ),
+        ("cache-plugin", ""),
+    ]);
+    // cache-plugin at 1.5.0, below what auth-plugin needs.
+    std::fs::write(
+        tree.path().join("plugins/cache-plugin/plugin.yaml"),
+        "name: cache-plugin\nversion: 1.5.0\ndescription: d\nauthor: a\n",
+    )
+    .unwrap();
+    let config = "plugins:\n  plugins:\n    - name: auth-plugin\n    - name: cache-plugin\n";
+    let out = check(tree.path(), config, false);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "version mismatch: plugin 'auth-plugin' requires 'cache-plugin' >=2.0.0, found 1.5.0"
+        ),
+        "{err}"
+    );
+
+    let config =
+        "plugins:\n  plugins:\n    - name: cache-plugin\n      permissions: { database: true }\n";
+    let out = check(tree.path(), config, false);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("permission mismatch: plugin requests 'database' permission but manifest does not declare it"),
+        "{err}"
+    );
+
+    let out = check(
+        tree.path(),
+        "plugins:\n  plugins:\n    - name: ghost\n",
+        false,
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("plugin file not found"));
+
+    let out = check(
+        tree.path(),
+        "plugins:\n  plugins:\n    - name: auth-plugin\n      prioirty: 3\n",
+        false,
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("did you mean 'priority'"));
+}
+
+#[test]
+fn discover_lists_valid_and_invalid_plugins() {
+    let tree = plugin_tree(&[
+        ("good", ""),
+        ("bad", "permissions: { custom_permission: true }\n"),
+    ]);
+    std::fs::create_dir_all(tree.path().join("plugins/not-a-plugin")).unwrap();
+    let out = plugd()
+        .args(["discover", "--json"])
+        .arg(tree.path().join("plugins"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let v: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v.len(), 2);
+    assert_eq!(
+        (v[0]["name"].as_str(), v[0]["valid"].as_bool()),
+        (Some("bad"), Some(false))
+    );
+    assert!(
+        v[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("unknown permission: custom_permission")
+    );
+    assert_eq!(
+        (v[1]["name"].as_str(), v[1]["valid"].as_bool()),
+        (Some("good"), Some(true))
+    );
+    assert_eq!(v[1]["version"], "1.0.0");
+}

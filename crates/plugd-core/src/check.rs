@@ -1,0 +1,151 @@
+//! Reading a host config's plugins without running them: the part of loading that `plugd check`
+//! and the host share.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use plugd_manifest::{HostConfig, Manifest, Permission, PluginEntry};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::error::LoadError;
+use crate::host::FRAMEWORK_VERSION;
+use crate::order::{OrderNode, dependency_graph, order_nodes};
+
+/// One config entry, read and checked: manifest found and valid, names equal, grants declared,
+/// config valid against the schema.
+#[derive(Debug, Clone)]
+pub struct Checked {
+    /// The manifest.
+    pub manifest: Manifest,
+    /// The effective permissions.
+    pub granted: BTreeSet<Permission>,
+    /// The validated config, defaults applied.
+    pub config: Map<String, Value>,
+    /// The effective priority (entry, else manifest, else 100).
+    pub priority: i32,
+    /// `before` of the manifest and the entry together.
+    pub before: Vec<String>,
+    /// `after` of the manifest and the entry together.
+    pub after: Vec<String>,
+}
+
+/// Read and check one config entry. Writes nothing.
+pub fn check_entry(entry: &PluginEntry) -> Result<Checked, LoadError> {
+    let dir = &entry.path;
+    if !dir.exists() {
+        return Err(LoadError::NotFound(dir.clone()));
+    }
+    let manifest = Manifest::from_path(dir)?;
+    if manifest.name != entry.name {
+        return Err(LoadError::NameMismatch {
+            entry: entry.name.clone(),
+            manifest: manifest.name.clone(),
+            path: dir.clone(),
+        });
+    }
+    let granted = plugd_manifest::effective_permissions(&manifest, entry)
+        .map_err(|e| LoadError::Invalid(e.to_string()))?;
+    let config = manifest
+        .config
+        .validate(&entry.config)
+        .map_err(|e| LoadError::Config {
+            plugin: entry.name.clone(),
+            message: e.to_string(),
+        })?;
+    let priority = entry.priority.or(manifest.priority).unwrap_or(100);
+    let (before, after) = merged_before_after(&manifest, Some(entry));
+    Ok(Checked {
+        manifest,
+        granted,
+        config,
+        priority,
+        before,
+        after,
+    })
+}
+
+/// `before`/`after` of a manifest and its config entry, without repeats.
+pub(crate) fn merged_before_after(
+    manifest: &Manifest,
+    entry: Option<&PluginEntry>,
+) -> (Vec<String>, Vec<String>) {
+    let merge = |a: &[String], b: &[String]| {
+        let mut out = a.to_vec();
+        for n in b {
+            if !out.contains(n) {
+                out.push(n.clone());
+            }
+        }
+        out
+    };
+    match entry {
+        Some(e) => (
+            merge(&manifest.before, &e.before),
+            merge(&manifest.after, &e.after),
+        ),
+        None => (manifest.before.clone(), manifest.after.clone()),
+    }
+}
+
+/// The seed's framework check, against this plugd's version.
+pub(crate) fn framework_error(manifest: &Manifest) -> Option<String> {
+    let req = manifest.framework.as_ref()?;
+    let ours = semver::Version::parse(FRAMEWORK_VERSION).ok()?;
+    (!req.matches(&ours)).then(|| {
+        format!("framework version mismatch: plugin requires {req}, found {FRAMEWORK_VERSION}")
+    })
+}
+
+/// What `plugd check` prints: the start order and the dependency graph.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CheckReport {
+    /// Names in start order (stop order is the reverse).
+    pub start_order: Vec<String>,
+    /// Each plugin's present dependencies.
+    pub dependency_graph: BTreeMap<String, Vec<String>>,
+}
+
+/// Check a host config's enabled plugins (manifests, grants, config schemas, framework versions,
+/// dependencies, ordering) without running any of them. Every problem found is returned, each
+/// naming its plugin.
+///
+/// ```
+/// let config = plugd_manifest::HostConfig::default();
+/// let report = plugd_core::check_config(&config).unwrap();
+/// assert!(report.start_order.is_empty());
+/// ```
+pub fn check_config(config: &HostConfig) -> Result<CheckReport, Vec<String>> {
+    let mut errors = Vec::new();
+    let mut checked = Vec::new();
+    if config.plugins.enabled {
+        for entry in config.plugins.plugins.iter().filter(|e| e.enabled) {
+            match check_entry(entry) {
+                Ok(c) => match framework_error(&c.manifest) {
+                    Some(e) => errors.push(format!("plugin '{}': {e}", entry.name)),
+                    None => checked.push(c),
+                },
+                Err(e) => errors.push(format!("plugin '{}': {e}", entry.name)),
+            }
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let nodes: Vec<OrderNode<'_>> = checked
+        .iter()
+        .map(|c| OrderNode {
+            manifest: &c.manifest,
+            priority: c.priority,
+            before: &c.before,
+            after: &c.after,
+        })
+        .collect();
+    let order = order_nodes(&nodes).map_err(|e| vec![e.to_string()])?;
+    Ok(CheckReport {
+        start_order: order
+            .into_iter()
+            .map(|i| checked[i].manifest.name.clone())
+            .collect(),
+        dependency_graph: dependency_graph(checked.iter().map(|c| &c.manifest)),
+    })
+}
