@@ -408,23 +408,10 @@ impl Host {
 
     /// A candidate for a config entry that could not be read.
     fn failed_entry(&self, entry: &PluginEntry, error: &LoadError) -> Candidate {
-        let state = Arc::new(PluginState::default());
-        state.fail(error.to_string());
+        let loaded = self.placeholder(entry, None);
+        loaded.state.fail(error.to_string());
         Candidate {
-            loaded: Loaded {
-                name: entry.name.clone(),
-                manifest: None,
-                kind: "wasm",
-                enabled: entry.enabled,
-                plugin: Arc::new(Absent),
-                state,
-                failure_policy: entry.failure_policy,
-                limits: self.limits(Some(entry)),
-                granted: BTreeSet::new(),
-                config: Map::new(),
-                store: self.inner.store.plugin(&entry.name),
-                registrations: ArcSwap::default(),
-            },
+            loaded,
             dir: None,
             entry: Some(entry.clone()),
             priority: entry.priority.unwrap_or(100),
@@ -432,6 +419,34 @@ impl Host {
             after: entry.after.clone(),
             failure: Some(error.to_string()),
         }
+    }
+
+    /// A plugin the host lists but does not run: one that failed to load, or one the operator
+    /// disabled (status `disabled`; its manifest is read for display when it can be).
+    fn placeholder(&self, entry: &PluginEntry, manifest: Option<Manifest>) -> Loaded {
+        Loaded {
+            name: entry.name.clone(),
+            manifest,
+            kind: "wasm",
+            enabled: entry.enabled,
+            plugin: Arc::new(Absent),
+            state: Arc::new(PluginState::default()),
+            failure_policy: entry.failure_policy,
+            limits: self.limits(Some(entry)),
+            granted: BTreeSet::new(),
+            config: Map::new(),
+            store: self.inner.store.plugin(&entry.name),
+            registrations: ArcSwap::default(),
+        }
+    }
+
+    fn disabled_entry(&self, entry: &PluginEntry) -> Loaded {
+        let manifest = Manifest::from_path(&entry.path)
+            .ok()
+            .filter(|m| m.name == entry.name);
+        let loaded = self.placeholder(entry, manifest);
+        loaded.state.set_status(Status::Disabled);
+        loaded
     }
 
     fn native_candidate(&self, native: Native) -> Result<Candidate, LoadError> {
@@ -490,15 +505,20 @@ impl Host {
         let abort = self.inner.config.plugins.on_failure == OnFailure::Abort;
         let mut candidates = Vec::new();
         let mut names = HashSet::new();
+        // Listed (status `disabled`), never loaded.
+        let mut disabled: Vec<Loaded> = Vec::new();
+        let natives = std::mem::take(&mut *self.inner.natives.lock());
         if self.inner.config.plugins.enabled {
-            for entry in self
-                .inner
-                .config
-                .plugins
-                .plugins
-                .iter()
-                .filter(|e| e.enabled)
-            {
+            for entry in &self.inner.config.plugins.plugins {
+                // A native plugin's entry gives it grants and config; it is not loaded from disk.
+                if natives.iter().any(|n| n.manifest.name == entry.name) {
+                    continue;
+                }
+                names.insert(entry.name.clone());
+                if !entry.enabled {
+                    disabled.push(self.disabled_entry(entry));
+                    continue;
+                }
                 let candidate = match self.read_entry(entry) {
                     Ok(c) => c,
                     Err(e) if abort => return Err(e),
@@ -507,11 +527,9 @@ impl Host {
                         self.failed_entry(entry, &e)
                     }
                 };
-                names.insert(candidate.loaded.name.clone());
                 candidates.push(candidate);
             }
         }
-        let natives = std::mem::take(&mut *self.inner.natives.lock());
         for native in natives {
             if !names.insert(native.manifest.name.clone()) {
                 return Err(LoadError::Duplicate(native.manifest.name.clone()));
@@ -519,6 +537,9 @@ impl Host {
             let candidate = self.native_candidate(native)?;
             if candidate.loaded.enabled {
                 candidates.push(candidate);
+            } else {
+                candidate.loaded.state.set_status(Status::Disabled);
+                disabled.push(candidate.loaded);
             }
         }
 
@@ -556,6 +577,7 @@ impl Host {
             }
             loaded.push(Arc::new(c.loaded));
         }
+        loaded.extend(disabled.into_iter().map(Arc::new));
         *self.inner.plugins.write() = loaded.clone();
         self.publish(&loaded);
 

@@ -182,3 +182,34 @@ async fn framework_requirement_is_checked() {
         )
     );
 }
+
+#[tokio::test]
+async fn a_plugin_disabled_in_the_config_is_listed_but_never_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = journal();
+    let host = Host::builder()
+        .config(config(
+            dir.path(),
+            "plugins:\n  plugins:\n    - name: paused\n      enabled: false\n",
+        ))
+        .native(manifest("paused", ""), Recorder::new("paused", &j))
+        .native(manifest("active", ""), Recorder::new("active", &j))
+        .build()
+        .unwrap();
+    host.start().await.unwrap();
+    let paused = host.plugin_info("paused").unwrap();
+    assert_eq!(paused.status, Status::Disabled);
+    assert!(!paused.enabled);
+    assert!(!paused.loaded);
+    assert_eq!(paused.version, "1.0.0");
+    host.shutdown().await;
+    assert_eq!(
+        *j.lock(),
+        [
+            "active:init",
+            "active:start",
+            "active:stop",
+            "active:cleanup"
+        ]
+    );
+}

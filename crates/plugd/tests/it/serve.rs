@@ -155,3 +155,34 @@ async fn a_broken_plugin_does_not_stop_the_others() {
     assert_eq!(r.status(), 503);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disabled_and_misnamed_plugins_are_listed_not_run() {
+    let yaml = examples_config().replace(
+        "      priority: security\n",
+        "      priority: security\n      enabled: false\n",
+    ) + &format!(
+        "    - name: greeter\n      path: \"{}\"\n",
+        crate::support::example("hello").display()
+    );
+    let server = TestServer::start(&yaml).await;
+    let gatekeeper = server.host.plugin_info("gatekeeper").expect("listed");
+    assert_eq!(gatekeeper.status, plugd::Status::Disabled);
+    assert!(!gatekeeper.enabled && !gatekeeper.loaded);
+    assert_eq!(gatekeeper.version, "1.0.0");
+    // Without the gatekeeper's hook the secret is open, and nothing stamps responses.
+    let r = server.get("/plugins/hello/secret").await;
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get("x-plugd-gatekeeper").is_none());
+    assert_eq!(server.get("/plugins/gatekeeper/x").await.status(), 503);
+
+    let greeter = server.host.plugin_info("greeter").expect("listed");
+    assert_eq!(greeter.status, plugd::Status::Error);
+    let message = greeter.last_error.unwrap().message;
+    assert!(
+        message.starts_with("plugin name mismatch: config entry 'greeter'")
+            && message.contains("named 'hello'"),
+        "{message}"
+    );
+    server.stop().await;
+}
