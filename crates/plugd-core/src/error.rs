@@ -150,6 +150,27 @@ pub enum LoadError {
     /// The host's own storage failed.
     #[error("storage: {0}")]
     Storage(String),
+    /// No plugin by that name.
+    #[error("plugin not found: '{0}'")]
+    UnknownPlugin(String),
+    /// Running plugins depend on the plugin.
+    #[error("plugin '{plugin}' is in use: running plugins depend on it: {}; unload them first or force", .dependents.join(", "))]
+    InUse {
+        /// The plugin.
+        plugin: String,
+        /// The running plugins that depend on it.
+        dependents: Vec<String>,
+    },
+    /// The plugin refused a new config; the old one stays in force.
+    #[error(
+        "plugin '{plugin}' rejected the new config (the previous config stays in force): {error}"
+    )]
+    ConfigRejected {
+        /// The plugin.
+        plugin: String,
+        /// Its error.
+        error: PluginError,
+    },
     /// A registration made during `init` was refused.
     #[error("plugin '{plugin}' registration refused: {message}")]
     Registration {

@@ -19,7 +19,7 @@ use crate::check::{Checked, check_entry, framework_error, merged_before_after};
 use crate::dispatch::{DispatchTable, Dispatcher};
 use crate::error::LoadError;
 use crate::order::{OrderError, OrderNode, order_nodes};
-use crate::plugin::{InitContext, Plugin, Registrations};
+use crate::plugin::{Health, InitContext, Plugin, Registrations};
 use crate::state::{ErrorRecord, HookMetrics, Phase, PluginState, Status};
 use crate::store::{PluginStore, Store};
 
@@ -79,7 +79,7 @@ pub(crate) struct Loaded {
     pub(crate) failure_policy: FailurePolicy,
     pub(crate) limits: CallLimits,
     pub(crate) granted: BTreeSet<Permission>,
-    pub(crate) config: Map<String, Value>,
+    pub(crate) config: ArcSwap<Map<String, Value>>,
     pub(crate) store: PluginStore,
     pub(crate) registrations: ArcSwap<Registrations>,
 }
@@ -125,6 +125,21 @@ pub struct PluginInfo {
     pub routes: Vec<String>,
     /// Per-hook metrics of hooks that ran.
     pub hook_metrics: BTreeMap<HookType, HookMetrics>,
+}
+
+/// The seed's PluginHealth: status, errors, per-hook metrics, and the plugin's own answer.
+#[derive(Debug, Clone, Serialize)]
+pub struct PluginHealth {
+    /// Status.
+    pub status: Status,
+    /// Errors counted.
+    pub error_count: u64,
+    /// The last error and when.
+    pub last_error: Option<ErrorRecord>,
+    /// Per-hook metrics (execution count, total and average duration, errors).
+    pub hook_metrics: BTreeMap<HookType, HookMetrics>,
+    /// What the plugin's `health-check` answered (running plugins only).
+    pub reported: Option<Health>,
 }
 
 /// One registered hook.
@@ -340,6 +355,135 @@ impl Host {
         crate::order::dependency_graph(plugins.iter().filter_map(|p| p.manifest.as_ref()))
     }
 
+    /// A plugin's health (the seed's `GetPluginHealth`); asks a running plugin for its own view.
+    pub async fn plugin_health(&self, name: &str) -> Option<PluginHealth> {
+        let p = self.find(name)?;
+        let status = p.state.status();
+        let reported = if status == Status::Running {
+            let timeout = p.limits.timeout;
+            Some(
+                tokio::time::timeout(timeout, p.plugin.health_check())
+                    .await
+                    .unwrap_or_else(|_| Health::Unhealthy("health-check timed out".into())),
+            )
+        } else {
+            None
+        };
+        Some(PluginHealth {
+            status,
+            error_count: p.state.error_count(),
+            last_error: p.state.last_error(),
+            hook_metrics: p.state.hook_metrics().into_iter().collect(),
+            reported,
+        })
+    }
+
+    /// Every plugin's health (the seed's `GetAllHealth`).
+    pub async fn all_health(&self) -> BTreeMap<String, PluginHealth> {
+        let names: Vec<String> = self
+            .inner
+            .plugins
+            .read()
+            .iter()
+            .map(|p| p.name.clone())
+            .collect();
+        let mut out = BTreeMap::new();
+        for name in names {
+            if let Some(h) = self.plugin_health(&name).await {
+                out.insert(name, h);
+            }
+        }
+        out
+    }
+
+    /// A plugin's config in force.
+    pub fn plugin_config(&self, name: &str) -> Option<Arc<Map<String, Value>>> {
+        self.find(name).map(|p| p.config.load_full())
+    }
+
+    /// Change a plugin's config live: validate it against the manifest's schema, hand it to the
+    /// plugin's `on_config_change`, and keep it only if the plugin accepts it.
+    pub async fn update_plugin_config(
+        &self,
+        name: &str,
+        config: &Map<String, Value>,
+    ) -> Result<(), LoadError> {
+        let p = self
+            .find(name)
+            .ok_or_else(|| LoadError::UnknownPlugin(name.to_string()))?;
+        let manifest = p.manifest.as_ref().ok_or_else(|| {
+            LoadError::Invalid(format!(
+                "plugin '{name}' has no valid manifest; its config cannot change"
+            ))
+        })?;
+        let validated = manifest
+            .config
+            .validate(config)
+            .map_err(|e| LoadError::Config {
+                plugin: name.to_string(),
+                message: e.to_string(),
+            })?;
+        if matches!(p.state.status(), Status::Running | Status::Initialized) {
+            p.plugin
+                .on_config_change(&validated)
+                .await
+                .map_err(|error| LoadError::ConfigRejected {
+                    plugin: name.to_string(),
+                    error,
+                })?;
+        }
+        p.config.store(Arc::new(validated));
+        tracing::info!(plugin = name, "config changed");
+        Ok(())
+    }
+
+    /// Unload a plugin, as the seed's six steps: stop it, remove its hooks, subscriptions and
+    /// middleware (with its routes, by republishing the dispatch table without it), clean it up,
+    /// and remove it from the registry. Refused while running plugins depend on it, unless
+    /// `force`; dependents are not unloaded.
+    pub async fn unload_plugin(&self, name: &str, force: bool) -> Result<(), LoadError> {
+        let p = self
+            .find(name)
+            .ok_or_else(|| LoadError::UnknownPlugin(name.to_string()))?;
+        let dependents: Vec<String> = self
+            .inner
+            .plugins
+            .read()
+            .iter()
+            .filter(|d| d.state.status() == Status::Running)
+            .filter(|d| {
+                d.manifest
+                    .as_ref()
+                    .is_some_and(|m| m.dependencies.iter().any(|dep| dep.name == name))
+            })
+            .map(|d| d.name.clone())
+            .collect();
+        if !dependents.is_empty() && !force {
+            return Err(LoadError::InUse {
+                plugin: name.to_string(),
+                dependents,
+            });
+        }
+        let was_active = matches!(p.state.status(), Status::Running | Status::Initialized);
+        p.state.set_phase(Phase::Stopping);
+        if was_active && let Err(e) = p.plugin.stop().await {
+            p.state.record_error(format!("stop: {e}"));
+        }
+        let remaining: Vec<Arc<Loaded>> = {
+            let mut plugins = self.inner.plugins.write();
+            plugins.retain(|q| q.name != name);
+            plugins.clone()
+        };
+        self.publish(&remaining);
+        if was_active && let Err(e) = p.plugin.cleanup().await {
+            p.state.record_error(format!("cleanup: {e}"));
+        }
+        p.state.set_status(Status::Unloaded);
+        p.state.set_phase(Phase::Idle);
+        tracing::info!(plugin = name, "plugin unloaded");
+        Ok(())
+    }
+
     /// The live state of a plugin.
     pub fn plugin_state(&self, name: &str) -> Option<Arc<PluginState>> {
         self.find(name).map(|p| p.state.clone())
@@ -392,7 +536,7 @@ impl Host {
                 failure_policy: entry.failure_policy,
                 limits: self.limits(Some(entry)),
                 granted,
-                config,
+                config: ArcSwap::from_pointee(config),
                 store,
                 registrations: ArcSwap::default(),
                 manifest: Some(manifest),
@@ -434,7 +578,7 @@ impl Host {
             failure_policy: entry.failure_policy,
             limits: self.limits(Some(entry)),
             granted: BTreeSet::new(),
-            config: Map::new(),
+            config: ArcSwap::default(),
             store: self.inner.store.plugin(&entry.name),
             registrations: ArcSwap::default(),
         }
@@ -481,7 +625,7 @@ impl Host {
                 failure_policy: entry.as_ref().map(|e| e.failure_policy).unwrap_or_default(),
                 limits: self.limits(entry.as_ref()),
                 granted,
-                config,
+                config: ArcSwap::from_pointee(config),
                 store: self.inner.store.plugin(&native.manifest.name),
                 registrations: ArcSwap::default(),
                 manifest: Some(native.manifest),
@@ -648,6 +792,7 @@ impl Host {
             });
         }
         c.loaded.state.set_status(Status::Loading);
+        let config = c.loaded.config.load_full();
         if let (Some(dir), Some(entry), Some(manifest)) = (&c.dir, &c.entry, &c.loaded.manifest) {
             let loader = self
                 .inner
@@ -663,7 +808,7 @@ impl Host {
                     manifest,
                     entry,
                     granted: &c.loaded.granted,
-                    config: &c.loaded.config,
+                    config: &config,
                     store: c.loaded.store.clone(),
                     host: &self.inner.config,
                 })
@@ -688,7 +833,7 @@ impl Host {
         }
         let mut ctx = InitContext::new(
             &name,
-            &c.loaded.config,
+            &config,
             &c.loaded.granted,
             &c.loaded.store,
             &mut regs,

@@ -41,10 +41,10 @@ pub use check::{CheckReport, Checked, check_config, check_entry};
 pub use dispatch::{DispatchTable, Dispatcher};
 pub use error::{HostError, LoadError, PluginError};
 pub use exchange::{Exchange, Identity, Response, Stage};
-pub use host::{Host, HostBuilder, Loader, LoaderContext, PluginInfo};
+pub use host::{Host, HostBuilder, Loader, LoaderContext, PluginHealth, PluginInfo};
 pub use order::{OrderError, OrderNode, dependency_graph, order_nodes, start_order};
 pub use plugin::{Action, Health, InitContext, Plugin, Registrations, RouteOptions, RouteReg};
-pub use state::{ErrorRecord, Phase, PluginState, Status};
+pub use state::{ErrorRecord, HookMetrics, Phase, PluginState, Status};
 pub use store::{PluginStore, Store};
 
 pub use plugd_manifest::{HookType, Permission};

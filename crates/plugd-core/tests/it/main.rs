@@ -2,6 +2,7 @@
 
 mod hooks;
 mod lifecycle;
+mod manage;
 
 use std::sync::Arc;
 
@@ -81,6 +82,19 @@ impl Plugin for Recorder {
     async fn cleanup(&self) -> Result<(), PluginError> {
         self.log("cleanup");
         Ok(())
+    }
+    async fn on_config_change(
+        &self,
+        config: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(), PluginError> {
+        self.log("config");
+        match config.get("mode").and_then(|v| v.as_str()) {
+            Some("refuse") => Err(failed("mode refuse is not acceptable")),
+            _ => Ok(()),
+        }
+    }
+    async fn health_check(&self) -> plugd_core::Health {
+        plugd_core::Health::Degraded(format!("{} is fine-ish", self.name))
     }
     async fn on_hook(&self, hook: HookType, ex: &mut Exchange) -> Result<Action, PluginError> {
         self.log(hook.as_str());

@@ -186,3 +186,47 @@ async fn disabled_and_misnamed_plugins_are_listed_not_run() {
     );
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wasm_plugin_takes_a_new_config_live() {
+    let server = TestServer::start(&examples_config()).await;
+    let new = serde_json::json!({"greeting": "Hi"})
+        .as_object()
+        .unwrap()
+        .clone();
+    server
+        .host
+        .update_plugin_config("hello", &new)
+        .await
+        .unwrap();
+    // Every instance of the pool got it.
+    for _ in 0..4 {
+        let body: Value = server
+            .get("/plugins/hello/greet?name=Ada")
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(body["message"], "Hi, Ada!");
+    }
+    let bad = serde_json::json!({"greting": "Yo"})
+        .as_object()
+        .unwrap()
+        .clone();
+    let err = server
+        .host
+        .update_plugin_config("hello", &bad)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("greting"), "{err}");
+    let body: Value = server
+        .get("/plugins/hello/greet?name=Ada")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["message"], "Hi, Ada!");
+    let health = server.host.plugin_health("hello").await.unwrap();
+    assert_eq!(health.reported, Some(plugd::Health::Healthy));
+    server.stop().await;
+}

@@ -1,0 +1,134 @@
+//! Managing running plugins: health, live config, unload.
+
+use std::sync::Arc;
+
+use http::Method;
+use parking_lot::Mutex;
+use plugd_core::{Exchange, Health, HookType, Host, Status};
+use serde_json::json;
+
+use crate::{Journal, Recorder, config, manifest};
+
+async fn host(j: &Journal) -> (Host, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = Recorder::new("db", j);
+    db.route = Some("/x");
+    db.hooks = vec![(HookType::PreRequest, 100)];
+    let host = Host::builder()
+        .config(config(dir.path(), "plugins:\n  plugins: []\n"))
+        .native(
+            manifest(
+                "db",
+                "config:\n  mode:\n    type: string\n    default: normal\n",
+            ),
+            db,
+        )
+        .native(
+            manifest("app", "dependencies:\n  - name: db\n"),
+            Recorder::new("app", j),
+        )
+        .build()
+        .unwrap();
+    host.start().await.unwrap();
+    (host, dir)
+}
+
+#[tokio::test]
+async fn health_has_status_metrics_and_the_plugins_own_answer() {
+    let j: Journal = Arc::new(Mutex::new(Vec::new()));
+    let (host, _dir) = host(&j).await;
+    host.dispatcher()
+        .handle(Exchange::new(Method::GET, "/plugins/db/x"))
+        .await;
+    let h = host.plugin_health("db").await.unwrap();
+    assert_eq!(h.status, Status::Running);
+    assert_eq!(h.hook_metrics[&HookType::PreRequest].execution_count, 1);
+    assert_eq!(h.reported, Some(Health::Degraded("db is fine-ish".into())));
+    let all = host.all_health().await;
+    assert_eq!(all.keys().collect::<Vec<_>>(), ["app", "db"]);
+    assert!(host.plugin_health("nope").await.is_none());
+    host.shutdown().await;
+}
+
+#[tokio::test]
+async fn config_changes_apply_only_when_valid_and_accepted() {
+    let j: Journal = Arc::new(Mutex::new(Vec::new()));
+    let (host, _dir) = host(&j).await;
+    assert_eq!(host.plugin_config("db").unwrap()["mode"], "normal");
+
+    let new = json!({"mode": "fast"}).as_object().unwrap().clone();
+    host.update_plugin_config("db", &new).await.unwrap();
+    assert_eq!(host.plugin_config("db").unwrap()["mode"], "fast");
+
+    let invalid = json!({"mode": 3}).as_object().unwrap().clone();
+    let err = host.update_plugin_config("db", &invalid).await.unwrap_err();
+    assert!(
+        err.to_string().starts_with("config of plugin 'db':"),
+        "{err}"
+    );
+    assert_eq!(host.plugin_config("db").unwrap()["mode"], "fast");
+
+    let refused = json!({"mode": "refuse"}).as_object().unwrap().clone();
+    let err = host.update_plugin_config("db", &refused).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "plugin 'db' rejected the new config (the previous config stays in force): mode refuse is not acceptable"
+    );
+    assert_eq!(host.plugin_config("db").unwrap()["mode"], "fast");
+    assert_eq!(
+        j.lock().iter().filter(|e| *e == "db:config").count(),
+        2,
+        "invalid config never reaches the plugin"
+    );
+    host.shutdown().await;
+}
+
+#[tokio::test]
+async fn unload_refuses_while_dependents_run_and_removes_every_registration() {
+    let j: Journal = Arc::new(Mutex::new(Vec::new()));
+    let (host, _dir) = host(&j).await;
+    let err = host.unload_plugin("db", false).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "plugin 'db' is in use: running plugins depend on it: app; unload them first or force"
+    );
+    assert_eq!(host.plugin_info("db").unwrap().status, Status::Running);
+
+    host.unload_plugin("app", false).await.unwrap();
+    host.unload_plugin("db", false).await.unwrap();
+    assert!(host.plugin_info("db").is_none());
+    assert!(!host.is_loaded("db"));
+    assert_eq!(
+        host.dispatcher().table().hook_count(HookType::PreRequest),
+        0
+    );
+    let r = host
+        .dispatcher()
+        .handle(Exchange::new(Method::GET, "/plugins/db/x"))
+        .await;
+    assert_eq!(r.status, 404);
+    let log = j.lock().clone();
+    assert!(
+        log.ends_with(&[
+            "app:stop".into(),
+            "app:cleanup".into(),
+            "db:stop".into(),
+            "db:cleanup".into()
+        ]),
+        "{log:?}"
+    );
+    assert!(matches!(
+        host.unload_plugin("db", false).await,
+        Err(plugd_core::LoadError::UnknownPlugin(_))
+    ));
+}
+
+#[tokio::test]
+async fn forced_unload_leaves_dependents_in_place() {
+    let j: Journal = Arc::new(Mutex::new(Vec::new()));
+    let (host, _dir) = host(&j).await;
+    host.unload_plugin("db", true).await.unwrap();
+    assert!(host.plugin_info("db").is_none());
+    assert_eq!(host.plugin_info("app").unwrap().status, Status::Running);
+    host.shutdown().await;
+}
