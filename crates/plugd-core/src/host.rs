@@ -18,6 +18,7 @@ use serde_json::{Map, Value};
 use crate::check::{Checked, check_entry, framework_error, merged_before_after};
 use crate::dispatch::{DispatchTable, Dispatcher};
 use crate::error::LoadError;
+use crate::events::{Event, EventBus, Publisher, SubscriptionInfo};
 use crate::order::{OrderError, OrderNode, order_nodes};
 use crate::plugin::{Health, InitContext, Plugin, Registrations};
 use crate::state::{ErrorRecord, HookMetrics, Phase, PluginState, Status};
@@ -43,6 +44,8 @@ pub struct LoaderContext<'a> {
     pub store: PluginStore,
     /// The host config.
     pub host: &'a HostConfig,
+    /// The plugin's event publisher.
+    pub publisher: Publisher,
 }
 
 /// Turns a plugin directory into a [`Plugin`]: the wasm runtime is one.
@@ -123,6 +126,8 @@ pub struct PluginInfo {
     pub hooks: Vec<HookInfo>,
     /// Registered routes as `METHOD /full/path`.
     pub routes: Vec<String>,
+    /// Event topic patterns it subscribes to.
+    pub subscriptions: Vec<String>,
     /// Per-hook metrics of hooks that ran.
     pub hook_metrics: BTreeMap<HookType, HookMetrics>,
 }
@@ -187,6 +192,7 @@ impl Loaded {
                 .iter()
                 .map(|r| format!("{} /plugins/{}{}", r.method, self.name, r.path))
                 .collect(),
+            subscriptions: regs.subscriptions.clone(),
             hook_metrics: self.state.hook_metrics().into_iter().collect(),
         }
     }
@@ -263,6 +269,7 @@ impl HostBuilder {
                 natives: parking_lot::Mutex::new(self.natives),
                 plugins: RwLock::new(Vec::new()),
                 dispatcher: Dispatcher::default(),
+                bus: Arc::new(EventBus::default()),
                 started_at: SystemTime::now(),
             }),
         })
@@ -277,6 +284,7 @@ struct Inner {
     /// In start order.
     plugins: RwLock<Vec<Arc<Loaded>>>,
     dispatcher: Dispatcher,
+    bus: Arc<EventBus>,
     started_at: SystemTime,
 }
 
@@ -466,6 +474,7 @@ impl Host {
         }
         let was_active = matches!(p.state.status(), Status::Running | Status::Initialized);
         p.state.set_phase(Phase::Stopping);
+        self.inner.bus.unsubscribe_all(name);
         if was_active && let Err(e) = p.plugin.stop().await {
             p.state.record_error(format!("stop: {e}"));
         }
@@ -482,6 +491,51 @@ impl Host {
         p.state.set_phase(Phase::Idle);
         tracing::info!(plugin = name, "plugin unloaded");
         Ok(())
+    }
+
+    /// A publisher for the host itself (any topic).
+    pub fn events(&self) -> Publisher {
+        Publisher::host(self.inner.bus.clone())
+    }
+
+    /// Every event subscription with its counters (delivered, dropped, failed, queued).
+    pub fn subscriptions(&self) -> Vec<SubscriptionInfo> {
+        self.inner.bus.subscriptions()
+    }
+
+    /// Connect a running plugin's subscriptions to the bus.
+    fn attach_subscriptions(&self, p: &Arc<Loaded>) {
+        for topic in &p.registrations.load().subscriptions {
+            let plugin = p.clone();
+            self.inner.bus.subscribe(
+                &p.name,
+                topic,
+                Arc::new(move |event: Event| {
+                    let plugin = plugin.clone();
+                    Box::pin(async move {
+                        if plugin.state.status() != Status::Running {
+                            return Ok(());
+                        }
+                        let timeout = plugin.limits.timeout;
+                        let result =
+                            match tokio::time::timeout(timeout, plugin.plugin.on_event(&event))
+                                .await
+                            {
+                                Ok(r) => r,
+                                Err(_) => Err(crate::PluginError::Timeout(format!(
+                                    "event handler exceeded {} timeout",
+                                    humantime::format_duration(timeout)
+                                ))),
+                            };
+                        result.map_err(|e| {
+                            let message = format!("event {}: {e}", event.topic);
+                            plugin.state.record_error(message.clone());
+                            message
+                        })
+                    })
+                }),
+            );
+        }
     }
 
     /// The live state of a plugin.
@@ -734,6 +788,7 @@ impl Host {
                 Ok(()) => {
                     p.state.set_status(Status::Running);
                     p.state.set_phase(Phase::Idle);
+                    self.attach_subscriptions(p);
                     tracing::info!(plugin = %p.name, kind = p.kind, "plugin running");
                 }
                 Err(e) => {
@@ -793,6 +848,13 @@ impl Host {
         }
         c.loaded.state.set_status(Status::Loading);
         let config = c.loaded.config.load_full();
+        let (subscribes, publishes) = c
+            .loaded
+            .manifest
+            .as_ref()
+            .map(|m| (m.events.subscribes.clone(), m.events.publishes.clone()))
+            .unwrap_or_default();
+        let publisher = Publisher::new(self.inner.bus.clone(), &name, &publishes);
         if let (Some(dir), Some(entry), Some(manifest)) = (&c.dir, &c.entry, &c.loaded.manifest) {
             let loader = self
                 .inner
@@ -811,6 +873,7 @@ impl Host {
                     config: &config,
                     store: c.loaded.store.clone(),
                     host: &self.inner.config,
+                    publisher: publisher.clone(),
                 })
                 .await
                 .map_err(|message| LoadError::Runtime {
@@ -831,13 +894,21 @@ impl Host {
                     })?;
             }
         }
+        for topic in &subscribes {
+            regs.add_subscription(&name, &subscribes, topic)
+                .map_err(|e| LoadError::Registration {
+                    plugin: name.clone(),
+                    message: e.to_string(),
+                })?;
+        }
         let mut ctx = InitContext::new(
             &name,
             &config,
             &c.loaded.granted,
             &c.loaded.store,
             &mut regs,
-        );
+        )
+        .with_events(&subscribes, &publisher);
         c.loaded
             .plugin
             .init(&mut ctx)
@@ -870,6 +941,7 @@ impl Host {
                 continue;
             }
             p.state.set_phase(Phase::Stopping);
+            self.inner.bus.unsubscribe_all(&p.name);
             let timeout = p.limits.timeout;
             for (step, fut) in [("stop", p.plugin.stop()), ("cleanup", p.plugin.cleanup())] {
                 match tokio::time::timeout(timeout, fut).await {

@@ -30,6 +30,7 @@
 mod check;
 mod dispatch;
 mod error;
+mod events;
 mod exchange;
 mod host;
 mod order;
@@ -40,6 +41,9 @@ mod store;
 pub use check::{CheckReport, Checked, check_config, check_entry};
 pub use dispatch::{DispatchTable, Dispatcher};
 pub use error::{HostError, LoadError, PluginError};
+pub use events::{
+    BoxFuture, Deliver, Event, EventBus, Publisher, QUEUE_CAPACITY, SubscriptionInfo, topic_matches,
+};
 pub use exchange::{Exchange, Identity, Response, Stage};
 pub use host::{Host, HostBuilder, Loader, LoaderContext, PluginHealth, PluginInfo};
 pub use order::{OrderError, OrderNode, dependency_graph, order_nodes, start_order};

@@ -8,6 +8,7 @@ use plugd_manifest::{HookType, Permission};
 use serde_json::{Map, Value};
 
 use crate::error::{HostError, PluginError};
+use crate::events::{Event, Publisher};
 use crate::exchange::{Exchange, Response};
 use crate::store::PluginStore;
 
@@ -58,6 +59,8 @@ pub struct Registrations {
     pub hooks: Vec<(HookType, i32)>,
     /// Routes.
     pub routes: Vec<RouteReg>,
+    /// Event topic patterns subscribed to.
+    pub subscriptions: Vec<String>,
 }
 
 impl Registrations {
@@ -74,6 +77,24 @@ impl Registrations {
                 Ok(())
             }
         }
+    }
+
+    /// Subscribe to a topic pattern, which the manifest must declare under `events.subscribes`.
+    pub fn add_subscription(
+        &mut self,
+        plugin: &str,
+        declared: &[String],
+        topic: &str,
+    ) -> Result<(), HostError> {
+        if !declared.iter().any(|d| d == topic) {
+            return Err(HostError::Denied(format!(
+                "plugin '{plugin}' attempted to subscribe to undeclared event '{topic}': declare it under events.subscribes in its manifest"
+            )));
+        }
+        if !self.subscriptions.iter().any(|s| s == topic) {
+            self.subscriptions.push(topic.to_string());
+        }
+        Ok(())
     }
 
     /// Register a route; needs `router` among `granted`.
@@ -125,10 +146,12 @@ pub struct InitContext<'a> {
     pub(crate) granted: &'a BTreeSet<Permission>,
     pub(crate) store: &'a PluginStore,
     pub(crate) registrations: &'a mut Registrations,
+    pub(crate) subscribes: &'a [String],
+    pub(crate) publisher: Option<&'a Publisher>,
 }
 
 impl<'a> InitContext<'a> {
-    /// A context for running a plugin's `init` outside a host (tests, tools).
+    /// A context for running a plugin's `init` outside a host (tests, tools): no events.
     pub fn new(
         name: &'a str,
         config: &'a Map<String, Value>,
@@ -142,7 +165,30 @@ impl<'a> InitContext<'a> {
             granted,
             store,
             registrations,
+            subscribes: &[],
+            publisher: None,
         }
+    }
+
+    /// The same, with the topics the manifest lets it subscribe to and its publisher.
+    pub fn with_events(mut self, subscribes: &'a [String], publisher: &'a Publisher) -> Self {
+        self.subscribes = subscribes;
+        self.publisher = Some(publisher);
+        self
+    }
+
+    /// Subscribe to a topic pattern declared under the manifest's `events.subscribes`; events
+    /// arrive in [`Plugin::on_event`] once the plugin runs.
+    pub fn subscribe(&mut self, topic: &str) -> Result<(), HostError> {
+        self.registrations
+            .add_subscription(self.name, self.subscribes, topic)
+    }
+
+    /// The plugin's publisher: keep it to publish events declared under `events.publishes`.
+    pub fn publisher(&self) -> Result<Publisher, HostError> {
+        self.publisher
+            .cloned()
+            .ok_or_else(|| HostError::unsupported("events (no event bus in this context)"))
     }
 
     /// The plugin's name.
@@ -190,6 +236,10 @@ impl<'a> InitContext<'a> {
             if !self.registrations.routes.contains(&route) {
                 self.registrations.routes.push(route);
             }
+        }
+        for topic in other.subscriptions {
+            self.registrations
+                .add_subscription(self.name, self.subscribes, &topic)?;
         }
         Ok(())
     }
@@ -267,6 +317,12 @@ pub trait Plugin: Send + Sync + 'static {
         Err(PluginError::NotImplemented(format!(
             "no handler for route {route}"
         )))
+    }
+
+    /// An event on a topic it subscribed to. Delivered one at a time per subscription, off the
+    /// publisher's path; an error is counted, never passed to the publisher.
+    async fn on_event(&self, _event: &Event) -> Result<(), PluginError> {
+        Ok(())
     }
 
     /// Which kind of plugin this is, for display ("native", "wasm").

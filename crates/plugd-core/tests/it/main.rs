@@ -1,5 +1,6 @@
 //! The manager with native plugins: lifecycle order, hook semantics, failure handling.
 
+mod events;
 mod hooks;
 mod lifecycle;
 mod manage;
@@ -25,6 +26,9 @@ pub struct Recorder {
     pub fail_start: bool,
     pub fail_hook: bool,
     pub route: Option<&'static str>,
+    pub subscribe: Option<&'static str>,
+    pub publish_on_start: Option<&'static str>,
+    pub publisher: Mutex<Option<plugd_core::Publisher>>,
 }
 
 impl Recorder {
@@ -38,6 +42,9 @@ impl Recorder {
             fail_start: false,
             fail_hook: false,
             route: None,
+            subscribe: None,
+            publish_on_start: None,
+            publisher: Mutex::new(None),
         }
     }
 
@@ -59,6 +66,10 @@ impl Plugin for Recorder {
         for (hook, priority) in &self.hooks {
             ctx.register_hook(*hook, *priority).map_err(failed)?;
         }
+        if let Some(topic) = self.subscribe {
+            ctx.subscribe(topic).map_err(failed)?;
+        }
+        *self.publisher.lock() = Some(ctx.publisher().map_err(failed)?);
         if let Some(route) = self.route {
             ctx.register_route("GET", route, RouteOptions::default())
                 .map_err(failed)?;
@@ -70,6 +81,12 @@ impl Plugin for Recorder {
     }
     async fn start(&self) -> Result<(), PluginError> {
         self.log("start");
+        if let Some(topic) = self.publish_on_start {
+            let publisher = self.publisher.lock().clone();
+            if let Some(p) = publisher {
+                p.publish(topic, "hello").map_err(failed)?;
+            }
+        }
         if self.fail_start {
             return Err(failed("start refused"));
         }
@@ -92,6 +109,10 @@ impl Plugin for Recorder {
             Some("refuse") => Err(failed("mode refuse is not acceptable")),
             _ => Ok(()),
         }
+    }
+    async fn on_event(&self, event: &plugd_core::Event) -> Result<(), PluginError> {
+        self.log(format!("event {} from {}", event.topic, event.source));
+        Ok(())
     }
     async fn health_check(&self) -> plugd_core::Health {
         plugd_core::Health::Degraded(format!("{} is fine-ish", self.name))

@@ -1,0 +1,92 @@
+//! Events between native plugins through the host's bus.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use plugd_core::Host;
+
+use crate::{Journal, Recorder, config, manifest};
+
+async fn wait_for(j: &Journal, entry: &str) {
+    for _ in 0..200 {
+        if j.lock().iter().any(|e| e == entry) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("never saw {entry:?} in {:?}", j.lock());
+}
+
+#[tokio::test]
+async fn subscribers_get_declared_events_with_wildcards() {
+    let dir = tempfile::tempdir().unwrap();
+    let j: Journal = Arc::new(Mutex::new(Vec::new()));
+    let mut listener = Recorder::new("listener", &j);
+    listener.subscribe = Some("user.*");
+    let mut users = Recorder::new("users", &j);
+    users.publish_on_start = Some("user.created");
+    let host = Host::builder()
+        .config(config(dir.path(), "plugins:\n  plugins: []\n"))
+        // The listener starts first (higher priority), so it is subscribed when users starts.
+        .native(
+            manifest(
+                "listener",
+                "priority: 300\nevents:\n  subscribes: ['user.*']\n",
+            ),
+            listener,
+        )
+        .native(
+            manifest("users", "events:\n  publishes: [user.created]\n"),
+            users,
+        )
+        .build()
+        .unwrap();
+    host.start().await.unwrap();
+    wait_for(&j, "listener:event user.created from users").await;
+    assert_eq!(
+        host.plugin_info("listener").unwrap().subscriptions,
+        ["user.*"]
+    );
+    // The host may publish anything; the bus counts deliveries.
+    host.events().publish("user.deleted", "{}").unwrap();
+    wait_for(&j, "listener:event user.deleted from ").await;
+    let subs = host.subscriptions();
+    assert_eq!(subs.len(), 1);
+    assert_eq!(subs[0].delivered, 2);
+    host.shutdown().await;
+    assert!(
+        host.subscriptions().is_empty(),
+        "stopping a plugin unsubscribes it"
+    );
+}
+
+#[tokio::test]
+async fn undeclared_publish_and_subscribe_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let j: Journal = Arc::new(Mutex::new(Vec::new()));
+    let mut sneaky = Recorder::new("sneaky", &j);
+    sneaky.subscribe = Some("secrets.*");
+    let mut loud = Recorder::new("loud", &j);
+    loud.publish_on_start = Some("user.created");
+    let host = Host::builder()
+        .config(config(dir.path(), "plugins:\n  plugins: []\n"))
+        .native(manifest("sneaky", ""), sneaky)
+        .native(manifest("loud", ""), loud)
+        .build()
+        .unwrap();
+    host.start().await.unwrap();
+    let err = |n: &str| host.plugin_info(n).unwrap().last_error.unwrap().message;
+    assert!(
+        err("sneaky")
+            .contains("plugin 'sneaky' attempted to subscribe to undeclared event 'secrets.*'"),
+        "{}",
+        err("sneaky")
+    );
+    assert!(
+        err("loud").contains("plugin 'loud' attempted to publish undeclared event 'user.created'"),
+        "{}",
+        err("loud")
+    );
+    host.shutdown().await;
+}
