@@ -7,7 +7,8 @@ use std::time::Instant;
 
 use parking_lot::RwLock;
 use plugd_core::{
-    Exchange, HookType, HostError, Identity, Permission, PluginStore, Registrations, RouteOptions,
+    Exchange, HookType, HostError, Identity, Permission, PluginStore, Publisher, Registrations,
+    RouteOptions,
 };
 use wasmtime::component::{Resource, ResourceTable};
 use wasmtime::{ResourceLimiter, StoreLimits};
@@ -24,6 +25,8 @@ pub(crate) struct Shared {
     /// The validated config as JSON, handed to `init` and `plugin-config`.
     pub(crate) config_json: RwLock<String>,
     pub(crate) store: PluginStore,
+    pub(crate) publisher: Option<Publisher>,
+    pub(crate) subscribes: Vec<String>,
 }
 
 /// The data of one wasm instance's store.
@@ -371,8 +374,11 @@ impl wit::registry::Host for InstanceState {
         self.require(Permission::Router).map_err(to_wit)?;
         unsupported("registry.unregister-middleware")
     }
-    fn subscribe(&mut self, _: String) -> Result<(), types::HostError> {
-        unsupported("registry.subscribe")
+    fn subscribe(&mut self, topic: String) -> Result<(), types::HostError> {
+        let shared = self.shared.clone();
+        self.registering()
+            .and_then(|r| r.add_subscription(&shared.name, &shared.subscribes, &topic))
+            .map_err(to_wit)
     }
     fn export_service(&mut self, _: String) -> Result<(), types::HostError> {
         unsupported("registry.export-service")
@@ -383,8 +389,11 @@ impl wit::registry::Host for InstanceState {
 }
 
 impl wit::events::Host for InstanceState {
-    fn publish(&mut self, _: String, _: Vec<u8>) -> Result<(), types::HostError> {
-        unsupported("events.publish")
+    fn publish(&mut self, topic: String, payload: Vec<u8>) -> Result<(), types::HostError> {
+        match &self.shared.publisher {
+            Some(p) => p.publish(&topic, payload).map(drop).map_err(to_wit),
+            None => unsupported("events.publish"),
+        }
     }
 }
 

@@ -15,8 +15,8 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use parking_lot::{Mutex, RwLock};
 use plugd_core::{
-    Action, Exchange, Health, HookType, InitContext, Permission, Plugin, PluginError, PluginStore,
-    Registrations, Response,
+    Action, Event, Exchange, Health, HookType, InitContext, Permission, Plugin, PluginError,
+    PluginStore, Publisher, Registrations, Response,
 };
 use serde_json::{Map, Value};
 use tokio::sync::Semaphore;
@@ -46,6 +46,10 @@ pub struct PluginOptions {
     pub hook_timeouts: BTreeMap<HookType, Duration>,
     /// Pool size.
     pub instances: usize,
+    /// Its event publisher (checks `events.publishes`); `None`: no event bus.
+    pub publisher: Option<Publisher>,
+    /// The topic patterns its manifest lets it subscribe to.
+    pub subscribes: Vec<String>,
 }
 
 struct Instance {
@@ -88,6 +92,7 @@ enum Call<'a> {
     Health,
     Hook(HookType, &'a mut Exchange),
     Handle(&'a str, &'a mut Exchange),
+    Event(&'a Event),
 }
 
 enum Reply {
@@ -126,6 +131,7 @@ impl<'a> Call<'a> {
             Call::Health => CallKind::Named("health-check"),
             Call::Hook(h, _) => CallKind::Hook(*h),
             Call::Handle(route, _) => CallKind::Route(route),
+            Call::Event(_) => CallKind::Named("on-event"),
         }
     }
 }
@@ -141,6 +147,8 @@ impl WasmPlugin {
             granted: options.granted.clone(),
             config_json: RwLock::new(Value::Object(options.config.clone()).to_string()),
             store: options.store.clone(),
+            publisher: options.publisher.clone(),
+            subscribes: options.subscribes.clone(),
         });
         WasmPlugin {
             engine,
@@ -367,6 +375,10 @@ async fn invoke(inst: &mut Instance, call: Call<'_>, shared: &Shared) -> wasmtim
             *ex = store.data_mut().table.delete(res)?;
             Reply::Action(out?)
         }
+        Call::Event(event) => Reply::Unit(
+            g.call_on_event(&mut *store, &event.topic, &event.payload, &event.source)
+                .await?,
+        ),
         Call::Handle(route, ex) => {
             let res = store.data_mut().table.push(std::mem::take(ex))?;
             let borrowed = wasmtime::component::Resource::<Exchange>::new_borrow(res.rep());
@@ -508,6 +520,13 @@ impl Plugin for WasmPlugin {
             Reply::Response(Ok(r)) => response_from_wit(r),
             Reply::Response(Err(m)) => Err(PluginError::Failed(m)),
             _ => Err(PluginError::Failed("unexpected reply".into())),
+        }
+    }
+
+    async fn on_event(&self, event: &Event) -> Result<(), PluginError> {
+        match self.with_instance(Call::Event(event)).await? {
+            Reply::Unit(Err(m)) => Err(PluginError::Failed(m)),
+            _ => Ok(()),
         }
     }
 

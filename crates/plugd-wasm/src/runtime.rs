@@ -164,6 +164,8 @@ impl Loader for WasmRuntime {
                 .or(limits.instances)
                 .map(|n| n.max(1) as usize)
                 .unwrap_or_else(default_instances),
+            publisher: Some(ctx.publisher.clone()),
+            subscribes: ctx.manifest.events.subscribes.clone(),
         };
         let plugin = self.load_file(path, options).await?;
         Ok(Arc::new(plugin))

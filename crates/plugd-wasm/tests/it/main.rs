@@ -41,6 +41,8 @@ fn options(name: &str) -> PluginOptions {
         timeout: Duration::from_secs(2),
         hook_timeouts: Default::default(),
         instances: 1,
+        publisher: None,
+        subscribes: Vec::new(),
     }
 }
 

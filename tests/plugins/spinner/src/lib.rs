@@ -1,7 +1,8 @@
 //! `spinner` (test plugin): its pre_request hook (declared in plugin.yaml) loops forever when the
 //! request has `x-spin: 1`, so the host's per-call deadline must stop it. GET /ok answers.
+//! It subscribes to `test.*` (manifest) and lists what it received at GET /events.
 use plugd_guest::prelude::*;
-use plugd_guest::register;
+use plugd_guest::{register, storage};
 
 #[derive(Default)]
 struct Spinner;
@@ -9,6 +10,7 @@ struct Spinner;
 impl Plugin for Spinner {
     fn init(&mut self, _config: &Config) -> Result<()> {
         register::route("GET", "/ok")?;
+        register::route("GET", "/events")?;
         Ok(())
     }
 
@@ -23,9 +25,21 @@ impl Plugin for Spinner {
         Ok(Action::Continue)
     }
 
+    /// Subscribed to `test.*` by its manifest: keeps "topic from source" lines in storage, which
+    /// every instance shares.
+    fn on_event(&mut self, topic: &str, payload: &[u8], source: &str) -> Result<()> {
+        let mut seen = storage::get_string("events")?.unwrap_or_default();
+        seen.push_str(&format!("{topic} from {source}: {}\n", String::from_utf8_lossy(payload)));
+        storage::set_string("events", &seen)
+    }
+
     fn handle_request(&mut self, route: &str, _exchange: &Exchange) -> Result<Response> {
         match route {
             "/ok" => Ok(Response::text(200, "spinner ok")),
+            "/events" => {
+                let seen = storage::get_string("events")?.unwrap_or_default();
+                Ok(Response::text(200, seen))
+            }
             other => bail!("no handler for route {other}"),
         }
     }

@@ -1,8 +1,9 @@
 //! `trapper` (test plugin): GET /ok answers "ok", GET /trap panics (a wasm trap), GET /count
 //! counts in the instance's memory, so a test sees a trapped instance replaced by a fresh one.
-//! Config `fail_init` / `fail_start` make init / start fail.
+//! Config `fail_init` / `fail_start` make init / start fail. GET /publish publishes `test.ping`
+//! (declared); GET /publish-undeclared tries `test.secret` (not declared) and answers the error.
 use plugd_guest::prelude::*;
-use plugd_guest::register;
+use plugd_guest::{events, register};
 
 #[derive(Default)]
 struct Trapper {
@@ -19,6 +20,8 @@ impl Plugin for Trapper {
         register::route("GET", "/ok")?;
         register::route("GET", "/trap")?;
         register::route("GET", "/count")?;
+        register::route("GET", "/publish")?;
+        register::route("GET", "/publish-undeclared")?;
         Ok(())
     }
 
@@ -37,6 +40,14 @@ impl Plugin for Trapper {
                 self.count += 1;
                 Ok(Response::text(200, self.count.to_string()))
             }
+            "/publish" => {
+                events::publish("test.ping", b"ping")?;
+                Ok(Response::text(200, "published"))
+            }
+            "/publish-undeclared" => match events::publish("test.secret", b"psst") {
+                Ok(()) => Ok(Response::text(200, "published")),
+                Err(e) => Ok(Response::text(403, e.to_string())),
+            },
             other => bail!("no handler for route {other}"),
         }
     }

@@ -1,0 +1,75 @@
+//! Events between wasm plugins: trapper publishes `test.ping`, spinner subscribes to `test.*`.
+
+use std::time::Duration;
+
+use crate::support::{TestServer, test_plugin};
+
+fn config() -> String {
+    format!(
+        r#"
+data_dir: "{{data}}"
+plugins:
+  plugins:
+    - name: trapper
+      path: "{trapper}"
+      permissions: {{ router: true }}
+    - name: spinner
+      path: "{spinner}"
+      permissions: {{ router: true }}
+"#,
+        trapper = test_plugin("trapper").display(),
+        spinner = test_plugin("spinner").display(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wasm_plugin_publishes_and_another_receives() {
+    let server = TestServer::start(&config()).await;
+    assert_eq!(
+        server.host.plugin_info("spinner").unwrap().subscriptions,
+        ["test.*"],
+        "subscriptions come from the manifest"
+    );
+    let r = server.get("/plugins/trapper/publish").await;
+    assert_eq!(r.status(), 200);
+    let mut seen = String::new();
+    for _ in 0..200 {
+        seen = server
+            .get("/plugins/spinner/events")
+            .await
+            .text()
+            .await
+            .unwrap();
+        if !seen.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(seen, "test.ping from trapper: ping\n");
+    let subs = server.host.subscriptions();
+    assert_eq!((subs[0].plugin.as_str(), subs[0].delivered), ("spinner", 1));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishing_an_undeclared_event_is_denied() {
+    let server = TestServer::start(&config()).await;
+    let r = server.get("/plugins/trapper/publish-undeclared").await;
+    assert_eq!(r.status(), 403);
+    let text = r.text().await.unwrap();
+    assert!(
+        text.contains("plugin 'trapper' attempted to publish undeclared event 'test.secret'"),
+        "{text}"
+    );
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        server
+            .get("/plugins/spinner/events")
+            .await
+            .text()
+            .await
+            .unwrap(),
+        ""
+    );
+    server.stop().await;
+}
