@@ -263,6 +263,21 @@ async fn run_response_hooks(table: &DispatchTable, hook: HookType, ex: &mut Exch
 /// Find and run the route handler.
 async fn route(table: &DispatchTable, ex: &mut Exchange) -> Response {
     let path = ex.path.clone();
+    if let Some(owner) = table.owner(&path)
+        && let Some(root) = &owner.assets
+        && let Some(rest) = path
+            .strip_prefix("/plugins/")
+            .and_then(|p| p.strip_prefix(owner.name.as_str()))
+            .and_then(|p| p.strip_prefix("/static/"))
+    {
+        if owner.state.status() != Status::Running {
+            return unavailable(owner);
+        }
+        return match crate::assets::serve(root, rest, &ex.method).await {
+            Some(r) => r,
+            None => Response::error(StatusCode::NOT_FOUND, format!("no static file {path}")),
+        };
+    }
     let matched = match table.routes.at(&path) {
         Ok(m) => m,
         Err(_) => {

@@ -85,6 +85,8 @@ pub(crate) struct Loaded {
     pub(crate) config: ArcSwap<Map<String, Value>>,
     pub(crate) store: PluginStore,
     pub(crate) registrations: ArcSwap<Registrations>,
+    /// `<plugin dir>/assets`, canonical, when the plugin has one.
+    pub(crate) assets: Option<PathBuf>,
 }
 
 /// A placeholder for a plugin that never loaded: answers nothing, counts as failed.
@@ -593,6 +595,12 @@ impl Host {
                 config: ArcSwap::from_pointee(config),
                 store,
                 registrations: ArcSwap::default(),
+                assets: entry
+                    .path
+                    .join("assets")
+                    .canonicalize()
+                    .ok()
+                    .filter(|p| p.is_dir()),
                 manifest: Some(manifest),
             },
             dir: Some(entry.path.clone()),
@@ -635,6 +643,7 @@ impl Host {
             config: ArcSwap::default(),
             store: self.inner.store.plugin(&entry.name),
             registrations: ArcSwap::default(),
+            assets: None,
         }
     }
 
@@ -682,6 +691,7 @@ impl Host {
                 config: ArcSwap::from_pointee(config),
                 store: self.inner.store.plugin(&native.manifest.name),
                 registrations: ArcSwap::default(),
+                assets: None,
                 manifest: Some(native.manifest),
             },
             dir: None,

@@ -27,6 +27,7 @@
 //! # }
 //! ```
 
+mod assets;
 mod check;
 mod dispatch;
 mod error;
@@ -38,6 +39,7 @@ mod plugin;
 mod state;
 mod store;
 
+pub use assets::content_type;
 pub use check::{CheckReport, Checked, check_config, check_entry};
 pub use dispatch::{DispatchTable, Dispatcher};
 pub use error::{HostError, LoadError, PluginError};

@@ -230,3 +230,51 @@ async fn a_wasm_plugin_takes_a_new_config_live() {
     assert_eq!(health.reported, Some(plugd::Health::Healthy));
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_assets_are_served_and_cannot_escape() {
+    // A copy of the trapper plugin, with a symlink out of its assets folder.
+    let tree = tempfile::tempdir().unwrap();
+    let dir = tree.path().join("trapper");
+    std::fs::create_dir_all(dir.join("assets/css")).unwrap();
+    let src = crate::support::test_plugin("trapper");
+    for f in [
+        "plugin.yaml",
+        "plugin.wasm",
+        "assets/hello.txt",
+        "assets/index.html",
+        "assets/css/site.css",
+    ] {
+        std::fs::copy(src.join(f), dir.join(f)).unwrap();
+    }
+    std::fs::write(tree.path().join("secret.txt"), "top secret").unwrap();
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(tree.path().join("secret.txt"), dir.join("assets/leak.txt"))
+        .unwrap();
+    let yaml = format!(
+        "data_dir: \"{{data}}\"\nplugins:\n  plugins:\n    - name: trapper\n      path: \"{}\"\n      permissions: {{ router: true }}\n",
+        dir.display()
+    );
+    let server = TestServer::start(&yaml).await;
+
+    let r = server.get("/plugins/trapper/static/hello.txt").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "text/plain; charset=utf-8");
+    assert_eq!(r.text().await.unwrap(), "hello from trapper\n");
+    let r = server.get("/plugins/trapper/static/css/site.css").await;
+    assert_eq!(r.headers()["content-type"], "text/css; charset=utf-8");
+    let r = server.get("/plugins/trapper/static/").await;
+    assert!(r.text().await.unwrap().contains("trapper assets"));
+    for bad in [
+        "leak.txt",
+        "%2e%2e/plugin.yaml",
+        "..%2fplugin.yaml",
+        "nope.txt",
+    ] {
+        let r = server.get(&format!("/plugins/trapper/static/{bad}")).await;
+        assert_eq!(r.status(), 404, "{bad}");
+    }
+    // The plugin's routes are untouched.
+    assert_eq!(server.get("/plugins/trapper/ok").await.status(), 200);
+    server.stop().await;
+}
