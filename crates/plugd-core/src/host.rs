@@ -87,6 +87,8 @@ pub(crate) struct Loaded {
     pub(crate) registrations: ArcSwap<Registrations>,
     /// `<plugin dir>/assets`, canonical, when the plugin has one.
     pub(crate) assets: Option<PathBuf>,
+    /// Its timer tasks while it runs.
+    pub(crate) tasks: parking_lot::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 /// A placeholder for a plugin that never loaded: answers nothing, counts as failed.
@@ -477,6 +479,7 @@ impl Host {
         let was_active = matches!(p.state.status(), Status::Running | Status::Initialized);
         p.state.set_phase(Phase::Stopping);
         self.inner.bus.unsubscribe_all(name);
+        stop_timers(&p).await;
         if was_active && let Err(e) = p.plugin.stop().await {
             p.state.record_error(format!("stop: {e}"));
         }
@@ -601,6 +604,7 @@ impl Host {
                     .canonicalize()
                     .ok()
                     .filter(|p| p.is_dir()),
+                tasks: Default::default(),
                 manifest: Some(manifest),
             },
             dir: Some(entry.path.clone()),
@@ -644,6 +648,7 @@ impl Host {
             store: self.inner.store.plugin(&entry.name),
             registrations: ArcSwap::default(),
             assets: None,
+            tasks: Default::default(),
         }
     }
 
@@ -692,6 +697,7 @@ impl Host {
                 store: self.inner.store.plugin(&native.manifest.name),
                 registrations: ArcSwap::default(),
                 assets: None,
+                tasks: Default::default(),
                 manifest: Some(native.manifest),
             },
             dir: None,
@@ -799,6 +805,7 @@ impl Host {
                     p.state.set_status(Status::Running);
                     p.state.set_phase(Phase::Idle);
                     self.attach_subscriptions(p);
+                    start_timers(p);
                     tracing::info!(plugin = %p.name, kind = p.kind, "plugin running");
                 }
                 Err(e) => {
@@ -952,6 +959,7 @@ impl Host {
             }
             p.state.set_phase(Phase::Stopping);
             self.inner.bus.unsubscribe_all(&p.name);
+            stop_timers(p).await;
             let timeout = p.limits.timeout;
             for (step, fut) in [("stop", p.plugin.stop()), ("cleanup", p.plugin.cleanup())] {
                 match tokio::time::timeout(timeout, fut).await {
@@ -981,6 +989,44 @@ impl Host {
         let plugins = self.inner.plugins.read().clone();
         self.inner.dispatcher.publish(DispatchTable::default());
         self.stop_all(&plugins).await;
+    }
+}
+
+/// Start a task per timer of a running plugin.
+fn start_timers(p: &Arc<Loaded>) {
+    let timers = p.registrations.load().timers.clone();
+    let mut tasks = p.tasks.lock();
+    for (name, every) in timers {
+        let plugin = p.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut interval = tokio::time::interval(every);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            interval.tick().await; // the first tick is immediate: wait one interval instead
+            loop {
+                interval.tick().await;
+                if plugin.state.status() != Status::Running {
+                    continue;
+                }
+                let timeout = plugin.limits.timeout;
+                let result = tokio::time::timeout(timeout, plugin.plugin.on_tick(&name)).await;
+                let error = match result {
+                    Ok(Ok(())) => continue,
+                    Ok(Err(e)) => e.to_string(),
+                    Err(_) => format!("exceeded {} timeout", humantime::format_duration(timeout)),
+                };
+                plugin.state.record_error(format!("timer {name}: {error}"));
+                tracing::warn!(plugin = %plugin.name, timer = %name, %error, "timer tick failed");
+            }
+        }));
+    }
+}
+
+/// Cancel a plugin's timer tasks and wait until they are gone (a tick in progress is dropped).
+async fn stop_timers(p: &Loaded) {
+    let tasks = std::mem::take(&mut *p.tasks.lock());
+    for task in tasks {
+        task.abort();
+        let _ = task.await;
     }
 }
 

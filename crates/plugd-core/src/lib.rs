@@ -49,7 +49,9 @@ pub use events::{
 pub use exchange::{Exchange, Identity, Response, Stage};
 pub use host::{Host, HostBuilder, Loader, LoaderContext, PluginHealth, PluginInfo};
 pub use order::{OrderError, OrderNode, dependency_graph, order_nodes, start_order};
-pub use plugin::{Action, Health, InitContext, Plugin, Registrations, RouteOptions, RouteReg};
+pub use plugin::{
+    Action, Health, InitContext, MIN_TIMER_INTERVAL, Plugin, Registrations, RouteOptions, RouteReg,
+};
 pub use state::{ErrorRecord, HookMetrics, Phase, PluginState, Status};
 pub use store::{PluginStore, Store};
 

@@ -12,6 +12,9 @@ use crate::events::{Event, Publisher};
 use crate::exchange::{Exchange, Response};
 use crate::store::PluginStore;
 
+/// The shortest timer interval accepted.
+pub const MIN_TIMER_INTERVAL: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// What a `pre_request` hook or a middleware decides.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
@@ -61,6 +64,8 @@ pub struct Registrations {
     pub routes: Vec<RouteReg>,
     /// Event topic patterns subscribed to.
     pub subscriptions: Vec<String>,
+    /// Timers: name and interval; `on_tick(name)` runs every interval while the plugin runs.
+    pub timers: Vec<(String, std::time::Duration)>,
 }
 
 impl Registrations {
@@ -95,6 +100,30 @@ impl Registrations {
             self.subscriptions.push(topic.to_string());
         }
         Ok(())
+    }
+
+    /// Register a timer; intervals under [`MIN_TIMER_INTERVAL`] are refused.
+    pub fn add_timer(&mut self, name: &str, every: std::time::Duration) -> Result<(), HostError> {
+        if name.is_empty() || name.len() > 64 {
+            return Err(HostError::Invalid(format!(
+                "timer name must be 1 to 64 bytes: {name:?}"
+            )));
+        }
+        if every < MIN_TIMER_INTERVAL {
+            return Err(HostError::Invalid(format!(
+                "timer '{name}': interval {every:?} is under the minimum of {MIN_TIMER_INTERVAL:?}"
+            )));
+        }
+        match self.timers.iter().find(|(n, _)| n == name) {
+            Some((_, e)) if *e == every => Ok(()),
+            Some((_, e)) => Err(HostError::Invalid(format!(
+                "timer '{name}' is already registered every {e:?}"
+            ))),
+            None => {
+                self.timers.push((name.to_string(), every));
+                Ok(())
+            }
+        }
     }
 
     /// Register a route; needs `router` among `granted`.
@@ -184,6 +213,16 @@ impl<'a> InitContext<'a> {
             .add_subscription(self.name, self.subscribes, topic)
     }
 
+    /// Call [`Plugin::on_tick`] with `name` every `every` while the plugin runs (on one instance,
+    /// for a wasm plugin). Timers stop before `stop` and are awaited before `cleanup`.
+    pub fn register_timer(
+        &mut self,
+        name: &str,
+        every: std::time::Duration,
+    ) -> Result<(), HostError> {
+        self.registrations.add_timer(name, every)
+    }
+
     /// The plugin's publisher: keep it to publish events declared under `events.publishes`.
     pub fn publisher(&self) -> Result<Publisher, HostError> {
         self.publisher
@@ -236,6 +275,9 @@ impl<'a> InitContext<'a> {
             if !self.registrations.routes.contains(&route) {
                 self.registrations.routes.push(route);
             }
+        }
+        for (name, every) in other.timers {
+            self.registrations.add_timer(&name, every)?;
         }
         for topic in other.subscriptions {
             self.registrations
@@ -322,6 +364,12 @@ pub trait Plugin: Send + Sync + 'static {
     /// An event on a topic it subscribed to. Delivered one at a time per subscription, off the
     /// publisher's path; an error is counted, never passed to the publisher.
     async fn on_event(&self, _event: &Event) -> Result<(), PluginError> {
+        Ok(())
+    }
+
+    /// A registered timer fired. Ticks of one timer never overlap: a tick that would start while
+    /// the previous one runs is skipped.
+    async fn on_tick(&self, _timer: &str) -> Result<(), PluginError> {
         Ok(())
     }
 

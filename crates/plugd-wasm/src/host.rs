@@ -383,8 +383,10 @@ impl wit::registry::Host for InstanceState {
     fn export_service(&mut self, _: String) -> Result<(), types::HostError> {
         unsupported("registry.export-service")
     }
-    fn register_timer(&mut self, _: String, _: u64) -> Result<(), types::HostError> {
-        unsupported("registry.register-timer")
+    fn register_timer(&mut self, name: String, interval_ms: u64) -> Result<(), types::HostError> {
+        self.registering()
+            .and_then(|r| r.add_timer(&name, std::time::Duration::from_millis(interval_ms)))
+            .map_err(to_wit)
     }
 }
 

@@ -93,6 +93,7 @@ enum Call<'a> {
     Hook(HookType, &'a mut Exchange),
     Handle(&'a str, &'a mut Exchange),
     Event(&'a Event),
+    Tick(&'a str),
 }
 
 enum Reply {
@@ -132,6 +133,7 @@ impl<'a> Call<'a> {
             Call::Hook(h, _) => CallKind::Hook(*h),
             Call::Handle(route, _) => CallKind::Route(route),
             Call::Event(_) => CallKind::Named("on-event"),
+            Call::Tick(_) => CallKind::Named("on-tick"),
         }
     }
 }
@@ -379,6 +381,7 @@ async fn invoke(inst: &mut Instance, call: Call<'_>, shared: &Shared) -> wasmtim
             g.call_on_event(&mut *store, &event.topic, &event.payload, &event.source)
                 .await?,
         ),
+        Call::Tick(timer) => Reply::Unit(g.call_on_tick(&mut *store, timer).await?),
         Call::Handle(route, ex) => {
             let res = store.data_mut().table.push(std::mem::take(ex))?;
             let borrowed = wasmtime::component::Resource::<Exchange>::new_borrow(res.rep());
@@ -525,6 +528,13 @@ impl Plugin for WasmPlugin {
 
     async fn on_event(&self, event: &Event) -> Result<(), PluginError> {
         match self.with_instance(Call::Event(event)).await? {
+            Reply::Unit(Err(m)) => Err(PluginError::Failed(m)),
+            _ => Ok(()),
+        }
+    }
+
+    async fn on_tick(&self, timer: &str) -> Result<(), PluginError> {
+        match self.with_instance(Call::Tick(timer)).await? {
             Reply::Unit(Err(m)) => Err(PluginError::Failed(m)),
             _ => Ok(()),
         }

@@ -90,3 +90,50 @@ async fn undeclared_publish_and_subscribe_are_errors() {
     );
     host.shutdown().await;
 }
+
+#[tokio::test]
+async fn timers_tick_while_running_and_stop_before_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let j: Journal = Arc::new(Mutex::new(Vec::new()));
+    let mut ticker = Recorder::new("ticker", &j);
+    ticker.timer = Some(Duration::from_millis(20));
+    let host = Host::builder()
+        .config(config(dir.path(), "plugins:\n  plugins: []\n"))
+        .native(manifest("ticker", ""), ticker)
+        .build()
+        .unwrap();
+    host.start().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    host.shutdown().await;
+    let log = j.lock().clone();
+    let ticks = log.iter().filter(|e| *e == "ticker:tick beat").count();
+    assert!(ticks >= 2, "{log:?}");
+    let stop = log.iter().position(|e| e == "ticker:stop").unwrap();
+    assert!(
+        log[stop..].iter().all(|e| e != "ticker:tick beat"),
+        "no tick after stop: {log:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    assert_eq!(j.lock().len(), log.len(), "nothing runs after shutdown");
+}
+
+#[tokio::test]
+async fn a_timer_faster_than_the_minimum_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let j: Journal = Arc::new(Mutex::new(Vec::new()));
+    let mut ticker = Recorder::new("ticker", &j);
+    ticker.timer = Some(Duration::from_millis(1));
+    let host = Host::builder()
+        .config(config(dir.path(), "plugins:\n  plugins: []\n"))
+        .native(manifest("ticker", ""), ticker)
+        .build()
+        .unwrap();
+    host.start().await.unwrap();
+    let err = host
+        .plugin_info("ticker")
+        .unwrap()
+        .last_error
+        .unwrap()
+        .message;
+    assert!(err.contains("under the minimum"), "{err}");
+}

@@ -29,6 +29,7 @@ pub struct Recorder {
     pub subscribe: Option<&'static str>,
     pub publish_on_start: Option<&'static str>,
     pub publisher: Mutex<Option<plugd_core::Publisher>>,
+    pub timer: Option<std::time::Duration>,
 }
 
 impl Recorder {
@@ -45,6 +46,7 @@ impl Recorder {
             subscribe: None,
             publish_on_start: None,
             publisher: Mutex::new(None),
+            timer: None,
         }
     }
 
@@ -65,6 +67,9 @@ impl Plugin for Recorder {
         self.log("init");
         for (hook, priority) in &self.hooks {
             ctx.register_hook(*hook, *priority).map_err(failed)?;
+        }
+        if let Some(every) = self.timer {
+            ctx.register_timer("beat", every).map_err(failed)?;
         }
         if let Some(topic) = self.subscribe {
             ctx.subscribe(topic).map_err(failed)?;
@@ -112,6 +117,10 @@ impl Plugin for Recorder {
     }
     async fn on_event(&self, event: &plugd_core::Event) -> Result<(), PluginError> {
         self.log(format!("event {} from {}", event.topic, event.source));
+        Ok(())
+    }
+    async fn on_tick(&self, timer: &str) -> Result<(), PluginError> {
+        self.log(format!("tick {timer}"));
         Ok(())
     }
     async fn health_check(&self) -> plugd_core::Health {

@@ -73,3 +73,32 @@ async fn publishing_an_undeclared_event_is_denied() {
     );
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wasm_timer_ticks_until_the_plugin_is_unloaded() {
+    let server = TestServer::start(&config()).await;
+    let ticks = |s: String| s.parse::<u64>().unwrap();
+    let mut seen = 0;
+    for _ in 0..100 {
+        seen = ticks(
+            server
+                .get("/plugins/spinner/ticks")
+                .await
+                .text()
+                .await
+                .unwrap(),
+        );
+        if seen >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(seen >= 3, "the beat timer ticked {seen} times");
+    server.host.unload_plugin("spinner", false).await.unwrap();
+    let store = server.host.store().plugin("spinner");
+    let read = || serde_json::from_slice::<u64>(&store.get("ticks").unwrap().unwrap()).unwrap();
+    let after_unload = read();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(read(), after_unload, "no tick after unload");
+    server.stop().await;
+}

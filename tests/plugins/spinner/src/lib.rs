@@ -1,6 +1,7 @@
 //! `spinner` (test plugin): its pre_request hook (declared in plugin.yaml) loops forever when the
 //! request has `x-spin: 1`, so the host's per-call deadline must stop it. GET /ok answers.
-//! It subscribes to `test.*` (manifest) and lists what it received at GET /events.
+//! It subscribes to `test.*` (manifest) and lists what it received at GET /events; its `beat`
+//! timer counts at GET /ticks.
 use plugd_guest::prelude::*;
 use plugd_guest::{register, storage};
 
@@ -11,6 +12,8 @@ impl Plugin for Spinner {
     fn init(&mut self, _config: &Config) -> Result<()> {
         register::route("GET", "/ok")?;
         register::route("GET", "/events")?;
+        register::route("GET", "/ticks")?;
+        register::timer("beat", std::time::Duration::from_millis(50))?;
         Ok(())
     }
 
@@ -33,9 +36,19 @@ impl Plugin for Spinner {
         storage::set_string("events", &seen)
     }
 
+    /// The `beat` timer (every 50 ms, on one instance at a time) counts in storage.
+    fn on_tick(&mut self, _timer: &str) -> Result<()> {
+        let ticks = storage::get_json::<u64>("ticks")?.unwrap_or(0) + 1;
+        storage::set_json("ticks", &ticks)
+    }
+
     fn handle_request(&mut self, route: &str, _exchange: &Exchange) -> Result<Response> {
         match route {
             "/ok" => Ok(Response::text(200, "spinner ok")),
+            "/ticks" => {
+                let ticks = storage::get_json::<u64>("ticks")?.unwrap_or(0);
+                Ok(Response::text(200, ticks.to_string()))
+            }
             "/events" => {
                 let seen = storage::get_string("events")?.unwrap_or_default();
                 Ok(Response::text(200, seen))
