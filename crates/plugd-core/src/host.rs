@@ -21,6 +21,7 @@ use crate::error::LoadError;
 use crate::events::{Event, EventBus, Publisher, SubscriptionInfo};
 use crate::order::{OrderError, OrderNode, order_nodes};
 use crate::plugin::{Health, InitContext, Plugin, Registrations};
+use crate::services::Services;
 use crate::state::{ErrorRecord, HookMetrics, Phase, PluginState, Status};
 use crate::store::{PluginStore, Store};
 
@@ -46,6 +47,8 @@ pub struct LoaderContext<'a> {
     pub host: &'a HostConfig,
     /// The plugin's event publisher.
     pub publisher: Publisher,
+    /// The host's services.
+    pub services: Arc<Services>,
 }
 
 /// Turns a plugin directory into a [`Plugin`]: the wasm runtime is one.
@@ -132,6 +135,8 @@ pub struct PluginInfo {
     pub routes: Vec<String>,
     /// Event topic patterns it subscribes to.
     pub subscriptions: Vec<String>,
+    /// Services it exports.
+    pub exports: Vec<String>,
     /// Per-hook metrics of hooks that ran.
     pub hook_metrics: BTreeMap<HookType, HookMetrics>,
 }
@@ -197,6 +202,7 @@ impl Loaded {
                 .map(|r| format!("{} /plugins/{}{}", r.method, self.name, r.path))
                 .collect(),
             subscriptions: regs.subscriptions.clone(),
+            exports: regs.exports.clone(),
             hook_metrics: self.state.hook_metrics().into_iter().collect(),
         }
     }
@@ -265,13 +271,15 @@ impl HostBuilder {
             config.data_dir = dir;
         }
         let store = Store::open(&config.data_dir).map_err(LoadError::Storage)?;
+        let plugins: Arc<RwLock<Vec<Arc<Loaded>>>> = Arc::default();
         Ok(Host {
             inner: Arc::new(Inner {
                 config,
                 store,
                 loader: self.loader,
                 natives: parking_lot::Mutex::new(self.natives),
-                plugins: RwLock::new(Vec::new()),
+                plugins: plugins.clone(),
+                services: Arc::new(Services::new(plugins)),
                 dispatcher: Dispatcher::default(),
                 bus: Arc::new(EventBus::default()),
                 started_at: SystemTime::now(),
@@ -286,7 +294,8 @@ struct Inner {
     loader: Option<Arc<dyn Loader>>,
     natives: parking_lot::Mutex<Vec<Native>>,
     /// In start order.
-    plugins: RwLock<Vec<Arc<Loaded>>>,
+    plugins: Arc<RwLock<Vec<Arc<Loaded>>>>,
+    services: Arc<Services>,
     dispatcher: Dispatcher,
     bus: Arc<EventBus>,
     started_at: SystemTime,
@@ -479,6 +488,7 @@ impl Host {
         let was_active = matches!(p.state.status(), Status::Running | Status::Initialized);
         p.state.set_phase(Phase::Stopping);
         self.inner.bus.unsubscribe_all(name);
+        self.inner.services.remove_plugin(name);
         stop_timers(&p).await;
         if was_active && let Err(e) = p.plugin.stop().await {
             p.state.record_error(format!("stop: {e}"));
@@ -496,6 +506,11 @@ impl Host {
         p.state.set_phase(Phase::Idle);
         tracing::info!(plugin = name, "plugin unloaded");
         Ok(())
+    }
+
+    /// The service container: typed imports and calls to any plugin's exported services.
+    pub fn services(&self) -> Arc<Services> {
+        self.inner.services.clone()
     }
 
     /// A publisher for the host itself (any topic).
@@ -871,6 +886,12 @@ impl Host {
             .as_ref()
             .map(|m| (m.events.subscribes.clone(), m.events.publishes.clone()))
             .unwrap_or_default();
+        let exports: Vec<String> = c
+            .loaded
+            .manifest
+            .as_ref()
+            .map(|m| m.exports.iter().map(|e| e.name.clone()).collect())
+            .unwrap_or_default();
         let publisher = Publisher::new(self.inner.bus.clone(), &name, &publishes);
         if let (Some(dir), Some(entry), Some(manifest)) = (&c.dir, &c.entry, &c.loaded.manifest) {
             let loader = self
@@ -891,6 +912,7 @@ impl Host {
                     store: c.loaded.store.clone(),
                     host: &self.inner.config,
                     publisher: publisher.clone(),
+                    services: self.inner.services.clone(),
                 })
                 .await
                 .map_err(|message| LoadError::Runtime {
@@ -911,6 +933,13 @@ impl Host {
                     })?;
             }
         }
+        for service in &exports {
+            regs.add_export(&name, &exports, service)
+                .map_err(|e| LoadError::Registration {
+                    plugin: name.clone(),
+                    message: e.to_string(),
+                })?;
+        }
         for topic in &subscribes {
             regs.add_subscription(&name, &subscribes, topic)
                 .map_err(|e| LoadError::Registration {
@@ -925,7 +954,8 @@ impl Host {
             &c.loaded.store,
             &mut regs,
         )
-        .with_events(&subscribes, &publisher);
+        .with_events(&subscribes, &publisher)
+        .with_services(&exports, &self.inner.services);
         c.loaded
             .plugin
             .init(&mut ctx)

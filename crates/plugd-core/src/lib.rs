@@ -36,6 +36,7 @@ mod exchange;
 mod host;
 mod order;
 mod plugin;
+mod services;
 mod state;
 mod store;
 
@@ -52,6 +53,7 @@ pub use order::{OrderError, OrderNode, dependency_graph, order_nodes, start_orde
 pub use plugin::{
     Action, Health, InitContext, MIN_TIMER_INTERVAL, Plugin, Registrations, RouteOptions, RouteReg,
 };
+pub use services::Services;
 pub use state::{ErrorRecord, HookMetrics, Phase, PluginState, Status};
 pub use store::{PluginStore, Store};
 

@@ -1,6 +1,7 @@
 //! The [`Plugin`] trait every plugin implements, native or wasm, and what it registers.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use http::Method;
@@ -10,6 +11,7 @@ use serde_json::{Map, Value};
 use crate::error::{HostError, PluginError};
 use crate::events::{Event, Publisher};
 use crate::exchange::{Exchange, Response};
+use crate::services::Services;
 use crate::store::PluginStore;
 
 /// The shortest timer interval accepted.
@@ -66,6 +68,8 @@ pub struct Registrations {
     pub subscriptions: Vec<String>,
     /// Timers: name and interval; `on_tick(name)` runs every interval while the plugin runs.
     pub timers: Vec<(String, std::time::Duration)>,
+    /// Services it exports.
+    pub exports: Vec<String>,
 }
 
 impl Registrations {
@@ -98,6 +102,24 @@ impl Registrations {
         }
         if !self.subscriptions.iter().any(|s| s == topic) {
             self.subscriptions.push(topic.to_string());
+        }
+        Ok(())
+    }
+
+    /// Export a service, which the manifest must declare under `exports`.
+    pub fn add_export(
+        &mut self,
+        plugin: &str,
+        declared: &[String],
+        service: &str,
+    ) -> Result<(), HostError> {
+        if !declared.iter().any(|d| d == service) {
+            return Err(HostError::Denied(format!(
+                "plugin '{plugin}' attempted to export undeclared service '{service}': declare it under exports in its manifest"
+            )));
+        }
+        if !self.exports.iter().any(|e| e == service) {
+            self.exports.push(service.to_string());
         }
         Ok(())
     }
@@ -177,6 +199,8 @@ pub struct InitContext<'a> {
     pub(crate) registrations: &'a mut Registrations,
     pub(crate) subscribes: &'a [String],
     pub(crate) publisher: Option<&'a Publisher>,
+    pub(crate) exports: &'a [String],
+    pub(crate) services: Option<&'a Arc<Services>>,
 }
 
 impl<'a> InitContext<'a> {
@@ -196,7 +220,45 @@ impl<'a> InitContext<'a> {
             registrations,
             subscribes: &[],
             publisher: None,
+            exports: &[],
+            services: None,
         }
+    }
+
+    /// The same, with the services the manifest lets it export and the host's container.
+    pub fn with_services(mut self, exports: &'a [String], services: &'a Arc<Services>) -> Self {
+        self.exports = exports;
+        self.services = Some(services);
+        self
+    }
+
+    /// Export a service (declared under the manifest's `exports`) that other plugins reach with
+    /// [`Services::call`]; calls arrive in [`Plugin::call_service`].
+    pub fn export_service(&mut self, service: &str) -> Result<(), HostError> {
+        self.registrations
+            .add_export(self.name, self.exports, service)
+    }
+
+    /// Export a typed service for native plugins (`Services::import::<T>`), as well as the
+    /// byte-level one.
+    pub fn export_typed<T: std::any::Any + Send + Sync>(
+        &mut self,
+        service: &str,
+        value: Arc<T>,
+    ) -> Result<(), HostError> {
+        self.export_service(service)?;
+        let services = self
+            .services
+            .ok_or_else(|| HostError::unsupported("services (no host in this context)"))?;
+        services.insert_typed(self.name, service, value);
+        Ok(())
+    }
+
+    /// The host's services, to import typed services or call any plugin's services later.
+    pub fn services(&self) -> Result<Arc<Services>, HostError> {
+        self.services
+            .cloned()
+            .ok_or_else(|| HostError::unsupported("services (no host in this context)"))
     }
 
     /// The same, with the topics the manifest lets it subscribe to and its publisher.
@@ -275,6 +337,10 @@ impl<'a> InitContext<'a> {
             if !self.registrations.routes.contains(&route) {
                 self.registrations.routes.push(route);
             }
+        }
+        for service in other.exports {
+            self.registrations
+                .add_export(self.name, self.exports, &service)?;
         }
         for (name, every) in other.timers {
             self.registrations.add_timer(&name, every)?;
@@ -365,6 +431,19 @@ pub trait Plugin: Send + Sync + 'static {
     /// publisher's path; an error is counted, never passed to the publisher.
     async fn on_event(&self, _event: &Event) -> Result<(), PluginError> {
         Ok(())
+    }
+
+    /// A call to a service it exported. `caller` is the calling plugin.
+    async fn call_service(
+        &self,
+        service: &str,
+        _method: &str,
+        _payload: &[u8],
+        _caller: &str,
+    ) -> Result<Vec<u8>, PluginError> {
+        Err(PluginError::NotImplemented(format!(
+            "service '{service}' has no handler"
+        )))
     }
 
     /// A registered timer fired. Ticks of one timer never overlap: a tick that would start while

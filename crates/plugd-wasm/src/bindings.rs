@@ -4,6 +4,8 @@ wasmtime::component::bindgen!({
     path: "../../wit",
     world: "plugin",
     exports: { default: async },
+    // A service call runs another plugin's guest: the only import that awaits.
+    imports: { "plugd:plugin/services.call": async },
     with: {
         "plugd:plugin/http.exchange": plugd_core::Exchange,
     },

@@ -8,7 +8,7 @@ use std::time::Instant;
 use parking_lot::RwLock;
 use plugd_core::{
     Exchange, HookType, HostError, Identity, Permission, PluginStore, Publisher, Registrations,
-    RouteOptions,
+    RouteOptions, Services,
 };
 use wasmtime::component::{Resource, ResourceTable};
 use wasmtime::{ResourceLimiter, StoreLimits};
@@ -27,6 +27,8 @@ pub(crate) struct Shared {
     pub(crate) store: PluginStore,
     pub(crate) publisher: Option<Publisher>,
     pub(crate) subscribes: Vec<String>,
+    pub(crate) services: Option<Arc<Services>>,
+    pub(crate) exports: Vec<String>,
 }
 
 /// The data of one wasm instance's store.
@@ -380,8 +382,11 @@ impl wit::registry::Host for InstanceState {
             .and_then(|r| r.add_subscription(&shared.name, &shared.subscribes, &topic))
             .map_err(to_wit)
     }
-    fn export_service(&mut self, _: String) -> Result<(), types::HostError> {
-        unsupported("registry.export-service")
+    fn export_service(&mut self, service: String) -> Result<(), types::HostError> {
+        let shared = self.shared.clone();
+        self.registering()
+            .and_then(|r| r.add_export(&shared.name, &shared.exports, &service))
+            .map_err(to_wit)
     }
     fn register_timer(&mut self, name: String, interval_ms: u64) -> Result<(), types::HostError> {
         self.registering()
@@ -400,14 +405,20 @@ impl wit::events::Host for InstanceState {
 }
 
 impl wit::services::Host for InstanceState {
-    fn call(
+    async fn call(
         &mut self,
-        _: String,
-        _: String,
-        _: String,
-        _: Vec<u8>,
+        plugin: String,
+        service: String,
+        method: String,
+        payload: Vec<u8>,
     ) -> Result<Vec<u8>, types::HostError> {
-        unsupported("services.call")
+        let Some(services) = self.shared.services.clone() else {
+            return unsupported("services.call");
+        };
+        services
+            .call(&self.shared.name, &plugin, &service, &method, &payload)
+            .await
+            .map_err(to_wit)
     }
 }
 

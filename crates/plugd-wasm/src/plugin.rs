@@ -16,7 +16,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use parking_lot::{Mutex, RwLock};
 use plugd_core::{
     Action, Event, Exchange, Health, HookType, InitContext, Permission, Plugin, PluginError,
-    PluginStore, Publisher, Registrations, Response,
+    PluginStore, Publisher, Registrations, Response, Services,
 };
 use serde_json::{Map, Value};
 use tokio::sync::Semaphore;
@@ -50,6 +50,10 @@ pub struct PluginOptions {
     pub publisher: Option<Publisher>,
     /// The topic patterns its manifest lets it subscribe to.
     pub subscribes: Vec<String>,
+    /// The host's services; `None`: no service calls.
+    pub services: Option<Arc<Services>>,
+    /// The services its manifest lets it export.
+    pub exports: Vec<String>,
 }
 
 struct Instance {
@@ -94,6 +98,12 @@ enum Call<'a> {
     Handle(&'a str, &'a mut Exchange),
     Event(&'a Event),
     Tick(&'a str),
+    Service {
+        service: &'a str,
+        method: &'a str,
+        payload: &'a [u8],
+        caller: &'a str,
+    },
 }
 
 enum Reply {
@@ -101,6 +111,7 @@ enum Reply {
     Action(Result<types::Action, String>),
     Response(Result<types::Response, String>),
     Health(types::Health),
+    Bytes(Result<Vec<u8>, String>),
 }
 
 /// What a call was, for error messages; cheap to copy (nothing is formatted unless it fails).
@@ -134,6 +145,7 @@ impl<'a> Call<'a> {
             Call::Handle(route, _) => CallKind::Route(route),
             Call::Event(_) => CallKind::Named("on-event"),
             Call::Tick(_) => CallKind::Named("on-tick"),
+            Call::Service { .. } => CallKind::Named("call-service"),
         }
     }
 }
@@ -151,6 +163,8 @@ impl WasmPlugin {
             store: options.store.clone(),
             publisher: options.publisher.clone(),
             subscribes: options.subscribes.clone(),
+            services: options.services.clone(),
+            exports: options.exports.clone(),
         });
         WasmPlugin {
             engine,
@@ -264,7 +278,7 @@ impl WasmPlugin {
         let guest_error = |m: String| PluginError::Failed(format!("{kind}: {m}"));
         match reply {
             Reply::Unit(r) => r.map_err(guest_error)?,
-            Reply::Health(_) | Reply::Action(_) | Reply::Response(_) => {}
+            Reply::Health(_) | Reply::Action(_) | Reply::Response(_) | Reply::Bytes(_) => {}
         }
         Ok(regs)
     }
@@ -382,6 +396,15 @@ async fn invoke(inst: &mut Instance, call: Call<'_>, shared: &Shared) -> wasmtim
                 .await?,
         ),
         Call::Tick(timer) => Reply::Unit(g.call_on_tick(&mut *store, timer).await?),
+        Call::Service {
+            service,
+            method,
+            payload,
+            caller,
+        } => Reply::Bytes(
+            g.call_call_service(&mut *store, service, method, payload, caller)
+                .await?,
+        ),
         Call::Handle(route, ex) => {
             let res = store.data_mut().table.push(std::mem::take(ex))?;
             let borrowed = wasmtime::component::Resource::<Exchange>::new_borrow(res.rep());
@@ -530,6 +553,25 @@ impl Plugin for WasmPlugin {
         match self.with_instance(Call::Event(event)).await? {
             Reply::Unit(Err(m)) => Err(PluginError::Failed(m)),
             _ => Ok(()),
+        }
+    }
+
+    async fn call_service(
+        &self,
+        service: &str,
+        method: &str,
+        payload: &[u8],
+        caller: &str,
+    ) -> Result<Vec<u8>, PluginError> {
+        let call = Call::Service {
+            service,
+            method,
+            payload,
+            caller,
+        };
+        match self.with_instance(call).await? {
+            Reply::Bytes(r) => r.map_err(PluginError::Failed),
+            _ => Err(PluginError::Failed("unexpected reply".into())),
         }
     }
 

@@ -166,6 +166,13 @@ impl Loader for WasmRuntime {
                 .unwrap_or_else(default_instances),
             publisher: Some(ctx.publisher.clone()),
             subscribes: ctx.manifest.events.subscribes.clone(),
+            services: Some(ctx.services.clone()),
+            exports: ctx
+                .manifest
+                .exports
+                .iter()
+                .map(|e| e.name.clone())
+                .collect(),
         };
         let plugin = self.load_file(path, options).await?;
         Ok(Arc::new(plugin))

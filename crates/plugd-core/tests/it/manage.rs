@@ -132,3 +132,77 @@ async fn forced_unload_leaves_dependents_in_place() {
     assert_eq!(host.plugin_info("app").unwrap().status, Status::Running);
     host.shutdown().await;
 }
+
+/// A typed service between native plugins.
+#[derive(Debug)]
+struct Clock;
+
+impl Clock {
+    fn now(&self) -> u64 {
+        42
+    }
+}
+
+struct ClockPlugin;
+
+#[async_trait::async_trait]
+impl plugd_core::Plugin for ClockPlugin {
+    async fn init(
+        &self,
+        ctx: &mut plugd_core::InitContext<'_>,
+    ) -> Result<(), plugd_core::PluginError> {
+        ctx.export_typed("clock", Arc::new(Clock))
+            .map_err(|e| plugd_core::PluginError::Failed(e.to_string()))
+    }
+}
+
+#[tokio::test]
+async fn native_plugins_share_typed_services() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = Host::builder()
+        .config(config(dir.path(), "plugins:\n  plugins: []\n"))
+        .native(manifest("time", "exports:\n  - name: clock\n"), ClockPlugin)
+        .build()
+        .unwrap();
+    host.start().await.unwrap();
+    let clock = host.services().import::<Clock>("time", "clock").unwrap();
+    assert_eq!(clock.now(), 42);
+    let err = host
+        .services()
+        .import::<Clock>("time", "calendar")
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "service not found: plugin 'time' does not export 'calendar'"
+    );
+    assert!(
+        host.services().import::<String>("time", "clock").is_err(),
+        "wrong type"
+    );
+    host.unload_plugin("time", false).await.unwrap();
+    assert!(
+        host.services().import::<Clock>("time", "clock").is_err(),
+        "unload removes exports"
+    );
+}
+
+#[tokio::test]
+async fn exporting_an_undeclared_service_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = Host::builder()
+        .config(config(dir.path(), "plugins:\n  plugins: []\n"))
+        .native(manifest("time", ""), ClockPlugin)
+        .build()
+        .unwrap();
+    host.start().await.unwrap();
+    let err = host
+        .plugin_info("time")
+        .unwrap()
+        .last_error
+        .unwrap()
+        .message;
+    assert!(
+        err.contains("attempted to export undeclared service 'clock'"),
+        "{err}"
+    );
+}

@@ -43,6 +43,8 @@ fn options(name: &str) -> PluginOptions {
         instances: 1,
         publisher: None,
         subscribes: Vec::new(),
+        services: None,
+        exports: Vec::new(),
     }
 }
 

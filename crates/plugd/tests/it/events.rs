@@ -102,3 +102,36 @@ async fn a_wasm_timer_ticks_until_the_plugin_is_unloaded() {
     assert_eq!(read(), after_unload, "no tick after unload");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wasm_plugin_calls_another_plugins_service() {
+    let server = TestServer::start(&config()).await;
+    assert_eq!(
+        server.host.plugin_info("trapper").unwrap().exports,
+        ["text"]
+    );
+    let r = server.get("/plugins/spinner/call").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "HI (for spinner)");
+    let r = server.get("/plugins/spinner/call?service=nope").await;
+    assert_eq!(r.status(), 502);
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("service not found: plugin 'trapper' does not export 'nope'")
+    );
+    // The host (or a native plugin) reaches the same service.
+    let bytes = server
+        .host
+        .services()
+        .call("host", "trapper", "text", "upper", b"ok")
+        .await
+        .unwrap();
+    assert_eq!(bytes, b"OK (for host)");
+    assert_eq!(
+        server.host.services().exported(),
+        [("trapper".to_string(), "text".to_string())]
+    );
+    server.stop().await;
+}

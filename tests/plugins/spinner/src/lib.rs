@@ -3,7 +3,7 @@
 //! It subscribes to `test.*` (manifest) and lists what it received at GET /events; its `beat`
 //! timer counts at GET /ticks.
 use plugd_guest::prelude::*;
-use plugd_guest::{register, storage};
+use plugd_guest::{register, services, storage};
 
 #[derive(Default)]
 struct Spinner;
@@ -13,6 +13,7 @@ impl Plugin for Spinner {
         register::route("GET", "/ok")?;
         register::route("GET", "/events")?;
         register::route("GET", "/ticks")?;
+        register::route("GET", "/call")?;
         register::timer("beat", std::time::Duration::from_millis(50))?;
         Ok(())
     }
@@ -42,9 +43,16 @@ impl Plugin for Spinner {
         storage::set_json("ticks", &ticks)
     }
 
-    fn handle_request(&mut self, route: &str, _exchange: &Exchange) -> Result<Response> {
+    fn handle_request(&mut self, route: &str, exchange: &Exchange) -> Result<Response> {
         match route {
             "/ok" => Ok(Response::text(200, "spinner ok")),
+            "/call" => {
+                let service = exchange.query_param("service").unwrap_or_else(|| "text".into());
+                match services::call("trapper", &service, "upper", b"hi") {
+                    Ok(bytes) => Ok(Response::text(200, String::from_utf8_lossy(&bytes))),
+                    Err(e) => Ok(Response::text(502, e.to_string())),
+                }
+            }
             "/ticks" => {
                 let ticks = storage::get_json::<u64>("ticks")?.unwrap_or(0);
                 Ok(Response::text(200, ticks.to_string()))

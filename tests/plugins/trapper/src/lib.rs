@@ -32,6 +32,17 @@ impl Plugin for Trapper {
         Ok(())
     }
 
+    /// The `text` service (declared under `exports`): `upper` answers the payload in upper case,
+    /// signed with the caller's name.
+    fn call_service(&mut self, service: &str, method: &str, payload: &[u8], caller: &str) -> Result<Vec<u8>> {
+        match (service, method) {
+            ("text", "upper") => {
+                Ok(format!("{} (for {caller})", String::from_utf8_lossy(payload).to_uppercase()).into_bytes())
+            }
+            _ => bail!("unknown method {service}.{method}"),
+        }
+    }
+
     fn handle_request(&mut self, route: &str, _exchange: &Exchange) -> Result<Response> {
         match route {
             "/ok" => Ok(Response::text(200, "ok")),

@@ -1,0 +1,158 @@
+//! Services plugins export to each other: typed `Arc`s between native plugins, and byte-level
+//! calls (`call(plugin, service, method, payload)`) that work for every kind of plugin.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+
+use crate::error::HostError;
+use crate::host::Loaded;
+use crate::state::Status;
+
+type Typed = Arc<dyn Any + Send + Sync>;
+
+/// The host's service container (seed 003's ServiceContainer): what every plugin exported.
+#[derive(Default)]
+pub struct Services {
+    typed: RwLock<HashMap<(String, String), Typed>>,
+    plugins: Arc<RwLock<Vec<Arc<Loaded>>>>,
+}
+
+impl std::fmt::Debug for Services {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Services")
+            .field("typed", &self.typed.read().len())
+            .finish()
+    }
+}
+
+/// The seed's wording.
+fn not_found(plugin: &str, service: &str) -> HostError {
+    HostError::NotFound(format!(
+        "service not found: plugin '{plugin}' does not export '{service}'"
+    ))
+}
+
+impl Services {
+    pub(crate) fn new(plugins: Arc<RwLock<Vec<Arc<Loaded>>>>) -> Services {
+        Services {
+            typed: RwLock::default(),
+            plugins,
+        }
+    }
+
+    pub(crate) fn insert_typed(&self, plugin: &str, service: &str, value: Typed) {
+        self.typed
+            .write()
+            .insert((plugin.to_string(), service.to_string()), value);
+    }
+
+    pub(crate) fn remove_plugin(&self, plugin: &str) {
+        self.typed.write().retain(|(p, _), _| p != plugin);
+    }
+
+    /// A typed service a native plugin exported with [`InitContext::export_typed`].
+    ///
+    /// [`InitContext::export_typed`]: crate::InitContext::export_typed
+    pub fn import<T: Any + Send + Sync>(
+        &self,
+        plugin: &str,
+        service: &str,
+    ) -> Result<Arc<T>, HostError> {
+        let value = self
+            .typed
+            .read()
+            .get(&(plugin.to_string(), service.to_string()))
+            .cloned()
+            .ok_or_else(|| not_found(plugin, service))?;
+        value.downcast::<T>().map_err(|_| {
+            HostError::Invalid(format!(
+                "service '{service}' of plugin '{plugin}' is not a {}",
+                std::any::type_name::<T>()
+            ))
+        })
+    }
+
+    /// Call `method` of `service` exported by `plugin`, with a payload (JSON by convention).
+    /// `caller` is passed to the service; a plugin cannot call its own services this way.
+    pub async fn call(
+        &self,
+        caller: &str,
+        plugin: &str,
+        service: &str,
+        method: &str,
+        payload: &[u8],
+    ) -> Result<Vec<u8>, HostError> {
+        if caller == plugin {
+            return Err(HostError::Invalid(format!(
+                "plugin '{caller}' cannot call its own service '{service}' through the host"
+            )));
+        }
+        let target = self
+            .plugins
+            .read()
+            .iter()
+            .find(|p| p.name == plugin)
+            .cloned()
+            .ok_or_else(|| not_found(plugin, service))?;
+        if !target
+            .registrations
+            .load()
+            .exports
+            .iter()
+            .any(|e| e == service)
+        {
+            return Err(not_found(plugin, service));
+        }
+        if target.state.status() != Status::Running {
+            return Err(HostError::Failed(format!(
+                "plugin '{plugin}' is not running (status: {})",
+                target.state.status()
+            )));
+        }
+        let timeout = target.limits.timeout;
+        match tokio::time::timeout(
+            timeout,
+            target.plugin.call_service(service, method, payload, caller),
+        )
+        .await
+        {
+            Ok(Ok(bytes)) => Ok(bytes),
+            Ok(Err(e)) => {
+                target
+                    .state
+                    .record_error(format!("service {service}.{method}: {e}"));
+                Err(HostError::Failed(format!(
+                    "{plugin}.{service}.{method}: {e}"
+                )))
+            }
+            Err(_) => Err(HostError::Failed(format!(
+                "{plugin}.{service}.{method} exceeded {} timeout",
+                humantime::format_duration(timeout)
+            ))),
+        }
+    }
+
+    /// Every exported service: plugin, service name.
+    pub fn exported(&self) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = self
+            .plugins
+            .read()
+            .iter()
+            .filter(|p| p.state.status() == Status::Running)
+            .flat_map(|p| {
+                let name = p.name.clone();
+                p.registrations
+                    .load()
+                    .exports
+                    .iter()
+                    .map(move |e| (name.clone(), e.clone()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        out.sort();
+        out
+    }
+}
