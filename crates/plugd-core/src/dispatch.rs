@@ -21,6 +21,16 @@ use crate::state::{Status, hook_index};
 /// not enforce its deadline itself (the wasm runtime interrupts guests at the deadline).
 const DEADLINE_GRACE: Duration = Duration::from_secs(1);
 
+/// How long the host waits for a call: the deadline itself for native plugins, the deadline plus
+/// [`DEADLINE_GRACE`] for sandboxed ones, whose runtime interrupts them at the deadline.
+fn backstop(plugin: &Loaded, timeout: Duration) -> Duration {
+    if plugin.kind == "native" {
+        timeout
+    } else {
+        timeout + DEADLINE_GRACE
+    }
+}
+
 #[derive(Clone)]
 pub(crate) struct HookEntry {
     pub(crate) plugin: Arc<Loaded>,
@@ -203,7 +213,8 @@ async fn call_hook(
     let timeout = plugin.limits.hook_timeout(hook);
     let started = Instant::now();
     let result =
-        match tokio::time::timeout(timeout + DEADLINE_GRACE, plugin.plugin.on_hook(hook, ex)).await
+        match tokio::time::timeout(backstop(&plugin, timeout), plugin.plugin.on_hook(hook, ex))
+            .await
         {
             Ok(r) => r,
             Err(_) => Err(PluginError::hook_timeout(hook, timeout)),
@@ -316,7 +327,7 @@ async fn route(table: &DispatchTable, ex: &mut Exchange) -> Response {
     let timeout = plugin.limits.timeout;
     let started = Instant::now();
     let result = match tokio::time::timeout(
-        timeout + DEADLINE_GRACE,
+        backstop(&plugin, timeout),
         plugin.plugin.handle_request(&entry.pattern, ex),
     )
     .await

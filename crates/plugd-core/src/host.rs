@@ -508,6 +508,32 @@ impl Host {
         Ok(())
     }
 
+    /// Run a plugin's command (`plugd run`).
+    pub async fn run_command(
+        &self,
+        plugin: &str,
+        command: &str,
+        args: &[String],
+    ) -> Result<String, LoadError> {
+        let p = self
+            .find(plugin)
+            .ok_or_else(|| LoadError::UnknownPlugin(plugin.to_string()))?;
+        if p.state.status() != Status::Running {
+            let mut message = format!(
+                "plugin '{plugin}' is not running (status: {})",
+                p.state.status()
+            );
+            if let Some(e) = p.state.last_error() {
+                message.push_str(&format!("; last error: {}", e.message));
+            }
+            return Err(LoadError::Invalid(message));
+        }
+        p.plugin
+            .run_command(command, args)
+            .await
+            .map_err(|e| LoadError::Invalid(format!("{plugin} {command}: {e}")))
+    }
+
     /// The service container: typed imports and calls to any plugin's exported services.
     pub fn services(&self) -> Arc<Services> {
         self.inner.services.clone()
@@ -631,6 +657,43 @@ impl Host {
         })
     }
 
+    /// The config's plugin entries, plus, with `plugins.autoload`, an entry with no grants for
+    /// every plugin folder of `plugins.directory` the config does not list.
+    fn entries(&self, natives: &[Native]) -> Vec<PluginEntry> {
+        let plugins = &self.inner.config.plugins;
+        let mut entries = plugins.plugins.clone();
+        if !plugins.autoload {
+            return entries;
+        }
+        let Ok(dir) = std::fs::read_dir(&plugins.directory) else {
+            tracing::warn!(directory = %plugins.directory.display(), "plugins.autoload: cannot read the plugins directory");
+            return entries;
+        };
+        let mut found: Vec<PathBuf> = dir
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_dir())
+            .filter(|p| Manifest::FILE_NAMES.iter().any(|f| p.join(f).exists()))
+            .collect();
+        found.sort();
+        for path in found {
+            let listed = entries.iter().any(|e| e.path == path);
+            let name = match Manifest::from_path(&path) {
+                Ok(m) => m.name,
+                Err(_) => path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+            };
+            let taken = entries.iter().any(|e| e.name == name)
+                || natives.iter().any(|n| n.manifest.name == name);
+            if !listed && !taken {
+                tracing::info!(plugin = %name, path = %path.display(), "autoloading an unlisted plugin, with no grants");
+                entries.push(PluginEntry::new(name, path));
+            }
+        }
+        entries
+    }
+
     /// A candidate for a config entry that could not be read.
     fn failed_entry(&self, entry: &PluginEntry, error: &LoadError) -> Candidate {
         let loaded = self.placeholder(entry, None);
@@ -737,8 +800,9 @@ impl Host {
         // Listed (status `disabled`), never loaded.
         let mut disabled: Vec<Loaded> = Vec::new();
         let natives = std::mem::take(&mut *self.inner.natives.lock());
+        let entries = self.entries(&natives);
         if self.inner.config.plugins.enabled {
-            for entry in &self.inner.config.plugins.plugins {
+            for entry in &entries {
                 // A native plugin's entry gives it grants and config; it is not loaded from disk.
                 if natives.iter().any(|n| n.manifest.name == entry.name) {
                     continue;

@@ -446,6 +446,14 @@ pub trait Plugin: Send + Sync + 'static {
         )))
     }
 
+    /// A command run from the command line (`plugd run <plugin> <command> [args…]`), in a host
+    /// started without the HTTP server. The output is printed.
+    async fn run_command(&self, command: &str, _args: &[String]) -> Result<String, PluginError> {
+        Err(PluginError::NotImplemented(format!(
+            "unknown command: {command}"
+        )))
+    }
+
     /// A registered timer fired. Ticks of one timer never overlap: a tick that would start while
     /// the previous one runs is skipped.
     async fn on_tick(&self, _timer: &str) -> Result<(), PluginError> {

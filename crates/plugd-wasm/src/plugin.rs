@@ -98,6 +98,7 @@ enum Call<'a> {
     Handle(&'a str, &'a mut Exchange),
     Event(&'a Event),
     Tick(&'a str),
+    Command(&'a str, &'a [String]),
     Service {
         service: &'a str,
         method: &'a str,
@@ -112,6 +113,7 @@ enum Reply {
     Response(Result<types::Response, String>),
     Health(types::Health),
     Bytes(Result<Vec<u8>, String>),
+    Text(Result<String, String>),
 }
 
 /// What a call was, for error messages; cheap to copy (nothing is formatted unless it fails).
@@ -145,6 +147,7 @@ impl<'a> Call<'a> {
             Call::Handle(route, _) => CallKind::Route(route),
             Call::Event(_) => CallKind::Named("on-event"),
             Call::Tick(_) => CallKind::Named("on-tick"),
+            Call::Command(..) => CallKind::Named("run-command"),
             Call::Service { .. } => CallKind::Named("call-service"),
         }
     }
@@ -278,7 +281,11 @@ impl WasmPlugin {
         let guest_error = |m: String| PluginError::Failed(format!("{kind}: {m}"));
         match reply {
             Reply::Unit(r) => r.map_err(guest_error)?,
-            Reply::Health(_) | Reply::Action(_) | Reply::Response(_) | Reply::Bytes(_) => {}
+            Reply::Health(_)
+            | Reply::Action(_)
+            | Reply::Response(_)
+            | Reply::Bytes(_)
+            | Reply::Text(_) => {}
         }
         Ok(regs)
     }
@@ -396,6 +403,9 @@ async fn invoke(inst: &mut Instance, call: Call<'_>, shared: &Shared) -> wasmtim
                 .await?,
         ),
         Call::Tick(timer) => Reply::Unit(g.call_on_tick(&mut *store, timer).await?),
+        Call::Command(command, args) => {
+            Reply::Text(g.call_run_command(&mut *store, command, args).await?)
+        }
         Call::Service {
             service,
             method,
@@ -571,6 +581,13 @@ impl Plugin for WasmPlugin {
         };
         match self.with_instance(call).await? {
             Reply::Bytes(r) => r.map_err(PluginError::Failed),
+            _ => Err(PluginError::Failed("unexpected reply".into())),
+        }
+    }
+
+    async fn run_command(&self, command: &str, args: &[String]) -> Result<String, PluginError> {
+        match self.with_instance(Call::Command(command, args)).await? {
+            Reply::Text(r) => r.map_err(PluginError::Failed),
             _ => Err(PluginError::Failed("unexpected reply".into())),
         }
     }

@@ -57,6 +57,19 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run a plugin's command in a host started without the HTTP server, and print its output.
+    Run {
+        /// Host config (YAML, JSON or TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The plugin.
+        plugin: String,
+        /// The command.
+        command: String,
+        /// Its arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// List the plugins found in a folder (each subfolder with a manifest): name, version, and
     /// whether the manifest is valid.
     Discover {
@@ -74,6 +87,16 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Validate { path } => validate(&path),
         Command::Check { config, json } => check(&config, json),
+        Command::Run {
+            config,
+            plugin,
+            command,
+            args,
+        } => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")
+            .and_then(|rt| rt.block_on(run(&config, &plugin, &command, &args))),
         Command::Discover { dir, json } => discover(&dir, json),
         Command::Serve { config, listen } => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
@@ -126,6 +149,20 @@ fn check(path: &Path, json: bool) -> anyhow::Result<()> {
         } else {
             println!("  {name}: {}", deps.join(", "));
         }
+    }
+    Ok(())
+}
+
+async fn run(config: &Path, plugin: &str, command: &str, args: &[String]) -> anyhow::Result<()> {
+    let config = HostConfig::from_path(config)?;
+    let host = plugd::host_from_config(config)?;
+    host.start().await?;
+    let result = host.run_command(plugin, command, args).await;
+    host.shutdown().await;
+    let output = result?;
+    print!("{output}");
+    if !output.is_empty() && !output.ends_with('\n') {
+        println!();
     }
     Ok(())
 }

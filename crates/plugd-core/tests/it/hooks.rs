@@ -140,3 +140,40 @@ async fn startup_and_shutdown_hooks_run_once() {
         ]
     );
 }
+
+#[tokio::test]
+async fn a_slow_native_hook_gets_the_seed_timeout_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let j: Journal = Arc::new(Mutex::new(Vec::new()));
+    let mut slow = Recorder::new("slow", &j);
+    slow.hooks = vec![(HookType::PreRequest, 100)];
+    slow.hook_sleep = Some(Duration::from_secs(5));
+    slow.route = Some("/x");
+    let host = Host::builder()
+        .config(config(
+            dir.path(),
+            "plugins:\n  limits:\n    hook_timeouts: { pre_request: 100ms }\n  plugins: []\n",
+        ))
+        .native(manifest("slow", ""), slow)
+        .build()
+        .unwrap();
+    host.start().await.unwrap();
+    let started = std::time::Instant::now();
+    let r = host
+        .dispatcher()
+        .handle(Exchange::new(Method::GET, "/plugins/slow/x"))
+        .await;
+    assert_eq!(r.status, 200, "fail-open: the request goes on");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    let err = host
+        .plugin_info("slow")
+        .unwrap()
+        .last_error
+        .unwrap()
+        .message;
+    assert_eq!(
+        err,
+        "pre_request hook: hook execution timeout: pre_request hook exceeded 100ms timeout"
+    );
+    host.shutdown().await;
+}

@@ -30,6 +30,7 @@ pub struct Recorder {
     pub publish_on_start: Option<&'static str>,
     pub publisher: Mutex<Option<plugd_core::Publisher>>,
     pub timer: Option<std::time::Duration>,
+    pub hook_sleep: Option<std::time::Duration>,
 }
 
 impl Recorder {
@@ -47,6 +48,7 @@ impl Recorder {
             publish_on_start: None,
             publisher: Mutex::new(None),
             timer: None,
+            hook_sleep: None,
         }
     }
 
@@ -128,6 +130,9 @@ impl Plugin for Recorder {
     }
     async fn on_hook(&self, hook: HookType, ex: &mut Exchange) -> Result<Action, PluginError> {
         self.log(hook.as_str());
+        if let Some(d) = self.hook_sleep {
+            tokio::time::sleep(d).await;
+        }
         if self.fail_hook {
             return Err(failed("hook refused"));
         }

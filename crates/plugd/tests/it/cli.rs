@@ -280,3 +280,41 @@ fn discover_lists_valid_and_invalid_plugins() {
     );
     assert_eq!(v[1]["version"], "1.0.0");
 }
+
+#[test]
+fn run_calls_a_plugin_command_without_the_http_server() {
+    guests_built();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("plugd.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "server: {{ listen: '127.0.0.1:1' }}\ndata_dir: ./data\nplugins:\n  plugins:\n    - name: trapper\n      path: '{}'\n      permissions: {{ router: true }}\n",
+            crate::support::test_plugin("trapper").display()
+        ),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        plugd()
+            .args(["run", "--config"])
+            .arg(&config)
+            .args(args)
+            .env("PLUGD_LOG", "warn")
+            .output()
+            .unwrap()
+    };
+    // Port 1 is never bound: the command runs in a host without the HTTP server.
+    let out = run(&["trapper", "echo", "hello", "--flag"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello --flag\n");
+    let out = run(&["trapper", "explode"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown command: explode"));
+    let out = run(&["nobody", "echo"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("plugin not found: 'nobody'"));
+}

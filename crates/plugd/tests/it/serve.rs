@@ -278,3 +278,20 @@ async fn static_assets_are_served_and_cannot_escape() {
     assert_eq!(server.get("/plugins/trapper/ok").await.status(), 200);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn autoload_loads_unlisted_plugins_with_no_grants() {
+    let yaml = format!(
+        "data_dir: \"{{data}}\"\nplugins:\n  autoload: true\n  directory: \"{}\"\n  plugins:\n    - name: hello\n      permissions: {{ router: true }}\n",
+        crate::support::repo_root()
+            .join("examples/plugins")
+            .display()
+    );
+    let server = TestServer::start(&yaml).await;
+    let gatekeeper = server.host.plugin_info("gatekeeper").expect("autoloaded");
+    assert_eq!(gatekeeper.status, plugd::Status::Running);
+    assert!(gatekeeper.permissions.is_empty(), "no grants");
+    // hello is listed (path from plugins.directory), gatekeeper guards its secret.
+    assert_eq!(server.get("/plugins/hello/secret").await.status(), 401);
+    server.stop().await;
+}

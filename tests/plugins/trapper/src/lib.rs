@@ -43,6 +43,15 @@ impl Plugin for Trapper {
         }
     }
 
+    /// `plugd run trapper echo a b` prints "a b"; `count-keys` prints how many storage keys it has.
+    fn run_command(&mut self, command: &str, args: &[String]) -> Result<String> {
+        match command {
+            "echo" => Ok(args.join(" ")),
+            "count-keys" => Ok(plugd_guest::storage::list("")?.len().to_string()),
+            other => bail!("unknown command: {other}"),
+        }
+    }
+
     fn handle_request(&mut self, route: &str, _exchange: &Exchange) -> Result<Response> {
         match route {
             "/ok" => Ok(Response::text(200, "ok")),
