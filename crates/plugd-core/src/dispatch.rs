@@ -212,13 +212,15 @@ async fn call_hook(
     let plugin = &h.plugin;
     let timeout = plugin.limits.hook_timeout(hook);
     let started = Instant::now();
-    let result =
-        match tokio::time::timeout(backstop(&plugin, timeout), plugin.plugin.on_hook(hook, ex))
-            .await
-        {
-            Ok(r) => r,
-            Err(_) => Err(PluginError::hook_timeout(hook, timeout)),
-        };
+    let result = match tokio::time::timeout(
+        backstop(plugin, timeout),
+        plugin.plugin.on_hook(hook, ex),
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(_) => Err(PluginError::hook_timeout(hook, timeout)),
+    };
     plugin
         .state
         .hook(hook)
