@@ -14,7 +14,7 @@ use plugd_manifest::{FailurePolicy, HookType};
 use crate::error::PluginError;
 use crate::exchange::{Exchange, Response, Stage};
 use crate::host::Loaded;
-use crate::plugin::{Action, RouteOptions};
+use crate::plugin::{Action, MiddlewareReg, RouteOptions, glob_matches};
 use crate::state::{Status, hook_index};
 
 /// Extra time granted past a call's own deadline before the host gives up on a plugin that does
@@ -45,10 +45,23 @@ struct RouteEntry {
     options: RouteOptions,
 }
 
-/// One immutable snapshot of every hook and route.
+#[derive(Clone)]
+struct MiddlewareEntry {
+    plugin: Arc<Loaded>,
+    reg: MiddlewareReg,
+}
+
+impl MiddlewareEntry {
+    fn covers(&self, path: &str) -> bool {
+        self.reg.routes.is_empty() || self.reg.routes.iter().any(|g| glob_matches(g, path))
+    }
+}
+
+/// One immutable snapshot of every hook, middleware and route.
 #[derive(Default)]
 pub struct DispatchTable {
     hooks: [Vec<HookEntry>; 7],
+    middleware: Vec<MiddlewareEntry>,
     routes: matchit::Router<Vec<RouteEntry>>,
     /// Every loaded plugin by name, to answer 503 for a plugin that is not running.
     plugins: Vec<Arc<Loaded>>,
@@ -83,6 +96,12 @@ impl DispatchTable {
                     priority: *priority,
                 });
             }
+            for m in &regs.middleware {
+                table.middleware.push(MiddlewareEntry {
+                    plugin: p.clone(),
+                    reg: m.clone(),
+                });
+            }
             for r in &regs.routes {
                 let full = format!("/plugins/{}{}", p.name, r.path);
                 let entry = RouteEntry {
@@ -101,6 +120,9 @@ impl DispatchTable {
             // Stable: equal priorities keep start order.
             list.sort_by_key(|h| std::cmp::Reverse(h.priority));
         }
+        table
+            .middleware
+            .sort_by_key(|m| std::cmp::Reverse(m.reg.priority));
         for (path, entries) in by_path {
             table
                 .routes
@@ -112,6 +134,11 @@ impl DispatchTable {
 
     fn hooks(&self, hook: HookType) -> &[HookEntry] {
         &self.hooks[hook_index(hook)]
+    }
+
+    /// Number of registered middleware.
+    pub fn middleware_count(&self) -> usize {
+        self.middleware.len()
     }
 
     /// Number of registered hooks of a type.
@@ -159,7 +186,7 @@ impl Dispatcher {
         let early = run_pre_request(&table, &mut ex).await;
         let response = match early {
             Some(r) => r,
-            None => route(&table, &mut ex).await,
+            None => through_middleware(&table, &mut ex).await,
         };
         ex.response = Some(response);
         for hook in [HookType::PostRequest, HookType::PreResponse] {
@@ -258,6 +285,87 @@ async fn run_pre_request(table: &DispatchTable, ex: &mut Exchange) -> Option<Res
         }
     }
     None
+}
+
+/// The middleware chain around the route: `on_request` in priority order (one may answer early),
+/// the handler, then `on_response` of those that ran, in reverse order.
+async fn through_middleware(table: &DispatchTable, ex: &mut Exchange) -> Response {
+    if table.middleware.is_empty() {
+        return route(table, ex).await;
+    }
+    let mut ran: Vec<&MiddlewareEntry> = Vec::new();
+    let mut answer = None;
+    let path = ex.path.clone();
+    for m in table.middleware.iter().filter(|m| m.covers(&path)) {
+        let closed = m.plugin.failure_policy == FailurePolicy::FailClosed;
+        if m.plugin.state.status() != Status::Running {
+            if closed {
+                answer = Some(unavailable(&m.plugin));
+                break;
+            }
+            continue;
+        }
+        ex.stage = Stage::MiddlewareRequest;
+        let result =
+            call_middleware(m, "on-request", m.plugin.plugin.on_request(&m.reg.name, ex)).await;
+        match result {
+            Ok(Action::Continue) => ran.push(m),
+            Ok(Action::Respond(r)) => {
+                ran.push(m);
+                answer = Some(r);
+                break;
+            }
+            Err(e) if closed => {
+                answer = Some(Response::error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("plugin '{}' failed: {e}", m.plugin.name),
+                ));
+                break;
+            }
+            Err(_) => {}
+        }
+    }
+    let response = match answer {
+        Some(r) => r,
+        None => route(table, ex).await,
+    };
+    ex.response = Some(response);
+    for m in ran.iter().rev() {
+        ex.stage = Stage::MiddlewareResponse;
+        let _ = call_middleware(
+            m,
+            "on-response",
+            m.plugin.plugin.on_response(&m.reg.name, ex),
+        )
+        .await;
+    }
+    ex.response
+        .take()
+        .unwrap_or_else(|| Response::new(StatusCode::INTERNAL_SERVER_ERROR))
+}
+
+/// One middleware call with its deadline and error accounting.
+async fn call_middleware<T>(
+    m: &MiddlewareEntry,
+    step: &str,
+    call: impl std::future::Future<Output = Result<T, PluginError>>,
+) -> Result<T, PluginError> {
+    let timeout = m.plugin.limits.timeout;
+    let result = match tokio::time::timeout(backstop(&m.plugin, timeout), call).await {
+        Ok(r) => r,
+        Err(_) => Err(PluginError::Timeout(format!(
+            "middleware {} {step} exceeded {} timeout",
+            m.reg.name,
+            humantime::format_duration(timeout)
+        ))),
+    };
+    if let Err(e) = &result {
+        m.plugin
+            .state
+            .record_error(format!("middleware {} {step}: {e}", m.reg.name));
+        tracing::warn!(plugin = %m.plugin.name, middleware = %m.reg.name, step, error = %e, "middleware failed");
+    }
+    result
 }
 
 /// post_request / pre_response: may change or replace the response.

@@ -51,7 +51,8 @@ pub use exchange::{Exchange, Identity, Response, Stage};
 pub use host::{Host, HostBuilder, Loader, LoaderContext, PluginHealth, PluginInfo};
 pub use order::{OrderError, OrderNode, dependency_graph, order_nodes, start_order};
 pub use plugin::{
-    Action, Health, InitContext, MIN_TIMER_INTERVAL, Plugin, Registrations, RouteOptions, RouteReg,
+    Action, Health, InitContext, MIN_TIMER_INTERVAL, MiddlewareReg, Plugin, Registrations,
+    RouteOptions, RouteReg, glob_matches,
 };
 pub use services::Services;
 pub use state::{ErrorRecord, HookMetrics, Phase, PluginState, Status};

@@ -70,6 +70,53 @@ pub struct Registrations {
     pub timers: Vec<(String, std::time::Duration)>,
     /// Services it exports.
     pub exports: Vec<String>,
+    /// Middleware: name, priority (higher runs first) and route globs (empty: every request that
+    /// reaches plugin dispatch).
+    pub middleware: Vec<MiddlewareReg>,
+}
+
+/// One registered middleware.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MiddlewareReg {
+    /// Unique within the plugin.
+    pub name: String,
+    /// Higher runs first.
+    pub priority: i32,
+    /// Globs over the request path (`/plugins/shop/*`); `*` matches any run of characters,
+    /// `/` included. Empty: every request.
+    pub routes: Vec<String>,
+}
+
+/// Whether a middleware's globs cover `path`.
+///
+/// ```
+/// use plugd_core::glob_matches;
+/// assert!(glob_matches("/admin/*", "/admin/users/1"));
+/// assert!(glob_matches("/plugins/*/static/*.css", "/plugins/shop/static/site.css"));
+/// assert!(!glob_matches("/admin/*", "/api/admin"));
+/// assert!(glob_matches("/exact", "/exact"));
+/// ```
+pub fn glob_matches(glob: &str, path: &str) -> bool {
+    let (g, p) = (glob.as_bytes(), path.as_bytes());
+    // Iterative wildcard match with backtracking to the last star.
+    let (mut gi, mut pi, mut star, mut mark) = (0, 0, None, 0);
+    while pi < p.len() {
+        if gi < g.len() && g[gi] == b'*' {
+            star = Some(gi);
+            mark = pi;
+            gi += 1;
+        } else if gi < g.len() && g[gi] == p[pi] {
+            gi += 1;
+            pi += 1;
+        } else if let Some(s) = star {
+            gi = s + 1;
+            mark += 1;
+            pi = mark;
+        } else {
+            return false;
+        }
+    }
+    g[gi..].iter().all(|&c| c == b'*')
 }
 
 impl Registrations {
@@ -102,6 +149,44 @@ impl Registrations {
         }
         if !self.subscriptions.iter().any(|s| s == topic) {
             self.subscriptions.push(topic.to_string());
+        }
+        Ok(())
+    }
+
+    /// Register a middleware; needs `router` among `granted`.
+    pub fn add_middleware(
+        &mut self,
+        plugin: &str,
+        granted: &BTreeSet<Permission>,
+        middleware: MiddlewareReg,
+    ) -> Result<(), HostError> {
+        if !granted.contains(&Permission::Router) {
+            return Err(HostError::permission_denied(plugin, Permission::Router));
+        }
+        if middleware.name.is_empty() {
+            return Err(HostError::Invalid(
+                "middleware name must not be empty".into(),
+            ));
+        }
+        match self.middleware.iter().find(|m| m.name == middleware.name) {
+            Some(m) if *m == middleware => Ok(()),
+            Some(_) => Err(HostError::Invalid(format!(
+                "middleware '{}' is already registered",
+                middleware.name
+            ))),
+            None => {
+                self.middleware.push(middleware);
+                Ok(())
+            }
+        }
+    }
+
+    /// Remove a middleware registered earlier.
+    pub fn remove_middleware(&mut self, name: &str) -> Result<(), HostError> {
+        let before = self.middleware.len();
+        self.middleware.retain(|m| m.name != name);
+        if self.middleware.len() == before {
+            return Err(HostError::NotFound(format!("no middleware named '{name}'")));
         }
         Ok(())
     }
@@ -232,6 +317,28 @@ impl<'a> InitContext<'a> {
         self
     }
 
+    /// Register a middleware (needs `router`): `on_request` runs before the handler, in priority
+    /// order, and may answer early; `on_response` runs after it, in reverse order.
+    pub fn register_middleware(
+        &mut self,
+        name: &str,
+        priority: i32,
+        routes: &[&str],
+    ) -> Result<(), HostError> {
+        let reg = MiddlewareReg {
+            name: name.to_string(),
+            priority,
+            routes: routes.iter().map(|r| r.to_string()).collect(),
+        };
+        self.registrations
+            .add_middleware(self.name, self.granted, reg)
+    }
+
+    /// Remove a middleware registered earlier in `init`.
+    pub fn unregister_middleware(&mut self, name: &str) -> Result<(), HostError> {
+        self.registrations.remove_middleware(name)
+    }
+
     /// Export a service (declared under the manifest's `exports`) that other plugins reach with
     /// [`Services::call`]; calls arrive in [`Plugin::call_service`].
     pub fn export_service(&mut self, service: &str) -> Result<(), HostError> {
@@ -338,6 +445,10 @@ impl<'a> InitContext<'a> {
                 self.registrations.routes.push(route);
             }
         }
+        for m in other.middleware {
+            self.registrations
+                .add_middleware(self.name, self.granted, m)?;
+        }
         for service in other.exports {
             self.registrations
                 .add_export(self.name, self.exports, &service)?;
@@ -430,6 +541,20 @@ pub trait Plugin: Send + Sync + 'static {
     /// An event on a topic it subscribed to. Delivered one at a time per subscription, off the
     /// publisher's path; an error is counted, never passed to the publisher.
     async fn on_event(&self, _event: &Event) -> Result<(), PluginError> {
+        Ok(())
+    }
+
+    /// A registered middleware, before the handler: continue (changes stand) or answer early.
+    async fn on_request(
+        &self,
+        _middleware: &str,
+        _ex: &mut Exchange,
+    ) -> Result<Action, PluginError> {
+        Ok(Action::Continue)
+    }
+
+    /// A registered middleware, after the handler (or an early answer): may change the response.
+    async fn on_response(&self, _middleware: &str, _ex: &mut Exchange) -> Result<(), PluginError> {
         Ok(())
     }
 

@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use parking_lot::RwLock;
 use plugd_core::{
-    Exchange, HookType, HostError, Identity, Permission, PluginStore, Publisher, Registrations,
-    RouteOptions, Services,
+    Exchange, HookType, HostError, Identity, MiddlewareReg, Permission, PluginStore, Publisher,
+    Registrations, RouteOptions, Services,
 };
 use wasmtime::component::{Resource, ResourceTable};
 use wasmtime::{ResourceLimiter, StoreLimits};
@@ -365,16 +365,24 @@ impl wit::registry::Host for InstanceState {
     }
     fn register_middleware(
         &mut self,
-        _: String,
-        _: i32,
-        _: Vec<String>,
+        name: String,
+        priority: i32,
+        routes: Vec<String>,
     ) -> Result<(), types::HostError> {
-        self.require(Permission::Router).map_err(to_wit)?;
-        unsupported("registry.register-middleware")
+        let shared = self.shared.clone();
+        let reg = MiddlewareReg {
+            name,
+            priority,
+            routes,
+        };
+        self.registering()
+            .and_then(|r| r.add_middleware(&shared.name, &shared.granted, reg))
+            .map_err(to_wit)
     }
-    fn unregister_middleware(&mut self, _: String) -> Result<(), types::HostError> {
-        self.require(Permission::Router).map_err(to_wit)?;
-        unsupported("registry.unregister-middleware")
+    fn unregister_middleware(&mut self, name: String) -> Result<(), types::HostError> {
+        self.registering()
+            .and_then(|r| r.remove_middleware(&name))
+            .map_err(to_wit)
     }
     fn subscribe(&mut self, topic: String) -> Result<(), types::HostError> {
         let shared = self.shared.clone();

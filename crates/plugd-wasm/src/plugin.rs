@@ -96,6 +96,8 @@ enum Call<'a> {
     Health,
     Hook(HookType, &'a mut Exchange),
     Handle(&'a str, &'a mut Exchange),
+    MiddlewareRequest(&'a str, &'a mut Exchange),
+    MiddlewareResponse(&'a str, &'a mut Exchange),
     Event(&'a Event),
     Tick(&'a str),
     Command(&'a str, &'a [String]),
@@ -147,6 +149,8 @@ impl<'a> Call<'a> {
             Call::Handle(route, _) => CallKind::Route(route),
             Call::Event(_) => CallKind::Named("on-event"),
             Call::Tick(_) => CallKind::Named("on-tick"),
+            Call::MiddlewareRequest(..) => CallKind::Named("middleware on-request"),
+            Call::MiddlewareResponse(..) => CallKind::Named("middleware on-response"),
             Call::Command(..) => CallKind::Named("run-command"),
             Call::Service { .. } => CallKind::Named("call-service"),
         }
@@ -373,6 +377,18 @@ fn humantime_like(d: Duration) -> String {
     }
 }
 
+/// Lend the exchange to the guest for one call: move it into the instance's resource table, pass
+/// a borrow handle, and take it back whatever the call did.
+macro_rules! lend {
+    ($store:ident, $ex:ident, |$borrowed:ident| $call:expr) => {{
+        let res = $store.data_mut().table.push(std::mem::take($ex))?;
+        let $borrowed = wasmtime::component::Resource::<Exchange>::new_borrow(res.rep());
+        let out = $call.await;
+        *$ex = $store.data_mut().table.delete(res)?;
+        out?
+    }};
+}
+
 /// Call the guest. An `Err` is a trap or a host-side failure: the instance must be dropped.
 async fn invoke(inst: &mut Instance, call: Call<'_>, shared: &Shared) -> wasmtime::Result<Reply> {
     let g = inst.world.plugd_plugin_guest();
@@ -389,20 +405,20 @@ async fn invoke(inst: &mut Instance, call: Call<'_>, shared: &Shared) -> wasmtim
             Reply::Unit(g.call_on_config_change(&mut *store, config).await?)
         }
         Call::Health => Reply::Health(g.call_health_check(&mut *store).await?),
-        Call::Hook(hook, ex) => {
-            let res = store.data_mut().table.push(std::mem::take(ex))?;
-            let borrowed = wasmtime::component::Resource::<Exchange>::new_borrow(res.rep());
-            let out = g
-                .call_on_hook(&mut *store, hook_to_wit(hook), borrowed)
-                .await;
-            *ex = store.data_mut().table.delete(res)?;
-            Reply::Action(out?)
-        }
+        Call::Hook(hook, ex) => Reply::Action(lend!(store, ex, |borrowed| g.call_on_hook(
+            &mut *store,
+            hook_to_wit(hook),
+            borrowed
+        ))),
         Call::Event(event) => Reply::Unit(
             g.call_on_event(&mut *store, &event.topic, &event.payload, &event.source)
                 .await?,
         ),
         Call::Tick(timer) => Reply::Unit(g.call_on_tick(&mut *store, timer).await?),
+        Call::MiddlewareRequest(name, ex) => Reply::Action(lend!(store, ex, |borrowed| g
+            .call_on_request(&mut *store, name, borrowed))),
+        Call::MiddlewareResponse(name, ex) => Reply::Unit(lend!(store, ex, |borrowed| g
+            .call_on_response(&mut *store, name, borrowed))),
         Call::Command(command, args) => {
             Reply::Text(g.call_run_command(&mut *store, command, args).await?)
         }
@@ -415,14 +431,19 @@ async fn invoke(inst: &mut Instance, call: Call<'_>, shared: &Shared) -> wasmtim
             g.call_call_service(&mut *store, service, method, payload, caller)
                 .await?,
         ),
-        Call::Handle(route, ex) => {
-            let res = store.data_mut().table.push(std::mem::take(ex))?;
-            let borrowed = wasmtime::component::Resource::<Exchange>::new_borrow(res.rep());
-            let out = g.call_handle_request(&mut *store, route, borrowed).await;
-            *ex = store.data_mut().table.delete(res)?;
-            Reply::Response(out?)
-        }
+        Call::Handle(route, ex) => Reply::Response(lend!(store, ex, |borrowed| g
+            .call_handle_request(&mut *store, route, borrowed))),
     })
+}
+
+/// The decision of a hook or middleware.
+fn action_from(reply: Reply) -> Result<Action, PluginError> {
+    match reply {
+        Reply::Action(Ok(types::Action::Continue)) => Ok(Action::Continue),
+        Reply::Action(Ok(types::Action::Respond(r))) => Ok(Action::Respond(response_from_wit(r)?)),
+        Reply::Action(Err(m)) => Err(PluginError::Failed(m)),
+        _ => Ok(Action::Continue),
+    }
 }
 
 fn response_from_wit(r: types::Response) -> Result<Response, PluginError> {
@@ -537,14 +558,7 @@ impl Plugin for WasmPlugin {
     }
 
     async fn on_hook(&self, hook: HookType, ex: &mut Exchange) -> Result<Action, PluginError> {
-        match self.with_instance(Call::Hook(hook, ex)).await? {
-            Reply::Action(Ok(types::Action::Continue)) => Ok(Action::Continue),
-            Reply::Action(Ok(types::Action::Respond(r))) => {
-                Ok(Action::Respond(response_from_wit(r)?))
-            }
-            Reply::Action(Err(m)) => Err(PluginError::Failed(m)),
-            _ => Ok(Action::Continue),
-        }
+        action_from(self.with_instance(Call::Hook(hook, ex)).await?)
     }
 
     async fn handle_request(
@@ -589,6 +603,23 @@ impl Plugin for WasmPlugin {
         match self.with_instance(Call::Command(command, args)).await? {
             Reply::Text(r) => r.map_err(PluginError::Failed),
             _ => Err(PluginError::Failed("unexpected reply".into())),
+        }
+    }
+
+    async fn on_request(&self, middleware: &str, ex: &mut Exchange) -> Result<Action, PluginError> {
+        action_from(
+            self.with_instance(Call::MiddlewareRequest(middleware, ex))
+                .await?,
+        )
+    }
+
+    async fn on_response(&self, middleware: &str, ex: &mut Exchange) -> Result<(), PluginError> {
+        match self
+            .with_instance(Call::MiddlewareResponse(middleware, ex))
+            .await?
+        {
+            Reply::Unit(Err(m)) => Err(PluginError::Failed(m)),
+            _ => Ok(()),
         }
     }
 

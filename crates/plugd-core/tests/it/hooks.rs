@@ -177,3 +177,92 @@ async fn a_slow_native_hook_gets_the_seed_timeout_message() {
     );
     host.shutdown().await;
 }
+
+#[tokio::test]
+async fn middleware_wraps_matching_routes_in_priority_order() {
+    let j: Journal = Arc::new(Mutex::new(Vec::new()));
+    let mut outer = Recorder::new("outer", &j);
+    outer.middleware = Some((300, &[]));
+    let mut inner = Recorder::new("inner", &j);
+    inner.middleware = Some((100, &["/plugins/app/*"]));
+    let mut other = Recorder::new("other", &j);
+    other.middleware = Some((200, &["/plugins/elsewhere/*"]));
+    let mut app = Recorder::new("app", &j);
+    app.route = Some("/x");
+    let (host, _dir) = host_with(vec![inner, outer, other, app]).await;
+    assert_eq!(host.dispatcher().table().middleware_count(), 3);
+    j.lock().clear();
+    let r = host
+        .dispatcher()
+        .handle(Exchange::new(Method::GET, "/plugins/app/x"))
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        (&r.headers["x-mw-outer"], &r.headers["x-mw-inner"]),
+        (&"1".parse().unwrap(), &"1".parse().unwrap())
+    );
+    let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(
+        body["seen"],
+        serde_json::json!(["x-seen-outer", "x-seen-inner"])
+    );
+    assert_eq!(
+        *j.lock(),
+        [
+            "outer:mw request",
+            "inner:mw request",
+            "app:handle /x",
+            "inner:mw response",
+            "outer:mw response"
+        ]
+    );
+    host.unload_plugin("outer", false).await.unwrap();
+    assert_eq!(
+        host.dispatcher().table().middleware_count(),
+        2,
+        "unload removes its middleware"
+    );
+    host.shutdown().await;
+}
+
+#[tokio::test]
+async fn middleware_may_answer_early_and_still_sees_the_response() {
+    let j: Journal = Arc::new(Mutex::new(Vec::new()));
+    let mut guard = Recorder::new("guard", &j);
+    guard.middleware = Some((100, &["/plugins/app/*"]));
+    guard.answer_early = true;
+    let mut app = Recorder::new("app", &j);
+    app.route = Some("/x");
+    let (host, _dir) = host_with(vec![guard, app]).await;
+    j.lock().clear();
+    let r = host
+        .dispatcher()
+        .handle(Exchange::new(Method::GET, "/plugins/app/x"))
+        .await;
+    assert_eq!(r.status, 403);
+    assert_eq!(r.headers["x-mw-guard"], "1");
+    assert_eq!(*j.lock(), ["guard:mw request", "guard:mw response"]);
+    host.shutdown().await;
+}
+
+#[tokio::test]
+async fn middleware_needs_the_router_permission() {
+    let dir = tempfile::tempdir().unwrap();
+    let j: Journal = Arc::new(Mutex::new(Vec::new()));
+    let mut mw = Recorder::new("mw", &j);
+    mw.middleware = Some((100, &[]));
+    let host = Host::builder()
+        .config(crate::config(
+            dir.path(),
+            "plugins:\n  plugins:\n    - name: mw\n      permissions: { router: false }\n",
+        ))
+        .native(crate::manifest("mw", ""), mw)
+        .build()
+        .unwrap();
+    host.start().await.unwrap();
+    let err = host.plugin_info("mw").unwrap().last_error.unwrap().message;
+    assert!(
+        err.contains("permission denied: plugin 'mw' attempted router access without permission"),
+        "{err}"
+    );
+}

@@ -31,6 +31,8 @@ pub struct Recorder {
     pub publisher: Mutex<Option<plugd_core::Publisher>>,
     pub timer: Option<std::time::Duration>,
     pub hook_sleep: Option<std::time::Duration>,
+    /// A middleware: priority and globs.
+    pub middleware: Option<(i32, &'static [&'static str])>,
 }
 
 impl Recorder {
@@ -49,6 +51,7 @@ impl Recorder {
             publisher: Mutex::new(None),
             timer: None,
             hook_sleep: None,
+            middleware: None,
         }
     }
 
@@ -69,6 +72,10 @@ impl Plugin for Recorder {
         self.log("init");
         for (hook, priority) in &self.hooks {
             ctx.register_hook(*hook, *priority).map_err(failed)?;
+        }
+        if let Some((priority, routes)) = self.middleware {
+            ctx.register_middleware("mw", priority, routes)
+                .map_err(failed)?;
         }
         if let Some(every) = self.timer {
             ctx.register_timer("beat", every).map_err(failed)?;
@@ -120,6 +127,23 @@ impl Plugin for Recorder {
     async fn on_event(&self, event: &plugd_core::Event) -> Result<(), PluginError> {
         self.log(format!("event {} from {}", event.topic, event.source));
         Ok(())
+    }
+    async fn on_request(&self, middleware: &str, ex: &mut Exchange) -> Result<Action, PluginError> {
+        self.log(format!("{middleware} request"));
+        if self.answer_early {
+            return Ok(Action::Respond(Response::json(
+                http::StatusCode::FORBIDDEN,
+                &serde_json::json!({"error": "middleware"}),
+            )));
+        }
+        ex.set_header(&format!("x-seen-{}", self.name), "1")
+            .map_err(failed)?;
+        Ok(Action::Continue)
+    }
+    async fn on_response(&self, middleware: &str, ex: &mut Exchange) -> Result<(), PluginError> {
+        self.log(format!("{middleware} response"));
+        ex.set_response_header(&format!("x-mw-{}", self.name), "1")
+            .map_err(failed)
     }
     async fn on_tick(&self, timer: &str) -> Result<(), PluginError> {
         self.log(format!("tick {timer}"));

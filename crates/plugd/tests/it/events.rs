@@ -135,3 +135,32 @@ async fn a_wasm_plugin_calls_another_plugins_service() {
     );
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wasm_middleware_wraps_another_plugins_routes() {
+    let server = TestServer::start(&config()).await;
+    let r = server.get("/plugins/trapper/ok").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-spinner-mw"], "seen");
+    let r = server.get("/plugins/spinner/ok").await;
+    assert!(
+        r.headers().get("x-spinner-mw").is_none(),
+        "globs limit it to trapper's routes"
+    );
+    let r = server
+        .client
+        .get(format!("{}/plugins/trapper/ok", server.url))
+        .header("x-block", "1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 418);
+    assert_eq!(r.headers()["x-spinner-mw"], "seen");
+    server.host.unload_plugin("spinner", false).await.unwrap();
+    let r = server.get("/plugins/trapper/ok").await;
+    assert!(
+        r.headers().get("x-spinner-mw").is_none(),
+        "unload removes the middleware"
+    );
+    server.stop().await;
+}

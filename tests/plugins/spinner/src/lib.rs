@@ -1,7 +1,7 @@
 //! `spinner` (test plugin): its pre_request hook (declared in plugin.yaml) loops forever when the
 //! request has `x-spin: 1`, so the host's per-call deadline must stop it. GET /ok answers.
 //! It subscribes to `test.*` (manifest) and lists what it received at GET /events; its `beat`
-//! timer counts at GET /ticks.
+//! timer counts at GET /ticks; its `stamp` middleware wraps trapper's routes.
 use plugd_guest::prelude::*;
 use plugd_guest::{register, services, storage};
 
@@ -14,6 +14,9 @@ impl Plugin for Spinner {
         register::route("GET", "/events")?;
         register::route("GET", "/ticks")?;
         register::route("GET", "/call")?;
+        // Around trapper's routes: a request header in, a response header out; `x-block: 1`
+        // answers early.
+        register::middleware("stamp", 10, &["/plugins/trapper/*"])?;
         register::timer("beat", std::time::Duration::from_millis(50))?;
         Ok(())
     }
@@ -35,6 +38,19 @@ impl Plugin for Spinner {
         let mut seen = storage::get_string("events")?.unwrap_or_default();
         seen.push_str(&format!("{topic} from {source}: {}\n", String::from_utf8_lossy(payload)));
         storage::set_string("events", &seen)
+    }
+
+    fn on_request(&mut self, _middleware: &str, exchange: &Exchange) -> Result<Action> {
+        if exchange.header("x-block").as_deref() == Some("1") {
+            return Ok(Action::Respond(Response::text(418, "blocked by spinner middleware")));
+        }
+        exchange.set_header("x-stamped", "spinner")?;
+        Ok(Action::Continue)
+    }
+
+    fn on_response(&mut self, _middleware: &str, exchange: &Exchange) -> Result<()> {
+        exchange.set_response_header("x-spinner-mw", "seen")?;
+        Ok(())
     }
 
     /// The `beat` timer (every 50 ms, on one instance at a time) counts in storage.
