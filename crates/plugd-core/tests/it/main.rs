@@ -4,6 +4,7 @@ mod events;
 mod hooks;
 mod lifecycle;
 mod manage;
+mod resolver;
 
 use std::sync::Arc;
 
