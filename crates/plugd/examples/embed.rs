@@ -1,0 +1,80 @@
+//! plugd embedded in an existing axum application, next to the application's own routes, with a
+//! native plugin compiled in and the wasm plugins of `examples/plugd.yaml` loaded from disk.
+//!
+//! ```sh
+//! scripts/build-examples.sh
+//! cargo run -p plugd --example embed
+//! curl localhost:3000/app/hello              # the application's own route
+//! curl localhost:3000/plugins/clock/now      # the native plugin
+//! curl 'localhost:3000/plugins/hello/greet?name=Ada'   # a wasm plugin
+//! ```
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::routing::get;
+use plugd::manifest::{Format, HostConfig, Manifest};
+use plugd::{Exchange, InitContext, Plugin, PluginError, Response, RouteOptions};
+
+/// A native plugin: a route that tells the time, in a dozen lines.
+struct Clock;
+
+#[async_trait::async_trait]
+impl Plugin for Clock {
+    async fn init(&self, ctx: &mut InitContext<'_>) -> Result<(), PluginError> {
+        ctx.register_route("GET", "/now", RouteOptions::default())
+            .map_err(|e| PluginError::Failed(e.to_string()))
+    }
+
+    async fn handle_request(
+        &self,
+        _route: &str,
+        _ex: &mut Exchange,
+    ) -> Result<Response, PluginError> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        Ok(Response::json(
+            http::StatusCode::OK,
+            &serde_json::json!({ "unix": now }),
+        ))
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt().with_env_filter("info").init();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let config = HostConfig::from_path(&root.join("examples/plugd.yaml"))?;
+    let manifest = Manifest::from_str(
+        "name: clock\nversion: 1.0.0\ndescription: Tells the time\nauthor: you\npermissions: { router: true }\n",
+        Format::Yaml,
+        None,
+    )?;
+    let runtime = plugd::wasm::WasmRuntime::new(plugd::wasm::RuntimeOptions {
+        cache_dir: config.data_dir.join("cache").join("components"),
+    })
+    .map_err(anyhow::Error::msg)?;
+    let host = plugd::Host::builder()
+        .config(config)
+        .loader(runtime)
+        .native(manifest, Clock)
+        .build()?;
+    host.start().await?;
+
+    let admin = plugd::server::AdminToken::resolve(host.config()).map_err(anyhow::Error::msg)?;
+    // The application's own routes first; everything else goes through plugd.
+    let app = Router::new()
+        .route("/app/hello", get(|| async { "hello from the application" }))
+        .merge(plugd::server::router(host.clone(), admin));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+    tracing::info!("listening on http://127.0.0.1:3000");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    host.shutdown().await;
+    Ok(())
+}
