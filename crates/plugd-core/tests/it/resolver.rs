@@ -18,7 +18,7 @@ fn manifests(edges: &[(usize, usize)], n: usize) -> Vec<Manifest> {
         .map(|i| {
             let mut m = template.clone();
             m.name = format!("p{i}");
-            for &(from, to) in edges.iter().filter(|(from, _)| *from == i) {
+            for &(_, to) in edges.iter().filter(|(from, _)| *from == i) {
                 m.dependencies.push(Dependency {
                     name: format!("p{to}"),
                     version: semver::VersionReq::STAR,
