@@ -24,6 +24,7 @@ use crate::plugin::{Health, InitContext, Plugin, Registrations};
 use crate::services::Services;
 use crate::state::{ErrorRecord, HookMetrics, Phase, PluginState, Status};
 use crate::store::{PluginStore, Store};
+use crate::tasks::Tasks;
 
 /// The version plugins' `framework.version` requirements are checked against.
 pub const FRAMEWORK_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -90,8 +91,8 @@ pub(crate) struct Loaded {
     pub(crate) registrations: ArcSwap<Registrations>,
     /// `<plugin dir>/assets`, canonical, when the plugin has one.
     pub(crate) assets: Option<PathBuf>,
-    /// Its timer tasks while it runs.
-    pub(crate) tasks: parking_lot::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Its timer and background tasks while it runs.
+    pub(crate) tasks: Tasks,
 }
 
 /// A placeholder for a plugin that never loaded: answers nothing, counts as failed.
@@ -1019,7 +1020,8 @@ impl Host {
             &mut regs,
         )
         .with_events(&subscribes, &publisher)
-        .with_services(&exports, &self.inner.services);
+        .with_services(&exports, &self.inner.services)
+        .with_tasks(&c.loaded.tasks);
         c.loaded
             .plugin
             .init(&mut ctx)
@@ -1089,10 +1091,9 @@ impl Host {
 /// Start a task per timer of a running plugin.
 fn start_timers(p: &Arc<Loaded>) {
     let timers = p.registrations.load().timers.clone();
-    let mut tasks = p.tasks.lock();
     for (name, every) in timers {
         let plugin = p.clone();
-        tasks.push(tokio::spawn(async move {
+        p.tasks.spawn(async move {
             let mut interval = tokio::time::interval(every);
             interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
             interval.tick().await; // the first tick is immediate: wait one interval instead
@@ -1111,17 +1112,13 @@ fn start_timers(p: &Arc<Loaded>) {
                 plugin.state.record_error(format!("timer {name}: {error}"));
                 tracing::warn!(plugin = %plugin.name, timer = %name, %error, "timer tick failed");
             }
-        }));
+        });
     }
 }
 
-/// Cancel a plugin's timer tasks and wait until they are gone (a tick in progress is dropped).
+/// Cancel a plugin's timers and background tasks and wait until they are gone.
 async fn stop_timers(p: &Loaded) {
-    let tasks = std::mem::take(&mut *p.tasks.lock());
-    for task in tasks {
-        task.abort();
-        let _ = task.await;
-    }
+    p.tasks.cancel_all().await;
 }
 
 fn check_frameworks(candidates: &mut [Candidate], abort: bool) -> Result<(), LoadError> {

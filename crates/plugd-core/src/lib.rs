@@ -39,6 +39,7 @@ mod plugin;
 mod services;
 mod state;
 mod store;
+mod tasks;
 
 pub use assets::content_type;
 pub use check::{CheckReport, Checked, check_config, check_entry};
@@ -57,5 +58,6 @@ pub use plugin::{
 pub use services::Services;
 pub use state::{ErrorRecord, HookMetrics, Phase, PluginState, Status};
 pub use store::{PluginStore, Store};
+pub use tasks::Tasks;
 
 pub use plugd_manifest::{HookType, Permission};

@@ -13,6 +13,7 @@ use crate::events::{Event, Publisher};
 use crate::exchange::{Exchange, Response};
 use crate::services::Services;
 use crate::store::PluginStore;
+use crate::tasks::Tasks;
 
 /// The shortest timer interval accepted.
 pub const MIN_TIMER_INTERVAL: std::time::Duration = std::time::Duration::from_millis(10);
@@ -286,6 +287,7 @@ pub struct InitContext<'a> {
     pub(crate) publisher: Option<&'a Publisher>,
     pub(crate) exports: &'a [String],
     pub(crate) services: Option<&'a Arc<Services>>,
+    pub(crate) tasks: Option<&'a Tasks>,
 }
 
 impl<'a> InitContext<'a> {
@@ -307,7 +309,22 @@ impl<'a> InitContext<'a> {
             publisher: None,
             exports: &[],
             services: None,
+            tasks: None,
         }
+    }
+
+    /// The same, with the plugin's background tasks.
+    pub fn with_tasks(mut self, tasks: &'a Tasks) -> Self {
+        self.tasks = Some(tasks);
+        self
+    }
+
+    /// The plugin's background tasks (seed 000): keep the handle and spawn in `start`; the host
+    /// cancels them when the plugin stops and awaits them before `cleanup`.
+    pub fn tasks(&self) -> Result<Tasks, HostError> {
+        self.tasks
+            .cloned()
+            .ok_or_else(|| HostError::unsupported("background tasks (no host in this context)"))
     }
 
     /// The same, with the services the manifest lets it export and the host's container.

@@ -137,3 +137,28 @@ async fn a_timer_faster_than_the_minimum_is_refused() {
         .message;
     assert!(err.contains("under the minimum"), "{err}");
 }
+
+#[tokio::test]
+async fn background_tasks_are_cancelled_on_stop_and_gone_before_cleanup() {
+    let dir = tempfile::tempdir().unwrap();
+    let j: Journal = Arc::new(Mutex::new(Vec::new()));
+    let mut worker = Recorder::new("worker", &j);
+    worker.background = true;
+    let host = Host::builder()
+        .config(config(dir.path(), "plugins:\n  plugins: []\n"))
+        .native(manifest("worker", ""), worker)
+        .build()
+        .unwrap();
+    host.start().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    host.shutdown().await;
+    let log = j.lock().clone();
+    assert!(
+        log.iter().filter(|e| *e == "worker:bg").count() >= 2,
+        "{log:?}"
+    );
+    let stop = log.iter().position(|e| e == "worker:stop").unwrap();
+    assert!(log[stop..].iter().all(|e| e != "worker:bg"), "{log:?}");
+    tokio::time::sleep(Duration::from_millis(40)).await;
+    assert_eq!(j.lock().len(), log.len(), "the task is gone");
+}

@@ -34,6 +34,9 @@ pub struct Recorder {
     pub hook_sleep: Option<std::time::Duration>,
     /// A middleware: priority and globs.
     pub middleware: Option<(i32, &'static [&'static str])>,
+    /// Spawn a background task in `start` that writes "bg" every 10 ms.
+    pub background: bool,
+    pub tasks: Mutex<Option<plugd_core::Tasks>>,
 }
 
 impl Recorder {
@@ -53,6 +56,8 @@ impl Recorder {
             timer: None,
             hook_sleep: None,
             middleware: None,
+            background: false,
+            tasks: Mutex::new(None),
         }
     }
 
@@ -85,6 +90,7 @@ impl Plugin for Recorder {
             ctx.subscribe(topic).map_err(failed)?;
         }
         *self.publisher.lock() = Some(ctx.publisher().map_err(failed)?);
+        *self.tasks.lock() = Some(ctx.tasks().map_err(failed)?);
         if let Some(route) = self.route {
             ctx.register_route("GET", route, RouteOptions::default())
                 .map_err(failed)?;
@@ -96,6 +102,17 @@ impl Plugin for Recorder {
     }
     async fn start(&self) -> Result<(), PluginError> {
         self.log("start");
+        let tasks = self.tasks.lock().clone();
+        if let (true, Some(tasks)) = (self.background, tasks) {
+            let journal = self.journal.clone();
+            let name = self.name;
+            tasks.spawn(async move {
+                loop {
+                    journal.lock().push(format!("{name}:bg"));
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+            });
+        }
         if let Some(topic) = self.publish_on_start {
             let publisher = self.publisher.lock().clone();
             if let Some(p) = publisher {
