@@ -796,6 +796,25 @@ impl Host {
     /// first failure is returned (plugins already started are stopped again).
     pub async fn start(&self) -> Result<(), LoadError> {
         let abort = self.inner.config.plugins.on_failure == OnFailure::Abort;
+        self.load_all().await?;
+        let result = async {
+            self.init_pass(abort).await?;
+            self.start_pass(abort).await
+        }
+        .await;
+        if let Err(e) = result {
+            let plugins = self.inner.plugins.read().clone();
+            self.stop_plugins(&plugins).await;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// The seed's `LoadPluginsFromConfig`: read every enabled plugin of the host config (and every
+    /// native plugin), check and order them, and load their code. Nothing is initialized yet.
+    /// Under `on_failure: continue` a plugin that cannot load is listed with status `error`.
+    pub async fn load_all(&self) -> Result<(), LoadError> {
+        let abort = self.inner.config.plugins.on_failure == OnFailure::Abort;
         let mut candidates = Vec::new();
         let mut names = HashSet::new();
         // Listed (status `disabled`), never loaded.
@@ -856,50 +875,78 @@ impl Host {
             .collect();
         let mut loaded: Vec<Arc<Loaded>> = Vec::new();
         for mut c in ordered {
-            if c.failure.is_none() {
-                let result = self.bring_up(&mut c, &failed).await;
-                if let Err(e) = result {
-                    if abort {
-                        self.publish(&loaded);
-                        self.stop_all(&loaded).await;
-                        return Err(e);
-                    }
-                    tracing::error!(plugin = %c.loaded.name, error = %e, "plugin failed");
-                    c.loaded.state.fail(e.to_string());
-                    failed.insert(c.loaded.name.clone());
+            if c.failure.is_none()
+                && let Err(e) = self.load_one(&mut c, &failed).await
+            {
+                if abort {
+                    return Err(e);
                 }
+                tracing::error!(plugin = %c.loaded.name, error = %e, "plugin failed to load");
+                c.loaded.state.fail(e.to_string());
+                failed.insert(c.loaded.name.clone());
             }
             loaded.push(Arc::new(c.loaded));
         }
         loaded.extend(disabled.into_iter().map(Arc::new));
         *self.inner.plugins.write() = loaded.clone();
         self.publish(&loaded);
+        Ok(())
+    }
 
-        for p in &loaded {
+    /// The seed's `InitializeAll`: initialize every loaded plugin in order, registering its hooks,
+    /// routes, middleware, subscriptions, services and timers. Stops at the first failure and
+    /// returns it; the plugins already initialized stay initialized.
+    pub async fn initialize_all(&self) -> Result<(), LoadError> {
+        self.init_pass(true).await
+    }
+
+    /// The seed's `StartAll`: start every initialized plugin in order, then run `startup` hooks.
+    /// Stops at the first failure and returns it.
+    pub async fn start_all(&self) -> Result<(), LoadError> {
+        self.start_pass(true).await
+    }
+
+    /// Initialize every plugin loaded and not yet initialized; with `stop_at_first`, the first
+    /// failure ends the pass, else failures are recorded and dependents fail too.
+    async fn init_pass(&self, stop_at_first: bool) -> Result<(), LoadError> {
+        let plugins = self.inner.plugins.read().clone();
+        let mut failed: HashSet<String> = plugins
+            .iter()
+            .filter(|p| p.state.status() == Status::Error)
+            .map(|p| p.name.clone())
+            .collect();
+        let mut outcome = Ok(());
+        for p in &plugins {
+            if p.state.status() != Status::Loading {
+                continue;
+            }
+            if let Err(e) = self.init_one(p, &failed).await {
+                tracing::error!(plugin = %p.name, error = %e, "plugin failed to initialize");
+                p.state.fail(e.to_string());
+                failed.insert(p.name.clone());
+                if stop_at_first {
+                    outcome = Err(e);
+                    break;
+                }
+            }
+        }
+        self.publish(&plugins);
+        outcome
+    }
+
+    /// Start every initialized plugin; then `startup` hooks.
+    async fn start_pass(&self, stop_at_first: bool) -> Result<(), LoadError> {
+        let plugins = self.inner.plugins.read().clone();
+        for p in &plugins {
             if p.state.status() != Status::Initialized {
                 continue;
             }
-            p.state.set_phase(Phase::Starting);
-            match p.plugin.start().await {
-                Ok(()) => {
-                    p.state.set_status(Status::Running);
-                    p.state.set_phase(Phase::Idle);
-                    self.attach_subscriptions(p);
-                    start_timers(p);
-                    tracing::info!(plugin = %p.name, kind = p.kind, "plugin running");
-                }
-                Err(e) => {
-                    let e = LoadError::Start {
-                        plugin: p.name.clone(),
-                        error: e,
-                    };
-                    if abort {
-                        self.stop_all(&loaded).await;
-                        return Err(e);
-                    }
-                    tracing::error!(plugin = %p.name, error = %e, "plugin failed to start");
-                    p.state.fail(e.to_string());
-                    self.fail_dependents(&loaded, &p.name);
+            if let Err(e) = self.start_one(p).await {
+                tracing::error!(plugin = %p.name, error = %e, "plugin failed to start");
+                p.state.fail(e.to_string());
+                self.fail_dependents(&plugins, &p.name);
+                if stop_at_first {
+                    return Err(e);
                 }
             }
         }
@@ -907,6 +954,87 @@ impl Host {
             .dispatcher
             .run_lifecycle_hook(HookType::Startup)
             .await;
+        Ok(())
+    }
+
+    /// Start one initialized plugin and connect its subscriptions and timers.
+    async fn start_one(&self, p: &Arc<Loaded>) -> Result<(), LoadError> {
+        p.state.set_phase(Phase::Starting);
+        let result = p.plugin.start().await;
+        p.state.set_phase(Phase::Idle);
+        result.map_err(|error| LoadError::Start {
+            plugin: p.name.clone(),
+            error,
+        })?;
+        p.state.set_status(Status::Running);
+        self.attach_subscriptions(p);
+        start_timers(p);
+        tracing::info!(plugin = %p.name, kind = p.kind, "plugin running");
+        Ok(())
+    }
+
+    /// The seed's `LoadPlugin`, at run time: read and check one plugin, require its dependencies
+    /// to be running in satisfying versions, then load, initialize and start it and route to it.
+    /// A plugin that fails is not added.
+    pub async fn load_plugin(&self, entry: &PluginEntry) -> Result<(), LoadError> {
+        if self.find(&entry.name).is_some() {
+            return Err(LoadError::Duplicate(entry.name.clone()));
+        }
+        let mut c = self.read_entry(entry)?;
+        if let Some(message) = c.loaded.manifest.as_ref().and_then(framework_error) {
+            return Err(LoadError::Invalid(message));
+        }
+        if let Some(m) = &c.loaded.manifest {
+            let plugins = self.inner.plugins.read().clone();
+            for dep in &m.dependencies {
+                let found = plugins
+                    .iter()
+                    .find(|p| p.name == dep.name && p.state.status() == Status::Running);
+                match found.and_then(|p| p.manifest.as_ref()) {
+                    None if dep.optional => {}
+                    None => {
+                        return Err(LoadError::Invalid(
+                            OrderError::Missing {
+                                plugin: m.name.clone(),
+                                dependency: dep.name.clone(),
+                                requirement: dep.version_text.clone(),
+                            }
+                            .to_string(),
+                        ));
+                    }
+                    Some(d) if !dep.version.matches(&d.version) => {
+                        return Err(LoadError::Invalid(
+                            OrderError::Version {
+                                plugin: m.name.clone(),
+                                dependency: dep.name.clone(),
+                                requirement: dep.version_text.clone(),
+                                found: d.version.to_string(),
+                            }
+                            .to_string(),
+                        ));
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        let none = HashSet::new();
+        self.load_one(&mut c, &none).await?;
+        let p = Arc::new(c.loaded);
+        if let Err(e) = self.init_one(&p, &none).await {
+            self.stop_plugins(std::slice::from_ref(&p)).await;
+            return Err(e);
+        }
+        let plugins = {
+            let mut list = self.inner.plugins.write();
+            list.push(p.clone());
+            list.clone()
+        };
+        if let Err(e) = self.start_one(&p).await {
+            self.inner.plugins.write().retain(|q| !Arc::ptr_eq(q, &p));
+            self.stop_plugins(std::slice::from_ref(&p)).await;
+            return Err(e);
+        }
+        self.publish(&plugins);
         Ok(())
     }
 
@@ -932,32 +1060,23 @@ impl Host {
         }
     }
 
-    /// Load and initialize one candidate.
-    async fn bring_up(&self, c: &mut Candidate, failed: &HashSet<String>) -> Result<(), LoadError> {
+    fn publisher_for(&self, p: &Loaded) -> Publisher {
+        let publishes = p
+            .manifest
+            .as_ref()
+            .map(|m| m.events.publishes.clone())
+            .unwrap_or_default();
+        Publisher::new(self.inner.bus.clone(), &p.name, &publishes)
+    }
+
+    /// Load one candidate: its code, through the loader (compile, check the contract).
+    async fn load_one(&self, c: &mut Candidate, failed: &HashSet<String>) -> Result<(), LoadError> {
         let started = Instant::now();
         let name = c.loaded.name.clone();
-        if let Some(m) = &c.loaded.manifest
-            && let Some(dep) = m.dependencies.iter().find(|d| failed.contains(&d.name))
-        {
-            return Err(LoadError::Dependency {
-                dependency: dep.name.clone(),
-            });
+        if let Some(dep) = failed_dependency(&c.loaded, failed) {
+            return Err(LoadError::Dependency { dependency: dep });
         }
         c.loaded.state.set_status(Status::Loading);
-        let config = c.loaded.config.load_full();
-        let (subscribes, publishes) = c
-            .loaded
-            .manifest
-            .as_ref()
-            .map(|m| (m.events.subscribes.clone(), m.events.publishes.clone()))
-            .unwrap_or_default();
-        let exports: Vec<String> = c
-            .loaded
-            .manifest
-            .as_ref()
-            .map(|m| m.exports.iter().map(|e| e.name.clone()).collect())
-            .unwrap_or_default();
-        let publisher = Publisher::new(self.inner.bus.clone(), &name, &publishes);
         if let (Some(dir), Some(entry), Some(manifest)) = (&c.dir, &c.entry, &c.loaded.manifest) {
             let loader = self
                 .inner
@@ -967,6 +1086,7 @@ impl Host {
                     plugin: name.clone(),
                     message: "this host has no loader for plugins from disk".into(),
                 })?;
+            let config = c.loaded.config.load_full();
             let plugin = loader
                 .load(LoaderContext {
                     dir,
@@ -976,7 +1096,7 @@ impl Host {
                     config: &config,
                     store: c.loaded.store.clone(),
                     host: &self.inner.config,
-                    publisher: publisher.clone(),
+                    publisher: self.publisher_for(&c.loaded),
                     services: self.inner.services.clone(),
                 })
                 .await
@@ -987,55 +1107,64 @@ impl Host {
             c.loaded.kind = plugin.kind();
             c.loaded.plugin = plugin;
         }
-        c.loaded.state.set_phase(Phase::Initializing);
+        c.loaded
+            .state
+            .set_loaded(SystemTime::now(), started.elapsed());
+        Ok(())
+    }
+
+    /// Initialize one loaded plugin: its manifest's registrations, then its `init`.
+    async fn init_one(&self, p: &Loaded, failed: &HashSet<String>) -> Result<(), LoadError> {
+        let started = Instant::now();
+        let name = p.name.clone();
+        if let Some(dep) = failed_dependency(p, failed) {
+            return Err(LoadError::Dependency { dependency: dep });
+        }
+        let registration = |e: crate::HostError| LoadError::Registration {
+            plugin: name.clone(),
+            message: e.to_string(),
+        };
+        p.state.set_phase(Phase::Initializing);
+        let config = p.config.load_full();
+        let (subscribes, exports) = p
+            .manifest
+            .as_ref()
+            .map(|m| {
+                (
+                    m.events.subscribes.clone(),
+                    m.exports.iter().map(|e| e.name.clone()).collect::<Vec<_>>(),
+                )
+            })
+            .unwrap_or_default();
         let mut regs = Registrations::default();
-        if let Some(m) = &c.loaded.manifest {
+        if let Some(m) = &p.manifest {
             for h in &m.hooks {
-                regs.add_hook(h.hook, h.priority)
-                    .map_err(|e| LoadError::Registration {
-                        plugin: name.clone(),
-                        message: e.to_string(),
-                    })?;
+                regs.add_hook(h.hook, h.priority).map_err(registration)?;
             }
         }
         for service in &exports {
             regs.add_export(&name, &exports, service)
-                .map_err(|e| LoadError::Registration {
-                    plugin: name.clone(),
-                    message: e.to_string(),
-                })?;
+                .map_err(registration)?;
         }
         for topic in &subscribes {
             regs.add_subscription(&name, &subscribes, topic)
-                .map_err(|e| LoadError::Registration {
-                    plugin: name.clone(),
-                    message: e.to_string(),
-                })?;
+                .map_err(registration)?;
         }
-        let mut ctx = InitContext::new(
-            &name,
-            &config,
-            &c.loaded.granted,
-            &c.loaded.store,
-            &mut regs,
-        )
-        .with_events(&subscribes, &publisher)
-        .with_services(&exports, &self.inner.services)
-        .with_tasks(&c.loaded.tasks);
-        c.loaded
-            .plugin
-            .init(&mut ctx)
-            .await
-            .map_err(|error| LoadError::Init {
-                plugin: name.clone(),
-                error,
-            })?;
-        c.loaded.registrations.store(Arc::new(regs));
-        c.loaded.state.set_status(Status::Initialized);
-        c.loaded.state.set_phase(Phase::Idle);
-        c.loaded
-            .state
-            .set_loaded(SystemTime::now(), started.elapsed());
+        let publisher = self.publisher_for(p);
+        let mut ctx = InitContext::new(&name, &config, &p.granted, &p.store, &mut regs)
+            .with_events(&subscribes, &publisher)
+            .with_services(&exports, &self.inner.services)
+            .with_tasks(&p.tasks);
+        let result = p.plugin.init(&mut ctx).await;
+        p.state.set_phase(Phase::Idle);
+        result.map_err(|error| LoadError::Init {
+            plugin: name.clone(),
+            error,
+        })?;
+        p.registrations.store(Arc::new(regs));
+        p.state.set_status(Status::Initialized);
+        let total = p.state.load_duration() + started.elapsed();
+        p.state.set_loaded(SystemTime::now(), total);
         Ok(())
     }
 
@@ -1048,7 +1177,7 @@ impl Host {
         }
     }
 
-    async fn stop_all(&self, plugins: &[Arc<Loaded>]) {
+    async fn stop_plugins(&self, plugins: &[Arc<Loaded>]) {
         for p in plugins.iter().rev() {
             if !matches!(p.state.status(), Status::Running | Status::Initialized) {
                 continue;
@@ -1076,15 +1205,22 @@ impl Host {
         }
     }
 
-    /// Run `shutdown` hooks, then stop and clean up every plugin in reverse start order.
-    pub async fn shutdown(&self) {
+    /// The seed's `StopAll`: run `shutdown` hooks, then stop and clean up every plugin in reverse
+    /// start order, each within its deadline (forced past it). Failures are recorded on the
+    /// plugins and never stop the others.
+    pub async fn stop_all(&self) {
         self.inner
             .dispatcher
             .run_lifecycle_hook(HookType::Shutdown)
             .await;
         let plugins = self.inner.plugins.read().clone();
         self.inner.dispatcher.publish(DispatchTable::default());
-        self.stop_all(&plugins).await;
+        self.stop_plugins(&plugins).await;
+    }
+
+    /// [`Host::stop_all`], under the name a server uses.
+    pub async fn shutdown(&self) {
+        self.stop_all().await;
     }
 }
 
@@ -1119,6 +1255,16 @@ fn start_timers(p: &Arc<Loaded>) {
 /// Cancel a plugin's timers and background tasks and wait until they are gone.
 async fn stop_timers(p: &Loaded) {
     p.tasks.cancel_all().await;
+}
+
+/// The first dependency of `p` that failed.
+fn failed_dependency(p: &Loaded, failed: &HashSet<String>) -> Option<String> {
+    p.manifest
+        .as_ref()?
+        .dependencies
+        .iter()
+        .find(|d| failed.contains(&d.name))
+        .map(|d| d.name.clone())
 }
 
 fn check_frameworks(candidates: &mut [Candidate], abort: bool) -> Result<(), LoadError> {

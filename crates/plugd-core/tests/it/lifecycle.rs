@@ -213,3 +213,134 @@ async fn a_plugin_disabled_in_the_config_is_listed_but_never_run() {
         ]
     );
 }
+
+#[tokio::test]
+async fn the_seed_calls_one_at_a_time_initialize_all_stops_at_the_first_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = journal();
+    let mut bad = Recorder::new("bad", &j);
+    bad.fail_init = true;
+    let host = Host::builder()
+        .config(config(dir.path(), "plugins:\n  plugins: []\n"))
+        .native(
+            manifest("first", "priority: 300\n"),
+            Recorder::new("first", &j),
+        )
+        .native(manifest("bad", "priority: 200\n"), bad)
+        .native(
+            manifest("last", "priority: 100\n"),
+            Recorder::new("last", &j),
+        )
+        .build()
+        .unwrap();
+    host.load_all().await.unwrap();
+    assert!(
+        host.list_plugins()
+            .iter()
+            .all(|p| p.status == Status::Loading)
+    );
+    let err = host.initialize_all().await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "plugin initialization failed: bad: init refused"
+    );
+    let status = |n: &str| host.plugin_info(n).unwrap().status;
+    assert_eq!(
+        status("first"),
+        Status::Initialized,
+        "already initialized plugins stay"
+    );
+    assert_eq!(status("bad"), Status::Error);
+    assert_eq!(
+        status("last"),
+        Status::Loading,
+        "the pass stopped at the failure"
+    );
+    host.start_all().await.unwrap();
+    assert_eq!(status("first"), Status::Running);
+    host.stop_all().await;
+    assert_eq!(
+        *j.lock(),
+        [
+            "first:init",
+            "bad:init",
+            "first:start",
+            "first:stop",
+            "first:cleanup"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn load_plugin_at_run_time_checks_dependencies() {
+    let root = tempfile::tempdir().unwrap();
+    // Plugins from disk without a loader cannot run, so give the host a loader of natives.
+    struct Natives(Journal);
+    #[async_trait::async_trait]
+    impl plugd_core::Loader for Natives {
+        async fn load(
+            &self,
+            ctx: plugd_core::LoaderContext<'_>,
+        ) -> Result<Arc<dyn plugd_core::Plugin>, String> {
+            let name: &'static str = Box::leak(ctx.manifest.name.clone().into_boxed_str());
+            Ok(Arc::new(Recorder::new(name, &self.0)))
+        }
+    }
+    let j = journal();
+    for (name, extra) in [
+        ("db", ""),
+        (
+            "app",
+            "dependencies:\n  - name: db\n    version: '>=2.0.0'\n",
+        ),
+    ] {
+        let d = root.path().join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(
+            d.join("plugin.yaml"),
+            format!("name: {name}\nversion: 1.0.0\ndescription: d\nauthor: a\n{extra}"),
+        )
+        .unwrap();
+    }
+    let host = Host::builder()
+        .config(config(root.path(), "plugins:\n  plugins: []\n"))
+        .loader(Natives(j.clone()))
+        .build()
+        .unwrap();
+    host.start().await.unwrap();
+    let app = plugd_manifest::PluginEntry::new("app", root.path().join("app"));
+    let err = host.load_plugin(&app).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "missing dependency: plugin 'app' requires 'db' version '>=2.0.0'"
+    );
+    assert!(
+        host.plugin_info("app").is_none(),
+        "a plugin that fails is not added"
+    );
+    host.load_plugin(&plugd_manifest::PluginEntry::new(
+        "db",
+        root.path().join("db"),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(host.plugin_info("db").unwrap().status, Status::Running);
+    let err = host.load_plugin(&app).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "version mismatch: plugin 'app' requires 'db' >=2.0.0, found 1.0.0"
+    );
+    let again = host
+        .load_plugin(&plugd_manifest::PluginEntry::new(
+            "db",
+            root.path().join("db"),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        again.to_string(),
+        "duplicate plugin: 'db' is already loaded"
+    );
+    host.shutdown().await;
+    assert_eq!(*j.lock(), ["db:init", "db:start", "db:stop", "db:cleanup"]);
+}
