@@ -318,3 +318,237 @@ fn run_calls_a_plugin_command_without_the_http_server() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("plugin not found: 'nobody'"));
 }
+
+/// One plugin for [`seed_errors_in_every_format`]: name, version, dependencies, framework
+/// requirement, declared permissions.
+struct Spec<'a> {
+    name: &'a str,
+    version: &'a str,
+    deps: &'a [(&'a str, &'a str)],
+    framework: Option<&'a str>,
+    declares: &'a [&'a str],
+}
+
+fn manifest_text(s: &Spec, format: &str) -> String {
+    let perms = |sep: &str, kv: &dyn Fn(&str) -> String| {
+        s.declares
+            .iter()
+            .map(|p| kv(p))
+            .collect::<Vec<_>>()
+            .join(sep)
+    };
+    match format {
+        "yaml" => {
+            let mut t = format!(
+                "name: {}\nversion: {}\ndescription: d\nauthor: a\n",
+                s.name, s.version
+            );
+            if let Some(f) = s.framework {
+                t.push_str(&format!("framework:\n  version: '{f}'\n"));
+            }
+            if !s.deps.is_empty() {
+                t.push_str("dependencies:\n");
+                for (d, v) in s.deps {
+                    t.push_str(&format!("  - name: {d}\n    version: '{v}'\n"));
+                }
+            }
+            if !s.declares.is_empty() {
+                t.push_str(&format!(
+                    "permissions:\n{}\n",
+                    perms("\n", &|p| format!("  {p}: true"))
+                ));
+            }
+            t
+        }
+        "json" => {
+            let deps: Vec<String> = s
+                .deps
+                .iter()
+                .map(|(d, v)| format!(r#"{{"name":"{d}","version":"{v}"}}"#))
+                .collect();
+            let framework = s
+                .framework
+                .map(|f| format!(r#","framework":{{"version":"{f}"}}"#))
+                .unwrap_or_default();
+            format!(
+                r#"{{"name":"{}","version":"{}","description":"d","author":"a","dependencies":[{}],"permissions":{{{}}}{framework}}}"#,
+                s.name,
+                s.version,
+                deps.join(","),
+                perms(",", &|p| format!(r#""{p}":true"#)),
+            )
+        }
+        _ => {
+            let mut t = format!(
+                "name = \"{}\"\nversion = \"{}\"\ndescription = \"d\"\nauthor = \"a\"\n",
+                s.name, s.version
+            );
+            if !s.declares.is_empty() {
+                t.push_str(&format!(
+                    "permissions = {{ {} }}\n",
+                    perms(", ", &|p| format!("{p} = true"))
+                ));
+            }
+            if let Some(f) = s.framework {
+                t.push_str(&format!("[framework]\nversion = \"{f}\"\n"));
+            }
+            for (d, v) in s.deps {
+                t.push_str(&format!(
+                    "[[dependencies]]\nname = \"{d}\"\nversion = \"{v}\"\n"
+                ));
+            }
+            t
+        }
+    }
+}
+
+fn config_text(plugins: &[(&str, &[&str])], format: &str) -> String {
+    match format {
+        "yaml" => {
+            let mut t = String::from("plugins:\n  plugins:\n");
+            for (name, grants) in plugins {
+                t.push_str(&format!("    - name: {name}\n"));
+                if !grants.is_empty() {
+                    let g: Vec<String> = grants.iter().map(|g| format!("{g}: true")).collect();
+                    t.push_str(&format!("      permissions: {{ {} }}\n", g.join(", ")));
+                }
+            }
+            t
+        }
+        "json" => {
+            let items: Vec<String> = plugins
+                .iter()
+                .map(|(name, grants)| {
+                    let g: Vec<String> = grants.iter().map(|g| format!(r#""{g}":true"#)).collect();
+                    format!(r#"{{"name":"{name}","permissions":{{{}}}}}"#, g.join(","))
+                })
+                .collect();
+            format!(r#"{{"plugins":{{"plugins":[{}]}}}}"#, items.join(","))
+        }
+        _ => {
+            let mut t = String::new();
+            for (name, grants) in plugins {
+                t.push_str(&format!("[[plugins.plugins]]\nname = \"{name}\"\n"));
+                if !grants.is_empty() {
+                    let g: Vec<String> = grants.iter().map(|g| format!("{g} = true")).collect();
+                    t.push_str(&format!("permissions = {{ {} }}\n", g.join(", ")));
+                }
+            }
+            t
+        }
+    }
+}
+
+/// Check a set of plugins written in one format; the error text on failure.
+fn check_in(format: &str, specs: &[Spec], listed: &[(&str, &[&str])]) -> Result<String, String> {
+    let dir = tempfile::tempdir().unwrap();
+    for s in specs {
+        let p = dir.path().join("plugins").join(s.name);
+        std::fs::create_dir_all(&p).unwrap();
+        std::fs::write(p.join(format!("plugin.{format}")), manifest_text(s, format)).unwrap();
+    }
+    let config = dir.path().join(format!("plugd.{format}"));
+    std::fs::write(&config, config_text(listed, format)).unwrap();
+    let out = plugd()
+        .args(["check", "--json", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+#[test]
+fn seed_errors_in_every_format() {
+    let plain = |name, version| Spec {
+        name,
+        version,
+        deps: &[],
+        framework: None,
+        declares: &[],
+    };
+    for format in ["yaml", "json", "toml"] {
+        let ok = check_in(
+            format,
+            &[
+                plain("db", "1.5.0"),
+                Spec {
+                    deps: &[("db", ">=1.0.0,<2.0.0")],
+                    ..plain("app", "1.0.0")
+                },
+            ],
+            &[("app", &[]), ("db", &[])],
+        )
+        .unwrap_or_else(|e| panic!("{format}: {e}"));
+        assert!(
+            ok.contains(r#""start_order": ["#) && ok.find("\"db\"") < ok.find("\"app\""),
+            "{format}: {ok}"
+        );
+
+        let cases: Vec<(Vec<Spec>, Vec<(&str, &[&str])>, &str)> = vec![
+            (
+                vec![Spec {
+                    deps: &[("cache-plugin", ">=2.0.0")],
+                    ..plain("auth-plugin", "1.0.0")
+                }],
+                vec![("auth-plugin", &[])],
+                "missing dependency: plugin 'auth-plugin' requires 'cache-plugin' version '>=2.0.0'",
+            ),
+            (
+                vec![
+                    Spec {
+                        deps: &[("cache-plugin", ">=2.0.0")],
+                        ..plain("auth-plugin", "1.0.0")
+                    },
+                    plain("cache-plugin", "1.5.0"),
+                ],
+                vec![("auth-plugin", &[]), ("cache-plugin", &[])],
+                "version mismatch: plugin 'auth-plugin' requires 'cache-plugin' >=2.0.0, found 1.5.0",
+            ),
+            (
+                vec![
+                    Spec {
+                        deps: &[("b", "*")],
+                        ..plain("a", "1.0.0")
+                    },
+                    Spec {
+                        deps: &[("c", "*")],
+                        ..plain("b", "1.0.0")
+                    },
+                    Spec {
+                        deps: &[("a", "*")],
+                        ..plain("c", "1.0.0")
+                    },
+                ],
+                vec![("a", &[]), ("b", &[]), ("c", &[])],
+                "circular dependency detected: a -> b -> c -> a",
+            ),
+            (
+                vec![Spec {
+                    framework: Some(">=2.0.0"),
+                    ..plain("future", "1.0.0")
+                }],
+                vec![("future", &[])],
+                "framework version mismatch: plugin requires >=2.0.0, found 0.1.0",
+            ),
+            (
+                vec![Spec {
+                    declares: &["cache"],
+                    ..plain("logger", "1.0.0")
+                }],
+                vec![("logger", &["database"])],
+                "permission mismatch: plugin requests 'database' permission but manifest does not declare it",
+            ),
+        ];
+        for (specs, listed, message) in cases {
+            let err = check_in(format, &specs, &listed).expect_err(message);
+            assert!(
+                err.contains(message),
+                "{format}: expected {message:?} in {err}"
+            );
+        }
+    }
+}
