@@ -402,7 +402,7 @@ fn manifest_text(s: &Spec, format: &str) -> String {
     }
 }
 
-fn config_text(plugins: &[(&str, &[&str])], format: &str) -> String {
+fn config_text(plugins: &[Listed], format: &str) -> String {
     match format {
         "yaml" => {
             let mut t = String::from("plugins:\n  plugins:\n");
@@ -440,7 +440,12 @@ fn config_text(plugins: &[(&str, &[&str])], format: &str) -> String {
 }
 
 /// Check a set of plugins written in one format; the error text on failure.
-fn check_in(format: &str, specs: &[Spec], listed: &[(&str, &[&str])]) -> Result<String, String> {
+/// Plugins, the config's entries with their grants, and the expected message.
+type Case<'a> = (Vec<Spec<'a>>, Vec<Listed<'a>>, &'a str);
+/// A config entry: name and granted permissions.
+type Listed<'a> = (&'a str, &'a [&'a str]);
+
+fn check_in(format: &str, specs: &[Spec], listed: &[Listed]) -> Result<String, String> {
     let dir = tempfile::tempdir().unwrap();
     for s in specs {
         let p = dir.path().join("plugins").join(s.name);
@@ -488,7 +493,7 @@ fn seed_errors_in_every_format() {
             "{format}: {ok}"
         );
 
-        let cases: Vec<(Vec<Spec>, Vec<(&str, &[&str])>, &str)> = vec![
+        let cases: Vec<Case> = vec![
             (
                 vec![Spec {
                     deps: &[("cache-plugin", ">=2.0.0")],
