@@ -616,7 +616,7 @@ impl Host {
         limits
     }
 
-    /// Read one config entry: manifest, name, grants, config. Never fails: a problem is recorded.
+    /// Read one config entry: manifest, name, grants, config (see [`check_entry`]).
     fn read_entry(&self, entry: &PluginEntry) -> Result<Candidate, LoadError> {
         let Checked {
             manifest,
@@ -626,29 +626,17 @@ impl Host {
             before,
             after,
         } = check_entry(entry)?;
-        let store = self.inner.store.plugin(&manifest.name);
+        let mut loaded = self.placeholder(entry, Some(manifest));
+        loaded.granted = granted;
+        loaded.config = ArcSwap::from_pointee(config);
+        loaded.assets = entry
+            .path
+            .join("assets")
+            .canonicalize()
+            .ok()
+            .filter(|p| p.is_dir());
         Ok(Candidate {
-            loaded: Loaded {
-                name: manifest.name.clone(),
-                kind: "wasm",
-                enabled: entry.enabled,
-                plugin: Arc::new(Absent),
-                state: Arc::new(PluginState::default()),
-                failure_policy: entry.failure_policy,
-                limits: self.limits(Some(entry)),
-                granted,
-                config: ArcSwap::from_pointee(config),
-                store,
-                registrations: ArcSwap::default(),
-                assets: entry
-                    .path
-                    .join("assets")
-                    .canonicalize()
-                    .ok()
-                    .filter(|p| p.is_dir()),
-                tasks: Default::default(),
-                manifest: Some(manifest),
-            },
+            loaded,
             dir: Some(entry.path.clone()),
             entry: Some(entry.clone()),
             priority,
