@@ -50,6 +50,8 @@ pub struct LoaderContext<'a> {
     pub publisher: Publisher,
     /// The host's services.
     pub services: Arc<Services>,
+    /// Where the plugin's own metrics go.
+    pub metrics: Arc<crate::PluginMetrics>,
 }
 
 /// Turns a plugin directory into a [`Plugin`]: the wasm runtime is one.
@@ -538,6 +540,223 @@ impl Host {
     /// The service container: typed imports and calls to any plugin's exported services.
     pub fn services(&self) -> Arc<Services> {
         self.inner.services.clone()
+    }
+
+    /// Every metric in the Prometheus text format (version 0.0.4): the seed's plugin metrics with
+    /// the `plugd_` prefix, the event bus's queues, and what plugins record about themselves.
+    pub fn render_metrics(&self) -> String {
+        use crate::metrics::sample;
+        use std::fmt::Write as _;
+        let plugins = self.inner.plugins.read().clone();
+        let mut out = String::with_capacity(4096);
+        let label = |p: &Loaded| vec![("plugin".to_string(), p.name.clone())];
+        let family = |out: &mut String, name: &str, kind: &str, help: &str| {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+        };
+        family(
+            &mut out,
+            "plugd_plugin_load_duration_ms",
+            "gauge",
+            "Time to load, initialize and start a plugin.",
+        );
+        for p in &plugins {
+            sample(
+                &mut out,
+                "plugd_plugin_load_duration_ms",
+                &label(p),
+                p.state.load_duration().as_secs_f64() * 1000.0,
+            );
+        }
+        family(
+            &mut out,
+            "plugd_plugin_load_success",
+            "gauge",
+            "1 when the plugin loaded, 0 when it failed.",
+        );
+        for p in &plugins {
+            let ok = !matches!(p.state.status(), Status::Error);
+            sample(
+                &mut out,
+                "plugd_plugin_load_success",
+                &label(p),
+                if ok { 1.0 } else { 0.0 },
+            );
+        }
+        family(
+            &mut out,
+            "plugd_plugin_status",
+            "gauge",
+            "1 for the plugin's current status.",
+        );
+        for p in &plugins {
+            let current = p.state.status();
+            for status in Status::ALL {
+                let mut l = label(p);
+                l.push(("status".into(), status.as_str().into()));
+                sample(
+                    &mut out,
+                    "plugd_plugin_status",
+                    &l,
+                    if status == current { 1.0 } else { 0.0 },
+                );
+            }
+        }
+        family(
+            &mut out,
+            "plugd_plugin_error_count",
+            "counter",
+            "Errors of the plugin since it loaded.",
+        );
+        for p in &plugins {
+            sample(
+                &mut out,
+                "plugd_plugin_error_count",
+                &label(p),
+                p.state.error_count() as f64,
+            );
+        }
+        family(
+            &mut out,
+            "plugd_plugin_hook_execution_count",
+            "counter",
+            "Hook calls.",
+        );
+        let hook_label = |p: &Loaded, hook: HookType| {
+            let mut l = label(p);
+            l.push(("hook".into(), hook.as_str().into()));
+            l
+        };
+        for p in &plugins {
+            for (hook, m) in p.state.hook_metrics() {
+                sample(
+                    &mut out,
+                    "plugd_plugin_hook_execution_count",
+                    &hook_label(p, hook),
+                    m.execution_count as f64,
+                );
+            }
+        }
+        family(
+            &mut out,
+            "plugd_plugin_hook_error_count",
+            "counter",
+            "Hook calls that failed.",
+        );
+        for p in &plugins {
+            for (hook, m) in p.state.hook_metrics() {
+                sample(
+                    &mut out,
+                    "plugd_plugin_hook_error_count",
+                    &hook_label(p, hook),
+                    m.error_count as f64,
+                );
+            }
+        }
+        family(
+            &mut out,
+            "plugd_plugin_hook_duration_ms",
+            "histogram",
+            "Hook call durations.",
+        );
+        for p in &plugins {
+            for (hook, _) in p.state.hook_metrics() {
+                let (buckets, sum, count) = p.state.hook(hook).durations().snapshot();
+                for (i, c) in buckets.iter().enumerate() {
+                    let mut l = hook_label(p, hook);
+                    let le = crate::BUCKETS_MS
+                        .get(i)
+                        .map_or("+Inf".to_string(), |b| b.to_string());
+                    l.push(("le".into(), le));
+                    sample(
+                        &mut out,
+                        "plugd_plugin_hook_duration_ms_bucket",
+                        &l,
+                        *c as f64,
+                    );
+                }
+                sample(
+                    &mut out,
+                    "plugd_plugin_hook_duration_ms_sum",
+                    &hook_label(p, hook),
+                    sum,
+                );
+                sample(
+                    &mut out,
+                    "plugd_plugin_hook_duration_ms_count",
+                    &hook_label(p, hook),
+                    count as f64,
+                );
+            }
+        }
+        family(
+            &mut out,
+            "plugd_plugin_route_request_count",
+            "counter",
+            "Requests handled by the plugin's routes.",
+        );
+        for p in &plugins {
+            let m = p.state.routes().snapshot();
+            sample(
+                &mut out,
+                "plugd_plugin_route_request_count",
+                &label(p),
+                m.execution_count as f64,
+            );
+        }
+        let subs = self.inner.bus.subscriptions();
+        let sub_label = |s: &SubscriptionInfo| {
+            vec![
+                ("plugin".to_string(), s.plugin.clone()),
+                ("topic".to_string(), s.topic.clone()),
+            ]
+        };
+        family(
+            &mut out,
+            "plugd_event_queue_depth",
+            "gauge",
+            "Events waiting in a subscriber's queue.",
+        );
+        for s in &subs {
+            sample(
+                &mut out,
+                "plugd_event_queue_depth",
+                &sub_label(s),
+                s.queued as f64,
+            );
+        }
+        family(
+            &mut out,
+            "plugd_event_dropped_total",
+            "counter",
+            "Events dropped because a subscriber's queue was full.",
+        );
+        for s in &subs {
+            sample(
+                &mut out,
+                "plugd_event_dropped_total",
+                &sub_label(s),
+                s.dropped as f64,
+            );
+        }
+        family(
+            &mut out,
+            "plugd_event_delivered_total",
+            "counter",
+            "Events handled by a subscriber.",
+        );
+        for s in &subs {
+            sample(
+                &mut out,
+                "plugd_event_delivered_total",
+                &sub_label(s),
+                s.delivered as f64,
+            );
+        }
+        for p in &plugins {
+            p.state.metrics().render(&p.name, &mut out);
+        }
+        out
     }
 
     /// A publisher for the host itself (any topic).
@@ -1086,6 +1305,7 @@ impl Host {
                     host: &self.inner.config,
                     publisher: self.publisher_for(&c.loaded),
                     services: self.inner.services.clone(),
+                    metrics: c.loaded.state.metrics().clone(),
                 })
                 .await
                 .map_err(|message| LoadError::Runtime {
@@ -1142,7 +1362,8 @@ impl Host {
         let mut ctx = InitContext::new(&name, &config, &p.granted, &p.store, &mut regs)
             .with_events(&subscribes, &publisher)
             .with_services(&exports, &self.inner.services)
-            .with_tasks(&p.tasks);
+            .with_tasks(&p.tasks)
+            .with_metrics(p.state.metrics());
         let result = p.plugin.init(&mut ctx).await;
         p.state.set_phase(Phase::Idle);
         result.map_err(|error| LoadError::Init {

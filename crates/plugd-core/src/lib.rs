@@ -34,6 +34,7 @@ mod error;
 mod events;
 mod exchange;
 mod host;
+mod metrics;
 mod order;
 mod plugin;
 mod services;
@@ -50,6 +51,7 @@ pub use events::{
 };
 pub use exchange::{Exchange, Identity, Response, Stage};
 pub use host::{Host, HostBuilder, Loader, LoaderContext, PluginHealth, PluginInfo};
+pub use metrics::{BUCKETS_MS, DurationHistogram, MAX_SERIES_PER_PLUGIN, PluginMetrics};
 pub use order::{OrderError, OrderNode, dependency_graph, order_nodes, start_order};
 pub use plugin::{
     Action, Health, InitContext, MIN_TIMER_INTERVAL, MiddlewareReg, Plugin, Registrations,

@@ -11,6 +11,7 @@ use serde_json::{Map, Value};
 use crate::error::{HostError, PluginError};
 use crate::events::{Event, Publisher};
 use crate::exchange::{Exchange, Response};
+use crate::metrics::PluginMetrics;
 use crate::services::Services;
 use crate::store::PluginStore;
 use crate::tasks::Tasks;
@@ -288,6 +289,7 @@ pub struct InitContext<'a> {
     pub(crate) exports: &'a [String],
     pub(crate) services: Option<&'a Arc<Services>>,
     pub(crate) tasks: Option<&'a Tasks>,
+    pub(crate) metrics: Option<&'a Arc<PluginMetrics>>,
 }
 
 impl<'a> InitContext<'a> {
@@ -310,7 +312,14 @@ impl<'a> InitContext<'a> {
             exports: &[],
             services: None,
             tasks: None,
+            metrics: None,
         }
+    }
+
+    /// The same, with the plugin's own metrics.
+    pub fn with_metrics(mut self, metrics: &'a Arc<PluginMetrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// The same, with the plugin's background tasks.
@@ -429,6 +438,13 @@ impl<'a> InitContext<'a> {
     /// The effective permissions.
     pub fn granted(&self) -> &BTreeSet<Permission> {
         self.granted
+    }
+
+    /// The metrics the plugin records about itself (exposed as `plugd_plugin_<name>_…`).
+    pub fn metrics(&self) -> Result<Arc<PluginMetrics>, HostError> {
+        self.metrics
+            .cloned()
+            .ok_or_else(|| HostError::unsupported("metrics (no host in this context)"))
     }
 
     /// The plugin's storage.

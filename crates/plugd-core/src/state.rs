@@ -7,6 +7,8 @@ use parking_lot::Mutex;
 use plugd_manifest::HookType;
 use serde::Serialize;
 
+use crate::metrics::{DurationHistogram, PluginMetrics};
+
 /// The one status enum of plugd (API, admin JSON, metrics label): the seed's six plus `disabled`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -114,12 +116,13 @@ pub struct ErrorRecord {
     pub at: String,
 }
 
-/// Counters of one hook type of one plugin (the seed's HookMetrics).
+/// Counters of one hook type of one plugin (the seed's HookMetrics), with a duration histogram.
 #[derive(Debug, Default)]
 pub struct HookCounters {
     executions: AtomicU64,
     errors: AtomicU64,
     total_nanos: AtomicU64,
+    durations: DurationHistogram,
 }
 
 /// A snapshot of [`HookCounters`].
@@ -141,9 +144,15 @@ impl HookCounters {
         self.executions.fetch_add(1, Ordering::Relaxed);
         self.total_nanos
             .fetch_add(elapsed.as_nanos() as u64, Ordering::Relaxed);
+        self.durations.record(elapsed);
         if failed {
             self.errors.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// The duration histogram.
+    pub fn durations(&self) -> &DurationHistogram {
+        &self.durations
     }
 
     /// Read the counters.
@@ -170,6 +179,7 @@ pub struct PluginState {
     load_duration_us: AtomicU64,
     hooks: [HookCounters; 7],
     routes: HookCounters,
+    metrics: std::sync::Arc<PluginMetrics>,
 }
 
 impl Default for PluginState {
@@ -183,6 +193,7 @@ impl Default for PluginState {
             load_duration_us: AtomicU64::new(0),
             hooks: Default::default(),
             routes: HookCounters::default(),
+            metrics: Default::default(),
         }
     }
 }
@@ -257,6 +268,11 @@ impl PluginState {
     /// Counters of one hook type.
     pub fn hook(&self, hook: HookType) -> &HookCounters {
         &self.hooks[hook_index(hook)]
+    }
+
+    /// The metrics the plugin records about itself.
+    pub fn metrics(&self) -> &std::sync::Arc<PluginMetrics> {
+        &self.metrics
     }
 
     /// Counters of route handling.

@@ -84,11 +84,13 @@ async fn healthz(State(state): State<AppState>) -> Response {
     .into_response()
 }
 
-async fn metrics() -> Response {
-    json_error(
-        StatusCode::NOT_FOUND,
-        "metrics are not provided by this plugd build yet",
-    )
+async fn metrics(State(state): State<AppState>) -> Response {
+    let mut r = Response::new(Body::from(state.host.render_metrics()));
+    r.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    r
 }
 
 /// Everything else goes through the plugins.

@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use parking_lot::RwLock;
 use plugd_core::{
-    Exchange, HookType, HostError, Identity, MiddlewareReg, Permission, PluginStore, Publisher,
-    Registrations, RouteOptions, Services,
+    Exchange, HookType, HostError, Identity, MiddlewareReg, Permission, PluginMetrics, PluginStore,
+    Publisher, Registrations, RouteOptions, Services,
 };
 use wasmtime::component::{Resource, ResourceTable};
 use wasmtime::{ResourceLimiter, StoreLimits};
@@ -29,6 +29,7 @@ pub(crate) struct Shared {
     pub(crate) subscribes: Vec<String>,
     pub(crate) services: Option<Arc<Services>>,
     pub(crate) exports: Vec<String>,
+    pub(crate) metrics: Option<Arc<PluginMetrics>>,
 }
 
 /// The data of one wasm instance's store.
@@ -64,6 +65,13 @@ impl InstanceState {
             tracing::warn!(plugin = %self.shared.name, permission = permission.as_str(), "permission denied");
             Err(HostError::permission_denied(&self.shared.name, permission))
         }
+    }
+
+    fn metrics(&self) -> Result<Arc<PluginMetrics>, types::HostError> {
+        self.shared
+            .metrics
+            .clone()
+            .ok_or_else(|| to_wit(HostError::unsupported("metrics")))
     }
 
     fn registering(&mut self) -> Result<&mut Registrations, HostError> {
@@ -286,27 +294,33 @@ impl wit::log::Host for InstanceState {
 impl wit::metrics::Host for InstanceState {
     fn counter_add(
         &mut self,
-        _: String,
-        _: f64,
-        _: Vec<(String, String)>,
+        name: String,
+        value: f64,
+        labels: Vec<(String, String)>,
     ) -> Result<(), types::HostError> {
-        unsupported("metrics.counter-add")
+        self.metrics()?
+            .counter_add(&name, value, &labels)
+            .map_err(to_wit)
     }
     fn gauge_set(
         &mut self,
-        _: String,
-        _: f64,
-        _: Vec<(String, String)>,
+        name: String,
+        value: f64,
+        labels: Vec<(String, String)>,
     ) -> Result<(), types::HostError> {
-        unsupported("metrics.gauge-set")
+        self.metrics()?
+            .gauge_set(&name, value, &labels)
+            .map_err(to_wit)
     }
     fn histogram_observe(
         &mut self,
-        _: String,
-        _: f64,
-        _: Vec<(String, String)>,
+        name: String,
+        value: f64,
+        labels: Vec<(String, String)>,
     ) -> Result<(), types::HostError> {
-        unsupported("metrics.histogram-observe")
+        self.metrics()?
+            .histogram_observe(&name, value, &labels)
+            .map_err(to_wit)
     }
 }
 

@@ -16,7 +16,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use parking_lot::{Mutex, RwLock};
 use plugd_core::{
     Action, Event, Exchange, Health, HookType, InitContext, Permission, Plugin, PluginError,
-    PluginStore, Publisher, Registrations, Response, Services,
+    PluginMetrics, PluginStore, Publisher, Registrations, Response, Services,
 };
 use serde_json::{Map, Value};
 use tokio::sync::Semaphore;
@@ -54,6 +54,8 @@ pub struct PluginOptions {
     pub services: Option<Arc<Services>>,
     /// The services its manifest lets it export.
     pub exports: Vec<String>,
+    /// Where its own metrics go; `None`: metrics calls answer unsupported.
+    pub metrics: Option<Arc<PluginMetrics>>,
 }
 
 struct Instance {
@@ -172,6 +174,7 @@ impl WasmPlugin {
             subscribes: options.subscribes.clone(),
             services: options.services.clone(),
             exports: options.exports.clone(),
+            metrics: options.metrics.clone(),
         });
         WasmPlugin {
             engine,

@@ -173,6 +173,7 @@ impl Loader for WasmRuntime {
                 .iter()
                 .map(|e| e.name.clone())
                 .collect(),
+            metrics: Some(ctx.metrics.clone()),
         };
         let plugin = self.load_file(path, options).await?;
         Ok(Arc::new(plugin))

@@ -45,6 +45,7 @@ fn options(name: &str) -> PluginOptions {
         subscribes: Vec::new(),
         services: None,
         exports: Vec::new(),
+        metrics: None,
     }
 }
 

@@ -295,3 +295,48 @@ async fn autoload_loads_unlisted_plugins_with_no_grants() {
     assert_eq!(server.get("/plugins/hello/secret").await.status(), 401);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_use_the_seed_names_after_real_traffic() {
+    let server = TestServer::start(&examples_config()).await;
+    for _ in 0..3 {
+        assert_eq!(
+            server.get("/plugins/hello/greet?name=Ada").await.status(),
+            200
+        );
+    }
+    let r = server.get("/metrics").await;
+    assert_eq!(r.status(), 200, "public by default");
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
+    assert!(
+        r.headers().get("x-plugd-gatekeeper").is_none(),
+        "/metrics bypasses plugins"
+    );
+    let text = r.text().await.unwrap();
+    for line in [
+        "plugd_plugin_load_success{plugin=\"hello\"} 1",
+        "plugd_plugin_status{plugin=\"hello\",status=\"running\"} 1",
+        "plugd_plugin_status{plugin=\"hello\",status=\"error\"} 0",
+        "plugd_plugin_hook_execution_count{plugin=\"gatekeeper\",hook=\"pre_request\"} 3",
+        "plugd_plugin_hook_error_count{plugin=\"gatekeeper\",hook=\"pre_request\"} 0",
+        "plugd_plugin_hook_duration_ms_count{plugin=\"gatekeeper\",hook=\"pre_request\"} 3",
+        "plugd_plugin_hook_duration_ms_bucket{plugin=\"gatekeeper\",hook=\"pre_request\",le=\"+Inf\"} 3",
+        "plugd_plugin_error_count{plugin=\"hello\"} 0",
+        "plugd_plugin_route_request_count{plugin=\"hello\"} 3",
+        "# TYPE plugd_plugin_hook_duration_ms histogram",
+        // What the plugin records about itself, namespaced under it.
+        "plugd_plugin_hello_greetings{plugin=\"hello\"} 3",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in:\n{text}"
+        );
+    }
+    assert!(text.contains("plugd_plugin_load_duration_ms{plugin=\"hello\"} "));
+    server.stop().await;
+}

@@ -1,6 +1,6 @@
 //! `hello`: GET /plugins/hello/greet?name=Ada and GET /plugins/hello/secret.
 use plugd_guest::prelude::*;
-use plugd_guest::{json, log, register, storage};
+use plugd_guest::{json, log, metrics, register, storage};
 
 #[derive(Default)]
 struct Hello {
@@ -34,6 +34,8 @@ impl Plugin for Hello {
                 // Shared by every instance of the plugin, so it lives in storage, not in `self`.
                 let count = storage::get_json::<u64>("greetings")?.unwrap_or(0) + 1;
                 storage::set_json("greetings", &count)?;
+                // Exposed as plugd_plugin_hello_greetings{plugin="hello"} at /metrics.
+                metrics::counter("greetings", 1.0)?;
                 Ok(Response::json(
                     200,
                     &json!({

@@ -1,0 +1,353 @@
+//! Metrics: lock-free histograms for hook and route timings, the metrics plugins record about
+//! themselves, and the Prometheus text exposition of all of it (the seed's names, `plugd_`
+//! prefix).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+use crate::error::HostError;
+
+/// Upper bounds of the duration histograms, in milliseconds (`+Inf` is implied).
+pub const BUCKETS_MS: [f64; 16] = [
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0,
+    5000.0,
+];
+
+/// A fixed-bucket histogram of durations; recording is two atomic adds and a bucket search.
+#[derive(Debug, Default)]
+pub struct DurationHistogram {
+    buckets: [AtomicU64; 17],
+    sum_nanos: AtomicU64,
+}
+
+impl DurationHistogram {
+    /// Record one duration.
+    pub fn record(&self, d: Duration) {
+        let ms = d.as_secs_f64() * 1000.0;
+        let i = BUCKETS_MS
+            .iter()
+            .position(|b| ms <= *b)
+            .unwrap_or(BUCKETS_MS.len());
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_nanos
+            .fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    /// Cumulative counts per bucket (the last is `+Inf`), the sum in ms, and the count.
+    pub fn snapshot(&self) -> (Vec<u64>, f64, u64) {
+        let mut cumulative = Vec::with_capacity(self.buckets.len());
+        let mut total = 0;
+        for b in &self.buckets {
+            total += b.load(Ordering::Relaxed);
+            cumulative.push(total);
+        }
+        let sum_ms = self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e6;
+        (cumulative, sum_ms, total)
+    }
+}
+
+/// Series one plugin may record about itself.
+pub const MAX_SERIES_PER_PLUGIN: usize = 1000;
+
+#[derive(Debug, Clone, PartialEq)]
+enum Value {
+    Counter(f64),
+    Gauge(f64),
+    /// Cumulative bucket counts (unit-free values, same bounds as [`BUCKETS_MS`]), sum, count.
+    Histogram(Vec<u64>, f64, u64),
+}
+
+impl Value {
+    fn kind(&self) -> &'static str {
+        match self {
+            Value::Counter(_) => "counter",
+            Value::Gauge(_) => "gauge",
+            Value::Histogram(..) => "histogram",
+        }
+    }
+}
+
+type Labels = Vec<(String, String)>;
+
+/// The metrics a plugin records through its context (the WIT `metrics` interface): each series
+/// is exposed as `plugd_plugin_<plugin>_<name>{plugin="<plugin>",…}`, so no plugin can write
+/// another's series.
+#[derive(Debug, Default)]
+pub struct PluginMetrics {
+    series: Mutex<BTreeMap<(String, Labels), Value>>,
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+fn check(name: &str, labels: &[(String, String)]) -> Result<(), HostError> {
+    if !valid_name(name) {
+        return Err(HostError::Invalid(format!(
+            "invalid metric name {name:?}: use [a-z_][a-z0-9_]*, at most 64 characters"
+        )));
+    }
+    for (k, _) in labels {
+        if !valid_name(k) || k == "plugin" || k == "le" {
+            return Err(HostError::Invalid(format!(
+                "invalid metric label {k:?}: use [a-z_][a-z0-9_]*, not 'plugin' or 'le'"
+            )));
+        }
+    }
+    Ok(())
+}
+
+impl PluginMetrics {
+    fn update(
+        &self,
+        name: &str,
+        labels: &[(String, String)],
+        make: impl FnOnce() -> Value,
+        change: impl FnOnce(&mut Value) -> Result<(), String>,
+    ) -> Result<(), HostError> {
+        check(name, labels)?;
+        let mut labels = labels.to_vec();
+        labels.sort();
+        let mut series = self.series.lock();
+        let key = (name.to_string(), labels);
+        if !series.contains_key(&key) {
+            if series.len() >= MAX_SERIES_PER_PLUGIN {
+                return Err(HostError::Invalid(format!(
+                    "a plugin may record at most {MAX_SERIES_PER_PLUGIN} metric series"
+                )));
+            }
+            // One name, one type: a counter cannot become a gauge.
+            let new = make();
+            if let Some(((_, _), other)) = series.iter().find(|((n, _), _)| n == name)
+                && other.kind() != new.kind()
+            {
+                return Err(HostError::Invalid(format!(
+                    "metric '{name}' is a {}, not a {}",
+                    other.kind(),
+                    new.kind()
+                )));
+            }
+            series.insert(key.clone(), new);
+        }
+        match series.get_mut(&key) {
+            Some(value) => change(value).map_err(HostError::Invalid),
+            None => Ok(()),
+        }
+    }
+
+    /// Add to a counter (never negative).
+    pub fn counter_add(
+        &self,
+        name: &str,
+        v: f64,
+        labels: &[(String, String)],
+    ) -> Result<(), HostError> {
+        if !(v.is_finite() && v >= 0.0) {
+            return Err(HostError::Invalid(format!("a counter only goes up: {v}")));
+        }
+        self.update(
+            name,
+            labels,
+            || Value::Counter(0.0),
+            |value| match value {
+                Value::Counter(c) => {
+                    *c += v;
+                    Ok(())
+                }
+                other => Err(format!("metric '{name}' is a {}", other.kind())),
+            },
+        )
+    }
+
+    /// Set a gauge.
+    pub fn gauge_set(
+        &self,
+        name: &str,
+        v: f64,
+        labels: &[(String, String)],
+    ) -> Result<(), HostError> {
+        if !v.is_finite() {
+            return Err(HostError::Invalid(format!("not a number: {v}")));
+        }
+        self.update(
+            name,
+            labels,
+            || Value::Gauge(0.0),
+            |value| match value {
+                Value::Gauge(g) => {
+                    *g = v;
+                    Ok(())
+                }
+                other => Err(format!("metric '{name}' is a {}", other.kind())),
+            },
+        )
+    }
+
+    /// Observe a value in a histogram (buckets as [`BUCKETS_MS`]).
+    pub fn histogram_observe(
+        &self,
+        name: &str,
+        v: f64,
+        labels: &[(String, String)],
+    ) -> Result<(), HostError> {
+        if !v.is_finite() {
+            return Err(HostError::Invalid(format!("not a number: {v}")));
+        }
+        self.update(
+            name,
+            labels,
+            || Value::Histogram(vec![0; BUCKETS_MS.len() + 1], 0.0, 0),
+            |value| match value {
+                Value::Histogram(buckets, sum, count) => {
+                    for (i, b) in buckets.iter_mut().enumerate() {
+                        if i == BUCKETS_MS.len() || v <= BUCKETS_MS[i] {
+                            *b += 1;
+                        }
+                    }
+                    *sum += v;
+                    *count += 1;
+                    Ok(())
+                }
+                other => Err(format!("metric '{name}' is a {}", other.kind())),
+            },
+        )
+    }
+
+    /// Write every series, for `plugin`, in the Prometheus text format.
+    pub(crate) fn render(&self, plugin: &str, out: &mut String) {
+        let prefix = format!("plugd_plugin_{}_", plugin.replace('-', "_"));
+        let mut typed = std::collections::HashSet::new();
+        for ((name, labels), value) in self.series.lock().iter() {
+            let full = format!("{prefix}{name}");
+            if typed.insert(full.clone()) {
+                let _ = writeln!(out, "# TYPE {full} {}", value.kind());
+            }
+            let mut base: Labels = vec![("plugin".into(), plugin.into())];
+            base.extend(labels.iter().cloned());
+            match value {
+                Value::Counter(v) | Value::Gauge(v) => sample(out, &full, &base, *v),
+                Value::Histogram(buckets, sum, count) => {
+                    for (i, c) in buckets.iter().enumerate() {
+                        let le = BUCKETS_MS
+                            .get(i)
+                            .map_or("+Inf".to_string(), |b| b.to_string());
+                        let mut l = base.clone();
+                        l.push(("le".into(), le));
+                        sample(out, &format!("{full}_bucket"), &l, *c as f64);
+                    }
+                    sample(out, &format!("{full}_sum"), &base, *sum);
+                    sample(out, &format!("{full}_count"), &base, *count as f64);
+                }
+            }
+        }
+    }
+}
+
+/// Escape a label value for the text format.
+pub(crate) fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// One sample line.
+pub(crate) fn sample(out: &mut String, name: &str, labels: &[(String, String)], value: f64) {
+    out.push_str(name);
+    if !labels.is_empty() {
+        out.push('{');
+        for (i, (k, v)) in labels.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            let _ = write!(out, "{k}=\"{}\"", escape(v));
+        }
+        out.push('}');
+    }
+    let _ = writeln!(out, " {value}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative() {
+        let h = DurationHistogram::default();
+        h.record(Duration::from_micros(30));
+        h.record(Duration::from_millis(3));
+        h.record(Duration::from_secs(10));
+        let (buckets, sum, count) = h.snapshot();
+        assert_eq!(count, 3);
+        assert_eq!(buckets[0], 1, "<= 0.05 ms");
+        assert_eq!(buckets[6], 2, "<= 5 ms");
+        assert_eq!(*buckets.last().unwrap(), 3, "+Inf");
+        assert!((sum - 10_003.03).abs() < 0.01, "{sum}");
+    }
+
+    #[test]
+    fn plugin_metrics_are_checked_and_namespaced() {
+        let m = PluginMetrics::default();
+        let l = |k: &str, v: &str| vec![(k.to_string(), v.to_string())];
+        m.counter_add("requests", 2.0, &l("route", "/a")).unwrap();
+        m.counter_add("requests", 1.0, &l("route", "/a")).unwrap();
+        m.gauge_set("queue", 7.0, &[]).unwrap();
+        m.histogram_observe("size", 3.0, &[]).unwrap();
+        assert!(m.counter_add("requests", -1.0, &[]).is_err());
+        assert!(
+            m.gauge_set("requests", 1.0, &[]).is_err(),
+            "a counter stays a counter"
+        );
+        assert!(m.counter_add("Bad-Name", 1.0, &[]).is_err());
+        assert!(
+            m.counter_add("x", 1.0, &l("plugin", "other")).is_err(),
+            "cannot forge the plugin label"
+        );
+        let mut out = String::new();
+        m.render("my-plugin", &mut out);
+        assert!(
+            out.contains("# TYPE plugd_plugin_my_plugin_requests counter"),
+            "{out}"
+        );
+        assert!(
+            out.contains("plugd_plugin_my_plugin_requests{plugin=\"my-plugin\",route=\"/a\"} 3"),
+            "{out}"
+        );
+        assert!(
+            out.contains("plugd_plugin_my_plugin_queue{plugin=\"my-plugin\"} 7"),
+            "{out}"
+        );
+        assert!(
+            out.contains("plugd_plugin_my_plugin_size_bucket{plugin=\"my-plugin\",le=\"+Inf\"} 1"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn series_are_capped() {
+        let m = PluginMetrics::default();
+        for i in 0..MAX_SERIES_PER_PLUGIN {
+            m.gauge_set("g", 1.0, &[("i".into(), i.to_string())])
+                .unwrap();
+        }
+        assert!(
+            m.gauge_set("g", 1.0, &[("i".into(), "one-more".into())])
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        let mut out = String::new();
+        sample(&mut out, "m", &[("k".into(), "a\"b\\c\nd".into())], 1.0);
+        assert_eq!(out, "m{k=\"a\\\"b\\\\c\\nd\"} 1\n");
+    }
+}
