@@ -15,6 +15,8 @@ use plugd_manifest::{
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use crate::audit::{AuditEntry, AuditLog};
+use crate::cache::{Cache, PluginCache};
 use crate::check::{Checked, check_entry, framework_error, merged_before_after};
 use crate::dispatch::{DispatchTable, Dispatcher};
 use crate::error::LoadError;
@@ -52,6 +54,10 @@ pub struct LoaderContext<'a> {
     pub services: Arc<Services>,
     /// Where the plugin's own metrics go.
     pub metrics: Arc<crate::PluginMetrics>,
+    /// Its namespace of the cache (for the `cache` capability).
+    pub cache: PluginCache,
+    /// Where denied calls are recorded.
+    pub audit: Arc<AuditLog>,
 }
 
 /// Turns a plugin directory into a [`Plugin`]: the wasm runtime is one.
@@ -285,6 +291,8 @@ impl HostBuilder {
                 services: Arc::new(Services::new(plugins)),
                 dispatcher: Dispatcher::default(),
                 bus: Arc::new(EventBus::default()),
+                cache: Arc::default(),
+                audit: Arc::default(),
                 started_at: SystemTime::now(),
             }),
         })
@@ -301,6 +309,8 @@ struct Inner {
     services: Arc<Services>,
     dispatcher: Dispatcher,
     bus: Arc<EventBus>,
+    cache: Arc<Cache>,
+    audit: Arc<AuditLog>,
     started_at: SystemTime,
 }
 
@@ -492,6 +502,7 @@ impl Host {
         p.state.set_phase(Phase::Stopping);
         self.inner.bus.unsubscribe_all(name);
         self.inner.services.remove_plugin(name);
+        self.inner.cache.clear_plugin(name);
         stop_timers(&p).await;
         if was_active && let Err(e) = p.plugin.stop().await {
             p.state.record_error(format!("stop: {e}"));
@@ -757,6 +768,11 @@ impl Host {
             p.state.metrics().render(&p.name, &mut out);
         }
         out
+    }
+
+    /// Denied capability calls, oldest first; of one plugin or of all.
+    pub fn audit_log(&self, plugin: Option<&str>) -> Vec<AuditEntry> {
+        self.inner.audit.entries(plugin)
     }
 
     /// A publisher for the host itself (any topic).
@@ -1306,6 +1322,8 @@ impl Host {
                     publisher: self.publisher_for(&c.loaded),
                     services: self.inner.services.clone(),
                     metrics: c.loaded.state.metrics().clone(),
+                    cache: self.inner.cache.plugin(&name),
+                    audit: self.inner.audit.clone(),
                 })
                 .await
                 .map_err(|message| LoadError::Runtime {

@@ -28,6 +28,8 @@
 //! ```
 
 mod assets;
+mod audit;
+mod cache;
 mod check;
 mod dispatch;
 mod error;
@@ -43,6 +45,8 @@ mod store;
 mod tasks;
 
 pub use assets::content_type;
+pub use audit::{AUDIT_CAPACITY, AuditEntry, AuditLog};
+pub use cache::{Cache, MAX_BYTES_PER_PLUGIN, MAX_ENTRIES_PER_PLUGIN, PluginCache};
 pub use check::{CheckReport, Checked, check_config, check_entry};
 pub use dispatch::{DispatchTable, Dispatcher};
 pub use error::{HostError, LoadError, PluginError};

@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use parking_lot::RwLock;
 use plugd_core::{
-    Exchange, HookType, HostError, Identity, MiddlewareReg, Permission, PluginMetrics, PluginStore,
-    Publisher, Registrations, RouteOptions, Services,
+    AuditLog, Exchange, HookType, HostError, Identity, MiddlewareReg, Permission, PluginCache,
+    PluginMetrics, PluginStore, Publisher, Registrations, RouteOptions, Services,
 };
 use wasmtime::component::{Resource, ResourceTable};
 use wasmtime::{ResourceLimiter, StoreLimits};
@@ -30,6 +30,8 @@ pub(crate) struct Shared {
     pub(crate) services: Option<Arc<Services>>,
     pub(crate) exports: Vec<String>,
     pub(crate) metrics: Option<Arc<PluginMetrics>>,
+    pub(crate) cache: Option<PluginCache>,
+    pub(crate) audit: Option<Arc<AuditLog>>,
 }
 
 /// The data of one wasm instance's store.
@@ -58,13 +60,40 @@ impl InstanceState {
         &mut self.limits
     }
 
-    fn require(&self, permission: Permission) -> Result<(), HostError> {
+    /// Check a permission; a denial is recorded in the audit log.
+    fn require(&self, permission: Permission, call: &str) -> Result<(), HostError> {
         if self.shared.granted.contains(&permission) {
-            Ok(())
-        } else {
-            tracing::warn!(plugin = %self.shared.name, permission = permission.as_str(), "permission denied");
-            Err(HostError::permission_denied(&self.shared.name, permission))
+            return Ok(());
         }
+        let e = HostError::permission_denied(&self.shared.name, permission);
+        self.audit(permission.as_str(), call);
+        Err(e)
+    }
+
+    fn audit(&self, capability: &str, detail: &str) {
+        if let Some(a) = &self.shared.audit {
+            a.record(&self.shared.name, capability, detail);
+        }
+    }
+
+    /// Pass a result on, recording a denial in the audit log.
+    fn audited<T>(
+        &self,
+        r: Result<T, HostError>,
+        capability: &str,
+        call: &str,
+    ) -> Result<T, types::HostError> {
+        if let Err(HostError::Denied(m)) = &r {
+            self.audit(capability, &format!("{call}: {m}"));
+        }
+        r.map_err(to_wit)
+    }
+
+    fn cache(&self) -> Result<PluginCache, types::HostError> {
+        self.shared
+            .cache
+            .clone()
+            .ok_or_else(|| to_wit(HostError::unsupported("cache")))
     }
 
     fn metrics(&self) -> Result<Arc<PluginMetrics>, types::HostError> {
@@ -347,7 +376,8 @@ impl wit::config::Host for InstanceState {
         self.shared.config_json.read().clone()
     }
     fn host_config(&mut self, _key: String) -> Result<Option<String>, types::HostError> {
-        self.require(Permission::Config).map_err(to_wit)?;
+        self.require(Permission::Config, "config.host-config")
+            .map_err(to_wit)?;
         unsupported("config.host-config")
     }
 }
@@ -373,9 +403,10 @@ impl wit::registry::Host for InstanceState {
         let options = RouteOptions {
             required_roles: options.required_roles,
         };
-        self.registering()
-            .and_then(|r| r.add_route(&name, &shared.granted, &method, &path, options))
-            .map_err(to_wit)
+        let r = self
+            .registering()
+            .and_then(|r| r.add_route(&name, &shared.granted, &method, &path, options));
+        self.audited(r, "router", "registry.register-route")
     }
     fn register_middleware(
         &mut self,
@@ -389,9 +420,10 @@ impl wit::registry::Host for InstanceState {
             priority,
             routes,
         };
-        self.registering()
-            .and_then(|r| r.add_middleware(&shared.name, &shared.granted, reg))
-            .map_err(to_wit)
+        let r = self
+            .registering()
+            .and_then(|r| r.add_middleware(&shared.name, &shared.granted, reg));
+        self.audited(r, "router", "registry.register-middleware")
     }
     fn unregister_middleware(&mut self, name: String) -> Result<(), types::HostError> {
         self.registering()
@@ -420,7 +452,10 @@ impl wit::registry::Host for InstanceState {
 impl wit::events::Host for InstanceState {
     fn publish(&mut self, topic: String, payload: Vec<u8>) -> Result<(), types::HostError> {
         match &self.shared.publisher {
-            Some(p) => p.publish(&topic, payload).map(drop).map_err(to_wit),
+            Some(p) => {
+                let r = p.publish(&topic, payload).map(drop);
+                self.audited(r, "events", "events.publish")
+            }
             None => unsupported("events.publish"),
         }
     }
@@ -446,7 +481,8 @@ impl wit::services::Host for InstanceState {
 
 impl wit::database::Host for InstanceState {
     fn execute(&mut self, _: String, _: Vec<types::SqlValue>) -> Result<u64, types::HostError> {
-        self.require(Permission::Database).map_err(to_wit)?;
+        self.require(Permission::Database, "database.execute")
+            .map_err(to_wit)?;
         unsupported("database.execute")
     }
     fn query(
@@ -454,27 +490,39 @@ impl wit::database::Host for InstanceState {
         _: String,
         _: Vec<types::SqlValue>,
     ) -> Result<types::Rows, types::HostError> {
-        self.require(Permission::Database).map_err(to_wit)?;
+        self.require(Permission::Database, "database.query")
+            .map_err(to_wit)?;
         unsupported("database.query")
     }
     fn transaction(&mut self, _: Vec<types::Statement>) -> Result<Vec<u64>, types::HostError> {
-        self.require(Permission::Database).map_err(to_wit)?;
+        self.require(Permission::Database, "database.transaction")
+            .map_err(to_wit)?;
         unsupported("database.transaction")
     }
 }
 
 impl wit::cache::Host for InstanceState {
-    fn get(&mut self, _: String) -> Result<Option<Vec<u8>>, types::HostError> {
-        self.require(Permission::Cache).map_err(to_wit)?;
-        unsupported("cache.get")
+    fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, types::HostError> {
+        self.require(Permission::Cache, "cache.get")
+            .map_err(to_wit)?;
+        Ok(self.cache()?.get(&key))
     }
-    fn set(&mut self, _: String, _: Vec<u8>, _: Option<u64>) -> Result<(), types::HostError> {
-        self.require(Permission::Cache).map_err(to_wit)?;
-        unsupported("cache.set")
+    fn set(
+        &mut self,
+        key: String,
+        value: Vec<u8>,
+        ttl_ms: Option<u64>,
+    ) -> Result<(), types::HostError> {
+        self.require(Permission::Cache, "cache.set")
+            .map_err(to_wit)?;
+        self.cache()?
+            .set(&key, &value, ttl_ms.map(std::time::Duration::from_millis))
+            .map_err(to_wit)
     }
-    fn delete(&mut self, _: String) -> Result<bool, types::HostError> {
-        self.require(Permission::Cache).map_err(to_wit)?;
-        unsupported("cache.delete")
+    fn delete(&mut self, key: String) -> Result<bool, types::HostError> {
+        self.require(Permission::Cache, "cache.delete")
+            .map_err(to_wit)?;
+        Ok(self.cache()?.delete(&key))
     }
 }
 
@@ -483,7 +531,8 @@ impl wit::outbound::Host for InstanceState {
         &mut self,
         _: types::OutgoingRequest,
     ) -> Result<types::IncomingResponse, types::HostError> {
-        self.require(Permission::Network).map_err(to_wit)?;
+        self.require(Permission::Network, "outbound.fetch")
+            .map_err(to_wit)?;
         unsupported("outbound.fetch")
     }
 }
@@ -496,7 +545,7 @@ impl wit::exec::Host for InstanceState {
         _: Vec<u8>,
         _: Option<u32>,
     ) -> Result<types::CommandOutput, types::HostError> {
-        self.require(Permission::Exec).map_err(to_wit)?;
+        self.require(Permission::Exec, "exec.run").map_err(to_wit)?;
         unsupported("exec.run")
     }
 }

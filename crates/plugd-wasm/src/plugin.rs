@@ -15,8 +15,9 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use parking_lot::{Mutex, RwLock};
 use plugd_core::{
-    Action, Event, Exchange, Health, HookType, InitContext, Permission, Plugin, PluginError,
-    PluginMetrics, PluginStore, Publisher, Registrations, Response, Services,
+    Action, AuditLog, Event, Exchange, Health, HookType, InitContext, Permission, Plugin,
+    PluginCache, PluginError, PluginMetrics, PluginStore, Publisher, Registrations, Response,
+    Services,
 };
 use serde_json::{Map, Value};
 use tokio::sync::Semaphore;
@@ -56,6 +57,10 @@ pub struct PluginOptions {
     pub exports: Vec<String>,
     /// Where its own metrics go; `None`: metrics calls answer unsupported.
     pub metrics: Option<Arc<PluginMetrics>>,
+    /// Its cache namespace (`cache` capability).
+    pub cache: Option<PluginCache>,
+    /// Where denied calls are recorded.
+    pub audit: Option<Arc<AuditLog>>,
 }
 
 struct Instance {
@@ -175,6 +180,8 @@ impl WasmPlugin {
             services: options.services.clone(),
             exports: options.exports.clone(),
             metrics: options.metrics.clone(),
+            cache: options.cache.clone(),
+            audit: options.audit.clone(),
         });
         WasmPlugin {
             engine,

@@ -174,6 +174,8 @@ impl Loader for WasmRuntime {
                 .map(|e| e.name.clone())
                 .collect(),
             metrics: Some(ctx.metrics.clone()),
+            cache: Some(ctx.cache.clone()),
+            audit: Some(ctx.audit.clone()),
         };
         let plugin = self.load_file(path, options).await?;
         Ok(Arc::new(plugin))

@@ -46,6 +46,8 @@ fn options(name: &str) -> PluginOptions {
         services: None,
         exports: Vec::new(),
         metrics: None,
+        cache: None,
+        audit: None,
     }
 }
 

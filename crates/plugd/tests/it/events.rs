@@ -164,3 +164,33 @@ async fn wasm_middleware_wraps_another_plugins_routes() {
     );
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cache_needs_its_grant_and_a_denial_is_audited() {
+    // trapper declares cache; this config does not grant it.
+    let server = TestServer::start(&config()).await;
+    let r = server.get("/plugins/trapper/cache").await;
+    assert_eq!(r.status(), 403);
+    assert_eq!(
+        r.text().await.unwrap(),
+        "permission denied: plugin 'trapper' attempted cache access without permission"
+    );
+    let audit = server.host.audit_log(Some("trapper"));
+    assert_eq!(audit.len(), 1);
+    assert_eq!(
+        (audit[0].capability.as_str(), audit[0].detail.as_str()),
+        ("cache", "cache.set")
+    );
+    server.stop().await;
+
+    let granted = config().replace(
+        "      permissions: { router: true }\n    - name: spinner",
+        "      permissions: { router: true, cache: true }\n    - name: spinner",
+    );
+    let server = TestServer::start(&granted).await;
+    let r = server.get("/plugins/trapper/cache").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "cached");
+    assert!(server.host.audit_log(None).is_empty());
+    server.stop().await;
+}

@@ -3,7 +3,7 @@
 //! Config `fail_init` / `fail_start` make init / start fail. GET /publish publishes `test.ping`
 //! (declared); GET /publish-undeclared tries `test.secret` (not declared) and answers the error.
 use plugd_guest::prelude::*;
-use plugd_guest::{events, register};
+use plugd_guest::{cache, events, register};
 
 #[derive(Default)]
 struct Trapper {
@@ -21,6 +21,7 @@ impl Plugin for Trapper {
         register::route("GET", "/trap")?;
         register::route("GET", "/count")?;
         register::route("GET", "/publish")?;
+        register::route("GET", "/cache")?;
         register::route("GET", "/publish-undeclared")?;
         Ok(())
     }
@@ -59,6 +60,14 @@ impl Plugin for Trapper {
             "/count" => {
                 self.count += 1;
                 Ok(Response::text(200, self.count.to_string()))
+            }
+            "/cache" => {
+                let result = cache::set("k", b"cached", Some(std::time::Duration::from_secs(60)))
+                    .and_then(|()| cache::get("k"));
+                match result {
+                    Ok(v) => Ok(Response::text(200, String::from_utf8_lossy(&v.unwrap_or_default()))),
+                    Err(e) => Ok(Response::text(403, e.to_string())),
+                }
             }
             "/publish" => {
                 events::publish("test.ping", b"ping")?;
