@@ -3,10 +3,12 @@
 use std::path::{Path, PathBuf};
 
 use axum::Json;
-use axum::extract::{Path as UrlPath, Request, State};
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path as UrlPath, Query, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use plugd_core::LoadError;
 use plugd_manifest::HostConfig;
 use rand::RngCore;
 use subtle::ConstantTimeEq;
@@ -195,6 +197,146 @@ pub(crate) async fn get_plugin(
         Some(info) => Json(info).into_response(),
         None => json_error(StatusCode::NOT_FOUND, format!("no plugin named '{name}'")),
     }
+}
+
+/// A body that could not be read: 413 when too large, 415 without a JSON content type, 400 for
+/// anything else (syntax or shape), always with a JSON message.
+fn bad_body(e: JsonRejection) -> Response {
+    let status = match e.status() {
+        s @ (StatusCode::PAYLOAD_TOO_LARGE | StatusCode::UNSUPPORTED_MEDIA_TYPE) => s,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    json_error(status, e.body_text())
+}
+
+/// `GET /admin/plugins/{name}/health`
+pub(crate) async fn get_health(
+    State(state): State<AppState>,
+    UrlPath(name): UrlPath<String>,
+) -> Response {
+    match state.host.plugin_health(&name).await {
+        Some(h) => Json(h).into_response(),
+        None => json_error(StatusCode::NOT_FOUND, format!("no plugin named '{name}'")),
+    }
+}
+
+/// `GET /admin/plugins/{name}/config`
+pub(crate) async fn get_config(
+    State(state): State<AppState>,
+    UrlPath(name): UrlPath<String>,
+) -> Response {
+    match state.host.plugin_config(&name) {
+        Some(c) => Json(serde_json::Value::Object((*c).clone())).into_response(),
+        None => json_error(StatusCode::NOT_FOUND, format!("no plugin named '{name}'")),
+    }
+}
+
+/// `PUT /admin/plugins/{name}/config`: validated against the schema, applied live.
+pub(crate) async fn put_config(
+    State(state): State<AppState>,
+    UrlPath(name): UrlPath<String>,
+    body: Result<Json<serde_json::Value>, JsonRejection>,
+) -> Response {
+    let Json(value) = match body {
+        Ok(b) => b,
+        Err(e) => return bad_body(e),
+    };
+    let Some(config) = value.as_object() else {
+        return json_error(StatusCode::BAD_REQUEST, "the config must be a JSON object");
+    };
+    match state.host.update_plugin_config(&name, config).await {
+        Ok(()) => get_config(State(state), UrlPath(name)).await,
+        Err(e @ LoadError::UnknownPlugin(_)) => json_error(StatusCode::NOT_FOUND, e.to_string()),
+        Err(e @ LoadError::ConfigRejected { .. }) => {
+            json_error(StatusCode::CONFLICT, e.to_string())
+        }
+        Err(e) => json_error(StatusCode::BAD_REQUEST, e.to_string()),
+    }
+}
+
+/// Query of `DELETE /admin/plugins/{name}`.
+#[derive(Debug, serde::Deserialize)]
+pub(crate) struct UnloadQuery {
+    #[serde(default)]
+    force: bool,
+}
+
+/// `DELETE /admin/plugins/{name}[?force=true]`: unload.
+pub(crate) async fn unload(
+    State(state): State<AppState>,
+    UrlPath(name): UrlPath<String>,
+    Query(q): Query<UnloadQuery>,
+) -> Response {
+    match state.host.unload_plugin(&name, q.force).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e @ LoadError::UnknownPlugin(_)) => json_error(StatusCode::NOT_FOUND, e.to_string()),
+        Err(e @ LoadError::InUse { .. }) => json_error(StatusCode::CONFLICT, e.to_string()),
+        Err(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// Body of `POST /admin/plugins`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LoadRequest {
+    name: String,
+    path: std::path::PathBuf,
+    #[serde(default)]
+    permissions: Vec<plugd_manifest::Permission>,
+    #[serde(default)]
+    config: serde_json::Map<String, serde_json::Value>,
+}
+
+/// `POST /admin/plugins`: load a plugin from a path, initialize and start it.
+pub(crate) async fn load(
+    State(state): State<AppState>,
+    body: Result<Json<LoadRequest>, JsonRejection>,
+) -> Response {
+    let Json(req) = match body {
+        Ok(b) => b,
+        Err(e) => return bad_body(e),
+    };
+    let mut entry = plugd_manifest::PluginEntry::new(req.name.clone(), req.path);
+    entry.permissions = req.permissions.into_iter().map(|p| (p, true)).collect();
+    entry.config = req.config;
+    match state.host.load_plugin(&entry).await {
+        Ok(()) => match state.host.plugin_info(&req.name) {
+            Some(info) => (StatusCode::CREATED, Json(info)).into_response(),
+            None => StatusCode::CREATED.into_response(),
+        },
+        Err(e @ LoadError::Duplicate(_)) => json_error(StatusCode::CONFLICT, e.to_string()),
+        Err(e) => json_error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
+    }
+}
+
+/// Query of `GET /admin/audit`.
+#[derive(Debug, serde::Deserialize)]
+pub(crate) struct AuditQuery {
+    plugin: Option<String>,
+}
+
+/// `GET /admin/audit[?plugin=name]`: denied capability calls.
+pub(crate) async fn audit(State(state): State<AppState>, Query(q): Query<AuditQuery>) -> Response {
+    Json(state.host.audit_log(q.plugin.as_deref())).into_response()
+}
+
+/// `GET /admin/info`: the host.
+pub(crate) async fn info(State(state): State<AppState>) -> Response {
+    let uptime = std::time::SystemTime::now()
+        .duration_since(state.host.started_at())
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    Json(serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "contract": "plugd:plugin@0.1.0",
+        "uptime_seconds": uptime,
+        "data_dir": state.host.config().data_dir,
+        "plugins": state.host.list_plugins().len(),
+        "dependency_graph": state.host.dependency_graph(),
+        "services": state.host.services().exported(),
+        "subscriptions": state.host.subscriptions(),
+    }))
+    .into_response()
 }
 
 /// Any other `/admin` path.

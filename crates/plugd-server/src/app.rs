@@ -14,6 +14,9 @@ use plugd_core::{Exchange, Host, Status};
 
 use crate::admin::{self, AdminToken, json_error};
 
+/// Largest admin request body.
+const ADMIN_BODY_LIMIT: usize = 64 * 1024;
+
 #[derive(Clone)]
 pub(crate) struct AppState {
     pub(crate) host: Host,
@@ -31,8 +34,19 @@ pub fn router(host: Host, admin: AdminToken) -> Router {
         body_limit,
     };
     let admin_routes = Router::new()
-        .route("/plugins", get(admin::list_plugins))
-        .route("/plugins/{name}", get(admin::get_plugin))
+        .route("/plugins", get(admin::list_plugins).post(admin::load))
+        .route(
+            "/plugins/{name}",
+            get(admin::get_plugin).delete(admin::unload),
+        )
+        .route("/plugins/{name}/health", get(admin::get_health))
+        .route(
+            "/plugins/{name}/config",
+            get(admin::get_config).put(admin::put_config),
+        )
+        .route("/audit", get(admin::audit))
+        .route("/info", get(admin::info))
+        .layer(axum::extract::DefaultBodyLimit::max(ADMIN_BODY_LIMIT))
         .fallback(admin::unknown)
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -165,3 +165,140 @@ async fn plugins_never_see_the_admin_token() {
     tx.send(()).unwrap();
     task.await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_manages_plugins() {
+    let server = TestServer::start(&examples_config()).await;
+    let url = |p: &str| format!("{}{p}", server.url);
+    let c = &server.client;
+
+    // Every endpoint needs the token.
+    for (method, path) in [
+        ("GET", "/admin/info"),
+        ("GET", "/admin/audit"),
+        ("GET", "/admin/plugins/hello/health"),
+        ("GET", "/admin/plugins/hello/config"),
+        ("PUT", "/admin/plugins/hello/config"),
+        ("DELETE", "/admin/plugins/hello"),
+        ("POST", "/admin/plugins"),
+    ] {
+        let r = c
+            .request(method.parse().unwrap(), url(path))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "{method} {path}");
+    }
+
+    let info: Value = server.admin_get("/admin/info").await.json().await.unwrap();
+    assert_eq!(info["contract"], "plugd:plugin@0.1.0");
+    assert_eq!(info["plugins"], 2);
+    let health: Value = server
+        .admin_get("/admin/plugins/hello/health")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["status"], "running");
+    assert_eq!(health["reported"]["state"], "healthy");
+
+    // Config: read, change live, refuse a bad body and an invalid config.
+    let config: Value = server
+        .admin_get("/admin/plugins/hello/config")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(config["greeting"], "Hello");
+    let r = c
+        .put(url("/admin/plugins/hello/config"))
+        .bearer_auth(TOKEN)
+        .json(&serde_json::json!({"greeting": "Hej"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = server
+        .get("/plugins/hello/greet?name=Ada")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["message"], "Hej, Ada!");
+    let r = c
+        .put(url("/admin/plugins/hello/config"))
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let e: Value = r.json().await.unwrap();
+    assert!(e["message"].is_string());
+    let r = c
+        .put(url("/admin/plugins/hello/config"))
+        .bearer_auth(TOKEN)
+        .json(&serde_json::json!({"greeting": 5}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = c
+        .put(url("/admin/plugins/hello/config"))
+        .bearer_auth(TOKEN)
+        .json(&serde_json::json!("x".repeat(100_000)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413, "admin bodies are size-limited");
+
+    // Unload and load back from its path.
+    let r = c
+        .delete(url("/admin/plugins/hello"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(server.get("/plugins/hello/greet").await.status(), 404);
+    let load = serde_json::json!({"name": "hello", "path": crate::support::example("hello"), "permissions": ["router"]});
+    let r = c
+        .post(url("/admin/plugins"))
+        .bearer_auth(TOKEN)
+        .json(&load)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let info: Value = r.json().await.unwrap();
+    assert_eq!(info["status"], "running");
+    assert_eq!(server.get("/plugins/hello/greet").await.status(), 200);
+    let r = c
+        .post(url("/admin/plugins"))
+        .bearer_auth(TOKEN)
+        .json(&load)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    let r = c
+        .post(url("/admin/plugins"))
+        .bearer_auth(TOKEN)
+        .json(&serde_json::json!({"name": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400, "missing path");
+    let r = c
+        .delete(url("/admin/plugins/nobody"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+
+    let audit: Vec<Value> = server.admin_get("/admin/audit").await.json().await.unwrap();
+    assert!(audit.is_empty());
+    server.stop().await;
+}
