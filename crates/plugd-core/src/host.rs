@@ -1381,7 +1381,8 @@ impl Host {
             .with_events(&subscribes, &publisher)
             .with_services(&exports, &self.inner.services)
             .with_tasks(&p.tasks)
-            .with_metrics(p.state.metrics());
+            .with_metrics(p.state.metrics())
+            .with_cache(self.inner.cache.plugin(&name));
         let result = p.plugin.init(&mut ctx).await;
         p.state.set_phase(Phase::Idle);
         result.map_err(|error| LoadError::Init {

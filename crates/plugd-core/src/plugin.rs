@@ -8,6 +8,7 @@ use http::Method;
 use plugd_manifest::{HookType, Permission};
 use serde_json::{Map, Value};
 
+use crate::cache::PluginCache;
 use crate::error::{HostError, PluginError};
 use crate::events::{Event, Publisher};
 use crate::exchange::{Exchange, Response};
@@ -290,6 +291,7 @@ pub struct InitContext<'a> {
     pub(crate) services: Option<&'a Arc<Services>>,
     pub(crate) tasks: Option<&'a Tasks>,
     pub(crate) metrics: Option<&'a Arc<PluginMetrics>>,
+    pub(crate) cache: Option<PluginCache>,
 }
 
 impl<'a> InitContext<'a> {
@@ -313,7 +315,24 @@ impl<'a> InitContext<'a> {
             services: None,
             tasks: None,
             metrics: None,
+            cache: None,
         }
+    }
+
+    /// The same, with the plugin's cache namespace.
+    pub fn with_cache(mut self, cache: PluginCache) -> Self {
+        self.cache = Some(cache);
+        self
+    }
+
+    /// The plugin's namespace of the host cache; needs the `cache` permission.
+    pub fn cache(&self) -> Result<PluginCache, HostError> {
+        if !self.granted.contains(&Permission::Cache) {
+            return Err(HostError::permission_denied(self.name, Permission::Cache));
+        }
+        self.cache
+            .clone()
+            .ok_or_else(|| HostError::unsupported("cache (no host in this context)"))
     }
 
     /// The same, with the plugin's own metrics.

@@ -206,3 +206,54 @@ async fn exporting_an_undeclared_service_is_refused() {
         "{err}"
     );
 }
+
+/// A native plugin that uses the cache in init.
+struct CacheUser;
+
+#[async_trait::async_trait]
+impl plugd_core::Plugin for CacheUser {
+    async fn init(
+        &self,
+        ctx: &mut plugd_core::InitContext<'_>,
+    ) -> Result<(), plugd_core::PluginError> {
+        let cache = ctx
+            .cache()
+            .map_err(|e| plugd_core::PluginError::Failed(e.to_string()))?;
+        cache
+            .set("k", b"v", None)
+            .map_err(|e| plugd_core::PluginError::Failed(e.to_string()))
+    }
+}
+
+fn cache_manifest(name: &str) -> plugd_manifest::Manifest {
+    plugd_manifest::Manifest::from_str(
+        &format!("name: {name}\nversion: 1.0.0\ndescription: d\nauthor: a\npermissions: {{ cache: true }}\n"),
+        plugd_manifest::Format::Yaml,
+        None,
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn native_plugins_use_the_cache_only_with_its_grant() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = Host::builder()
+        .config(config(
+            dir.path(),
+            "plugins:\n  plugins:\n    - name: without\n      permissions: { cache: false }\n",
+        ))
+        .native(cache_manifest("with"), CacheUser)
+        .native(cache_manifest("without"), CacheUser)
+        .build()
+        .unwrap();
+    host.start().await.unwrap();
+    assert_eq!(host.plugin_info("with").unwrap().status, Status::Running);
+    let without = host.plugin_info("without").unwrap();
+    assert_eq!(without.status, Status::Error);
+    assert!(
+        without.last_error.unwrap().message.contains(
+            "permission denied: plugin 'without' attempted cache access without permission"
+        )
+    );
+    host.shutdown().await;
+}
