@@ -384,7 +384,9 @@ async fn run_response_hooks(table: &DispatchTable, hook: HookType, ex: &mut Exch
 /// Find and run the route handler.
 async fn route(table: &DispatchTable, ex: &mut Exchange) -> Response {
     let path = ex.path.clone();
-    if let Some(owner) = table.owner(&path)
+    // Only a path with a static segment can name a static file: no owner lookup otherwise.
+    if path.contains("/static/")
+        && let Some(owner) = table.owner(&path)
         && let Some(root) = &owner.assets
         && let Some(rest) = path
             .strip_prefix("/plugins/")
