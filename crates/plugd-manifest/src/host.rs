@@ -6,13 +6,16 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
 use crate::format::{DecodeError, Format, at_position, decode};
 use crate::manifest::is_valid_plugin_name;
-use crate::units::{de_byte_size, de_duration, de_hook_durations, de_opt_duration};
+use crate::units::{
+    de_byte_size, de_duration, de_hook_durations, de_opt_duration, ser_duration, ser_hook_durations,
+    ser_opt_duration,
+};
 use crate::{HookType, Manifest, Permission, Priority};
 
 /// The host's configuration.
@@ -34,7 +37,7 @@ use crate::{HookType, Manifest, Permission, Priority};
 /// assert_eq!(config.data_dir, Path::new("/etc/plugd/data"));
 /// assert_eq!(config.server.listen, "127.0.0.1:8080");
 /// ```
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct HostConfig {
     /// The HTTP listener.
     pub server: ServerConfig,
@@ -45,6 +48,7 @@ pub struct HostConfig {
     /// The plugins.
     pub plugins: PluginsConfig,
     /// The config file, when read from one.
+    #[serde(skip)]
     pub source: Option<PathBuf>,
 }
 
@@ -61,7 +65,7 @@ impl Default for HostConfig {
 }
 
 /// `server`: the HTTP listener.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
     /// Address to listen on (default `127.0.0.1:8080`).
@@ -82,14 +86,24 @@ impl Default for ServerConfig {
 }
 
 /// `admin`: the admin API.
-#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AdminConfig {
     /// A listener of its own; by default the admin API is served on the main listener under
     /// `/admin`.
     pub listen: Option<String>,
-    /// The bearer token (else `PLUGD_ADMIN_TOKEN`, else generated).
+    /// The bearer token (else `PLUGD_ADMIN_TOKEN`, else generated). Never serialized: it
+    /// serializes as `"[redacted]"`.
+    #[serde(serialize_with = "ser_redacted")]
     pub token: Option<String>,
+}
+
+/// `serialize_with` for a secret: `"[redacted]"` when set, `null` when not.
+fn ser_redacted<S: serde::Serializer>(v: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(_) => s.serialize_str("[redacted]"),
+        None => s.serialize_none(),
+    }
 }
 
 impl fmt::Debug for AdminConfig {
@@ -102,7 +116,7 @@ impl fmt::Debug for AdminConfig {
 }
 
 /// `plugins`: which plugins run, and how.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PluginsConfig {
     /// Whether the plugin system runs at all (default true).
     pub enabled: bool,
@@ -115,8 +129,10 @@ pub struct PluginsConfig {
     /// Watch plugin files and reload on change (default false).
     pub hot_reload: bool,
     /// Debounce of the file watcher (default 500ms).
+    #[serde(serialize_with = "ser_duration")]
     pub reload_delay: Duration,
     /// How often plugins' health is checked (default 30s).
+    #[serde(serialize_with = "ser_duration")]
     pub health_check_interval: Duration,
     /// How a reload gates requests.
     pub reload: ReloadSettings,
@@ -184,7 +200,7 @@ impl PluginsConfig {
 }
 
 /// `plugins.on_failure`: what a plugin that fails to load, initialize or start does to the host.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OnFailure {
     /// The plugin (and its dependents) go to `error`; the rest run.
@@ -195,11 +211,11 @@ pub enum OnFailure {
 }
 
 /// `plugins.reload`: how a reload gates the plugin's requests.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ReloadSettings {
     /// How long a queued request waits (default 30s).
-    #[serde(deserialize_with = "de_duration")]
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
     pub queue_timeout: Duration,
     /// How many requests may wait (default 1000).
     pub max_queue_size: usize,
@@ -207,7 +223,7 @@ pub struct ReloadSettings {
     pub queue_strategy: QueueStrategy,
     /// How long the new version must run without crashing before the old one is dropped
     /// (default 30s).
-    #[serde(deserialize_with = "de_duration")]
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
     pub grace_period: Duration,
 }
 
@@ -223,7 +239,7 @@ impl Default for ReloadSettings {
 }
 
 /// `plugins.reload.queue_strategy`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum QueueStrategy {
     /// Hold requests until the reload is done.
@@ -234,7 +250,7 @@ pub enum QueueStrategy {
 }
 
 /// `plugins.error_threshold` (and a plugin's own block, see [`ErrorThresholdOverride`]).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ErrorThreshold {
     /// Whether the threshold is watched (default false).
@@ -242,7 +258,7 @@ pub struct ErrorThreshold {
     /// Errors in `time_window` that trip it (default 100).
     pub max_errors: u64,
     /// The window (default 5m).
-    #[serde(deserialize_with = "de_duration")]
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
     pub time_window: Duration,
     /// What happens when it trips.
     pub action: ThresholdAction,
@@ -276,7 +292,7 @@ impl ErrorThreshold {
 }
 
 /// `error_threshold.action`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ThresholdAction {
     /// Log a warning.
@@ -289,7 +305,7 @@ pub enum ThresholdAction {
 }
 
 /// A plugin's own `error_threshold` block: each field set replaces the global one.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ErrorThresholdOverride {
     /// See [`ErrorThreshold::enabled`].
@@ -297,7 +313,7 @@ pub struct ErrorThresholdOverride {
     /// See [`ErrorThreshold::max_errors`].
     pub max_errors: Option<u64>,
     /// See [`ErrorThreshold::time_window`].
-    #[serde(deserialize_with = "de_opt_duration")]
+    #[serde(deserialize_with = "de_opt_duration", serialize_with = "ser_opt_duration")]
     pub time_window: Option<Duration>,
     /// See [`ErrorThreshold::action`].
     pub action: Option<ThresholdAction>,
@@ -306,16 +322,16 @@ pub struct ErrorThresholdOverride {
 }
 
 /// `plugins.limits`: the sandbox of a wasm plugin.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
     /// Memory cap per instance, MiB (default 64).
     pub memory_mb: u64,
     /// Deadline of one call (default 5s).
-    #[serde(deserialize_with = "de_duration")]
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
     pub timeout: Duration,
     /// Deadlines per hook, replacing `timeout` for that hook.
-    #[serde(deserialize_with = "de_hook_durations")]
+    #[serde(deserialize_with = "de_hook_durations", serialize_with = "ser_hook_durations")]
     pub hook_timeouts: BTreeMap<HookType, Duration>,
     /// Instances per plugin (default: the number of tokio workers).
     pub instances: Option<u32>,
@@ -363,16 +379,16 @@ impl Limits {
 }
 
 /// A plugin's own `limits` block: each field set replaces the global one.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LimitsOverride {
     /// See [`Limits::memory_mb`].
     pub memory_mb: Option<u64>,
     /// See [`Limits::timeout`].
-    #[serde(deserialize_with = "de_opt_duration")]
+    #[serde(deserialize_with = "de_opt_duration", serialize_with = "ser_opt_duration")]
     pub timeout: Option<Duration>,
     /// Merged into [`Limits::hook_timeouts`].
-    #[serde(deserialize_with = "de_hook_durations")]
+    #[serde(deserialize_with = "de_hook_durations", serialize_with = "ser_hook_durations")]
     pub hook_timeouts: BTreeMap<HookType, Duration>,
     /// See [`Limits::instances`].
     pub instances: Option<u32>,
@@ -383,7 +399,7 @@ pub struct LimitsOverride {
 }
 
 /// `plugins.pool`: the wasmtime pooling allocator.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PoolSettings {
     /// Instance slots (default 1000).
@@ -402,7 +418,7 @@ impl Default for PoolSettings {
 }
 
 /// An entry of `plugins.blocked`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Blocked {
     /// The plugin name.
@@ -416,7 +432,7 @@ pub struct Blocked {
 }
 
 /// A plugin's entry in `plugins.plugins`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PluginEntry {
     /// The plugin name; must equal its manifest's.
     pub name: String,
@@ -478,7 +494,7 @@ impl PluginEntry {
 }
 
 /// `failure_policy` of a plugin.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FailurePolicy {
     /// Skip its hooks.
@@ -489,7 +505,7 @@ pub enum FailurePolicy {
 }
 
 /// `network` of a plugin.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NetworkGrant {
     /// Hosts it may call.
@@ -497,7 +513,7 @@ pub struct NetworkGrant {
 }
 
 /// `exec` of a plugin.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ExecGrant {
     /// Commands it may run.
@@ -1731,5 +1747,24 @@ exec = { allow = ["/usr/bin/convert"] }
             matches!(err.kind, HostConfigErrorKind::UnsupportedFormat),
             "{err}"
         );
+    }
+
+    #[test]
+    fn serializes_as_the_file_reads_with_durations_as_text_and_the_token_redacted() {
+        let yaml = "admin:\n  token: hunter2\nplugins:\n  limits:\n    timeout: 1500ms\n    hook_timeouts: { pre_request: 2s }\n  plugins:\n    - name: a\n      limits: { timeout: 3s }\n      network: { allow: [api.example.com] }\n";
+        let config = HostConfig::from_str(yaml, Format::Yaml, None).unwrap();
+        let v = serde_json::to_value(&config).unwrap();
+        assert_eq!(v["admin"]["token"], json!("[redacted]"));
+        assert_eq!(v["server"]["listen"], json!("127.0.0.1:8080"));
+        assert_eq!(v["server"]["body_limit"], json!(2 * 1024 * 1024));
+        assert_eq!(v["plugins"]["limits"]["timeout"], json!("1s 500ms"));
+        assert_eq!(v["plugins"]["limits"]["hook_timeouts"]["pre_request"], json!("2s"));
+        assert_eq!(v["plugins"]["health_check_interval"], json!("30s"));
+        assert_eq!(v["plugins"]["plugins"][0]["limits"]["timeout"], json!("3s"));
+        assert_eq!(
+            v["plugins"]["plugins"][0]["network"]["allow"],
+            json!(["api.example.com"])
+        );
+        assert!(v.get("source").is_none());
     }
 }

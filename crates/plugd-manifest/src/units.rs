@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
+use serde::Serializer;
 use serde::de::{self, Deserialize, Deserializer, Visitor};
 
 use crate::HookType;
@@ -157,6 +158,34 @@ pub(crate) fn de_hook_durations<'de, D: Deserializer<'de>>(
 ) -> Result<BTreeMap<HookType, Duration>, D::Error> {
     let map = BTreeMap::<HookType, DurationValue>::deserialize(d)?;
     Ok(map.into_iter().map(|(k, v)| (k, v.0)).collect())
+}
+
+/// `serialize_with` for a [`Duration`]: a humantime string (`"5s"`, `"1m 30s"`), the form the
+/// config file takes.
+pub(crate) fn ser_duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&humantime::format_duration(*d))
+}
+
+/// `serialize_with` for an optional [`Duration`].
+pub(crate) fn ser_opt_duration<S: Serializer>(
+    d: &Option<Duration>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => ser_duration(d, s),
+        None => s.serialize_none(),
+    }
+}
+
+/// `serialize_with` for per-hook durations.
+pub(crate) fn ser_hook_durations<S: Serializer>(
+    map: &BTreeMap<HookType, Duration>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_map(
+        map.iter()
+            .map(|(k, v)| (k, humantime::format_duration(*v).to_string())),
+    )
 }
 
 #[cfg(test)]
