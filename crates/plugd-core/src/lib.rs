@@ -30,14 +30,19 @@
 mod assets;
 mod audit;
 mod cache;
+mod capabilities;
 mod check;
+mod database;
 mod dispatch;
 mod error;
 mod events;
 mod exchange;
+mod exec;
 mod host;
+mod host_config;
 mod metrics;
 mod order;
+mod outbound;
 mod plugin;
 mod services;
 mod state;
@@ -47,16 +52,21 @@ mod tasks;
 pub use assets::content_type;
 pub use audit::{AUDIT_CAPACITY, AuditEntry, AuditLog};
 pub use cache::{Cache, MAX_BYTES_PER_PLUGIN, MAX_ENTRIES_PER_PLUGIN, PluginCache};
+pub use capabilities::{Auditor, Capabilities, CapabilityOptions};
 pub use check::{CheckReport, Checked, check_config, check_entry};
+pub use database::{Database, Rows, SqlValue, Statement};
 pub use dispatch::{DispatchTable, Dispatcher};
 pub use error::{HostError, LoadError, PluginError};
 pub use events::{
     BoxFuture, Deliver, Event, EventBus, Publisher, QUEUE_CAPACITY, SubscriptionInfo, topic_matches,
 };
 pub use exchange::{Exchange, Identity, Response, Stage};
+pub use exec::{CommandOutput, Exec};
 pub use host::{Host, HostBuilder, Loader, LoaderContext, PluginHealth, PluginInfo};
+pub use host_config::HostConfigView;
 pub use metrics::{BUCKETS_MS, DurationHistogram, MAX_SERIES_PER_PLUGIN, PluginMetrics};
 pub use order::{OrderError, OrderNode, dependency_graph, order_nodes, start_order};
+pub use outbound::{AllowRule, IncomingResponse, NetworkAllow, Outbound, OutgoingRequest};
 pub use plugin::{
     Action, Health, InitContext, MIN_TIMER_INTERVAL, MiddlewareReg, Plugin, Registrations,
     RouteOptions, RouteReg, glob_matches,
@@ -67,3 +77,11 @@ pub use store::{PluginStore, Store};
 pub use tasks::Tasks;
 
 pub use plugd_manifest::{HookType, Permission};
+
+/// Limits of the `database` capability.
+pub mod database_limits {
+    pub use crate::database::{
+        DEFAULT_TIMEOUT, MAX_DATABASE_BYTES, MAX_RESULT_BYTES, MAX_ROWS,
+        MAX_TRANSACTION_STATEMENTS, MIGRATION_TIMEOUT, MIGRATIONS_TABLE, READ_ONLY_PRAGMAS,
+    };
+}

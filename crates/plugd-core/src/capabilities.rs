@@ -1,0 +1,385 @@
+//! The gated capabilities of one plugin — `database`, `network`, `exec`, `config` and
+//! `filesystem` — opened once at load and shared by the wasm host imports and by native plugins'
+//! [`InitContext`](crate::InitContext).
+//!
+//! Every call checks the plugin's effective permissions first. A denied call (a missing
+//! permission, a host not in `network.allow`, a command not in `exec.allow`, SQL the database's
+//! authorizer refuses) returns [`HostError::Denied`], counts as an error of the plugin
+//! ([`PluginState::record_error`]) and is written to the [`AuditLog`].
+//!
+//! On disk, under the host's `data_dir`:
+//!
+//! ```text
+//! plugins/<name>/            mode 0700; the working directory of `exec`
+//! plugins/<name>/db.sqlite   the `database` capability
+//! plugins/<name>/files/      mode 0700; the `filesystem` capability, preopened at /data
+//! ```
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use plugd_manifest::{HostConfig, Permission, PluginEntry};
+
+use crate::audit::AuditLog;
+use crate::database::Database;
+use crate::error::HostError;
+use crate::exec::Exec;
+use crate::host_config::HostConfigView;
+use crate::outbound::{NetworkAllow, Outbound};
+use crate::state::PluginState;
+
+/// Where denied calls of one plugin are recorded: an error counted on the plugin and an entry in
+/// the audit log. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Auditor {
+    plugin: Arc<str>,
+    state: Option<Arc<PluginState>>,
+    log: Option<Arc<AuditLog>>,
+}
+
+impl Auditor {
+    /// An auditor for `plugin`; either sink may be absent (tests, tools).
+    pub fn new(plugin: &str, state: Option<Arc<PluginState>>, log: Option<Arc<AuditLog>>) -> Self {
+        Auditor {
+            plugin: Arc::from(plugin),
+            state,
+            log,
+        }
+    }
+
+    /// The plugin's name.
+    pub fn plugin(&self) -> &str {
+        &self.plugin
+    }
+
+    /// Record a denied call: count `message` as an error of the plugin and write an audit entry
+    /// (`capability`, `detail`).
+    pub fn record(&self, capability: &str, detail: &str, message: &str) {
+        if let Some(state) = &self.state {
+            state.record_error(message);
+        }
+        if let Some(log) = &self.log {
+            log.record(&self.plugin, capability, detail);
+        }
+    }
+
+    /// Check a permission: a missing one is the seed's `permission denied: plugin 'x' attempted
+    /// database access without permission`, recorded with `call` as the audit detail.
+    ///
+    /// ```
+    /// use plugd_core::{AuditLog, Auditor, Permission, PluginState};
+    /// use std::sync::Arc;
+    ///
+    /// let (state, log) = (Arc::new(PluginState::default()), Arc::new(AuditLog::default()));
+    /// let auditor = Auditor::new("p", Some(state.clone()), Some(log.clone()));
+    /// let e = auditor.require(&[Permission::Cache].into(), Permission::Database, "database.query");
+    /// assert_eq!(
+    ///     e.unwrap_err().to_string(),
+    ///     "permission denied: plugin 'p' attempted database access without permission"
+    /// );
+    /// assert_eq!(state.error_count(), 1);
+    /// assert_eq!(log.entries(Some("p"))[0].detail, "database.query");
+    /// ```
+    pub fn require(
+        &self,
+        granted: &BTreeSet<Permission>,
+        permission: Permission,
+        call: &str,
+    ) -> Result<(), HostError> {
+        if granted.contains(&permission) {
+            return Ok(());
+        }
+        let e = HostError::permission_denied(&self.plugin, permission);
+        self.record(permission.as_str(), call, &e.to_string());
+        Err(e)
+    }
+
+    /// Pass a result on; a [`HostError::Denied`] is recorded (detail: `call: message`).
+    pub fn check<T>(
+        &self,
+        r: Result<T, HostError>,
+        capability: &str,
+        call: &str,
+    ) -> Result<T, HostError> {
+        if let Err(HostError::Denied(m)) = &r {
+            self.record(capability, &format!("{call}: {m}"), m);
+        }
+        r
+    }
+}
+
+/// What [`Capabilities::open`] needs to know about one plugin.
+#[derive(Debug)]
+pub struct CapabilityOptions<'a> {
+    /// The plugin's name.
+    pub plugin: &'a str,
+    /// Its effective permissions.
+    pub granted: &'a BTreeSet<Permission>,
+    /// The host config (`data_dir`, and the source of `config.host-config`).
+    pub host: &'a HostConfig,
+    /// Its entry in the host config (`network.allow`, `exec.allow`), when it has one.
+    pub entry: Option<&'a PluginEntry>,
+    /// Its directory, the parent of `migrations/` (none for native plugins).
+    pub plugin_dir: Option<&'a Path>,
+    /// Where denials go.
+    pub auditor: Auditor,
+}
+
+/// The gated capabilities of one plugin. Cheap to clone; what is not granted is not opened.
+#[derive(Debug, Clone)]
+pub struct Capabilities {
+    granted: BTreeSet<Permission>,
+    auditor: Auditor,
+    database: Option<Database>,
+    outbound: Option<Outbound>,
+    exec: Option<Exec>,
+    host_config: Option<HostConfigView>,
+    files: Option<PathBuf>,
+}
+
+impl Capabilities {
+    /// Capabilities with nothing opened: every permission is still checked (and a denial
+    /// recorded), and a granted capability answers `unsupported`. For tests and tools.
+    pub fn unopened(granted: BTreeSet<Permission>, auditor: Auditor) -> Capabilities {
+        Capabilities {
+            granted,
+            auditor,
+            database: None,
+            outbound: None,
+            exec: None,
+            host_config: None,
+            files: None,
+        }
+    }
+
+    /// Open what is granted: the plugin's database (applying its `migrations/`), its
+    /// outbound client, its command runner, its view of the host config, its `files/` directory.
+    /// Runs the blocking work (SQLite, migrations, directories) off the async workers.
+    pub async fn open(options: CapabilityOptions<'_>) -> Result<Capabilities, String> {
+        let plugin = options.plugin.to_string();
+        let granted = options.granted.clone();
+        let auditor = options.auditor;
+        let root = options.host.data_dir.join("plugins").join(&plugin);
+        let wants_dir = [
+            Permission::Database,
+            Permission::Filesystem,
+            Permission::Exec,
+        ]
+        .iter()
+        .any(|p| granted.contains(p));
+        let files = granted
+            .contains(&Permission::Filesystem)
+            .then(|| root.join("files"));
+        let database = if granted.contains(&Permission::Database) {
+            let path = root.join("db.sqlite");
+            let migrations = options.plugin_dir.map(|d| d.join("migrations"));
+            let (name, auditor, root, files) =
+                (plugin.clone(), auditor.clone(), root.clone(), files.clone());
+            Some(
+                tokio::task::spawn_blocking(move || {
+                    make_private_dir(&root)?;
+                    if let Some(files) = &files {
+                        make_private_dir(files)?;
+                    }
+                    Database::open(&name, &path, migrations.as_deref(), auditor)
+                })
+                .await
+                .map_err(|e| format!("opening the database of plugin '{plugin}': {e}"))??,
+            )
+        } else {
+            if wants_dir {
+                make_private_dir(&root)?;
+            }
+            if let Some(files) = &files {
+                make_private_dir(files)?;
+            }
+            None
+        };
+        let entry = options.entry;
+        let outbound = if granted.contains(&Permission::Network) {
+            let allow_list = entry.map(|e| e.network.allow.as_slice()).unwrap_or(&[]);
+            let allow = NetworkAllow::parse(allow_list)
+                .map_err(|e| format!("network.allow of plugin '{plugin}': {e}"))?;
+            Some(Outbound::new(&plugin, allow, auditor.clone())?)
+        } else {
+            None
+        };
+        let exec = granted.contains(&Permission::Exec).then(|| {
+            let allow = entry.map(|e| e.exec.allow.clone()).unwrap_or_default();
+            Exec::new(&plugin, allow, root.clone(), auditor.clone())
+        });
+        let host_config = granted
+            .contains(&Permission::Config)
+            .then(|| HostConfigView::new(options.host, &plugin));
+        Ok(Capabilities {
+            granted,
+            auditor,
+            database,
+            outbound,
+            exec,
+            host_config,
+            files,
+        })
+    }
+
+    /// The effective permissions.
+    pub fn granted(&self) -> &BTreeSet<Permission> {
+        &self.granted
+    }
+
+    /// Where denials are recorded.
+    pub fn auditor(&self) -> &Auditor {
+        &self.auditor
+    }
+
+    /// Check a permission for `call`; a denial is counted and audited.
+    pub fn require(&self, permission: Permission, call: &str) -> Result<(), HostError> {
+        self.auditor.require(&self.granted, permission, call)
+    }
+
+    /// The plugin's database; needs `database`.
+    pub fn database(&self, call: &str) -> Result<Database, HostError> {
+        self.require(Permission::Database, call)?;
+        opened(&self.database, "database")
+    }
+
+    /// Outbound HTTP; needs `network`.
+    pub fn outbound(&self, call: &str) -> Result<Outbound, HostError> {
+        self.require(Permission::Network, call)?;
+        opened(&self.outbound, "outbound HTTP")
+    }
+
+    /// Allowlisted commands; needs `exec`.
+    pub fn exec(&self, call: &str) -> Result<Exec, HostError> {
+        self.require(Permission::Exec, call)?;
+        opened(&self.exec, "exec")
+    }
+
+    /// The host config, secrets redacted; needs `config`.
+    pub fn host_config(&self, call: &str) -> Result<HostConfigView, HostError> {
+        self.require(Permission::Config, call)?;
+        opened(&self.host_config, "the host config")
+    }
+
+    /// The plugin's `files/` directory when `filesystem` is granted (the wasm runtime preopens it
+    /// at `/data`). Not a host call: nothing is recorded.
+    pub fn files_dir(&self) -> Option<&Path> {
+        self.files.as_deref()
+    }
+}
+
+fn opened<T: Clone>(slot: &Option<T>, what: &str) -> Result<T, HostError> {
+    slot.clone()
+        .ok_or_else(|| HostError::unsupported(&format!("{what} (not opened in this context)")))
+}
+
+/// Create a directory (and its parents) and make it mode 0700.
+pub(crate) fn make_private_dir(dir: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| format!("cannot create directory {}: {e}", dir.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| format!("cannot make {} private (0700): {e}", dir.display()))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(dir: &Path) -> HostConfig {
+        HostConfig {
+            data_dir: dir.to_path_buf(),
+            ..HostConfig::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn only_what_is_granted_is_opened_and_a_denial_is_counted_and_audited() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = host(dir.path());
+        let state = Arc::new(PluginState::default());
+        let log = Arc::new(AuditLog::default());
+        let granted: BTreeSet<Permission> = [Permission::Filesystem].into();
+        let caps = Capabilities::open(CapabilityOptions {
+            plugin: "p",
+            granted: &granted,
+            host: &host,
+            entry: None,
+            plugin_dir: None,
+            auditor: Auditor::new("p", Some(state.clone()), Some(log.clone())),
+        })
+        .await
+        .unwrap();
+        let files = dir.path().join("plugins/p/files");
+        assert_eq!(caps.files_dir(), Some(files.as_path()));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&files).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o700);
+        }
+        assert!(!dir.path().join("plugins/p/db.sqlite").exists());
+        let e = caps.database("database.execute").unwrap_err();
+        assert_eq!(
+            e,
+            HostError::Denied(
+                "permission denied: plugin 'p' attempted database access without permission"
+                    .into()
+            )
+        );
+        assert!(caps.exec("exec.run").is_err());
+        assert_eq!(state.error_count(), 2);
+        assert_eq!(
+            state.last_error().unwrap().message,
+            "permission denied: plugin 'p' attempted exec access without permission"
+        );
+        let audit = log.entries(Some("p"));
+        assert_eq!(audit.len(), 2);
+        assert_eq!(
+            (audit[0].capability.as_str(), audit[0].detail.as_str()),
+            ("database", "database.execute")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_bad_network_allow_entry_fails_the_open_and_names_the_plugin() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = host(dir.path());
+        let mut entry = PluginEntry::new("p", dir.path());
+        entry.network.allow = vec!["api.example.com/v1".into()];
+        let granted: BTreeSet<Permission> = [Permission::Network].into();
+        let e = Capabilities::open(CapabilityOptions {
+            plugin: "p",
+            granted: &granted,
+            host: &host,
+            entry: Some(&entry),
+            plugin_dir: None,
+            auditor: Auditor::new("p", None, None),
+        })
+        .await
+        .unwrap_err();
+        assert!(e.starts_with("network.allow of plugin 'p': "), "{e}");
+        assert!(e.contains("api.example.com/v1"), "{e}");
+    }
+
+    #[test]
+    fn unopened_capabilities_still_check_permissions() {
+        let caps = Capabilities::unopened(
+            [Permission::Database].into(),
+            Auditor::new("p", None, None),
+        );
+        assert!(matches!(
+            caps.database("database.query"),
+            Err(HostError::Unsupported(_))
+        ));
+        assert!(matches!(
+            caps.outbound("outbound.fetch"),
+            Err(HostError::Denied(_))
+        ));
+    }
+}

@@ -1,0 +1,365 @@
+//! The `exec` capability: commands the operator listed in the plugin entry's `exec.allow`, and
+//! nothing else.
+//!
+//! The command must equal an entry exactly (`git` allows `git`, not `/usr/bin/git`). It runs
+//! without a shell, with the argv the plugin gives, an empty environment except
+//! `PATH=`[`PATH`], the plugin's data directory (`<data_dir>/plugins/<name>`) as its working
+//! directory, and the call's bytes as its standard input. It is killed at its timeout (the
+//! call's own, capped by [`DEFAULT_TIMEOUT`] or the handle's shorter one) or when it writes more
+//! than [`MAX_OUTPUT_BYTES`] to stdout or stderr. Anything not allowed is refused before a
+//! process starts, with `exec denied: plugin 'NAME' may not run 'CMD' (not in exec.allow)`
+//! ([`HostError::Denied`], counted against the plugin and audited).
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+
+use crate::capabilities::Auditor;
+use crate::error::HostError;
+
+/// The longest a command may run, and the default when the call gives no timeout.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// The most a command may write to stdout, and to stderr (1 MiB each).
+pub const MAX_OUTPUT_BYTES: usize = 1024 * 1024;
+/// The only environment variable a command gets.
+pub const PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
+/// What a finished command left (the WIT `command-output`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandOutput {
+    /// The exit status; the negated signal number when a signal ended it.
+    pub status: i32,
+    /// Its standard output.
+    pub stdout: Vec<u8>,
+    /// Its standard error.
+    pub stderr: Vec<u8>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    plugin: Arc<str>,
+    allow: Vec<String>,
+    work_dir: PathBuf,
+    auditor: Auditor,
+}
+
+/// One plugin's command runner. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Exec {
+    inner: Arc<Inner>,
+    timeout: Duration,
+    max_output: usize,
+}
+
+/// Why reading a stream stopped early.
+struct Overflow(&'static str);
+
+impl Exec {
+    /// A runner for `plugin` limited to `allow`, running in `work_dir` (which must exist).
+    pub fn new(plugin: &str, allow: Vec<String>, work_dir: PathBuf, auditor: Auditor) -> Exec {
+        Exec {
+            inner: Arc::new(Inner {
+                plugin: Arc::from(plugin),
+                allow,
+                work_dir,
+                auditor,
+            }),
+            timeout: DEFAULT_TIMEOUT,
+            max_output: MAX_OUTPUT_BYTES,
+        }
+    }
+
+    /// The same runner with commands limited to `timeout` (never longer than this handle's).
+    pub fn with_timeout(&self, timeout: Duration) -> Exec {
+        Exec {
+            timeout: timeout.min(self.timeout),
+            ..self.clone()
+        }
+    }
+
+    /// The same runner with output limited to `bytes` per stream (never more than this handle's).
+    pub fn with_max_output(&self, bytes: usize) -> Exec {
+        Exec {
+            max_output: bytes.min(self.max_output),
+            ..self.clone()
+        }
+    }
+
+    /// The commands allowed.
+    pub fn allowed(&self) -> &[String] {
+        &self.inner.allow
+    }
+
+    /// The working directory of commands.
+    pub fn work_dir(&self) -> &Path {
+        &self.inner.work_dir
+    }
+
+    /// Run an allowed command to its end and capture its output.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use plugd_core::{Auditor, Exec};
+    /// let exec = Exec::new("p", vec!["echo".into()], std::env::temp_dir(), Auditor::new("p", None, None));
+    /// let out = exec.run("echo", &["hi".into()], b"", None).await.unwrap();
+    /// assert_eq!((out.status, out.stdout.as_slice()), (0, b"hi\n".as_slice()));
+    /// let e = exec.run("rm", &["-rf".into(), "/".into()], b"", None).await.unwrap_err();
+    /// assert_eq!(e.to_string(), "exec denied: plugin 'p' may not run 'rm' (not in exec.allow)");
+    /// # });
+    /// ```
+    pub async fn run(
+        &self,
+        command: &str,
+        args: &[String],
+        stdin: &[u8],
+        timeout: Option<Duration>,
+    ) -> Result<CommandOutput, HostError> {
+        let r = self.spawn_and_wait(command, args, stdin, timeout).await;
+        self.inner.auditor.check(r, "exec", "exec.run")
+    }
+
+    async fn spawn_and_wait(
+        &self,
+        command: &str,
+        args: &[String],
+        stdin: &[u8],
+        timeout: Option<Duration>,
+    ) -> Result<CommandOutput, HostError> {
+        let plugin = &self.inner.plugin;
+        if !self.inner.allow.iter().any(|a| a == command) {
+            return Err(HostError::Denied(format!(
+                "exec denied: plugin '{plugin}' may not run '{command}' (not in exec.allow)"
+            )));
+        }
+        if args.iter().any(|a| a.contains('\0')) {
+            return Err(HostError::Invalid(format!(
+                "exec of plugin '{plugin}': an argument of '{command}' holds a NUL byte"
+            )));
+        }
+        let timeout = timeout.map_or(self.timeout, |t| t.min(self.timeout));
+        let failed = |why: String| HostError::Failed(format!("exec of plugin '{plugin}': '{command}' {why}"));
+        let mut child = tokio::process::Command::new(command)
+            .args(args)
+            .env_clear()
+            .env("PATH", PATH)
+            .current_dir(&self.inner.work_dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| failed(format!("could not be started: {e}")))?;
+        let (Some(mut input), Some(stdout), Some(stderr)) =
+            (child.stdin.take(), child.stdout.take(), child.stderr.take())
+        else {
+            return Err(failed("has no pipes".into()));
+        };
+        let max = self.max_output;
+        let stdin = stdin.to_vec();
+        let outcome = tokio::time::timeout(timeout, async {
+            let feed = async move {
+                // A command that does not read its input closes the pipe: not an error.
+                let _ = input.write_all(&stdin).await;
+                drop(input);
+            };
+            // The first stream over the cap ends the wait at once.
+            let (_, out, err) = tokio::try_join!(
+                async {
+                    feed.await;
+                    Ok(())
+                },
+                read_capped(stdout, max, "stdout"),
+                read_capped(stderr, max, "stderr")
+            )?;
+            Ok::<_, Overflow>((out, err))
+        })
+        .await;
+        let (stdout, stderr) = match outcome {
+            Ok(Ok(output)) => output,
+            Ok(Err(Overflow(stream))) => {
+                let _ = child.kill().await;
+                return Err(failed(format!(
+                    "wrote more than {} to {stream} (the cap) and was killed",
+                    bytes_text(max)
+                )));
+            }
+            Err(_) => {
+                let _ = child.kill().await;
+                return Err(failed(format!(
+                    "did not finish within {} and was killed",
+                    humantime::format_duration(timeout)
+                )));
+            }
+        };
+        // Both pipes are closed: the process has ended or is about to.
+        let status = match tokio::time::timeout(timeout, child.wait()).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(failed(format!("could not be waited for: {e}"))),
+            Err(_) => {
+                let _ = child.kill().await;
+                return Err(failed(format!(
+                    "did not finish within {} and was killed",
+                    humantime::format_duration(timeout)
+                )));
+            }
+        };
+        Ok(CommandOutput {
+            status: exit_code(status),
+            stdout,
+            stderr,
+        })
+    }
+}
+
+fn exit_code(status: std::process::ExitStatus) -> i32 {
+    if let Some(code) = status.code() {
+        return code;
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        if let Some(signal) = status.signal() {
+            return -signal;
+        }
+    }
+    -1
+}
+
+/// Read a stream to its end, at most `max` bytes.
+async fn read_capped(
+    mut stream: impl AsyncRead + Unpin,
+    max: usize,
+    name: &'static str,
+) -> Result<Vec<u8>, Overflow> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return Ok(out),
+            Ok(n) => {
+                if out.len() + n > max {
+                    return Err(Overflow(name));
+                }
+                out.extend_from_slice(&buf[..n]);
+            }
+        }
+    }
+}
+
+fn bytes_text(n: usize) -> String {
+    if n >= 1024 * 1024 && n % (1024 * 1024) == 0 {
+        format!("{} MiB", n / (1024 * 1024))
+    } else if n >= 1024 && n % 1024 == 0 {
+        format!("{} KiB", n / 1024)
+    } else {
+        format!("{n} bytes")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{AuditLog, PluginState};
+
+    fn exec(dir: &Path, allow: &[&str]) -> (Exec, Arc<PluginState>, Arc<AuditLog>) {
+        let state = Arc::new(PluginState::default());
+        let log = Arc::new(AuditLog::default());
+        let auditor = Auditor::new("p", Some(state.clone()), Some(log.clone()));
+        let allow = allow.iter().map(|s| s.to_string()).collect();
+        (Exec::new("p", allow, dir.to_path_buf(), auditor), state, log)
+    }
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[tokio::test]
+    async fn only_exact_allowlisted_commands_run_and_a_denial_is_counted_and_audited() {
+        let dir = tempfile::tempdir().unwrap();
+        let (exec, state, log) = exec(dir.path(), &["cat", "env", "pwd", "false"]);
+        for command in ["rm", "/bin/cat", "cat ", "sh", ""] {
+            let e = exec.run(command, &[], b"", None).await.unwrap_err();
+            assert_eq!(
+                e,
+                HostError::Denied(format!(
+                    "exec denied: plugin 'p' may not run '{command}' (not in exec.allow)"
+                ))
+            );
+        }
+        assert_eq!(state.error_count(), 5);
+        let audit = log.entries(Some("p"));
+        assert_eq!(audit.len(), 5);
+        assert_eq!(audit[0].capability, "exec");
+        assert_eq!(
+            audit[0].detail,
+            "exec.run: exec denied: plugin 'p' may not run 'rm' (not in exec.allow)"
+        );
+
+        let out = exec.run("cat", &[], b"from stdin", None).await.unwrap();
+        assert_eq!(out, CommandOutput { status: 0, stdout: b"from stdin".to_vec(), stderr: vec![] });
+        // No shell: metacharacters are plain arguments.
+        let out = exec.run("cat", &args(&["no-such-file; echo pwned"]), b"", None).await.unwrap();
+        assert_eq!(out.status, 1);
+        assert!(out.stdout.is_empty());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("no-such-file; echo pwned"));
+        let out = exec.run("env", &[], b"", None).await.unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), format!("PATH={PATH}\n"));
+        let out = exec.run("pwd", &[], b"", None).await.unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim_end(),
+            dir.path().canonicalize().unwrap().display().to_string()
+        );
+        assert_eq!(exec.run("false", &[], b"", None).await.unwrap().status, 1);
+        assert_eq!(state.error_count(), 5, "allowed commands are not errors");
+    }
+
+    #[tokio::test]
+    async fn a_command_past_its_timeout_is_killed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (exec, _, _) = exec(dir.path(), &["sleep"]);
+        let e = exec
+            .run("sleep", &args(&["30"]), b"", Some(Duration::from_millis(200)))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e,
+            HostError::Failed(
+                "exec of plugin 'p': 'sleep' did not finish within 200ms and was killed".into()
+            )
+        );
+        // The handle's limit caps a longer timeout from the call.
+        let e = exec
+            .with_timeout(Duration::from_millis(200))
+            .run("sleep", &args(&["30"]), b"", Some(Duration::from_secs(3600)))
+            .await
+            .unwrap_err();
+        assert!(matches!(&e, HostError::Failed(m) if m.contains("within 200ms")), "{e:?}");
+    }
+
+    #[tokio::test]
+    async fn output_past_the_cap_kills_the_command() {
+        let dir = tempfile::tempdir().unwrap();
+        let (exec, _, _) = exec(dir.path(), &["yes", "head"]);
+        let e = exec
+            .with_max_output(64 * 1024)
+            .run("yes", &[], b"", Some(Duration::from_secs(20)))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e,
+            HostError::Failed(
+                "exec of plugin 'p': 'yes' wrote more than 64 KiB to stdout (the cap) and was killed"
+                    .into()
+            )
+        );
+        let out = exec
+            .with_max_output(64 * 1024)
+            .run("head", &args(&["-c", "65536", "/dev/zero"]), b"", None)
+            .await
+            .unwrap();
+        assert_eq!(out.stdout.len(), 64 * 1024, "exactly the cap is fine");
+    }
+}
