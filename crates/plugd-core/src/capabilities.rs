@@ -328,8 +328,7 @@ mod tests {
         assert_eq!(
             e,
             HostError::Denied(
-                "permission denied: plugin 'p' attempted database access without permission"
-                    .into()
+                "permission denied: plugin 'p' attempted database access without permission".into()
             )
         );
         assert!(caps.exec("exec.run").is_err());
@@ -369,10 +368,8 @@ mod tests {
 
     #[test]
     fn unopened_capabilities_still_check_permissions() {
-        let caps = Capabilities::unopened(
-            [Permission::Database].into(),
-            Auditor::new("p", None, None),
-        );
+        let caps =
+            Capabilities::unopened([Permission::Database].into(), Auditor::new("p", None, None));
         assert!(matches!(
             caps.database("database.query"),
             Err(HostError::Unsupported(_))

@@ -45,6 +45,20 @@ pub fn check_entry(entry: &PluginEntry) -> Result<Checked, LoadError> {
     }
     let granted = plugd_manifest::effective_permissions(&manifest, entry)
         .map_err(|e| LoadError::Invalid(e.to_string()))?;
+    crate::outbound::NetworkAllow::parse(&entry.network.allow).map_err(|e| {
+        LoadError::Invalid(format!("network.allow of plugin '{}': {e}", entry.name))
+    })?;
+    if let Some(i) = entry
+        .exec
+        .allow
+        .iter()
+        .position(|c| c.trim().is_empty() || c.contains('\0'))
+    {
+        return Err(LoadError::Invalid(format!(
+            "exec.allow of plugin '{}': entry {i} is empty or holds a NUL byte",
+            entry.name
+        )));
+    }
     let config = manifest
         .config
         .validate(&entry.config)
@@ -148,4 +162,39 @@ pub fn check_config(config: &HostConfig) -> Result<CheckReport, Vec<String>> {
             .collect(),
         dependency_graph: dependency_graph(checked.iter().map(|c| &c.manifest)),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_network_allow_entry_is_a_check_error() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("plugin.yaml"),
+            "name: p\nversion: 1.0.0\ndescription: d\nauthor: a\npermissions: { network: true }\n",
+        )
+        .unwrap();
+        let mut entry = PluginEntry::new("p", dir.path());
+        entry.permissions.insert(Permission::Network, true);
+        entry.network.allow = vec![
+            "api.example.com".into(),
+            "https://x.example.com/path".into(),
+        ];
+        let e = check_entry(&entry).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "network.allow of plugin 'p': 'https://x.example.com/path' is not a valid entry: write a host with an optional port and scheme, without a path, query or user (e.g. 'api.example.com', '*.example.com', '127.0.0.1:8080', 'https://api.example.com')"
+        );
+        entry.network.allow.pop();
+        assert!(check_entry(&entry).is_ok());
+        entry.exec.allow = vec![" ".into()];
+        assert!(
+            check_entry(&entry)
+                .unwrap_err()
+                .to_string()
+                .starts_with("exec.allow of plugin 'p'")
+        );
+    }
 }

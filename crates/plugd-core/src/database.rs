@@ -292,11 +292,8 @@ impl Database {
         // schema tricks.
         conn.set_limit(Limit::SQLITE_LIMIT_ATTACHED, 0)
             .map_err(context)?;
-        conn.set_db_config(
-            rusqlite::config::DbConfig::SQLITE_DBCONFIG_DEFENSIVE,
-            true,
-        )
-        .map_err(context)?;
+        conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true)
+            .map_err(context)?;
         conn.execute_batch(&format!(
             "CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} (
                  name       TEXT PRIMARY KEY,
@@ -551,9 +548,7 @@ fn describe(e: &rusqlite::Error) -> String {
         E::MultipleStatement => {
             "one statement per call (use database.transaction to run several)".into()
         }
-        E::ExecuteReturnedResults => {
-            "the statement returns rows: use database.query for it".into()
-        }
+        E::ExecuteReturnedResults => "the statement returns rows: use database.query for it".into(),
         E::InvalidParameterCount(given, expected) => {
             format!("the statement takes {expected} parameters, {given} were given")
         }
@@ -579,7 +574,10 @@ fn from_sql(v: ValueRef<'_>) -> (SqlValue, usize) {
         ValueRef::Null => (SqlValue::Null, 1),
         ValueRef::Integer(i) => (SqlValue::Integer(i), 8),
         ValueRef::Real(r) => (SqlValue::Real(r), 8),
-        ValueRef::Text(t) => (SqlValue::Text(String::from_utf8_lossy(t).into_owned()), t.len()),
+        ValueRef::Text(t) => (
+            SqlValue::Text(String::from_utf8_lossy(t).into_owned()),
+            t.len(),
+        ),
         ValueRef::Blob(b) => (SqlValue::Blob(b.to_vec()), b.len()),
     }
 }
@@ -683,7 +681,8 @@ fn migrate(plugin: &str, conn: &Connection, guard: &Guard, dir: &Path) -> Result
             )
             .optional();
         guard.host.store(false, Ordering::Release);
-        let recorded = recorded.map_err(|e| format!("migration {file} of plugin '{plugin}': {e}"))?;
+        let recorded =
+            recorded.map_err(|e| format!("migration {file} of plugin '{plugin}': {e}"))?;
         match recorded {
             Some(applied) if applied == sha => continue,
             Some(applied) => {
@@ -772,7 +771,10 @@ mod tests {
         let m = denied(&db, "DETACH main").await;
         assert!(m.contains("may not detach"), "{m}");
         let m = denied(&db, "PRAGMA journal_mode = DELETE").await;
-        assert!(m.contains("may not run PRAGMA journal_mode = DELETE"), "{m}");
+        assert!(
+            m.contains("may not run PRAGMA journal_mode = DELETE"),
+            "{m}"
+        );
         let m = denied(&db, "PRAGMA user_version = 7").await;
         assert!(m.contains("PRAGMA user_version = 7"), "{m}");
         let m = denied(&db, "PRAGMA writable_schema").await;
@@ -781,7 +783,14 @@ mod tests {
             Err(HostError::Denied(m)) => assert!(m.contains("load extensions"), "{m}"),
             other => panic!("load_extension: {other:?}"),
         }
-        for sql in ["BEGIN", "BEGIN IMMEDIATE", "COMMIT", "ROLLBACK", "SAVEPOINT s", "RELEASE s"] {
+        for sql in [
+            "BEGIN",
+            "BEGIN IMMEDIATE",
+            "COMMIT",
+            "ROLLBACK",
+            "SAVEPOINT s",
+            "RELEASE s",
+        ] {
             let m = denied(&db, sql).await;
             assert!(m.contains("database.transaction"), "{sql}: {m}");
         }
@@ -792,7 +801,11 @@ mod tests {
         let audit = log.entries(Some("p"));
         assert_eq!(audit.len(), 13);
         assert_eq!(audit[0].capability, "database");
-        assert!(audit[0].detail.starts_with("database.execute: database access denied"));
+        assert!(
+            audit[0]
+                .detail
+                .starts_with("database.execute: database access denied")
+        );
         // Still usable: autocommit, and the read-only PRAGMAs pass.
         db.execute("CREATE TABLE t (a INTEGER, b TEXT)", &[])
             .await
@@ -822,20 +835,30 @@ mod tests {
     #[tokio::test]
     async fn parameters_are_bound_never_spliced() {
         let (db, _, _) = db();
-        db.execute("CREATE TABLE u (id INTEGER PRIMARY KEY, name TEXT, pic BLOB, score REAL)", &[])
-            .await
-            .unwrap();
+        db.execute(
+            "CREATE TABLE u (id INTEGER PRIMARY KEY, name TEXT, pic BLOB, score REAL)",
+            &[],
+        )
+        .await
+        .unwrap();
         let hostile = "x'); DROP TABLE u; --";
         let n = db
             .execute(
                 "INSERT INTO u (name, pic, score) VALUES (?1, ?2, ?3)",
-                &[text(hostile), SqlValue::Blob(vec![0, 1, 2]), SqlValue::Real(1.5)],
+                &[
+                    text(hostile),
+                    SqlValue::Blob(vec![0, 1, 2]),
+                    SqlValue::Real(1.5),
+                ],
             )
             .await
             .unwrap();
         assert_eq!(n, 1);
         let rows = db
-            .query("SELECT id, name, pic, score, NULL AS n FROM u WHERE name = ?", &[text(hostile)])
+            .query(
+                "SELECT id, name, pic, score, NULL AS n FROM u WHERE name = ?",
+                &[text(hostile)],
+            )
             .await
             .unwrap();
         assert_eq!(rows.columns, ["id", "name", "pic", "score", "n"]);
@@ -849,7 +872,10 @@ mod tests {
                 SqlValue::Null
             ]]
         );
-        let e = db.execute("INSERT INTO u (name) VALUES (?1)", &[]).await.unwrap_err();
+        let e = db
+            .execute("INSERT INTO u (name) VALUES (?1)", &[])
+            .await
+            .unwrap_err();
         assert!(
             matches!(&e, HostError::Invalid(m) if m.contains("takes 1 parameters, 0 were given")),
             "{e:?}"
@@ -869,9 +895,12 @@ mod tests {
     #[tokio::test]
     async fn a_transaction_is_all_or_nothing() {
         let (db, _, _) = db();
-        db.execute("CREATE TABLE a (id INTEGER PRIMARY KEY, v TEXT NOT NULL)", &[])
-            .await
-            .unwrap();
+        db.execute(
+            "CREATE TABLE a (id INTEGER PRIMARY KEY, v TEXT NOT NULL)",
+            &[],
+        )
+        .await
+        .unwrap();
         let counts = db
             .transaction(&[
                 Statement::new("INSERT INTO a (v) VALUES (?1)", vec![text("one")]),
@@ -974,9 +1003,21 @@ mod tests {
         let migrations = dir.path().join("migrations");
         std::fs::create_dir(&migrations).unwrap();
         // Lexical order: 0002 needs the table 0001 makes, 0010 comes after 0002.
-        write(&migrations, "0010_seed.sql", "INSERT INTO notes (text, tag) VALUES ('seeded', 'x');");
-        write(&migrations, "0001_notes.sql", "CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT);");
-        write(&migrations, "0002_tag.sql", "ALTER TABLE notes ADD COLUMN tag TEXT;\nCREATE INDEX notes_tag ON notes (tag);");
+        write(
+            &migrations,
+            "0010_seed.sql",
+            "INSERT INTO notes (text, tag) VALUES ('seeded', 'x');",
+        );
+        write(
+            &migrations,
+            "0001_notes.sql",
+            "CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT);",
+        );
+        write(
+            &migrations,
+            "0002_tag.sql",
+            "ALTER TABLE notes ADD COLUMN tag TEXT;\nCREATE INDEX notes_tag ON notes (tag);",
+        );
         write(&migrations, "README.md", "not a migration");
         let path = dir.path().join("db.sqlite");
         let auditor = || Auditor::new("p", None, None);
@@ -985,10 +1026,16 @@ mod tests {
             let mut stmt = conn
                 .prepare("SELECT name, sha256, applied_at FROM _plugd_migrations ORDER BY name")
                 .unwrap();
-            stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))
-                .unwrap()
-                .collect::<Result<Vec<_>, _>>()
-                .unwrap()
+            stmt.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap()
         };
         let db = Database::open("p", &path, Some(&migrations), auditor()).unwrap();
         let recorded = conn_rows(&db);
@@ -996,13 +1043,19 @@ mod tests {
         assert_eq!(names, ["0001_notes.sql", "0002_tag.sql", "0010_seed.sql"]);
         assert_eq!(
             recorded[0].1,
-            hex::encode(Sha256::digest(b"CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT);"))
+            hex::encode(Sha256::digest(
+                b"CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT);"
+            ))
         );
         assert!(recorded[0].2.ends_with('Z'), "{}", recorded[0].2);
         drop(db);
 
         // Opening again applies nothing twice (the seed row would be duplicated).
-        write(&migrations, "0011_more.sql", "INSERT INTO notes (text) VALUES ('more');");
+        write(
+            &migrations,
+            "0011_more.sql",
+            "INSERT INTO notes (text) VALUES ('more');",
+        );
         let db = Database::open("p", &path, Some(&migrations), auditor()).unwrap();
         let count: i64 = db
             .inner
@@ -1013,10 +1066,16 @@ mod tests {
         assert_eq!(count, 2);
         drop(db);
 
-        write(&migrations, "0002_tag.sql", "ALTER TABLE notes ADD COLUMN tag2 TEXT;");
+        write(
+            &migrations,
+            "0002_tag.sql",
+            "ALTER TABLE notes ADD COLUMN tag2 TEXT;",
+        );
         let e = Database::open("p", &path, Some(&migrations), auditor()).unwrap_err();
         assert!(
-            e.starts_with("migration migrations/0002_tag.sql of plugin 'p' has changed since it was applied"),
+            e.starts_with(
+                "migration migrations/0002_tag.sql of plugin 'p' has changed since it was applied"
+            ),
             "{e}"
         );
     }
@@ -1027,7 +1086,11 @@ mod tests {
         let migrations = dir.path().join("migrations");
         std::fs::create_dir(&migrations).unwrap();
         write(&migrations, "0001_ok.sql", "CREATE TABLE t (a INTEGER);");
-        write(&migrations, "0002_bad.sql", "CREATE TABLE u (b INTEGER);\nINSERT INTO nowhere VALUES (1);");
+        write(
+            &migrations,
+            "0002_bad.sql",
+            "CREATE TABLE u (b INTEGER);\nINSERT INTO nowhere VALUES (1);",
+        );
         let path = dir.path().join("db.sqlite");
         let e = Database::open("p", &path, Some(&migrations), Auditor::new("p", None, None))
             .unwrap_err();
@@ -1038,9 +1101,13 @@ mod tests {
         write(&migrations, "0002_bad.sql", "ATTACH 'x.db' AS x;");
         let e = Database::open("p", &path, Some(&migrations), Auditor::new("p", None, None))
             .unwrap_err();
-        assert!(e.contains("the plugin may not attach another database"), "{e}");
+        assert!(
+            e.contains("the plugin may not attach another database"),
+            "{e}"
+        );
         std::fs::remove_file(migrations.join("0002_bad.sql")).unwrap();
-        let db = Database::open("p", &path, Some(&migrations), Auditor::new("p", None, None)).unwrap();
+        let db =
+            Database::open("p", &path, Some(&migrations), Auditor::new("p", None, None)).unwrap();
         let conn = db.inner.conn.lock();
         let tables: Vec<String> = conn
             .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
@@ -1049,6 +1116,10 @@ mod tests {
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();
-        assert_eq!(tables, ["_plugd_migrations", "t"], "u was rolled back with 0002");
+        assert_eq!(
+            tables,
+            ["_plugd_migrations", "t"],
+            "u was rolled back with 0002"
+        );
     }
 }

@@ -140,7 +140,9 @@ impl Exec {
             )));
         }
         let timeout = timeout.map_or(self.timeout, |t| t.min(self.timeout));
-        let failed = |why: String| HostError::Failed(format!("exec of plugin '{plugin}': '{command}' {why}"));
+        let failed = |why: String| {
+            HostError::Failed(format!("exec of plugin '{plugin}': '{command}' {why}"))
+        };
         let mut child = tokio::process::Command::new(command)
             .args(args)
             .env_clear()
@@ -269,7 +271,11 @@ mod tests {
         let log = Arc::new(AuditLog::default());
         let auditor = Auditor::new("p", Some(state.clone()), Some(log.clone()));
         let allow = allow.iter().map(|s| s.to_string()).collect();
-        (Exec::new("p", allow, dir.to_path_buf(), auditor), state, log)
+        (
+            Exec::new("p", allow, dir.to_path_buf(), auditor),
+            state,
+            log,
+        )
     }
 
     fn args(a: &[&str]) -> Vec<String> {
@@ -299,14 +305,27 @@ mod tests {
         );
 
         let out = exec.run("cat", &[], b"from stdin", None).await.unwrap();
-        assert_eq!(out, CommandOutput { status: 0, stdout: b"from stdin".to_vec(), stderr: vec![] });
+        assert_eq!(
+            out,
+            CommandOutput {
+                status: 0,
+                stdout: b"from stdin".to_vec(),
+                stderr: vec![]
+            }
+        );
         // No shell: metacharacters are plain arguments.
-        let out = exec.run("cat", &args(&["no-such-file; echo pwned"]), b"", None).await.unwrap();
+        let out = exec
+            .run("cat", &args(&["no-such-file; echo pwned"]), b"", None)
+            .await
+            .unwrap();
         assert_eq!(out.status, 1);
         assert!(out.stdout.is_empty());
         assert!(String::from_utf8_lossy(&out.stderr).contains("no-such-file; echo pwned"));
         let out = exec.run("env", &[], b"", None).await.unwrap();
-        assert_eq!(String::from_utf8_lossy(&out.stdout), format!("PATH={PATH}\n"));
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            format!("PATH={PATH}\n")
+        );
         let out = exec.run("pwd", &[], b"", None).await.unwrap();
         assert_eq!(
             String::from_utf8_lossy(&out.stdout).trim_end(),
@@ -321,7 +340,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (exec, _, _) = exec(dir.path(), &["sleep"]);
         let e = exec
-            .run("sleep", &args(&["30"]), b"", Some(Duration::from_millis(200)))
+            .run(
+                "sleep",
+                &args(&["30"]),
+                b"",
+                Some(Duration::from_millis(200)),
+            )
             .await
             .unwrap_err();
         assert_eq!(
@@ -333,10 +357,18 @@ mod tests {
         // The handle's limit caps a longer timeout from the call.
         let e = exec
             .with_timeout(Duration::from_millis(200))
-            .run("sleep", &args(&["30"]), b"", Some(Duration::from_secs(3600)))
+            .run(
+                "sleep",
+                &args(&["30"]),
+                b"",
+                Some(Duration::from_secs(3600)),
+            )
             .await
             .unwrap_err();
-        assert!(matches!(&e, HostError::Failed(m) if m.contains("within 200ms")), "{e:?}");
+        assert!(
+            matches!(&e, HostError::Failed(m) if m.contains("within 200ms")),
+            "{e:?}"
+        );
     }
 
     #[tokio::test]

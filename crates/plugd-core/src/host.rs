@@ -17,6 +17,7 @@ use serde_json::{Map, Value};
 
 use crate::audit::{AuditEntry, AuditLog};
 use crate::cache::{Cache, PluginCache};
+use crate::capabilities::{Auditor, Capabilities, CapabilityOptions};
 use crate::check::{Checked, check_entry, framework_error, merged_before_after};
 use crate::dispatch::{DispatchTable, Dispatcher};
 use crate::error::LoadError;
@@ -58,6 +59,9 @@ pub struct LoaderContext<'a> {
     pub cache: PluginCache,
     /// Where denied calls are recorded.
     pub audit: Arc<AuditLog>,
+    /// Its gated capabilities (database, network, exec, config, filesystem), opened per its
+    /// grants; denials are counted against it and audited.
+    pub capabilities: Capabilities,
 }
 
 /// Turns a plugin directory into a [`Plugin`]: the wasm runtime is one.
@@ -101,6 +105,8 @@ pub(crate) struct Loaded {
     pub(crate) assets: Option<PathBuf>,
     /// Its timer and background tasks while it runs.
     pub(crate) tasks: Tasks,
+    /// Its gated capabilities, opened at load.
+    pub(crate) capabilities: Option<Capabilities>,
 }
 
 /// A placeholder for a plugin that never loaded: answers nothing, counts as failed.
@@ -951,6 +957,7 @@ impl Host {
             registrations: ArcSwap::default(),
             assets: None,
             tasks: Default::default(),
+            capabilities: None,
         }
     }
 
@@ -1000,6 +1007,7 @@ impl Host {
                 registrations: ArcSwap::default(),
                 assets: None,
                 tasks: Default::default(),
+                capabilities: None,
                 manifest: Some(native.manifest),
             },
             dir: None,
@@ -1300,6 +1308,24 @@ impl Host {
             return Err(LoadError::Dependency { dependency: dep });
         }
         c.loaded.state.set_status(Status::Loading);
+        let capabilities = Capabilities::open(CapabilityOptions {
+            plugin: &name,
+            granted: &c.loaded.granted,
+            host: &self.inner.config,
+            entry: c.entry.as_ref(),
+            plugin_dir: c.dir.as_deref(),
+            auditor: Auditor::new(
+                &name,
+                Some(c.loaded.state.clone()),
+                Some(self.inner.audit.clone()),
+            ),
+        })
+        .await
+        .map_err(|message| LoadError::Runtime {
+            plugin: name.clone(),
+            message,
+        })?;
+        c.loaded.capabilities = Some(capabilities.clone());
         if let (Some(dir), Some(entry), Some(manifest)) = (&c.dir, &c.entry, &c.loaded.manifest) {
             let loader = self
                 .inner
@@ -1324,6 +1350,7 @@ impl Host {
                     metrics: c.loaded.state.metrics().clone(),
                     cache: self.inner.cache.plugin(&name),
                     audit: self.inner.audit.clone(),
+                    capabilities,
                 })
                 .await
                 .map_err(|message| LoadError::Runtime {
@@ -1383,6 +1410,9 @@ impl Host {
             .with_tasks(&p.tasks)
             .with_metrics(p.state.metrics())
             .with_cache(self.inner.cache.plugin(&name));
+        if let Some(capabilities) = &p.capabilities {
+            ctx = ctx.with_capabilities(capabilities.clone());
+        }
         let result = p.plugin.init(&mut ctx).await;
         p.state.set_phase(Phase::Idle);
         result.map_err(|error| LoadError::Init {

@@ -167,11 +167,22 @@ plugins:
         let config = HostConfig::from_str(YAML, Format::Yaml, None).unwrap();
         let view = HostConfigView::new(&config, "me");
         let text = view.json().to_string();
-        for secret in ["very-secret-admin-token", "hunter2", "abc", "visible-to-nobody"] {
+        for secret in [
+            "very-secret-admin-token",
+            "hunter2",
+            "abc",
+            "visible-to-nobody",
+        ] {
             assert!(!text.contains(secret), "{secret} leaked: {text}");
         }
-        assert_eq!(view.get("server.listen").unwrap(), Some(json!("0.0.0.0:9000")));
-        assert_eq!(view.get("plugins.limits.timeout").unwrap(), Some(json!("2s")));
+        assert_eq!(
+            view.get("server.listen").unwrap(),
+            Some(json!("0.0.0.0:9000"))
+        );
+        assert_eq!(
+            view.get("plugins.limits.timeout").unwrap(),
+            Some(json!("2s"))
+        );
         assert_eq!(view.get("admin.token").unwrap(), Some(json!(REDACTED)));
         assert_eq!(
             view.get("plugins.plugins.0.config").unwrap(),
@@ -185,12 +196,21 @@ plugins:
             view.get("plugins.plugins.0.network.allow").unwrap(),
             Some(json!(["api.example.com"]))
         );
-        assert_eq!(view.get("plugins.plugins.1.name").unwrap(), Some(json!("other")));
-        assert_eq!(view.get("plugins.plugins.1.config").unwrap(), Some(json!(REDACTED)));
+        assert_eq!(
+            view.get("plugins.plugins.1.name").unwrap(),
+            Some(json!("other"))
+        );
+        assert_eq!(
+            view.get("plugins.plugins.1.config").unwrap(),
+            Some(json!(REDACTED))
+        );
         assert_eq!(view.get("plugins.plugins.7").unwrap(), None);
         assert_eq!(view.get("server.listen.deeper").unwrap(), None);
         assert!(view.get("").unwrap().unwrap().is_object());
-        assert!(matches!(view.get("server..listen"), Err(HostError::Invalid(_))));
+        assert!(matches!(
+            view.get("server..listen"),
+            Err(HostError::Invalid(_))
+        ));
         // A config without a token shows null, not "[redacted]".
         let bare = HostConfigView::new(&HostConfig::default(), "me");
         assert_eq!(bare.get("admin.token").unwrap(), Some(Value::Null));

@@ -211,7 +211,10 @@ impl AllowRule {
                     && host.as_bytes()[host.len() - d.len() - 1] == b'.'
             }
         };
-        host_ok && self.port.is_none_or(|p| url.port_or_known_default() == Some(p))
+        host_ok
+            && self
+                .port
+                .is_none_or(|p| url.port_or_known_default() == Some(p))
     }
 }
 
@@ -354,7 +357,8 @@ impl Outbound {
 
     async fn send(&self, request: OutgoingRequest) -> Result<IncomingResponse, HostError> {
         let plugin = &self.inner.plugin;
-        let invalid = |why: String| HostError::Invalid(format!("outbound.fetch of plugin '{plugin}': {why}"));
+        let invalid =
+            |why: String| HostError::Invalid(format!("outbound.fetch of plugin '{plugin}': {why}"));
         let url = Url::parse(&request.url)
             .map_err(|e| invalid(format!("invalid URL '{}': {e}", request.url)))?;
         if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
@@ -387,7 +391,9 @@ impl Outbound {
             .map_or(self.timeout, |t| t.min(self.timeout));
         let what = format!("{method} {}", target(&url));
         let failed = |why: String| {
-            HostError::Failed(format!("outbound.fetch of plugin '{plugin}': {what}: {why}"))
+            HostError::Failed(format!(
+                "outbound.fetch of plugin '{plugin}': {what}: {why}"
+            ))
         };
         let max = self.max_body;
         let exchange = async {
@@ -434,14 +440,12 @@ impl Outbound {
                 body,
             })
         };
-        tokio::time::timeout(timeout, exchange)
-            .await
-            .map_err(|_| {
-                failed(format!(
-                    "timed out after {}",
-                    humantime::format_duration(timeout)
-                ))
-            })?
+        tokio::time::timeout(timeout, exchange).await.map_err(|_| {
+            failed(format!(
+                "timed out after {}",
+                humantime::format_duration(timeout)
+            ))
+        })?
     }
 }
 
@@ -490,7 +494,11 @@ mod tests {
             ("api.example.com", "http://API.Example.com:8080/", true),
             ("api.example.com", "https://api.example.com./x", true),
             ("api.example.com", "https://example.com/", false),
-            ("api.example.com", "https://api.example.com.evil.net/", false),
+            (
+                "api.example.com",
+                "https://api.example.com.evil.net/",
+                false,
+            ),
             ("api.example.com", "https://evilapi.example.com/", false),
             ("api.example.com", "ftp://api.example.com/", false),
             ("*.example.com", "https://a.example.com/", true),
@@ -502,9 +510,17 @@ mod tests {
             ("127.0.0.1:8080", "http://127.0.0.1/x", false),
             ("127.0.0.1", "http://0x7f.0.0.1:9/", true),
             ("127.0.0.1:80", "http://127.0.0.1/", true),
-            ("https://api.example.com", "https://api.example.com:8443/", true),
+            (
+                "https://api.example.com",
+                "https://api.example.com:8443/",
+                true,
+            ),
             ("https://api.example.com", "http://api.example.com/", false),
-            ("https://api.example.com:443/", "https://api.example.com/", true),
+            (
+                "https://api.example.com:443/",
+                "https://api.example.com/",
+                true,
+            ),
             ("[::1]:8080", "http://[::1]:8080/", true),
             ("[::1]:8080", "http://[::1]:9090/", false),
             ("bücher.example", "https://xn--bcher-kva.example/", true),
@@ -564,7 +580,10 @@ mod tests {
                     "late"
                 }),
             )
-            .route("/missing", get(|| async { (axum::http::StatusCode::NOT_FOUND, "no").into_response() }))
+            .route(
+                "/missing",
+                get(|| async { (axum::http::StatusCode::NOT_FOUND, "no").into_response() }),
+            )
             .route("/redirect-in", get(|| async { Redirect::to("/hello") }))
             .route(
                 "/redirect-out",
@@ -591,7 +610,10 @@ mod tests {
         let s = serve().await;
         let (o, state, _) = outbound(&[format!("127.0.0.1:{}", s.addr.port())]);
         let r = o
-            .fetch(OutgoingRequest::new("GET", format!("http://{}/hello", s.addr)))
+            .fetch(OutgoingRequest::new(
+                "GET",
+                format!("http://{}/hello", s.addr),
+            ))
             .await
             .unwrap();
         assert_eq!(r.status, 200);
@@ -603,18 +625,27 @@ mod tests {
         let r = o.fetch(post).await.unwrap();
         assert_eq!(String::from_utf8_lossy(&r.body), "h:body");
         let r = o
-            .fetch(OutgoingRequest::new("GET", format!("http://{}/missing", s.addr)))
+            .fetch(OutgoingRequest::new(
+                "GET",
+                format!("http://{}/missing", s.addr),
+            ))
             .await
             .unwrap();
         assert_eq!(r.status, 404, "an error status is an answer");
         // Redirects: followed to an allowed URL, not followed elsewhere.
         let r = o
-            .fetch(OutgoingRequest::new("GET", format!("http://{}/redirect-in", s.addr)))
+            .fetch(OutgoingRequest::new(
+                "GET",
+                format!("http://{}/redirect-in", s.addr),
+            ))
             .await
             .unwrap();
         assert_eq!((r.status, r.body.as_slice()), (200, b"hi".as_slice()));
         let r = o
-            .fetch(OutgoingRequest::new("GET", format!("http://{}/redirect-out", s.addr)))
+            .fetch(OutgoingRequest::new(
+                "GET",
+                format!("http://{}/redirect-out", s.addr),
+            ))
             .await
             .unwrap();
         assert_eq!(r.status, 303);
@@ -630,7 +661,10 @@ mod tests {
         trap.set_nonblocking(true).unwrap();
         let port = trap.local_addr().unwrap().port();
         let e = o
-            .fetch(OutgoingRequest::new("GET", format!("http://127.0.0.1:{port}/x")))
+            .fetch(OutgoingRequest::new(
+                "GET",
+                format!("http://127.0.0.1:{port}/x"),
+            ))
             .await
             .unwrap_err();
         assert_eq!(
@@ -660,13 +694,28 @@ mod tests {
             "outbound.fetch: network access denied: plugin 'p' may not connect to 'example.com' (not in network.allow)"
         );
         // Invalid requests are not denials.
-        for (method, url) in [("GET", "not a url"), ("GET", "file:///etc/passwd"), ("BAD METHOD", "http://127.0.0.1/")] {
-            let e = o.fetch(OutgoingRequest::new(method, url)).await.unwrap_err();
-            assert!(matches!(e, HostError::Invalid(_) | HostError::Denied(_)), "{e:?}");
+        for (method, url) in [
+            ("GET", "not a url"),
+            ("GET", "file:///etc/passwd"),
+            ("BAD METHOD", "http://127.0.0.1/"),
+        ] {
+            let e = o
+                .fetch(OutgoingRequest::new(method, url))
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(e, HostError::Invalid(_) | HostError::Denied(_)),
+                "{e:?}"
+            );
         }
         let mut host_header = OutgoingRequest::new("GET", format!("http://{}/hello", s.addr));
-        host_header.headers.push(("Host".into(), "other.example".into()));
-        assert!(matches!(o.fetch(host_header).await, Err(HostError::Invalid(_))));
+        host_header
+            .headers
+            .push(("Host".into(), "other.example".into()));
+        assert!(matches!(
+            o.fetch(host_header).await,
+            Err(HostError::Invalid(_))
+        ));
     }
 
     #[tokio::test]
@@ -675,7 +724,10 @@ mod tests {
         let (o, _, _) = outbound(&[format!("127.0.0.1:{}", s.addr.port())]);
         let small = o.with_max_response_bytes(16 * 1024);
         let e = small
-            .fetch(OutgoingRequest::new("GET", format!("http://{}/big", s.addr)))
+            .fetch(OutgoingRequest::new(
+                "GET",
+                format!("http://{}/big", s.addr),
+            ))
             .await
             .unwrap_err();
         assert_eq!(
@@ -686,7 +738,10 @@ mod tests {
             ))
         );
         let r = o
-            .fetch(OutgoingRequest::new("GET", format!("http://{}/big", s.addr)))
+            .fetch(OutgoingRequest::new(
+                "GET",
+                format!("http://{}/big", s.addr),
+            ))
             .await
             .unwrap();
         assert_eq!(r.body.len(), 64 * 1024);
@@ -700,7 +755,14 @@ mod tests {
         // The handle's own limit caps a longer request timeout.
         let mut slow = OutgoingRequest::new("GET", format!("http://{}/slow", s.addr));
         slow.timeout = Some(Duration::from_secs(3600));
-        let e = o.with_timeout(Duration::from_millis(200)).fetch(slow).await.unwrap_err();
-        assert!(matches!(&e, HostError::Failed(m) if m.contains("timed out")), "{e:?}");
+        let e = o
+            .with_timeout(Duration::from_millis(200))
+            .fetch(slow)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, HostError::Failed(m) if m.contains("timed out")),
+            "{e:?}"
+        );
     }
 }

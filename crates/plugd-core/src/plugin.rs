@@ -9,10 +9,15 @@ use plugd_manifest::{HookType, Permission};
 use serde_json::{Map, Value};
 
 use crate::cache::PluginCache;
+use crate::capabilities::Capabilities;
+use crate::database::Database;
 use crate::error::{HostError, PluginError};
 use crate::events::{Event, Publisher};
 use crate::exchange::{Exchange, Response};
+use crate::exec::Exec;
+use crate::host_config::HostConfigView;
 use crate::metrics::PluginMetrics;
+use crate::outbound::Outbound;
 use crate::services::Services;
 use crate::store::PluginStore;
 use crate::tasks::Tasks;
@@ -292,6 +297,7 @@ pub struct InitContext<'a> {
     pub(crate) tasks: Option<&'a Tasks>,
     pub(crate) metrics: Option<&'a Arc<PluginMetrics>>,
     pub(crate) cache: Option<PluginCache>,
+    pub(crate) capabilities: Option<Capabilities>,
 }
 
 impl<'a> InitContext<'a> {
@@ -316,6 +322,7 @@ impl<'a> InitContext<'a> {
             tasks: None,
             metrics: None,
             cache: None,
+            capabilities: None,
         }
     }
 
@@ -333,6 +340,69 @@ impl<'a> InitContext<'a> {
         self.cache
             .clone()
             .ok_or_else(|| HostError::unsupported("cache (no host in this context)"))
+    }
+
+    /// The same, with the plugin's gated capabilities (database, network, exec, config,
+    /// filesystem).
+    pub fn with_capabilities(mut self, capabilities: Capabilities) -> Self {
+        self.capabilities = Some(capabilities);
+        self
+    }
+
+    /// One gated capability: checked against the grants (a denial is counted against the
+    /// plugin and audited when a host gave the capabilities).
+    fn capability<T>(
+        &self,
+        permission: Permission,
+        get: impl FnOnce(&Capabilities) -> Result<T, HostError>,
+    ) -> Result<T, HostError> {
+        match &self.capabilities {
+            Some(c) => get(c),
+            None if !self.granted.contains(&permission) => {
+                Err(HostError::permission_denied(self.name, permission))
+            }
+            None => Err(HostError::unsupported(&format!(
+                "{} (no host in this context)",
+                permission.as_str()
+            ))),
+        }
+    }
+
+    /// The plugin's own SQLite database (`<data_dir>/plugins/<name>/db.sqlite`, migrations
+    /// applied); needs the `database` permission. Keep the handle: it is cheap to clone and
+    /// every call on it is checked and time-limited.
+    pub fn database(&self) -> Result<Database, HostError> {
+        self.capability(Permission::Database, |c| {
+            c.database("InitContext::database")
+        })
+    }
+
+    /// Outbound HTTP to the hosts of the plugin's `network.allow`; needs `network`.
+    pub fn outbound(&self) -> Result<Outbound, HostError> {
+        self.capability(Permission::Network, |c| c.outbound("InitContext::outbound"))
+    }
+
+    /// The commands of the plugin's `exec.allow`; needs `exec`.
+    pub fn exec(&self) -> Result<Exec, HostError> {
+        self.capability(Permission::Exec, |c| c.exec("InitContext::exec"))
+    }
+
+    /// The host config with secrets redacted; needs `config`.
+    pub fn host_config(&self) -> Result<HostConfigView, HostError> {
+        self.capability(Permission::Config, |c| {
+            c.host_config("InitContext::host_config")
+        })
+    }
+
+    /// The plugin's files directory (`<data_dir>/plugins/<name>/files`, mode 0700); needs
+    /// `filesystem`. A native plugin is not sandboxed: this is where it should keep its files.
+    pub fn files_dir(&self) -> Result<std::path::PathBuf, HostError> {
+        self.capability(Permission::Filesystem, |c| {
+            c.require(Permission::Filesystem, "InitContext::files_dir")?;
+            c.files_dir()
+                .map(std::path::Path::to_path_buf)
+                .ok_or_else(|| HostError::unsupported("filesystem (not opened in this context)"))
+        })
     }
 
     /// The same, with the plugin's own metrics.

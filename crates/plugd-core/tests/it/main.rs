@@ -1,5 +1,6 @@
 //! The manager with native plugins: lifecycle order, hook semantics, failure handling.
 
+mod capabilities;
 mod events;
 mod hooks;
 mod lifecycle;
