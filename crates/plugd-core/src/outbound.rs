@@ -281,22 +281,12 @@ impl std::fmt::Debug for Outbound {
 }
 
 impl Outbound {
-    /// A client for `plugin` limited to `allow`. TLS is rustls (ring) with the platform's roots.
+    /// A client for `plugin` limited to `allow`. TLS is rustls with the platform's roots.
     pub fn new(plugin: &str, allow: NetworkAllow, auditor: Auditor) -> Result<Outbound, String> {
         let fail = |e: &dyn std::fmt::Display| {
             format!("cannot set up outbound HTTP for plugin '{plugin}': {e}")
         };
         let allow = Arc::new(allow);
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let tls = {
-            use rustls_platform_verifier::BuilderVerifierExt;
-            rustls::ClientConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .map_err(|e| fail(&e))?
-                .with_platform_verifier()
-                .map_err(|e| fail(&e))?
-                .with_no_client_auth()
-        };
         let redirects = {
             let allow = allow.clone();
             reqwest::redirect::Policy::custom(move |attempt| {
@@ -310,7 +300,6 @@ impl Outbound {
             })
         };
         let client = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls)
             .no_proxy()
             .redirect(redirects)
             .timeout(DEFAULT_TIMEOUT)

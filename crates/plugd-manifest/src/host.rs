@@ -6,15 +6,15 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::format::{DecodeError, Format, at_position, decode};
 use crate::manifest::is_valid_plugin_name;
 use crate::units::{
-    de_byte_size, de_duration, de_hook_durations, de_opt_duration, ser_duration, ser_hook_durations,
-    ser_opt_duration,
+    de_byte_size, de_duration, de_hook_durations, de_opt_duration, ser_duration,
+    ser_hook_durations, ser_opt_duration,
 };
 use crate::{HookType, Manifest, Permission, Priority};
 
@@ -313,7 +313,10 @@ pub struct ErrorThresholdOverride {
     /// See [`ErrorThreshold::max_errors`].
     pub max_errors: Option<u64>,
     /// See [`ErrorThreshold::time_window`].
-    #[serde(deserialize_with = "de_opt_duration", serialize_with = "ser_opt_duration")]
+    #[serde(
+        deserialize_with = "de_opt_duration",
+        serialize_with = "ser_opt_duration"
+    )]
     pub time_window: Option<Duration>,
     /// See [`ErrorThreshold::action`].
     pub action: Option<ThresholdAction>,
@@ -331,7 +334,10 @@ pub struct Limits {
     #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
     pub timeout: Duration,
     /// Deadlines per hook, replacing `timeout` for that hook.
-    #[serde(deserialize_with = "de_hook_durations", serialize_with = "ser_hook_durations")]
+    #[serde(
+        deserialize_with = "de_hook_durations",
+        serialize_with = "ser_hook_durations"
+    )]
     pub hook_timeouts: BTreeMap<HookType, Duration>,
     /// Instances per plugin (default: the number of tokio workers).
     pub instances: Option<u32>,
@@ -385,10 +391,16 @@ pub struct LimitsOverride {
     /// See [`Limits::memory_mb`].
     pub memory_mb: Option<u64>,
     /// See [`Limits::timeout`].
-    #[serde(deserialize_with = "de_opt_duration", serialize_with = "ser_opt_duration")]
+    #[serde(
+        deserialize_with = "de_opt_duration",
+        serialize_with = "ser_opt_duration"
+    )]
     pub timeout: Option<Duration>,
     /// Merged into [`Limits::hook_timeouts`].
-    #[serde(deserialize_with = "de_hook_durations", serialize_with = "ser_hook_durations")]
+    #[serde(
+        deserialize_with = "de_hook_durations",
+        serialize_with = "ser_hook_durations"
+    )]
     pub hook_timeouts: BTreeMap<HookType, Duration>,
     /// See [`Limits::instances`].
     pub instances: Option<u32>,
@@ -1758,7 +1770,10 @@ exec = { allow = ["/usr/bin/convert"] }
         assert_eq!(v["server"]["listen"], json!("127.0.0.1:8080"));
         assert_eq!(v["server"]["body_limit"], json!(2 * 1024 * 1024));
         assert_eq!(v["plugins"]["limits"]["timeout"], json!("1s 500ms"));
-        assert_eq!(v["plugins"]["limits"]["hook_timeouts"]["pre_request"], json!("2s"));
+        assert_eq!(
+            v["plugins"]["limits"]["hook_timeouts"]["pre_request"],
+            json!("2s")
+        );
         assert_eq!(v["plugins"]["health_check_interval"], json!("30s"));
         assert_eq!(v["plugins"]["plugins"][0]["limits"]["timeout"], json!("3s"));
         assert_eq!(

@@ -4,8 +4,14 @@ wasmtime::component::bindgen!({
     path: "../../wit",
     world: "plugin",
     exports: { default: async },
-    // A service call runs another plugin's guest: the only import that awaits.
-    imports: { "plugd:plugin/services.call": async },
+    // Imports that await: a service call runs another plugin's guest; the database, outbound
+    // HTTP and exec run on tokio with their own timeouts (epochs do not interrupt host code).
+    imports: {
+        "plugd:plugin/services.call": async,
+        "plugd:plugin/database": async,
+        "plugd:plugin/outbound": async,
+        "plugd:plugin/exec": async,
+    },
     with: {
         "plugd:plugin/http.exchange": plugd_core::Exchange,
     },

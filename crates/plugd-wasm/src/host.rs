@@ -1,14 +1,17 @@
 //! The host side of every WIT import, for one instance. Each call checks the plugin's effective
-//! permissions; calls this build does not provide answer `host-error::unsupported`.
+//! permissions; calls this build does not provide answer `host-error::unsupported`. The gated
+//! capabilities (database, outbound, exec, host-config) are `plugd_core::Capabilities`, shared
+//! with native plugins; a call into them is limited to what is left of the guest call's deadline.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use parking_lot::RwLock;
 use plugd_core::{
-    AuditLog, Exchange, HookType, HostError, Identity, MiddlewareReg, Permission, PluginCache,
-    PluginMetrics, PluginStore, Publisher, Registrations, RouteOptions, Services,
+    Capabilities, CommandOutput, Exchange, HookType, HostError, Identity, IncomingResponse,
+    MiddlewareReg, OutgoingRequest, Permission, PluginCache, PluginMetrics, PluginStore, Publisher,
+    Registrations, RouteOptions, Rows, Services, SqlValue, Statement,
 };
 use wasmtime::component::{Resource, ResourceTable};
 use wasmtime::{ResourceLimiter, StoreLimits};
@@ -31,7 +34,8 @@ pub(crate) struct Shared {
     pub(crate) exports: Vec<String>,
     pub(crate) metrics: Option<Arc<PluginMetrics>>,
     pub(crate) cache: Option<PluginCache>,
-    pub(crate) audit: Option<Arc<AuditLog>>,
+    /// The gated capabilities; also where every denial is counted and audited.
+    pub(crate) capabilities: Capabilities,
 }
 
 /// The data of one wasm instance's store.
@@ -60,33 +64,28 @@ impl InstanceState {
         &mut self.limits
     }
 
-    /// Check a permission; a denial is recorded in the audit log.
+    /// Check a permission; a denial is counted against the plugin and audited.
     fn require(&self, permission: Permission, call: &str) -> Result<(), HostError> {
-        if self.shared.granted.contains(&permission) {
-            return Ok(());
-        }
-        let e = HostError::permission_denied(&self.shared.name, permission);
-        self.audit(permission.as_str(), call);
-        Err(e)
+        self.shared.capabilities.require(permission, call)
     }
 
-    fn audit(&self, capability: &str, detail: &str) {
-        if let Some(a) = &self.shared.audit {
-            a.record(&self.shared.name, capability, detail);
-        }
-    }
-
-    /// Pass a result on, recording a denial in the audit log.
+    /// Pass a result on; a denial is counted against the plugin and audited.
     fn audited<T>(
         &self,
         r: Result<T, HostError>,
         capability: &str,
         call: &str,
     ) -> Result<T, types::HostError> {
-        if let Err(HostError::Denied(m)) = &r {
-            self.audit(capability, &format!("{call}: {m}"));
-        }
-        r.map_err(to_wit)
+        self.shared
+            .capabilities
+            .auditor()
+            .check(r, capability, call)
+            .map_err(to_wit)
+    }
+
+    /// What is left of the current guest call's deadline: the most a host call may take.
+    fn remaining(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
     }
 
     fn cache(&self) -> Result<PluginCache, types::HostError> {
@@ -375,10 +374,13 @@ impl wit::config::Host for InstanceState {
     fn plugin_config(&mut self) -> String {
         self.shared.config_json.read().clone()
     }
-    fn host_config(&mut self, _key: String) -> Result<Option<String>, types::HostError> {
-        self.require(Permission::Config, "config.host-config")
+    fn host_config(&mut self, key: String) -> Result<Option<String>, types::HostError> {
+        let view = self
+            .shared
+            .capabilities
+            .host_config("config.host-config")
             .map_err(to_wit)?;
-        unsupported("config.host-config")
+        Ok(view.get(&key).map_err(to_wit)?.map(|v| v.to_string()))
     }
 }
 
@@ -479,25 +481,84 @@ impl wit::services::Host for InstanceState {
     }
 }
 
+fn sql_from_wit(v: types::SqlValue) -> SqlValue {
+    match v {
+        types::SqlValue::Null => SqlValue::Null,
+        types::SqlValue::Integer(i) => SqlValue::Integer(i),
+        types::SqlValue::Real(r) => SqlValue::Real(r),
+        types::SqlValue::Text(t) => SqlValue::Text(t),
+        types::SqlValue::Blob(b) => SqlValue::Blob(b),
+    }
+}
+
+fn sql_to_wit(v: SqlValue) -> types::SqlValue {
+    match v {
+        SqlValue::Null => types::SqlValue::Null,
+        SqlValue::Integer(i) => types::SqlValue::Integer(i),
+        SqlValue::Real(r) => types::SqlValue::Real(r),
+        SqlValue::Text(t) => types::SqlValue::Text(t),
+        SqlValue::Blob(b) => types::SqlValue::Blob(b),
+    }
+}
+
+fn rows_to_wit(r: Rows) -> types::Rows {
+    types::Rows {
+        columns: r.columns,
+        rows: r
+            .rows
+            .into_iter()
+            .map(|row| row.into_iter().map(sql_to_wit).collect())
+            .collect(),
+    }
+}
+
 impl wit::database::Host for InstanceState {
-    fn execute(&mut self, _: String, _: Vec<types::SqlValue>) -> Result<u64, types::HostError> {
-        self.require(Permission::Database, "database.execute")
-            .map_err(to_wit)?;
-        unsupported("database.execute")
-    }
-    fn query(
+    async fn execute(
         &mut self,
-        _: String,
-        _: Vec<types::SqlValue>,
-    ) -> Result<types::Rows, types::HostError> {
-        self.require(Permission::Database, "database.query")
-            .map_err(to_wit)?;
-        unsupported("database.query")
+        sql: String,
+        params: Vec<types::SqlValue>,
+    ) -> Result<u64, types::HostError> {
+        let db = self
+            .shared
+            .capabilities
+            .database("database.execute")
+            .map_err(to_wit)?
+            .with_timeout(self.remaining());
+        let params: Vec<SqlValue> = params.into_iter().map(sql_from_wit).collect();
+        db.execute(&sql, &params).await.map_err(to_wit)
     }
-    fn transaction(&mut self, _: Vec<types::Statement>) -> Result<Vec<u64>, types::HostError> {
-        self.require(Permission::Database, "database.transaction")
-            .map_err(to_wit)?;
-        unsupported("database.transaction")
+    async fn query(
+        &mut self,
+        sql: String,
+        params: Vec<types::SqlValue>,
+    ) -> Result<types::Rows, types::HostError> {
+        let db = self
+            .shared
+            .capabilities
+            .database("database.query")
+            .map_err(to_wit)?
+            .with_timeout(self.remaining());
+        let params: Vec<SqlValue> = params.into_iter().map(sql_from_wit).collect();
+        db.query(&sql, &params)
+            .await
+            .map(rows_to_wit)
+            .map_err(to_wit)
+    }
+    async fn transaction(
+        &mut self,
+        statements: Vec<types::Statement>,
+    ) -> Result<Vec<u64>, types::HostError> {
+        let db = self
+            .shared
+            .capabilities
+            .database("database.transaction")
+            .map_err(to_wit)?
+            .with_timeout(self.remaining());
+        let statements: Vec<Statement> = statements
+            .into_iter()
+            .map(|s| Statement::new(s.sql, s.params.into_iter().map(sql_from_wit).collect()))
+            .collect();
+        db.transaction(&statements).await.map_err(to_wit)
     }
 }
 
@@ -527,25 +588,65 @@ impl wit::cache::Host for InstanceState {
 }
 
 impl wit::outbound::Host for InstanceState {
-    fn fetch(
+    async fn fetch(
         &mut self,
-        _: types::OutgoingRequest,
+        request: types::OutgoingRequest,
     ) -> Result<types::IncomingResponse, types::HostError> {
-        self.require(Permission::Network, "outbound.fetch")
-            .map_err(to_wit)?;
-        unsupported("outbound.fetch")
+        let outbound = self
+            .shared
+            .capabilities
+            .outbound("outbound.fetch")
+            .map_err(to_wit)?
+            .with_timeout(self.remaining());
+        let request = OutgoingRequest {
+            method: request.method,
+            url: request.url,
+            headers: request.headers,
+            body: request.body,
+            timeout: request
+                .timeout_ms
+                .map(|ms| Duration::from_millis(u64::from(ms))),
+        };
+        let IncomingResponse {
+            status,
+            headers,
+            body,
+        } = outbound.fetch(request).await.map_err(to_wit)?;
+        Ok(types::IncomingResponse {
+            status,
+            headers,
+            body,
+        })
     }
 }
 
 impl wit::exec::Host for InstanceState {
-    fn run(
+    async fn run(
         &mut self,
-        _: String,
-        _: Vec<String>,
-        _: Vec<u8>,
-        _: Option<u32>,
+        command: String,
+        args: Vec<String>,
+        stdin: Vec<u8>,
+        timeout_ms: Option<u32>,
     ) -> Result<types::CommandOutput, types::HostError> {
-        self.require(Permission::Exec, "exec.run").map_err(to_wit)?;
-        unsupported("exec.run")
+        let exec = self
+            .shared
+            .capabilities
+            .exec("exec.run")
+            .map_err(to_wit)?
+            .with_timeout(self.remaining());
+        let timeout = timeout_ms.map(|ms| Duration::from_millis(u64::from(ms)));
+        let CommandOutput {
+            status,
+            stdout,
+            stderr,
+        } = exec
+            .run(&command, &args, &stdin, timeout)
+            .await
+            .map_err(to_wit)?;
+        Ok(types::CommandOutput {
+            status,
+            stdout,
+            stderr,
+        })
     }
 }

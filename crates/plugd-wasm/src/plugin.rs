@@ -15,9 +15,9 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use parking_lot::{Mutex, RwLock};
 use plugd_core::{
-    Action, AuditLog, Event, Exchange, Health, HookType, InitContext, Permission, Plugin,
-    PluginCache, PluginError, PluginMetrics, PluginStore, Publisher, Registrations, Response,
-    Services,
+    Action, AuditLog, Auditor, Capabilities, Event, Exchange, Health, HookType, InitContext,
+    Permission, Plugin, PluginCache, PluginError, PluginMetrics, PluginStore, Publisher,
+    Registrations, Response, Services,
 };
 use serde_json::{Map, Value};
 use tokio::sync::Semaphore;
@@ -61,6 +61,9 @@ pub struct PluginOptions {
     pub cache: Option<PluginCache>,
     /// Where denied calls are recorded.
     pub audit: Option<Arc<AuditLog>>,
+    /// Its gated capabilities (database, network, exec, config, filesystem); `None`: checked
+    /// but not opened (a granted one answers unsupported).
+    pub capabilities: Option<Capabilities>,
 }
 
 struct Instance {
@@ -181,7 +184,12 @@ impl WasmPlugin {
             exports: options.exports.clone(),
             metrics: options.metrics.clone(),
             cache: options.cache.clone(),
-            audit: options.audit.clone(),
+            capabilities: options.capabilities.clone().unwrap_or_else(|| {
+                Capabilities::unopened(
+                    options.granted.clone(),
+                    Auditor::new(&options.name, None, options.audit.clone()),
+                )
+            }),
         });
         WasmPlugin {
             engine,
@@ -221,6 +229,13 @@ impl WasmPlugin {
     async fn instantiate(&self) -> Result<Instance, PluginError> {
         let mut wasi = WasiCtxBuilder::new();
         wasi.inherit_stderr();
+        // `filesystem`: the plugin's own files directory at /data, and nothing else.
+        if let Some(dir) = self.shared.capabilities.files_dir() {
+            wasi.preopened_dir(dir, "/data", wasmtime_wasi::FsPerms::ReadWrite)
+                .map_err(|e| {
+                    PluginError::Failed(format!("cannot preopen {} at /data: {e}", dir.display()))
+                })?;
+        }
         let memory = usize::try_from(self.options.memory_mb.saturating_mul(1024 * 1024))
             .unwrap_or(usize::MAX);
         let state = InstanceState {

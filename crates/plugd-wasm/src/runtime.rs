@@ -176,6 +176,7 @@ impl Loader for WasmRuntime {
             metrics: Some(ctx.metrics.clone()),
             cache: Some(ctx.cache.clone()),
             audit: Some(ctx.audit.clone()),
+            capabilities: Some(ctx.capabilities.clone()),
         };
         let plugin = self.load_file(path, options).await?;
         Ok(Arc::new(plugin))

@@ -162,6 +162,12 @@ pub mod storage {
 }
 
 /// Configuration: the plugin's own, and (with the `config` permission) the host's.
+///
+/// ```ignore
+/// let listen = config::host("server.listen")?;              // Some(json!("127.0.0.1:8080"))
+/// let timeout = config::host("plugins.limits.timeout")?;    // Some(json!("5s"))
+/// let token = config::host("admin.token")?;                 // Some(json!("[redacted]")) or null
+/// ```
 pub mod config {
     use super::wit;
     use crate::{Config, Error, Result};
@@ -171,8 +177,12 @@ pub mod config {
         Config::from_json(&wit::config::plugin_config())
     }
 
-    /// A value of the host's configuration at a dotted key (`server.listen`), secrets redacted.
-    /// Needs the `config` permission.
+    /// A value of the host's configuration at a dotted key (`server.listen`,
+    /// `plugins.limits.timeout`, `plugins.plugins.0.name`; `""` for all of it), as JSON in the
+    /// shape of the config file (durations as text such as `"5s"`). `None` when nothing is at the
+    /// key. Secrets read `"[redacted]"`: every key whose name contains `token`, `secret`,
+    /// `password` or `key`, and the `config` block of every other plugin. Needs the `config`
+    /// permission.
     pub fn host(key: &str) -> Result<Option<serde_json::Value>> {
         match wit::config::host_config(key)? {
             None => Ok(None),
@@ -297,12 +307,31 @@ pub mod services {
     }
 }
 
-/// The plugin's own SQLite database. Needs `database`.
+/// The plugin's own SQLite database (one file per plugin, kept by the host). Needs `database`.
 ///
 /// ```ignore
 /// db::execute("INSERT INTO notes (id, text) VALUES (?1, ?2)", &[7.into(), "hi".into()])?;
 /// let rows = db::query("SELECT text FROM notes WHERE id = ?1", &[7.into()])?;
+/// let text = rows.get(0, "text").and_then(db::Value::as_str);
+/// db::transaction(&[
+///     db::Statement::new("UPDATE accounts SET balance = balance - ?1 WHERE id = ?2", vec![5.into(), 1.into()]),
+///     db::Statement::new("UPDATE accounts SET balance = balance + ?1 WHERE id = ?2", vec![5.into(), 2.into()]),
+/// ])?;
 /// ```
+///
+/// - **Schema**: put `*.sql` files in the plugin's `migrations/` folder. The host applies them
+///   at load in lexical order of their names (`0001_notes.sql`, `0002_tags.sql`), each in its own
+///   transaction, and records them; changing one that was applied fails the load — add a new one.
+/// - **Parameters** are bound (`?1`, `?2` or `?`), never spliced into the SQL. One statement per
+///   call.
+/// - **Transactions**: each call commits on its own. `BEGIN`/`COMMIT`/`SAVEPOINT` are refused;
+///   [`transaction`] runs a list of statements all-or-nothing, within one call.
+/// - **Refused** (kind `Denied`, counted against the plugin): `ATTACH`/`DETACH`, PRAGMAs other
+///   than read-only ones (`table_info`, `index_list`, `foreign_key_list`, `user_version`, …),
+///   extension loading.
+/// - **Limits**: a call ends with kind `Failed` at the host's deadline (5 s, or what is left of
+///   the guest call's own deadline); a result is at most 10 000 rows and 8 MiB (kind `Invalid`
+///   past that: page with `LIMIT`); the file at most 1 GiB.
 pub mod db {
     use super::wit;
     use crate::Result;
@@ -314,17 +343,19 @@ pub mod db {
     /// One statement of a [`transaction`].
     pub use wit::types::Statement;
 
-    /// Runs a statement; returns the number of rows changed.
+    /// Runs one statement that returns no rows (`CREATE`, `INSERT`, `UPDATE`, `DELETE`);
+    /// returns the number of rows changed.
     pub fn execute(sql: &str, params: &[Value]) -> Result<u64> {
         Ok(wit::database::execute(sql, params)?)
     }
 
-    /// Runs a query.
+    /// Runs one statement that returns rows (`SELECT`, or a write with `RETURNING`).
     pub fn query(sql: &str, params: &[Value]) -> Result<Rows> {
         Ok(wit::database::query(sql, params)?)
     }
 
-    /// Runs all statements in one transaction; returns the rows changed by each.
+    /// Runs all statements in one transaction: committed together, or not at all (the error
+    /// names the statement that failed). Returns the rows changed by each.
     pub fn transaction(statements: &[Statement]) -> Result<Vec<u64>> {
         Ok(wit::database::transaction(statements)?)
     }
@@ -343,6 +374,19 @@ pub mod db {
         /// The index of a column by name.
         pub fn column(&self, name: &str) -> Option<usize> {
             self.columns.iter().position(|c| c == name)
+        }
+        /// The number of rows.
+        pub fn len(&self) -> usize {
+            self.rows.len()
+        }
+        /// Whether there are no rows.
+        pub fn is_empty(&self) -> bool {
+            self.rows.is_empty()
+        }
+        /// The value in row `row` (from 0) of the column named `column`.
+        pub fn get(&self, row: usize, column: &str) -> Option<&Value> {
+            let i = self.column(column)?;
+            self.rows.get(row)?.get(i)
         }
     }
 
@@ -422,6 +466,11 @@ pub mod db {
             Value::Blob(v)
         }
     }
+    impl From<&[u8]> for Value {
+        fn from(v: &[u8]) -> Value {
+            Value::Blob(v.to_vec())
+        }
+    }
     impl<T: Into<Value>> From<Option<T>> for Value {
         fn from(v: Option<T>) -> Value {
             v.map_or(Value::Null, Into::into)
@@ -456,8 +505,18 @@ pub mod cache {
 /// let answer = http::fetch(&http::Request::get("https://api.example.com/v1/items")
 ///     .with_header("accept", "application/json")
 ///     .with_timeout(Duration::from_secs(2)))?;
+/// if !answer.is_success() { bail!("upstream answered {}", answer.status) }
 /// let items: Vec<Item> = answer.json()?;
 /// ```
+///
+/// - Only hosts in the plugin entry's `network.allow` (`api.example.com`, `*.example.com`,
+///   `127.0.0.1:8080`, `https://api.example.com`) are reached; any other URL fails with kind
+///   `Denied` before a connection is made (`network access denied: plugin 'x' may not connect
+///   to 'evil.example' (not in network.allow)`), and counts against the plugin.
+/// - A 4xx or 5xx answer is a response, not an error. Redirects are followed only to allowed
+///   hosts; otherwise the 3xx response is returned.
+/// - Limits: the body read is at most 10 MiB; the timeout is the request's own, capped by the
+///   host (30 s) and by what is left of the guest call's deadline (kind `Failed` past it).
 pub mod http {
     use std::time::Duration;
 
@@ -500,6 +559,20 @@ pub mod http {
         pub fn post(url: impl Into<String>, body: impl Into<Vec<u8>>) -> Request {
             Request::new("POST", url).with_body(body)
         }
+        /// A `PUT` request with a body.
+        pub fn put(url: impl Into<String>, body: impl Into<Vec<u8>>) -> Request {
+            Request::new("PUT", url).with_body(body)
+        }
+        /// A `DELETE` request.
+        pub fn delete(url: impl Into<String>) -> Request {
+            Request::new("DELETE", url)
+        }
+        /// Sets a JSON body and the `content-type` header.
+        pub fn with_json<T: serde::Serialize + ?Sized>(self, value: &T) -> Result<Request> {
+            Ok(self
+                .with_header("content-type", "application/json")
+                .with_body(serde_json::to_vec(value)?))
+        }
         /// Adds a header.
         pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Request {
             self.headers.push((name.into(), value.into()));
@@ -518,6 +591,10 @@ pub mod http {
     }
 
     impl IncomingResponse {
+        /// Whether the status is 2xx.
+        pub fn is_success(&self) -> bool {
+            (200..300).contains(&self.status)
+        }
         /// The first header of this name (case-insensitive).
         pub fn header(&self, name: &str) -> Option<&str> {
             self.headers
@@ -540,7 +617,17 @@ pub mod http {
 ///
 /// ```ignore
 /// let out = exec::run("git", &["rev-parse", "HEAD"])?;
+/// let sorted = exec::run_with("sort", &[], b"b\na\n", Some(Duration::from_secs(2)))?;
+/// if !out.success() { bail!("git failed: {}", out.stderr_text()) }
 /// ```
+///
+/// - The command must equal an entry of the plugin entry's `exec.allow` exactly; anything else
+///   fails with kind `Denied` before a process starts (`exec denied: plugin 'x' may not run
+///   'rm' (not in exec.allow)`), and counts against the plugin.
+/// - It runs with the given argv and no shell, an empty environment except a minimal `PATH`, the
+///   plugin's data directory as working directory, and `stdin` as its input.
+/// - Limits: killed at its timeout (the call's own, capped by the host's 30 s and by what is left
+///   of the guest call's deadline) or when stdout or stderr passes 1 MiB (kind `Failed`).
 pub mod exec {
     use std::time::Duration;
 
@@ -574,6 +661,10 @@ pub mod exec {
         /// Stdout as UTF-8 text (invalid sequences replaced).
         pub fn stdout_text(&self) -> String {
             String::from_utf8_lossy(&self.stdout).into_owned()
+        }
+        /// Stderr as UTF-8 text (invalid sequences replaced).
+        pub fn stderr_text(&self) -> String {
+            String::from_utf8_lossy(&self.stderr).into_owned()
         }
     }
 }

@@ -48,6 +48,7 @@ fn options(name: &str) -> PluginOptions {
         metrics: None,
         cache: None,
         audit: None,
+        capabilities: None,
     }
 }
 

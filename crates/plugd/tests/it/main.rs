@@ -3,6 +3,7 @@
 mod support;
 
 mod admin;
+mod capabilities;
 mod cli;
 mod events;
 mod sandbox;
