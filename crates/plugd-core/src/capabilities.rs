@@ -274,6 +274,18 @@ fn opened<T: Clone>(slot: &Option<T>, what: &str) -> Result<T, HostError> {
         .ok_or_else(|| HostError::unsupported(&format!("{what} (not opened in this context)")))
 }
 
+/// A size for messages: `10 MiB`, `64 KiB`, `1000 bytes`.
+pub(crate) fn bytes_text(n: usize) -> String {
+    const MIB: usize = 1024 * 1024;
+    if n >= MIB && n.is_multiple_of(MIB) {
+        format!("{} MiB", n / MIB)
+    } else if n >= 1024 && n.is_multiple_of(1024) {
+        format!("{} KiB", n / 1024)
+    } else {
+        format!("{n} bytes")
+    }
+}
+
 /// Create a directory (and its parents) and make it mode 0700.
 pub(crate) fn make_private_dir(dir: &Path) -> Result<(), String> {
     std::fs::create_dir_all(dir)

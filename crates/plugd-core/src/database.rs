@@ -634,10 +634,10 @@ fn host_statement(conn: &Connection, guard: &Guard, sql: &str) -> rusqlite::Resu
 /// Roll back whatever is open; never interrupted.
 fn rollback(conn: &Connection, guard: &Guard) {
     *guard.deadline.lock() = None;
-    if !conn.is_autocommit() {
-        if let Err(e) = host_statement(conn, guard, "ROLLBACK") {
-            tracing::error!(error = %e, "database rollback failed");
-        }
+    if !conn.is_autocommit()
+        && let Err(e) = host_statement(conn, guard, "ROLLBACK")
+    {
+        tracing::error!(error = %e, "database rollback failed");
     }
 }
 

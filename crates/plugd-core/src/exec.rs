@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
-use crate::capabilities::Auditor;
+use crate::capabilities::{Auditor, bytes_text};
 use crate::error::HostError;
 
 /// The longest a command may run, and the default when the call gives no timeout.
@@ -248,16 +248,6 @@ async fn read_capped(
                 out.extend_from_slice(&buf[..n]);
             }
         }
-    }
-}
-
-fn bytes_text(n: usize) -> String {
-    if n >= 1024 * 1024 && n % (1024 * 1024) == 0 {
-        format!("{} MiB", n / (1024 * 1024))
-    } else if n >= 1024 && n % 1024 == 0 {
-        format!("{} KiB", n / 1024)
-    } else {
-        format!("{n} bytes")
     }
 }
 

@@ -32,7 +32,7 @@ use std::time::Duration;
 use reqwest::Url;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::capabilities::Auditor;
+use crate::capabilities::{Auditor, bytes_text};
 use crate::error::HostError;
 
 /// The longest a call may take, and the default when the request gives no timeout.
@@ -435,16 +435,6 @@ impl Outbound {
                 humantime::format_duration(timeout)
             ))
         })?
-    }
-}
-
-fn bytes_text(n: usize) -> String {
-    if n >= 1024 * 1024 && n % (1024 * 1024) == 0 {
-        format!("{} MiB", n / (1024 * 1024))
-    } else if n >= 1024 && n % 1024 == 0 {
-        format!("{} KiB", n / 1024)
-    } else {
-        format!("{n} bytes")
     }
 }
 

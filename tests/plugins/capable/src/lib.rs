@@ -16,21 +16,36 @@ struct Capable;
 
 /// A failed capability call as an answer: 403 with the host's message when refused, else 500.
 fn refused(e: Error) -> Response {
-    let status = if e.kind() == ErrorKind::Denied { 403 } else { 500 };
+    let status = if e.kind() == ErrorKind::Denied {
+        403
+    } else {
+        500
+    };
     Response::text(status, e.message())
 }
 
 impl Capable {
     fn db(&self, exchange: &Exchange) -> Result<Response> {
-        let text = exchange.query_param("text").unwrap_or_else(|| "hello".into());
-        let inserted = db::execute("INSERT INTO notes (text) VALUES (?1)", &[text.as_str().into()])?;
+        let text = exchange
+            .query_param("text")
+            .unwrap_or_else(|| "hello".into());
+        let inserted = db::execute(
+            "INSERT INTO notes (text) VALUES (?1)",
+            &[text.as_str().into()],
+        )?;
         let id = db::query("SELECT max(id) AS id FROM notes", &[])?
             .get(0, "id")
             .and_then(db::Value::as_i64)
             .unwrap_or_default();
         let tagged = db::transaction(&[
-            db::Statement::new("INSERT INTO tags (note_id, tag) VALUES (?1, ?2)", vec![id.into(), "a".into()]),
-            db::Statement::new("INSERT INTO tags (note_id, tag) VALUES (?1, ?2)", vec![id.into(), "b".into()]),
+            db::Statement::new(
+                "INSERT INTO tags (note_id, tag) VALUES (?1, ?2)",
+                vec![id.into(), "a".into()],
+            ),
+            db::Statement::new(
+                "INSERT INTO tags (note_id, tag) VALUES (?1, ?2)",
+                vec![id.into(), "b".into()],
+            ),
         ])?;
         let rows = db::query(
             "SELECT n.text, count(t.tag) AS tags FROM notes n LEFT JOIN tags t ON t.note_id = n.id GROUP BY n.id ORDER BY n.id",
@@ -57,9 +72,15 @@ impl Capable {
     }
 
     fn fetch(&self, exchange: &Exchange) -> Result<Response> {
-        let url = exchange.query_param("url").ok_or_else(|| Error::msg("?url= is required"))?;
-        let answer = http::fetch(&http::Request::get(url).with_timeout(std::time::Duration::from_secs(5)))?;
-        Ok(Response::json(200, &json!({ "status": answer.status, "body": answer.text() })))
+        let url = exchange
+            .query_param("url")
+            .ok_or_else(|| Error::msg("?url= is required"))?;
+        let answer =
+            http::fetch(&http::Request::get(url).with_timeout(std::time::Duration::from_secs(5)))?;
+        Ok(Response::json(
+            200,
+            &json!({ "status": answer.status, "body": answer.text() }),
+        ))
     }
 
     fn exec(&self) -> Result<Response> {
@@ -86,7 +107,10 @@ impl Capable {
         entries.sort();
         // Only /data is preopened: nothing else of the host's file system is there.
         let outside = std::fs::read_to_string("/etc/hostname").is_ok();
-        Ok(Response::json(200, &json!({ "read": read, "entries": entries, "outside_visible": outside })))
+        Ok(Response::json(
+            200,
+            &json!({ "read": read, "entries": entries, "outside_visible": outside }),
+        ))
     }
 }
 
