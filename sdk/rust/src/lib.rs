@@ -28,6 +28,13 @@
 //! plugd_guest::export!(Hello, name = "hello");
 //! ```
 //!
+//! # Files
+//!
+//! With the `filesystem` permission the plugin's own directory (kept by the host under its data
+//! directory) is at `/data`: use `std::fs` there (`std::fs::write("/data/state.json", …)`).
+//! Nothing else of the host's file system is visible; `..`, other absolute paths and symlinks
+//! out of `/data` fail. Without the permission there is no `/data`.
+//!
 //! # Instances and state
 //!
 //! The host runs a plugin as a pool of long-lived instances; each instance holds its own value of
