@@ -5,6 +5,7 @@ mod hooks;
 mod lifecycle;
 mod manage;
 mod resolver;
+mod roles;
 
 use std::sync::Arc;
 

@@ -5,5 +5,6 @@ mod support;
 mod admin;
 mod cli;
 mod events;
+mod roles;
 mod sandbox;
 mod serve;
