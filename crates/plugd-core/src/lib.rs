@@ -35,6 +35,7 @@ mod dispatch;
 mod error;
 mod events;
 mod exchange;
+mod gate;
 mod host;
 mod metrics;
 mod order;
@@ -54,6 +55,7 @@ pub use events::{
     BoxFuture, Deliver, Event, EventBus, Publisher, QUEUE_CAPACITY, SubscriptionInfo, topic_matches,
 };
 pub use exchange::{Exchange, Identity, Response, Stage};
+pub use gate::{Gate, GateError, Pass};
 pub use host::{Host, HostBuilder, Loader, LoaderContext, PluginHealth, PluginInfo};
 pub use metrics::{BUCKETS_MS, DurationHistogram, MAX_SERIES_PER_PLUGIN, PluginMetrics};
 pub use order::{OrderError, OrderNode, dependency_graph, order_nodes, start_order};
