@@ -52,7 +52,10 @@ async fn roles_are_enforced_for_identities_attached_by_a_wasm_auth_plugin() {
     assert_eq!(subject, None);
     let (status, body, _) = get(&server, "/plugins/auth/whoami", None).await;
     assert_eq!(status, 401, "{body}");
-    assert!(body["message"].as_str().unwrap().contains("identity"), "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("identity"),
+        "{body}"
+    );
 
     // An unknown token is refused by the plugin's pre_request hook before routing.
     let (status, body, _) = get(&server, "/plugins/hello/greet", Some("nope")).await;
@@ -64,7 +67,11 @@ async fn roles_are_enforced_for_identities_attached_by_a_wasm_auth_plugin() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["subject"], "bob");
     assert_eq!(body["roles"], serde_json::json!(["user"]));
-    assert_eq!(subject.as_deref(), Some("bob"), "pre_response saw the identity");
+    assert_eq!(
+        subject.as_deref(),
+        Some("bob"),
+        "pre_response saw the identity"
+    );
     let (status, body, _) = get(&server, "/plugins/auth/admin", Some("tok-bob")).await;
     assert_eq!(status, 403, "{body}");
     assert_eq!(body["message"], "missing role(s): admin");
