@@ -44,6 +44,7 @@ mod services;
 mod state;
 mod store;
 mod tasks;
+mod watch;
 
 pub use assets::content_type;
 pub use audit::{AUDIT_CAPACITY, AuditEntry, AuditLog};
@@ -67,5 +68,6 @@ pub use services::Services;
 pub use state::{ErrorRecord, HookMetrics, Phase, PluginState, Status};
 pub use store::{PluginStore, Store};
 pub use tasks::Tasks;
+pub use watch::{Change, Watch, watch};
 
 pub use plugd_manifest::{HookType, Permission};
