@@ -58,6 +58,8 @@ pub struct LoaderContext<'a> {
     pub cache: PluginCache,
     /// Where denied calls are recorded.
     pub audit: Arc<AuditLog>,
+    /// Its live state: a denied host call counts against it here.
+    pub state: Arc<PluginState>,
 }
 
 /// Turns a plugin directory into a [`Plugin`]: the wasm runtime is one.
@@ -120,6 +122,9 @@ pub struct PluginInfo {
     pub author: String,
     /// "wasm" or "native".
     pub kind: &'static str,
+    /// Where a wasm plugin's instances are allocated: "pooling" or "on-demand".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allocator: Option<&'static str>,
     /// Whether the plugin's code is loaded.
     pub loaded: bool,
     /// Whether the operator enabled it.
@@ -185,6 +190,7 @@ impl Loaded {
             description: m.map(|m| m.description.clone()).unwrap_or_default(),
             author: m.map(|m| m.author.clone()).unwrap_or_default(),
             kind: self.kind,
+            allocator: self.plugin.allocator(),
             loaded: matches!(status, Status::Initialized | Status::Running),
             enabled: self.enabled,
             status,
@@ -1324,6 +1330,7 @@ impl Host {
                     metrics: c.loaded.state.metrics().clone(),
                     cache: self.inner.cache.plugin(&name),
                     audit: self.inner.audit.clone(),
+                    state: c.loaded.state.clone(),
                 })
                 .await
                 .map_err(|message| LoadError::Runtime {
