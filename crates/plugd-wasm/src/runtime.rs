@@ -379,6 +379,7 @@ impl WasmRuntime {
         }
         let mut plugin = WasmPlugin::new(backend.engine.clone(), pre, options, allocator);
         plugin.from_cache = source == Source::Cached;
+        plugin.metered = self.inner.options.fuel;
         Ok(plugin)
     }
 

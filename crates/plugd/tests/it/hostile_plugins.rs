@@ -675,3 +675,25 @@ async fn instances_come_from_the_pool_unless_a_plugin_does_not_fit() {
     still_serving(&server).await;
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fuel_stops_a_loop_deterministically() {
+    // With limits.fuel the loop ends when its budget does, long before its (generous) deadline.
+    let server = TestServer::start(&config(&[(
+        "looper",
+        "      permissions: { router: true }\n      limits: { timeout: 30s, fuel: 5000000 }\n",
+    )]))
+    .await;
+    let meanwhile = hello_meanwhile(&server, 4);
+    let r = server.get("/plugins/looper/spin").await;
+    assert_eq!(r.status(), 500);
+    assert_eq!(
+        message(r).await,
+        "plugin 'looper' failed: plugin trapped: fuel exhausted: plugin 'looper' used all 5000000 units of its fuel in route /spin (limits.fuel)"
+    );
+    meanwhile.await.unwrap();
+    // A call within its budget answers; hello, without a budget, runs unmetered beside it.
+    assert_eq!(server.get("/plugins/looper/ok").await.status(), 200);
+    still_serving(&server).await;
+    server.stop().await;
+}
