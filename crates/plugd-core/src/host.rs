@@ -28,6 +28,9 @@ use crate::state::{ErrorRecord, HookMetrics, Phase, PluginState, Status};
 use crate::store::{PluginStore, Store};
 use crate::tasks::Tasks;
 
+mod reload;
+pub use reload::ReloadOutcome;
+
 /// The version plugins' `framework.version` requirements are checked against.
 pub const FRAMEWORK_VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -77,6 +80,14 @@ pub(crate) struct CallLimits {
 }
 
 impl CallLimits {
+    /// The longest deadline any of its calls has.
+    pub(crate) fn longest(&self) -> Duration {
+        self.hook_timeouts
+            .values()
+            .copied()
+            .fold(self.timeout, Duration::max)
+    }
+
     pub(crate) fn hook_timeout(&self, hook: HookType) -> Duration {
         self.hook_timeouts
             .get(&hook)
@@ -103,6 +114,10 @@ pub(crate) struct Loaded {
     pub(crate) assets: Option<PathBuf>,
     /// Its timer and background tasks while it runs.
     pub(crate) tasks: Tasks,
+    /// The reload gate of its name, shared by all its versions.
+    pub(crate) gate: Arc<crate::gate::Gate>,
+    /// The config entry it was loaded from (`None` for a native plugin).
+    pub(crate) entry: Option<PluginEntry>,
 }
 
 /// A placeholder for a plugin that never loaded: answers nothing, counts as failed.
@@ -300,6 +315,7 @@ impl HostBuilder {
                 cache: Arc::default(),
                 audit: Arc::default(),
                 started_at: SystemTime::now(),
+                reloads: Default::default(),
             }),
         })
     }
@@ -318,6 +334,7 @@ struct Inner {
     cache: Arc<Cache>,
     audit: Arc<AuditLog>,
     started_at: SystemTime,
+    reloads: reload::Reloads,
 }
 
 /// The plugin host. Cheap to clone.
@@ -957,6 +974,8 @@ impl Host {
             registrations: ArcSwap::default(),
             assets: None,
             tasks: Default::default(),
+            gate: self.gate(&entry.name),
+            entry: Some(entry.clone()),
         }
     }
 
@@ -1006,6 +1025,8 @@ impl Host {
                 registrations: ArcSwap::default(),
                 assets: None,
                 tasks: Default::default(),
+                gate: self.gate(&native.manifest.name),
+                entry: None,
                 manifest: Some(native.manifest),
             },
             dir: None,

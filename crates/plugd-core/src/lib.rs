@@ -57,7 +57,9 @@ pub use events::{
 };
 pub use exchange::{Exchange, Identity, Response, Stage};
 pub use gate::{Gate, GateError, Pass};
-pub use host::{Host, HostBuilder, Loader, LoaderContext, PluginHealth, PluginInfo};
+pub use host::{
+    Host, HostBuilder, Loader, LoaderContext, PluginHealth, PluginInfo, ReloadOutcome,
+};
 pub use metrics::{BUCKETS_MS, DurationHistogram, MAX_SERIES_PER_PLUGIN, PluginMetrics};
 pub use order::{OrderError, OrderNode, dependency_graph, order_nodes, start_order};
 pub use plugin::{
