@@ -171,6 +171,19 @@ pub enum LoadError {
         /// Its error.
         error: PluginError,
     },
+    /// A reload failed; `restored` tells whether the previous version serves again.
+    #[error("plugin reload failed: {plugin} {message}; {}", if *.restored { "the previous version serves again" } else { "the plugin is in error" })]
+    Reload {
+        /// The plugin.
+        plugin: String,
+        /// What failed.
+        message: String,
+        /// Whether the previous version serves again.
+        restored: bool,
+    },
+    /// The plugin's manifest does not list the `hot_reload` capability.
+    #[error("plugin '{0}' does not support hot reload: its manifest lacks the `hot_reload` capability (its config can still change live)")]
+    NotReloadable(String),
     /// A registration made during `init` was refused.
     #[error("plugin '{plugin}' registration refused: {message}")]
     Registration {

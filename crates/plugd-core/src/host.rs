@@ -29,6 +29,9 @@ use crate::state::{ErrorRecord, HookMetrics, Phase, PluginState, Status};
 use crate::store::{PluginStore, Store};
 use crate::tasks::Tasks;
 
+mod reload;
+pub use reload::ReloadOutcome;
+
 /// The version plugins' `framework.version` requirements are checked against.
 pub const FRAMEWORK_VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -62,6 +65,8 @@ pub struct LoaderContext<'a> {
     /// Its gated capabilities (database, network, exec, config, filesystem), opened per its
     /// grants; denials are counted against it and audited.
     pub capabilities: Capabilities,
+    /// Its live state: a denied host call counts against it here.
+    pub state: Arc<PluginState>,
 }
 
 /// Turns a plugin directory into a [`Plugin`]: the wasm runtime is one.
@@ -79,6 +84,14 @@ pub(crate) struct CallLimits {
 }
 
 impl CallLimits {
+    /// The longest deadline any of its calls has.
+    pub(crate) fn longest(&self) -> Duration {
+        self.hook_timeouts
+            .values()
+            .copied()
+            .fold(self.timeout, Duration::max)
+    }
+
     pub(crate) fn hook_timeout(&self, hook: HookType) -> Duration {
         self.hook_timeouts
             .get(&hook)
@@ -107,6 +120,10 @@ pub(crate) struct Loaded {
     pub(crate) tasks: Tasks,
     /// Its gated capabilities, opened at load.
     pub(crate) capabilities: Option<Capabilities>,
+    /// The reload gate of its name, shared by all its versions.
+    pub(crate) gate: Arc<crate::gate::Gate>,
+    /// The config entry it was loaded from (`None` for a native plugin).
+    pub(crate) entry: Option<PluginEntry>,
 }
 
 /// A placeholder for a plugin that never loaded: answers nothing, counts as failed.
@@ -126,6 +143,9 @@ pub struct PluginInfo {
     pub author: String,
     /// "wasm" or "native".
     pub kind: &'static str,
+    /// Where a wasm plugin's instances are allocated: "pooling" or "on-demand".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allocator: Option<&'static str>,
     /// Whether the plugin's code is loaded.
     pub loaded: bool,
     /// Whether the operator enabled it.
@@ -191,6 +211,7 @@ impl Loaded {
             description: m.map(|m| m.description.clone()).unwrap_or_default(),
             author: m.map(|m| m.author.clone()).unwrap_or_default(),
             kind: self.kind,
+            allocator: self.plugin.allocator(),
             loaded: matches!(status, Status::Initialized | Status::Running),
             enabled: self.enabled,
             status,
@@ -300,6 +321,7 @@ impl HostBuilder {
                 cache: Arc::default(),
                 audit: Arc::default(),
                 started_at: SystemTime::now(),
+                reloads: Default::default(),
             }),
         })
     }
@@ -318,6 +340,7 @@ struct Inner {
     cache: Arc<Cache>,
     audit: Arc<AuditLog>,
     started_at: SystemTime,
+    reloads: reload::Reloads,
 }
 
 /// The plugin host. Cheap to clone.
@@ -958,6 +981,8 @@ impl Host {
             assets: None,
             tasks: Default::default(),
             capabilities: None,
+            gate: self.gate(&entry.name),
+            entry: Some(entry.clone()),
         }
     }
 
@@ -1008,6 +1033,8 @@ impl Host {
                 assets: None,
                 tasks: Default::default(),
                 capabilities: None,
+                gate: self.gate(&native.manifest.name),
+                entry: None,
                 manifest: Some(native.manifest),
             },
             dir: None,
@@ -1351,6 +1378,7 @@ impl Host {
                     cache: self.inner.cache.plugin(&name),
                     audit: self.inner.audit.clone(),
                     capabilities,
+                    state: c.loaded.state.clone(),
                 })
                 .await
                 .map_err(|message| LoadError::Runtime {

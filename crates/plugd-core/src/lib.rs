@@ -38,6 +38,7 @@ mod error;
 mod events;
 mod exchange;
 mod exec;
+mod gate;
 mod host;
 mod host_config;
 mod metrics;
@@ -48,6 +49,7 @@ mod services;
 mod state;
 mod store;
 mod tasks;
+mod watch;
 
 pub use assets::content_type;
 pub use audit::{AUDIT_CAPACITY, AuditEntry, AuditLog};
@@ -62,7 +64,10 @@ pub use events::{
 };
 pub use exchange::{Exchange, Identity, Response, Stage};
 pub use exec::{CommandOutput, Exec};
-pub use host::{Host, HostBuilder, Loader, LoaderContext, PluginHealth, PluginInfo};
+pub use gate::{Gate, GateError, Pass};
+pub use host::{
+    Host, HostBuilder, Loader, LoaderContext, PluginHealth, PluginInfo, ReloadOutcome,
+};
 pub use host_config::HostConfigView;
 pub use metrics::{BUCKETS_MS, DurationHistogram, MAX_SERIES_PER_PLUGIN, PluginMetrics};
 pub use order::{OrderError, OrderNode, dependency_graph, order_nodes, start_order};
@@ -75,6 +80,7 @@ pub use services::Services;
 pub use state::{ErrorRecord, HookMetrics, Phase, PluginState, Status};
 pub use store::{PluginStore, Store};
 pub use tasks::Tasks;
+pub use watch::{Change, Watch, watch};
 
 pub use plugd_manifest::{HookType, Permission};
 

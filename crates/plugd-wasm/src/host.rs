@@ -9,12 +9,13 @@ use std::time::{Duration, Instant};
 
 use parking_lot::RwLock;
 use plugd_core::{
-    Capabilities, CommandOutput, Exchange, HookType, HostError, Identity, IncomingResponse,
-    MiddlewareReg, OutgoingRequest, Permission, PluginCache, PluginMetrics, PluginStore, Publisher,
-    Registrations, RouteOptions, Rows, Services, SqlValue, Statement,
+    Capabilities, CommandOutput, Exchange, HookType, HostError, Identity,
+    IncomingResponse, MiddlewareReg, OutgoingRequest, Permission, PluginCache, PluginMetrics,
+    PluginStore, Publisher, Registrations, RouteOptions, Rows, Services, SqlValue,
+    Statement,
 };
+use wasmtime::ResourceLimiter;
 use wasmtime::component::{Resource, ResourceTable};
-use wasmtime::{ResourceLimiter, StoreLimits};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::bindings::plugd::plugin as wit;
@@ -36,18 +37,24 @@ pub(crate) struct Shared {
     pub(crate) cache: Option<PluginCache>,
     /// The gated capabilities; also where every denial is counted and audited.
     pub(crate) capabilities: Capabilities,
+    /// The largest response body it may set.
+    pub(crate) max_response_bytes: usize,
 }
 
 /// The data of one wasm instance's store.
 pub(crate) struct InstanceState {
     pub(crate) wasi: WasiCtx,
     pub(crate) table: ResourceTable,
-    pub(crate) limits: StoreLimits,
+    /// Its memory cap (linear memories and tables).
+    pub(crate) limits: crate::limits::Limiter,
     pub(crate) shared: Arc<Shared>,
     /// Registrations collected while `init` runs; `None` outside `init`.
     pub(crate) registering: Option<Registrations>,
     /// When the current call must end.
     pub(crate) deadline: Instant,
+    /// A rule the current call broke through a host call that the guest may have ignored (a
+    /// response body over the cap): turned into the plugin's error when the call returns.
+    pub(crate) violation: Option<String>,
 }
 
 impl WasiView for InstanceState {
@@ -256,6 +263,17 @@ impl wit::http::HostExchange for InstanceState {
         r: Resource<Exchange>,
         body: Vec<u8>,
     ) -> Result<(), types::HostError> {
+        let cap = self.shared.max_response_bytes;
+        if body.len() > cap {
+            let m = crate::plugin::response_too_large(
+                &self.shared.name,
+                body.len(),
+                cap,
+                "exchange.set-response-body",
+            );
+            self.violation.get_or_insert_with(|| m.clone());
+            return Err(types::HostError::Invalid(m));
+        }
         self.edit(&r, |ex| ex.set_response_body(body))
     }
     fn error(&mut self, r: Resource<Exchange>) -> Option<String> {

@@ -6,6 +6,7 @@ mod hooks;
 mod lifecycle;
 mod manage;
 mod resolver;
+mod roles;
 
 use std::sync::Arc;
 

@@ -6,5 +6,7 @@ mod admin;
 mod capabilities;
 mod cli;
 mod events;
+mod hostile_plugins;
+mod roles;
 mod sandbox;
 mod serve;
