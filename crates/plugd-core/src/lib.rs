@@ -31,10 +31,12 @@ mod assets;
 mod audit;
 mod cache;
 mod check;
+mod cpu;
 mod dispatch;
 mod error;
 mod events;
 mod exchange;
+mod health;
 mod host;
 mod metrics;
 mod order;
@@ -42,18 +44,22 @@ mod plugin;
 mod services;
 mod state;
 mod store;
+mod supervise;
 mod tasks;
+mod threshold;
 
 pub use assets::content_type;
 pub use audit::{AUDIT_CAPACITY, AuditEntry, AuditLog};
 pub use cache::{Cache, MAX_BYTES_PER_PLUGIN, MAX_ENTRIES_PER_PLUGIN, PluginCache};
 pub use check::{CheckReport, Checked, check_config, check_entry};
+pub use cpu::{CPU_WINDOW, CpuStatus, Throttle};
 pub use dispatch::{DispatchTable, Dispatcher};
 pub use error::{HostError, LoadError, PluginError};
 pub use events::{
     BoxFuture, Deliver, Event, EventBus, Publisher, QUEUE_CAPACITY, SubscriptionInfo, topic_matches,
 };
 pub use exchange::{Exchange, Identity, Response, Stage};
+pub use health::{HealthReport, HealthSummary, PluginSummary};
 pub use host::{Host, HostBuilder, Loader, LoaderContext, PluginHealth, PluginInfo};
 pub use metrics::{BUCKETS_MS, DurationHistogram, MAX_SERIES_PER_PLUGIN, PluginMetrics};
 pub use order::{OrderError, OrderNode, dependency_graph, order_nodes, start_order};
@@ -62,8 +68,10 @@ pub use plugin::{
     RouteOptions, RouteReg, glob_matches,
 };
 pub use services::Services;
-pub use state::{ErrorRecord, HookMetrics, Phase, PluginState, Status};
+pub use state::{DisabledBy, ErrorRecord, HookMetrics, Phase, PluginState, Status};
 pub use store::{PluginStore, Store};
+pub use supervise::{ERROR_THRESHOLD_TOPIC, SupervisionStatus};
 pub use tasks::Tasks;
+pub use threshold::{ThresholdStatus, WINDOW_SLOTS};
 
 pub use plugd_manifest::{HookType, Permission};

@@ -287,7 +287,7 @@ impl ErrorThreshold {
 }
 
 /// `error_threshold.action`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ThresholdAction {
     /// Log a warning.
