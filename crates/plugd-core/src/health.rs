@@ -113,8 +113,18 @@ impl Host {
             tokio::spawn(async move {
                 let health = check(&p).await;
                 if p.state.status() == Status::Running {
-                    if !matches!(health, Health::Healthy) {
-                        tracing::warn!(plugin = %p.name, health = ?health, "plugin reports itself {}", health_label(&health));
+                    let before = p.state.health_report().map(|r| health_label(&r.health));
+                    let now = health_label(&health);
+                    // Log changes; a first answer only when it is bad news.
+                    if before != Some(now) && (before.is_some() || now != "healthy") {
+                        match &health {
+                            Health::Healthy => {
+                                tracing::info!(plugin = %p.name, "plugin reports itself healthy")
+                            }
+                            Health::Degraded(m) | Health::Unhealthy(m) => {
+                                tracing::warn!(plugin = %p.name, health = now, message = %m, "plugin reports itself {now}: {m}")
+                            }
+                        }
                     }
                     p.state.set_health_report(health);
                 }

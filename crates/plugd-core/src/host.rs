@@ -564,6 +564,7 @@ impl Host {
         name: &str,
         config: &Map<String, Value>,
     ) -> Result<(), LoadError> {
+        let _lifecycle = self.inner.lifecycle.lock().await;
         let p = self
             .find(name)
             .ok_or_else(|| LoadError::UnknownPlugin(name.to_string()))?;

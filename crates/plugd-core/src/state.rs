@@ -358,10 +358,13 @@ impl PluginState {
     }
 
     fn notify(&self, notice: Notice) {
-        if let Some(tx) = self.notices.get()
-            && tx.try_send(notice).is_err()
-        {
-            tracing::warn!(plugin = %self.name, "the host's supervisor queue is full or closed; notice dropped");
+        let Some(tx) = self.notices.get() else {
+            return;
+        };
+        // `Failed` only wakes the supervisor early; it looks at every plugin anyway.
+        let wakeup = notice == Notice::Failed;
+        if tx.try_send(notice).is_err() && !wakeup {
+            tracing::warn!(plugin = %self.name, "the host's supervisor queue is full; threshold action dropped");
         }
     }
 

@@ -5,5 +5,6 @@ mod support;
 mod admin;
 mod cli;
 mod events;
+mod failure;
 mod sandbox;
 mod serve;
