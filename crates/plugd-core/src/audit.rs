@@ -1,15 +1,11 @@
 //! The audit log of denied capability calls: plugin, capability, time, detail. Kept in memory
-//! (the newest [`AUDIT_CAPACITY`] entries) and written to the host log. A denied call also
-//! counts as an error of its plugin (and against its error threshold).
+//! (the newest [`AUDIT_CAPACITY`] entries) and written to the host log.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Weak};
+use std::collections::VecDeque;
 use std::time::SystemTime;
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
 use serde::Serialize;
-
-use crate::state::PluginState;
 
 /// Entries kept.
 pub const AUDIT_CAPACITY: usize = 10_000;
@@ -31,37 +27,22 @@ pub struct AuditEntry {
 #[derive(Debug, Default)]
 pub struct AuditLog {
     entries: Mutex<VecDeque<AuditEntry>>,
-    /// The plugins' states, to count denials against them.
-    states: RwLock<HashMap<String, Weak<PluginState>>>,
 }
 
 impl AuditLog {
-    /// Record a denied call, and count it as an error of the plugin.
+    /// Record a denied call.
     pub fn record(&self, plugin: &str, capability: &str, detail: &str) {
         tracing::warn!(target: "plugd::audit", plugin, capability, detail, "denied");
-        {
-            let mut entries = self.entries.lock();
-            if entries.len() == AUDIT_CAPACITY {
-                entries.pop_front();
-            }
-            entries.push_back(AuditEntry {
-                plugin: plugin.to_string(),
-                capability: capability.to_string(),
-                at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
-                detail: detail.to_string(),
-            });
+        let mut entries = self.entries.lock();
+        if entries.len() == AUDIT_CAPACITY {
+            entries.pop_front();
         }
-        let state = self.states.read().get(plugin).and_then(Weak::upgrade);
-        if let Some(state) = state {
-            state.record_error(format!("denied {capability}: {detail}"));
-        }
-    }
-
-    /// Count the denials of `plugin` against this state from now on.
-    pub fn attach(&self, plugin: &str, state: &Arc<PluginState>) {
-        let mut states = self.states.write();
-        states.retain(|_, s| s.strong_count() > 0);
-        states.insert(plugin.to_string(), Arc::downgrade(state));
+        entries.push_back(AuditEntry {
+            plugin: plugin.to_string(),
+            capability: capability.to_string(),
+            at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+            detail: detail.to_string(),
+        });
     }
 
     /// The entries, oldest first, optionally of one plugin.
@@ -89,19 +70,5 @@ mod tests {
         assert_eq!(all.len(), AUDIT_CAPACITY);
         assert_eq!(all[0].detail, "5");
         assert!(log.entries(Some("other")).is_empty());
-    }
-
-    #[test]
-    fn a_denial_counts_against_the_plugin() {
-        let log = AuditLog::default();
-        let state = Arc::new(PluginState::new("p"));
-        log.attach("p", &state);
-        log.record("p", "database", "db.query");
-        log.record("q", "database", "db.query");
-        assert_eq!(state.error_count(), 1);
-        assert_eq!(
-            state.last_error().unwrap().message,
-            "denied database: db.query"
-        );
     }
 }

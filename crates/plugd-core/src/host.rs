@@ -63,6 +63,8 @@ pub struct LoaderContext<'a> {
     pub cache: PluginCache,
     /// Where denied calls are recorded.
     pub audit: Arc<AuditLog>,
+    /// Its live state: a denied host call counts against it here.
+    pub state: Arc<PluginState>,
 }
 
 /// Turns a plugin directory into a [`Plugin`]: the wasm runtime is one.
@@ -132,6 +134,9 @@ pub struct PluginInfo {
     pub author: String,
     /// "wasm" or "native".
     pub kind: &'static str,
+    /// Where a wasm plugin's instances are allocated: "pooling" or "on-demand".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allocator: Option<&'static str>,
     /// Whether the plugin's code is loaded.
     pub loaded: bool,
     /// Whether the operator enabled it.
@@ -222,6 +227,7 @@ impl Loaded {
             description: m.map(|m| m.description.clone()).unwrap_or_default(),
             author: m.map(|m| m.author.clone()).unwrap_or_default(),
             kind: self.kind,
+            allocator: self.plugin.allocator(),
             loaded: matches!(status, Status::Initialized | Status::Running),
             enabled: self.enabled,
             status,
@@ -1618,7 +1624,6 @@ impl Host {
             return Err(LoadError::Dependency { dependency: dep });
         }
         c.loaded.state.set_status(Status::Loading);
-        self.inner.audit.attach(&name, &c.loaded.state);
         if let (Some(dir), Some(entry), Some(manifest)) = (&c.dir, &c.entry, &c.loaded.manifest) {
             let loader = self
                 .inner
@@ -1643,6 +1648,7 @@ impl Host {
                     metrics: c.loaded.state.metrics().clone(),
                     cache: self.inner.cache.plugin(&name),
                     audit: self.inner.audit.clone(),
+                    state: c.loaded.state.clone(),
                 })
                 .await
                 .map_err(|message| LoadError::Runtime {

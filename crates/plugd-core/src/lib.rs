@@ -36,6 +36,7 @@ mod dispatch;
 mod error;
 mod events;
 mod exchange;
+mod gate;
 mod health;
 mod host;
 mod metrics;
@@ -47,6 +48,7 @@ mod store;
 mod supervise;
 mod tasks;
 mod threshold;
+mod watch;
 
 pub use assets::content_type;
 pub use audit::{AUDIT_CAPACITY, AuditEntry, AuditLog};
@@ -59,6 +61,7 @@ pub use events::{
     BoxFuture, Deliver, Event, EventBus, Publisher, QUEUE_CAPACITY, SubscriptionInfo, topic_matches,
 };
 pub use exchange::{Exchange, Identity, Response, Stage};
+pub use gate::{Gate, GateError, Pass};
 pub use health::{HealthReport, HealthSummary, PluginSummary};
 pub use host::{Host, HostBuilder, Loader, LoaderContext, PluginHealth, PluginInfo};
 pub use metrics::{BUCKETS_MS, DurationHistogram, MAX_SERIES_PER_PLUGIN, PluginMetrics};
@@ -73,5 +76,6 @@ pub use store::{PluginStore, Store};
 pub use supervise::{ERROR_THRESHOLD_TOPIC, SupervisionStatus};
 pub use tasks::Tasks;
 pub use threshold::{ThresholdStatus, WINDOW_SLOTS};
+pub use watch::{Change, Watch, watch};
 
 pub use plugd_manifest::{HookType, Permission};

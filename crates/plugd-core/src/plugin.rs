@@ -641,6 +641,12 @@ pub trait Plugin: Send + Sync + 'static {
     fn kind(&self) -> &'static str {
         "native"
     }
+
+    /// Where a wasm plugin's instances are allocated ("pooling", "on-demand"), for display;
+    /// `None` for native plugins.
+    fn allocator(&self) -> Option<&'static str> {
+        None
+    }
 }
 
 #[cfg(test)]

@@ -12,7 +12,9 @@ use serde_json::{Map, Value};
 
 use crate::format::{DecodeError, Format, at_position, decode};
 use crate::manifest::is_valid_plugin_name;
-use crate::units::{de_byte_size, de_duration, de_hook_durations, de_opt_duration};
+use crate::units::{
+    de_byte_size, de_duration, de_hook_durations, de_opt_byte_size, de_opt_duration,
+};
 use crate::{HookType, Manifest, Permission, Priority};
 
 /// The host's configuration.
@@ -415,9 +417,17 @@ pub struct Limits {
     pub instances: Option<u32>,
     /// CPU cap, percent (1–100).
     pub max_cpu_percent: Option<u8>,
-    /// Fuel per call, when metering by fuel.
+    /// Fuel per call, when metering by fuel: a deterministic budget of wasm instructions (about
+    /// one unit each). Setting it for any plugin turns fuel metering on for the whole runtime.
     pub fuel: Option<u64>,
+    /// Largest response body a plugin may produce (a route's answer, an early answer of a hook or
+    /// middleware, a replaced body), default 8 MiB; written as an integer or `"8MiB"`.
+    #[serde(deserialize_with = "de_byte_size")]
+    pub max_response_bytes: u64,
 }
+
+/// Default of [`Limits::max_response_bytes`].
+pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 8 * 1024 * 1024;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -428,6 +438,7 @@ impl Default for Limits {
             instances: None,
             max_cpu_percent: None,
             fuel: None,
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
         }
     }
 }
@@ -452,6 +463,7 @@ impl Limits {
             instances: o.instances.or(self.instances),
             max_cpu_percent: o.max_cpu_percent.or(self.max_cpu_percent),
             fuel: o.fuel.or(self.fuel),
+            max_response_bytes: o.max_response_bytes.unwrap_or(self.max_response_bytes),
         }
     }
 }
@@ -474,22 +486,32 @@ pub struct LimitsOverride {
     pub max_cpu_percent: Option<u8>,
     /// See [`Limits::fuel`].
     pub fuel: Option<u64>,
+    /// See [`Limits::max_response_bytes`].
+    #[serde(deserialize_with = "de_opt_byte_size")]
+    pub max_response_bytes: Option<u64>,
 }
 
-/// `plugins.pool`: the wasmtime pooling allocator.
+/// `plugins.pool`: wasmtime's pooling allocator, from which wasm instances are allocated.
+///
+/// Each slot holds one instance (one linear memory of up to `memory_per_slot_mb`, its tables and
+/// its fiber stack) and reserves address space, not RAM: about `memory_per_slot_mb` + 4 MiB of
+/// guards per slot. The defaults (256 × 64 MiB) reserve ~17 GiB of address space and can never
+/// commit more than 16 GiB of linear memory. A plugin whose `limits.memory_mb` exceeds the slot,
+/// or whose component does not fit a slot, runs on the on-demand allocator instead. `slots: 0`
+/// turns the pooling allocator off.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PoolSettings {
-    /// Instance slots (default 1000).
+    /// Instance slots: live wasm instances across every pooled plugin (default 256; 0: no pool).
     pub slots: u32,
-    /// Linear memory per slot, MiB (default 64).
+    /// Linear memory per slot, MiB (default 64, at most 4096).
     pub memory_per_slot_mb: u64,
 }
 
 impl Default for PoolSettings {
     fn default() -> Self {
         PoolSettings {
-            slots: 1000,
+            slots: 256,
             memory_per_slot_mb: 64,
         }
     }
@@ -961,8 +983,14 @@ impl RawHostConfig {
         let supervision = raw.supervision.unwrap_or_default();
         check_supervision("plugins.supervision", &supervision)?;
         let pool = raw.pool.unwrap_or_default();
-        if pool.slots == 0 {
-            return Err(invalid("plugins.pool.slots", "must be at least 1"));
+        if !(1..=4096).contains(&pool.memory_per_slot_mb) {
+            return Err(invalid(
+                "plugins.pool.memory_per_slot_mb",
+                format!(
+                    "{} is not between 1 and 4096 (MiB; a 32-bit linear memory holds at most 4 GiB)",
+                    pool.memory_per_slot_mb
+                ),
+            ));
         }
         for (i, b) in raw.blocked.iter().enumerate() {
             if !is_valid_plugin_name(&b.name) {
@@ -1236,6 +1264,7 @@ plugins:
     instances: 4
     max_cpu_percent: 50
     fuel: 1000000
+    max_response_bytes: 1MiB
   pool: { slots: 16, memory_per_slot_mb: 128 }
   require_signatures: true
   trusted_keys: [keys/release.pub]
@@ -1270,7 +1299,7 @@ plugins:
     "error_threshold": {"enabled": true, "max_errors": 10, "time_window": "1m", "action": "disable", "reset_on_success": true},
     "supervision": {"enabled": true, "max_restarts": 7, "backoff_initial": 2000, "backoff_max": "2m"},
     "limits": {"memory_mb": 32, "timeout": "2s", "hook_timeouts": {"pre_request": "100ms", "startup": "30s"},
-               "instances": 4, "max_cpu_percent": 50, "fuel": 1000000},
+               "instances": 4, "max_cpu_percent": 50, "fuel": 1000000, "max_response_bytes": 1048576},
     "pool": {"slots": 16, "memory_per_slot_mb": 128},
     "require_signatures": true,
     "trusted_keys": ["keys/release.pub"],
@@ -1341,6 +1370,7 @@ timeout = 2000
 instances = 4
 max_cpu_percent = 50
 fuel = 1000000
+max_response_bytes = "1MiB"
 hook_timeouts = { pre_request = "100ms", startup = "30s" }
 
 [plugins.pool]
@@ -1475,6 +1505,7 @@ exec = { allow = ["/usr/bin/convert"] }
         assert_eq!(p.limits.instances, Some(4));
         assert_eq!(p.limits.max_cpu_percent, Some(50));
         assert_eq!(p.limits.fuel, Some(1_000_000));
+        assert_eq!(p.limits.max_response_bytes, 1024 * 1024);
         assert_eq!(
             p.pool,
             PoolSettings {
@@ -1567,10 +1598,11 @@ exec = { allow = ["/usr/bin/convert"] }
         assert_eq!(p.limits.memory_mb, 64);
         assert_eq!(p.limits.timeout, Duration::from_secs(5));
         assert_eq!(p.limits.instances, None);
+        assert_eq!(p.limits.max_response_bytes, DEFAULT_MAX_RESPONSE_BYTES);
         assert_eq!(
             p.pool,
             PoolSettings {
-                slots: 1000,
+                slots: 256,
                 memory_per_slot_mb: 64
             }
         );
@@ -1875,6 +1907,29 @@ exec = { allow = ["/usr/bin/convert"] }
             err.to_string(),
             "invalid plugins.plugins[0].limits.instances: must be at least 1"
         );
+        let err = HostConfig::from_str(
+            "plugins:\n  pool: { memory_per_slot_mb: 8192 }\n",
+            Format::Yaml,
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid plugins.pool.memory_per_slot_mb: 8192 is not between 1 and 4096 (MiB; a 32-bit linear memory holds at most 4 GiB)"
+        );
+        // `slots: 0` turns the pooling allocator off; a plugin's own response cap overrides.
+        let c = HostConfig::from_str(
+            "plugins:\n  pool: { slots: 0 }\n  plugins:\n    - name: a\n      limits: { max_response_bytes: 64KiB }\n",
+            Format::Yaml,
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.plugins.pool.slots, 0);
+        let limits = c
+            .plugins
+            .limits
+            .with_override(c.plugin("a").unwrap().limits.as_ref().unwrap());
+        assert_eq!(limits.max_response_bytes, 64 * 1024);
     }
 
     #[test]

@@ -32,6 +32,7 @@ mod units;
 
 pub use format::Format;
 pub use hook::{HookType, UnknownHookType};
+pub use host::DEFAULT_MAX_RESPONSE_BYTES;
 pub use host::{
     AdminConfig, Blocked, ErrorThreshold, ErrorThresholdOverride, ExecGrant, FailurePolicy,
     HostConfig, HostConfigError, HostConfigErrorKind, Limits, LimitsOverride, NetworkGrant,

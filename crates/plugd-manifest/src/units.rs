@@ -151,6 +151,11 @@ pub(crate) fn de_byte_size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Er
     ByteSize::deserialize(d).map(|v| v.0)
 }
 
+/// `deserialize_with` for an optional byte size.
+pub(crate) fn de_opt_byte_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    Option::<ByteSize>::deserialize(d).map(|v| v.map(|b| b.0))
+}
+
 /// `deserialize_with` for per-hook durations.
 pub(crate) fn de_hook_durations<'de, D: Deserializer<'de>>(
     d: D,

@@ -18,6 +18,31 @@ pub(crate) struct Cache {
     compat: String,
 }
 
+/// Why a component could not be loaded into an engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum CacheError {
+    /// Not a valid component (or not one this engine can compile).
+    Invalid(String),
+    /// Valid, but larger than a slot of the engine's pooling allocator (too many core instances,
+    /// memories or tables, a memory or table minimum above the slot, instance metadata too big).
+    DoesNotFit(String),
+}
+
+impl std::fmt::Display for CacheError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CacheError::Invalid(m) | CacheError::DoesNotFit(m) => f.write_str(m),
+        }
+    }
+}
+
+/// Whether wasmtime refused a component because it does not fit its pooling allocator's limits
+/// (checked when the component is loaded into a pooled engine). Every such message of wasmtime
+/// 48 names the pooling allocator.
+fn does_not_fit(e: &wasmtime::Error) -> bool {
+    format!("{e:#}").contains("pooling allocator")
+}
+
 /// How a component was obtained.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Source {
@@ -41,34 +66,48 @@ impl Cache {
     }
 
     /// The compiled component for `bytes`, from the cache or compiled now (and cached).
+    ///
+    /// Compiling and instantiating are separate steps: the code is compiled (and cached) first,
+    /// then loaded into `engine`, whose allocator may refuse it ([`CacheError::DoesNotFit`]). An
+    /// engine with the same compilation settings (the on-demand engine beside a pooled one) then
+    /// finds the compiled code in the cache.
     pub(crate) fn load(
         &self,
         engine: &Engine,
         bytes: &[u8],
-    ) -> Result<(Component, Source), String> {
+    ) -> Result<(Component, Source), CacheError> {
         let path = self.path_for(bytes);
         if path.exists() {
-            // SAFETY: the file was written by `store` below from `Component::serialize`, in a
-            // directory only this host writes (mode 0700); its name binds it to these exact bytes
-            // and to this engine's compatibility hash.
+            // SAFETY: the file was written by `store` below from `Engine::precompile_component`,
+            // in a directory only this host writes (mode 0700); its name binds it to these exact
+            // bytes and to this engine's compatibility hash.
             match unsafe { Component::deserialize_file(engine, &path) } {
                 Ok(c) => return Ok((c, Source::Cached)),
+                Err(e) if does_not_fit(&e) => return Err(CacheError::DoesNotFit(format!("{e:#}"))),
                 Err(e) => {
                     tracing::warn!(path = %path.display(), error = %e, "discarding unusable compiled component")
                 }
             }
         }
-        let component =
-            Component::new(engine, bytes).map_err(|e| format!("invalid component: {e:#}"))?;
-        if let Err(e) = self.store(&path, &component) {
+        let compiled = engine
+            .precompile_component(bytes)
+            .map_err(|e| CacheError::Invalid(format!("invalid component: {e:#}")))?;
+        if let Err(e) = self.store(&path, &compiled) {
             tracing::warn!(path = %path.display(), error = %e, "could not cache compiled component");
         }
+        // SAFETY: `compiled` was produced just now by `precompile_component` of this engine.
+        let component = unsafe { Component::deserialize(engine, &compiled) }.map_err(|e| {
+            if does_not_fit(&e) {
+                CacheError::DoesNotFit(format!("{e:#}"))
+            } else {
+                CacheError::Invalid(format!("invalid component: {e:#}"))
+            }
+        })?;
         Ok((component, Source::Compiled))
     }
 
-    fn store(&self, path: &Path, component: &Component) -> Result<(), String> {
+    fn store(&self, path: &Path, bytes: &[u8]) -> Result<(), String> {
         create_private_dir(&self.dir)?;
-        let bytes = component.serialize().map_err(|e| e.to_string())?;
         let tmp = path.with_extension(format!("tmp{}", std::process::id()));
         std::fs::write(&tmp, bytes).map_err(|e| e.to_string())?;
         std::fs::rename(&tmp, path).map_err(|e| {

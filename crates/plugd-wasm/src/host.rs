@@ -8,10 +8,10 @@ use std::time::Instant;
 use parking_lot::RwLock;
 use plugd_core::{
     AuditLog, Exchange, HookType, HostError, Identity, MiddlewareReg, Permission, PluginCache,
-    PluginMetrics, PluginStore, Publisher, Registrations, RouteOptions, Services,
+    PluginMetrics, PluginState, PluginStore, Publisher, Registrations, RouteOptions, Services,
 };
+use wasmtime::ResourceLimiter;
 use wasmtime::component::{Resource, ResourceTable};
-use wasmtime::{ResourceLimiter, StoreLimits};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::bindings::plugd::plugin as wit;
@@ -32,18 +32,26 @@ pub(crate) struct Shared {
     pub(crate) metrics: Option<Arc<PluginMetrics>>,
     pub(crate) cache: Option<PluginCache>,
     pub(crate) audit: Option<Arc<AuditLog>>,
+    /// Where a denied call counts as the plugin's error.
+    pub(crate) state: Option<Arc<PluginState>>,
+    /// The largest response body it may set.
+    pub(crate) max_response_bytes: usize,
 }
 
 /// The data of one wasm instance's store.
 pub(crate) struct InstanceState {
     pub(crate) wasi: WasiCtx,
     pub(crate) table: ResourceTable,
-    pub(crate) limits: StoreLimits,
+    /// Its memory cap (linear memories and tables).
+    pub(crate) limits: crate::limits::Limiter,
     pub(crate) shared: Arc<Shared>,
     /// Registrations collected while `init` runs; `None` outside `init`.
     pub(crate) registering: Option<Registrations>,
     /// When the current call must end.
     pub(crate) deadline: Instant,
+    /// A rule the current call broke through a host call that the guest may have ignored (a
+    /// response body over the cap): turned into the plugin's error when the call returns.
+    pub(crate) violation: Option<String>,
 }
 
 impl WasiView for InstanceState {
@@ -67,6 +75,7 @@ impl InstanceState {
         }
         let e = HostError::permission_denied(&self.shared.name, permission);
         self.audit(permission.as_str(), call);
+        self.count_denial(call, &e);
         Err(e)
     }
 
@@ -83,10 +92,18 @@ impl InstanceState {
         capability: &str,
         call: &str,
     ) -> Result<T, types::HostError> {
-        if let Err(HostError::Denied(m)) = &r {
+        if let Err(e @ HostError::Denied(m)) = &r {
             self.audit(capability, &format!("{call}: {m}"));
+            self.count_denial(call, e);
         }
         r.map_err(to_wit)
+    }
+
+    /// A denied call counts against the plugin (error count, last error).
+    fn count_denial(&self, call: &str, e: &HostError) {
+        if let Some(state) = &self.shared.state {
+            state.record_error(format!("{call}: {e}"));
+        }
     }
 
     fn cache(&self) -> Result<PluginCache, types::HostError> {
@@ -257,6 +274,17 @@ impl wit::http::HostExchange for InstanceState {
         r: Resource<Exchange>,
         body: Vec<u8>,
     ) -> Result<(), types::HostError> {
+        let cap = self.shared.max_response_bytes;
+        if body.len() > cap {
+            let m = crate::plugin::response_too_large(
+                &self.shared.name,
+                body.len(),
+                cap,
+                "exchange.set-response-body",
+            );
+            self.violation.get_or_insert_with(|| m.clone());
+            return Err(types::HostError::Invalid(m));
+        }
         self.edit(&r, |ex| ex.set_response_body(body))
     }
     fn error(&mut self, r: Resource<Exchange>) -> Option<String> {

@@ -1,7 +1,8 @@
 //! The WebAssembly runtime of plugd: wasmtime components implementing `plugd:plugin@0.1.0`.
 //!
-//! [`WasmRuntime`] owns one wasmtime [`Engine`](wasmtime::Engine) (component model, epoch
-//! interruption, async calls) and a cache of compiled components; it is the [`Loader`] the host
+//! [`WasmRuntime`] owns two wasmtime [`Engine`](wasmtime::Engine)s (component model, epoch
+//! interruption, async calls): one allocating instances from the pooling allocator, one on demand
+//! for plugins that do not fit a pool slot; and a cache of compiled components; it is the [`Loader`] the host
 //! uses for plugins from disk. Each loaded plugin is a [`WasmPlugin`]: a pool of long-lived
 //! instances made from one `InstancePre`. An instance that traps or times out is thrown away and
 //! replaced; the host and the other plugins keep serving.
@@ -12,9 +13,10 @@ mod bindings;
 mod cache;
 mod contract;
 mod host;
+mod limits;
 mod plugin;
 mod runtime;
 
 pub use contract::{CONTRACT, GUEST_INTERFACE};
 pub use plugin::WasmPlugin;
-pub use runtime::{PluginOptions, RuntimeOptions, WasmRuntime};
+pub use runtime::{Allocator, PluginOptions, PoolOptions, RuntimeOptions, WasmRuntime};

@@ -16,17 +16,19 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use parking_lot::{Mutex, RwLock};
 use plugd_core::{
     Action, AuditLog, Event, Exchange, Health, HookType, InitContext, Permission, Plugin,
-    PluginCache, PluginError, PluginMetrics, PluginStore, Publisher, Registrations, Response,
-    Services,
+    PluginCache, PluginError, PluginMetrics, PluginState, PluginStore, Publisher, Registrations,
+    Response, Services,
 };
 use serde_json::{Map, Value};
 use tokio::sync::Semaphore;
 use wasmtime::component::ResourceTable;
-use wasmtime::{Engine, Store, StoreLimitsBuilder, Trap, UpdateDeadline};
+use wasmtime::{Engine, PoolConcurrencyLimitError, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::WasiCtxBuilder;
 
 use crate::bindings::{Plugin as World, PluginPre, types};
 use crate::host::{InstanceState, Shared, hook_to_wit};
+use crate::limits::{Limiter, Refusal, mib};
+use crate::runtime::{Allocator, MAX_WASM_STACK_BYTES};
 
 /// What the loader tells a plugin about itself.
 #[derive(Debug, Clone)]
@@ -47,6 +49,13 @@ pub struct PluginOptions {
     pub hook_timeouts: BTreeMap<HookType, Duration>,
     /// Pool size.
     pub instances: usize,
+    /// Fuel per call (`limits.fuel`); needs a runtime that meters fuel.
+    pub fuel: Option<u64>,
+    /// The largest response body the plugin may produce, in bytes (`limits.max_response_bytes`).
+    pub max_response_bytes: usize,
+    /// Its live state in the host, where a denied host call counts as an error; `None`: denials
+    /// are audited only.
+    pub state: Option<Arc<PluginState>>,
     /// Its event publisher (checks `events.publishes`); `None`: no event bus.
     pub publisher: Option<Publisher>,
     /// The topic patterns its manifest lets it subscribe to.
@@ -82,6 +91,10 @@ pub struct WasmPlugin {
     registrations: RwLock<Option<Registrations>>,
     /// Whether the compiled code came from the on-disk cache.
     pub(crate) from_cache: bool,
+    /// Where its instances are allocated.
+    allocator: Allocator,
+    /// Whether the engine meters fuel (then every call gets `options.fuel`, or no limit).
+    pub(crate) metered: bool,
 }
 
 impl std::fmt::Debug for WasmPlugin {
@@ -89,6 +102,7 @@ impl std::fmt::Debug for WasmPlugin {
         f.debug_struct("WasmPlugin")
             .field("name", &self.options.name)
             .field("instances", &self.options.instances)
+            .field("allocator", &self.allocator)
             .finish()
     }
 }
@@ -169,6 +183,7 @@ impl WasmPlugin {
         engine: Engine,
         pre: PluginPre<InstanceState>,
         options: PluginOptions,
+        allocator: Allocator,
     ) -> Self {
         let shared = Arc::new(Shared {
             name: options.name.clone(),
@@ -182,6 +197,8 @@ impl WasmPlugin {
             metrics: options.metrics.clone(),
             cache: options.cache.clone(),
             audit: options.audit.clone(),
+            state: options.state.clone(),
+            max_response_bytes: options.max_response_bytes,
         });
         WasmPlugin {
             engine,
@@ -193,7 +210,95 @@ impl WasmPlugin {
             started: AtomicBool::new(false),
             registrations: RwLock::new(None),
             from_cache: false,
+            allocator,
+            metered: false,
         }
+    }
+
+    /// Where its instances are allocated.
+    pub fn allocator(&self) -> Allocator {
+        self.allocator
+    }
+
+    /// The memory cap of one instance, bytes.
+    fn memory_cap(&self) -> usize {
+        usize::try_from(self.options.memory_mb.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX)
+    }
+
+    /// Arm an instance for one call: its deadline, fuel, and a clean record of refusals.
+    fn arm(&self, store: &mut Store<InstanceState>, timeout: Duration) {
+        let data = store.data_mut();
+        data.deadline = Instant::now() + timeout;
+        data.limits.reset();
+        data.violation = None;
+        store.set_epoch_deadline(1);
+        if self.metered {
+            // Only fails when the engine does not meter fuel, which `metered` rules out.
+            let _ = store.set_fuel(self.options.fuel.unwrap_or(u64::MAX));
+        }
+    }
+
+    /// A call that wasmtime ended with an error (a trap, an interrupt, an allocation failure):
+    /// the plugin's error, worded for what happened.
+    fn failure(
+        &self,
+        e: wasmtime::Error,
+        what: CallKind<'_>,
+        timeout: Duration,
+        refused: Option<Refusal>,
+    ) -> PluginError {
+        let name = &self.options.name;
+        if e.is::<PoolConcurrencyLimitError>() {
+            return PluginError::Unavailable(format!(
+                "instance pool exhausted: plugin '{name}' could not get a wasm instance for {what}: {} (raise plugins.pool.slots or lower limits.instances)",
+                first_line(&format!("{e:#}"))
+            ));
+        }
+        let trap = e.downcast_ref::<Trap>();
+        if let Some(r) = refused
+            && !matches!(trap, Some(Trap::Interrupt))
+        {
+            return PluginError::Trap(format!(
+                "out of memory: plugin '{name}' exceeded its {} memory limit in {what} (linear memory and tables would have grown to {}; limits.memory_mb)",
+                mib(self.memory_cap()),
+                mib(r.wanted)
+            ));
+        }
+        match trap {
+            Some(Trap::Interrupt) => match what {
+                CallKind::Hook(h) => PluginError::hook_timeout(h, timeout),
+                _ => PluginError::Timeout(format!(
+                    "{what} exceeded {} timeout",
+                    humantime_like(timeout)
+                )),
+            },
+            Some(Trap::StackOverflow) => PluginError::Trap(format!(
+                "stack overflow: plugin '{name}' exhausted its {} KiB wasm stack in {what} (runaway recursion?)",
+                MAX_WASM_STACK_BYTES / 1024
+            )),
+            Some(Trap::OutOfFuel) => PluginError::Trap(format!(
+                "fuel exhausted: plugin '{name}' used all {} units of its fuel in {what} (limits.fuel)",
+                self.options.fuel.unwrap_or(u64::MAX)
+            )),
+            Some(trap) => PluginError::Trap(format!("{what}: {trap}")),
+            None => PluginError::Trap(format!("{what}: {}", first_line(&format!("{e:#}")))),
+        }
+    }
+
+    /// A reply whose body is over the plugin's cap: the message, or `None`.
+    fn oversized(&self, reply: &Reply, what: CallKind<'_>) -> Option<String> {
+        let body = match reply {
+            Reply::Response(Ok(r)) | Reply::Action(Ok(types::Action::Respond(r))) => &r.body,
+            _ => return None,
+        };
+        (body.len() > self.options.max_response_bytes).then(|| {
+            response_too_large(
+                &self.options.name,
+                body.len(),
+                self.options.max_response_bytes,
+                &what.to_string(),
+            )
+        })
     }
 
     /// The pool size.
@@ -221,18 +326,14 @@ impl WasmPlugin {
     async fn instantiate(&self) -> Result<Instance, PluginError> {
         let mut wasi = WasiCtxBuilder::new();
         wasi.inherit_stderr();
-        let memory = usize::try_from(self.options.memory_mb.saturating_mul(1024 * 1024))
-            .unwrap_or(usize::MAX);
         let state = InstanceState {
             wasi: wasi.build(),
             table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(memory)
-                .instances(64)
-                .build(),
+            limits: Limiter::new(self.memory_cap()),
             shared: self.shared.clone(),
             registering: None,
             deadline: Instant::now() + self.options.timeout,
+            violation: None,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| s.limiter());
@@ -243,12 +344,27 @@ impl WasmPlugin {
                 Ok(UpdateDeadline::Yield(1))
             }
         });
-        store.set_epoch_deadline(1);
-        let world = self
-            .pre
-            .instantiate_async(&mut store)
-            .await
-            .map_err(|e| PluginError::Failed(format!("instantiation failed: {e:#}")))?;
+        self.arm(&mut store, self.options.timeout);
+        let world = match self.pre.instantiate_async(&mut store).await {
+            Ok(world) => world,
+            Err(e) => {
+                let refused = store.data().limits.refused();
+                return Err(
+                    match self.failure(
+                        e,
+                        CallKind::Named("instantiation"),
+                        self.options.timeout,
+                        refused,
+                    ) {
+                        // A trap of a start function, or a memory minimum over the cap.
+                        PluginError::Trap(m) => {
+                            PluginError::Failed(format!("instantiation failed: {m}"))
+                        }
+                        other => other,
+                    },
+                );
+            }
+        };
         Ok(Instance { store, world })
     }
 
@@ -280,8 +396,7 @@ impl WasmPlugin {
         let timeout = self.timeout_for(&call);
         let kind = call.kind();
         let is_init = matches!(call, Call::Init);
-        inst.store.data_mut().deadline = Instant::now() + timeout;
-        inst.store.set_epoch_deadline(1);
+        self.arm(&mut inst.store, timeout);
         if is_init {
             inst.store.data_mut().registering = Some(Registrations::default());
         }
@@ -291,7 +406,8 @@ impl WasmPlugin {
         } else {
             None
         };
-        let reply = reply.map_err(|e| classify(e, kind, timeout))?;
+        let refused = inst.store.data().limits.refused();
+        let reply = reply.map_err(|e| self.failure(e, kind, timeout, refused))?;
         let guest_error = |m: String| PluginError::Failed(format!("{kind}: {m}"));
         match reply {
             Reply::Unit(r) => r.map_err(guest_error)?,
@@ -317,15 +433,31 @@ impl WasmPlugin {
         };
         let timeout = self.timeout_for(&call);
         let kind = call.kind();
-        inst.store.data_mut().deadline = Instant::now() + timeout;
-        inst.store.set_epoch_deadline(1);
+        self.arm(&mut inst.store, timeout);
         match invoke(&mut inst, call, &self.shared).await {
             Ok(reply) => {
-                self.idle.lock().push(inst);
-                Ok(reply)
+                // A body over the cap (returned, or refused by set-response-body) is the
+                // plugin's error; the instance that built it is dropped with its grown memory.
+                let violation = inst
+                    .store
+                    .data_mut()
+                    .violation
+                    .take()
+                    .or_else(|| self.oversized(&reply, kind));
+                match violation {
+                    None => {
+                        self.idle.lock().push(inst);
+                        Ok(reply)
+                    }
+                    Some(m) => {
+                        tracing::warn!(plugin = %self.options.name, error = %m, "instance discarded");
+                        Err(PluginError::Failed(m))
+                    }
+                }
             }
             Err(e) => {
-                let e = classify(e, kind, timeout);
+                let refused = inst.store.data().limits.refused();
+                let e = self.failure(e, kind, timeout, refused);
                 tracing::warn!(plugin = %self.options.name, error = %e, "instance discarded");
                 Err(e)
             }
@@ -360,19 +492,13 @@ impl WasmPlugin {
     }
 }
 
-/// Turn a wasmtime error into the plugin's error: a timeout, a trap, or another failure.
-fn classify(e: wasmtime::Error, what: CallKind<'_>, timeout: Duration) -> PluginError {
-    match e.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => match what {
-            CallKind::Hook(h) => PluginError::hook_timeout(h, timeout),
-            _ => PluginError::Timeout(format!(
-                "{what} exceeded {} timeout",
-                humantime_like(timeout)
-            )),
-        },
-        Some(trap) => PluginError::Trap(format!("{what}: {trap}")),
-        None => PluginError::Trap(format!("{what}: {}", first_line(&format!("{e:#}")))),
-    }
+/// The message of a response body over its plugin's cap.
+pub(crate) fn response_too_large(plugin: &str, len: usize, cap: usize, what: &str) -> String {
+    format!(
+        "response too large: plugin '{plugin}' produced a body of {len} bytes ({}) in {what}, over its limit of {cap} bytes ({}, limits.max_response_bytes)",
+        mib(len),
+        mib(cap)
+    )
 }
 
 fn first_line(s: &str) -> &str {
@@ -642,5 +768,9 @@ impl Plugin for WasmPlugin {
 
     fn kind(&self) -> &'static str {
         "wasm"
+    }
+
+    fn allocator(&self) -> Option<&'static str> {
+        Some(self.allocator.as_str())
     }
 }

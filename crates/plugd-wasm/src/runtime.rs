@@ -7,11 +7,12 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use plugd_core::{Loader, LoaderContext, Plugin};
-use wasmtime::component::{HasSelf, Linker};
-use wasmtime::{Config, Engine};
+use plugd_manifest::{HostConfig, PoolSettings};
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use crate::bindings::Plugin as World;
-use crate::cache::{Cache, Source};
+use crate::cache::{Cache, CacheError, Source};
 use crate::host::InstanceState;
 pub use crate::plugin::PluginOptions;
 use crate::plugin::WasmPlugin;
@@ -19,23 +20,146 @@ use crate::plugin::WasmPlugin;
 /// How often the epoch advances: the granularity of deadlines and of yields to tokio.
 pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
 
+const MIB: u64 = 1024 * 1024;
+
+/// Unmapped bytes after each linear memory. Accesses whose static offset is below it need no
+/// bounds check of their own beyond the index check; only address space.
+const MEMORY_GUARD_BYTES: u64 = 2 * MIB;
+
+/// How far an on-demand memory that outgrows its reservation is re-reserved at a time.
+const MEMORY_GROWTH_RESERVATION_BYTES: u64 = 64 * MIB;
+
+/// The wasm stack of one call (wasmtime's default, stated here because it is a limit: deeper
+/// recursion traps as a stack overflow).
+pub(crate) const MAX_WASM_STACK_BYTES: usize = 512 * 1024;
+
 /// Settings of the runtime.
 #[derive(Debug, Clone)]
 pub struct RuntimeOptions {
     /// Where compiled components are cached (created with mode 0700).
     pub cache_dir: PathBuf,
+    /// The pooling allocator (and every memory's address-space reservation).
+    pub pool: PoolOptions,
+    /// Meter fuel: needed when any plugin has `limits.fuel`. Costs ~20% of guest speed for every
+    /// plugin of the runtime, so it is off unless asked for.
+    pub fuel: bool,
 }
 
-/// The wasm runtime: one engine, one linker, a compile cache. Cheap to clone.
+impl RuntimeOptions {
+    /// The default pool, no fuel, compiled components cached in `cache_dir`.
+    pub fn new(cache_dir: impl Into<PathBuf>) -> RuntimeOptions {
+        RuntimeOptions {
+            cache_dir: cache_dir.into(),
+            pool: PoolOptions::default(),
+            fuel: false,
+        }
+    }
+
+    /// The runtime a host config asks for: `plugins.pool`, fuel when `limits.fuel` is set
+    /// globally or for any plugin, the cache under `<data_dir>/cache/components`.
+    pub fn from_config(config: &HostConfig) -> RuntimeOptions {
+        let plugins = &config.plugins;
+        let fuel = plugins.limits.fuel.is_some()
+            || plugins
+                .plugins
+                .iter()
+                .any(|p| p.limits.as_ref().is_some_and(|l| l.fuel.is_some()));
+        RuntimeOptions {
+            cache_dir: config.data_dir.join("cache").join("components"),
+            pool: PoolOptions::from_settings(&plugins.pool),
+            fuel,
+        }
+    }
+}
+
+/// wasmtime's pooling allocator: `slots` instances of one linear memory of at most
+/// `memory_per_slot_mb` each, allocated from address space reserved once at start.
+///
+/// Every slot reserves `memory_per_slot_mb` + 4 MiB of guards of address space (not RAM), so the
+/// defaults (256 × 64 MiB) reserve about 17 GiB and can never commit more than 16 GiB of linear
+/// memory. Linear memories of on-demand instances reserve the same `memory_per_slot_mb` (and grow
+/// beyond it by moving): both engines compile identical code, so one cache entry serves both.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolOptions {
+    /// Instances the pool holds at once across every pooled plugin; 0: no pool, every instance
+    /// on demand.
+    pub slots: u32,
+    /// The largest linear memory of a pooled instance, MiB; also the address space each linear
+    /// memory reserves.
+    pub memory_per_slot_mb: u64,
+    /// Core module instances one component may create (a Rust guest: 4).
+    pub core_instances_per_component: u32,
+    /// Linear memories one component may define (a Rust guest: 1).
+    pub memories_per_component: u32,
+    /// Tables one component may define (a Rust guest: 2).
+    pub tables_per_component: u32,
+    /// The largest table of a pooled instance, in elements (a Rust guest: ~100).
+    pub table_elements: usize,
+}
+
+impl Default for PoolOptions {
+    fn default() -> Self {
+        PoolOptions::from_settings(&PoolSettings::default())
+    }
+}
+
+impl PoolOptions {
+    /// `plugins.pool` of the host config, with the per-component limits at their defaults.
+    pub fn from_settings(settings: &PoolSettings) -> PoolOptions {
+        PoolOptions {
+            slots: settings.slots,
+            memory_per_slot_mb: settings.memory_per_slot_mb,
+            core_instances_per_component: 8,
+            memories_per_component: 2,
+            tables_per_component: 4,
+            table_elements: 20_000,
+        }
+    }
+
+    fn memory_per_slot(&self) -> u64 {
+        self.memory_per_slot_mb.saturating_mul(MIB)
+    }
+}
+
+/// Where a plugin's instances are allocated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Allocator {
+    /// From the pooling allocator's slots.
+    Pooling,
+    /// With `mmap` at each instantiation: plugins whose memory cap exceeds a slot, or whose
+    /// component does not fit one (guests of interpreted languages, with many core instances).
+    OnDemand,
+}
+
+impl Allocator {
+    /// "pooling" or "on-demand".
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Allocator::Pooling => "pooling",
+            Allocator::OnDemand => "on-demand",
+        }
+    }
+}
+
+/// The wasm runtime: a pooled and an on-demand engine, their linkers, a compile cache. Cheap to
+/// clone.
 #[derive(Clone)]
 pub struct WasmRuntime {
     inner: Arc<RuntimeInner>,
 }
 
-struct RuntimeInner {
+/// One engine with its linker and its view of the compile cache.
+struct Backend {
     engine: Engine,
     linker: Linker<InstanceState>,
     cache: Cache,
+}
+
+struct RuntimeInner {
+    /// `None` when `slots` is 0 or the pool's address space could not be reserved.
+    pooled: Option<Backend>,
+    on_demand: Backend,
+    options: RuntimeOptions,
     ticker_stop: Arc<AtomicBool>,
 }
 
@@ -47,87 +171,238 @@ impl Drop for RuntimeInner {
 
 impl std::fmt::Debug for WasmRuntime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WasmRuntime").finish_non_exhaustive()
+        f.debug_struct("WasmRuntime")
+            .field("pooled", &self.inner.pooled.is_some())
+            .field("options", &self.inner.options)
+            .finish_non_exhaustive()
     }
 }
 
+/// The settings both engines share. Everything that shapes compiled code is here, so that the
+/// two engines' compatibility hashes are equal and a component compiled once runs on either.
+fn engine_config(options: &RuntimeOptions) -> Config {
+    let mut config = Config::new();
+    config.wasm_component_model(true);
+    config.epoch_interruption(true);
+    // The component-model async machinery costs ~3x per call and no feature needs it yet.
+    config.concurrency_support(false);
+    config.consume_fuel(options.fuel);
+    config.max_wasm_stack(MAX_WASM_STACK_BYTES);
+    // Reserve a slot's worth of address space per linear memory, not wasmtime's default 4 GiB
+    // (which lets compiled code skip bounds checks, at 4 GiB of address space per instance: with
+    // hundreds of slots that is terabytes). The cost is an explicit bounds check per access.
+    config.memory_reservation(options.pool.memory_per_slot());
+    config.memory_guard_size(MEMORY_GUARD_BYTES);
+    config.memory_reservation_for_growth(MEMORY_GROWTH_RESERVATION_BYTES);
+    config
+}
+
+fn pooling_config(pool: &PoolOptions) -> PoolingAllocationConfig {
+    let slots = pool.slots;
+    let mut p = PoolingAllocationConfig::new();
+    p.total_component_instances(slots)
+        .total_memories(slots)
+        .total_stacks(slots)
+        .total_tables(slots.saturating_mul(pool.tables_per_component))
+        .total_core_instances(slots.saturating_mul(pool.core_instances_per_component))
+        .total_gc_heaps(slots)
+        .max_core_instances_per_component(pool.core_instances_per_component)
+        .max_memories_per_component(pool.memories_per_component)
+        .max_tables_per_component(pool.tables_per_component)
+        .table_elements(pool.table_elements)
+        .max_memory_size(usize::try_from(pool.memory_per_slot()).unwrap_or(usize::MAX))
+        // Reset reused slots with the cheapest method the kernel offers (Linux 6.7+).
+        .pagemap_scan(Enabled::Auto);
+    p
+}
+
+fn backend(config: &Config, cache_dir: &std::path::Path) -> Result<Backend, String> {
+    let engine = Engine::new(config).map_err(|e| format!("wasm engine: {e:#}"))?;
+    let mut linker = Linker::new(&engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| format!("wasi: {e}"))?;
+    World::add_to_linker::<InstanceState, HasSelf<InstanceState>>(&mut linker, |s| s)
+        .map_err(|e| format!("plugd imports: {e}"))?;
+    let cache = Cache::new(&engine, cache_dir.to_path_buf());
+    Ok(Backend {
+        engine,
+        linker,
+        cache,
+    })
+}
+
 impl WasmRuntime {
-    /// Make the engine (component model, epoch interruption, no component-model concurrency)
-    /// and start its epoch ticker.
+    /// Make the engines (component model, epoch interruption, no component-model concurrency;
+    /// one with the pooling allocator unless `slots` is 0, one allocating on demand) and start
+    /// their epoch ticker.
     pub fn new(options: RuntimeOptions) -> Result<WasmRuntime, String> {
-        let mut config = Config::new();
-        config.wasm_component_model(true);
-        config.epoch_interruption(true);
-        // The component-model async machinery costs ~3x per call and no feature needs it yet.
-        config.concurrency_support(false);
-        let engine = Engine::new(&config).map_err(|e| format!("wasm engine: {e}"))?;
-        let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| format!("wasi: {e}"))?;
-        World::add_to_linker::<InstanceState, HasSelf<InstanceState>>(&mut linker, |s| s)
-            .map_err(|e| format!("plugd imports: {e}"))?;
+        let config = engine_config(&options);
+        let on_demand = backend(&config, &options.cache_dir)?;
+        let pooled = if options.pool.slots == 0 {
+            tracing::info!(
+                "pooling allocator off (plugins.pool.slots: 0): every wasm instance is allocated on demand"
+            );
+            None
+        } else {
+            let mut pooled_config = config.clone();
+            pooled_config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling_config(
+                &options.pool,
+            )));
+            match backend(&pooled_config, &options.cache_dir) {
+                Ok(b) => Some(b),
+                Err(e) => {
+                    // Typically an address-space limit (ulimit -v): run, allocating on demand.
+                    tracing::warn!(error = %e, slots = options.pool.slots, memory_per_slot_mb = options.pool.memory_per_slot_mb,
+                        "pooling allocator unavailable; every wasm instance is allocated on demand (lower plugins.pool.slots or memory_per_slot_mb)");
+                    None
+                }
+            }
+        };
         let ticker_stop = Arc::new(AtomicBool::new(false));
         {
-            let engine = engine.clone();
+            let engines: Vec<Engine> = std::iter::once(on_demand.engine.clone())
+                .chain(pooled.as_ref().map(|b| b.engine.clone()))
+                .collect();
             let stop = ticker_stop.clone();
             std::thread::Builder::new()
                 .name("plugd-epoch".into())
                 .spawn(move || {
                     while !stop.load(Ordering::Relaxed) {
                         std::thread::sleep(EPOCH_TICK);
-                        engine.increment_epoch();
+                        for engine in &engines {
+                            engine.increment_epoch();
+                        }
                     }
                 })
                 .map_err(|e| format!("epoch thread: {e}"))?;
         }
-        let cache = Cache::new(&engine, options.cache_dir);
         Ok(WasmRuntime {
             inner: Arc::new(RuntimeInner {
-                engine,
-                linker,
-                cache,
+                pooled,
+                on_demand,
+                options,
                 ticker_stop,
             }),
         })
     }
 
-    /// The engine.
+    /// The engine of on-demand instances.
     pub fn engine(&self) -> &Engine {
-        &self.inner.engine
+        &self.inner.on_demand.engine
+    }
+
+    /// The engine of pooled instances, if the pool is on.
+    pub fn pooled_engine(&self) -> Option<&Engine> {
+        self.inner.pooled.as_ref().map(|b| &b.engine)
+    }
+
+    /// The options the runtime was made with.
+    pub fn options(&self) -> &RuntimeOptions {
+        &self.inner.options
     }
 
     /// Compile (or fetch from the cache) and link a component file into a plugin.
+    ///
+    /// The plugin's instances come from the pool when the pool is on, its memory cap fits a
+    /// slot and its component fits a slot's limits; otherwise they are allocated on demand. The
+    /// choice is logged and shown as the plugin's `allocator`.
     pub async fn load_file(
         &self,
         path: PathBuf,
         options: PluginOptions,
     ) -> Result<WasmPlugin, String> {
-        let inner = self.inner.clone();
+        if options.fuel.is_some() && !self.inner.options.fuel {
+            return Err(format!(
+                "limits.fuel is set for plugin '{}' but this runtime does not meter fuel: fuel metering is switched on when the host starts with limits.fuel set (globally or for any plugin); restart the host",
+                options.name
+            ));
+        }
         let started = Instant::now();
-        // Compilation is CPU-bound: keep it off the async workers.
-        let (component, source) = tokio::task::spawn_blocking(move || {
-            let bytes = std::fs::read(&path)
-                .map_err(|e| format!("cannot read component {}: {e}", path.display()))?;
-            inner.cache.load(&inner.engine, &bytes)
-        })
-        .await
-        .map_err(|e| format!("compile task: {e}"))??;
-        crate::contract::check(&self.inner.engine, &component)?;
-        let pre = self
-            .inner
+        let bytes = tokio::fs::read(&path)
+            .await
+            .map_err(|e| format!("cannot read component {}: {e}", path.display()))?;
+        let bytes = Arc::new(bytes);
+        let slot_mb = self.inner.options.pool.memory_per_slot_mb;
+        let mut choice = match &self.inner.pooled {
+            None => (
+                Allocator::OnDemand,
+                "the pooling allocator is off".to_string(),
+            ),
+            Some(_) if options.memory_mb > slot_mb => (
+                Allocator::OnDemand,
+                format!(
+                    "its memory cap of {} MiB exceeds a pool slot of {slot_mb} MiB (plugins.pool.memory_per_slot_mb)",
+                    options.memory_mb
+                ),
+            ),
+            Some(_) => (Allocator::Pooling, String::new()),
+        };
+        let loaded = match choice.0 {
+            Allocator::Pooling => match self.compile(Allocator::Pooling, bytes.clone()).await? {
+                Ok(c) => Ok(c),
+                Err(CacheError::DoesNotFit(why)) => {
+                    choice = (
+                        Allocator::OnDemand,
+                        format!("its component does not fit a pool slot: {why}"),
+                    );
+                    self.compile(Allocator::OnDemand, bytes).await?
+                }
+                Err(e) => Err(e),
+            },
+            Allocator::OnDemand => self.compile(Allocator::OnDemand, bytes).await?,
+        };
+        let (component, source) = loaded.map_err(|e| e.to_string())?;
+        let (allocator, reason) = choice;
+        let backend = self.backend(allocator);
+        crate::contract::check(&backend.engine, &component)?;
+        let pre = backend
             .linker
             .instantiate_pre(&component)
             .map_err(|e| format!("cannot link component: {e:#}"))?;
         let pre = crate::bindings::PluginPre::new(pre)
             .map_err(|e| format!("cannot link component: {e:#}"))?;
-        tracing::debug!(
-            plugin = %options.name,
-            cached = source == Source::Cached,
-            took_ms = started.elapsed().as_secs_f64() * 1000.0,
-            "component ready"
-        );
-        let mut plugin = WasmPlugin::new(self.inner.engine.clone(), pre, options);
+        match allocator {
+            Allocator::Pooling => tracing::info!(
+                plugin = %options.name,
+                allocator = allocator.as_str(),
+                cached = source == Source::Cached,
+                took_ms = started.elapsed().as_secs_f64() * 1000.0,
+                "component ready"
+            ),
+            Allocator::OnDemand => tracing::info!(
+                plugin = %options.name,
+                allocator = allocator.as_str(),
+                reason = %reason,
+                cached = source == Source::Cached,
+                took_ms = started.elapsed().as_secs_f64() * 1000.0,
+                "component ready"
+            ),
+        }
+        let mut plugin = WasmPlugin::new(backend.engine.clone(), pre, options, allocator);
         plugin.from_cache = source == Source::Cached;
+        plugin.metered = self.inner.options.fuel;
         Ok(plugin)
+    }
+
+    fn backend(&self, allocator: Allocator) -> &Backend {
+        match (allocator, &self.inner.pooled) {
+            (Allocator::Pooling, Some(b)) => b,
+            _ => &self.inner.on_demand,
+        }
+    }
+
+    /// Compile for one engine, off the async workers (compilation is CPU-bound).
+    async fn compile(
+        &self,
+        allocator: Allocator,
+        bytes: Arc<Vec<u8>>,
+    ) -> Result<Result<(Component, Source), CacheError>, String> {
+        let runtime = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let backend = runtime.backend(allocator);
+            backend.cache.load(&backend.engine, &bytes)
+        })
+        .await
+        .map_err(|e| format!("compile task: {e}"))
     }
 }
 
@@ -164,6 +439,14 @@ impl Loader for WasmRuntime {
                 .or(limits.instances)
                 .map(|n| n.max(1) as usize)
                 .unwrap_or_else(default_instances),
+            fuel: overrides.and_then(|o| o.fuel).or(limits.fuel),
+            max_response_bytes: usize::try_from(
+                overrides
+                    .and_then(|o| o.max_response_bytes)
+                    .unwrap_or(limits.max_response_bytes),
+            )
+            .unwrap_or(usize::MAX),
+            state: Some(ctx.state.clone()),
             publisher: Some(ctx.publisher.clone()),
             subscribes: ctx.manifest.events.subscribes.clone(),
             services: Some(ctx.services.clone()),

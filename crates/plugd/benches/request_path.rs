@@ -59,10 +59,8 @@ fn host(rt: &tokio::runtime::Runtime, with_wasm: bool, data: &Path) -> Host {
         None,
     )
     .expect("manifest");
-    let runtime = plugd::wasm::WasmRuntime::new(plugd::wasm::RuntimeOptions {
-        cache_dir: data.join("cache"),
-    })
-    .expect("runtime");
+    let runtime = plugd::wasm::WasmRuntime::new(plugd::wasm::RuntimeOptions::from_config(&config))
+        .expect("runtime");
     let host = Host::builder()
         .config(config)
         .loader(runtime)

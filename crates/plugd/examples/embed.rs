@@ -52,10 +52,8 @@ async fn main() -> anyhow::Result<()> {
         Format::Yaml,
         None,
     )?;
-    let runtime = plugd::wasm::WasmRuntime::new(plugd::wasm::RuntimeOptions {
-        cache_dir: config.data_dir.join("cache").join("components"),
-    })
-    .map_err(anyhow::Error::msg)?;
+    let runtime = plugd::wasm::WasmRuntime::new(plugd::wasm::RuntimeOptions::from_config(&config))
+        .map_err(anyhow::Error::msg)?;
     let host = plugd::Host::builder()
         .config(config)
         .loader(runtime)

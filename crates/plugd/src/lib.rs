@@ -20,12 +20,11 @@ pub use plugd_wasm as wasm;
 
 use plugd_manifest::HostConfig;
 
-/// A host for `config`, with the wasm runtime as the loader of plugins from disk and its compile
+/// A host for `config`, with the wasm runtime as the loader of plugins from disk: its pooling
+/// allocator sized by `plugins.pool`, fuel metering when `limits.fuel` is set, and its compile
 /// cache under `<data_dir>/cache/components`.
 pub fn host_from_config(config: HostConfig) -> anyhow::Result<Host> {
-    let runtime = plugd_wasm::WasmRuntime::new(plugd_wasm::RuntimeOptions {
-        cache_dir: config.data_dir.join("cache").join("components"),
-    })
-    .map_err(anyhow::Error::msg)?;
+    let runtime = plugd_wasm::WasmRuntime::new(plugd_wasm::RuntimeOptions::from_config(&config))
+        .map_err(anyhow::Error::msg)?;
     Ok(Host::builder().config(config).loader(runtime).build()?)
 }

@@ -8,6 +8,7 @@ mod lifecycle;
 mod manage;
 mod policy;
 mod resolver;
+mod roles;
 mod supervision;
 mod thresholds;
 

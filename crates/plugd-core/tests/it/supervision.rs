@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use http::Method;
 use parking_lot::Mutex;
 use plugd_core::{
-    AuditLog, Exchange, Host, InitContext, Loader, LoaderContext, Plugin, PluginError, Response,
-    RouteOptions, Status,
+    AuditLog, Exchange, Host, HostError, InitContext, Loader, LoaderContext, Permission, Plugin,
+    PluginError, PluginState, Response, RouteOptions, Status,
 };
 
 use crate::{Journal, Recorder, config, eventually, manifest};
@@ -169,13 +169,15 @@ async fn supervision_can_be_turned_off_per_plugin() {
 }
 
 /// A loader for plugins from disk that fails its first `failures` loads, then gives a plugin
-/// with a route `/x` that records a denied capability call on every request.
+/// with a route `/x` that makes a denied capability call on every request (recorded in the audit
+/// log and counted against the plugin, as the wasm runtime's host calls do).
 struct FlakyLoader {
     failures: Arc<AtomicU32>,
 }
 
 struct Denied {
     audit: Arc<AuditLog>,
+    state: Arc<PluginState>,
 }
 
 #[async_trait::async_trait]
@@ -189,11 +191,9 @@ impl Plugin for Denied {
         _route: &str,
         _ex: &mut Exchange,
     ) -> Result<Response, PluginError> {
-        self.audit.record(
-            "disk",
-            "database",
-            "database.query: permission denied: plugin 'disk' attempted database access without permission",
-        );
+        let e = HostError::permission_denied("disk", Permission::Database);
+        self.audit.record("disk", "database", "database.query");
+        self.state.record_error(format!("database.query: {e}"));
         Ok(Response::json(
             http::StatusCode::OK,
             &serde_json::json!({"ok": true}),
@@ -211,6 +211,7 @@ impl Loader for FlakyLoader {
         }
         Ok(Arc::new(Denied {
             audit: ctx.audit.clone(),
+            state: ctx.state.clone(),
         }))
     }
 }
@@ -267,7 +268,7 @@ async fn a_plugin_that_never_loaded_is_loaded_fresh_from_disk() {
         info.last_error
             .unwrap()
             .message
-            .starts_with("denied database: database.query: permission denied")
+            .starts_with("database.query: permission denied: plugin 'disk' attempted database")
     );
     assert_eq!(host.audit_log(Some("disk")).len(), 3);
     host.shutdown().await;

@@ -41,6 +41,9 @@ fn options(name: &str) -> PluginOptions {
         timeout: Duration::from_secs(2),
         hook_timeouts: Default::default(),
         instances: 1,
+        fuel: None,
+        max_response_bytes: 1024 * 1024,
+        state: None,
         publisher: None,
         subscribes: Vec::new(),
         services: None,
@@ -52,10 +55,7 @@ fn options(name: &str) -> PluginOptions {
 }
 
 fn runtime(dir: &Path) -> WasmRuntime {
-    WasmRuntime::new(RuntimeOptions {
-        cache_dir: dir.join("cache"),
-    })
-    .expect("runtime")
+    WasmRuntime::new(RuntimeOptions::new(dir.join("cache"))).expect("runtime")
 }
 
 async fn load(dir: &Path, bytes: &[u8]) -> Result<plugd_wasm::WasmPlugin, String> {
@@ -161,4 +161,143 @@ async fn a_guest_that_traps_in_init_is_an_error_not_a_crash() {
     let err = plugin.init(&mut ctx).await.unwrap_err();
     assert!(matches!(err, PluginError::Trap(_)), "{err:?}");
     assert!(err.to_string().contains("init"), "{err}");
+}
+
+fn runtime_with(dir: &Path, pool: plugd_wasm::PoolOptions, fuel: bool) -> WasmRuntime {
+    let mut options = RuntimeOptions::new(dir.join("cache"));
+    options.pool = pool;
+    options.fuel = fuel;
+    WasmRuntime::new(options).expect("runtime")
+}
+
+fn small_pool() -> plugd_wasm::PoolOptions {
+    plugd_wasm::PoolOptions {
+        slots: 4,
+        memory_per_slot_mb: 16,
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn a_plugin_whose_cap_fits_a_slot_is_pooled_and_a_bigger_one_runs_on_demand() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("plugin.wasm");
+    std::fs::write(&path, component(&contract_wit(), "plugin")).unwrap();
+    let runtime = runtime_with(dir.path(), small_pool(), false);
+    assert!(runtime.pooled_engine().is_some());
+
+    let pooled = runtime
+        .load_file(path.clone(), options("probe"))
+        .await
+        .expect("load");
+    assert_eq!(pooled.allocator(), plugd_wasm::Allocator::Pooling);
+    assert!(!pooled.from_cache());
+
+    let mut big = options("probe");
+    big.memory_mb = 32;
+    let on_demand = runtime.load_file(path, big).await.expect("load");
+    assert_eq!(on_demand.allocator(), plugd_wasm::Allocator::OnDemand);
+    assert!(
+        on_demand.from_cache(),
+        "both engines compile identical code: the pooled engine's compilation is reused"
+    );
+    assert_eq!(plugd_core::Plugin::allocator(&on_demand), Some("on-demand"));
+}
+
+#[tokio::test]
+async fn a_component_that_does_not_fit_a_slot_runs_on_demand() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("plugin.wasm");
+    std::fs::write(&path, component(&contract_wit(), "plugin")).unwrap();
+    // The contract's component instantiates several core modules (the dummy module and its
+    // shims): a pool that allows one per component cannot hold it.
+    let pool = plugd_wasm::PoolOptions {
+        core_instances_per_component: 1,
+        ..small_pool()
+    };
+    let runtime = runtime_with(dir.path(), pool, false);
+    let plugin = runtime
+        .load_file(path, options("probe"))
+        .await
+        .expect("load");
+    assert_eq!(plugin.allocator(), plugd_wasm::Allocator::OnDemand);
+}
+
+#[tokio::test]
+async fn without_slots_there_is_no_pool() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("plugin.wasm");
+    std::fs::write(&path, component(&contract_wit(), "plugin")).unwrap();
+    let pool = plugd_wasm::PoolOptions {
+        slots: 0,
+        ..small_pool()
+    };
+    let runtime = runtime_with(dir.path(), pool, false);
+    assert!(runtime.pooled_engine().is_none());
+    let plugin = runtime
+        .load_file(path, options("probe"))
+        .await
+        .expect("load");
+    assert_eq!(plugin.allocator(), plugd_wasm::Allocator::OnDemand);
+}
+
+#[tokio::test]
+async fn fuel_needs_a_metering_runtime() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("plugin.wasm");
+    std::fs::write(&path, component(&contract_wit(), "plugin")).unwrap();
+    let mut fueled = options("probe");
+    fueled.fuel = Some(1000);
+    let err = runtime_with(dir.path(), small_pool(), false)
+        .load_file(path.clone(), fueled.clone())
+        .await
+        .unwrap_err();
+    assert!(
+        err.starts_with(
+            "limits.fuel is set for plugin 'probe' but this runtime does not meter fuel"
+        ),
+        "{err}"
+    );
+    runtime_with(dir.path(), small_pool(), true)
+        .load_file(path, fueled)
+        .await
+        .expect("a metering runtime loads it");
+}
+
+#[tokio::test]
+async fn a_full_pool_is_a_clear_error_not_a_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("plugin.wasm");
+    std::fs::write(&path, component(&contract_wit(), "plugin")).unwrap();
+    let pool = plugd_wasm::PoolOptions {
+        slots: 1,
+        ..small_pool()
+    };
+    let runtime = runtime_with(dir.path(), pool, false);
+    let plugin = runtime
+        .load_file(path, options("probe"))
+        .await
+        .expect("load");
+    assert_eq!(plugin.allocator(), plugd_wasm::Allocator::Pooling);
+    // Something else holds the only slot.
+    let engine = runtime.pooled_engine().unwrap().clone();
+    let empty = wasmtime::component::Component::new(&engine, "(component)").unwrap();
+    let mut holder = wasmtime::Store::new(&engine, ());
+    let _held = wasmtime::component::Linker::<()>::new(&engine)
+        .instantiate(&mut holder, &empty)
+        .unwrap();
+
+    let store = Store::in_memory().unwrap().plugin("probe");
+    let config = Default::default();
+    let granted = BTreeSet::new();
+    let mut regs = Registrations::default();
+    let mut ctx = InitContext::new("probe", &config, &granted, &store, &mut regs);
+    let err = plugin.init(&mut ctx).await.unwrap_err();
+    assert!(matches!(err, PluginError::Unavailable(_)), "{err:?}");
+    assert!(
+        err.to_string().starts_with(
+            "instance pool exhausted: plugin 'probe' could not get a wasm instance for instantiation: maximum concurrent limit of 1 for component instances reached"
+        ),
+        "{err}"
+    );
 }

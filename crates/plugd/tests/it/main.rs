@@ -6,5 +6,7 @@ mod admin;
 mod cli;
 mod events;
 mod failure;
+mod hostile_plugins;
+mod roles;
 mod sandbox;
 mod serve;

@@ -92,6 +92,11 @@ impl TestServer {
         }
     }
 
+    /// The host's data directory (`{data}` in the config).
+    pub fn data_dir(&self) -> PathBuf {
+        self._dir.path().join("data")
+    }
+
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.client
             .get(format!("{}{path}", self.url))
