@@ -11,6 +11,7 @@ use arc_swap::ArcSwap;
 use http::{Method, StatusCode};
 use plugd_manifest::{FailurePolicy, HookType};
 
+use crate::cpu::Throttle;
 use crate::error::PluginError;
 use crate::exchange::{Exchange, Response, Stage};
 use crate::host::Loaded;
@@ -160,6 +161,31 @@ pub struct Dispatcher {
     table: ArcSwap<DispatchTable>,
 }
 
+/// The answer for a plugin throttled for its CPU budget: 503 with `Retry-After`.
+fn throttled(plugin: &Loaded, t: Throttle) -> Response {
+    let mut r = Response::error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!(
+            "plugin '{}' is throttled: used {}% CPU, budget {}%",
+            plugin.name, t.used_percent, t.budget_percent
+        ),
+    );
+    r.headers.insert(
+        http::header::RETRY_AFTER,
+        http::HeaderValue::from_static("1"),
+    );
+    r
+}
+
+/// Count a finished call: its duration against the CPU budget, and a success against the
+/// threshold's count (`reset_on_success`). Atomics only, unless there is a count to reset.
+fn finished<T, E>(plugin: &Loaded, took: Duration, result: &Result<T, E>) {
+    plugin.state.record_busy(took);
+    if result.is_ok() {
+        plugin.state.record_success();
+    }
+}
+
 fn unavailable(plugin: &Loaded) -> Response {
     let status = plugin.state.status();
     let mut message = format!("plugin '{}' is not running (status: {status})", plugin.name);
@@ -206,7 +232,9 @@ impl Dispatcher {
             tokio::spawn(async move {
                 ex.stage = Stage::Hook(HookType::PostResponse);
                 for h in table.hooks(HookType::PostResponse) {
-                    if h.plugin.state.status() == Status::Running {
+                    if h.plugin.state.status() == Status::Running
+                        && h.plugin.state.throttled().is_none()
+                    {
                         let _ = call_hook(h, HookType::PostResponse, &mut ex).await;
                     }
                 }
@@ -248,10 +276,9 @@ async fn call_hook(
         Ok(r) => r,
         Err(_) => Err(PluginError::hook_timeout(hook, timeout)),
     };
-    plugin
-        .state
-        .hook(hook)
-        .record(started.elapsed(), result.is_err());
+    let took = started.elapsed();
+    plugin.state.hook(hook).record(took, result.is_err());
+    finished(plugin, took, &result);
     if let Err(e) = &result {
         plugin
             .state
@@ -268,6 +295,12 @@ async fn run_pre_request(table: &DispatchTable, ex: &mut Exchange) -> Option<Res
         if h.plugin.state.status() != Status::Running {
             if closed {
                 return Some(unavailable(&h.plugin));
+            }
+            continue;
+        }
+        if let Some(t) = h.plugin.state.throttled() {
+            if closed {
+                return Some(throttled(&h.plugin, t));
             }
             continue;
         }
@@ -301,6 +334,13 @@ async fn through_middleware(table: &DispatchTable, ex: &mut Exchange) -> Respons
         if m.plugin.state.status() != Status::Running {
             if closed {
                 answer = Some(unavailable(&m.plugin));
+                break;
+            }
+            continue;
+        }
+        if let Some(t) = m.plugin.state.throttled() {
+            if closed {
+                answer = Some(throttled(&m.plugin, t));
                 break;
             }
             continue;
@@ -351,6 +391,7 @@ async fn call_middleware<T>(
     call: impl std::future::Future<Output = Result<T, PluginError>>,
 ) -> Result<T, PluginError> {
     let timeout = m.plugin.limits.timeout;
+    let started = Instant::now();
     let result = match tokio::time::timeout(backstop(&m.plugin, timeout), call).await {
         Ok(r) => r,
         Err(_) => Err(PluginError::Timeout(format!(
@@ -359,6 +400,7 @@ async fn call_middleware<T>(
             humantime::format_duration(timeout)
         ))),
     };
+    finished(&m.plugin, started.elapsed(), &result);
     if let Err(e) = &result {
         m.plugin
             .state
@@ -371,7 +413,7 @@ async fn call_middleware<T>(
 /// post_request / pre_response: may change or replace the response.
 async fn run_response_hooks(table: &DispatchTable, hook: HookType, ex: &mut Exchange) {
     for h in table.hooks(hook) {
-        if h.plugin.state.status() != Status::Running {
+        if h.plugin.state.status() != Status::Running || h.plugin.state.throttled().is_some() {
             continue;
         }
         ex.stage = Stage::Hook(hook);
@@ -432,6 +474,9 @@ async fn route(table: &DispatchTable, ex: &mut Exchange) -> Response {
     if plugin.state.status() != Status::Running {
         return unavailable(&plugin);
     }
+    if let Some(t) = plugin.state.throttled() {
+        return throttled(&plugin, t);
+    }
     if let Some(r) = check_roles(&entry.options, ex) {
         return r;
     }
@@ -450,10 +495,9 @@ async fn route(table: &DispatchTable, ex: &mut Exchange) -> Response {
             humantime::format_duration(timeout)
         ))),
     };
-    plugin
-        .state
-        .routes()
-        .record(started.elapsed(), result.is_err());
+    let took = started.elapsed();
+    plugin.state.routes().record(took, result.is_err());
+    finished(&plugin, took, &result);
     match result {
         Ok(r) => r,
         Err(e) => {

@@ -10,7 +10,8 @@ use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use parking_lot::RwLock;
 use plugd_manifest::{
-    FailurePolicy, HookType, HostConfig, Manifest, OnFailure, Permission, PluginEntry,
+    ErrorThreshold, FailurePolicy, HookType, HostConfig, Manifest, OnFailure, Permission,
+    PluginEntry,
 };
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -19,15 +20,19 @@ use crate::audit::{AuditEntry, AuditLog};
 use crate::cache::{Cache, PluginCache};
 use crate::capabilities::{Auditor, Capabilities, CapabilityOptions};
 use crate::check::{Checked, check_entry, framework_error, merged_before_after};
+use crate::cpu::CpuStatus;
 use crate::dispatch::{DispatchTable, Dispatcher};
 use crate::error::LoadError;
 use crate::events::{Event, EventBus, Publisher, SubscriptionInfo};
+use crate::health::HealthReport;
 use crate::order::{OrderError, OrderNode, order_nodes};
 use crate::plugin::{Health, InitContext, Plugin, Registrations};
 use crate::services::Services;
-use crate::state::{ErrorRecord, HookMetrics, Phase, PluginState, Status};
+use crate::state::{DisabledBy, ErrorRecord, HookMetrics, Phase, PluginState, Status};
 use crate::store::{PluginStore, Store};
+use crate::supervise::{NOTICE_CAPACITY, Notice, SupervisionStatus, SupervisorSlot};
 use crate::tasks::Tasks;
+use crate::threshold::ThresholdStatus;
 
 mod reload;
 pub use reload::ReloadOutcome;
@@ -130,6 +135,13 @@ pub(crate) struct Loaded {
 struct Absent;
 impl Plugin for Absent {}
 
+static ABSENT: std::sync::LazyLock<Arc<dyn Plugin>> = std::sync::LazyLock::new(|| Arc::new(Absent));
+
+/// Whether the host holds no code for this plugin (it never loaded).
+pub(crate) fn is_absent(p: &Loaded) -> bool {
+    std::ptr::addr_eq(Arc::as_ptr(&p.plugin), Arc::as_ptr(&*ABSENT))
+}
+
 /// What the admin API and `ListPlugins` show of one plugin.
 #[derive(Debug, Clone, Serialize)]
 pub struct PluginInfo {
@@ -174,21 +186,46 @@ pub struct PluginInfo {
     pub exports: Vec<String>,
     /// Per-hook metrics of hooks that ran.
     pub hook_metrics: BTreeMap<HookType, HookMetrics>,
+    /// Who disabled it, while disabled.
+    pub disabled_by: Option<DisabledBy>,
+    /// Its last answer to the health poll, and when.
+    pub health: Option<HealthReport>,
+    /// Its error threshold and the errors in its window.
+    pub threshold: ThresholdStatus,
+    /// Restarts by supervision.
+    pub supervision: SupervisionStatus,
+    /// Its CPU budget and throttling.
+    pub cpu: CpuStatus,
 }
 
-/// The seed's PluginHealth: status, errors, per-hook metrics, and the plugin's own answer.
+/// The seed's PluginHealth: status, errors, per-hook metrics, and the plugin's own answer; with
+/// the threshold, supervision and CPU budget.
 #[derive(Debug, Clone, Serialize)]
 pub struct PluginHealth {
     /// Status.
     pub status: Status,
+    /// The transitional step in progress, if any.
+    pub phase: Option<&'static str>,
+    /// Who disabled it, while disabled.
+    pub disabled_by: Option<DisabledBy>,
     /// Errors counted.
     pub error_count: u64,
     /// The last error and when.
     pub last_error: Option<ErrorRecord>,
     /// Per-hook metrics (execution count, total and average duration, errors).
     pub hook_metrics: BTreeMap<HookType, HookMetrics>,
+    /// Counters of its routes.
+    pub route_metrics: HookMetrics,
     /// What the plugin's `health-check` answered (running plugins only).
     pub reported: Option<Health>,
+    /// When it answered (RFC 3339).
+    pub checked_at: Option<String>,
+    /// Its error threshold and the errors in its window.
+    pub threshold: ThresholdStatus,
+    /// Restarts by supervision.
+    pub supervision: SupervisionStatus,
+    /// Its CPU budget and throttling.
+    pub cpu: CpuStatus,
 }
 
 /// One registered hook.
@@ -240,6 +277,32 @@ impl Loaded {
             subscriptions: regs.subscriptions.clone(),
             exports: regs.exports.clone(),
             hook_metrics: self.state.hook_metrics().into_iter().collect(),
+            disabled_by: self.state.disabled_by(),
+            health: self.state.health_report(),
+            threshold: self.state.threshold_status(),
+            supervision: self.state.supervision_status(),
+            cpu: self.state.cpu_status(),
+        }
+    }
+
+    fn health(&self, reported: Option<HealthReport>) -> PluginHealth {
+        let (reported, checked_at) = match reported {
+            Some(r) => (Some(r.health), Some(r.checked_at)),
+            None => (None, None),
+        };
+        PluginHealth {
+            status: self.state.status(),
+            phase: self.state.phase().label(),
+            disabled_by: self.state.disabled_by(),
+            error_count: self.state.error_count(),
+            last_error: self.state.last_error(),
+            hook_metrics: self.state.hook_metrics().into_iter().collect(),
+            route_metrics: self.state.routes().snapshot(),
+            reported,
+            checked_at,
+            threshold: self.state.threshold_status(),
+            supervision: self.state.supervision_status(),
+            cpu: self.state.cpu_status(),
         }
     }
 }
@@ -308,6 +371,7 @@ impl HostBuilder {
         }
         let store = Store::open(&config.data_dir).map_err(LoadError::Storage)?;
         let plugins: Arc<RwLock<Vec<Arc<Loaded>>>> = Arc::default();
+        let (notices, receiver) = tokio::sync::mpsc::channel(NOTICE_CAPACITY);
         Ok(Host {
             inner: Arc::new(Inner {
                 config,
@@ -322,31 +386,46 @@ impl HostBuilder {
                 audit: Arc::default(),
                 started_at: SystemTime::now(),
                 reloads: Default::default(),
+                lifecycle: tokio::sync::Mutex::new(()),
+                notices,
+                supervisor: parking_lot::Mutex::new(SupervisorSlot {
+                    receiver: Some(receiver),
+                    ..SupervisorSlot::default()
+                }),
+                supervising: std::sync::atomic::AtomicBool::new(false),
             }),
         })
     }
 }
 
-struct Inner {
-    config: HostConfig,
+pub(crate) struct Inner {
+    pub(crate) config: HostConfig,
     store: Store,
     loader: Option<Arc<dyn Loader>>,
     natives: parking_lot::Mutex<Vec<Native>>,
     /// In start order.
-    plugins: Arc<RwLock<Vec<Arc<Loaded>>>>,
+    pub(crate) plugins: Arc<RwLock<Vec<Arc<Loaded>>>>,
     services: Arc<Services>,
     dispatcher: Dispatcher,
-    bus: Arc<EventBus>,
+    pub(crate) bus: Arc<EventBus>,
     cache: Arc<Cache>,
     audit: Arc<AuditLog>,
     started_at: SystemTime,
     reloads: reload::Reloads,
+    /// Held by supervised restarts, threshold disables, enable/disable, unload and stop, so that
+    /// they never run over each other.
+    pub(crate) lifecycle: tokio::sync::Mutex<()>,
+    /// Plugins' reports to the supervisor task.
+    notices: tokio::sync::mpsc::Sender<Notice>,
+    pub(crate) supervisor: parking_lot::Mutex<SupervisorSlot>,
+    /// Between the end of start and the beginning of stop: supervised restarts may run.
+    pub(crate) supervising: std::sync::atomic::AtomicBool,
 }
 
 /// The plugin host. Cheap to clone.
 #[derive(Clone)]
 pub struct Host {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 impl std::fmt::Debug for Host {
@@ -358,8 +437,8 @@ impl std::fmt::Debug for Host {
 }
 
 /// A plugin read from the config, ready to order.
-struct Candidate {
-    loaded: Loaded,
+pub(crate) struct Candidate {
+    pub(crate) loaded: Loaded,
     dir: Option<PathBuf>,
     entry: Option<PluginEntry>,
     priority: i32,
@@ -418,45 +497,88 @@ impl Host {
         crate::order::dependency_graph(plugins.iter().filter_map(|p| p.manifest.as_ref()))
     }
 
-    /// A plugin's health (the seed's `GetPluginHealth`); asks a running plugin for its own view.
+    /// A plugin's health (the seed's `GetPluginHealth`): asks a running plugin for its own view
+    /// now (within its call timeout) and stores the answer as the latest poll would.
     pub async fn plugin_health(&self, name: &str) -> Option<PluginHealth> {
         let p = self.find(name)?;
-        let status = p.state.status();
-        let reported = if status == Status::Running {
-            let timeout = p.limits.timeout;
-            Some(
-                tokio::time::timeout(timeout, p.plugin.health_check())
-                    .await
-                    .unwrap_or_else(|_| Health::Unhealthy("health-check timed out".into())),
-            )
-        } else {
-            None
-        };
-        Some(PluginHealth {
-            status,
-            error_count: p.state.error_count(),
-            last_error: p.state.last_error(),
-            hook_metrics: p.state.hook_metrics().into_iter().collect(),
-            reported,
-        })
+        if p.state.status() == Status::Running {
+            let health = crate::health::check(&p).await;
+            p.state.set_health_report(health);
+        }
+        let reported = (p.state.status() == Status::Running)
+            .then(|| p.state.health_report())
+            .flatten();
+        Some(p.health(reported))
     }
 
-    /// Every plugin's health (the seed's `GetAllHealth`).
+    /// Every plugin's health (the seed's `GetAllHealth`), with each running plugin's answer to
+    /// the latest health poll (`plugins.health_check_interval`). Calls no plugin.
     pub async fn all_health(&self) -> BTreeMap<String, PluginHealth> {
-        let names: Vec<String> = self
-            .inner
-            .plugins
-            .read()
+        self.health_snapshot()
+    }
+
+    /// [`Host::all_health`] without `async`: what is known now.
+    pub fn health_snapshot(&self) -> BTreeMap<String, PluginHealth> {
+        let plugins = self.inner.plugins.read().clone();
+        plugins
             .iter()
-            .map(|p| p.name.clone())
-            .collect();
-        let mut out = BTreeMap::new();
-        for name in names {
-            if let Some(h) = self.plugin_health(&name).await {
-                out.insert(name, h);
-            }
+            .map(|p| {
+                let reported = (p.state.status() == Status::Running)
+                    .then(|| p.state.health_report())
+                    .flatten();
+                (p.name.clone(), p.health(reported))
+            })
+            .collect()
+    }
+
+    /// The seed's `SetErrorThreshold`: replace a plugin's error threshold at run time (its window
+    /// starts empty).
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// # let dir = std::env::temp_dir().join(format!("plugd-doc-threshold-{}", std::process::id()));
+    /// use plugd_core::Host;
+    /// use plugd_manifest::{ErrorThreshold, ThresholdAction};
+    /// use std::time::Duration;
+    /// # let manifest = plugd_manifest::Manifest::from_str(
+    /// #     "name: auth-plugin\nversion: 1.0.0\ndescription: d\nauthor: a\n",
+    /// #     plugd_manifest::Format::Yaml, None).unwrap();
+    /// # struct Auth;
+    /// # impl plugd_core::Plugin for Auth {}
+    /// let host = Host::builder().data_dir(&dir).native(manifest, Auth).build().unwrap();
+    /// host.start().await.unwrap();
+    /// host.set_error_threshold("auth-plugin", ErrorThreshold {
+    ///     enabled: true,
+    ///     max_errors: 100,
+    ///     time_window: Duration::from_secs(300),
+    ///     action: ThresholdAction::Disable,
+    ///     reset_on_success: true,
+    /// }).unwrap();
+    /// let info = host.plugin_info("auth-plugin").unwrap();
+    /// assert_eq!((info.threshold.max_errors, info.threshold.time_window.as_str()), (100, "5m"));
+    /// host.shutdown().await;
+    /// # });
+    /// ```
+    pub fn set_error_threshold(
+        &self,
+        name: &str,
+        threshold: ErrorThreshold,
+    ) -> Result<(), LoadError> {
+        let p = self
+            .find(name)
+            .ok_or_else(|| LoadError::UnknownPlugin(name.to_string()))?;
+        if threshold.max_errors == 0 {
+            return Err(LoadError::Invalid(format!(
+                "error threshold of plugin '{name}': max_errors must be at least 1"
+            )));
         }
-        out
+        if threshold.time_window.is_zero() {
+            return Err(LoadError::Invalid(format!(
+                "error threshold of plugin '{name}': time_window must be longer than 0"
+            )));
+        }
+        p.state.set_error_threshold(threshold);
+        Ok(())
     }
 
     /// A plugin's config in force.
@@ -471,6 +593,7 @@ impl Host {
         name: &str,
         config: &Map<String, Value>,
     ) -> Result<(), LoadError> {
+        let _lifecycle = self.inner.lifecycle.lock().await;
         let p = self
             .find(name)
             .ok_or_else(|| LoadError::UnknownPlugin(name.to_string()))?;
@@ -505,6 +628,7 @@ impl Host {
     /// and remove it from the registry. Refused while running plugins depend on it, unless
     /// `force`; dependents are not unloaded.
     pub async fn unload_plugin(&self, name: &str, force: bool) -> Result<(), LoadError> {
+        let _lifecycle = self.inner.lifecycle.lock().await;
         let p = self
             .find(name)
             .ok_or_else(|| LoadError::UnknownPlugin(name.to_string()))?;
@@ -744,6 +868,140 @@ impl Host {
                 m.execution_count as f64,
             );
         }
+        let thresholds: Vec<(&Arc<Loaded>, ThresholdStatus)> = plugins
+            .iter()
+            .map(|p| (p, p.state.threshold_status()))
+            .filter(|(_, t)| t.enabled)
+            .collect();
+        family(
+            &mut out,
+            "plugd_plugin_errors_in_window",
+            "gauge",
+            "Errors in the window of the plugin's error threshold.",
+        );
+        for (p, t) in &thresholds {
+            sample(
+                &mut out,
+                "plugd_plugin_errors_in_window",
+                &label(p),
+                t.errors_in_window as f64,
+            );
+        }
+        family(
+            &mut out,
+            "plugd_plugin_error_threshold",
+            "gauge",
+            "max_errors of the plugin's error threshold.",
+        );
+        for (p, t) in &thresholds {
+            sample(
+                &mut out,
+                "plugd_plugin_error_threshold",
+                &label(p),
+                t.max_errors as f64,
+            );
+        }
+        family(
+            &mut out,
+            "plugd_plugin_error_threshold_trips_total",
+            "counter",
+            "Times the plugin's error threshold tripped.",
+        );
+        for (p, t) in &thresholds {
+            sample(
+                &mut out,
+                "plugd_plugin_error_threshold_trips_total",
+                &label(p),
+                t.trips as f64,
+            );
+        }
+        family(
+            &mut out,
+            "plugd_plugin_restarts_total",
+            "counter",
+            "Restarts attempted by supervision.",
+        );
+        for p in &plugins {
+            sample(
+                &mut out,
+                "plugd_plugin_restarts_total",
+                &label(p),
+                p.state.supervision_status().restarts as f64,
+            );
+        }
+        let budgeted: Vec<(&Arc<Loaded>, CpuStatus)> = plugins
+            .iter()
+            .map(|p| (p, p.state.cpu_status()))
+            .filter(|(_, c)| c.max_cpu_percent.is_some())
+            .collect();
+        family(
+            &mut out,
+            "plugd_plugin_cpu_percent",
+            "gauge",
+            "Percent of one core the plugin's calls took in the last complete 1s window (wall-clock time inside calls).",
+        );
+        for (p, c) in &budgeted {
+            sample(
+                &mut out,
+                "plugd_plugin_cpu_percent",
+                &label(p),
+                c.last_window_percent as f64,
+            );
+        }
+        family(
+            &mut out,
+            "plugd_plugin_cpu_throttled",
+            "gauge",
+            "1 while the plugin is throttled for going over limits.max_cpu_percent.",
+        );
+        for (p, c) in &budgeted {
+            sample(
+                &mut out,
+                "plugd_plugin_cpu_throttled",
+                &label(p),
+                if c.throttled { 1.0 } else { 0.0 },
+            );
+        }
+        family(
+            &mut out,
+            "plugd_plugin_cpu_throttled_total",
+            "counter",
+            "1s windows the plugin was throttled for.",
+        );
+        for (p, c) in &budgeted {
+            sample(
+                &mut out,
+                "plugd_plugin_cpu_throttled_total",
+                &label(p),
+                c.throttled_windows as f64,
+            );
+        }
+        family(
+            &mut out,
+            "plugd_plugin_health",
+            "gauge",
+            "1 for the state of the plugin's last health-check answer.",
+        );
+        for p in &plugins {
+            let Some(report) = p
+                .state
+                .health_report()
+                .filter(|_| p.state.status() == Status::Running)
+            else {
+                continue;
+            };
+            let current = crate::health::health_label(&report.health);
+            for state in ["healthy", "degraded", "unhealthy"] {
+                let mut l = label(p);
+                l.push(("state".into(), state.into()));
+                sample(
+                    &mut out,
+                    "plugd_plugin_health",
+                    &l,
+                    if state == current { 1.0 } else { 0.0 },
+                );
+            }
+        }
         let subs = self.inner.bus.subscriptions();
         let sub_label = |s: &SubscriptionInfo| {
             vec![
@@ -824,10 +1082,18 @@ impl Host {
                 Arc::new(move |event: Event| {
                     let plugin = plugin.clone();
                     Box::pin(async move {
+                        // A throttled subscriber gets the event when its window ends: its queue
+                        // holds the rest (and drops, counted, when full).
+                        while plugin.state.status() == Status::Running
+                            && plugin.state.throttled().is_some()
+                        {
+                            tokio::time::sleep_until(plugin.state.cpu_window_end().into()).await;
+                        }
                         if plugin.state.status() != Status::Running {
                             return Ok(());
                         }
                         let timeout = plugin.limits.timeout;
+                        let started = Instant::now();
                         let result =
                             match tokio::time::timeout(timeout, plugin.plugin.on_event(&event))
                                 .await
@@ -838,6 +1104,10 @@ impl Host {
                                     humantime::format_duration(timeout)
                                 ))),
                             };
+                        plugin.state.record_busy(started.elapsed());
+                        if result.is_ok() {
+                            plugin.state.record_success();
+                        }
                         result.map_err(|e| {
                             let message = format!("event {}: {e}", event.topic);
                             plugin.state.record_error(message.clone());
@@ -854,7 +1124,7 @@ impl Host {
         self.find(name).map(|p| p.state.clone())
     }
 
-    fn find(&self, name: &str) -> Option<Arc<Loaded>> {
+    pub(crate) fn find(&self, name: &str) -> Option<Arc<Loaded>> {
         self.inner
             .plugins
             .read()
@@ -881,7 +1151,7 @@ impl Host {
     }
 
     /// Read one config entry: manifest, name, grants, config (see [`check_entry`]).
-    fn read_entry(&self, entry: &PluginEntry) -> Result<Candidate, LoadError> {
+    pub(crate) fn read_entry(&self, entry: &PluginEntry) -> Result<Candidate, LoadError> {
         let Checked {
             manifest,
             granted,
@@ -970,8 +1240,8 @@ impl Host {
             manifest,
             kind: "wasm",
             enabled: entry.enabled,
-            plugin: Arc::new(Absent),
-            state: Arc::new(PluginState::default()),
+            plugin: ABSENT.clone(),
+            state: self.new_state(&entry.name, Some(entry)),
             failure_policy: entry.failure_policy,
             limits: self.limits(Some(entry)),
             granted: BTreeSet::new(),
@@ -991,8 +1261,44 @@ impl Host {
             .ok()
             .filter(|m| m.name == entry.name);
         let loaded = self.placeholder(entry, manifest);
+        loaded.state.set_disabled_by(Some(DisabledBy::Operator));
         loaded.state.set_status(Status::Disabled);
         loaded
+    }
+
+    /// The live state of a new plugin record: its threshold, supervision and CPU budget from its
+    /// config entry (or the global settings), connected to the supervisor.
+    fn new_state(&self, name: &str, entry: Option<&PluginEntry>) -> Arc<PluginState> {
+        let plugins = &self.inner.config.plugins;
+        let state = PluginState::new(name);
+        let (threshold, supervision, limits) = match entry {
+            Some(e) => (
+                plugins.error_threshold_for(e),
+                plugins.supervision_for(e),
+                plugins.limits_for(e),
+            ),
+            None => (
+                plugins.error_threshold.clone(),
+                plugins.supervision.clone(),
+                plugins.limits.clone(),
+            ),
+        };
+        state.set_error_threshold(threshold);
+        state.set_supervision(supervision);
+        state.set_cpu_budget(limits.max_cpu_percent);
+        state.connect(self.inner.notices.clone());
+        Arc::new(state)
+    }
+
+    /// The config entry of a plugin: listed in the config, or found by `plugins.autoload`.
+    pub(crate) fn entry_for(&self, name: &str) -> Option<PluginEntry> {
+        if let Some(e) = self.inner.config.plugin(name) {
+            return Some(e.clone());
+        }
+        if !self.inner.config.plugins.autoload {
+            return None;
+        }
+        self.entries(&[]).into_iter().find(|e| e.name == name)
     }
 
     fn native_candidate(&self, native: Native) -> Result<Candidate, LoadError> {
@@ -1023,7 +1329,7 @@ impl Host {
                 kind: native.plugin.kind(),
                 enabled: entry.as_ref().is_none_or(|e| e.enabled),
                 plugin: native.plugin,
-                state: Arc::new(PluginState::default()),
+                state: self.new_state(&native.manifest.name, entry.as_ref()),
                 failure_policy: entry.as_ref().map(|e| e.failure_policy).unwrap_or_default(),
                 limits: self.limits(entry.as_ref()),
                 granted,
@@ -1065,6 +1371,7 @@ impl Host {
             self.stop_plugins(&plugins).await;
             return Err(e);
         }
+        self.ensure_supervisor();
         Ok(())
     }
 
@@ -1109,6 +1416,10 @@ impl Host {
             if candidate.loaded.enabled {
                 candidates.push(candidate);
             } else {
+                candidate
+                    .loaded
+                    .state
+                    .set_disabled_by(Some(DisabledBy::Operator));
                 candidate.loaded.state.set_status(Status::Disabled);
                 disabled.push(candidate.loaded);
             }
@@ -1161,7 +1472,9 @@ impl Host {
     /// The seed's `StartAll`: start every initialized plugin in order, then run `startup` hooks.
     /// Stops at the first failure and returns it.
     pub async fn start_all(&self) -> Result<(), LoadError> {
-        self.start_pass(true).await
+        self.start_pass(true).await?;
+        self.ensure_supervisor();
+        Ok(())
     }
 
     /// Initialize every plugin loaded and not yet initialized; with `stop_at_first`, the first
@@ -1216,7 +1529,7 @@ impl Host {
     }
 
     /// Start one initialized plugin and connect its subscriptions and timers.
-    async fn start_one(&self, p: &Arc<Loaded>) -> Result<(), LoadError> {
+    pub(crate) async fn start_one(&self, p: &Arc<Loaded>) -> Result<(), LoadError> {
         p.state.set_phase(Phase::Starting);
         let result = p.plugin.start().await;
         p.state.set_phase(Phase::Idle);
@@ -1293,6 +1606,7 @@ impl Host {
             return Err(e);
         }
         self.publish(&plugins);
+        self.ensure_supervisor();
         Ok(())
     }
 
@@ -1328,7 +1642,11 @@ impl Host {
     }
 
     /// Load one candidate: its code, through the loader (compile, check the contract).
-    async fn load_one(&self, c: &mut Candidate, failed: &HashSet<String>) -> Result<(), LoadError> {
+    pub(crate) async fn load_one(
+        &self,
+        c: &mut Candidate,
+        failed: &HashSet<String>,
+    ) -> Result<(), LoadError> {
         let started = Instant::now();
         let name = c.loaded.name.clone();
         if let Some(dep) = failed_dependency(&c.loaded, failed) {
@@ -1395,7 +1713,11 @@ impl Host {
     }
 
     /// Initialize one loaded plugin: its manifest's registrations, then its `init`.
-    async fn init_one(&self, p: &Loaded, failed: &HashSet<String>) -> Result<(), LoadError> {
+    pub(crate) async fn init_one(
+        &self,
+        p: &Loaded,
+        failed: &HashSet<String>,
+    ) -> Result<(), LoadError> {
         let started = Instant::now();
         let name = p.name.clone();
         if let Some(dep) = failed_dependency(p, failed) {
@@ -1454,7 +1776,7 @@ impl Host {
         Ok(())
     }
 
-    fn publish(&self, plugins: &[Arc<Loaded>]) {
+    pub(crate) fn publish(&self, plugins: &[Arc<Loaded>]) {
         match DispatchTable::build(plugins) {
             Ok(table) => self.inner.dispatcher.publish(table),
             Err(e) => {
@@ -1485,6 +1807,9 @@ impl Host {
                     }
                 }
             }
+            p.state
+                .quiesced
+                .store(true, std::sync::atomic::Ordering::Relaxed);
             p.state.set_status(Status::Stopped);
             p.state.set_phase(Phase::Idle);
             tracing::info!(plugin = %p.name, "plugin stopped");
@@ -1495,6 +1820,8 @@ impl Host {
     /// start order, each within its deadline (forced past it). Failures are recorded on the
     /// plugins and never stop the others.
     pub async fn stop_all(&self) {
+        self.stop_supervisor().await;
+        let _lifecycle = self.inner.lifecycle.lock().await;
         self.inner
             .dispatcher
             .run_lifecycle_hook(HookType::Shutdown)
@@ -1502,6 +1829,13 @@ impl Host {
         let plugins = self.inner.plugins.read().clone();
         self.inner.dispatcher.publish(DispatchTable::default());
         self.stop_plugins(&plugins).await;
+        // Disabled by a threshold just now, before the supervisor stopped them.
+        for p in plugins
+            .iter()
+            .filter(|p| p.state.status() == Status::Disabled)
+        {
+            self.quiesce(p).await;
+        }
     }
 
     /// [`Host::stop_all`], under the name a server uses.
@@ -1521,13 +1855,18 @@ fn start_timers(p: &Arc<Loaded>) {
             interval.tick().await; // the first tick is immediate: wait one interval instead
             loop {
                 interval.tick().await;
-                if plugin.state.status() != Status::Running {
+                if plugin.state.status() != Status::Running || plugin.state.throttled().is_some() {
                     continue;
                 }
                 let timeout = plugin.limits.timeout;
+                let started = Instant::now();
                 let result = tokio::time::timeout(timeout, plugin.plugin.on_tick(&name)).await;
+                plugin.state.record_busy(started.elapsed());
                 let error = match result {
-                    Ok(Ok(())) => continue,
+                    Ok(Ok(())) => {
+                        plugin.state.record_success();
+                        continue;
+                    }
                     Ok(Err(e)) => e.to_string(),
                     Err(_) => format!("exceeded {} timeout", humantime::format_duration(timeout)),
                 };

@@ -32,6 +32,7 @@ mod audit;
 mod cache;
 mod capabilities;
 mod check;
+mod cpu;
 mod database;
 mod dispatch;
 mod error;
@@ -39,6 +40,7 @@ mod events;
 mod exchange;
 mod exec;
 mod gate;
+mod health;
 mod host;
 mod host_config;
 mod metrics;
@@ -48,7 +50,9 @@ mod plugin;
 mod services;
 mod state;
 mod store;
+mod supervise;
 mod tasks;
+mod threshold;
 mod watch;
 
 pub use assets::content_type;
@@ -56,6 +60,7 @@ pub use audit::{AUDIT_CAPACITY, AuditEntry, AuditLog};
 pub use cache::{Cache, MAX_BYTES_PER_PLUGIN, MAX_ENTRIES_PER_PLUGIN, PluginCache};
 pub use capabilities::{Auditor, Capabilities, CapabilityOptions};
 pub use check::{CheckReport, Checked, check_config, check_entry};
+pub use cpu::{CPU_WINDOW, CpuStatus, Throttle};
 pub use database::{Database, Rows, SqlValue, Statement};
 pub use dispatch::{DispatchTable, Dispatcher};
 pub use error::{HostError, LoadError, PluginError};
@@ -65,6 +70,7 @@ pub use events::{
 pub use exchange::{Exchange, Identity, Response, Stage};
 pub use exec::{CommandOutput, Exec};
 pub use gate::{Gate, GateError, Pass};
+pub use health::{HealthReport, HealthSummary, PluginSummary};
 pub use host::{
     Host, HostBuilder, Loader, LoaderContext, PluginHealth, PluginInfo, ReloadOutcome,
 };
@@ -77,9 +83,11 @@ pub use plugin::{
     RouteOptions, RouteReg, glob_matches,
 };
 pub use services::Services;
-pub use state::{ErrorRecord, HookMetrics, Phase, PluginState, Status};
+pub use state::{DisabledBy, ErrorRecord, HookMetrics, Phase, PluginState, Status};
 pub use store::{PluginStore, Store};
+pub use supervise::{ERROR_THRESHOLD_TOPIC, SupervisionStatus};
 pub use tasks::Tasks;
+pub use threshold::{ThresholdStatus, WINDOW_SLOTS};
 pub use watch::{Change, Watch, watch};
 
 pub use plugd_manifest::{HookType, Permission};

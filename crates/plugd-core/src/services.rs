@@ -112,14 +112,25 @@ impl Services {
                 target.state.status()
             )));
         }
+        if let Some(t) = target.state.throttled() {
+            return Err(HostError::Failed(format!(
+                "plugin '{plugin}' is throttled: used {}% CPU, budget {}%",
+                t.used_percent, t.budget_percent
+            )));
+        }
         let timeout = target.limits.timeout;
-        match tokio::time::timeout(
+        let started = std::time::Instant::now();
+        let result = tokio::time::timeout(
             timeout,
             target.plugin.call_service(service, method, payload, caller),
         )
-        .await
-        {
-            Ok(Ok(bytes)) => Ok(bytes),
+        .await;
+        target.state.record_busy(started.elapsed());
+        match result {
+            Ok(Ok(bytes)) => {
+                target.state.record_success();
+                Ok(bytes)
+            }
             Ok(Err(e)) => {
                 target
                     .state
@@ -128,10 +139,16 @@ impl Services {
                     "{plugin}.{service}.{method}: {e}"
                 )))
             }
-            Err(_) => Err(HostError::Failed(format!(
-                "{plugin}.{service}.{method} exceeded {} timeout",
-                humantime::format_duration(timeout)
-            ))),
+            Err(_) => {
+                let message = format!(
+                    "{plugin}.{service}.{method} exceeded {} timeout",
+                    humantime::format_duration(timeout)
+                );
+                target
+                    .state
+                    .record_error(format!("service {service}.{method}: timeout"));
+                Err(HostError::Failed(message))
+            }
         }
     }
 

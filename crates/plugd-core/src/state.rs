@@ -1,13 +1,19 @@
 //! Status, phase, error records and per-hook counters of one plugin.
 
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
-use std::time::{Duration, SystemTime};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
 
 use parking_lot::Mutex;
-use plugd_manifest::HookType;
+use plugd_manifest::{ErrorThreshold, HookType, Supervision, ThresholdAction};
 use serde::Serialize;
 
+use crate::cpu::{CpuBudget, CpuStatus, Throttle};
+use crate::health::HealthReport;
 use crate::metrics::{DurationHistogram, PluginMetrics};
+use crate::plugin::Health;
+use crate::supervise::{Notice, SupervisionState, SupervisionStatus};
+use crate::threshold::{Crossing, Threshold, ThresholdStatus};
 
 /// The one status enum of plugd (API, admin JSON, metrics label): the seed's six plus `disabled`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -168,9 +174,21 @@ impl HookCounters {
     }
 }
 
+/// Who disabled a plugin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[repr(u8)]
+pub enum DisabledBy {
+    /// The config (`enabled: false`) or [`Host::disable_plugin`](crate::Host::disable_plugin).
+    Operator = 1,
+    /// Its error threshold, with the action `disable`.
+    ErrorThreshold = 2,
+}
+
 /// The live state of one plugin: read on the request path without locks.
 #[derive(Debug)]
 pub struct PluginState {
+    name: String,
     status: AtomicU8,
     phase: AtomicU8,
     error_count: AtomicU64,
@@ -180,11 +198,31 @@ pub struct PluginState {
     hooks: [HookCounters; 7],
     routes: HookCounters,
     metrics: std::sync::Arc<PluginMetrics>,
+    threshold: Threshold,
+    cpu: CpuBudget,
+    disabled_by: AtomicU8,
+    pub(crate) supervision: Mutex<SupervisionState>,
+    health: Mutex<Option<HealthReport>>,
+    pub(crate) health_in_flight: AtomicBool,
+    /// `stop` and `cleanup` ran since the last `init` (so they do not run twice).
+    pub(crate) quiesced: AtomicBool,
+    /// The supervisor carried out the last threshold disable.
+    pub(crate) disable_handled: AtomicBool,
+    /// Where threshold actions and failures are reported to the host's supervisor task.
+    notices: OnceLock<tokio::sync::mpsc::Sender<Notice>>,
 }
 
 impl Default for PluginState {
     fn default() -> Self {
+        PluginState::new("")
+    }
+}
+
+impl PluginState {
+    /// The state of a plugin named `name` (the name appears in the threshold's log lines).
+    pub fn new(name: &str) -> Self {
         PluginState {
+            name: name.to_string(),
             status: AtomicU8::new(Status::Unloaded as u8),
             phase: AtomicU8::new(Phase::Idle as u8),
             error_count: AtomicU64::new(0),
@@ -194,11 +232,23 @@ impl Default for PluginState {
             hooks: Default::default(),
             routes: HookCounters::default(),
             metrics: Default::default(),
+            threshold: Threshold::default(),
+            cpu: CpuBudget::default(),
+            disabled_by: AtomicU8::new(0),
+            supervision: Mutex::new(SupervisionState::default()),
+            health: Mutex::new(None),
+            health_in_flight: AtomicBool::new(false),
+            quiesced: AtomicBool::new(false),
+            disable_handled: AtomicBool::new(false),
+            notices: OnceLock::new(),
         }
     }
-}
 
-impl PluginState {
+    /// The plugin's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// The current status.
     pub fn status(&self) -> Status {
         Status::from_u8(self.status.load(Ordering::Acquire))
@@ -222,13 +272,77 @@ impl PluginState {
         self.phase.store(phase as u8, Ordering::Release);
     }
 
-    /// Count an error and remember it as the last one.
+    /// Count an error, remember it as the last one, and count it against the error threshold:
+    /// the seed's warning at 95%, its exceeded line at the maximum, and the action (`disable`
+    /// and `alert` are handed to the host's supervisor task: nothing here waits).
     pub fn record_error(&self, message: impl Into<String>) {
         self.error_count.fetch_add(1, Ordering::Relaxed);
         *self.last_error.lock() = Some(ErrorRecord {
             message: message.into(),
             at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
         });
+        let Some(crossing) = self.threshold.record(Instant::now()) else {
+            return;
+        };
+        let name = &self.name;
+        match crossing {
+            Crossing::Warning {
+                errors,
+                max,
+                window,
+            } => {
+                let window = humantime::format_duration(window);
+                tracing::warn!(
+                    plugin = %name,
+                    errors,
+                    max,
+                    "Plugin {name} approaching error threshold: {errors}/{max} errors in {window}"
+                );
+            }
+            Crossing::Exceeded {
+                errors,
+                max,
+                window,
+                action,
+            } => {
+                let span = humantime::format_duration(window);
+                tracing::error!(
+                    plugin = %name,
+                    errors,
+                    max,
+                    action = action_name(action),
+                    "Plugin {name} exceeded error threshold: {errors}/{max} errors in {span}"
+                );
+                match action {
+                    ThresholdAction::Log => {}
+                    ThresholdAction::Disable => {
+                        // Unrouted at once; the host stops it off the request path.
+                        self.disabled_by
+                            .store(DisabledBy::ErrorThreshold as u8, Ordering::Release);
+                        self.disable_handled.store(false, Ordering::Release);
+                        let _ = self.status.compare_exchange(
+                            Status::Running as u8,
+                            Status::Disabled as u8,
+                            Ordering::AcqRel,
+                            Ordering::Acquire,
+                        );
+                        self.notify(Notice::Disable(name.clone()));
+                    }
+                    ThresholdAction::Alert => self.notify(Notice::Alert {
+                        plugin: name.clone(),
+                        errors,
+                        max,
+                        window,
+                    }),
+                }
+            }
+        }
+    }
+
+    /// A successful call: with `reset_on_success`, the threshold's count goes back to zero.
+    /// Lock-free unless there is a count to reset.
+    pub fn record_success(&self) {
+        self.threshold.success();
     }
 
     /// Set the status to `error` with a cause.
@@ -236,6 +350,127 @@ impl PluginState {
         self.record_error(message);
         self.set_status(Status::Error);
         self.set_phase(Phase::Idle);
+        self.notify(Notice::Failed);
+    }
+
+    pub(crate) fn connect(&self, notices: tokio::sync::mpsc::Sender<Notice>) {
+        let _ = self.notices.set(notices);
+    }
+
+    fn notify(&self, notice: Notice) {
+        let Some(tx) = self.notices.get() else {
+            return;
+        };
+        // `Failed` only wakes the supervisor early; it looks at every plugin anyway.
+        let wakeup = notice == Notice::Failed;
+        if tx.try_send(notice).is_err() && !wakeup {
+            tracing::warn!(plugin = %self.name, "the host's supervisor queue is full; threshold action dropped");
+        }
+    }
+
+    /// The error threshold in force.
+    pub fn error_threshold(&self) -> ErrorThreshold {
+        self.threshold.config()
+    }
+
+    /// Replace the error threshold; its window starts empty.
+    pub fn set_error_threshold(&self, threshold: ErrorThreshold) {
+        self.threshold.configure(threshold);
+    }
+
+    /// Empty the threshold's window.
+    pub(crate) fn reset_threshold(&self) {
+        self.threshold.reset();
+    }
+
+    /// The threshold's state now.
+    pub fn threshold_status(&self) -> ThresholdStatus {
+        self.threshold.status(Instant::now())
+    }
+
+    /// Who disabled the plugin, while it is disabled.
+    pub fn disabled_by(&self) -> Option<DisabledBy> {
+        if self.status() != Status::Disabled {
+            return None;
+        }
+        match self.disabled_by.load(Ordering::Acquire) {
+            2 => Some(DisabledBy::ErrorThreshold),
+            _ => Some(DisabledBy::Operator),
+        }
+    }
+
+    /// Its threshold disabled it and no one enabled it since.
+    pub(crate) fn disable_pending(&self) -> bool {
+        self.disabled_by.load(Ordering::Acquire) == DisabledBy::ErrorThreshold as u8
+    }
+
+    pub(crate) fn set_disabled_by(&self, by: Option<DisabledBy>) {
+        self.disabled_by
+            .store(by.map_or(0, |b| b as u8), Ordering::Release);
+    }
+
+    /// Set the CPU budget (percent of one core; `None`: unmetered).
+    pub fn set_cpu_budget(&self, percent: Option<u8>) {
+        self.cpu.set_budget(percent);
+    }
+
+    /// `Some` while the plugin is throttled for going over its CPU budget. Lock-free; one atomic
+    /// load for a plugin without a budget.
+    pub fn throttled(&self) -> Option<Throttle> {
+        let (throttle, started) = self.cpu.check(Instant::now());
+        if let (Some(t), true) = (throttle, started) {
+            self.log_throttle(t);
+        }
+        throttle
+    }
+
+    /// Count a call's duration against the CPU budget.
+    pub fn record_busy(&self, took: Duration) {
+        if let Some(t) = self.cpu.record(Instant::now(), took) {
+            self.log_throttle(t);
+        }
+    }
+
+    fn log_throttle(&self, t: Throttle) {
+        tracing::warn!(
+            plugin = %self.name,
+            used_percent = t.used_percent,
+            budget_percent = t.budget_percent,
+            "plugin '{}' is throttled: used {}% CPU, budget {}%",
+            self.name,
+            t.used_percent,
+            t.budget_percent
+        );
+    }
+
+    /// When the current CPU window ends.
+    pub(crate) fn cpu_window_end(&self) -> Instant {
+        self.cpu.window_end(Instant::now())
+    }
+
+    /// The CPU budget's state now.
+    pub fn cpu_status(&self) -> CpuStatus {
+        self.cpu.status(Instant::now())
+    }
+
+    /// The supervision in force and its state.
+    pub fn supervision_status(&self) -> SupervisionStatus {
+        self.supervision.lock().status()
+    }
+
+    /// Set the supervision settings.
+    pub fn set_supervision(&self, config: Supervision) {
+        self.supervision.lock().config = config;
+    }
+
+    /// The plugin's last answer to a health check, and when.
+    pub fn health_report(&self) -> Option<HealthReport> {
+        self.health.lock().clone()
+    }
+
+    /// Store a health-check answer.
+    pub fn set_health_report(&self, health: Health) {
+        *self.health.lock() = Some(HealthReport::now(health));
     }
 
     /// Errors counted since load.
@@ -287,6 +522,14 @@ impl PluginState {
             .map(|h| (*h, self.hook(*h).snapshot()))
             .filter(|(_, m)| m.execution_count > 0)
             .collect()
+    }
+}
+
+fn action_name(action: ThresholdAction) -> &'static str {
+    match action {
+        ThresholdAction::Log => "log",
+        ThresholdAction::Disable => "disable",
+        ThresholdAction::Alert => "alert",
     }
 }
 

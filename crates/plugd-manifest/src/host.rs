@@ -138,6 +138,8 @@ pub struct PluginsConfig {
     pub reload: ReloadSettings,
     /// Error threshold for every plugin (a plugin's own block overrides it).
     pub error_threshold: ErrorThreshold,
+    /// Restarts of plugins that end in `error` (a plugin's own block overrides it).
+    pub supervision: Supervision,
     /// Sandbox limits for every plugin (a plugin's own block overrides them).
     pub limits: Limits,
     /// The wasm instance pool.
@@ -164,6 +166,7 @@ impl Default for PluginsConfig {
             health_check_interval: Duration::from_secs(30),
             reload: ReloadSettings::default(),
             error_threshold: ErrorThreshold::default(),
+            supervision: Supervision::default(),
             limits: Limits::default(),
             pool: PoolSettings::default(),
             require_signatures: false,
@@ -188,6 +191,14 @@ impl PluginsConfig {
         match &entry.error_threshold {
             Some(o) => self.error_threshold.with_override(o),
             None => self.error_threshold.clone(),
+        }
+    }
+
+    /// The supervision of a plugin: the global one, overridden by its own block.
+    pub fn supervision_for(&self, entry: &PluginEntry) -> Supervision {
+        match &entry.supervision {
+            Some(o) => self.supervision.with_override(o),
+            None => self.supervision.clone(),
         }
     }
 
@@ -322,6 +333,89 @@ pub struct ErrorThresholdOverride {
     pub action: Option<ThresholdAction>,
     /// See [`ErrorThreshold::reset_on_success`].
     pub reset_on_success: Option<bool>,
+}
+
+/// `plugins.supervision` (and a plugin's own block, see [`SupervisionOverride`]): a plugin that
+/// ends in `error` (failed to load, initialize or start) is restarted with exponential backoff:
+/// the n-th attempt waits `backoff_initial × 2^(n-1)`, at most `backoff_max`; after
+/// `max_restarts` failed attempts in a row the host gives up. A plugin that then runs for
+/// `backoff_max` without failing starts again from a clean slate (count and backoff reset).
+///
+/// ```
+/// use plugd_manifest::{Format, HostConfig};
+/// use std::time::Duration;
+///
+/// let c = HostConfig::from_str("plugins:\n  supervision: { max_restarts: 3, backoff_initial: 100ms }\n", Format::Yaml, None).unwrap();
+/// let s = &c.plugins.supervision;
+/// assert!(s.enabled);
+/// assert_eq!((s.max_restarts, s.backoff_initial, s.backoff_max), (3, Duration::from_millis(100), Duration::from_secs(60)));
+/// assert_eq!(s.backoff(1), Duration::from_millis(100));
+/// assert_eq!(s.backoff(3), Duration::from_millis(400));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Supervision {
+    /// Whether failed plugins are restarted (default true).
+    pub enabled: bool,
+    /// Failed attempts in a row before the host gives up (default 5).
+    pub max_restarts: u32,
+    /// Wait before the first attempt (default 1s).
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
+    pub backoff_initial: Duration,
+    /// Longest wait between attempts (default 60s); also how long a restarted plugin must run
+    /// before its count and backoff reset.
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
+    pub backoff_max: Duration,
+}
+
+impl Default for Supervision {
+    fn default() -> Self {
+        Supervision {
+            enabled: true,
+            max_restarts: 5,
+            backoff_initial: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Supervision {
+    /// This supervision with the fields the override sets replaced.
+    pub fn with_override(&self, o: &SupervisionOverride) -> Supervision {
+        Supervision {
+            enabled: o.enabled.unwrap_or(self.enabled),
+            max_restarts: o.max_restarts.unwrap_or(self.max_restarts),
+            backoff_initial: o.backoff_initial.unwrap_or(self.backoff_initial),
+            backoff_max: o.backoff_max.unwrap_or(self.backoff_max),
+        }
+    }
+
+    /// The wait before attempt `n` (1-based): `backoff_initial × 2^(n-1)`, at most `backoff_max`.
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let factor = 1u32
+            .checked_shl(attempt.saturating_sub(1))
+            .unwrap_or(u32::MAX);
+        self.backoff_initial
+            .checked_mul(factor)
+            .unwrap_or(self.backoff_max)
+            .min(self.backoff_max)
+    }
+}
+
+/// A plugin's own `supervision` block: each field set replaces the global one.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SupervisionOverride {
+    /// See [`Supervision::enabled`].
+    pub enabled: Option<bool>,
+    /// See [`Supervision::max_restarts`].
+    pub max_restarts: Option<u32>,
+    /// See [`Supervision::backoff_initial`].
+    #[serde(deserialize_with = "de_opt_duration", serialize_with = "ser_opt_duration")]
+    pub backoff_initial: Option<Duration>,
+    /// See [`Supervision::backoff_max`].
+    #[serde(deserialize_with = "de_opt_duration", serialize_with = "ser_opt_duration")]
+    pub backoff_max: Option<Duration>,
 }
 
 /// `plugins.limits`: the sandbox of a wasm plugin.
@@ -489,6 +583,8 @@ pub struct PluginEntry {
     pub limits: Option<LimitsOverride>,
     /// Its own error threshold.
     pub error_threshold: Option<ErrorThresholdOverride>,
+    /// Its own supervision.
+    pub supervision: Option<SupervisionOverride>,
     /// Outbound HTTP allowlist (with the `network` permission).
     pub network: NetworkGrant,
     /// Command allowlist (with the `exec` permission).
@@ -510,6 +606,7 @@ impl PluginEntry {
             failure_policy: FailurePolicy::default(),
             limits: None,
             error_threshold: None,
+            supervision: None,
             network: NetworkGrant::default(),
             exec: ExecGrant::default(),
         }
@@ -782,6 +879,7 @@ struct RawPlugins {
     health_check_interval: Option<Duration>,
     reload: Option<ReloadSettings>,
     error_threshold: Option<ErrorThreshold>,
+    supervision: Option<Supervision>,
     limits: Option<Limits>,
     pool: Option<PoolSettings>,
     require_signatures: Option<bool>,
@@ -805,6 +903,7 @@ struct RawPluginEntry {
     failure_policy: FailurePolicy,
     limits: Option<LimitsOverride>,
     error_threshold: Option<ErrorThresholdOverride>,
+    supervision: Option<SupervisionOverride>,
     network: NetworkGrant,
     exec: ExecGrant,
 }
@@ -843,6 +942,39 @@ fn check_limits(
     Ok(())
 }
 
+fn check_threshold(field: &str, t: &ErrorThresholdOverride) -> Result<(), HostConfigErrorKind> {
+    if t.max_errors == Some(0) {
+        return Err(invalid(format!("{field}.max_errors"), "must be at least 1"));
+    }
+    if t.time_window == Some(Duration::ZERO) {
+        return Err(invalid(
+            format!("{field}.time_window"),
+            "must be longer than 0",
+        ));
+    }
+    Ok(())
+}
+
+fn check_supervision(field: &str, s: &Supervision) -> Result<(), HostConfigErrorKind> {
+    if s.backoff_initial.is_zero() {
+        return Err(invalid(
+            format!("{field}.backoff_initial"),
+            "must be longer than 0",
+        ));
+    }
+    if s.backoff_max < s.backoff_initial {
+        return Err(invalid(
+            format!("{field}.backoff_max"),
+            format!(
+                "{} is shorter than backoff_initial ({})",
+                humantime::format_duration(s.backoff_max),
+                humantime::format_duration(s.backoff_initial)
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn check_names(field: &str, names: &[String]) -> Result<(), HostConfigErrorKind> {
     for (i, name) in names.iter().enumerate() {
         if !is_valid_plugin_name(name) {
@@ -865,6 +997,17 @@ impl RawHostConfig {
         );
         let limits = raw.limits.unwrap_or_default();
         check_limits("plugins.limits", limits.instances, limits.max_cpu_percent)?;
+        let error_threshold = raw.error_threshold.unwrap_or_default();
+        check_threshold(
+            "plugins.error_threshold",
+            &ErrorThresholdOverride {
+                max_errors: Some(error_threshold.max_errors),
+                time_window: Some(error_threshold.time_window),
+                ..ErrorThresholdOverride::default()
+            },
+        )?;
+        let supervision = raw.supervision.unwrap_or_default();
+        check_supervision("plugins.supervision", &supervision)?;
         let pool = raw.pool.unwrap_or_default();
         if !(1..=4096).contains(&pool.memory_per_slot_mb) {
             return Err(invalid(
@@ -907,6 +1050,15 @@ impl RawHostConfig {
             if let Some(l) = &entry.limits {
                 check_limits(&format!("{field}.limits"), l.instances, l.max_cpu_percent)?;
             }
+            if let Some(t) = &entry.error_threshold {
+                check_threshold(&format!("{field}.error_threshold"), t)?;
+            }
+            if let Some(o) = &entry.supervision {
+                check_supervision(
+                    &format!("{field}.supervision"),
+                    &supervision.with_override(o),
+                )?;
+            }
             let path = match &entry.path {
                 Some(p) => resolve_path(base, p),
                 None => directory.join(&name),
@@ -923,6 +1075,7 @@ impl RawHostConfig {
                 failure_policy: entry.failure_policy,
                 limits: entry.limits,
                 error_threshold: entry.error_threshold,
+                supervision: entry.supervision,
                 network: entry.network,
                 exec: entry.exec,
             });
@@ -944,7 +1097,8 @@ impl RawHostConfig {
                     .health_check_interval
                     .unwrap_or(defaults.health_check_interval),
                 reload: raw.reload.unwrap_or_default(),
-                error_threshold: raw.error_threshold.unwrap_or_default(),
+                error_threshold,
+                supervision,
                 limits,
                 pool,
                 require_signatures: raw
@@ -1128,6 +1282,7 @@ plugins:
   health_check_interval: 1m
   reload: { queue_timeout: 10s, max_queue_size: 50, queue_strategy: reject, grace_period: 1m }
   error_threshold: { enabled: true, max_errors: 10, time_window: 1m, action: disable, reset_on_success: true }
+  supervision: { enabled: true, max_restarts: 7, backoff_initial: 2s, backoff_max: 2m }
   limits:
     memory_mb: 32
     timeout: 2s
@@ -1154,6 +1309,7 @@ plugins:
       failure_policy: fail_closed
       limits: { memory_mb: 128, hook_timeouts: { pre_request: 50ms } }
       error_threshold: { max_errors: 3 }
+      supervision: { enabled: false }
       network: { allow: [api.example.com] }
       exec: { allow: [/usr/bin/convert] }
 "#;
@@ -1167,6 +1323,7 @@ plugins:
     "hot_reload": true, "reload_delay": 250, "health_check_interval": "1m",
     "reload": {"queue_timeout": "10s", "max_queue_size": 50, "queue_strategy": "reject", "grace_period": 60000},
     "error_threshold": {"enabled": true, "max_errors": 10, "time_window": "1m", "action": "disable", "reset_on_success": true},
+    "supervision": {"enabled": true, "max_restarts": 7, "backoff_initial": 2000, "backoff_max": "2m"},
     "limits": {"memory_mb": 32, "timeout": "2s", "hook_timeouts": {"pre_request": "100ms", "startup": "30s"},
                "instances": 4, "max_cpu_percent": 50, "fuel": 1000000, "max_response_bytes": 1048576},
     "pool": {"slots": 16, "memory_per_slot_mb": 128},
@@ -1181,6 +1338,7 @@ plugins:
       "failure_policy": "fail_closed",
       "limits": {"memory_mb": 128, "hook_timeouts": {"pre_request": 50}},
       "error_threshold": {"max_errors": 3},
+      "supervision": {"enabled": false},
       "network": {"allow": ["api.example.com"]},
       "exec": {"allow": ["/usr/bin/convert"]}
     }]
@@ -1226,6 +1384,12 @@ time_window = "1m"
 action = "disable"
 reset_on_success = true
 
+[plugins.supervision]
+enabled = true
+max_restarts = 7
+backoff_initial = "2s"
+backoff_max = "120s"
+
 [plugins.limits]
 memory_mb = 32
 timeout = 2000
@@ -1251,6 +1415,7 @@ failure_policy = "fail_closed"
 config = { jwt_secret = "${JWT_SECRET}", ttl = "24h" }
 limits = { memory_mb = 128, hook_timeouts = { pre_request = "50ms" } }
 error_threshold = { max_errors = 3 }
+supervision = { enabled = false }
 network = { allow = ["api.example.com"] }
 exec = { allow = ["/usr/bin/convert"] }
 "#;
@@ -1412,6 +1577,18 @@ exec = { allow = ["/usr/bin/convert"] }
         let threshold = p.error_threshold_for(e);
         assert_eq!(threshold.max_errors, 3);
         assert_eq!(threshold.action, ThresholdAction::Disable);
+        assert_eq!(
+            p.supervision,
+            Supervision {
+                enabled: true,
+                max_restarts: 7,
+                backoff_initial: Duration::from_secs(2),
+                backoff_max: Duration::from_secs(120),
+            }
+        );
+        let supervision = p.supervision_for(e);
+        assert!(!supervision.enabled);
+        assert_eq!(supervision.max_restarts, 7);
     }
 
     #[test]
@@ -1439,6 +1616,11 @@ exec = { allow = ["/usr/bin/convert"] }
         assert_eq!(p.error_threshold.max_errors, 100);
         assert_eq!(p.error_threshold.time_window, Duration::from_secs(300));
         assert_eq!(p.error_threshold.action, ThresholdAction::Log);
+        assert_eq!(p.supervision, Supervision::default());
+        assert!(p.supervision.enabled);
+        assert_eq!(p.supervision.max_restarts, 5);
+        assert_eq!(p.supervision.backoff_initial, Duration::from_secs(1));
+        assert_eq!(p.supervision.backoff_max, Duration::from_secs(60));
         assert_eq!(p.limits.memory_mb, 64);
         assert_eq!(p.limits.timeout, Duration::from_secs(5));
         assert_eq!(p.limits.instances, None);
@@ -1684,6 +1866,51 @@ exec = { allow = ["/usr/bin/convert"] }
         assert!(
             err.to_string()
                 .starts_with("invalid plugins.plugins[0].name: 'Bad Name'"),
+            "{err}"
+        );
+        for (text, expected) in [
+            (
+                "plugins:\n  error_threshold: { max_errors: 0 }\n",
+                "invalid plugins.error_threshold.max_errors: must be at least 1",
+            ),
+            (
+                "plugins:\n  plugins:\n    - name: a\n      error_threshold: { time_window: 0s }\n",
+                "invalid plugins.plugins[0].error_threshold.time_window: must be longer than 0",
+            ),
+            (
+                "plugins:\n  supervision: { backoff_initial: 0 }\n",
+                "invalid plugins.supervision.backoff_initial: must be longer than 0",
+            ),
+            (
+                "plugins:\n  supervision: { backoff_max: 10s }\n  plugins:\n    - name: a\n      supervision: { backoff_initial: 1m }\n",
+                "invalid plugins.plugins[0].supervision.backoff_max: 10s is shorter than backoff_initial (1m)",
+            ),
+        ] {
+            let err = HostConfig::from_str(text, Format::Yaml, None).unwrap_err();
+            assert_eq!(err.to_string(), expected, "{text}");
+        }
+        let err = HostConfig::from_str(
+            "plugins:\n  supervision: { max_restart: 3 }\n",
+            Format::Yaml,
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("unknown key 'max_restart' in plugins.supervision")
+                && err.ends_with("; did you mean 'max_restarts'?"),
+            "{err}"
+        );
+        let err = HostConfig::from_str(
+            "plugins:\n  plugins:\n    - name: a\n      supervision: { backof_max: 3s }\n",
+            Format::Yaml,
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("unknown key 'backof_max' in plugins.plugins[0].supervision")
+                && err.ends_with("; did you mean 'backoff_max'?"),
             "{err}"
         );
         let err = HostConfig::from_str(

@@ -220,6 +220,42 @@ pub(crate) async fn get_health(
     }
 }
 
+/// `GET /admin/health`: every plugin's health as last polled (no plugin is called), with the
+/// overall status.
+pub(crate) async fn all_health(State(state): State<AppState>) -> Response {
+    let summary = state.host.health_summary();
+    Json(serde_json::json!({
+        "status": summary.status,
+        "plugins": state.host.health_snapshot(),
+    }))
+    .into_response()
+}
+
+/// `POST /admin/plugins/{name}/enable`: start a disabled (or failed, or given-up) plugin again.
+pub(crate) async fn enable(
+    State(state): State<AppState>,
+    UrlPath(name): UrlPath<String>,
+) -> Response {
+    match state.host.enable_plugin(&name).await {
+        Ok(()) => get_plugin(State(state), UrlPath(name)).await,
+        Err(e @ LoadError::UnknownPlugin(_)) => json_error(StatusCode::NOT_FOUND, e.to_string()),
+        Err(e @ LoadError::Invalid(_)) => json_error(StatusCode::CONFLICT, e.to_string()),
+        Err(e) => json_error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
+    }
+}
+
+/// `POST /admin/plugins/{name}/disable`: stop serving a plugin until it is enabled again.
+pub(crate) async fn disable(
+    State(state): State<AppState>,
+    UrlPath(name): UrlPath<String>,
+) -> Response {
+    match state.host.disable_plugin(&name).await {
+        Ok(()) => get_plugin(State(state), UrlPath(name)).await,
+        Err(e @ LoadError::UnknownPlugin(_)) => json_error(StatusCode::NOT_FOUND, e.to_string()),
+        Err(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
 /// `GET /admin/plugins/{name}/config`
 pub(crate) async fn get_config(
     State(state): State<AppState>,

@@ -9,7 +9,7 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use plugd_core::{Exchange, Host, Status};
 
 use crate::admin::{self, AdminToken, json_error};
@@ -40,6 +40,9 @@ pub fn router(host: Host, admin: AdminToken) -> Router {
             get(admin::get_plugin).delete(admin::unload),
         )
         .route("/plugins/{name}/health", get(admin::get_health))
+        .route("/plugins/{name}/enable", post(admin::enable))
+        .route("/plugins/{name}/disable", post(admin::disable))
+        .route("/health", get(admin::all_health))
         .route(
             "/plugins/{name}/config",
             get(admin::get_config).put(admin::put_config),
@@ -75,25 +78,28 @@ pub async fn serve(
     result
 }
 
+/// `GET /healthz`: `ok` or `degraded` (a plugin failed, was disabled by its error threshold,
+/// reports itself degraded or unhealthy, or is throttled), counts by status, and a summary of
+/// every plugin. Always 200: the host itself serves; plugins' trouble is in the body.
 async fn healthz(State(state): State<AppState>) -> Response {
-    let plugins = state.host.list_plugins();
-    let count = |s: Status| plugins.iter().filter(|p| p.status == s).count();
-    let failing = count(Status::Error);
+    let summary = state.host.health_summary();
+    let count = |s: Status| summary.plugins.values().filter(|p| p.status == s).count();
     let uptime = SystemTime::now()
         .duration_since(state.host.started_at())
         .map(|d| d.as_secs())
         .unwrap_or(0);
     Json(serde_json::json!({
-        "status": if failing == 0 { "ok" } else { "degraded" },
+        "status": summary.status,
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": uptime,
         "plugins": {
-            "total": plugins.len(),
+            "total": summary.plugins.len(),
             "running": count(Status::Running),
-            "error": failing,
+            "error": count(Status::Error),
             "disabled": count(Status::Disabled),
             "stopped": count(Status::Stopped),
         },
+        "checks": summary.plugins,
     }))
     .into_response()
 }

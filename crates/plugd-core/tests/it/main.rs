@@ -1,14 +1,21 @@
 //! The manager with native plugins: lifecycle order, hook semantics, failure handling.
 
 mod capabilities;
+mod cpu;
 mod events;
+mod health;
 mod hooks;
 mod lifecycle;
 mod manage;
+mod policy;
 mod resolver;
 mod roles;
+mod supervision;
+mod thresholds;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use plugd_core::{
@@ -27,6 +34,7 @@ pub struct Recorder {
     pub answer_early: bool,
     pub fail_init: bool,
     pub fail_start: bool,
+    /// Its hooks and its middleware's `on_request` fail.
     pub fail_hook: bool,
     pub route: Option<&'static str>,
     pub subscribe: Option<&'static str>,
@@ -39,6 +47,16 @@ pub struct Recorder {
     /// Spawn a background task in `start` that writes "bg" every 10 ms.
     pub background: bool,
     pub tasks: Mutex<Option<plugd_core::Tasks>>,
+    /// While set, its route handler fails.
+    pub fail_route: Arc<AtomicBool>,
+    /// `start` fails while this is above 0, counting down.
+    pub start_failures: Arc<AtomicU32>,
+    /// What `health_check` answers (default: degraded, "NAME is fine-ish").
+    pub health: Arc<Mutex<Option<plugd_core::Health>>>,
+    /// Sleep this long in the next hook or route call (once).
+    pub busy: Arc<Mutex<Option<Duration>>>,
+    /// Every event it received.
+    pub events: Arc<Mutex<Vec<plugd_core::Event>>>,
 }
 
 impl Recorder {
@@ -60,6 +78,18 @@ impl Recorder {
             middleware: None,
             background: false,
             tasks: Mutex::new(None),
+            fail_route: Arc::default(),
+            start_failures: Arc::default(),
+            health: Arc::default(),
+            busy: Arc::default(),
+            events: Arc::default(),
+        }
+    }
+
+    async fn spend(&self) {
+        let busy = self.busy.lock().take();
+        if let Some(d) = busy {
+            tokio::time::sleep(d).await;
         }
     }
 
@@ -124,6 +154,11 @@ impl Plugin for Recorder {
         if self.fail_start {
             return Err(failed("start refused"));
         }
+        let left = self.start_failures.load(Ordering::SeqCst);
+        if left > 0 {
+            self.start_failures.store(left - 1, Ordering::SeqCst);
+            return Err(failed(format!("start refused ({left} more)")));
+        }
         Ok(())
     }
     async fn stop(&self) -> Result<(), PluginError> {
@@ -146,10 +181,14 @@ impl Plugin for Recorder {
     }
     async fn on_event(&self, event: &plugd_core::Event) -> Result<(), PluginError> {
         self.log(format!("event {} from {}", event.topic, event.source));
+        self.events.lock().push(event.clone());
         Ok(())
     }
     async fn on_request(&self, middleware: &str, ex: &mut Exchange) -> Result<Action, PluginError> {
         self.log(format!("{middleware} request"));
+        if self.fail_hook {
+            return Err(failed("middleware refused"));
+        }
         if self.answer_early {
             return Ok(Action::Respond(Response::json(
                 http::StatusCode::FORBIDDEN,
@@ -170,10 +209,12 @@ impl Plugin for Recorder {
         Ok(())
     }
     async fn health_check(&self) -> plugd_core::Health {
-        plugd_core::Health::Degraded(format!("{} is fine-ish", self.name))
+        let set = self.health.lock().clone();
+        set.unwrap_or_else(|| plugd_core::Health::Degraded(format!("{} is fine-ish", self.name)))
     }
     async fn on_hook(&self, hook: HookType, ex: &mut Exchange) -> Result<Action, PluginError> {
         self.log(hook.as_str());
+        self.spend().await;
         if let Some(d) = self.hook_sleep {
             tokio::time::sleep(d).await;
         }
@@ -204,6 +245,10 @@ impl Plugin for Recorder {
         ex: &mut Exchange,
     ) -> Result<Response, PluginError> {
         self.log(format!("handle {route}"));
+        self.spend().await;
+        if self.fail_route.load(Ordering::SeqCst) {
+            return Err(failed("route refused"));
+        }
         let seen: Vec<String> = ex
             .header_pairs()
             .into_iter()
@@ -224,6 +269,58 @@ pub fn manifest(name: &str, extra: &str) -> Manifest {
         None,
     )
     .expect("manifest")
+}
+
+/// Poll `cond` every 10 ms for up to 20 s; panic with `what` if it never holds.
+pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    for _ in 0..2000 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("never happened: {what}");
+}
+
+/// Log lines written through `tracing` on this thread while the guard lives (tests run on a
+/// current-thread runtime, so the host's tasks log here too).
+#[derive(Clone, Default)]
+pub struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl Logs {
+    pub fn capture() -> (Logs, tracing::subscriber::DefaultGuard) {
+        let logs = Logs::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .without_time()
+            .with_max_level(tracing::Level::INFO)
+            .finish();
+        (logs, tracing::subscriber::set_default(subscriber))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock()).into_owned()
+    }
+
+    /// Lines at `level` (`WARN`, `ERROR`, `INFO`) holding `needle`.
+    pub fn count(&self, level: &str, needle: &str) -> usize {
+        self.text()
+            .lines()
+            .filter(|l| l.trim_start().starts_with(level) && l.contains(needle))
+            .count()
+    }
+}
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 pub fn config(dir: &std::path::Path, yaml: &str) -> HostConfig {

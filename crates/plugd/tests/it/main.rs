@@ -6,6 +6,7 @@ mod admin;
 mod capabilities;
 mod cli;
 mod events;
+mod failure;
 mod hostile_plugins;
 mod roles;
 mod sandbox;
