@@ -1,17 +1,13 @@
-//! HTTP(S) downloads for catalogs (feature `http`): reqwest's blocking client over rustls with
-//! the ring crypto provider.
+//! HTTP(S) downloads for catalogs (feature `http`): reqwest's blocking client over rustls.
 
 use std::io::Read;
 use std::time::Duration;
 
 use crate::Error;
 
-/// A blocking HTTP client with rustls (ring) and plugd's user agent; a 30 s connect timeout and
-/// no overall timeout (large downloads report progress instead).
+/// A blocking HTTP client with rustls and plugd's user agent; a 30 s connect timeout and no
+/// overall timeout (large downloads report progress instead).
 pub fn client() -> Result<reqwest::blocking::Client, Error> {
-    // reqwest is built without a default crypto provider; install ring once (a provider that is
-    // already installed, by us or the embedding application, stays).
-    let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::blocking::Client::builder()
         .user_agent(concat!("plugd/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(Duration::from_secs(30))

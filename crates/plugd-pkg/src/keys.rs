@@ -248,7 +248,7 @@ impl fmt::Display for SignatureState {
             SignatureState::Signed { key_id } => {
                 write!(
                     f,
-                    "signed by key {key_id} (not checked against trusted keys)"
+                    "signed by key {key_id}, not checked against trusted keys"
                 )
             }
             SignatureState::Trusted { key_id } => write!(f, "signed by trusted key {key_id}"),

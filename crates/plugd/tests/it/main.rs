@@ -5,6 +5,7 @@ mod support;
 mod admin;
 mod cli;
 mod events;
+mod packages;
 mod roles;
 mod sandbox;
 mod serve;
