@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use plugd_manifest::{HostConfig, Manifest, Permission, PluginEntry};
+use plugd_manifest::{HostConfig, Manifest, Permission, PluginEntry, PluginsConfig};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -78,6 +78,22 @@ pub fn check_entry(entry: &PluginEntry) -> Result<Checked, LoadError> {
     })
 }
 
+/// The distribution checks of a plugin folder, before it is loaded (see
+/// [`plugd_pkg::check_installed`]): a version on `plugins.blocked` is refused with its reason; a
+/// folder installed from a package must hold exactly the package's files; with
+/// `plugins.require_signatures` it must come from a package signed by a trusted key.
+pub(crate) fn check_package(
+    entry: &PluginEntry,
+    manifest: &Manifest,
+    plugins: &PluginsConfig,
+) -> Result<(), LoadError> {
+    let dir = manifest.dir().unwrap_or(&entry.path);
+    let state = plugd_pkg::check_installed(dir, manifest, plugins)
+        .map_err(|e| LoadError::Invalid(e.to_string()))?;
+    tracing::debug!(plugin = %manifest.name, ?state, "package checks passed");
+    Ok(())
+}
+
 /// `before`/`after` of a manifest and its config entry, without repeats.
 pub(crate) fn merged_before_after(
     manifest: &Manifest,
@@ -133,7 +149,9 @@ pub fn check_config(config: &HostConfig) -> Result<CheckReport, Vec<String>> {
     let mut checked = Vec::new();
     if config.plugins.enabled {
         for entry in config.plugins.plugins.iter().filter(|e| e.enabled) {
-            match check_entry(entry) {
+            let read = check_entry(entry)
+                .and_then(|c| check_package(entry, &c.manifest, &config.plugins).map(|()| c));
+            match read {
                 Ok(c) => match framework_error(&c.manifest) {
                     Some(e) => errors.push(format!("plugin '{}': {e}", entry.name)),
                     None => checked.push(c),

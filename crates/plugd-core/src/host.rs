@@ -19,7 +19,7 @@ use serde_json::{Map, Value};
 use crate::audit::{AuditEntry, AuditLog};
 use crate::cache::{Cache, PluginCache};
 use crate::capabilities::{Auditor, Capabilities, CapabilityOptions};
-use crate::check::{Checked, check_entry, framework_error, merged_before_after};
+use crate::check::{Checked, check_entry, check_package, framework_error, merged_before_after};
 use crate::cpu::CpuStatus;
 use crate::dispatch::{DispatchTable, Dispatcher};
 use crate::error::LoadError;
@@ -1160,6 +1160,7 @@ impl Host {
             before,
             after,
         } = check_entry(entry)?;
+        check_package(entry, &manifest, &self.inner.config.plugins)?;
         let mut loaded = self.placeholder(entry, Some(manifest));
         loaded.granted = granted;
         loaded.config = ArcSwap::from_pointee(config);

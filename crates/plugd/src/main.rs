@@ -8,6 +8,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use plugd_manifest::{HostConfig, Manifest};
 use plugd_server::{AdminToken, TokenSource};
 
+mod cli;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "plugd",
@@ -79,6 +81,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    #[command(flatten)]
+    Package(cli::pkg::PkgCommand),
 }
 
 fn main() -> ExitCode {
@@ -98,6 +102,7 @@ fn main() -> ExitCode {
             .context("cannot start the async runtime")
             .and_then(|rt| rt.block_on(run(&config, &plugin, &command, &args))),
         Command::Discover { dir, json } => discover(&dir, json),
+        Command::Package(command) => cli::pkg::run(command),
         Command::Serve { config, listen } => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()

@@ -8,6 +8,7 @@ mod cli;
 mod events;
 mod failure;
 mod hostile_plugins;
+mod packages;
 mod roles;
 mod sandbox;
 mod serve;

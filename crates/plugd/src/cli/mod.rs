@@ -1,0 +1,3 @@
+//! The `plugd` command's subcommands that live outside `main.rs`.
+
+pub mod pkg;
