@@ -232,6 +232,53 @@ mod tests {
         assert!(l.refused().is_some());
     }
 
+    /// A module that grows a table or its memory until refused, under the limiter in a store.
+    fn bomb(export: &str, cap: usize) -> (i32, Limiter) {
+        let engine = wasmtime::Engine::default();
+        let module = wasmtime::Module::new(
+            &engine,
+            r#"(module
+                (table $t 1 funcref)
+                (memory 1)
+                (func (export "tables") (result i32)
+                    (loop $again
+                        (br_if $again
+                            (i32.ne (table.grow $t (ref.null func) (i32.const 4096)) (i32.const -1))))
+                    (table.size $t))
+                (func (export "memory") (result i32)
+                    (loop $again
+                        (br_if $again (i32.ne (memory.grow (i32.const 16)) (i32.const -1))))
+                    (memory.size)))"#,
+        )
+        .unwrap();
+        let mut store = wasmtime::Store::new(&engine, Limiter::new(cap));
+        store.limiter(|l| l);
+        let instance = wasmtime::Instance::new(&mut store, &module, &[]).unwrap();
+        let grow = instance
+            .get_typed_func::<(), i32>(&mut store, export)
+            .unwrap();
+        let size = grow.call(&mut store, ()).unwrap();
+        (size, store.into_data())
+    }
+
+    #[test]
+    fn a_table_bomb_stops_at_the_cap_in_a_real_store() {
+        let (elements, limiter) = bomb("tables", 4 * MIB);
+        let used = 65536 + elements as usize * TABLE_ELEMENT_BYTES;
+        assert!(used <= 4 * MIB, "{used}");
+        assert!(used + 4096 * TABLE_ELEMENT_BYTES > 4 * MIB, "{used}");
+        assert!(limiter.refused().unwrap().wanted > 4 * MIB);
+    }
+
+    #[test]
+    fn a_memory_bomb_stops_at_the_cap_in_a_real_store() {
+        let (pages, limiter) = bomb("memory", 4 * MIB);
+        // 1 page to start, then 16 at a time: 49 pages (3 MiB + 64 KiB) fit beside the table.
+        assert_eq!(pages, 49);
+        assert!(limiter.used() <= 4 * MIB);
+        assert!(limiter.refused().is_some());
+    }
+
     #[test]
     fn mib_reads_well() {
         assert_eq!(mib(64 * MIB), "64 MiB");

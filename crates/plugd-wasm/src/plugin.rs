@@ -437,17 +437,37 @@ impl WasmPlugin {
     /// Take an instance from the pool (making one if the pool lost one), run `f`, and put it
     /// back unless it failed hard.
     async fn with_instance(&self, call: Call<'_>) -> Result<Reply, PluginError> {
-        let _permit = self.permits.acquire().await.map_err(|_| {
-            PluginError::Unavailable(format!("plugin '{}' is shutting down", self.options.name))
-        })?;
+        let timeout = self.timeout_for(&call);
+        let kind = call.kind();
+        // The deadline covers the wait for a free instance too: when every instance is busy (a
+        // spinning guest holds one until its own deadline), callers queue at most this long.
+        let deadline = tokio::time::Instant::now() + timeout;
+        let _permit = match tokio::time::timeout_at(deadline, self.permits.acquire()).await {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(_)) => {
+                return Err(PluginError::Unavailable(format!(
+                    "plugin '{}' is shutting down",
+                    self.options.name
+                )));
+            }
+            Err(_) => {
+                return Err(PluginError::Timeout(format!(
+                    "no free instance of plugin '{}' for {kind} within {} (all {} busy; limits.instances)",
+                    self.options.name,
+                    humantime_like(timeout),
+                    self.options.instances
+                )));
+            }
+        };
         let pooled = self.idle.lock().pop();
         let mut inst = match pooled {
             Some(i) => i,
             None => self.fresh().await?,
         };
-        let timeout = self.timeout_for(&call);
-        let kind = call.kind();
-        self.arm(&mut inst.store, timeout);
+        self.arm(
+            &mut inst.store,
+            deadline.saturating_duration_since(tokio::time::Instant::now()),
+        );
         match invoke(&mut inst, call, &self.shared).await {
             Ok(reply) => {
                 // A body over the cap (returned, or refused by set-response-body) is the
