@@ -14,6 +14,7 @@ use plugd_manifest::{FailurePolicy, HookType};
 use crate::cpu::Throttle;
 use crate::error::PluginError;
 use crate::exchange::{Exchange, Response, Stage};
+use crate::gate::{Gate, OwnedPass};
 use crate::host::Loaded;
 use crate::plugin::{Action, MiddlewareReg, RouteOptions, glob_matches};
 use crate::state::{Status, hook_index};
@@ -66,6 +67,8 @@ pub struct DispatchTable {
     routes: matchit::Router<Vec<RouteEntry>>,
     /// Every loaded plugin by name, to answer 503 for a plugin that is not running.
     plugins: Vec<Arc<Loaded>>,
+    /// The reload gates of the plugins with request-path hooks: every request passes them.
+    hook_gates: Vec<Arc<Gate>>,
 }
 
 impl std::fmt::Debug for DispatchTable {
@@ -117,6 +120,20 @@ impl DispatchTable {
                 }
             }
         }
+        for hook in HookType::ALL {
+            if matches!(hook, HookType::Startup | HookType::Shutdown) {
+                continue;
+            }
+            for h in &table.hooks[hook_index(hook)] {
+                if !table
+                    .hook_gates
+                    .iter()
+                    .any(|g| Arc::ptr_eq(g, &h.plugin.gate))
+                {
+                    table.hook_gates.push(h.plugin.gate.clone());
+                }
+            }
+        }
         for list in &mut table.hooks {
             // Stable: equal priorities keep start order.
             list.sort_by_key(|h| std::cmp::Reverse(h.priority));
@@ -145,6 +162,32 @@ impl DispatchTable {
     /// Number of registered hooks of a type.
     pub fn hook_count(&self, hook: HookType) -> usize {
         self.hooks(hook).len()
+    }
+
+    /// Pass the reload gate of every plugin this request can touch (its request-path hooks, the
+    /// middleware covering its path, the owner of its route). On a closed gate, the passes taken
+    /// so far are given back and the closed gate is returned.
+    fn enter_gates(&self, path: &str) -> Result<Vec<OwnedPass>, Arc<Gate>> {
+        let mut passes = Vec::new();
+        let owner = self.owner(path).map(|p| &p.gate);
+        let middleware = self
+            .middleware
+            .iter()
+            .filter(|m| m.covers(path))
+            .map(|m| &m.plugin.gate);
+        for gate in self.hook_gates.iter().chain(middleware).chain(owner) {
+            if passes
+                .iter()
+                .any(|p: &OwnedPass| std::ptr::eq(p.gate(), &**gate))
+            {
+                continue;
+            }
+            match gate.try_enter_owned() {
+                Some(pass) => passes.push(pass),
+                None => return Err(gate.clone()),
+            }
+        }
+        Ok(passes)
     }
 
     /// The plugin that owns `/plugins/<name>/…`, if the path is under a plugin's mount.
@@ -208,7 +251,20 @@ impl Dispatcher {
     /// Run one request through hooks and routes and produce its response. `post_response` hooks
     /// are spawned to run after this returns.
     pub async fn handle(&self, mut ex: Exchange) -> Response {
-        let table = self.table.load_full();
+        // A request that touches a reloading plugin waits here (or is refused) before it touches
+        // anything, then runs on the table that holds the new version.
+        let (table, passes) = loop {
+            let table = self.table.load_full();
+            match table.enter_gates(&ex.path) {
+                Ok(passes) => break (table, passes),
+                Err(gate) => match gate.enter().await {
+                    Ok(pass) => drop(pass),
+                    Err(e) => {
+                        return Response::error(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
+                    }
+                },
+            }
+        };
         let early = run_pre_request(&table, &mut ex).await;
         let response = match early {
             Some(r) => r,
@@ -219,6 +275,7 @@ impl Dispatcher {
             run_response_hooks(&table, hook, &mut ex).await;
         }
         if table.hooks(HookType::PostResponse).is_empty() {
+            drop(passes);
             return ex
                 .response
                 .take()
@@ -230,6 +287,8 @@ impl Dispatcher {
             .unwrap_or_else(|| Response::new(StatusCode::INTERNAL_SERVER_ERROR));
         {
             tokio::spawn(async move {
+                // The passes stay taken until post_response is done: a reload waits for it.
+                let _passes = passes;
                 ex.stage = Stage::Hook(HookType::PostResponse);
                 for h in table.hooks(HookType::PostResponse) {
                     if h.plugin.state.status() == Status::Running

@@ -182,7 +182,9 @@ pub enum LoadError {
         restored: bool,
     },
     /// The plugin's manifest does not list the `hot_reload` capability.
-    #[error("plugin '{0}' does not support hot reload: its manifest lacks the `hot_reload` capability (its config can still change live)")]
+    #[error(
+        "plugin '{0}' does not support hot reload: its manifest lacks the `hot_reload` capability (its config can still change live)"
+    )]
     NotReloadable(String),
     /// A registration made during `init` was refused.
     #[error("plugin '{plugin}' registration refused: {message}")]

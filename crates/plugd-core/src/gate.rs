@@ -5,6 +5,7 @@
 //! either waits in a bounded queue (`block`: up to the queue timeout and the maximum queue size)
 //! or is refused at once (`reject`); either way it never reaches the plugin half-swapped.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -55,6 +56,25 @@ impl Drop for Pass<'_> {
     }
 }
 
+/// A [`Pass`] that owns its gate: a request holds these for its whole life.
+#[derive(Debug)]
+pub struct OwnedPass {
+    gate: Arc<Gate>,
+}
+
+impl OwnedPass {
+    /// The gate it passed.
+    pub fn gate(&self) -> &Gate {
+        &self.gate
+    }
+}
+
+impl Drop for OwnedPass {
+    fn drop(&mut self) {
+        self.gate.leave();
+    }
+}
+
 impl Gate {
     /// An open gate.
     pub fn new(name: impl Into<String>) -> Gate {
@@ -79,6 +99,18 @@ impl Gate {
             return None;
         }
         Some(Pass { gate: self })
+    }
+
+    /// [`Gate::try_enter`] for a caller that keeps the pass beyond a borrow of the gate.
+    pub fn try_enter_owned(self: &Arc<Self>) -> Option<OwnedPass> {
+        let pass = self.try_enter()?;
+        std::mem::forget(pass);
+        Some(OwnedPass { gate: self.clone() })
+    }
+
+    /// The plugin name this gate guards.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// Enter, waiting while a reload runs, per the reload settings in force.
@@ -163,8 +195,6 @@ impl Gate {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
 
     fn settings(strategy: QueueStrategy, timeout: Duration, max: usize) -> ReloadSettings {
@@ -237,6 +267,18 @@ mod tests {
         );
         gate.open();
         first.await.unwrap().unwrap();
+    }
+
+    #[test]
+    fn an_owned_pass_leaves_when_dropped() {
+        let gate = Arc::new(Gate::new("p"));
+        let pass = gate.try_enter_owned().unwrap();
+        assert_eq!(gate.inflight(), 1);
+        drop(pass);
+        assert_eq!(gate.inflight(), 0);
+        gate.close(&ReloadSettings::default());
+        assert!(gate.try_enter_owned().is_none());
+        assert_eq!(gate.inflight(), 0);
     }
 
     #[tokio::test]

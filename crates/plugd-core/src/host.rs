@@ -35,7 +35,9 @@ use crate::tasks::Tasks;
 use crate::threshold::ThresholdStatus;
 
 mod reload;
+mod watching;
 pub use reload::ReloadOutcome;
+pub use watching::ConfigReloadReport;
 
 /// The version plugins' `framework.version` requirements are checked against.
 pub const FRAMEWORK_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -128,7 +130,7 @@ pub(crate) struct Loaded {
     /// The reload gate of its name, shared by all its versions.
     pub(crate) gate: Arc<crate::gate::Gate>,
     /// The config entry it was loaded from (`None` for a native plugin).
-    pub(crate) entry: Option<PluginEntry>,
+    pub(crate) entry: parking_lot::RwLock<Option<PluginEntry>>,
 }
 
 /// A placeholder for a plugin that never loaded: answers nothing, counts as failed.
@@ -386,6 +388,7 @@ impl HostBuilder {
                 audit: Arc::default(),
                 started_at: SystemTime::now(),
                 reloads: Default::default(),
+                watching: parking_lot::Mutex::new(None),
                 lifecycle: tokio::sync::Mutex::new(()),
                 notices,
                 supervisor: parking_lot::Mutex::new(SupervisorSlot {
@@ -412,6 +415,8 @@ pub(crate) struct Inner {
     audit: Arc<AuditLog>,
     started_at: SystemTime,
     reloads: reload::Reloads,
+    /// The file watcher, when `plugins.hot_reload` is on.
+    watching: parking_lot::Mutex<Option<(crate::watch::Watch, tokio::task::JoinHandle<()>)>>,
     /// Held by supervised restarts, threshold disables, enable/disable, unload and stop, so that
     /// they never run over each other.
     pub(crate) lifecycle: tokio::sync::Mutex<()>,
@@ -1253,7 +1258,7 @@ impl Host {
             tasks: Default::default(),
             capabilities: None,
             gate: self.gate(&entry.name),
-            entry: Some(entry.clone()),
+            entry: parking_lot::RwLock::new(Some(entry.clone())),
         }
     }
 
@@ -1293,6 +1298,10 @@ impl Host {
 
     /// The config entry of a plugin: listed in the config, or found by `plugins.autoload`.
     pub(crate) fn entry_for(&self, name: &str) -> Option<PluginEntry> {
+        // The entry in force: a config reload may have replaced the file's.
+        if let Some(e) = self.find(name).and_then(|p| p.entry.read().clone()) {
+            return Some(e);
+        }
         if let Some(e) = self.inner.config.plugin(name) {
             return Some(e.clone());
         }
@@ -1341,7 +1350,7 @@ impl Host {
                 tasks: Default::default(),
                 capabilities: None,
                 gate: self.gate(&native.manifest.name),
-                entry: None,
+                entry: parking_lot::RwLock::new(None),
                 manifest: Some(native.manifest),
             },
             dir: None,
@@ -1373,6 +1382,11 @@ impl Host {
             return Err(e);
         }
         self.ensure_supervisor();
+        if self.inner.config.plugins.hot_reload
+            && let Err(e) = self.watch_for_changes()
+        {
+            tracing::error!(error = %e, "hot_reload is on, but the files cannot be watched");
+        }
         Ok(())
     }
 
@@ -1821,6 +1835,7 @@ impl Host {
     /// start order, each within its deadline (forced past it). Failures are recorded on the
     /// plugins and never stop the others.
     pub async fn stop_all(&self) {
+        self.stop_watching();
         self.stop_supervisor().await;
         let _lifecycle = self.inner.lifecycle.lock().await;
         self.inner

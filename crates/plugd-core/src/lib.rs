@@ -69,10 +69,11 @@ pub use events::{
 };
 pub use exchange::{Exchange, Identity, Response, Stage};
 pub use exec::{CommandOutput, Exec};
-pub use gate::{Gate, GateError, Pass};
+pub use gate::{Gate, GateError, OwnedPass, Pass};
 pub use health::{HealthReport, HealthSummary, PluginSummary};
 pub use host::{
-    Host, HostBuilder, Loader, LoaderContext, PluginHealth, PluginInfo, ReloadOutcome,
+    ConfigReloadReport, Host, HostBuilder, Loader, LoaderContext, PluginHealth, PluginInfo,
+    ReloadOutcome,
 };
 pub use host_config::HostConfigView;
 pub use metrics::{BUCKETS_MS, DurationHistogram, MAX_SERIES_PER_PLUGIN, PluginMetrics};

@@ -13,8 +13,8 @@ use serde_json::{Map, Value};
 use crate::format::{DecodeError, Format, at_position, decode};
 use crate::manifest::is_valid_plugin_name;
 use crate::units::{
-    de_byte_size, de_duration, de_hook_durations, de_opt_byte_size, de_opt_duration,
-    ser_duration, ser_hook_durations, ser_opt_duration,
+    de_byte_size, de_duration, de_hook_durations, de_opt_byte_size, de_opt_duration, ser_duration,
+    ser_hook_durations, ser_opt_duration,
 };
 use crate::{HookType, Manifest, Permission, Priority};
 
@@ -411,10 +411,16 @@ pub struct SupervisionOverride {
     /// See [`Supervision::max_restarts`].
     pub max_restarts: Option<u32>,
     /// See [`Supervision::backoff_initial`].
-    #[serde(deserialize_with = "de_opt_duration", serialize_with = "ser_opt_duration")]
+    #[serde(
+        deserialize_with = "de_opt_duration",
+        serialize_with = "ser_opt_duration"
+    )]
     pub backoff_initial: Option<Duration>,
     /// See [`Supervision::backoff_max`].
-    #[serde(deserialize_with = "de_opt_duration", serialize_with = "ser_opt_duration")]
+    #[serde(
+        deserialize_with = "de_opt_duration",
+        serialize_with = "ser_opt_duration"
+    )]
     pub backoff_max: Option<Duration>,
 }
 

@@ -256,6 +256,47 @@ pub(crate) async fn disable(
     }
 }
 
+/// `POST /admin/plugins/{name}/reload`: load the plugin's new version from its folder and swap
+/// it in without dropping a request (the seed's curl example); a failure rolls back.
+pub(crate) async fn reload(
+    State(state): State<AppState>,
+    UrlPath(name): UrlPath<String>,
+) -> Response {
+    match state.host.reload_plugin(&name).await {
+        Ok(outcome) => Json(outcome).into_response(),
+        Err(e @ LoadError::UnknownPlugin(_)) => json_error(StatusCode::NOT_FOUND, e.to_string()),
+        Err(e @ (LoadError::NotReloadable(_) | LoadError::Invalid(_))) => {
+            json_error(StatusCode::CONFLICT, e.to_string())
+        }
+        Err(e) => json_error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
+    }
+}
+
+/// `POST /admin/config/reload`: read the host config file again and apply what changed.
+pub(crate) async fn reload_config(State(state): State<AppState>) -> Response {
+    match state.host.reload_config_file().await {
+        Ok(report) if report.is_clean() => Json(report).into_response(),
+        Ok(report) => {
+            let message = report
+                .rejected
+                .iter()
+                .map(|(plugin, why)| format!("{plugin}: {why}"))
+                .collect::<Vec<_>>()
+                .join("; ");
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Json(serde_json::json!({
+                    "error": "unprocessable_entity",
+                    "message": format!("some changes were refused and left as they were: {message}"),
+                    "report": report,
+                })),
+            )
+                .into_response()
+        }
+        Err(e) => json_error(StatusCode::BAD_REQUEST, e.to_string()),
+    }
+}
+
 /// `GET /admin/plugins/{name}/config`
 pub(crate) async fn get_config(
     State(state): State<AppState>,

@@ -42,6 +42,8 @@ pub fn router(host: Host, admin: AdminToken) -> Router {
         .route("/plugins/{name}/health", get(admin::get_health))
         .route("/plugins/{name}/enable", post(admin::enable))
         .route("/plugins/{name}/disable", post(admin::disable))
+        .route("/plugins/{name}/reload", post(admin::reload))
+        .route("/config/reload", post(admin::reload_config))
         .route("/health", get(admin::all_health))
         .route(
             "/plugins/{name}/config",

@@ -9,10 +9,9 @@ use std::time::{Duration, Instant};
 
 use parking_lot::RwLock;
 use plugd_core::{
-    Capabilities, CommandOutput, Exchange, HookType, HostError, Identity,
-    IncomingResponse, MiddlewareReg, OutgoingRequest, Permission, PluginCache, PluginMetrics,
-    PluginStore, Publisher, Registrations, RouteOptions, Rows, Services, SqlValue,
-    Statement,
+    Capabilities, CommandOutput, Exchange, HookType, HostError, Identity, IncomingResponse,
+    MiddlewareReg, OutgoingRequest, Permission, PluginCache, PluginMetrics, PluginStore, Publisher,
+    Registrations, RouteOptions, Rows, Services, SqlValue, Statement,
 };
 use wasmtime::ResourceLimiter;
 use wasmtime::component::{Resource, ResourceTable};

@@ -48,8 +48,6 @@ pub struct ReloadOutcome {
 /// The host's reload bookkeeping.
 #[derive(Default)]
 pub(crate) struct Reloads {
-    /// One reload at a time: a reload is rare and touches the plugin list.
-    serial: tokio::sync::Mutex<()>,
     /// The gate of every plugin name, shared by all its versions.
     gates: parking_lot::Mutex<HashMap<String, Arc<Gate>>>,
     /// The version a reload replaced, kept in memory for the grace period.
@@ -98,11 +96,12 @@ impl Host {
         name: &str,
         settings: ReloadSettings,
     ) -> Result<ReloadOutcome, LoadError> {
-        let _serial = self.inner.reloads.serial.lock().await;
+        let _lifecycle = self.inner.lifecycle.lock().await;
         let old = self
             .find(name)
             .ok_or_else(|| LoadError::UnknownPlugin(name.to_string()))?;
-        match old.entry.clone() {
+        let entry = old.entry.read().clone();
+        match entry {
             Some(entry) => self.reload_code(&old, &entry, &settings).await,
             None => self.restart_in_place(&old, &settings).await,
         }
@@ -110,12 +109,11 @@ impl Host {
 
     /// Reload a plugin from a changed config entry (new grants, limits or path): the same
     /// sequence as a code reload, without the `hot_reload` capability check (the code may be
-    /// the same; what it is allowed to do changed).
+    /// the same; what it is allowed to do changed). The caller holds the lifecycle lock.
     pub(crate) async fn reload_entry(
         &self,
         entry: &PluginEntry,
     ) -> Result<ReloadOutcome, LoadError> {
-        let _serial = self.inner.reloads.serial.lock().await;
         let old = self
             .find(&entry.name)
             .ok_or_else(|| LoadError::UnknownPlugin(entry.name.clone()))?;
@@ -188,7 +186,11 @@ impl Host {
     }
 
     /// Step 1: read, check and compile the new version; the running one is not touched.
-    async fn prepare(&self, old: &Arc<Loaded>, entry: &PluginEntry) -> Result<Arc<Loaded>, LoadError> {
+    async fn prepare(
+        &self,
+        old: &Arc<Loaded>,
+        entry: &PluginEntry,
+    ) -> Result<Arc<Loaded>, LoadError> {
         let mut c = self.read_entry(entry)?;
         let manifest = c
             .loaded
@@ -315,11 +317,7 @@ impl Host {
             let queued = gate.queued();
             gate.open();
             if direction == Swap::Forward {
-                self.inner
-                    .reloads
-                    .previous
-                    .lock()
-                    .insert(name, old.clone());
+                self.inner.reloads.previous.lock().insert(name, old.clone());
             }
             return Ok(queued);
         };
@@ -329,30 +327,34 @@ impl Host {
         tracing::error!(plugin = %name, error = %error, "Plugin reload failed: {name} v{new_version}: {error}");
         tracing::info!(plugin = %name, "Rolling back to previous version: {name} v{old_version}");
         self.inner.reloads.failed.fetch_add(1, Ordering::Relaxed);
-        self.inner.reloads.rolled_back.fetch_add(1, Ordering::Relaxed);
+        self.inner
+            .reloads
+            .rolled_back
+            .fetch_add(1, Ordering::Relaxed);
         self.detach(new).await;
         let restored = if !old_was_up {
             // It was not running before (it had failed): it goes back to that.
-            old.state.fail(format!("reload to v{new_version} failed: {error}"));
+            old.state
+                .fail(format!("reload to v{new_version} failed: {error}"));
             self.replace(old);
             self.republish();
             false
         } else {
             match self.bring_up(old).await {
-            Ok(()) => {
-                tracing::info!(plugin = %name, "Previous version restored successfully");
-                true
-            }
-            Err(e) => {
-                let message = format!(
-                    "the previous version v{old_version} failed to come back after a failed reload: {e}"
-                );
-                tracing::error!(plugin = %name, error = %e, "{message}; the plugin is in error, its routes answer 503 and supervision takes over");
-                old.state.fail(message);
-                self.replace(old);
-                self.republish();
-                false
-            }
+                Ok(()) => {
+                    tracing::info!(plugin = %name, "Previous version restored successfully");
+                    true
+                }
+                Err(e) => {
+                    let message = format!(
+                        "the previous version v{old_version} failed to come back after a failed reload: {e}"
+                    );
+                    tracing::error!(plugin = %name, error = %e, "{message}; the plugin is in error, its routes answer 503 and supervision takes over");
+                    old.state.fail(message);
+                    self.replace(old);
+                    self.republish();
+                    false
+                }
             }
         };
         let queued = gate.queued();
@@ -382,6 +384,7 @@ impl Host {
 
     /// Initialize and start a version, and route to it.
     async fn bring_up(&self, p: &Arc<Loaded>) -> Result<(), LoadError> {
+        p.state.quiesced.store(false, Ordering::Relaxed);
         self.init_one(p, &HashSet::new()).await?;
         self.replace(p);
         self.start_one(p).await?;
@@ -411,6 +414,7 @@ impl Host {
         let grace = self.inner.config.plugins.reload.grace_period;
         let max_errors = new
             .entry
+            .read()
             .as_ref()
             .map(|e| self.inner.config.plugins.error_threshold_for(e).max_errors)
             .unwrap_or(self.inner.config.plugins.error_threshold.max_errors)
@@ -449,7 +453,7 @@ impl Host {
     /// Go back to the version the last reload replaced, while it is still kept (the grace
     /// period). Used automatically when a new version crashes within the grace period.
     pub async fn rollback_plugin(&self, name: &str) -> Result<ReloadOutcome, LoadError> {
-        let _serial = self.inner.reloads.serial.lock().await;
+        let _lifecycle = self.inner.lifecycle.lock().await;
         let started = Instant::now();
         let current = self
             .find(name)
@@ -471,7 +475,10 @@ impl Host {
         let queued = self
             .swap(&current, &previous, &settings, Swap::GraceRollback)
             .await?;
-        self.inner.reloads.rolled_back.fetch_add(1, Ordering::Relaxed);
+        self.inner
+            .reloads
+            .rolled_back
+            .fetch_add(1, Ordering::Relaxed);
         tracing::info!(plugin = %name, "Previous version restored successfully");
         tracing::info!(plugin = %name, "Processing {queued} queued requests");
         Ok(ReloadOutcome {

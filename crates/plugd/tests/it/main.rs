@@ -9,6 +9,7 @@ mod events;
 mod failure;
 mod hostile_plugins;
 mod packages;
+mod reload;
 mod roles;
 mod sandbox;
 mod serve;

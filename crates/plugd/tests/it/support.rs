@@ -97,6 +97,11 @@ impl TestServer {
         self._dir.path().join("data")
     }
 
+    /// The config file the host was started from.
+    pub fn config_path(&self) -> PathBuf {
+        self._dir.path().join("plugd.yaml")
+    }
+
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.client
             .get(format!("{}{path}", self.url))
