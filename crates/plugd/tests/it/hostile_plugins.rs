@@ -127,11 +127,11 @@ async fn message(r: reqwest::Response) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hook_that_loops_forever_is_stopped_while_hello_answers() {
     let server = TestServer::start(&config(&[(
-        "looper",
+        "hanger",
         "      permissions: { router: true }\n",
     )]))
     .await;
-    // Both looper instances spin in their pre_request hook (x-loop: 1) while hello is asked.
+    // Both hanger instances spin in their pre_request hook (x-loop: 1) while hello is asked.
     let spins: Vec<_> = (0..2)
         .map(|_| {
             let request = server
@@ -150,18 +150,18 @@ async fn a_hook_that_loops_forever_is_stopped_while_hello_answers() {
         assert_eq!(body["message"], "Hello, Ada!");
     }
     meanwhile.await.unwrap();
-    // At least the two spins; a greeting that waited for a free looper instance past the
+    // At least the two spins; a greeting that waited for a free hanger instance past the
     // deadline counts too (it was still answered: fail_open).
-    assert!(error_count(&server, "looper") >= 2);
-    let last = last_error(&server, "looper");
+    assert!(error_count(&server, "hanger") >= 2);
+    let last = last_error(&server, "hanger");
     assert!(
         last == "pre_request hook: hook execution timeout: pre_request hook exceeded 500ms timeout"
             || last.starts_with(
-                "pre_request hook: no free instance of plugin 'looper' for pre_request hook within 500ms"
+                "pre_request hook: no free instance of plugin 'hanger' for pre_request hook within 500ms"
             ),
         "{last}"
     );
-    assert_eq!(server.get("/plugins/looper/ok").await.status(), 200);
+    assert_eq!(server.get("/plugins/hanger/ok").await.status(), 200);
     still_serving(&server).await;
     server.stop().await;
 }

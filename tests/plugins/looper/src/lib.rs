@@ -1,18 +1,10 @@
-//! `looper` (hostile test plugin): spins forever, in its pre_request hook (on `x-loop: 1`) and in
-//! its route GET /spin. The host's per-call deadline must stop both; GET /ok answers.
+//! `looper` (hostile test plugin): its route GET /spin loops forever. The host's per-call
+//! deadline must stop it; GET /ok answers. (`hanger` does the same in a hook.)
 use plugd_guest::prelude::*;
 use plugd_guest::register;
 
 #[derive(Default)]
 struct Looper;
-
-/// Never returns. `black_box` keeps the optimiser from proving the loop useless.
-fn spin() -> ! {
-    let mut n: u64 = 0;
-    loop {
-        n = core::hint::black_box(n.wrapping_add(1));
-    }
-}
 
 impl Plugin for Looper {
     fn init(&mut self, _config: &Config) -> Result<()> {
@@ -21,16 +13,15 @@ impl Plugin for Looper {
         Ok(())
     }
 
-    fn on_hook(&mut self, hook: HookType, exchange: &Exchange) -> Result<Action> {
-        if hook == HookType::PreRequest && exchange.header("x-loop").as_deref() == Some("1") {
-            spin();
-        }
-        Ok(Action::Continue)
-    }
-
     fn handle_request(&mut self, route: &str, _exchange: &Exchange) -> Result<Response> {
         match route {
-            "/spin" => spin(),
+            "/spin" => {
+                let mut n: u64 = 0;
+                loop {
+                    // black_box: the optimiser may not prove the loop useless and remove it.
+                    n = core::hint::black_box(n.wrapping_add(1));
+                }
+            }
             "/ok" => Ok(Response::text(200, "looper ok")),
             other => bail!("no handler for route {other}"),
         }
