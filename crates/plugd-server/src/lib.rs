@@ -17,5 +17,5 @@
 mod admin;
 mod app;
 
-pub use admin::{AdminToken, TokenSource};
+pub use admin::{AdminToken, TokenSource, token_file};
 pub use app::{router, serve};

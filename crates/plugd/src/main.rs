@@ -81,6 +81,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Ask a running server to hot-reload a plugin (`plugd reload NAME`) or to apply its changed
+    /// host config (`plugd reload --config [FILE]`), through its admin API
+    Reload(cli::reload::ReloadCommand),
     #[command(flatten)]
     Package(cli::pkg::PkgCommand),
 }
@@ -103,6 +106,7 @@ fn main() -> ExitCode {
             .and_then(|rt| rt.block_on(run(&config, &plugin, &command, &args))),
         Command::Discover { dir, json } => discover(&dir, json),
         Command::Package(command) => cli::pkg::run(command),
+        Command::Reload(command) => cli::reload::run(command),
         Command::Serve { config, listen } => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()

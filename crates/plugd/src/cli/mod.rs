@@ -1,3 +1,44 @@
 //! The `plugd` command's subcommands that live outside `main.rs`.
 
 pub mod pkg;
+pub mod reload;
+
+use plugd::manifest::HostConfig;
+
+/// The running server's base URL and admin token, as `plugd serve` with `config` would have
+/// them: `--server`, else `admin.listen`, else `server.listen` (a wildcard address becomes
+/// loopback); `--token`, else `admin.token`, else `PLUGD_ADMIN_TOKEN`, else the token file a
+/// server writes into its data directory.
+pub fn server_and_token(
+    server: Option<&str>,
+    token: Option<&str>,
+    config: Option<&HostConfig>,
+) -> (String, Option<String>) {
+    let server = server.map(str::to_string).unwrap_or_else(|| {
+        let listen = config
+            .map(|c| {
+                c.admin
+                    .listen
+                    .clone()
+                    .unwrap_or_else(|| c.server.listen.clone())
+            })
+            .unwrap_or_else(|| "127.0.0.1:8080".into());
+        let listen = listen
+            .replace("0.0.0.0:", "127.0.0.1:")
+            .replace("[::]:", "[::1]:");
+        format!("http://{listen}")
+    });
+    let token = token
+        .map(str::to_string)
+        .or_else(|| config.and_then(|c| c.admin.token.clone()))
+        .or_else(|| std::env::var("PLUGD_ADMIN_TOKEN").ok())
+        .or_else(|| {
+            config.and_then(|c| {
+                std::fs::read_to_string(plugd::server::token_file(&c.data_dir))
+                    .ok()
+                    .map(|t| t.trim().to_string())
+            })
+        })
+        .filter(|t| !t.is_empty());
+    (server.trim_end_matches('/').to_string(), token)
+}

@@ -725,34 +725,7 @@ fn uninstall(a: UninstallArgs) -> anyhow::Result<()> {
 /// The running server's base URL and admin token, as `plugd serve` with the same config would
 /// have them.
 fn server_and_token(s: &Settings, r: &ReloadArgs) -> (String, Option<String>) {
-    let listen = s.config.as_ref().map(|c| {
-        c.admin
-            .listen
-            .clone()
-            .unwrap_or_else(|| c.server.listen.clone())
-    });
-    let server = r.server.clone().unwrap_or_else(|| {
-        let listen = listen.unwrap_or_else(|| "127.0.0.1:8080".into());
-        let listen = listen
-            .replace("0.0.0.0:", "127.0.0.1:")
-            .replace("[::]:", "[::1]:");
-        format!("http://{listen}")
-    });
-    let token = r
-        .token
-        .clone()
-        .or_else(|| s.config.as_ref().and_then(|c| c.admin.token.clone()))
-        .or_else(|| std::env::var("PLUGD_ADMIN_TOKEN").ok())
-        .or_else(|| {
-            s.config.as_ref().and_then(|c| {
-                // Where `plugd serve` writes a generated token.
-                std::fs::read_to_string(c.data_dir.join("admin-token"))
-                    .ok()
-                    .map(|t| t.trim().to_string())
-            })
-        })
-        .filter(|t| !t.is_empty());
-    (server.trim_end_matches('/').to_string(), token)
+    super::server_and_token(r.server.as_deref(), r.token.as_deref(), s.config.as_ref())
 }
 
 /// Ask the running server to reload each plugin (`POST /admin/plugins/{name}/reload`) and say

@@ -432,3 +432,68 @@ async fn a_config_file_change_is_applied_live_and_a_bad_one_is_rejected() {
     assert_eq!(version(&server).await.0, 503);
     server.stop().await;
 }
+
+/// Run `plugd` with arguments (off the async workers) and return its exit status and stdout.
+async fn plugd_cli(args: Vec<String>) -> (bool, String, String) {
+    tokio::task::spawn_blocking(move || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_plugd"))
+            .args(&args)
+            .output()
+            .expect("run plugd");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugd_reload_talks_to_the_running_server() {
+    let dir = PluginDir::new();
+    let base = config(&dir.path, "{}", "");
+    let server = TestServer::start(&base).await;
+    let remote = |extra: &[&str]| {
+        let mut args: Vec<String> = vec!["reload".into()];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args.extend([
+            "--server".into(),
+            server.url.clone(),
+            "--token".into(),
+            TOKEN.into(),
+        ]);
+        args
+    };
+
+    dir.write_version("2.0.0", "v2", "ok", true);
+    let (ok, stdout, stderr) = plugd_cli(remote(&["reloader"])).await;
+    assert!(ok, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("reloaded reloader: 1.0.0 -> 2.0.0"),
+        "{stdout}"
+    );
+    assert_eq!(version(&server).await.1["label"], "v2");
+
+    // A failed reload exits non-zero with the server's reason; version 2 keeps serving.
+    dir.write_version("3.0.0", "v3", "fail_start", true);
+    let (ok, stdout, stderr) = plugd_cli(remote(&["reloader"])).await;
+    assert!(!ok, "{stdout}");
+    assert!(
+        stderr.contains("422") && stderr.contains("refuses to start"),
+        "{stderr}"
+    );
+    assert_eq!(version(&server).await.1["label"], "v2");
+
+    // `plugd reload --config FILE` applies the file's changes.
+    let changed = format!("{base}      config: {{ label: \"cli\" }}\n")
+        .replace("{data}", &server.data_dir().display().to_string());
+    std::fs::write(server.config_path(), changed).unwrap();
+    let config_path = server.config_path().display().to_string();
+    let (ok, stdout, stderr) = plugd_cli(remote(&["--config", &config_path])).await;
+    assert!(ok, "{stdout}{stderr}");
+    assert!(stdout.contains("reconfigured: reloader"), "{stdout}");
+    assert_eq!(version(&server).await.1["label"], "cli");
+    server.stop().await;
+}

@@ -1,0 +1,114 @@
+//! `plugd reload`: ask a running server to hot-reload a plugin, or to apply its changed config.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use plugd::manifest::HostConfig;
+
+/// `plugd reload NAME | --config [FILE]`.
+#[derive(Debug, Args)]
+pub struct ReloadCommand {
+    /// The plugin to reload: its new version is read from its folder and swapped in without
+    /// dropping a request; a failure rolls back.
+    name: Option<String>,
+    /// The server's host config. Without NAME: apply this file's changes to the running server
+    /// (`plugd reload --config`). With NAME: only used to find the server and its token.
+    #[arg(long, num_args = 0..=1, default_missing_value = "plugd.yaml", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The server's base URL (default: admin.listen or server.listen of the config, else
+    /// http://127.0.0.1:8080).
+    #[arg(long)]
+    server: Option<String>,
+    /// The admin token (default: admin.token, PLUGD_ADMIN_TOKEN, or <data_dir>/admin-token).
+    #[arg(long)]
+    token: Option<String>,
+    /// Print the server's JSON answer.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Run `plugd reload`.
+pub fn run(command: ReloadCommand) -> anyhow::Result<()> {
+    let config = match &command.config {
+        Some(path) if path.exists() => Some(
+            HostConfig::from_path(path).with_context(|| format!("reading {}", path.display()))?,
+        ),
+        Some(path) if command.name.is_none() => {
+            bail!("no host config at {}", path.display())
+        }
+        _ => None,
+    };
+    let (server, token) = super::server_and_token(
+        command.server.as_deref(),
+        command.token.as_deref(),
+        config.as_ref(),
+    );
+    let token = token.context(
+        "no admin token: pass --token, or set admin.token or PLUGD_ADMIN_TOKEN, or point --config at the server's config (its data_dir holds the generated token)",
+    )?;
+    let path = match (&command.name, &command.config) {
+        (Some(name), _) => format!("/admin/plugins/{name}/reload"),
+        (None, Some(_)) => "/admin/config/reload".to_string(),
+        (None, None) => bail!("name a plugin to reload, or pass --config to apply the host config"),
+    };
+    let url = format!("{server}{path}");
+    let response = reqwest::blocking::Client::new()
+        .post(&url)
+        .bearer_auth(&token)
+        .timeout(Duration::from_secs(120))
+        .send()
+        .with_context(|| format!("POST {url}: is a plugd server running at {server}?"))?;
+    let status = response.status();
+    let body: serde_json::Value = response
+        .json()
+        .with_context(|| format!("POST {url}: the answer is not JSON"))?;
+    if command.json {
+        println!("{}", serde_json::to_string_pretty(&body)?);
+    }
+    if !status.is_success() {
+        let message = body["message"].as_str().unwrap_or("(no message)");
+        bail!("the server answered {status}: {message}");
+    }
+    if !command.json {
+        match &command.name {
+            Some(name) => println!(
+                "reloaded {name}: {} -> {} in {:.0} ms ({} queued requests served)",
+                body["from_version"].as_str().unwrap_or("?"),
+                body["to_version"].as_str().unwrap_or("?"),
+                body["duration_ms"].as_f64().unwrap_or(0.0),
+                body["queued"].as_u64().unwrap_or(0)
+            ),
+            None => {
+                let mut applied = Vec::new();
+                for key in [
+                    "loaded",
+                    "unloaded",
+                    "enabled",
+                    "disabled",
+                    "reloaded",
+                    "reconfigured",
+                ] {
+                    if let Some(list) = body[key].as_array().filter(|l| !l.is_empty()) {
+                        let names: Vec<&str> = list.iter().filter_map(|v| v.as_str()).collect();
+                        applied.push(format!("{key}: {}", names.join(", ")));
+                    }
+                }
+                if applied.is_empty() {
+                    println!("config applied: nothing changed");
+                } else {
+                    println!("config applied: {}", applied.join("; "));
+                }
+                if let Some(list) = body["restart_required"]
+                    .as_array()
+                    .filter(|l| !l.is_empty())
+                {
+                    let names: Vec<&str> = list.iter().filter_map(|v| v.as_str()).collect();
+                    println!("needs a restart to apply: {}", names.join(", "));
+                }
+            }
+        }
+    }
+    Ok(())
+}
