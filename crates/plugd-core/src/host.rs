@@ -36,7 +36,7 @@ use crate::threshold::ThresholdStatus;
 
 mod reload;
 mod watching;
-pub use reload::ReloadOutcome;
+pub use reload::{ReloadCounters, ReloadOutcome};
 pub use watching::ConfigReloadReport;
 
 /// The version plugins' `framework.version` requirements are checked against.
@@ -1054,6 +1054,41 @@ impl Host {
                 "plugd_event_delivered_total",
                 &sub_label(s),
                 s.delivered as f64,
+            );
+        }
+        let reloads = self.reload_stats();
+        family(
+            &mut out,
+            "plugd_plugin_reloads_total",
+            "counter",
+            "Hot reloads by result: succeeded, failed, rolled_back.",
+        );
+        for (name, c) in &reloads {
+            for (result, n) in [
+                ("succeeded", c.succeeded),
+                ("failed", c.failed),
+                ("rolled_back", c.rolled_back),
+            ] {
+                let l = vec![
+                    ("plugin".to_string(), name.clone()),
+                    ("result".to_string(), result.to_string()),
+                ];
+                sample(&mut out, "plugd_plugin_reloads_total", &l, n as f64);
+            }
+        }
+        family(
+            &mut out,
+            "plugd_plugin_reload_duration_ms",
+            "gauge",
+            "Duration of the plugin's last successful reload.",
+        );
+        for (name, c) in &reloads {
+            let l = vec![("plugin".to_string(), name.clone())];
+            sample(
+                &mut out,
+                "plugd_plugin_reload_duration_ms",
+                &l,
+                c.last_duration_ms,
             );
         }
         for p in &plugins {

@@ -73,7 +73,7 @@ pub use gate::{Gate, GateError, OwnedPass, Pass};
 pub use health::{HealthReport, HealthSummary, PluginSummary};
 pub use host::{
     ConfigReloadReport, Host, HostBuilder, Loader, LoaderContext, PluginHealth, PluginInfo,
-    ReloadOutcome,
+    ReloadCounters, ReloadOutcome,
 };
 pub use host_config::HostConfigView;
 pub use metrics::{BUCKETS_MS, DurationHistogram, MAX_SERIES_PER_PLUGIN, PluginMetrics};

@@ -14,7 +14,7 @@
 //!    supervision takes over.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 use plugd_manifest::ReloadSettings;
 
@@ -52,11 +52,28 @@ pub(crate) struct Reloads {
     gates: parking_lot::Mutex<HashMap<String, Arc<Gate>>>,
     /// The version a reload replaced, kept in memory for the grace period.
     previous: parking_lot::Mutex<HashMap<String, Arc<Loaded>>>,
-    pub(crate) succeeded: AtomicU64,
-    pub(crate) failed: AtomicU64,
-    pub(crate) rolled_back: AtomicU64,
-    /// Duration of the last reload, in microseconds.
-    pub(crate) last_duration_us: AtomicU64,
+    /// Reload counters per plugin name (touched by reloads and scrapes only).
+    counters: parking_lot::Mutex<std::collections::BTreeMap<String, ReloadCounters>>,
+}
+
+/// The reload counters of one plugin name.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct ReloadCounters {
+    /// Reloads that swapped the new version in.
+    pub succeeded: u64,
+    /// Reloads that failed (the previous version served again, or the plugin ended in error).
+    pub failed: u64,
+    /// Rollbacks: after a failed swap, or at the end of a crash in the grace period.
+    pub rolled_back: u64,
+    /// How long the last successful reload took, in milliseconds.
+    pub last_duration_ms: f64,
+}
+
+#[derive(Clone, Copy)]
+enum Count {
+    Succeeded(Duration),
+    Failed,
+    RolledBack,
 }
 
 /// Which way a swap goes, for the log.
@@ -156,7 +173,7 @@ impl Host {
         let new = match prepared {
             Ok(new) => new,
             Err(e) => {
-                self.inner.reloads.failed.fetch_add(1, Ordering::Relaxed);
+                self.count(&name, Count::Failed);
                 tracing::error!(plugin = %name, error = %e, "Plugin reload failed: {name}: {e}; the running version v{old_version} was not touched");
                 return Err(LoadError::Reload {
                     plugin: name,
@@ -168,11 +185,7 @@ impl Host {
         let to_version = version_of(&new);
         let queued = self.swap(old, &new, settings, Swap::Forward).await?;
         let took = started.elapsed();
-        self.inner.reloads.succeeded.fetch_add(1, Ordering::Relaxed);
-        self.inner
-            .reloads
-            .last_duration_us
-            .store(took.as_micros() as u64, Ordering::Relaxed);
+        self.count(&name, Count::Succeeded(took));
         tracing::info!(plugin = %name, from = %old_version, to = %to_version, took_ms = took.as_secs_f64() * 1000.0, queued, "plugin reloaded");
         self.watch_grace_period(old.clone(), new.clone());
         Ok(ReloadOutcome {
@@ -273,7 +286,7 @@ impl Host {
         let version = version_of(p);
         match result {
             Ok(()) => {
-                self.inner.reloads.succeeded.fetch_add(1, Ordering::Relaxed);
+                self.count(&p.name, Count::Succeeded(started.elapsed()));
                 Ok(ReloadOutcome {
                     plugin: p.name.clone(),
                     from_version: version.clone(),
@@ -284,7 +297,7 @@ impl Host {
                 })
             }
             Err(e) => {
-                self.inner.reloads.failed.fetch_add(1, Ordering::Relaxed);
+                self.count(&p.name, Count::Failed);
                 p.state.fail(format!("restart failed: {e}"));
                 self.republish();
                 tracing::error!(plugin = %p.name, error = %e, "native plugin failed to restart; it is now in error");
@@ -326,11 +339,8 @@ impl Host {
         let (old_version, new_version) = (version_of(old), version_of(new));
         tracing::error!(plugin = %name, error = %error, "Plugin reload failed: {name} v{new_version}: {error}");
         tracing::info!(plugin = %name, "Rolling back to previous version: {name} v{old_version}");
-        self.inner.reloads.failed.fetch_add(1, Ordering::Relaxed);
-        self.inner
-            .reloads
-            .rolled_back
-            .fetch_add(1, Ordering::Relaxed);
+        self.count(&name, Count::Failed);
+        self.count(&name, Count::RolledBack);
         self.detach(new).await;
         let restored = if !old_was_up {
             // It was not running before (it had failed): it goes back to that.
@@ -475,10 +485,7 @@ impl Host {
         let queued = self
             .swap(&current, &previous, &settings, Swap::GraceRollback)
             .await?;
-        self.inner
-            .reloads
-            .rolled_back
-            .fetch_add(1, Ordering::Relaxed);
+        self.count(name, Count::RolledBack);
         tracing::info!(plugin = %name, "Previous version restored successfully");
         tracing::info!(plugin = %name, "Processing {queued} queued requests");
         Ok(ReloadOutcome {
@@ -496,15 +503,23 @@ impl Host {
         self.inner.reloads.previous.lock().contains_key(name)
     }
 
-    /// Reload counters: succeeded, failed, rolled back, and the last duration.
-    pub fn reload_stats(&self) -> (u64, u64, u64, Duration) {
-        let r = &self.inner.reloads;
-        (
-            r.succeeded.load(Ordering::Relaxed),
-            r.failed.load(Ordering::Relaxed),
-            r.rolled_back.load(Ordering::Relaxed),
-            Duration::from_micros(r.last_duration_us.load(Ordering::Relaxed)),
-        )
+    fn count(&self, name: &str, what: Count) {
+        let mut counters = self.inner.reloads.counters.lock();
+        let c = counters.entry(name.to_string()).or_default();
+        match what {
+            Count::Succeeded(took) => {
+                c.succeeded += 1;
+                c.last_duration_ms = took.as_secs_f64() * 1000.0;
+            }
+            Count::Failed => c.failed += 1,
+            Count::RolledBack => c.rolled_back += 1,
+        }
+    }
+
+    /// Reload counters of every plugin that was ever reloaded (metrics
+    /// `plugd_plugin_reloads_total{result}` and `plugd_plugin_reload_duration_ms`).
+    pub fn reload_stats(&self) -> std::collections::BTreeMap<String, ReloadCounters> {
+        self.inner.reloads.counters.lock().clone()
     }
 }
 

@@ -497,3 +497,33 @@ async fn plugd_reload_talks_to_the_running_server() {
     assert_eq!(version(&server).await.1["label"], "cli");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloads_are_counted_in_the_metrics() {
+    let dir = PluginDir::new();
+    let server = TestServer::start(&config(&dir.path, "{}", "")).await;
+    dir.write_version("2.0.0", "v2", "ok", true);
+    assert_eq!(
+        admin_post(&server, "/admin/plugins/reloader/reload", None)
+            .await
+            .0,
+        200
+    );
+    dir.write_version("3.0.0", "v3", "fail_init", true);
+    assert_eq!(
+        admin_post(&server, "/admin/plugins/reloader/reload", None)
+            .await
+            .0,
+        422
+    );
+    let metrics = server.get("/metrics").await.text().await.unwrap();
+    for line in [
+        "plugd_plugin_reloads_total{plugin=\"reloader\",result=\"succeeded\"} 1",
+        "plugd_plugin_reloads_total{plugin=\"reloader\",result=\"failed\"} 1",
+        "plugd_plugin_reloads_total{plugin=\"reloader\",result=\"rolled_back\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} in:\n{metrics}");
+    }
+    assert!(metrics.contains("plugd_plugin_reload_duration_ms{plugin=\"reloader\"}"));
+    server.stop().await;
+}
