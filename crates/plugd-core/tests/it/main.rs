@@ -8,6 +8,7 @@ mod hooks;
 mod lifecycle;
 mod manage;
 mod policy;
+mod reload;
 mod resolver;
 mod roles;
 mod supervision;
