@@ -90,13 +90,22 @@ impl Services {
                 "plugin '{caller}' cannot call its own service '{service}' through the host"
             )));
         }
-        let target = self
-            .plugins
-            .read()
-            .iter()
-            .find(|p| p.name == plugin)
-            .cloned()
-            .ok_or_else(|| not_found(plugin, service))?;
+        // A call into a plugin that is being reloaded waits at its gate like a request does,
+        // then goes to the version the reload left in place.
+        let (target, _pass) = loop {
+            let target = self
+                .plugins
+                .read()
+                .iter()
+                .find(|p| p.name == plugin)
+                .cloned()
+                .ok_or_else(|| not_found(plugin, service))?;
+            if let Some(pass) = target.gate.try_enter_owned() {
+                break (target, pass);
+            }
+            let gate = target.gate.clone();
+            drop(gate.enter().await.map_err(|e| HostError::Failed(e.to_string()))?);
+        };
         if !target
             .registrations
             .load()
