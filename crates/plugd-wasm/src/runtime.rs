@@ -57,6 +57,16 @@ impl RuntimeOptions {
 
     /// The runtime a host config asks for: `plugins.pool`, fuel when `limits.fuel` is set
     /// globally or for any plugin, the cache under `<data_dir>/cache/components`.
+    ///
+    /// ```
+    /// use plugd_manifest::{Format, HostConfig};
+    /// let yaml = "plugins:\n  pool: { slots: 16 }\n  plugins:\n    - name: metered\n      limits: { fuel: 1000000 }\n";
+    /// let config = HostConfig::from_str(yaml, Format::Yaml, None).unwrap();
+    /// let options = plugd_wasm::RuntimeOptions::from_config(&config);
+    /// assert_eq!(options.pool.slots, 16);
+    /// assert_eq!(options.pool.memory_per_slot_mb, 64);
+    /// assert!(options.fuel, "one plugin's fuel turns metering on");
+    /// ```
     pub fn from_config(config: &HostConfig) -> RuntimeOptions {
         let plugins = &config.plugins;
         let fuel = plugins.limits.fuel.is_some()

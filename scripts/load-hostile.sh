@@ -1,0 +1,178 @@
+#!/usr/bin/env bash
+# A benchmark, not a test: how the well-behaved `hello` plugin answers while hostile plugins are
+# hammered beside it. Starts `plugd serve` (release build) with hello and the attackers of
+# tests/plugins, then measures hello's latency (p50, p99) and throughput with wrk:
+#   1. hello alone;
+#   2. hello while a second wrk hammers the attackers' routes (loops to the deadline, unbounded
+#      allocation, traps, stack overflows, bodies over the cap, denied capability calls);
+#   3. hello while the second wrk keeps hanger's pre_request hook spinning (x-loop: 1): every
+#      request, hello's included, passes that hook and needs a free hanger instance.
+# With PER_ATTACK=1, also one row per attack (each attacker's route hammered alone).
+# Prints a table (Markdown). Figures for BENCHMARKS.md ("Hostile plugins").
+#
+#   scripts/load-hostile.sh                       # 10 s per phase
+#   PER_ATTACK=1 DURATION=5s scripts/load-hostile.sh
+#   DURATION=30s CONNECTIONS=32 scripts/load-hostile.sh
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+duration="${DURATION:-10s}"
+connections="${CONNECTIONS:-16}"
+attack_connections="${ATTACK_CONNECTIONS:-8}"
+port="${PORT:-18181}"
+
+# wrk comes from Debian's package.
+if ! command -v wrk >/dev/null 2>&1; then
+    echo "load-hostile: installing wrk (apt-get)" >&2
+    sudo_cmd=()
+    [[ "$(id -u)" -eq 0 ]] || sudo_cmd=(sudo)
+    "${sudo_cmd[@]}" apt-get update -qq
+    "${sudo_cmd[@]}" apt-get install -y -qq wrk >/dev/null
+fi
+
+bash "$root/scripts/build-examples.sh" >/dev/null
+(cd "$root" && cargo build --release -q -p plugd --bin plugd)
+plugd="$root/target/release/plugd"
+
+work="$(mktemp -d)"
+server_pid=""
+cleanup() {
+    [[ -n "$server_pid" ]] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+attacker() { # name, extra entry lines
+    printf '    - name: %s\n      path: "%s"\n%s' "$1" "$root/tests/plugins/$1" "$2"
+}
+{
+    cat <<EOF
+server: { listen: "127.0.0.1:$port" }
+data_dir: "$work/data"
+plugins:
+  limits: { timeout: 500ms }
+  plugins:
+    - name: hello
+      path: "$root/examples/plugins/hello"
+      permissions: { router: true }
+      limits: { timeout: 5s }
+EOF
+    attacker looper "      permissions: { router: true }
+"
+    attacker hanger "      permissions: { router: true }
+"
+    attacker hog "      permissions: { router: true }
+"
+    attacker crasher "      permissions: { router: true }
+"
+    attacker recurser "      permissions: { router: true }
+"
+    attacker bigbody "      permissions: { router: true }
+"
+    attacker nogrant ""
+    attacker snoop "      permissions: { router: true }
+"
+    attacker gossip "      permissions: { router: true }
+"
+} >"$work/plugd.yaml"
+
+PLUGD_LOG=error "$plugd" serve --config "$work/plugd.yaml" >"$work/plugd.log" 2>&1 &
+server_pid=$!
+base="http://127.0.0.1:$port"
+for _ in $(seq 1 100); do
+    curl -fsS "$base/healthz" >/dev/null 2>&1 && break
+    sleep 0.2
+done
+curl -fsS "$base/plugins/hello/greet?name=Ada" >/dev/null || {
+    echo "load-hostile: plugd did not come up; its log:" >&2
+    cat "$work/plugd.log" >&2
+    exit 1
+}
+
+# The attackers' requests, in rotation.
+cat >"$work/attack.lua" <<'EOF'
+local paths = {
+    "/plugins/looper/spin",           -- loops until its 500 ms deadline: 504
+    "/plugins/hog/alloc",             -- allocates until its 64 MiB cap: 500
+    "/plugins/crasher/panic",         -- traps: 500
+    "/plugins/recurser/deep",         -- overflows its stack: 500
+    "/plugins/bigbody/huge?mib=16",   -- 16 MiB body over its 8 MiB cap: 500
+    "/plugins/snoop/snoop",           -- probes other plugins' storage keys: 200
+    "/plugins/gossip/publish?topic=admin.secret", -- undeclared event: 403
+}
+local i = 0
+request = function()
+    i = i + 1
+    local path = paths[(i % #paths) + 1]
+    local headers = {}
+    if i % 7 == 0 then headers["x-attack"] = "database" end  -- nogrant's denied call: 403
+    return wrk.format("GET", path, headers)
+end
+EOF
+cat >"$work/hook.lua" <<'EOF'
+wrk.headers["x-loop"] = "1"
+EOF
+
+# wrk --latency output -> "p50 p99 rps" (latencies in ms).
+summarize() {
+    awk '
+        function ms(v) {
+            if (v ~ /us$/) { sub(/us$/, "", v); return v / 1000 }
+            if (v ~ /ms$/) { sub(/ms$/, "", v); return v + 0 }
+            if (v ~ /s$/)  { sub(/s$/, "", v);  return v * 1000 }
+            return v
+        }
+        $1 == "50%" { p50 = ms($2) }
+        $1 == "99%" { p99 = ms($2) }
+        $1 == "Requests/sec:" { rps = $2 }
+        /Non-2xx or 3xx responses:/ { bad = $NF }
+        END { printf "%.2f %.2f %.0f %d\n", p50, p99, rps, bad + 0 }'
+}
+
+hello_url="$base/plugins/hello/greet?name=Ada"
+run_hello() {
+    wrk -t2 -c"$connections" -d"$duration" --latency "$hello_url" | summarize
+}
+
+# hello measured while a second wrk runs with the given arguments; prints "p50 p99 rps bad
+# attack-rps".
+under_attack() {
+    wrk -t1 -c"$attack_connections" -d"$duration" "$@" >"$work/attack.out" &
+    local attack_pid=$!
+    sleep 1
+    local hello
+    hello="$(run_hello)"
+    wait "$attack_pid"
+    echo "$hello $(summarize <"$work/attack.out" | awk '{print $3}')"
+}
+
+# Warm up (first instances, page cache), then the phases.
+wrk -t1 -c4 -d2s "$hello_url" >/dev/null
+
+alone="$(run_hello) -"
+routes="$(under_attack -s "$work/attack.lua" "$base")"
+hook="$(under_attack -s "$work/hook.lua" "$base/plugins/hanger/ok")"
+singles=()
+if [[ "${PER_ATTACK:-0}" == 1 ]]; then
+    for path in /plugins/looper/spin /plugins/hog/alloc /plugins/crasher/panic /plugins/recurser/deep \
+        "/plugins/bigbody/huge?mib=16" /plugins/snoop/snoop "/plugins/gossip/publish?topic=admin.secret"; do
+        singles+=("$path|$(under_attack "$base$path")")
+    done
+fi
+curl -fsS "$base/healthz" >/dev/null || { echo "load-hostile: /healthz failed after the attacks" >&2; exit 1; }
+
+row() { # label, "p50 p99 rps bad attack-rps"
+    read -r p50 p99 rps bad attack <<<"$2"
+    printf '| %s | %s | %s | %s | %s | %s |\n' "$1" "$attack" "$p50" "$p99" "$rps" "$bad"
+}
+echo
+echo "hello: wrk -t2 -c$connections -d$duration; attackers: wrk -t1 -c$attack_connections; $(nproc) CPUs"
+echo
+echo "| hello's load | attack requests/s | p50 ms | p99 ms | requests/s | non-2xx |"
+echo "|---|---|---|---|---|---|"
+row "alone" "$alone"
+row "all attackers' routes hammered" "$routes"
+row "hanger's pre_request hook kept spinning (x-loop: 1)" "$hook"
+for single in "${singles[@]}"; do
+    row "\`${single%%|*}\` hammered" "${single#*|}"
+done
