@@ -104,7 +104,11 @@ impl Services {
                 break (target, pass);
             }
             let gate = target.gate.clone();
-            drop(gate.enter().await.map_err(|e| HostError::Failed(e.to_string()))?);
+            drop(
+                gate.enter()
+                    .await
+                    .map_err(|e| HostError::Failed(e.to_string()))?,
+            );
         };
         if !target
             .registrations

@@ -39,6 +39,7 @@ fn options(memory_mb: u64) -> PluginOptions {
         metrics: None,
         cache: None,
         audit: None,
+        capabilities: None,
     }
 }
 
