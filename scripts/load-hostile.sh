@@ -21,26 +21,9 @@ connections="${CONNECTIONS:-16}"
 attack_connections="${ATTACK_CONNECTIONS:-8}"
 port="${PORT:-18181}"
 
-# wrk comes from Debian's package.
-if ! command -v wrk >/dev/null 2>&1; then
-    echo "load-hostile: installing wrk (apt-get)" >&2
-    sudo_cmd=()
-    [[ "$(id -u)" -eq 0 ]] || sudo_cmd=(sudo)
-    "${sudo_cmd[@]}" apt-get update -qq
-    "${sudo_cmd[@]}" apt-get install -y -qq wrk >/dev/null
-fi
-
-bash "$root/scripts/build-examples.sh" >/dev/null
-(cd "$root" && cargo build --release -q -p plugd --bin plugd)
-plugd="$root/target/release/plugd"
-
-work="$(mktemp -d)"
-server_pid=""
-cleanup() {
-    [[ -n "$server_pid" ]] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
-    rm -rf "$work"
-}
-trap cleanup EXIT
+# shellcheck source=lib/load.sh
+source "$root/scripts/lib/load.sh"
+load_setup load-hostile
 
 attacker() { # name, extra entry lines
     printf '    - name: %s\n      path: "%s"\n%s' "$1" "$root/tests/plugins/$1" "$2"
@@ -76,18 +59,8 @@ EOF
 "
 } >"$work/plugd.yaml"
 
-PLUGD_LOG=error "$plugd" serve --config "$work/plugd.yaml" >"$work/plugd.log" 2>&1 &
-server_pid=$!
 base="http://127.0.0.1:$port"
-for _ in $(seq 1 100); do
-    curl -fsS "$base/healthz" >/dev/null 2>&1 && break
-    sleep 0.2
-done
-curl -fsS "$base/plugins/hello/greet?name=Ada" >/dev/null || {
-    echo "load-hostile: plugd did not come up; its log:" >&2
-    cat "$work/plugd.log" >&2
-    exit 1
-}
+start_server "$work/plugd.yaml" "$base/plugins/hello/greet?name=Ada"
 
 # The attackers' requests, in rotation.
 cat >"$work/attack.lua" <<'EOF'
@@ -113,21 +86,6 @@ cat >"$work/hook.lua" <<'EOF'
 wrk.headers["x-loop"] = "1"
 EOF
 
-# wrk --latency output -> "p50 p99 rps" (latencies in ms).
-summarize() {
-    awk '
-        function ms(v) {
-            if (v ~ /us$/) { sub(/us$/, "", v); return v / 1000 }
-            if (v ~ /ms$/) { sub(/ms$/, "", v); return v + 0 }
-            if (v ~ /s$/)  { sub(/s$/, "", v);  return v * 1000 }
-            return v
-        }
-        $1 == "50%" { p50 = ms($2) }
-        $1 == "99%" { p99 = ms($2) }
-        $1 == "Requests/sec:" { rps = $2 }
-        /Non-2xx or 3xx responses:/ { bad = $NF }
-        END { printf "%.2f %.2f %.0f %d\n", p50, p99, rps, bad + 0 }'
-}
 
 hello_url="$base/plugins/hello/greet?name=Ada"
 run_hello() {

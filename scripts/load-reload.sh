@@ -21,25 +21,9 @@ more="${MORE:-200}"
 port="${PORT:-18282}"
 token="load-reload-token"
 
-if ! command -v wrk >/dev/null 2>&1; then
-    echo "load-reload: installing wrk (apt-get)" >&2
-    sudo_cmd=()
-    [[ "$(id -u)" -eq 0 ]] || sudo_cmd=(sudo)
-    "${sudo_cmd[@]}" apt-get update -qq
-    "${sudo_cmd[@]}" apt-get install -y -qq wrk >/dev/null
-fi
-
-bash "$root/scripts/build-examples.sh" >/dev/null
-(cd "$root" && cargo build --release -q -p plugd --bin plugd)
-plugd="${CARGO_TARGET_DIR:-$root/target}/release/plugd"
-
-work="$(mktemp -d)"
-server_pid=""
-cleanup() {
-    [[ -n "$server_pid" ]] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
-    rm -rf "$work"
-}
-trap cleanup EXIT
+# shellcheck source=lib/load.sh
+source "$root/scripts/lib/load.sh"
+load_setup load-reload
 
 plugin="$work/reloader"
 mkdir -p "$plugin"
@@ -72,37 +56,11 @@ plugins:
       permissions: { router: true }
 EOF
 
-PLUGD_LOG=error "$plugd" serve --config "$work/plugd.yaml" >"$work/plugd.log" 2>&1 &
-server_pid=$!
 base="http://127.0.0.1:$port"
-for _ in $(seq 1 100); do
-    curl -fsS "$base/healthz" >/dev/null 2>&1 && break
-    sleep 0.2
-done
-curl -fsS "$base/plugins/reloader/version" >/dev/null || {
-    echo "load-reload: plugd did not come up; its log:" >&2
-    cat "$work/plugd.log" >&2
-    exit 1
-}
+start_server "$work/plugd.yaml" "$base/plugins/reloader/version"
 
 rss_mib() { awk '/^VmRSS:/ { printf "%.1f", $2 / 1024 }' "/proc/$server_pid/status"; }
 
-# wrk --latency output -> "p50 p99 rps failed" (latencies in ms; failed = non-2xx + socket errors).
-summarize() {
-    awk '
-        function ms(v) {
-            if (v ~ /us$/) { sub(/us$/, "", v); return v / 1000 }
-            if (v ~ /ms$/) { sub(/ms$/, "", v); return v + 0 }
-            if (v ~ /s$/)  { sub(/s$/, "", v);  return v * 1000 }
-            return v
-        }
-        $1 == "50%" { p50 = ms($2) }
-        $1 == "99%" { p99 = ms($2) }
-        $1 == "Requests/sec:" { rps = $2 }
-        /Non-2xx or 3xx responses:/ { bad += $NF }
-        /Socket errors:/ { for (i = 3; i <= NF; i += 2) { v = $i; gsub(/,/, "", v); bad += v } }
-        END { printf "%.2f %.2f %.0f %d\n", p50, p99, rps, bad + 0 }'
-}
 url="$base/plugins/reloader/version"
 load() { wrk -t2 -c"$connections" -d"$duration" --latency "$url"; }
 
