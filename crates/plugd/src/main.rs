@@ -85,6 +85,8 @@ enum Command {
     /// host config (`plugd reload --config [FILE]`), through its admin API
     Reload(cli::reload::ReloadCommand),
     #[command(flatten)]
+    Admin(cli::admin::AdminCommand),
+    #[command(flatten)]
     Package(cli::pkg::PkgCommand),
 }
 
@@ -107,6 +109,7 @@ fn main() -> ExitCode {
         Command::Discover { dir, json } => discover(&dir, json),
         Command::Package(command) => cli::pkg::run(command),
         Command::Reload(command) => cli::reload::run(command),
+        Command::Admin(command) => cli::admin::run(command),
         Command::Serve { config, listen } => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()

@@ -1,5 +1,6 @@
 //! The `plugd` command's subcommands that live outside `main.rs`.
 
+pub mod admin;
 pub mod pkg;
 pub mod reload;
 

@@ -1,7 +1,6 @@
 //! `plugd reload`: ask a running server to hot-reload a plugin, or to apply its changed config.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
@@ -40,38 +39,20 @@ pub fn run(command: ReloadCommand) -> anyhow::Result<()> {
         }
         _ => None,
     };
-    let (server, token) = super::server_and_token(
+    let client = super::admin::AdminClient::new(
         command.server.as_deref(),
         command.token.as_deref(),
         config.as_ref(),
-    );
-    let token = token.context(
-        "no admin token: pass --token, or set admin.token or PLUGD_ADMIN_TOKEN, or point --config at the server's config (its data_dir holds the generated token)",
     )?;
     let path = match (&command.name, &command.config) {
         (Some(name), _) => format!("/admin/plugins/{name}/reload"),
         (None, Some(_)) => "/admin/config/reload".to_string(),
         (None, None) => bail!("name a plugin to reload, or pass --config to apply the host config"),
     };
-    let url = format!("{server}{path}");
-    let response = reqwest::blocking::Client::new()
-        .post(&url)
-        .bearer_auth(&token)
-        .timeout(Duration::from_secs(120))
-        .send()
-        .with_context(|| format!("POST {url}: is a plugd server running at {server}?"))?;
-    let status = response.status();
-    let body: serde_json::Value = response
-        .json()
-        .with_context(|| format!("POST {url}: the answer is not JSON"))?;
+    let body = client.call(reqwest::Method::POST, &path)?;
     if command.json {
         println!("{}", serde_json::to_string_pretty(&body)?);
-    }
-    if !status.is_success() {
-        let message = body["message"].as_str().unwrap_or("(no message)");
-        bail!("the server answered {status}: {message}");
-    }
-    if !command.json {
+    } else {
         match &command.name {
             Some(name) => println!(
                 "reloaded {name}: {} -> {} in {:.0} ms ({} queued requests served)",

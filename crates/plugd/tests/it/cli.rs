@@ -557,3 +557,67 @@ fn seed_errors_in_every_format() {
         }
     }
 }
+
+/// Run `plugd ARGS… --server URL --token TOKEN` against a test server, off the async workers.
+async fn remote(server: &crate::support::TestServer, args: &[&str]) -> (bool, String, String) {
+    let mut command = plugd();
+    command
+        .args(args)
+        .args(["--server", &server.url, "--token", crate::support::TOKEN]);
+    let out = tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_commands_talk_to_a_running_server() {
+    let server = crate::support::TestServer::start(&crate::support::examples_config()).await;
+
+    let (ok, out, err) = remote(&server, &["list"]).await;
+    assert!(ok, "{err}");
+    assert!(out.starts_with("NAME"), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("hello") && l.contains("running")),
+        "{out}"
+    );
+
+    let (ok, out, err) = remote(&server, &["info", "hello", "--json"]).await;
+    assert!(ok, "{err}");
+    let info: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(info["name"], "hello");
+
+    let (ok, out, err) = remote(&server, &["disable", "hello"]).await;
+    assert!(ok, "{err}");
+    assert!(out.contains("disabled"), "{out}");
+    assert_eq!(server.get("/plugins/hello/greet").await.status(), 503);
+    let (ok, _, err) = remote(&server, &["enable", "hello"]).await;
+    assert!(ok, "{err}");
+    assert_eq!(server.get("/plugins/hello/greet").await.status(), 200);
+
+    let (ok, out, err) = remote(&server, &["health"]).await;
+    assert!(ok, "{err}");
+    assert!(out.starts_with("overall:"), "{out}");
+
+    let (ok, _, err) = remote(&server, &["logs", "--audit", "--plugin", "hello"]).await;
+    assert!(ok, "{err}");
+
+    // A wrong token is a clear error, not a crash.
+    let mut command = plugd();
+    command.args(["list", "--server", &server.url, "--token", "wrong"]);
+    let out = tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("401"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    server.stop().await;
+}

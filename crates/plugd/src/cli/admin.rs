@@ -1,0 +1,266 @@
+//! The CLI side of the admin API: `plugd list`, `info`, `health`, `enable`, `disable`, `logs
+//! --audit`, and the client `plugd reload` shares.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use plugd::manifest::HostConfig;
+use serde_json::Value;
+
+/// Where the running server is and how to authenticate.
+#[derive(Debug, Clone, Args)]
+pub struct Remote {
+    /// The server's host config: used to find its address and admin token.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The server's base URL (default: admin.listen or server.listen of the config, else
+    /// http://127.0.0.1:8080).
+    #[arg(long, global = true)]
+    pub server: Option<String>,
+    /// The admin token (default: admin.token, PLUGD_ADMIN_TOKEN, or <data_dir>/admin-token).
+    #[arg(long, global = true)]
+    pub token: Option<String>,
+    /// Print the server's JSON answer.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// A client of one server's admin API.
+pub struct AdminClient {
+    server: String,
+    token: String,
+    http: reqwest::blocking::Client,
+}
+
+impl AdminClient {
+    /// Find the server and its token as `plugd serve` with the same config would have them.
+    pub fn new(
+        server: Option<&str>,
+        token: Option<&str>,
+        config: Option<&HostConfig>,
+    ) -> anyhow::Result<AdminClient> {
+        let (server, token) = super::server_and_token(server, token, config);
+        let token = token.context(
+            "no admin token: pass --token, or set admin.token or PLUGD_ADMIN_TOKEN, or point --config at the server's config (its data_dir holds the generated token)",
+        )?;
+        Ok(AdminClient {
+            server,
+            token,
+            http: reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(120))
+                .build()?,
+        })
+    }
+
+    fn from_remote(r: &Remote) -> anyhow::Result<AdminClient> {
+        let config = match &r.config {
+            Some(path) => Some(
+                HostConfig::from_path(path)
+                    .with_context(|| format!("reading {}", path.display()))?,
+            ),
+            None => None,
+        };
+        AdminClient::new(r.server.as_deref(), r.token.as_deref(), config.as_ref())
+    }
+
+    /// Send a request; a non-2xx answer is an error carrying the server's message.
+    pub fn call(&self, method: reqwest::Method, path: &str) -> anyhow::Result<Value> {
+        let url = format!("{}{path}", self.server);
+        let response = self
+            .http
+            .request(method.clone(), &url)
+            .bearer_auth(&self.token)
+            .send()
+            .with_context(|| {
+                format!(
+                    "{method} {url}: is a plugd server running at {}?",
+                    self.server
+                )
+            })?;
+        let status = response.status();
+        let body: Value = response
+            .json()
+            .with_context(|| format!("{method} {url}: the answer is not JSON"))?;
+        if !status.is_success() {
+            let message = body["message"].as_str().unwrap_or("(no message)");
+            bail!("the server answered {status}: {message}");
+        }
+        Ok(body)
+    }
+}
+
+/// The admin commands.
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// List the plugins of a running server: name, version, status, errors
+    List {
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// One plugin of a running server: info, health, hooks, routes
+    Info {
+        name: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Health of a running server's plugins (one, or all as last polled)
+    Health {
+        name: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Start a disabled, failed or given-up plugin of a running server again
+    Enable {
+        name: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Stop serving a plugin of a running server until it is enabled again
+    Disable {
+        name: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// A running server's logs kept for operators: the audit log of denied capability calls
+    Logs {
+        /// The audit log (denied capability calls); the only log kept by the server today.
+        #[arg(long)]
+        audit: bool,
+        /// Only this plugin's entries.
+        #[arg(long)]
+        plugin: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+/// Run an admin command.
+pub fn run(command: AdminCommand) -> anyhow::Result<()> {
+    use reqwest::Method;
+    let (remote, method, path) = match &command {
+        AdminCommand::List { remote } => (remote, Method::GET, "/admin/plugins".to_string()),
+        AdminCommand::Info { name, remote } => {
+            (remote, Method::GET, format!("/admin/plugins/{name}"))
+        }
+        AdminCommand::Health {
+            name: Some(n),
+            remote,
+        } => (remote, Method::GET, format!("/admin/plugins/{n}/health")),
+        AdminCommand::Health { name: None, remote } => {
+            (remote, Method::GET, "/admin/health".to_string())
+        }
+        AdminCommand::Enable { name, remote } => (
+            remote,
+            Method::POST,
+            format!("/admin/plugins/{name}/enable"),
+        ),
+        AdminCommand::Disable { name, remote } => (
+            remote,
+            Method::POST,
+            format!("/admin/plugins/{name}/disable"),
+        ),
+        AdminCommand::Logs {
+            audit,
+            plugin,
+            remote,
+        } => {
+            if !audit {
+                bail!(
+                    "the server keeps the audit log (--audit); plugin logs go to the server's own output (PLUGD_LOG, --log-format json)"
+                );
+            }
+            let query = plugin
+                .as_ref()
+                .map(|p| format!("?plugin={p}"))
+                .unwrap_or_default();
+            (remote, Method::GET, format!("/admin/audit{query}"))
+        }
+    };
+    let client = AdminClient::from_remote(remote)?;
+    let body = client.call(method, &path)?;
+    if remote.json {
+        println!("{}", serde_json::to_string_pretty(&body)?);
+        return Ok(());
+    }
+    match &command {
+        AdminCommand::List { .. } => {
+            println!(
+                "{:<20} {:<10} {:<12} {:>7}  LAST ERROR",
+                "NAME", "VERSION", "STATUS", "ERRORS"
+            );
+            for p in body.as_array().into_iter().flatten() {
+                println!(
+                    "{:<20} {:<10} {:<12} {:>7}  {}",
+                    text(&p["name"]),
+                    text(&p["version"]),
+                    text(&p["status"]),
+                    text(&p["error_count"]),
+                    p["last_error"]["message"].as_str().unwrap_or("")
+                );
+            }
+        }
+        AdminCommand::Info { .. } | AdminCommand::Enable { .. } | AdminCommand::Disable { .. } => {
+            for key in [
+                "name",
+                "version",
+                "kind",
+                "status",
+                "phase",
+                "error_count",
+                "permissions",
+                "routes",
+                "subscriptions",
+                "exports",
+            ] {
+                println!("{key:<14} {}", text(&body[key]));
+            }
+            if let Some(e) = body["last_error"].as_object() {
+                println!(
+                    "{:<14} {} ({})",
+                    "last_error",
+                    text(&e["message"].clone()),
+                    text(&e["at"].clone())
+                );
+            }
+        }
+        AdminCommand::Health { name: Some(_), .. } => {
+            for key in ["status", "phase", "error_count", "reported", "checked_at"] {
+                println!("{key:<14} {}", text(&body[key]));
+            }
+        }
+        AdminCommand::Health { name: None, .. } => {
+            println!("overall: {}", text(&body["status"]));
+            if let Some(plugins) = body["plugins"].as_object() {
+                for (name, h) in plugins {
+                    println!(
+                        "{name:<20} {:<12} errors {}",
+                        text(&h["status"]),
+                        text(&h["error_count"])
+                    );
+                }
+            }
+        }
+        AdminCommand::Logs { .. } => {
+            for e in body.as_array().into_iter().flatten() {
+                println!(
+                    "{}  {:<16} {:<10} {}",
+                    text(&e["at"]),
+                    text(&e["plugin"]),
+                    text(&e["capability"]),
+                    text(&e["detail"])
+                );
+            }
+        }
+    }
+    Ok(())
+}
