@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use http::{Method, StatusCode};
 use plugd_manifest::{FailurePolicy, HookType};
+use tracing::Instrument;
+use tracing::field::Empty;
 
 use crate::cpu::Throttle;
 use crate::error::PluginError;
@@ -222,11 +224,14 @@ fn throttled(plugin: &Loaded, t: Throttle) -> Response {
 
 /// Count a finished call: its duration against the CPU budget, and a success against the
 /// threshold's count (`reset_on_success`). Atomics only, unless there is a count to reset.
-fn finished<T, E>(plugin: &Loaded, took: Duration, result: &Result<T, E>) {
+/// After a plugin call: its busy time and success count, and its span's outcome and duration.
+fn finished<T, E>(plugin: &Loaded, took: Duration, result: &Result<T, E>, span: &tracing::Span) {
     plugin.state.record_busy(took);
     if result.is_ok() {
         plugin.state.record_success();
     }
+    span.record("outcome", if result.is_ok() { "ok" } else { "error" });
+    span.record("duration_ms", took.as_secs_f64() * 1000.0);
 }
 
 fn unavailable(plugin: &Loaded) -> Response {
@@ -324,20 +329,20 @@ async fn call_hook(
     ex: &mut Exchange,
 ) -> Result<Action, PluginError> {
     let plugin = &h.plugin;
+    let span = tracing::debug_span!("plugin_call", plugin = %plugin.name, hook = hook.as_str(), outcome = Empty, duration_ms = Empty);
     let timeout = plugin.limits.hook_timeout(hook);
     let started = Instant::now();
-    let result = match tokio::time::timeout(
-        backstop(plugin, timeout),
-        plugin.plugin.on_hook(hook, ex),
-    )
-    .await
-    {
-        Ok(r) => r,
-        Err(_) => Err(PluginError::hook_timeout(hook, timeout)),
-    };
+    let result =
+        match tokio::time::timeout(backstop(plugin, timeout), plugin.plugin.on_hook(hook, ex))
+            .instrument(span.clone())
+            .await
+        {
+            Ok(r) => r,
+            Err(_) => Err(PluginError::hook_timeout(hook, timeout)),
+        };
     let took = started.elapsed();
     plugin.state.hook(hook).record(took, result.is_err());
-    finished(plugin, took, &result);
+    finished(plugin, took, &result, &span);
     if let Err(e) = &result {
         plugin
             .state
@@ -451,7 +456,11 @@ async fn call_middleware<T>(
 ) -> Result<T, PluginError> {
     let timeout = m.plugin.limits.timeout;
     let started = Instant::now();
-    let result = match tokio::time::timeout(backstop(&m.plugin, timeout), call).await {
+    let span = tracing::debug_span!("plugin_call", plugin = %m.plugin.name, middleware = %m.reg.name, step, outcome = Empty, duration_ms = Empty);
+    let result = match tokio::time::timeout(backstop(&m.plugin, timeout), call)
+        .instrument(span.clone())
+        .await
+    {
         Ok(r) => r,
         Err(_) => Err(PluginError::Timeout(format!(
             "middleware {} {step} exceeded {} timeout",
@@ -459,7 +468,7 @@ async fn call_middleware<T>(
             humantime::format_duration(timeout)
         ))),
     };
-    finished(&m.plugin, started.elapsed(), &result);
+    finished(&m.plugin, started.elapsed(), &result, &span);
     if let Err(e) = &result {
         m.plugin
             .state
@@ -540,12 +549,14 @@ async fn route(table: &DispatchTable, ex: &mut Exchange) -> Response {
         return r;
     }
     ex.stage = Stage::Handler;
+    let span = tracing::debug_span!("plugin_call", plugin = %plugin.name, method = %entry.method, route = %entry.pattern, outcome = Empty, duration_ms = Empty);
     let timeout = plugin.limits.timeout;
     let started = Instant::now();
     let result = match tokio::time::timeout(
         backstop(&plugin, timeout),
         plugin.plugin.handle_request(&entry.pattern, ex),
     )
+    .instrument(span.clone())
     .await
     {
         Ok(r) => r,
@@ -556,7 +567,7 @@ async fn route(table: &DispatchTable, ex: &mut Exchange) -> Response {
     };
     let took = started.elapsed();
     plugin.state.routes().record(took, result.is_err());
-    finished(&plugin, took, &result);
+    finished(&plugin, took, &result, &span);
     match result {
         Ok(r) => r,
         Err(e) => {

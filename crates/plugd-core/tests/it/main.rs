@@ -11,6 +11,7 @@ mod policy;
 mod reload;
 mod resolver;
 mod roles;
+mod spans;
 mod supervision;
 mod thresholds;
 
