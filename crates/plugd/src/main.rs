@@ -86,6 +86,11 @@ enum Command {
     Reload(cli::reload::ReloadCommand),
     #[command(flatten)]
     Admin(cli::admin::AdminCommand),
+    /// Print a shell completion script: `plugd completions bash > /etc/bash_completion.d/plugd`
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
     #[command(flatten)]
     Package(cli::pkg::PkgCommand),
 }
@@ -110,6 +115,11 @@ fn main() -> ExitCode {
         Command::Package(command) => cli::pkg::run(command),
         Command::Reload(command) => cli::reload::run(command),
         Command::Admin(command) => cli::admin::run(command),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "plugd", &mut std::io::stdout());
+            Ok(())
+        }
         Command::Serve { config, listen } => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()

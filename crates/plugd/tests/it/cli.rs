@@ -621,3 +621,18 @@ async fn the_admin_commands_talk_to_a_running_server() {
     );
     server.stop().await;
 }
+
+#[test]
+fn completions_cover_the_subcommands() {
+    let out = plugd().args(["completions", "bash"]).output().unwrap();
+    assert!(out.status.success());
+    let script = String::from_utf8_lossy(&out.stdout);
+    for word in ["serve", "reload", "install", "list", "disable"] {
+        assert!(
+            script.contains(word),
+            "{word} missing from the bash completions"
+        );
+    }
+    let out = plugd().args(["completions", "tcsh"]).output().unwrap();
+    assert!(!out.status.success(), "an unknown shell is refused");
+}
