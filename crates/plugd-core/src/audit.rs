@@ -26,7 +26,14 @@ pub struct AuditEntry {
 /// The audit log.
 #[derive(Debug, Default)]
 pub struct AuditLog {
-    entries: Mutex<VecDeque<AuditEntry>>,
+    entries: Mutex<Entries>,
+}
+
+#[derive(Debug, Default)]
+struct Entries {
+    kept: VecDeque<AuditEntry>,
+    /// Entries ever recorded: the sequence number of the next one.
+    recorded: u64,
 }
 
 impl AuditLog {
@@ -34,10 +41,11 @@ impl AuditLog {
     pub fn record(&self, plugin: &str, capability: &str, detail: &str) {
         tracing::warn!(target: "plugd::audit", plugin, capability, detail, "denied");
         let mut entries = self.entries.lock();
-        if entries.len() == AUDIT_CAPACITY {
-            entries.pop_front();
+        if entries.kept.len() == AUDIT_CAPACITY {
+            entries.kept.pop_front();
         }
-        entries.push_back(AuditEntry {
+        entries.recorded += 1;
+        entries.kept.push_back(AuditEntry {
             plugin: plugin.to_string(),
             capability: capability.to_string(),
             at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
@@ -49,10 +57,21 @@ impl AuditLog {
     pub fn entries(&self, plugin: Option<&str>) -> Vec<AuditEntry> {
         self.entries
             .lock()
+            .kept
             .iter()
             .filter(|e| plugin.is_none_or(|p| e.plugin == p))
             .cloned()
             .collect()
+    }
+
+    /// The entries recorded after the first `seen` ones (those still kept), and the number
+    /// recorded so far, to pass as `seen` next time.
+    pub fn since(&self, seen: u64) -> (Vec<AuditEntry>, u64) {
+        let entries = self.entries.lock();
+        let first_kept = entries.recorded - entries.kept.len() as u64;
+        let skip = seen.saturating_sub(first_kept) as usize;
+        let new = entries.kept.iter().skip(skip).cloned().collect();
+        (new, entries.recorded)
     }
 }
 
@@ -70,5 +89,28 @@ mod tests {
         assert_eq!(all.len(), AUDIT_CAPACITY);
         assert_eq!(all[0].detail, "5");
         assert!(log.entries(Some("other")).is_empty());
+    }
+
+    #[test]
+    fn since_gives_what_came_after_a_mark() {
+        let log = AuditLog::default();
+        assert_eq!(log.since(0), (vec![], 0));
+        log.record("p", "database", "1");
+        log.record("p", "network", "2");
+        let (new, mark) = log.since(0);
+        assert_eq!(new.len(), 2);
+        assert_eq!(mark, 2);
+        log.record("q", "exec", "3");
+        let (new, mark) = log.since(mark);
+        assert_eq!(new.iter().map(|e| &e.detail[..]).collect::<Vec<_>>(), ["3"]);
+        assert_eq!(mark, 3);
+        assert!(log.since(mark).0.is_empty());
+        // Entries pushed out of memory before they were read are skipped, not repeated.
+        for i in 0..AUDIT_CAPACITY + 10 {
+            log.record("p", "database", &i.to_string());
+        }
+        let (new, _) = log.since(mark);
+        assert_eq!(new.len(), AUDIT_CAPACITY);
+        assert_eq!(new[0].detail, "10");
     }
 }

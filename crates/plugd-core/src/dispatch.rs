@@ -230,7 +230,12 @@ fn finished<T, E>(plugin: &Loaded, took: Duration, result: &Result<T, E>, span: 
     if result.is_ok() {
         plugin.state.record_success();
     }
-    span.record("outcome", if result.is_ok() { "ok" } else { "error" });
+    close_span(span, took, result.is_ok());
+}
+
+/// Record a `plugin_call` span's outcome and duration (every kind of plugin call has one).
+pub(crate) fn close_span(span: &tracing::Span, took: Duration, ok: bool) {
+    span.record("outcome", if ok { "ok" } else { "error" });
     span.record("duration_ms", took.as_secs_f64() * 1000.0);
 }
 

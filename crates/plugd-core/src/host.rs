@@ -15,6 +15,7 @@ use plugd_manifest::{
 };
 use serde::Serialize;
 use serde_json::{Map, Value};
+use tracing::Instrument;
 
 use crate::audit::{AuditEntry, AuditLog};
 use crate::cache::{Cache, PluginCache};
@@ -230,6 +231,27 @@ pub struct PluginHealth {
     pub cpu: CpuStatus,
 }
 
+/// One plugin's metrics, from [`Host::plugin_metrics`].
+#[derive(Debug, Clone, Serialize)]
+pub struct PluginMetricsReport {
+    /// The plugin.
+    pub plugin: String,
+    /// `plugd_plugin_load_duration_ms`.
+    pub load_duration_ms: f64,
+    /// `plugd_plugin_load_success`.
+    pub load_success: bool,
+    /// `plugd_plugin_status`.
+    pub status: Status,
+    /// `plugd_plugin_error_count`.
+    pub error_count: u64,
+    /// `plugd_plugin_hook_*` per hook type that ran.
+    pub hooks: BTreeMap<HookType, HookMetrics>,
+    /// Its routes' counters.
+    pub routes: HookMetrics,
+    /// The series it recorded through its context.
+    pub recorded: Vec<crate::metrics::MetricSample>,
+}
+
 /// One registered hook.
 #[derive(Debug, Clone, Serialize)]
 pub struct HookInfo {
@@ -396,6 +418,7 @@ impl HostBuilder {
                     ..SupervisorSlot::default()
                 }),
                 supervising: std::sync::atomic::AtomicBool::new(false),
+                status: Default::default(),
             }),
         })
     }
@@ -403,7 +426,7 @@ impl HostBuilder {
 
 pub(crate) struct Inner {
     pub(crate) config: HostConfig,
-    store: Store,
+    pub(crate) store: Store,
     loader: Option<Arc<dyn Loader>>,
     natives: parking_lot::Mutex<Vec<Native>>,
     /// In start order.
@@ -412,7 +435,7 @@ pub(crate) struct Inner {
     dispatcher: Dispatcher,
     pub(crate) bus: Arc<EventBus>,
     cache: Arc<Cache>,
-    audit: Arc<AuditLog>,
+    pub(crate) audit: Arc<AuditLog>,
     started_at: SystemTime,
     reloads: reload::Reloads,
     /// The file watcher, when `plugins.hot_reload` is on.
@@ -425,6 +448,8 @@ pub(crate) struct Inner {
     pub(crate) supervisor: parking_lot::Mutex<SupervisorSlot>,
     /// Between the end of start and the beginning of stop: supervised restarts may run.
     pub(crate) supervising: std::sync::atomic::AtomicBool,
+    /// The writer of the status tables and its background task.
+    pub(crate) status: crate::status::StatusSlot,
 }
 
 /// The plugin host. Cheap to clone.
@@ -709,6 +734,24 @@ impl Host {
     /// The service container: typed imports and calls to any plugin's exported services.
     pub fn services(&self) -> Arc<Services> {
         self.inner.services.clone()
+    }
+
+    /// One plugin's metrics (the seed's `GetPluginMetrics`): load time and success, errors,
+    /// per-hook and route counters, and the series it recorded about itself. The same numbers
+    /// as `/metrics`, as a value.
+    pub fn plugin_metrics(&self, name: &str) -> Option<PluginMetricsReport> {
+        let p = self.find(name)?;
+        let state = &p.state;
+        Some(PluginMetricsReport {
+            plugin: p.name.clone(),
+            load_duration_ms: state.load_duration().as_secs_f64() * 1000.0,
+            load_success: !matches!(state.status(), Status::Error),
+            status: state.status(),
+            error_count: state.error_count(),
+            hooks: state.hook_metrics().into_iter().collect(),
+            routes: state.routes().snapshot(),
+            recorded: state.metrics().samples(),
+        })
     }
 
     /// Every metric in the Prometheus text format (version 0.0.4): the seed's plugin metrics with
@@ -1133,9 +1176,11 @@ impl Host {
                             return Ok(());
                         }
                         let timeout = plugin.limits.timeout;
+                        let span = tracing::debug_span!("plugin_call", plugin = %plugin.name, event = %event.topic, outcome = tracing::field::Empty, duration_ms = tracing::field::Empty);
                         let started = Instant::now();
                         let result =
                             match tokio::time::timeout(timeout, plugin.plugin.on_event(&event))
+                                .instrument(span.clone())
                                 .await
                             {
                                 Ok(r) => r,
@@ -1144,7 +1189,9 @@ impl Host {
                                     humantime::format_duration(timeout)
                                 ))),
                             };
-                        plugin.state.record_busy(started.elapsed());
+                        let took = started.elapsed();
+                        crate::dispatch::close_span(&span, took, result.is_ok());
+                        plugin.state.record_busy(took);
                         if result.is_ok() {
                             plugin.state.record_success();
                         }
@@ -1417,6 +1464,7 @@ impl Host {
             return Err(e);
         }
         self.ensure_supervisor();
+        self.ensure_status_writer();
         if self.inner.config.plugins.hot_reload
             && let Err(e) = self.watch_for_changes()
         {
@@ -1524,6 +1572,7 @@ impl Host {
     pub async fn start_all(&self) -> Result<(), LoadError> {
         self.start_pass(true).await?;
         self.ensure_supervisor();
+        self.ensure_status_writer();
         Ok(())
     }
 
@@ -1887,6 +1936,7 @@ impl Host {
         {
             self.quiesce(p).await;
         }
+        self.stop_status_writer().await;
     }
 
     /// [`Host::stop_all`], under the name a server uses.
@@ -1910,9 +1960,14 @@ fn start_timers(p: &Arc<Loaded>) {
                     continue;
                 }
                 let timeout = plugin.limits.timeout;
+                let span = tracing::debug_span!("plugin_call", plugin = %plugin.name, timer = %name, outcome = tracing::field::Empty, duration_ms = tracing::field::Empty);
                 let started = Instant::now();
-                let result = tokio::time::timeout(timeout, plugin.plugin.on_tick(&name)).await;
-                plugin.state.record_busy(started.elapsed());
+                let result = tokio::time::timeout(timeout, plugin.plugin.on_tick(&name))
+                    .instrument(span.clone())
+                    .await;
+                let took = started.elapsed();
+                crate::dispatch::close_span(&span, took, matches!(result, Ok(Ok(()))));
+                plugin.state.record_busy(took);
                 let error = match result {
                     Ok(Ok(())) => {
                         plugin.state.record_success();

@@ -49,6 +49,7 @@ mod outbound;
 mod plugin;
 mod services;
 mod state;
+mod status;
 mod store;
 mod supervise;
 mod tasks;
@@ -73,10 +74,12 @@ pub use gate::{Gate, GateError, OwnedPass, Pass};
 pub use health::{HealthReport, HealthSummary, PluginSummary};
 pub use host::{
     ConfigReloadReport, Host, HostBuilder, Loader, LoaderContext, PluginHealth, PluginInfo,
-    ReloadCounters, ReloadOutcome,
+    PluginMetricsReport, ReloadCounters, ReloadOutcome,
 };
 pub use host_config::HostConfigView;
-pub use metrics::{BUCKETS_MS, DurationHistogram, MAX_SERIES_PER_PLUGIN, PluginMetrics};
+pub use metrics::{
+    BUCKETS_MS, DurationHistogram, MAX_SERIES_PER_PLUGIN, MetricSample, PluginMetrics,
+};
 pub use order::{OrderError, OrderNode, dependency_graph, order_nodes, start_order};
 pub use outbound::{AllowRule, IncomingResponse, NetworkAllow, Outbound, OutgoingRequest};
 pub use plugin::{
@@ -85,6 +88,7 @@ pub use plugin::{
 };
 pub use services::Services;
 pub use state::{DisabledBy, ErrorRecord, HookMetrics, Phase, PluginState, Status};
+pub use status::{DASHBOARD_QUERIES, StatusBatch};
 pub use store::{PluginStore, Store};
 pub use supervise::{ERROR_THRESHOLD_TOPIC, SupervisionStatus};
 pub use tasks::Tasks;

@@ -73,6 +73,22 @@ impl Value {
 
 type Labels = Vec<(String, String)>;
 
+/// One series a plugin recorded about itself.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct MetricSample {
+    /// Its name, as the plugin gave it (exposed as `plugd_plugin_<plugin>_<name>`).
+    pub name: String,
+    /// Its labels, `plugin` not included.
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// `counter`, `gauge` or `histogram`.
+    pub kind: &'static str,
+    /// The value; for a histogram, the sum of its observations.
+    pub value: f64,
+    /// For a histogram, the number of observations.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
+}
+
 /// The metrics a plugin records through its context (the WIT `metrics` interface): each series
 /// is exposed as `plugd_plugin_<plugin>_<name>{plugin="<plugin>",…}`, so no plugin can write
 /// another's series.
@@ -222,6 +238,27 @@ impl PluginMetrics {
         )
     }
 
+    /// Every series the plugin recorded, sorted by name and labels.
+    pub fn samples(&self) -> Vec<MetricSample> {
+        self.series
+            .lock()
+            .iter()
+            .map(|((name, labels), value)| {
+                let (number, count) = match value {
+                    Value::Counter(v) | Value::Gauge(v) => (*v, None),
+                    Value::Histogram(_, sum, count) => (*sum, Some(*count)),
+                };
+                MetricSample {
+                    name: name.clone(),
+                    labels: labels.iter().cloned().collect(),
+                    kind: value.kind(),
+                    value: number,
+                    count,
+                }
+            })
+            .collect()
+    }
+
     /// Write every series, for `plugin`, in the Prometheus text format.
     pub(crate) fn render(&self, plugin: &str, out: &mut String) {
         let prefix = format!("plugd_plugin_{}_", plugin.replace('-', "_"));
@@ -311,6 +348,20 @@ mod tests {
             m.counter_add("x", 1.0, &l("plugin", "other")).is_err(),
             "cannot forge the plugin label"
         );
+        let samples = m.samples();
+        let names: Vec<(&str, &str, f64, Option<u64>)> = samples
+            .iter()
+            .map(|s| (s.name.as_str(), s.kind, s.value, s.count))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("queue", "gauge", 7.0, None),
+                ("requests", "counter", 3.0, None),
+                ("size", "histogram", 3.0, Some(1)),
+            ]
+        );
+        assert_eq!(samples[1].labels["route"], "/a");
         let mut out = String::new();
         m.render("my-plugin", &mut out);
         assert!(

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use parking_lot::RwLock;
+use tracing::Instrument;
 
 use crate::error::HostError;
 use crate::host::Loaded;
@@ -132,13 +133,17 @@ impl Services {
             )));
         }
         let timeout = target.limits.timeout;
+        let span = tracing::debug_span!("plugin_call", plugin = %target.name, service, method, caller, outcome = tracing::field::Empty, duration_ms = tracing::field::Empty);
         let started = std::time::Instant::now();
         let result = tokio::time::timeout(
             timeout,
             target.plugin.call_service(service, method, payload, caller),
         )
+        .instrument(span.clone())
         .await;
-        target.state.record_busy(started.elapsed());
+        let took = started.elapsed();
+        crate::dispatch::close_span(&span, took, matches!(result, Ok(Ok(_))));
+        target.state.record_busy(took);
         match result {
             Ok(Ok(bytes)) => {
                 target.state.record_success();

@@ -51,10 +51,33 @@ impl Store {
                  PRIMARY KEY (plugin, key)
              ) WITHOUT ROWID;",
         )
+        .and_then(|()| conn.execute_batch(crate::status::SCHEMA))
         .map_err(|e| e.to_string())?;
         Ok(Store {
             conn: Arc::new(Mutex::new(conn)),
         })
+    }
+
+    /// Run a read query on `host.db` (the status tables, say) with named parameters; each row
+    /// maps column names to values as text (`NULL` for null).
+    ///
+    /// ```
+    /// let store = plugd_core::Store::in_memory().unwrap();
+    /// let rows = store.query("SELECT count(*) AS n FROM plugins", &[]).unwrap();
+    /// assert_eq!(rows[0]["n"], "0");
+    /// ```
+    pub fn query(
+        &self,
+        sql: &str,
+        named: &[(&str, &str)],
+    ) -> Result<Vec<std::collections::BTreeMap<String, String>>, HostError> {
+        crate::status::query_rows(&self.conn.lock(), sql, named)
+            .map_err(|e| HostError::Invalid(format!("host.db query: {e}")))
+    }
+
+    /// The connection, for the status writer.
+    pub(crate) fn connection(&self) -> &Arc<Mutex<Connection>> {
+        &self.conn
     }
 
     /// The storage of one plugin.

@@ -47,6 +47,8 @@ pub struct HostConfig {
     pub data_dir: PathBuf,
     /// The plugins.
     pub plugins: PluginsConfig,
+    /// The status tables in `host.db`.
+    pub status: StatusSettings,
     /// The config file, when read from one.
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -59,7 +61,33 @@ impl Default for HostConfig {
             admin: AdminConfig::default(),
             data_dir: PathBuf::from("./data"),
             plugins: PluginsConfig::default(),
+            status: StatusSettings::default(),
             source: None,
+        }
+    }
+}
+
+/// `status`: the tables `plugins`, `plugin_hooks` and `plugin_metrics` in `host.db`, written
+/// in one transaction every `interval` by a background task (never a write per request).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StatusSettings {
+    /// Whether the tables are written (default true).
+    pub enabled: bool,
+    /// Time between two writes (default 5s).
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
+    pub interval: Duration,
+    /// How long rows of `plugin_metrics` are kept (default 7 days).
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
+    pub retention: Duration,
+}
+
+impl Default for StatusSettings {
+    fn default() -> Self {
+        StatusSettings {
+            enabled: true,
+            interval: Duration::from_secs(5),
+            retention: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }
@@ -869,6 +897,7 @@ struct RawHostConfig {
     admin: AdminConfig,
     data_dir: Option<PathBuf>,
     plugins: RawPlugins,
+    status: StatusSettings,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1014,6 +1043,9 @@ impl RawHostConfig {
         )?;
         let supervision = raw.supervision.unwrap_or_default();
         check_supervision("plugins.supervision", &supervision)?;
+        if self.status.interval.is_zero() {
+            return Err(invalid("status.interval", "must be longer than 0"));
+        }
         let pool = raw.pool.unwrap_or_default();
         if !(1..=4096).contains(&pool.memory_per_slot_mb) {
             return Err(invalid(
@@ -1118,6 +1150,7 @@ impl RawHostConfig {
                 blocked: raw.blocked,
                 plugins,
             },
+            status: self.status,
             source: None,
         })
     }
@@ -2067,5 +2100,23 @@ exec = { allow = ["/usr/bin/convert"] }
             json!(["api.example.com"])
         );
         assert!(v.get("source").is_none());
+    }
+
+    #[test]
+    fn status_tables_settings() {
+        let c = parse("", Format::Yaml).unwrap();
+        assert_eq!(c.status, StatusSettings::default());
+        assert!(c.status.enabled);
+        let c = parse("status: { interval: 10s, retention: 7d }\n", Format::Yaml).unwrap();
+        assert_eq!(c.status.interval, Duration::from_secs(10));
+        assert_eq!(c.status.retention, Duration::from_secs(7 * 86400));
+        let e = parse("status: { interval: 0s }\n", Format::Yaml).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("invalid status.interval: must be longer than 0"),
+            "{e}"
+        );
+        let e = parse("status: { intreval: 1s }\n", Format::Yaml).unwrap_err();
+        assert!(e.to_string().contains("did you mean 'interval'?"), "{e}");
     }
 }

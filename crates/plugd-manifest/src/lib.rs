@@ -37,8 +37,8 @@ pub use host::{
     AdminConfig, Blocked, ErrorThreshold, ErrorThresholdOverride, ExecGrant, FailurePolicy,
     HostConfig, HostConfigError, HostConfigErrorKind, Limits, LimitsOverride, NetworkGrant,
     OnFailure, PermissionError, PluginEntry, PluginsConfig, PoolSettings, QueueStrategy,
-    ReloadSettings, ServerConfig, Supervision, SupervisionOverride, ThresholdAction,
-    effective_permissions,
+    ReloadSettings, ServerConfig, StatusSettings, Supervision, SupervisionOverride,
+    ThresholdAction, effective_permissions,
 };
 pub use manifest::{
     DEFAULT_COMPONENT, Dependency, Events, ExportDecl, HookDecl, MAX_NAME_LEN, Manifest,

@@ -12,6 +12,7 @@ mod reload;
 mod resolver;
 mod roles;
 mod spans;
+mod status;
 mod supervision;
 mod thresholds;
 
