@@ -82,6 +82,12 @@ pub struct LoaderContext<'a> {
 pub trait Loader: Send + Sync + 'static {
     /// Prepare the plugin (compile, check its contract). Runs before `init`, off the request path.
     async fn load(&self, ctx: LoaderContext<'_>) -> Result<Arc<dyn Plugin>, String>;
+
+    /// Add the loader's own series (a wasm engine's pool, say) to `/metrics`, in the
+    /// Prometheus text format.
+    fn render_metrics(&self, out: &mut String) {
+        let _ = out;
+    }
 }
 
 /// Per-call deadlines of one plugin.
@@ -1133,6 +1139,59 @@ impl Host {
                 &l,
                 c.last_duration_ms,
             );
+        }
+        let resources: Vec<(&str, crate::plugin::Resources)> = plugins
+            .iter()
+            .filter(|p| !is_absent(p))
+            .filter_map(|p| Some((p.name.as_str(), p.plugin.resources()?)))
+            .collect();
+        family(
+            &mut out,
+            "plugd_plugin_memory_bytes",
+            "gauge",
+            "Linear memory and tables held by the plugin's wasm instances.",
+        );
+        for (name, r) in &resources {
+            let l = vec![("plugin".to_string(), name.to_string())];
+            sample(
+                &mut out,
+                "plugd_plugin_memory_bytes",
+                &l,
+                r.memory_bytes as f64,
+            );
+        }
+        family(
+            &mut out,
+            "plugd_plugin_instances",
+            "gauge",
+            "The plugin's wasm instances, busy (in a call) or idle (in its pool).",
+        );
+        for (name, r) in &resources {
+            for (state, n) in [("busy", r.instances_busy), ("idle", r.instances_idle)] {
+                let l = vec![
+                    ("plugin".to_string(), name.to_string()),
+                    ("state".to_string(), state.to_string()),
+                ];
+                sample(&mut out, "plugd_plugin_instances", &l, n as f64);
+            }
+        }
+        family(
+            &mut out,
+            "plugd_plugin_instances_max",
+            "gauge",
+            "The most wasm instances the plugin may have (limits.instances).",
+        );
+        for (name, r) in &resources {
+            let l = vec![("plugin".to_string(), name.to_string())];
+            sample(
+                &mut out,
+                "plugd_plugin_instances_max",
+                &l,
+                r.instances_max as f64,
+            );
+        }
+        if let Some(loader) = &self.inner.loader {
+            loader.render_metrics(&mut out);
         }
         for p in &plugins {
             p.state.metrics().render(&p.name, &mut out);

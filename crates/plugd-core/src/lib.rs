@@ -84,7 +84,7 @@ pub use order::{OrderError, OrderNode, dependency_graph, order_nodes, start_orde
 pub use outbound::{AllowRule, IncomingResponse, NetworkAllow, Outbound, OutgoingRequest};
 pub use plugin::{
     Action, Health, InitContext, MIN_TIMER_INTERVAL, MiddlewareReg, Plugin, Registrations,
-    RouteOptions, RouteReg, glob_matches,
+    Resources, RouteOptions, RouteReg, glob_matches,
 };
 pub use services::Services;
 pub use state::{DisabledBy, ErrorRecord, HookMetrics, Phase, PluginState, Status};

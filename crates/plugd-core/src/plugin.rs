@@ -717,6 +717,25 @@ pub trait Plugin: Send + Sync + 'static {
     fn allocator(&self) -> Option<&'static str> {
         None
     }
+
+    /// What the plugin holds now (instances, memory), for `/metrics` and the admin API; `None`
+    /// when the host cannot tell (native plugins share the host's memory).
+    fn resources(&self) -> Option<Resources> {
+        None
+    }
+}
+
+/// What a plugin holds: its instances and their memory.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Resources {
+    /// Instances the plugin may have (its `limits.instances`).
+    pub instances_max: usize,
+    /// Instances serving a call now.
+    pub instances_busy: usize,
+    /// Instances waiting in its pool.
+    pub instances_idle: usize,
+    /// Bytes of linear memory and tables over its live instances.
+    pub memory_bytes: usize,
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -78,6 +78,31 @@ pub struct PluginOptions {
 struct Instance {
     store: Store<InstanceState>,
     world: World,
+    /// Its bytes of memories and tables as last counted into `memory`.
+    counted: usize,
+    /// The plugin's total over its live instances.
+    memory: Arc<AtomicUsize>,
+}
+
+impl Instance {
+    /// Count the instance's memory into its plugin's total (after a call that may have grown it).
+    fn count_memory(&mut self) {
+        let used = self.store.data().limits.used();
+        if used >= self.counted {
+            self.memory
+                .fetch_add(used - self.counted, Ordering::Relaxed);
+        } else {
+            self.memory
+                .fetch_sub(self.counted - used, Ordering::Relaxed);
+        }
+        self.counted = used;
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        self.memory.fetch_sub(self.counted, Ordering::Relaxed);
+    }
 }
 
 /// A loaded wasm plugin.
@@ -98,6 +123,8 @@ pub struct WasmPlugin {
     allocator: Allocator,
     /// Whether the engine meters fuel (then every call gets `options.fuel`, or no limit).
     pub(crate) metered: bool,
+    /// Bytes of memories and tables over its live instances.
+    memory: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for WasmPlugin {
@@ -219,6 +246,7 @@ impl WasmPlugin {
             from_cache: false,
             allocator,
             metered: false,
+            memory: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -386,7 +414,14 @@ impl WasmPlugin {
                 );
             }
         };
-        Ok(Instance { store, world })
+        let mut instance = Instance {
+            store,
+            world,
+            counted: 0,
+            memory: self.memory.clone(),
+        };
+        instance.count_memory();
+        Ok(instance)
     }
 
     /// Make a fresh instance and bring it to the pool's state (init, and start if started).
@@ -422,6 +457,7 @@ impl WasmPlugin {
             inst.store.data_mut().registering = Some(Registrations::default());
         }
         let reply = invoke(inst, call, &self.shared).await;
+        inst.count_memory();
         let regs = if is_init {
             inst.store.data_mut().registering.take()
         } else {
@@ -475,7 +511,9 @@ impl WasmPlugin {
             &mut inst.store,
             deadline.saturating_duration_since(tokio::time::Instant::now()),
         );
-        match invoke(&mut inst, call, &self.shared).await {
+        let result = invoke(&mut inst, call, &self.shared).await;
+        inst.count_memory();
+        match result {
             Ok(reply) => {
                 // A body over the cap (returned, or refused by set-response-body) is the
                 // plugin's error; the instance that built it is dropped with its grown memory.
@@ -809,6 +847,17 @@ impl Plugin for WasmPlugin {
 
     fn kind(&self) -> &'static str {
         "wasm"
+    }
+
+    fn resources(&self) -> Option<plugd_core::Resources> {
+        let max = self.options.instances;
+        let busy = max.saturating_sub(self.permits.available_permits());
+        Some(plugd_core::Resources {
+            instances_max: max,
+            instances_busy: busy,
+            instances_idle: self.idle.lock().len(),
+            memory_bytes: self.memory.load(Ordering::Relaxed),
+        })
     }
 
     fn allocator(&self) -> Option<&'static str> {

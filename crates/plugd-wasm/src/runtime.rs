@@ -418,6 +418,55 @@ impl WasmRuntime {
 
 #[async_trait]
 impl Loader for WasmRuntime {
+    /// The pooling allocator's use: `plugd_wasm_pool_slots` (configured; 0 when off) and what is
+    /// taken now — component instances (one per live pooled plugin instance), core instances,
+    /// memories and tables.
+    fn render_metrics(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let slots = if self.inner.pooled.is_some() {
+            self.inner.options.pool.slots
+        } else {
+            0
+        };
+        let metrics = self
+            .pooled_engine()
+            .and_then(|e| e.pooling_allocator_metrics());
+        let taken =
+            |f: fn(&wasmtime::PoolingAllocatorMetrics) -> u64| metrics.as_ref().map_or(0, f);
+        let families: [(&str, &str, u64); 5] = [
+            (
+                "plugd_wasm_pool_slots",
+                "Component instance slots of the pooling allocator (0: pool off).",
+                u64::from(slots),
+            ),
+            (
+                "plugd_wasm_pool_component_instances",
+                "Pool slots taken by live component instances.",
+                taken(|m| m.component_instances()),
+            ),
+            (
+                "plugd_wasm_pool_core_instances",
+                "Core module instances allocated from the pool.",
+                taken(|m| m.core_instances()),
+            ),
+            (
+                "plugd_wasm_pool_memories",
+                "Linear memories allocated from the pool.",
+                taken(|m| m.memories() as u64),
+            ),
+            (
+                "plugd_wasm_pool_tables",
+                "Tables allocated from the pool.",
+                taken(|m| m.tables() as u64),
+            ),
+        ];
+        for (name, help, value) in families {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} gauge");
+            let _ = writeln!(out, "{name} {value}");
+        }
+    }
+
     async fn load(&self, ctx: LoaderContext<'_>) -> Result<Arc<dyn Plugin>, String> {
         let path = ctx.dir.join(&ctx.manifest.component);
         if !path.exists() {

@@ -338,5 +338,27 @@ async fn metrics_use_the_seed_names_after_real_traffic() {
         );
     }
     assert!(text.contains("plugd_plugin_load_duration_ms{plugin=\"hello\"} "));
+    // Instances and memory per wasm plugin, and the engine's pool.
+    let value = |prefix: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("missing {prefix:?} in:\n{text}"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    assert!(value("plugd_plugin_memory_bytes{plugin=\"hello\"} ") > 0.0);
+    let max = value("plugd_plugin_instances_max{plugin=\"hello\"} ");
+    let idle = value("plugd_plugin_instances{plugin=\"hello\",state=\"idle\"} ");
+    let busy = value("plugd_plugin_instances{plugin=\"hello\",state=\"busy\"} ");
+    assert!(
+        max >= 1.0 && idle >= 1.0 && idle + busy <= max,
+        "{idle} + {busy} <= {max}"
+    );
+    assert!(value("plugd_wasm_pool_slots ") > 0.0);
+    assert!(
+        value("plugd_wasm_pool_component_instances ") >= idle,
+        "hello's instances take pool slots"
+    );
     server.stop().await;
 }
