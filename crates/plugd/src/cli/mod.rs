@@ -19,8 +19,7 @@ pub fn server_and_token(
         let listen = config
             .map(|c| {
                 c.admin
-                    .listen
-                    .clone()
+                    .listen_addr()
                     .unwrap_or_else(|| c.server.listen.clone())
             })
             .unwrap_or_else(|| "127.0.0.1:8080".into());
