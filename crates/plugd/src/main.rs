@@ -250,8 +250,26 @@ async fn serve(config: Option<&Path>, listen: Option<String>) -> anyhow::Result<
         TokenSource::Config => tracing::info!("admin token from admin.token"),
         TokenSource::Environment => tracing::info!("admin token from PLUGD_ADMIN_TOKEN"),
     }
-    let host = plugd::host_from_config(config)?;
-    host.start().await?;
+    let host = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        // On a terminal: a line per plugin while the start compiles and loads them.
+        let total = config.plugins.plugins.iter().filter(|p| p.enabled).count();
+        let runtime =
+            plugd::wasm::WasmRuntime::new(plugd::wasm::RuntimeOptions::from_config(&config))
+                .map_err(anyhow::Error::msg)?;
+        let (loader, active) = cli::progress::Progress::new(runtime, total);
+        let host = plugd::Host::builder()
+            .config(config)
+            .loader(loader)
+            .build()?;
+        let started = host.start().await;
+        active.store(false, std::sync::atomic::Ordering::Relaxed);
+        started?;
+        host
+    } else {
+        let host = plugd::host_from_config(config)?;
+        host.start().await?;
+        host
+    };
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;

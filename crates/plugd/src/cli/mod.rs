@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod pkg;
+pub mod progress;
 pub mod reload;
 
 use plugd::manifest::HostConfig;
