@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's second command: the whole test suite, from a fresh clone.
-# Installs the wasm guest toolchain when it is missing, builds every guest plugin, then runs
-# formatting and lint checks and every test of the workspace (unit, integration, doc).
+# Installs the wasm guest toolchain and headless Chromium (scripts/browser.sh) when missing,
+# builds every guest plugin, then runs formatting and lint checks and every test of the
+# workspace (unit, integration, doc, and the dashboard in a real browser).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -10,6 +11,9 @@ step() { echo "==> $* ($((SECONDS - started))s)"; }
 
 step "guest plugins"
 bash scripts/build-examples.sh
+
+step "headless chromium (dashboard browser test)"
+bash scripts/browser.sh
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

@@ -12,6 +12,7 @@ pub const AUDIT_CAPACITY: usize = 10_000;
 
 /// One denied call.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditEntry {
     /// The plugin.
     pub plugin: String,

@@ -66,6 +66,7 @@ pub struct Throttle {
 
 /// What health and the admin API show of a plugin's CPU budget.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CpuStatus {
     /// The budget, percent of one core (`limits.max_cpu_percent`); none: not measured.
     pub max_cpu_percent: Option<u8>,

@@ -62,6 +62,7 @@ pub struct SubscriberStats {
 
 /// A snapshot of one subscription's counters, for health and metrics.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SubscriptionInfo {
     /// The subscribing plugin.
     pub plugin: String,

@@ -18,6 +18,7 @@ use crate::state::{DisabledBy, Status};
 
 /// A plugin's answer to a health check, and when it was given.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HealthReport {
     /// The answer.
     #[serde(flatten)]
@@ -37,6 +38,7 @@ impl HealthReport {
 
 /// One plugin in the host's overall health.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PluginSummary {
     /// Status.
     pub status: Status,
@@ -71,6 +73,7 @@ impl PluginSummary {
 /// The host's overall health: `ok` when no plugin is degraded (see
 /// [`PluginSummary::is_degraded`]), else `degraded`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HealthSummary {
     /// `ok` or `degraded`.
     pub status: &'static str,

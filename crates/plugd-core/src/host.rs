@@ -153,6 +153,7 @@ pub(crate) fn is_absent(p: &Loaded) -> bool {
 
 /// What the admin API and `ListPlugins` show of one plugin.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PluginInfo {
     /// Name.
     pub name: String,
@@ -210,6 +211,7 @@ pub struct PluginInfo {
 /// The seed's PluginHealth: status, errors, per-hook metrics, and the plugin's own answer; with
 /// the threshold, supervision and CPU budget.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PluginHealth {
     /// Status.
     pub status: Status,
@@ -260,6 +262,7 @@ pub struct PluginMetricsReport {
 
 /// One registered hook.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HookInfo {
     /// Type.
     pub hook: HookType,

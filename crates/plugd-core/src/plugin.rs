@@ -38,6 +38,7 @@ pub enum Action {
 /// A plugin's own view of its health.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(tag = "state", content = "message", rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Health {
     /// All well.
     Healthy,

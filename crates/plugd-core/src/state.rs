@@ -19,6 +19,7 @@ use crate::threshold::{Crossing, Threshold, ThresholdStatus};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 #[repr(u8)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Status {
     /// Known but not loaded.
     Unloaded = 0,
@@ -115,6 +116,7 @@ impl Phase {
 
 /// The last error of a plugin and when it happened.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorRecord {
     /// The message.
     pub message: String,
@@ -133,6 +135,7 @@ pub struct HookCounters {
 
 /// A snapshot of [`HookCounters`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HookMetrics {
     /// Number of executions.
     pub execution_count: u64,
@@ -178,6 +181,7 @@ impl HookCounters {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 #[repr(u8)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum DisabledBy {
     /// The config (`enabled: false`) or [`Host::disable_plugin`](crate::Host::disable_plugin).
     Operator = 1,

@@ -75,6 +75,7 @@ pub(crate) struct SupervisionState {
 
 /// What health and the admin API show of a plugin's supervision.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SupervisionStatus {
     /// Whether the plugin is restarted when it ends in `error`.
     pub enabled: bool,

@@ -114,6 +114,7 @@ impl Default for Threshold {
 
 /// What health and the admin API show of a plugin's threshold.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ThresholdStatus {
     /// Whether the threshold is watched.
     pub enabled: bool,

@@ -117,13 +117,62 @@ impl Default for ServerConfig {
 #[derive(Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AdminConfig {
-    /// A listener of its own; by default the admin API is served on the main listener under
+    /// A listener of its own for the admin API and the dashboard (`/admin/...`), which are then
+    /// served there only and not on `server.listen`. A bare port (`9090` or `:9090`) means
+    /// loopback, `127.0.0.1:9090`. Unset: the admin API is served on the main listener under
     /// `/admin`.
     pub listen: Option<String>,
     /// The bearer token (else `PLUGD_ADMIN_TOKEN`, else generated). Never serialized: it
     /// serializes as `"[redacted]"`.
     #[serde(serialize_with = "ser_redacted")]
     pub token: Option<String>,
+    /// Host endpoints that need the admin token too: `healthz`, `metrics`. Empty by default:
+    /// `/healthz` and `/metrics` are public (load balancers and Prometheus scrape them).
+    pub protect: Vec<Protected>,
+}
+
+/// `admin.protect`: a host endpoint that needs the admin token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Protected {
+    /// `GET /healthz`.
+    Healthz,
+    /// `GET /metrics`.
+    Metrics,
+}
+
+impl AdminConfig {
+    /// The address of the admin listener, when `admin.listen` is set: a bare port (`9090`,
+    /// `:9090`) becomes `127.0.0.1:9090`; anything else is used as written.
+    ///
+    /// ```
+    /// use plugd_manifest::AdminConfig;
+    ///
+    /// let mut admin = AdminConfig::default();
+    /// assert_eq!(admin.listen_addr(), None);
+    /// admin.listen = Some(":9090".into());
+    /// assert_eq!(admin.listen_addr().as_deref(), Some("127.0.0.1:9090"));
+    /// admin.listen = Some("9090".into());
+    /// assert_eq!(admin.listen_addr().as_deref(), Some("127.0.0.1:9090"));
+    /// admin.listen = Some("0.0.0.0:9090".into());
+    /// assert_eq!(admin.listen_addr().as_deref(), Some("0.0.0.0:9090"));
+    /// ```
+    pub fn listen_addr(&self) -> Option<String> {
+        let listen = self.listen.as_deref()?.trim();
+        let port = listen.strip_prefix(':').unwrap_or(listen);
+        Some(
+            if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) {
+                format!("127.0.0.1:{port}")
+            } else {
+                listen.to_string()
+            },
+        )
+    }
+
+    /// Whether `endpoint` needs the admin token (`admin.protect`).
+    pub fn protects(&self, endpoint: Protected) -> bool {
+        self.protect.contains(&endpoint)
+    }
 }
 
 /// `serialize_with` for a secret: `"[redacted]"` when set, `null` when not.
@@ -139,6 +188,7 @@ impl fmt::Debug for AdminConfig {
         f.debug_struct("AdminConfig")
             .field("listen", &self.listen)
             .field("token", &self.token.as_ref().map(|_| "***"))
+            .field("protect", &self.protect)
             .finish()
     }
 }
@@ -333,6 +383,7 @@ impl ErrorThreshold {
 /// `error_threshold.action`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum ThresholdAction {
     /// Log a warning.
     #[default]

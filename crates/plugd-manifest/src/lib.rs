@@ -36,7 +36,7 @@ pub use host::DEFAULT_MAX_RESPONSE_BYTES;
 pub use host::{
     AdminConfig, Blocked, ErrorThreshold, ErrorThresholdOverride, ExecGrant, FailurePolicy,
     HostConfig, HostConfigError, HostConfigErrorKind, Limits, LimitsOverride, NetworkGrant,
-    OnFailure, PermissionError, PluginEntry, PluginsConfig, PoolSettings, QueueStrategy,
+    OnFailure, PermissionError, PluginEntry, PluginsConfig, PoolSettings, Protected, QueueStrategy,
     ReloadSettings, ServerConfig, StatusSettings, Supervision, SupervisionOverride,
     ThresholdAction, effective_permissions,
 };
@@ -48,3 +48,38 @@ pub use permission::{Permission, UnknownPermission};
 pub use priority::{Priority, PriorityError, parse_priority};
 pub use schema::{ConfigError, ConfigErrorKind, ConfigField, ConfigSchema, ConfigType};
 pub use units::{parse_byte_size, parse_duration};
+
+/// OpenAPI schemas of the types with a hand-written `Serialize` (they serialize as their name).
+#[cfg(feature = "openapi")]
+mod openapi {
+    use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+    use utoipa::openapi::{RefOr, schema::SchemaType};
+
+    fn names(names: &[&str], description: &str) -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(SchemaType::Type(Type::String))
+            .enum_values(Some(names.iter().copied()))
+            .description(Some(description))
+            .into()
+    }
+
+    impl utoipa::PartialSchema for crate::HookType {
+        fn schema() -> RefOr<Schema> {
+            names(
+                &crate::HookType::NAMES,
+                "A hook type, as written in manifests.",
+            )
+        }
+    }
+    impl utoipa::ToSchema for crate::HookType {}
+
+    impl utoipa::PartialSchema for crate::Permission {
+        fn schema() -> RefOr<Schema> {
+            names(
+                &crate::Permission::NAMES,
+                "A permission, as written in manifests.",
+            )
+        }
+    }
+    impl utoipa::ToSchema for crate::Permission {}
+}

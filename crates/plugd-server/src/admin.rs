@@ -1,17 +1,23 @@
 //! Admin security: the bearer token and the admin routes.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use axum::Json;
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path as UrlPath, Query, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use plugd_core::LoadError;
+use plugd_core::{
+    AuditEntry, ConfigReloadReport, LoadError, PluginHealth, PluginInfo, ReloadOutcome,
+    SubscriptionInfo,
+};
 use plugd_manifest::HostConfig;
 use rand::RngCore;
+use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
+use utoipa::ToSchema;
 
 use crate::app::AppState;
 
@@ -133,6 +139,22 @@ fn write_private(path: &Path, contents: &str) -> Result<(), String> {
     std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
+// ---------------------------------------------------------------------------------------------
+// The admin API. Every handler carries a `#[utoipa::path]` annotation and is registered through
+// `utoipa_axum::routes!` in `app::admin_api`, so the OpenAPI document (`/admin/openapi.json`) and
+// the router come from the same list and cannot drift apart.
+
+/// Every error of plugd's own endpoints: a machine-readable kind and a message for people.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ApiError {
+    /// The HTTP status as a snake_case word: `unauthorized`, `not_found`, `bad_request`, …
+    #[schema(example = "not_found")]
+    pub error: String,
+    /// What went wrong, and where.
+    #[schema(example = "plugin not found: 'nope'")]
+    pub message: String,
+}
+
 /// A JSON error in the shape every plugd endpoint uses.
 pub(crate) fn json_error(status: StatusCode, message: impl Into<String>) -> Response {
     let kind = status
@@ -142,7 +164,10 @@ pub(crate) fn json_error(status: StatusCode, message: impl Into<String>) -> Resp
         .replace(' ', "_");
     (
         status,
-        Json(serde_json::json!({ "error": kind, "message": message.into() })),
+        Json(ApiError {
+            error: kind,
+            message: message.into(),
+        }),
     )
         .into_response()
 }
@@ -169,7 +194,7 @@ pub(crate) async fn require_token(
         Some(t) if state.admin.accepts(t) => next.run(request).await,
         Some(_) => unauthorized("the admin token is wrong"),
         None => unauthorized(
-            "the admin API needs 'Authorization: Bearer <token>' (admin.token, PLUGD_ADMIN_TOKEN or <data_dir>/admin-token)",
+            "this endpoint needs 'Authorization: Bearer <token>' (admin.token, PLUGD_ADMIN_TOKEN or <data_dir>/admin-token)",
         ),
     }
 }
@@ -183,22 +208,6 @@ fn unauthorized(message: &str) -> Response {
     r
 }
 
-/// `GET /admin/plugins`
-pub(crate) async fn list_plugins(State(state): State<AppState>) -> Response {
-    Json(state.host.list_plugins()).into_response()
-}
-
-/// `GET /admin/plugins/{name}`
-pub(crate) async fn get_plugin(
-    State(state): State<AppState>,
-    UrlPath(name): UrlPath<String>,
-) -> Response {
-    match state.host.plugin_info(&name) {
-        Some(info) => Json(info).into_response(),
-        None => json_error(StatusCode::NOT_FOUND, format!("no plugin named '{name}'")),
-    }
-}
-
 /// A body that could not be read: 413 when too large, 415 without a JSON content type, 400 for
 /// anything else (syntax or shape), always with a JSON message.
 fn bad_body(e: JsonRejection) -> Response {
@@ -206,58 +215,196 @@ fn bad_body(e: JsonRejection) -> Response {
         s @ (StatusCode::PAYLOAD_TOO_LARGE | StatusCode::UNSUPPORTED_MEDIA_TYPE) => s,
         _ => StatusCode::BAD_REQUEST,
     };
-    json_error(status, e.body_text())
+    json_error(status, format!("request body: {}", e.body_text()))
 }
 
-/// `GET /admin/plugins/{name}/health`
+/// A query string that could not be read: 400 with a JSON message.
+fn bad_query(e: QueryRejection) -> Response {
+    json_error(
+        StatusCode::BAD_REQUEST,
+        format!("query string: {}", e.body_text()),
+    )
+}
+
+fn not_found(name: &str) -> Response {
+    json_error(
+        StatusCode::NOT_FOUND,
+        LoadError::UnknownPlugin(name.to_string()).to_string(),
+    )
+}
+
+/// One plugin with its place in the dependency graph.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct PluginDetail {
+    #[serde(flatten)]
+    info: PluginInfo,
+    /// The loaded plugins it depends on.
+    depends_on: Vec<String>,
+    /// The loaded plugins that depend on it.
+    dependents: Vec<String>,
+}
+
+fn details(state: &AppState, infos: Vec<PluginInfo>) -> Vec<PluginDetail> {
+    let graph = state.host.dependency_graph();
+    infos
+        .into_iter()
+        .map(|info| {
+            let dependents = graph
+                .iter()
+                .filter(|(_, deps)| deps.contains(&info.name))
+                .map(|(name, _)| name.clone())
+                .collect();
+            PluginDetail {
+                depends_on: graph.get(&info.name).cloned().unwrap_or_default(),
+                dependents,
+                info,
+            }
+        })
+        .collect()
+}
+
+fn detail(state: &AppState, name: &str) -> Response {
+    match state.host.plugin_info(name) {
+        Some(info) => Json(details(state, vec![info]).remove(0)).into_response(),
+        None => not_found(name),
+    }
+}
+
+/// List every plugin, in start order (failed ones included).
+#[utoipa::path(
+    get, path = "/admin/plugins", tag = "plugins",
+    responses(
+        (status = 200, description = "Every plugin, in start order", body = Vec<PluginDetail>),
+        (status = 401, description = "No or wrong admin token", body = ApiError),
+    )
+)]
+pub(crate) async fn list_plugins(State(state): State<AppState>) -> Response {
+    let infos = state.host.list_plugins();
+    Json(details(&state, infos)).into_response()
+}
+
+/// One plugin: info, status, errors, hook metrics, health, dependencies.
+#[utoipa::path(
+    get, path = "/admin/plugins/{name}", tag = "plugins",
+    params(("name" = String, Path, description = "Plugin name")),
+    responses(
+        (status = 200, description = "The plugin", body = PluginDetail),
+        (status = 401, description = "No or wrong admin token", body = ApiError),
+        (status = 404, description = "No plugin by that name", body = ApiError),
+    )
+)]
+pub(crate) async fn get_plugin(
+    State(state): State<AppState>,
+    UrlPath(name): UrlPath<String>,
+) -> Response {
+    detail(&state, &name)
+}
+
+/// A plugin's health; a running plugin is asked now, within its call timeout.
+#[utoipa::path(
+    get, path = "/admin/plugins/{name}/health", tag = "plugins",
+    params(("name" = String, Path, description = "Plugin name")),
+    responses(
+        (status = 200, description = "Its health", body = PluginHealth),
+        (status = 401, description = "No or wrong admin token", body = ApiError),
+        (status = 404, description = "No plugin by that name", body = ApiError),
+    )
+)]
 pub(crate) async fn get_health(
     State(state): State<AppState>,
     UrlPath(name): UrlPath<String>,
 ) -> Response {
     match state.host.plugin_health(&name).await {
         Some(h) => Json(h).into_response(),
-        None => json_error(StatusCode::NOT_FOUND, format!("no plugin named '{name}'")),
+        None => not_found(&name),
     }
 }
 
-/// `GET /admin/health`: every plugin's health as last polled (no plugin is called), with the
-/// overall status.
+/// Every plugin's health as last polled, with the overall status.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct HealthOverview {
+    /// `ok` or `degraded`.
+    #[schema(example = "ok")]
+    status: &'static str,
+    /// Every plugin's health, by name.
+    plugins: BTreeMap<String, PluginHealth>,
+}
+
+/// Every plugin's health as last polled (no plugin is called), with the overall status.
+#[utoipa::path(
+    get, path = "/admin/health", tag = "host",
+    responses(
+        (status = 200, description = "Overall and per-plugin health", body = HealthOverview),
+        (status = 401, description = "No or wrong admin token", body = ApiError),
+    )
+)]
 pub(crate) async fn all_health(State(state): State<AppState>) -> Response {
-    let summary = state.host.health_summary();
-    Json(serde_json::json!({
-        "status": summary.status,
-        "plugins": state.host.health_snapshot(),
-    }))
+    Json(HealthOverview {
+        status: state.host.health_summary().status,
+        plugins: state.host.health_snapshot(),
+    })
     .into_response()
 }
 
-/// `POST /admin/plugins/{name}/enable`: start a disabled (or failed, or given-up) plugin again.
+/// Start a disabled (or failed, or given-up) plugin again.
+#[utoipa::path(
+    post, path = "/admin/plugins/{name}/enable", tag = "plugins",
+    params(("name" = String, Path, description = "Plugin name")),
+    responses(
+        (status = 200, description = "The plugin, enabled", body = PluginDetail),
+        (status = 401, description = "No or wrong admin token", body = ApiError),
+        (status = 404, description = "No plugin by that name", body = ApiError),
+        (status = 409, description = "It cannot be enabled now (for example a dependency is missing)", body = ApiError),
+        (status = 422, description = "It failed to load, initialize or start", body = ApiError),
+    )
+)]
 pub(crate) async fn enable(
     State(state): State<AppState>,
     UrlPath(name): UrlPath<String>,
 ) -> Response {
     match state.host.enable_plugin(&name).await {
-        Ok(()) => get_plugin(State(state), UrlPath(name)).await,
+        Ok(()) => detail(&state, &name),
         Err(e @ LoadError::UnknownPlugin(_)) => json_error(StatusCode::NOT_FOUND, e.to_string()),
         Err(e @ LoadError::Invalid(_)) => json_error(StatusCode::CONFLICT, e.to_string()),
         Err(e) => json_error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
     }
 }
 
-/// `POST /admin/plugins/{name}/disable`: stop serving a plugin until it is enabled again.
+/// Stop serving a plugin until it is enabled again (its routes answer 404, its hooks are skipped).
+#[utoipa::path(
+    post, path = "/admin/plugins/{name}/disable", tag = "plugins",
+    params(("name" = String, Path, description = "Plugin name")),
+    responses(
+        (status = 200, description = "The plugin, disabled", body = PluginDetail),
+        (status = 401, description = "No or wrong admin token", body = ApiError),
+        (status = 404, description = "No plugin by that name", body = ApiError),
+        (status = 500, description = "Stopping it failed", body = ApiError),
+    )
+)]
 pub(crate) async fn disable(
     State(state): State<AppState>,
     UrlPath(name): UrlPath<String>,
 ) -> Response {
     match state.host.disable_plugin(&name).await {
-        Ok(()) => get_plugin(State(state), UrlPath(name)).await,
+        Ok(()) => detail(&state, &name),
         Err(e @ LoadError::UnknownPlugin(_)) => json_error(StatusCode::NOT_FOUND, e.to_string()),
         Err(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 
-/// `POST /admin/plugins/{name}/reload`: load the plugin's new version from its folder and swap
-/// it in without dropping a request (the seed's curl example); a failure rolls back.
+/// Hot-reload a plugin: load its new version from its folder and swap it in without dropping a
+/// request; a failure rolls back to the previous version.
+#[utoipa::path(
+    post, path = "/admin/plugins/{name}/reload", tag = "plugins",
+    params(("name" = String, Path, description = "Plugin name")),
+    responses(
+        (status = 200, description = "What the reload did", body = ReloadOutcome),
+        (status = 401, description = "No or wrong admin token", body = ApiError),
+        (status = 404, description = "No plugin by that name", body = ApiError),
+        (status = 409, description = "The plugin cannot be reloaded (no `hot_reload` capability, or not running)", body = ApiError),
+        (status = 422, description = "The new version failed; the message says whether the previous one serves again", body = ApiError),
+    )
+)]
 pub(crate) async fn reload(
     State(state): State<AppState>,
     UrlPath(name): UrlPath<String>,
@@ -272,7 +419,27 @@ pub(crate) async fn reload(
     }
 }
 
-/// `POST /admin/config/reload`: read the host config file again and apply what changed.
+/// A config reload that refused some changes: the error, and what was applied.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ConfigReloadRefused {
+    /// `unprocessable_entity`.
+    error: &'static str,
+    /// Each refused change, with why.
+    message: String,
+    /// What was applied and what was refused.
+    report: ConfigReloadReport,
+}
+
+/// Read the host config file again and apply what changed, plugin by plugin.
+#[utoipa::path(
+    post, path = "/admin/config/reload", tag = "host",
+    responses(
+        (status = 200, description = "Every change was applied", body = ConfigReloadReport),
+        (status = 400, description = "The config file cannot be read or is invalid", body = ApiError),
+        (status = 401, description = "No or wrong admin token", body = ApiError),
+        (status = 422, description = "Some changes were refused; the rest was applied", body = ConfigReloadRefused),
+    )
+)]
 pub(crate) async fn reload_config(State(state): State<AppState>) -> Response {
     match state.host.reload_config_file().await {
         Ok(report) if report.is_clean() => Json(report).into_response(),
@@ -285,11 +452,11 @@ pub(crate) async fn reload_config(State(state): State<AppState>) -> Response {
                 .join("; ");
             (
                 StatusCode::UNPROCESSABLE_ENTITY,
-                Json(serde_json::json!({
-                    "error": "unprocessable_entity",
-                    "message": format!("some changes were refused and left as they were: {message}"),
-                    "report": report,
-                })),
+                Json(ConfigReloadRefused {
+                    error: "unprocessable_entity",
+                    message: format!("some changes were refused and left as they were: {message}"),
+                    report,
+                }),
             )
                 .into_response()
         }
@@ -297,18 +464,43 @@ pub(crate) async fn reload_config(State(state): State<AppState>) -> Response {
     }
 }
 
-/// `GET /admin/plugins/{name}/config`
+/// A plugin's config in force (its manifest's defaults filled in).
+#[utoipa::path(
+    get, path = "/admin/plugins/{name}/config", tag = "plugins",
+    params(("name" = String, Path, description = "Plugin name")),
+    responses(
+        (status = 200, description = "The config, a JSON object", body = Object),
+        (status = 401, description = "No or wrong admin token", body = ApiError),
+        (status = 404, description = "No plugin by that name", body = ApiError),
+    )
+)]
 pub(crate) async fn get_config(
     State(state): State<AppState>,
     UrlPath(name): UrlPath<String>,
 ) -> Response {
     match state.host.plugin_config(&name) {
         Some(c) => Json(serde_json::Value::Object((*c).clone())).into_response(),
-        None => json_error(StatusCode::NOT_FOUND, format!("no plugin named '{name}'")),
+        None => not_found(&name),
     }
 }
 
-/// `PUT /admin/plugins/{name}/config`: validated against the schema, applied live.
+/// Replace a plugin's config live: validated against the manifest's schema first, then handed to
+/// the plugin (`on_config_change`), kept only if it accepts it.
+#[utoipa::path(
+    put, path = "/admin/plugins/{name}/config", tag = "plugins",
+    params(("name" = String, Path, description = "Plugin name")),
+    request_body(content = Object, description = "The new config, a JSON object (at most 64 KiB)", content_type = "application/json"),
+    responses(
+        (status = 200, description = "The config now in force", body = Object),
+        (status = 400, description = "The body is not a JSON object", body = ApiError),
+        (status = 401, description = "No or wrong admin token", body = ApiError),
+        (status = 404, description = "No plugin by that name", body = ApiError),
+        (status = 409, description = "The plugin refused it; the previous config stays in force", body = ApiError),
+        (status = 413, description = "The body is over 64 KiB", body = ApiError),
+        (status = 415, description = "The body is not `application/json`", body = ApiError),
+        (status = 422, description = "It does not match the plugin's config schema", body = ApiError),
+    )
+)]
 pub(crate) async fn put_config(
     State(state): State<AppState>,
     UrlPath(name): UrlPath<String>,
@@ -319,7 +511,10 @@ pub(crate) async fn put_config(
         Err(e) => return bad_body(e),
     };
     let Some(config) = value.as_object() else {
-        return json_error(StatusCode::BAD_REQUEST, "the config must be a JSON object");
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "request body: the config must be a JSON object",
+        );
     };
     match state.host.update_plugin_config(&name, config).await {
         Ok(()) => get_config(State(state), UrlPath(name)).await,
@@ -327,23 +522,44 @@ pub(crate) async fn put_config(
         Err(e @ LoadError::ConfigRejected { .. }) => {
             json_error(StatusCode::CONFLICT, e.to_string())
         }
-        Err(e) => json_error(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(e @ LoadError::Config { .. }) => {
+            json_error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
+        }
+        Err(e) => json_error(StatusCode::CONFLICT, e.to_string()),
     }
 }
 
 /// Query of `DELETE /admin/plugins/{name}`.
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct UnloadQuery {
+    /// Unload even while running plugins depend on it (they are not unloaded).
     #[serde(default)]
     force: bool,
 }
 
-/// `DELETE /admin/plugins/{name}[?force=true]`: unload.
+/// Unload a plugin: stop it, remove its hooks, routes and subscriptions, clean it up.
+#[utoipa::path(
+    delete, path = "/admin/plugins/{name}", tag = "plugins",
+    params(("name" = String, Path, description = "Plugin name"), UnloadQuery),
+    responses(
+        (status = 204, description = "Unloaded"),
+        (status = 400, description = "The query string is invalid", body = ApiError),
+        (status = 401, description = "No or wrong admin token", body = ApiError),
+        (status = 404, description = "No plugin by that name", body = ApiError),
+        (status = 409, description = "Running plugins depend on it (use `force=true`)", body = ApiError),
+        (status = 500, description = "Stopping it failed", body = ApiError),
+    )
+)]
 pub(crate) async fn unload(
     State(state): State<AppState>,
     UrlPath(name): UrlPath<String>,
-    Query(q): Query<UnloadQuery>,
+    query: Result<Query<UnloadQuery>, QueryRejection>,
 ) -> Response {
+    let Query(q) = match query {
+        Ok(q) => q,
+        Err(e) => return bad_query(e),
+    };
     match state.host.unload_plugin(&name, q.force).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e @ LoadError::UnknownPlugin(_)) => json_error(StatusCode::NOT_FOUND, e.to_string()),
@@ -353,18 +569,38 @@ pub(crate) async fn unload(
 }
 
 /// Body of `POST /admin/plugins`.
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct LoadRequest {
+    /// The plugin's name (must equal its manifest's).
+    #[schema(example = "hello")]
     name: String,
+    /// The plugin's folder (manifest + component) on the host.
+    #[schema(value_type = String, example = "/srv/plugd/plugins/hello")]
     path: std::path::PathBuf,
+    /// Permissions granted.
     #[serde(default)]
     permissions: Vec<plugd_manifest::Permission>,
+    /// Its config (validated against its manifest's schema).
     #[serde(default)]
+    #[schema(value_type = Object)]
     config: serde_json::Map<String, serde_json::Value>,
 }
 
-/// `POST /admin/plugins`: load a plugin from a path, initialize and start it.
+/// Load a plugin from a path on the host, initialize and start it.
+#[utoipa::path(
+    post, path = "/admin/plugins", tag = "plugins",
+    request_body(content = LoadRequest, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Loaded and running", body = PluginDetail),
+        (status = 400, description = "The body is not valid JSON of this shape", body = ApiError),
+        (status = 401, description = "No or wrong admin token", body = ApiError),
+        (status = 409, description = "A plugin of that name is loaded", body = ApiError),
+        (status = 413, description = "The body is over 64 KiB", body = ApiError),
+        (status = 415, description = "The body is not `application/json`", body = ApiError),
+        (status = 422, description = "It failed to load, initialize or start", body = ApiError),
+    )
+)]
 pub(crate) async fn load(
     State(state): State<AppState>,
     body: Result<Json<LoadRequest>, JsonRejection>,
@@ -373,55 +609,160 @@ pub(crate) async fn load(
         Ok(b) => b,
         Err(e) => return bad_body(e),
     };
+    if !plugd_manifest::is_valid_plugin_name(&req.name) {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            format!("request body: invalid plugin name '{}'", req.name),
+        );
+    }
     let mut entry = plugd_manifest::PluginEntry::new(req.name.clone(), req.path);
     entry.permissions = req.permissions.into_iter().map(|p| (p, true)).collect();
     entry.config = req.config;
     match state.host.load_plugin(&entry).await {
-        Ok(()) => match state.host.plugin_info(&req.name) {
-            Some(info) => (StatusCode::CREATED, Json(info)).into_response(),
-            None => StatusCode::CREATED.into_response(),
-        },
+        Ok(()) => {
+            let mut r = detail(&state, &req.name);
+            *r.status_mut() = StatusCode::CREATED;
+            r
+        }
         Err(e @ LoadError::Duplicate(_)) => json_error(StatusCode::CONFLICT, e.to_string()),
         Err(e) => json_error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
     }
 }
 
 /// Query of `GET /admin/audit`.
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct AuditQuery {
+    /// Only this plugin's entries.
     plugin: Option<String>,
 }
 
-/// `GET /admin/audit[?plugin=name]`: denied capability calls.
-pub(crate) async fn audit(State(state): State<AppState>, Query(q): Query<AuditQuery>) -> Response {
-    Json(state.host.audit_log(q.plugin.as_deref())).into_response()
+/// The audit log: capability calls plugins were denied, oldest first.
+#[utoipa::path(
+    get, path = "/admin/audit", tag = "host",
+    params(AuditQuery),
+    responses(
+        (status = 200, description = "Denied calls, oldest first", body = Vec<AuditEntry>),
+        (status = 400, description = "The query string is invalid", body = ApiError),
+        (status = 401, description = "No or wrong admin token", body = ApiError),
+    )
+)]
+pub(crate) async fn audit(
+    State(state): State<AppState>,
+    query: Result<Query<AuditQuery>, QueryRejection>,
+) -> Response {
+    match query {
+        Ok(Query(q)) => Json(state.host.audit_log(q.plugin.as_deref())).into_response(),
+        Err(e) => bad_query(e),
+    }
 }
 
-/// `GET /admin/info`: the host.
+/// The host: version, uptime, plugins, dependency graph, services and event subscriptions.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct HostInfo {
+    /// plugd's version.
+    version: &'static str,
+    /// The WIT contract guests are built against.
+    #[schema(example = "plugd:plugin@0.1.0")]
+    contract: &'static str,
+    /// Seconds since the host was built.
+    uptime_seconds: u64,
+    /// When the host was built (RFC 3339).
+    started_at: String,
+    /// Where the host keeps its state.
+    #[schema(value_type = String)]
+    data_dir: PathBuf,
+    /// Number of plugins (failed ones included).
+    plugins: usize,
+    /// Each loaded plugin's present dependencies.
+    dependency_graph: BTreeMap<String, Vec<String>>,
+    /// Exported services as `[plugin, service]` pairs.
+    #[schema(value_type = Vec<Vec<String>>)]
+    services: Vec<(String, String)>,
+    /// Event subscriptions with their counters.
+    subscriptions: Vec<SubscriptionInfo>,
+}
+
+/// The host itself.
+#[utoipa::path(
+    get, path = "/admin/info", tag = "host",
+    responses(
+        (status = 200, description = "The host", body = HostInfo),
+        (status = 401, description = "No or wrong admin token", body = ApiError),
+    )
+)]
 pub(crate) async fn info(State(state): State<AppState>) -> Response {
+    let started = state.host.started_at();
     let uptime = std::time::SystemTime::now()
-        .duration_since(state.host.started_at())
+        .duration_since(started)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    Json(serde_json::json!({
-        "version": env!("CARGO_PKG_VERSION"),
-        "contract": "plugd:plugin@0.1.0",
-        "uptime_seconds": uptime,
-        "data_dir": state.host.config().data_dir,
-        "plugins": state.host.list_plugins().len(),
-        "dependency_graph": state.host.dependency_graph(),
-        "services": state.host.services().exported(),
-        "subscriptions": state.host.subscriptions(),
-    }))
+    Json(HostInfo {
+        version: env!("CARGO_PKG_VERSION"),
+        contract: "plugd:plugin@0.1.0",
+        uptime_seconds: uptime,
+        started_at: humantime::format_rfc3339_seconds(started).to_string(),
+        data_dir: state.host.config().data_dir.clone(),
+        plugins: state.host.list_plugins().len(),
+        dependency_graph: state.host.dependency_graph(),
+        services: state.host.services().exported(),
+        subscriptions: state.host.subscriptions(),
+    })
     .into_response()
 }
 
-/// Any other `/admin` path.
+/// The OpenAPI document of the admin API (this document). Needs no token.
+#[utoipa::path(
+    get, path = "/admin/openapi.json", tag = "host", security(()),
+    responses((status = 200, description = "The OpenAPI 3.1 document", content_type = "application/json", body = Object))
+)]
+pub(crate) async fn openapi_json() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        crate::app::openapi_text(),
+    )
+        .into_response()
+}
+
+/// The dashboard: one HTML page; it asks for the token and calls this API with it. Needs no token.
+#[utoipa::path(
+    get, path = "/admin/", tag = "host", security(()),
+    responses((status = 200, description = "The dashboard page", content_type = "text/html", body = String))
+)]
+pub(crate) async fn dashboard() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        include_str!("dashboard.html"),
+    )
+        .into_response()
+}
+
+/// `/admin` without the slash: the dashboard.
+pub(crate) async fn dashboard_redirect() -> Response {
+    axum::response::Redirect::permanent("/admin/").into_response()
+}
+
+/// Any other `/admin` path: a JSON 404.
 pub(crate) async fn unknown(request: Request) -> Response {
     json_error(
         StatusCode::NOT_FOUND,
         format!(
             "no admin endpoint {} {}",
+            request.method(),
+            request.uri().path()
+        ),
+    )
+}
+
+/// A known admin path with another method: a JSON 405.
+pub(crate) async fn wrong_method(request: Request) -> Response {
+    json_error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!(
+            "{} is not allowed on {} (see /admin/openapi.json)",
             request.method(),
             request.uri().path()
         ),

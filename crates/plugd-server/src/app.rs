@@ -1,6 +1,12 @@
 //! The axum application: host routes first, plugins for everything else.
+//!
+//! Listeners: the main one (`server.listen`) serves `/healthz`, `/metrics`, the admin API and
+//! dashboard under `/admin` and every plugin route. With `admin.listen` set, the admin API and
+//! dashboard move to that listener (with `/healthz` and `/metrics` beside them) and the main one
+//! no longer answers `/admin` (plugins never see it either: it is a JSON 404).
 
 use std::future::Future;
+use std::sync::LazyLock;
 use std::time::SystemTime;
 
 use axum::Json;
@@ -9,13 +15,18 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, any, get};
 use plugd_core::{Exchange, Host, Status};
+use plugd_manifest::Protected;
+use utoipa::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::admin::{self, AdminToken, json_error};
 
 /// Largest admin request body.
-const ADMIN_BODY_LIMIT: usize = 64 * 1024;
+pub(crate) const ADMIN_BODY_LIMIT: usize = 64 * 1024;
 
 #[derive(Clone)]
 pub(crate) struct AppState {
@@ -24,58 +35,213 @@ pub(crate) struct AppState {
     body_limit: usize,
 }
 
-/// The application: `/healthz`, `/metrics`, `/admin/*` (token required), and plugin dispatch for
-/// every other path.
-pub fn router(host: Host, admin: AdminToken) -> Router {
-    let body_limit = usize::try_from(host.config().server.body_limit).unwrap_or(usize::MAX);
-    let state = AppState {
-        host,
-        admin,
-        body_limit,
-    };
-    let admin_routes = Router::new()
-        .route("/plugins", get(admin::list_plugins).post(admin::load))
-        .route(
-            "/plugins/{name}",
-            get(admin::get_plugin).delete(admin::unload),
-        )
-        .route("/plugins/{name}/health", get(admin::get_health))
-        .route("/plugins/{name}/enable", post(admin::enable))
-        .route("/plugins/{name}/disable", post(admin::disable))
-        .route("/plugins/{name}/reload", post(admin::reload))
-        .route("/config/reload", post(admin::reload_config))
-        .route("/health", get(admin::all_health))
-        .route(
-            "/plugins/{name}/config",
-            get(admin::get_config).put(admin::put_config),
-        )
-        .route("/audit", get(admin::audit))
-        .route("/info", get(admin::info))
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "plugd admin API",
+        description = "Operate a plugd host: list, inspect, reload, enable, disable, load and unload plugins, change their config, read the audit log. Every endpoint but the dashboard page and this document needs `Authorization: Bearer <token>` (admin.token, PLUGD_ADMIN_TOKEN or <data_dir>/admin-token). Errors are JSON: `{\"error\": \"<kind>\", \"message\": \"...\"}`."
+    ),
+    modifiers(&BearerScheme),
+    security(("bearer" = [])),
+    tags(
+        (name = "plugins", description = "One plugin or all of them"),
+        (name = "host", description = "The host itself"),
+    )
+)]
+struct ApiDoc;
+
+/// Adds the `bearer` security scheme every protected operation refers to.
+struct BearerScheme;
+
+impl utoipa::Modify for BearerScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "The admin token: admin.token, PLUGD_ADMIN_TOKEN or <data_dir>/admin-token",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The admin API: every route and its OpenAPI operation, from one list. The protected part needs
+/// the token; the dashboard page and the document do not.
+fn admin_api(state: &AppState) -> OpenApiRouter<AppState> {
+    let protected = OpenApiRouter::new()
+        .routes(routes!(admin::list_plugins, admin::load))
+        .routes(routes!(admin::get_plugin, admin::unload))
+        .routes(routes!(admin::get_health))
+        .routes(routes!(admin::enable))
+        .routes(routes!(admin::disable))
+        .routes(routes!(admin::reload))
+        .routes(routes!(admin::get_config, admin::put_config))
+        .routes(routes!(admin::reload_config))
+        .routes(routes!(admin::all_health))
+        .routes(routes!(admin::audit))
+        .routes(routes!(admin::info))
         .layer(axum::extract::DefaultBodyLimit::max(ADMIN_BODY_LIMIT))
-        .fallback(admin::unknown)
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             admin::require_token,
         ));
+    let public = OpenApiRouter::new()
+        .routes(routes!(admin::openapi_json))
+        .routes(routes!(admin::dashboard));
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(protected)
+        .merge(public)
+}
+
+/// The admin API's OpenAPI 3.1 document, as served at `GET /admin/openapi.json`.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    // The document does not depend on the state; a state is needed only to build the router.
+    let host = Host::builder()
+        .data_dir(std::env::temp_dir().join("plugd-openapi-unused"))
+        .build();
+    match host {
+        Ok(host) => {
+            let state = AppState {
+                host,
+                admin: AdminToken::new("unused").expect("a non-empty token"),
+                body_limit: 0,
+            };
+            admin_api(&state).split_for_parts().1
+        }
+        Err(e) => panic!("building an empty host for the OpenAPI document failed: {e}"),
+    }
+}
+
+/// The document as JSON text, built once.
+pub(crate) fn openapi_text() -> &'static str {
+    static TEXT: LazyLock<String> = LazyLock::new(|| {
+        openapi()
+            .to_pretty_json()
+            .expect("the OpenAPI document serializes")
+    });
+    &TEXT
+}
+
+/// The admin routes (API, document, dashboard, JSON 404/405) for either listener.
+fn admin_routes(state: &AppState) -> Router<AppState> {
+    let (api, _) = admin_api(state).split_for_parts();
+    api.route("/admin", get(admin::dashboard_redirect))
+        .route("/admin/{*rest}", any(admin::unknown))
+        .method_not_allowed_fallback(admin::wrong_method)
+}
+
+/// `/healthz` and `/metrics`, each behind the token when `admin.protect` lists it.
+fn host_routes(state: &AppState) -> Router<AppState> {
+    let protect = |endpoint: Protected, route: MethodRouter<AppState>| {
+        if state.host.config().admin.protects(endpoint) {
+            route.route_layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                admin::require_token,
+            ))
+        } else {
+            route
+        }
+    };
     Router::new()
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
-        .nest("/admin", admin_routes)
-        .fallback(dispatch)
+        .route("/healthz", protect(Protected::Healthz, get(healthz)))
+        .route("/metrics", protect(Protected::Metrics, get(metrics)))
+}
+
+fn state(host: Host, admin: AdminToken) -> AppState {
+    let body_limit = usize::try_from(host.config().server.body_limit).unwrap_or(usize::MAX);
+    AppState {
+        host,
+        admin,
+        body_limit,
+    }
+}
+
+/// The main listener's application: `/healthz`, `/metrics`, `/admin/*` (unless `admin.listen` is
+/// set: see [`admin_router`]), and plugin dispatch for every other path.
+pub fn router(host: Host, admin: AdminToken) -> Router {
+    let separate = host.config().admin.listen.is_some();
+    let state = state(host, admin);
+    let mut app = host_routes(&state);
+    app = if separate {
+        // The admin API lives on its own listener: `/admin` is nobody's here, not a plugin's.
+        app.route("/admin", any(admin::unknown))
+            .route("/admin/{*rest}", any(admin::unknown))
+    } else {
+        app.merge(admin_routes(&state))
+    };
+    app.fallback(dispatch).with_state(state)
+}
+
+/// The admin listener's application (`admin.listen`): the admin API, its document and the
+/// dashboard under `/admin`, `/healthz` and `/metrics`; a JSON 404 for anything else.
+pub fn admin_router(host: Host, admin: AdminToken) -> Router {
+    let state = state(host, admin);
+    host_routes(&state)
+        .merge(admin_routes(&state))
+        .fallback(admin::unknown)
         .with_state(state)
 }
 
 /// Serve until `shutdown` resolves, then stop every plugin (reverse start order) and return.
+/// The admin API is served on `listener` under `/admin` (see [`serve_with_admin`] for
+/// `admin.listen`).
 pub async fn serve(
     host: Host,
     admin: AdminToken,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = router(host.clone(), admin);
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    serve_with_admin(host, admin, listener, None, shutdown).await
+}
+
+/// [`serve`], with the admin API on a listener of its own when `admin_listener` is given
+/// (`admin.listen`). Both stop when `shutdown` resolves; then every plugin is stopped.
+pub async fn serve_with_admin(
+    host: Host,
+    admin: AdminToken,
+    listener: tokio::net::TcpListener,
+    admin_listener: Option<tokio::net::TcpListener>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let app = if admin_listener.is_some() {
+        router(host.clone(), admin.clone())
+    } else {
+        // No second listener: serve the admin API here even if `admin.listen` is set.
+        let state = state(host.clone(), admin.clone());
+        host_routes(&state)
+            .merge(admin_routes(&state))
+            .fallback(dispatch)
+            .with_state(state)
+    };
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let main = axum::serve(listener, app).with_graceful_shutdown(stopped(stop_rx.clone()));
+    let trigger = async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    };
+    let result = match admin_listener {
+        Some(admin_listener) => {
+            let admin_app = admin_router(host.clone(), admin);
+            let second = axum::serve(admin_listener, admin_app)
+                .with_graceful_shutdown(stopped(stop_rx.clone()));
+            let (a, b, ()) = tokio::join!(main.into_future(), second.into_future(), trigger);
+            a.and(b)
+        }
+        None => {
+            let (a, ()) = tokio::join!(main.into_future(), trigger);
+            a
+        }
+    };
     host.shutdown().await;
     result
 }

@@ -17,5 +17,6 @@
 mod admin;
 mod app;
 
+pub use admin::ApiError;
 pub use admin::{AdminToken, TokenSource, token_file};
-pub use app::{router, serve};
+pub use app::{admin_router, openapi, router, serve, serve_with_admin};

@@ -241,6 +241,7 @@ async fn serve(config: Option<&Path>, listen: Option<String>) -> anyhow::Result<
         config.server.listen = listen;
     }
     let listen = config.server.listen.clone();
+    let admin_listen = config.admin.listen_addr();
     let admin = AdminToken::resolve(&config).map_err(anyhow::Error::msg)?;
     match admin.source() {
         TokenSource::Generated(path) => {
@@ -249,14 +250,46 @@ async fn serve(config: Option<&Path>, listen: Option<String>) -> anyhow::Result<
         TokenSource::Config => tracing::info!("admin token from admin.token"),
         TokenSource::Environment => tracing::info!("admin token from PLUGD_ADMIN_TOKEN"),
     }
-    let host = plugd::host_from_config(config)?;
-    host.start().await?;
+    let host = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        // On a terminal: a line per plugin while the start compiles and loads them.
+        let total = config.plugins.plugins.iter().filter(|p| p.enabled).count();
+        let runtime =
+            plugd::wasm::WasmRuntime::new(plugd::wasm::RuntimeOptions::from_config(&config))
+                .map_err(anyhow::Error::msg)?;
+        let (loader, active) = cli::progress::Progress::new(runtime, total);
+        let host = plugd::Host::builder()
+            .config(config)
+            .loader(loader)
+            .build()?;
+        let started = host.start().await;
+        active.store(false, std::sync::atomic::Ordering::Relaxed);
+        started?;
+        host
+    } else {
+        let host = plugd::host_from_config(config)?;
+        host.start().await?;
+        host
+    };
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, "plugd listening");
-    plugd_server::serve(host, admin, listener, shutdown_signal()).await?;
+    let admin_listener = match &admin_listen {
+        Some(admin_listen) => {
+            let l = tokio::net::TcpListener::bind(admin_listen)
+                .await
+                .with_context(|| format!("cannot listen on {admin_listen} (admin.listen)"))?;
+            let admin_addr = l.local_addr()?;
+            tracing::info!(%addr, %admin_addr, "plugd listening; admin API and dashboard on http://{admin_addr}/admin/ only");
+            Some(l)
+        }
+        None => {
+            tracing::info!(%addr, "plugd listening; admin API and dashboard on http://{addr}/admin/");
+            None
+        }
+    };
+    plugd_server::serve_with_admin(host, admin, listener, admin_listener, shutdown_signal())
+        .await?;
     tracing::info!("plugd stopped");
     Ok(())
 }

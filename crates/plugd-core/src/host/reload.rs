@@ -29,6 +29,7 @@ const GRACE_POLL: Duration = Duration::from_millis(100);
 
 /// What a successful reload did.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReloadOutcome {
     /// The plugin.
     pub plugin: String,

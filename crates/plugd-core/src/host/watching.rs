@@ -10,6 +10,7 @@ use crate::watch::{Change, Watch};
 
 /// What applying a new host config did, plugin by plugin.
 #[derive(Debug, Clone, Default, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ConfigReloadReport {
     /// Plugins newly listed and loaded.
     pub loaded: Vec<String>,

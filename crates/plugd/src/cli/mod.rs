@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod pkg;
+pub mod progress;
 pub mod reload;
 
 use plugd::manifest::HostConfig;
@@ -19,8 +20,7 @@ pub fn server_and_token(
         let listen = config
             .map(|c| {
                 c.admin
-                    .listen
-                    .clone()
+                    .listen_addr()
                     .unwrap_or_else(|| c.server.listen.clone())
             })
             .unwrap_or_else(|| "127.0.0.1:8080".into());

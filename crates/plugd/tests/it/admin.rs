@@ -175,6 +175,12 @@ async fn admin_manages_plugins() {
     // Every endpoint needs the token.
     for (method, path) in [
         ("GET", "/admin/info"),
+        ("GET", "/admin/health"),
+        ("GET", "/admin/plugins/hello"),
+        ("POST", "/admin/plugins/hello/reload"),
+        ("POST", "/admin/plugins/hello/enable"),
+        ("POST", "/admin/plugins/hello/disable"),
+        ("POST", "/admin/config/reload"),
         ("GET", "/admin/audit"),
         ("GET", "/admin/plugins/hello/health"),
         ("GET", "/admin/plugins/hello/config"),
@@ -243,7 +249,26 @@ async fn admin_manages_plugins() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 400);
+    assert_eq!(r.status(), 422, "the schema is checked first");
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["error"], "unprocessable_entity");
+    assert!(e["message"].as_str().unwrap().contains("greeting"), "{e}");
+    let r = c
+        .put(url("/admin/plugins/hello/config"))
+        .bearer_auth(TOKEN)
+        .json(&serde_json::json!([1, 2]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400, "not an object");
+    let r = c
+        .put(url("/admin/plugins/hello/config"))
+        .bearer_auth(TOKEN)
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 415, "no JSON content type");
     let r = c
         .put(url("/admin/plugins/hello/config"))
         .bearer_auth(TOKEN)
@@ -290,6 +315,34 @@ async fn admin_manages_plugins() {
         .await
         .unwrap();
     assert_eq!(r.status(), 400, "missing path");
+    let e: Value = r.json().await.unwrap();
+    assert!(e["message"].as_str().unwrap().contains("path"), "{e}");
+    for bad in [
+        "{",
+        "[]",
+        r#"{"name": "x", "path": "/p", "extra": 1}"#,
+        r#"{"name": "../x", "path": "/p"}"#,
+    ] {
+        let r = c
+            .post(url("/admin/plugins"))
+            .bearer_auth(TOKEN)
+            .header("content-type", "application/json")
+            .body(bad)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{bad}");
+        let e: Value = r.json().await.unwrap();
+        assert_eq!(e["error"], "bad_request", "{bad}");
+    }
+    let r = c
+        .delete(url("/admin/plugins/hello?force=maybe"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400, "bad query");
+    assert_eq!(server.get("/plugins/hello/greet").await.status(), 200);
     let r = c
         .delete(url("/admin/plugins/nobody"))
         .bearer_auth(TOKEN)
@@ -301,4 +354,202 @@ async fn admin_manages_plugins() {
     let audit: Vec<Value> = server.admin_get("/admin/audit").await.json().await.unwrap();
     assert!(audit.is_empty());
     server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_reloads_disables_and_enables() {
+    let server = TestServer::start(&examples_config()).await;
+    let c = &server.client;
+    let post = |path: &str| {
+        c.post(format!("{}{path}", server.url))
+            .bearer_auth(TOKEN)
+            .send()
+    };
+    let before: Value = server
+        .admin_get("/admin/plugins/hello")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(before["depends_on"], serde_json::json!([]));
+    assert_eq!(before["dependents"], serde_json::json!([]));
+    assert!(before["load_duration_ms"].as_f64().unwrap() > 0.0);
+
+    let r = post("/admin/plugins/hello/reload").await.unwrap();
+    assert_eq!(r.status(), 200);
+    let outcome: Value = r.json().await.unwrap();
+    assert_eq!(outcome["plugin"], "hello");
+    assert_eq!(outcome["to_version"], "1.0.0");
+    let after: Value = server
+        .admin_get("/admin/plugins/hello")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_ne!(
+        after["load_time"], before["load_time"],
+        "a reload loads anew"
+    );
+    assert_eq!(after["status"], "running");
+
+    let r = post("/admin/plugins/hello/disable").await.unwrap();
+    assert_eq!(r.status(), 200);
+    let info: Value = r.json().await.unwrap();
+    assert_eq!(info["status"], "disabled");
+    assert_eq!(info["disabled_by"], "operator");
+    assert_eq!(server.get("/plugins/hello/greet").await.status(), 503);
+    let r = post("/admin/plugins/hello/enable").await.unwrap();
+    assert_eq!(r.status(), 200);
+    let info: Value = r.json().await.unwrap();
+    assert_eq!(info["status"], "running");
+    assert_eq!(server.get("/plugins/hello/greet").await.status(), 200);
+
+    for path in [
+        "/admin/plugins/nope/reload",
+        "/admin/plugins/nope/enable",
+        "/admin/plugins/nope/disable",
+    ] {
+        let r = post(path).await.unwrap();
+        assert_eq!(r.status(), 404, "{path}");
+        let e: Value = r.json().await.unwrap();
+        assert_eq!(e["error"], "not_found");
+    }
+    // gatekeeper lacks the hot_reload capability.
+    let r = post("/admin/plugins/gatekeeper/reload").await.unwrap();
+    assert_eq!(r.status(), 409);
+
+    let health: Value = server
+        .admin_get("/admin/health")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["plugins"]["hello"]["status"], "running");
+    // The test server's config file has no change: a clean config reload.
+    let r = post("/admin/config/reload").await.unwrap();
+    assert_eq!(r.status(), 200);
+    // Unknown routes and wrong methods: JSON.
+    let r = server.admin_get("/admin/plugins/hello/nothing").await;
+    assert_eq!(r.status(), 404);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "not_found");
+    let r = c
+        .patch(format!("{}/admin/plugins/hello", server.url))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"],
+        "method_not_allowed"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_and_dashboard_need_no_token() {
+    let server = TestServer::start(&examples_config()).await;
+    let r = server.get("/admin/openapi.json").await;
+    assert_eq!(r.status(), 200);
+    let doc: Value = r.json().await.unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+    assert!(doc["paths"]["/admin/plugins/{name}/reload"]["post"].is_object());
+    let r = server.get("/admin/").await;
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let html = r.text().await.unwrap();
+    assert!(html.contains("sessionStorage"));
+    assert!(
+        !html.contains("http://") && !html.contains("https://"),
+        "no external resources"
+    );
+    // The page is public; the data it shows is not.
+    assert_eq!(server.get("/admin/plugins").await.status(), 401);
+    server.stop().await;
+}
+
+/// `admin.listen`: the admin API and dashboard on their own listener, not on the main one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_listen_moves_the_admin_api() {
+    crate::support::guests_built();
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = examples_config().replace("{data}", &dir.path().join("data").display().to_string())
+        + "admin:\n  listen: \"127.0.0.1:0\"\n";
+    let config =
+        plugd::manifest::HostConfig::from_str(&yaml, plugd::manifest::Format::Yaml, None).unwrap();
+    let host = plugd::host_from_config(config).unwrap();
+    host.start().await.unwrap();
+    let main = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let main_url = format!("http://{}", main.local_addr().unwrap());
+    let admin_url = format!("http://{}", admin.local_addr().unwrap());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(plugd::server::serve_with_admin(
+        host,
+        plugd::server::AdminToken::new(TOKEN).unwrap(),
+        main,
+        Some(admin),
+        async {
+            let _ = rx.await;
+        },
+    ));
+    let c = reqwest::Client::new();
+    let get = |url: String| c.get(url).bearer_auth(TOKEN).send();
+    let r = get(format!("{main_url}/admin/plugins")).await.unwrap();
+    assert_eq!(r.status(), 404, "not on the main listener");
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "not_found");
+    assert_eq!(
+        get(format!("{main_url}/admin/")).await.unwrap().status(),
+        404
+    );
+    assert_eq!(
+        get(format!("{main_url}/plugins/hello/greet"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        get(format!("{main_url}/healthz")).await.unwrap().status(),
+        200
+    );
+    let r = get(format!("{admin_url}/admin/plugins")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Vec<Value>>().await.unwrap().len(), 2);
+    assert_eq!(
+        c.get(format!("{admin_url}/admin/"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        c.get(format!("{admin_url}/admin/plugins"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert_eq!(
+        get(format!("{admin_url}/metrics")).await.unwrap().status(),
+        200
+    );
+    assert_eq!(
+        get(format!("{admin_url}/plugins/hello/greet"))
+            .await
+            .unwrap()
+            .status(),
+        404,
+        "no plugins on the admin listener"
+    );
+    tx.send(()).unwrap();
+    task.await.unwrap().unwrap();
 }

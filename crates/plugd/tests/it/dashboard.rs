@@ -1,0 +1,317 @@
+//! The dashboard in a real headless Chromium (Debian's `chromium` + `chromium-driver`, installed by
+//! scripts/browser.sh), driven over WebDriver: load the page, enter the token, see the example
+//! plugins running, click reload on one and see its load time change. Saves a screenshot to
+//! target/artifacts/dashboard.png. Fails (never skips) when the browser is missing.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::support::{TOKEN, TestServer, example};
+
+/// The W3C WebDriver key of an element reference.
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+fn find_program(name: &str) -> PathBuf {
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "`{name}` is not installed: run `bash scripts/browser.sh` (scripts/test.sh does)"
+            )
+        })
+}
+
+/// chromedriver, killed when dropped.
+struct Driver {
+    child: Child,
+    url: String,
+    http: reqwest::Client,
+    session: Option<String>,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Driver {
+    async fn start() -> Driver {
+        let chromium = find_program("chromium");
+        let chromedriver = find_program("chromedriver");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(&chromedriver)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", chromedriver.display()));
+        let mut driver = Driver {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .unwrap(),
+            session: None,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = driver
+                .http
+                .get(format!("{}/status", driver.url))
+                .send()
+                .await
+                && let Ok(v) = r.json::<Value>().await
+                && v["value"]["ready"] == true
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "chromedriver did not become ready in 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let profile = tempfile::tempdir().unwrap().keep();
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": chromium,
+                "args": [
+                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                    "--no-first-run", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync",
+                    "--disable-dev-shm-usage", "--window-size=1400,900",
+                    format!("--user-data-dir={}", profile.display()),
+                ],
+            },
+        }}});
+        let v = driver.call("POST", "/session", caps).await;
+        driver.session = Some(
+            v["sessionId"]
+                .as_str()
+                .unwrap_or_else(|| panic!("no session: {v}"))
+                .to_string(),
+        );
+        driver
+    }
+
+    /// One WebDriver command; panics with the driver's message on an error.
+    async fn call(&self, method: &str, path: &str, body: Value) -> Value {
+        let url = match &self.session {
+            Some(s) if path != "/session" => format!("{}/session/{s}{path}", self.url),
+            _ => format!("{}{path}", self.url),
+        };
+        let req = match method {
+            "GET" => self.http.get(&url),
+            "DELETE" => self.http.delete(&url),
+            _ => self.http.post(&url).json(&body),
+        };
+        let r = req
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let status = r.status();
+        let v: Value = r.json().await.unwrap();
+        assert!(status.is_success(), "{method} {path}: {status} {v}");
+        v["value"].clone()
+    }
+
+    async fn find(&self, css: &str) -> String {
+        let v = self
+            .call(
+                "POST",
+                "/element",
+                json!({"using": "css selector", "value": css}),
+            )
+            .await;
+        v[ELEMENT]
+            .as_str()
+            .unwrap_or_else(|| panic!("no element {css}: {v}"))
+            .to_string()
+    }
+
+    async fn script(&self, script: &str) -> Value {
+        self.call(
+            "POST",
+            "/execute/sync",
+            json!({"script": script, "args": []}),
+        )
+        .await
+    }
+
+    /// Poll `script` until `done` holds for its value (30 s).
+    async fn wait_for(&self, what: &str, script: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let v = self.script(script).await;
+            if done(&v) {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "{what}: still {v} after 30 s");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
+
+const ROWS: &str = "return Array.from(document.querySelectorAll('#plugins tbody tr')).map(tr => ({ \
+    name: tr.dataset.plugin, \
+    status: tr.querySelector('[data-field=status]').textContent, \
+    load_time: tr.querySelector('[data-field=load_time]').textContent }));";
+
+fn row<'a>(rows: &'a Value, name: &str) -> Option<&'a Value> {
+    rows.as_array()?.iter().find(|r| r["name"] == name)
+}
+
+fn base64_decode(s: &str) -> Vec<u8> {
+    let value = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        b'/' => 63,
+        _ => panic!("not base64: {c}"),
+    };
+    let clean: Vec<u8> = s
+        .bytes()
+        .filter(|c| !c.is_ascii_whitespace() && *c != b'=')
+        .collect();
+    let mut out = Vec::with_capacity(clean.len() * 3 / 4);
+    for chunk in clean.chunks(4) {
+        let mut n = 0u32;
+        for (i, c) in chunk.iter().enumerate() {
+            n |= u32::from(value(*c)) << (18 - 6 * i);
+        }
+        let bytes = n.to_be_bytes();
+        out.extend_from_slice(&bytes[1..chunk.len()]);
+    }
+    out
+}
+
+fn config() -> String {
+    format!(
+        r#"
+data_dir: "{{data}}"
+plugins:
+  plugins:
+    - name: auth
+      path: "{auth}"
+      permissions: {{ router: true }}
+    - name: gatekeeper
+      path: "{gatekeeper}"
+      priority: security
+    - name: hello
+      path: "{hello}"
+      permissions: {{ router: true }}
+"#,
+        auth = example("auth").display(),
+        gatekeeper = example("gatekeeper").display(),
+        hello = example("hello").display(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_in_headless_chromium() {
+    let server = TestServer::start(&config()).await;
+    let driver = Driver::start().await;
+
+    driver
+        .call(
+            "POST",
+            "/url",
+            json!({"url": format!("{}/admin/", server.url)}),
+        )
+        .await;
+    let title = driver.call("GET", "/title", Value::Null).await;
+    assert_eq!(title, "plugd dashboard");
+    // Without a token the page asks for one and lists nothing.
+    let rows = driver.script(ROWS).await;
+    assert_eq!(rows, json!([]));
+
+    let input = driver.find("#token").await;
+    driver
+        .call(
+            "POST",
+            &format!("/element/{input}/value"),
+            json!({"text": TOKEN}),
+        )
+        .await;
+    let connect = driver.find("#connect").await;
+    driver
+        .call("POST", &format!("/element/{connect}/click"), json!({}))
+        .await;
+    let stored = driver
+        .script("return sessionStorage.getItem('plugd-admin-token');")
+        .await;
+    assert_eq!(stored, TOKEN, "the token is kept in sessionStorage");
+
+    let rows = driver
+        .wait_for("the example plugins listed as running", ROWS, |rows| {
+            ["hello", "gatekeeper", "auth"]
+                .iter()
+                .all(|n| row(rows, n).is_some_and(|r| r["status"] == "running"))
+        })
+        .await;
+    let before = row(&rows, "hello").unwrap()["load_time"].clone();
+    assert!(before.as_str().unwrap().ends_with('Z'), "{before}");
+
+    let reload = driver
+        .find("button[data-action=reload][data-plugin=hello]")
+        .await;
+    driver
+        .call("POST", &format!("/element/{reload}/click"), json!({}))
+        .await;
+    let rows = driver
+        .wait_for("hello's load time to change after reload", ROWS, |rows| {
+            row(rows, "hello").is_some_and(|r| r["load_time"] != before && r["status"] == "running")
+        })
+        .await;
+    let message = driver
+        .wait_for(
+            "the reload message",
+            "return document.querySelector('#message').textContent;",
+            |m| m.as_str().is_some_and(|m| m.contains("reload hello: done")),
+        )
+        .await;
+    eprintln!(
+        "dashboard: {message}; hello loaded at {before} then {}",
+        row(&rows, "hello").unwrap()["load_time"]
+    );
+    // The server agrees.
+    let info: Value = server
+        .admin_get("/admin/plugins/hello")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(info["load_time"], row(&rows, "hello").unwrap()["load_time"]);
+
+    let png = driver.call("GET", "/screenshot", Value::Null).await;
+    let png = base64_decode(png.as_str().unwrap());
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .unwrap()
+        .join("artifacts");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("dashboard.png"), &png).unwrap();
+    eprintln!(
+        "dashboard: screenshot {}",
+        dir.join("dashboard.png").display()
+    );
+
+    driver.call("DELETE", "", Value::Null).await;
+    server.stop().await;
+}
