@@ -11,6 +11,9 @@ step() { echo "==> $* ($((SECONDS - started))s)"; }
 step "guest plugins"
 bash scripts/build-examples.sh
 
+step "plugin template toolchains (C, Python, JavaScript)"
+bash scripts/author-toolchains.sh
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 

@@ -9,7 +9,6 @@ use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::{Context, SubscriberExt as _};
-use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer};
 
 /// Lines kept at most; older lines are dropped first.
@@ -74,11 +73,11 @@ pub(crate) fn capture() -> &'static Capture {
                 .with_test_writer()
                 .with_filter(EnvFilter::new(filter))
         });
-        capture.installed = tracing_subscriber::registry()
-            .with(layer)
-            .with(print)
-            .try_init()
-            .is_ok();
+        // `set_global_default`, not `try_init`: the latter also routes the `log` crate into
+        // tracing, and cranelift's trace-level `log` calls would then each be filtered at run
+        // time, slowing the compilation of a large component tenfold.
+        let subscriber = tracing_subscriber::registry().with(layer).with(print);
+        capture.installed = tracing::subscriber::set_global_default(subscriber).is_ok();
         capture
     })
 }

@@ -13,3 +13,4 @@ mod reload;
 mod roles;
 mod sandbox;
 mod serve;
+mod templates;
