@@ -15,6 +15,9 @@ bash scripts/build-examples.sh
 step "headless chromium (dashboard browser test)"
 bash scripts/browser.sh
 
+step "plugin template toolchains (C, Python, JavaScript)"
+bash scripts/author-toolchains.sh
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 

@@ -1268,6 +1268,21 @@ impl Host {
         }
     }
 
+    /// The plugin object the host holds for `name` (native code, or the wasm adapter), to call
+    /// it directly — the test harness (`plugd-test`) calls one hook this way. `None` when no
+    /// plugin of that name is loaded. Calls made through it bypass the dispatcher: no gate, no
+    /// counters, no failure policy.
+    pub fn plugin(&self, name: &str) -> Option<Arc<dyn Plugin>> {
+        self.find(name)
+            .filter(|p| !is_absent(p))
+            .map(|p| p.plugin.clone())
+    }
+
+    /// The event bus, to subscribe the embedding application (or a test) to plugins' events.
+    pub fn event_bus(&self) -> Arc<EventBus> {
+        self.inner.bus.clone()
+    }
+
     /// The live state of a plugin.
     pub fn plugin_state(&self, name: &str) -> Option<Arc<PluginState>> {
         self.find(name).map(|p| p.state.clone())

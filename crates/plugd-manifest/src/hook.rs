@@ -121,6 +121,17 @@ impl Serialize for HookType {
     }
 }
 
+impl schemars::JsonSchema for HookType {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "HookType".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let names: Vec<&str> = HookType::ALL.iter().map(|h| h.as_str()).collect();
+        schemars::json_schema!({ "type": "string", "enum": names })
+    }
+}
+
 impl<'de> Deserialize<'de> for HookType {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct HookVisitor;

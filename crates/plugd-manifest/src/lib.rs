@@ -42,7 +42,7 @@ pub use host::{
 };
 pub use manifest::{
     DEFAULT_COMPONENT, Dependency, Events, ExportDecl, HookDecl, MAX_NAME_LEN, Manifest,
-    ManifestError, ManifestErrorKind, is_valid_plugin_name, is_valid_topic,
+    ManifestError, ManifestErrorKind, is_valid_plugin_name, is_valid_topic, manifest_json_schema,
 };
 pub use permission::{Permission, UnknownPermission};
 pub use priority::{Priority, PriorityError, parse_priority};

@@ -169,6 +169,32 @@ pub struct ExportDecl {
     pub description: Option<String>,
 }
 
+/// The JSON Schema (draft 2020-12) of a plugin manifest, generated from the types the manifest is
+/// read into. Editors use it for completion and validation; it is committed as
+/// `schemas/plugin.schema.json` (`plugd schema` prints it). It checks the shape; [`Manifest`]'s
+/// own checks (names, versions, topics) say more, with the messages of seed 004.
+///
+/// ```
+/// let schema = plugd_manifest::manifest_json_schema();
+/// assert_eq!(schema["title"], "plugd plugin manifest");
+/// assert_eq!(schema["additionalProperties"], false);
+/// assert!(schema["properties"]["permissions"].is_object());
+/// ```
+pub fn manifest_json_schema() -> serde_json::Value {
+    let mut schema = schemars::schema_for!(RawManifest).to_value();
+    if let Some(object) = schema.as_object_mut() {
+        object.insert(
+            "$id".into(),
+            serde_json::Value::String(
+                "https://example.invalid/plugd/schemas/plugin.schema.json".into(),
+            ),
+        );
+        // Name and version are required by Manifest's checks; say so to editors too.
+        object.insert("required".into(), serde_json::json!(["name", "version"]));
+    }
+    schema
+}
+
 impl Manifest {
     /// The manifest file names looked for in a plugin directory, in this order.
     pub const FILE_NAMES: [&str; 4] = ["plugin.yaml", "plugin.yml", "plugin.json", "plugin.toml"];
@@ -408,60 +434,94 @@ impl From<DecodeError> for ManifestErrorKind {
 // The manifest as written. Every field is optional so that the checks (and their messages) are
 // ours; unknown keys are rejected by serde and rewritten by `format::decode`.
 
-#[derive(Debug, Default, Deserialize)]
+/// A plugd plugin manifest (`plugin.yaml`, `plugin.json` or `plugin.toml`).
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(title = "plugd plugin manifest")]
 struct RawManifest {
+    /// The plugin's name: `[a-z0-9][a-z0-9_-]*`, at most 64 characters; equals the name its component reports.
     name: Option<Text>,
+    /// Its version, strict semver `X.Y.Z`.
     version: Option<Text>,
+    /// What it does.
     description: Option<Text>,
+    /// Who wrote it.
     author: Option<Text>,
+    /// The plugd versions it works with.
     framework: Option<RawFramework>,
+    /// Plugins it needs (started before it).
     dependencies: Option<Vec<RawDependency>>,
+    /// The permissions it asks for (the operator grants them in the host config): a map `name: true` or a list of names.
     permissions: Option<RawPermissions>,
+    /// The schema of its config: one entry per key.
     config: Option<BTreeMap<String, RawConfigField>>,
+    /// Hooks the host registers for it without code.
     hooks: Option<Vec<RawHook>>,
+    /// Event topics it publishes and subscribes to.
     events: Option<RawEvents>,
+    /// Services it exports to other plugins.
     exports: Option<Vec<RawExport>>,
+    /// Optional features it supports: `hot_reload`.
     capabilities: Option<Vec<String>>,
+    /// Start priority: an integer (higher first) or infrastructure (400), security (300), middleware (200), business (100).
     priority: Option<Priority>,
+    /// Plugins it must come before (hooks, middleware, start order).
     before: Option<Vec<String>>,
+    /// Plugins it must come after.
     after: Option<Vec<String>>,
+    /// The component file, relative to the plugin folder (default `plugin.wasm`).
     component: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// The plugd versions a plugin works with.
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RawFramework {
+    /// A semver requirement: `">=0.1.0"`, `">=1.0.0,<2.0.0"`.
     version: Option<Text>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// A plugin this one needs.
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RawDependency {
+    /// The plugin depended on.
     name: Option<String>,
+    /// A semver requirement (default: any version).
     version: Option<Text>,
+    /// Whether the plugin works without it.
     optional: Option<bool>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// A hook registered from the manifest.
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RawHook {
+    /// The hook point.
     #[serde(rename = "type")]
+    #[schemars(with = "Option<HookType>")]
     ty: Option<String>,
+    /// Higher runs first (default 100).
     priority: Option<Priority>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// Event topics (dot-named; `*` matches one segment in subscriptions).
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RawEvents {
+    /// Topics it may publish (no `*`).
     publishes: Option<Vec<String>>,
+    /// Topics it receives in `on-event` (`user.*`).
     subscribes: Option<Vec<String>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// A service the plugin exports.
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RawExport {
+    /// The service name.
     name: Option<String>,
+    /// What it does.
     description: Option<String>,
 }
 
@@ -469,6 +529,20 @@ struct RawExport {
 /// `version: 1.0`, which YAML, JSON and TOML read as a number).
 #[derive(Debug, Default)]
 struct Text(String);
+
+impl schemars::JsonSchema for Text {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Text".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({ "type": ["string", "number"] })
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+}
 
 impl<'de> Deserialize<'de> for Text {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -506,6 +580,29 @@ impl<'de> Deserialize<'de> for Text {
 /// Permissions as written: a map `name: bool`, or a list of names (all `true`).
 #[derive(Debug, Default)]
 struct RawPermissions(Vec<(String, bool)>);
+
+impl schemars::JsonSchema for RawPermissions {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Permissions".into()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let names = generator.subschema_for::<Permission>();
+        let mut properties = serde_json::Map::new();
+        for p in Permission::ALL {
+            properties.insert(
+                p.as_str().to_string(),
+                serde_json::json!({ "type": "boolean" }),
+            );
+        }
+        schemars::json_schema!({
+            "oneOf": [
+                { "type": "object", "properties": properties, "additionalProperties": false },
+                { "type": "array", "items": names, "uniqueItems": true }
+            ]
+        })
+    }
+}
 
 impl<'de> Deserialize<'de> for RawPermissions {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {

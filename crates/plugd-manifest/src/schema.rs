@@ -371,14 +371,20 @@ impl ConfigSchema {
 }
 
 /// A config key as written in a manifest.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawConfigField {
+    /// string, integer, float, boolean, duration (`"30s"`), array or object.
     #[serde(rename = "type")]
+    #[schemars(extend("enum" = ["string", "integer", "float", "boolean", "duration", "array", "object"]))]
     ty: Option<String>,
+    /// The host refuses to start the plugin without it.
     required: Option<bool>,
+    /// The value when the host config gives none.
     default: Option<Value>,
+    /// What it is for.
     description: Option<String>,
+    /// Redacted wherever the host shows config (admin API, logs).
     secret: Option<bool>,
 }
 

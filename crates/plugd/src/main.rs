@@ -93,11 +93,49 @@ enum Command {
     },
     #[command(flatten)]
     Package(cli::pkg::PkgCommand),
+    /// Create a plugin folder from a template: manifest, source, build script, README, tests.
+    New(cli::author::NewArgs),
+    /// Build a plugin folder: runs its build.sh (which installs its toolchain when missing).
+    Build {
+        /// The plugin folder.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Run a plugin folder's tests.yaml through the test harness (no server).
+    Test {
+        /// The plugin folder.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// Build it first.
+        #[arg(long)]
+        build: bool,
+    },
+    /// Wrap a core wasm module built against the contract (C bindings) into a component.
+    Componentize {
+        /// The core module.
+        module: PathBuf,
+        /// The component to write.
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+    /// Print the JSON Schema of the plugin manifest (schemas/plugin.schema.json).
+    Schema,
+    /// Write bindings of the plugin contract for a language that needs them generated (c).
+    Bindings {
+        /// The language: c.
+        lang: String,
+        /// The folder to write them into.
+        #[arg(short, long, default_value = "bindings")]
+        output: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    // `plugd test` captures plugin logs through the harness's own subscriber.
+    if !matches!(cli.command, Command::Test { .. }) {
+        init_logging(cli.log_format);
+    }
     let result = match cli.command {
         Command::Validate { path } => validate(&path),
         Command::Check { config, json } => check(&config, json),
@@ -115,6 +153,37 @@ fn main() -> ExitCode {
         Command::Package(command) => cli::pkg::run(command),
         Command::Reload(command) => cli::reload::run(command),
         Command::Admin(command) => cli::admin::run(command),
+        Command::New(args) => cli::author::new(&args).map(|dir| {
+            println!("created {}", dir.display());
+            println!("next: plugd build {0} && plugd test {0}", dir.display());
+        }),
+        Command::Build { dir } => cli::author::build(&dir),
+        Command::Test { dir, build } => {
+            if build && let Err(e) = cli::author::build(&dir) {
+                eprintln!("error: {e:#}");
+                return ExitCode::FAILURE;
+            }
+            match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")
+                .and_then(|rt| rt.block_on(cli::author::test(&dir)))
+            {
+                Ok((_, 0)) => Ok(()),
+                Ok((_, failed)) => Err(anyhow::anyhow!("{failed} test(s) failed")),
+                Err(e) => Err(e),
+            }
+        }
+        Command::Schema => serde_json::to_string_pretty(&plugd_manifest::manifest_json_schema())
+            .map(|text| println!("{text}"))
+            .map_err(anyhow::Error::from),
+        Command::Componentize { module, output } => cli::author::componentize(&module, &output),
+        Command::Bindings { lang, output } => match lang.as_str() {
+            "c" => cli::author::c_bindings(&output),
+            other => Err(anyhow::anyhow!(
+                "no generated bindings for '{other}': only c needs them (Rust uses the guest SDK, js and python generate their own)"
+            )),
+        },
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "plugd", &mut std::io::stdout());

@@ -1,6 +1,7 @@
 //! The `plugd` command's subcommands that live outside `main.rs`.
 
 pub mod admin;
+pub mod author;
 pub mod pkg;
 pub mod progress;
 pub mod reload;

@@ -14,3 +14,4 @@ mod reload;
 mod roles;
 mod sandbox;
 mod serve;
+mod templates;
