@@ -3,7 +3,8 @@
 # A benchmark, not a test: scripts/test.sh never runs it.
 #
 #   scripts/bench.sh                 # everything, several rounds (about 25 minutes)
-#   scripts/bench.sh --quick         # fewer and shorter rounds (under 3 minutes once built)
+#   scripts/bench.sh --quick         # fewer and shorter rounds, 3 callgrind kinds, 1/10 plugins,
+#                                    # no scale criterion benches (meant for about 3 minutes once built)
 #   scripts/bench.sh --only http     # sections: http, calls, callgrind, scale (comma-separated)
 #
 # Sections
@@ -53,11 +54,13 @@ done
 want() { [[ ",$only," == *",$1,"* ]]; }
 
 if ((quick)); then
-    duration="${DURATION:-4s}" rounds="${ROUNDS:-3}" crit=(--warm-up-time 1 --measurement-time 2)
-    scale_counts=(1 10 100) cg_n=(200 1200)
+    duration="${DURATION:-4s}" rounds="${ROUNDS:-3}" crit=(--warm-up-time 0.5 --measurement-time 1)
+    scale_counts=(1 10) cg_n=(100 600) cg_kinds=(wasm-hook dispatch-none dispatch-wasm)
+    SCALE_CRITERION="${SCALE_CRITERION:-0}"
 else
     duration="${DURATION:-10s}" rounds="${ROUNDS:-5}" crit=(--warm-up-time 2 --measurement-time 5)
     scale_counts=(1 10 100 1000) cg_n=(500 5500)
+    cg_kinds=(raw-sync raw-async wasm-hook native-hook dispatch-none dispatch-native dispatch-wasm)
 fi
 connections="${CONNECTIONS:-32}"
 threads="${THREADS:-2}"
@@ -321,7 +324,8 @@ if want callgrind; then
     run_cg() { # label command... (an argument @N@ becomes the number of calls)
         local label="$1" n i1 i2
         shift
-        for n in "${cg_n[@]}"; do
+        # The first run fills the compile caches (plugd's, Extism's): it is not counted.
+        for n in "${cg_n[0]}" "${cg_n[@]}"; do
             valgrind --tool=callgrind --callgrind-out-file="$cg_dir/$label.$n.out" "${@/#@N@/$n}" \
                 >/dev/null 2>"$cg_dir/$label.$n.log" \
                 || { echo "bench: callgrind $label failed; see $cg_dir/$label.$n.log" >&2; exit 1; }
@@ -330,7 +334,7 @@ if want callgrind; then
         i2="$(instructions "$cg_dir/$label.${cg_n[1]}.out")"
         echo "$label $(((i2 - i1) / (cg_n[1] - cg_n[0])))" >>"$work/cg.txt"
     }
-    for kind in raw-sync raw-async wasm-hook native-hook dispatch-none dispatch-native dispatch-wasm; do
+    for kind in "${cg_kinds[@]}"; do
         mkdir -p "$cg_dir/$kind"
         run_cg "$kind" "$target/release/examples/call_count" "$kind" @N@ "$cg_dir/$kind"
     done
