@@ -5,6 +5,7 @@
 # plugin.wasm is only rewritten when its bytes change (file watchers see no spurious reloads).
 #
 #   scripts/build-examples.sh            # from any directory
+#   scripts/build-examples.sh benches/plugins   # other guest workspaces (the benchmarks' guests)
 #
 # The toolchain comes from scripts/wasm-toolchain.sh (rustup's wasm32-wasip2, or Debian's
 # rustc-web with -Zbuild-std, installed with apt when needed).
@@ -12,6 +13,7 @@ set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 workspaces=(examples/plugins tests/plugins)
+(($# == 0)) || workspaces=("$@")
 target=wasm32-wasip2
 target_dir="$root/target/guest"
 

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use http::{Method, StatusCode};
 use plugd_manifest::{FailurePolicy, HookType};
+use smallvec::SmallVec;
 use tracing::Instrument;
 use tracing::field::Empty;
 
@@ -60,6 +61,10 @@ impl MiddlewareEntry {
         self.reg.routes.is_empty() || self.reg.routes.iter().any(|g| glob_matches(g, path))
     }
 }
+
+/// The reload-gate passes one request holds: inline up to 8 (a request's plugins: its hooks'
+/// plugins, the middleware covering it, its route's owner), so a request allocates nothing here.
+type Passes = SmallVec<[OwnedPass; 8]>;
 
 /// One immutable snapshot of every hook, middleware and route.
 #[derive(Default)]
@@ -169,8 +174,8 @@ impl DispatchTable {
     /// Pass the reload gate of every plugin this request can touch (its request-path hooks, the
     /// middleware covering its path, the owner of its route). On a closed gate, the passes taken
     /// so far are given back and the closed gate is returned.
-    fn enter_gates(&self, path: &str) -> Result<Vec<OwnedPass>, Arc<Gate>> {
-        let mut passes = Vec::new();
+    fn enter_gates(&self, path: &str) -> Result<Passes, Arc<Gate>> {
+        let mut passes = Passes::new();
         let owner = self.owner(path).map(|p| &p.gate);
         let middleware = self
             .middleware
@@ -498,12 +503,12 @@ async fn run_response_hooks(table: &DispatchTable, hook: HookType, ex: &mut Exch
 
 /// Find and run the route handler.
 async fn route(table: &DispatchTable, ex: &mut Exchange) -> Response {
-    let path = ex.path.clone();
     // Only a path with a static segment can name a static file: no owner lookup otherwise.
-    if path.contains("/static/")
-        && let Some(owner) = table.owner(&path)
+    if ex.path.contains("/static/")
+        && let Some(owner) = table.owner(&ex.path)
         && let Some(root) = &owner.assets
-        && let Some(rest) = path
+        && let Some(rest) = ex
+            .path
             .strip_prefix("/plugins/")
             .and_then(|p| p.strip_prefix(owner.name.as_str()))
             .and_then(|p| p.strip_prefix("/static/"))
@@ -513,36 +518,42 @@ async fn route(table: &DispatchTable, ex: &mut Exchange) -> Response {
         }
         return match crate::assets::serve(root, rest, &ex.method).await {
             Some(r) => r,
-            None => Response::error(StatusCode::NOT_FOUND, format!("no static file {path}")),
+            None => Response::error(StatusCode::NOT_FOUND, format!("no static file {}", ex.path)),
         };
     }
-    let matched = match table.routes.at(&path) {
-        Ok(m) => m,
-        Err(_) => {
-            if let Some(owner) = table.owner(&path)
-                && owner.state.status() != Status::Running
-            {
-                return unavailable(owner);
+    // The match borrows the path: take what the handler needs (entry, parameters) before the
+    // exchange is lent out, instead of copying the path for every request.
+    let (entry, params) = {
+        let matched = match table.routes.at(&ex.path) {
+            Ok(m) => m,
+            Err(_) => {
+                if let Some(owner) = table.owner(&ex.path)
+                    && owner.state.status() != Status::Running
+                {
+                    return unavailable(owner);
+                }
+                return Response::error(StatusCode::NOT_FOUND, format!("no route for {}", ex.path));
             }
-            return Response::error(StatusCode::NOT_FOUND, format!("no route for {path}"));
-        }
+        };
+        let Some(entry) = matched.value.iter().find(|e| e.method == ex.method) else {
+            let allowed: Vec<&str> = matched.value.iter().map(|e| e.method.as_str()).collect();
+            let mut r = Response::error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("{} is not allowed on {}", ex.method, ex.path),
+            );
+            if let Ok(v) = http::HeaderValue::from_str(&allowed.join(", ")) {
+                r.headers.insert(http::header::ALLOW, v);
+            }
+            return r;
+        };
+        let params: Vec<(String, String)> = matched
+            .params
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        (entry, params)
     };
-    let Some(entry) = matched.value.iter().find(|e| e.method == ex.method) else {
-        let allowed: Vec<&str> = matched.value.iter().map(|e| e.method.as_str()).collect();
-        let mut r = Response::error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            format!("{} is not allowed on {path}", ex.method),
-        );
-        if let Ok(v) = http::HeaderValue::from_str(&allowed.join(", ")) {
-            r.headers.insert(http::header::ALLOW, v);
-        }
-        return r;
-    };
-    ex.route_params = matched
-        .params
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+    ex.route_params = params;
     let plugin = entry.plugin.clone();
     if plugin.state.status() != Status::Running {
         return unavailable(&plugin);

@@ -54,6 +54,10 @@ pub(crate) struct InstanceState {
     /// A rule the current call broke through a host call that the guest may have ignored (a
     /// response body over the cap): turned into the plugin's error when the call returns.
     pub(crate) violation: Option<String>,
+    /// The exchange lent to the guest for the current hook, middleware or route call (swapped
+    /// in and out by the call; an empty exchange between calls). Every `exchange` handle the
+    /// guest holds names it: the guest only ever gets a borrow, valid for that one call.
+    pub(crate) lent: Exchange,
 }
 
 impl WasiView for InstanceState {
@@ -114,19 +118,14 @@ impl InstanceState {
             .ok_or_else(|| HostError::Invalid("registrations are only accepted during init".into()))
     }
 
-    fn exchange(&self, r: &Resource<Exchange>) -> &Exchange {
-        // The host pushes the exchange before the call and removes it after: a live borrow handle
-        // always names it.
-        match self.table.get(r) {
-            Ok(ex) => ex,
-            Err(_) => &EMPTY,
-        }
+    /// The exchange behind a handle: always the one lent for the current call (wasmtime ends a
+    /// borrow with the call that lent it, so no older handle can reach a later exchange).
+    fn exchange(&self, _r: &Resource<Exchange>) -> &Exchange {
+        &self.lent
     }
 
-    fn exchange_mut(&mut self, r: &Resource<Exchange>) -> Result<&mut Exchange, HostError> {
-        self.table
-            .get_mut(r)
-            .map_err(|e| HostError::Invalid(format!("exchange handle: {e}")))
+    fn exchange_mut(&mut self, _r: &Resource<Exchange>) -> Result<&mut Exchange, HostError> {
+        Ok(&mut self.lent)
     }
 
     /// Apply one change to the exchange; the exchange decides whether this stage allows it.
@@ -138,8 +137,6 @@ impl InstanceState {
         self.exchange_mut(r).and_then(change).map_err(to_wit)
     }
 }
-
-static EMPTY: std::sync::LazyLock<Exchange> = std::sync::LazyLock::new(Exchange::default);
 
 /// Core errors become WIT errors.
 pub(crate) fn to_wit(e: HostError) -> types::HostError {

@@ -105,13 +105,17 @@ impl Drop for Instance {
     }
 }
 
+/// Instances live boxed: taking one from the pool and putting it back moves a pointer, not the
+/// store handle and the guest's export table (hundreds of bytes), on every call.
+type Pooled = Box<Instance>;
+
 /// A loaded wasm plugin.
 pub struct WasmPlugin {
     engine: Engine,
     pre: PluginPre<InstanceState>,
     shared: Arc<Shared>,
     options: PluginOptions,
-    idle: Mutex<Vec<Instance>>,
+    idle: Mutex<Vec<Pooled>>,
     permits: Semaphore,
     /// Whether `start` has run (fresh instances are started too).
     started: AtomicBool,
@@ -358,7 +362,7 @@ impl WasmPlugin {
         }
     }
 
-    async fn instantiate(&self) -> Result<Instance, PluginError> {
+    async fn instantiate(&self) -> Result<Pooled, PluginError> {
         let mut wasi = WasiCtxBuilder::new();
         wasi.inherit_stderr();
         // `filesystem`: the plugin's own files directory at /data, and nothing else.
@@ -371,6 +375,7 @@ impl WasmPlugin {
         let state = InstanceState {
             wasi: wasi.build(),
             table: ResourceTable::new(),
+            lent: Exchange::default(),
             limits: Limiter::new(self.memory_cap()),
             shared: self.shared.clone(),
             registering: None,
@@ -414,18 +419,18 @@ impl WasmPlugin {
                 );
             }
         };
-        let mut instance = Instance {
+        let mut instance = Box::new(Instance {
             store,
             world,
             counted: 0,
             memory: self.memory.clone(),
-        };
+        });
         instance.count_memory();
         Ok(instance)
     }
 
     /// Make a fresh instance and bring it to the pool's state (init, and start if started).
-    async fn fresh(&self) -> Result<Instance, PluginError> {
+    async fn fresh(&self) -> Result<Pooled, PluginError> {
         let mut inst = self.instantiate().await?;
         let regs = self.call(&mut inst, Call::Init).await?;
         let first = self.registrations.read().clone();
@@ -551,7 +556,7 @@ impl WasmPlugin {
             .acquire_many(n)
             .await
             .map_err(|_| PluginError::Unavailable("plugin is shutting down".into()))?;
-        let instances: Vec<Instance> = std::mem::take(&mut *self.idle.lock());
+        let instances: Vec<Pooled> = std::mem::take(&mut *self.idle.lock());
         let mut kept = Vec::with_capacity(instances.len());
         let mut first_error = None;
         for mut inst in instances {
@@ -592,14 +597,15 @@ fn humantime_like(d: Duration) -> String {
     }
 }
 
-/// Lend the exchange to the guest for one call: move it into the instance's resource table, pass
-/// a borrow handle, and take it back whatever the call did.
+/// Lend the exchange to the guest for one call: swap it into the instance's state (no
+/// allocation, no resource-table entry), pass a borrow handle, and swap it back whatever the call
+/// did. The handle's rep is unused: the host functions read `InstanceState::lent`.
 macro_rules! lend {
     ($store:ident, $ex:ident, |$borrowed:ident| $call:expr) => {{
-        let res = $store.data_mut().table.push(std::mem::take($ex))?;
-        let $borrowed = wasmtime::component::Resource::<Exchange>::new_borrow(res.rep());
+        std::mem::swap(&mut $store.data_mut().lent, $ex);
+        let $borrowed = wasmtime::component::Resource::<Exchange>::new_borrow(0);
         let out = $call.await;
-        *$ex = $store.data_mut().table.delete(res)?;
+        std::mem::swap(&mut $store.data_mut().lent, $ex);
         out?
     }};
 }

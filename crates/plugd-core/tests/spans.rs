@@ -1,3 +1,7 @@
+//! A test binary of its own: tracing caches each callsite's interest process-wide, and the
+//! `it` binary's tests install thread-local subscribers at INFO concurrently, which could leave
+//! these DEBUG spans unseen. Here they run alone, one after the other.
+//!
 //! Every plugin call on the request path runs in a `plugin_call` span that names the plugin and
 //! the hook or route, and records the outcome and duration.
 
@@ -8,9 +12,11 @@ use parking_lot::Mutex;
 use plugd_core::{Exchange, HookType, Host};
 use tracing_subscriber::fmt::format::FmtSpan;
 
-use crate::{Journal, Logs, Recorder, config, manifest};
+#[path = "it/support.rs"]
+mod support;
 
-#[tokio::test(flavor = "current_thread")]
+use support::{Journal, Logs, Recorder, config, manifest};
+
 async fn hook_and_route_calls_get_spans_with_outcome_and_duration() {
     let logs = Logs::default();
     let writer = logs.clone();
@@ -87,7 +93,6 @@ impl plugd_core::Plugin for Greeter {
     }
 }
 
-#[tokio::test(flavor = "current_thread")]
 async fn event_service_and_timer_calls_get_spans_too() {
     let logs = Logs::default();
     let writer = logs.clone();
@@ -122,7 +127,7 @@ async fn event_service_and_timer_calls_get_spans_too() {
         .await
         .unwrap();
     assert_eq!(answer, b"hi listener");
-    crate::eventually("the event and a tick are handled", || {
+    support::eventually("the event and a tick are handled", || {
         let text = logs.text();
         text.lines()
             .any(|l| l.contains("plugin_call") && l.contains("close") && l.contains("event="))
@@ -159,4 +164,10 @@ async fn event_service_and_timer_calls_get_spans_too() {
         "{text}"
     );
     assert!(has(&["plugin=listener", "timer=", "outcome="]), "{text}");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn every_plugin_call_gets_a_span() {
+    hook_and_route_calls_get_spans_with_outcome_and_duration().await;
+    event_service_and_timer_calls_get_spans_too().await;
 }

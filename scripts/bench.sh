@@ -1,0 +1,438 @@
+#!/usr/bin/env bash
+# The benchmarks of BENCHMARKS.md in one command: plugd against the peers users would pick instead.
+# A benchmark, not a test: scripts/test.sh never runs it.
+#
+#   scripts/bench.sh                 # everything, several rounds (about 25 minutes)
+#   scripts/bench.sh --quick         # fewer and shorter rounds, 3 callgrind kinds, 1/10 plugins,
+#                                    # no scale criterion benches (meant for about 3 minutes once built)
+#   scripts/bench.sh --only http     # sections: http, calls, callgrind, scale (comma-separated)
+#
+# Sections
+#   http       the five-plugin stack + JSON route on four servers, started side by side on
+#              loopback: plugd with native plugins (crates/plugd/examples/bench_native.rs), plugd
+#              with wasm plugins (benches/plugins), bare axum + tower middleware
+#              (benches/peers/axum-stack), nginx + lua-nginx-module (benches/nginx). The same wrk
+#              settings for each, interleaved round by round (the order rotates); medians of the
+#              rounds and the medians of each round's ratios vs axum and vs nginx+Lua.
+#   calls      plugin call overhead with criterion: raw wasmtime, plugd's wasm hook, plugd's native
+#              hook, the dispatcher (crates/plugd/benches/call_overhead.rs), and Extism 1.30
+#              (benches/peers/extism-call, a workspace of its own).
+#   callgrind  the same calls as instruction counts under valgrind (exact on a noisy machine):
+#              (I(N2) - I(N1)) / (N2 - N1) instructions per call.
+#   profile    (not in the default set) `plugd serve` with the wasm stack under callgrind:
+#              instructions per request ((I(1200) - I(200)) / 1000 keep-alive requests); the
+#              callgrind files stay in target/bench/profile for callgrind_annotate.
+#   scale      plugd start time and RSS with 1/10/100/1000 wasm plugins (cold and warm compile
+#              cache), and the criterion benches: instantiate from the pool / on demand
+#              (crates/plugd/benches/instantiate.rs), dependency resolution of 1,000 and 10,000
+#              plugins (crates/plugd-core/benches/resolve.rs), the event bus with 1 and 10
+#              subscribers, native (crates/plugd-core/benches/events.rs) and wasm
+#              (crates/plugd/benches/event_bus.rs).
+#
+# Installs what it needs with apt (wrk, nginx, libnginx-mod-http-lua, valgrind) when missing,
+# builds release binaries (the host workspace's target/, the peers' benches/peers/target) and the
+# guests (scripts/build-examples.sh benches/plugins; the Extism guest on Debian's rustc-web
+# route). Results go to stdout and to target/bench/results.md.
+# Environment: DURATION, ROUNDS, CONNECTIONS, THREADS override the wrk settings;
+# SCALE_CRITERION=0 skips the scale section's criterion benches.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=lib/load.sh
+source "$root/scripts/lib/load.sh" # summarize
+quick=0
+only="http,calls,callgrind,scale"
+while (($#)); do
+    case "$1" in
+        --quick) quick=1 ;;
+        --only) only="$2"; shift ;;
+        -h | --help) sed -n '2,27p' "$0"; exit 0 ;;
+        *) echo "bench: unknown argument $1 (see --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+want() { [[ ",$only," == *",$1,"* ]]; }
+
+if ((quick)); then
+    duration="${DURATION:-4s}" rounds="${ROUNDS:-3}" crit=(--warm-up-time 0.5 --measurement-time 1)
+    scale_counts=(1 10) cg_n=(100 600) cg_kinds=(wasm-hook dispatch-none dispatch-wasm)
+    SCALE_CRITERION="${SCALE_CRITERION:-0}"
+else
+    duration="${DURATION:-10s}" rounds="${ROUNDS:-5}" crit=(--warm-up-time 2 --measurement-time 5)
+    scale_counts=(1 10 100 1000) cg_n=(500 5500)
+    cg_kinds=(raw-sync raw-async wasm-hook native-hook dispatch-none dispatch-native dispatch-wasm)
+fi
+connections="${CONNECTIONS:-32}"
+threads="${THREADS:-2}"
+export CARGO_INCREMENTAL=0
+# Backtraces on errors would be captured on every call of a peer that makes an error per call
+# (Extism 1.30 asks wasmtime for fuel it does not meter): measure what users get by default.
+unset RUST_BACKTRACE RUST_LIB_BACKTRACE
+target="${CARGO_TARGET_DIR:-$root/target}"
+peers="$root/benches/peers"
+out_dir="$target/bench"
+mkdir -p "$out_dir"
+results="$out_dir/results.md"
+: >"$results"
+work="$(mktemp -d)"
+pids=()
+cleanup() {
+    local p
+    for p in "${pids[@]}"; do
+        [[ -n "$p" ]] && kill "$p" 2>/dev/null && wait "$p" 2>/dev/null
+    done
+    rm -rf "$work"
+}
+trap cleanup EXIT
+trap "exit 130" INT TERM
+note() { echo "bench: $*" >&2; }
+say() { echo "$*" | tee -a "$results"; }
+median() { sort -g | awk '{ a[NR] = $1 } END { if (NR == 0) print "-"; else if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+
+# --- what it needs -------------------------------------------------------------------------
+apt_need=()
+command -v wrk >/dev/null 2>&1 || apt_need+=(wrk)
+if want http; then
+    command -v nginx >/dev/null 2>&1 || apt_need+=(nginx)
+    [[ -f /usr/lib/nginx/modules/ngx_http_lua_module.so ]] || apt_need+=(libnginx-mod-http-lua)
+fi
+if want callgrind; then command -v valgrind >/dev/null 2>&1 || apt_need+=(valgrind); fi
+if ((${#apt_need[@]})); then
+    note "apt-get install ${apt_need[*]}"
+    sudo_cmd=()
+    [[ "$(id -u)" -eq 0 ]] || sudo_cmd=(sudo)
+    "${sudo_cmd[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    # policy-rc.d: do not start the system nginx service on port 80.
+    "${sudo_cmd[@]}" env DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 apt-get install -y -qq "${apt_need[@]}" >/dev/null
+fi
+
+note "building guests and release binaries"
+bash "$root/scripts/build-examples.sh" benches/plugins >/dev/null
+(cd "$root" && cargo build --release -q -p plugd --bin plugd --example bench_native --example call_count)
+plugd="$target/release/plugd"
+if want http || want calls || want callgrind; then
+    (cd "$peers" && cargo build --release -q --target-dir "$peers/target" -p axum-stack -p extism-call)
+fi
+extism_wasm="$peers/target/guest/wasm32-unknown-unknown/release/extism_hook.wasm"
+if want calls || want callgrind; then
+    # The Extism guest: Rust on Debian's rustc-web route (-Zbuild-std), as TOOLCHAIN.md says.
+    (
+        export PLUGD_GUEST_ROUTE=debian
+        # shellcheck source=wasm-toolchain.sh
+        source "$root/scripts/wasm-toolchain.sh"
+        cd "$peers/extism-guest"
+        plugd_guest_cargo build --release -q
+    )
+    [[ -f "$extism_wasm" ]] || { echo "bench: no Extism guest at $extism_wasm" >&2; exit 1; }
+fi
+
+cpu="$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
+say "# plugd benchmarks $(date -u +%Y-%m-%dT%H:%MZ)"
+say ""
+say "$(nproc) CPUs ($cpu), $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), $(uname -sr), load average $(cut -d' ' -f1-3 /proc/loadavg); $(rustc --version | cut -d' ' -f1-2)"
+say ""
+
+# --- http ----------------------------------------------------------------------------------
+token="$(python3 -c 'import hmac,hashlib; c="client42"; print(c + "." + hmac.new(b"bench-secret", c.encode(), hashlib.sha1).hexdigest())')"
+path="/plugins/api/hello"
+declare -A spid=()
+declare -A port=([plugd-native]=18301 [plugd-wasm]=18302 [axum]=18303 [nginx-lua]=18304)
+servers=(axum plugd-native plugd-wasm nginx-lua)
+
+wait_up() { # name
+    local url="http://127.0.0.1:${port[$1]}/healthz"
+    for _ in $(seq 1 150); do
+        curl -fsS "$url" >/dev/null 2>&1 && return 0
+        sleep 0.2
+    done
+    echo "bench: $1 did not come up; its log:" >&2
+    cat "$work/$1.log" >&2 || true
+    exit 1
+}
+
+check_server() { # name: 401 without a token, 200 + headers + JSON with one
+    local base="http://127.0.0.1:${port[$1]}$path" code headers
+    code="$(curl -s -o /dev/null -w '%{http_code}' "$base")"
+    [[ "$code" == 401 ]] || { echo "bench: $1 answered $code without a token (want 401)" >&2; exit 1; }
+    code="$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer client42.0000000000000000000000000000000000000000" "$base")"
+    [[ "$code" == 401 ]] || { echo "bench: $1 answered $code to a bad signature (want 401)" >&2; exit 1; }
+    headers="$(curl -fsS -D - -o "$work/body" -H "Authorization: Bearer $token" "$base")"
+    grep -qi '^x-request-id: ' <<<"$headers" || { echo "bench: $1 sent no x-request-id" >&2; exit 1; }
+    grep -qi '^x-powered-by: plugd-bench' <<<"$headers" || { echo "bench: $1 sent no x-powered-by" >&2; exit 1; }
+    grep -q '"client":"client42"' "$work/body" || { echo "bench: $1 answered $(cat "$work/body")" >&2; exit 1; }
+}
+
+start_http_servers() {
+    local sink=/dev/null
+    # plugd, native plugins (the access log: tracing to stderr, like the wasm plugins' log calls).
+    PLUGD_LOG="warn,plugin=info" "$target/release/examples/bench_native" "127.0.0.1:${port[plugd-native]}" \
+        2>"$sink" >"$work/plugd-native.log" &
+    pids+=($!)
+    spid[plugd-native]=$!
+    # plugd, wasm plugins.
+    mkdir -p "$work/wasm-data"
+    {
+        echo "server: { listen: \"127.0.0.1:${port[plugd-wasm]}\" }"
+        echo "admin: { token: \"bench-admin-token-0123456789abcdef\" }"
+        echo "data_dir: \"$work/wasm-data\""
+        echo "plugins:"
+        echo "  plugins:"
+        for p in reqid auth ratelimit accesslog headers api; do
+            local name="bench-$p" grant=""
+            [[ "$p" == api ]] && name=api grant="      permissions: { router: true }"
+            [[ "$p" == ratelimit ]] && grant="      permissions: { cache: true }"
+            echo "    - name: $name"
+            echo "      path: \"$root/benches/plugins/$p\""
+            [[ -z "$grant" ]] || echo "$grant"
+        done
+    } >"$work/plugd-wasm.yaml"
+    PLUGD_LOG="warn,plugin=info" "$plugd" serve --config "$work/plugd-wasm.yaml" 2>"$sink" >"$work/plugd-wasm.log" &
+    pids+=($!)
+    spid[plugd-wasm]=$!
+    # bare axum.
+    RUST_LOG="warn,access=info" "$peers/target/release/axum-stack" "127.0.0.1:${port[axum]}" \
+        2>"$sink" >"$work/axum.log" &
+    pids+=($!)
+    spid[axum]=$!
+    # nginx + Lua.
+    mkdir -p "$work/nginx"
+    local user=""
+    [[ "$(id -u)" -ne 0 ]] || user="user root root;"
+    sed -e "s|@PORT@|${port[nginx-lua]}|; s|@LUA@|$root/benches/nginx|; s|@WORK@|$work/nginx|g; s|@USER@|$user|" \
+        "$root/benches/nginx/nginx.conf.in" >"$work/nginx/nginx.conf"
+    nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" -e /dev/null >"$work/nginx-lua.log" 2>&1 &
+    pids+=($!)
+    spid[nginx-lua]=$!
+    for s in "${servers[@]}"; do wait_up "$s"; done
+    for s in "${servers[@]}"; do check_server "$s"; done
+}
+
+if want http; then
+    note "http: $rounds rounds of wrk -t$threads -c$connections -d$duration on each server"
+    start_http_servers
+    for s in "${servers[@]}"; do # warm up
+        wrk -t1 -c4 -d1s -H "Authorization: Bearer $token" "http://127.0.0.1:${port[$s]}$path" >/dev/null
+    done
+    for r in $(seq 1 "$rounds"); do
+        # Rotate the order so that no server always runs first or last.
+        order=("${servers[@]:$(((r - 1) % 4))}" "${servers[@]:0:$(((r - 1) % 4))}")
+        for s in "${order[@]}"; do
+            wrk -t"$threads" -c"$connections" -d"$duration" --latency -H "Authorization: Bearer $token" \
+                "http://127.0.0.1:${port[$s]}$path" >"$work/wrk.out"
+            read -r p50 p99 rps bad <<<"$(summarize <"$work/wrk.out")"
+            echo "$r $s $rps $p50 $p99 $bad" >>"$work/http.txt"
+            note "round $r $s: $rps req/s p50 $p50 ms p99 $p99 ms failed $bad"
+        done
+    done
+    declare -A rss=()
+    for s in "${servers[@]}"; do # resident memory after the load (nginx: master + workers)
+        rss[$s]="$(ps -o rss= -p "${spid[$s]}" --ppid "${spid[$s]}" | awk '{ s += $1 } END { printf "%.1f", s / 1024 }')"
+    done
+    say "## HTTP: five plugins + JSON route (wrk -t$threads -c$connections -d$duration, $rounds interleaved rounds, medians)"
+    say ""
+    say "| server | req/s | p50 ms | p99 ms | failed | × bare axum | × nginx+Lua | RSS MiB after |"
+    say "|---|---|---|---|---|---|---|---|"
+    for s in axum nginx-lua plugd-native plugd-wasm; do
+        rps="$(awk -v s="$s" '$2 == s { print $3 }' "$work/http.txt" | median)"
+        p50="$(awk -v s="$s" '$2 == s { print $4 }' "$work/http.txt" | median)"
+        p99="$(awk -v s="$s" '$2 == s { print $5 }' "$work/http.txt" | median)"
+        bad="$(awk -v s="$s" '$2 == s { b += $6 } END { print b + 0 }' "$work/http.txt")"
+        ratio() { # per-round ratio vs $1, then the median
+            awk -v s="$s" -v ref="$1" '$2 == s { x[$1] = $3 } $2 == ref { y[$1] = $3 }
+                END { for (r in x) if (y[r] > 0) printf "%.3f\n", x[r] / y[r] }' "$work/http.txt" | median
+        }
+        say "| $s | $(printf '%.0f' "$rps") | $p50 | $p99 | $bad | $(printf '%.2f' "$(ratio axum)") | $(printf '%.2f' "$(ratio nginx-lua)") | ${rss[$s]} |"
+    done
+    say ""
+    say "Per round (req/s): $(awk '{ printf "%s%s %s=%s", (NR > 1 ? ";" : ""), "r" $1, $2, $3 }' "$work/http.txt")"
+    say ""
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null && wait "$p" 2>/dev/null || true; done
+    pids=()
+    sleep 1 # ports free for the profile section
+fi
+
+# --- profile (callgrind of the wasm stack) ----------------------------------------------------
+if want profile; then
+    note "profile: plugd serve (wasm stack) under callgrind"
+    prof="$out_dir/profile"
+    mkdir -p "$prof"
+    [[ -f "$work/plugd-wasm.yaml" ]] || { echo "bench: --only profile needs http too (its config)" >&2; exit 1; }
+    for n in 200 200 1200; do # the first run fills the compile cache
+        PLUGD_LOG="warn,plugin=info" valgrind --tool=callgrind --callgrind-out-file="$prof/stack.$n.out" \
+            "$plugd" serve --config "$work/plugd-wasm.yaml" >/dev/null 2>"$prof/stack.$n.log" &
+        vp=$!
+        for _ in $(seq 1 300); do curl -fsS "http://127.0.0.1:${port[plugd-wasm]}/healthz" >/dev/null 2>&1 && break; sleep 0.5; done
+        python3 - "$n" "${port[plugd-wasm]}" "$token" <<'PY'
+import http.client, sys
+n, port, token = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+c = http.client.HTTPConnection("127.0.0.1", port)
+for _ in range(n):
+    c.request("GET", "/plugins/api/hello", headers={"Authorization": "Bearer " + token})
+    r = c.getresponse()
+    r.read()
+    assert r.status == 200, r.status
+PY
+        kill -INT "$vp"
+        wait "$vp" || true
+    done
+    i1="$(awk '/^summary:/ { print $2 }' "$prof/stack.200.out")"
+    i2="$(awk '/^summary:/ { print $2 }' "$prof/stack.1200.out")"
+    say "## Profile: plugd serve with the wasm stack, $(((i2 - i1) / 1000)) instructions per request (callgrind files in $prof)"
+    say ""
+fi
+
+# --- calls (criterion) ---------------------------------------------------------------------
+crit_parse() { # criterion output -> "name ns" lines (the middle estimate)
+    awk '
+        function ns(v, u) { if (u ~ /^ps/) return v / 1000; if (u ~ /^ns/) return v; if (u ~ /^µs|^us/) return v * 1000; if (u ~ /^ms/) return v * 1e6; return v * 1e9 }
+        /time:/ {
+            for (i = 1; i <= NF; i++) if ($i == "time:") break
+            name = (i > 1) ? $1 : last
+            printf "%s %.1f\n", name, ns($(i + 3), $(i + 4))
+            next
+        }
+        NF == 1 { last = $1 }'
+}
+if want calls; then
+    runs=$((quick ? 1 : 3))
+    note "calls: criterion, $runs interleaved runs"
+    for r in $(seq 1 "$runs"); do
+        (cd "$root" && cargo bench -q --profile release -p plugd --bench call_overhead -- "${crit[@]}" 2>/dev/null) | crit_parse >>"$work/calls.txt"
+        (cd "$peers" && EXTISM_HOOK_WASM="$extism_wasm" cargo bench -q --profile release --target-dir "$peers/target" \
+            -p extism-call --bench extism_call -- "${crit[@]}" 2>/dev/null) | crit_parse >>"$work/calls.txt"
+    done
+    extism="$(awk '$1 == "call_overhead/extism_call" { print $2 }' "$work/calls.txt" | median)"
+    say "## Call overhead: one hook that reads a header and continues (criterion, median of $runs runs)"
+    say ""
+    say "| call | ns | × Extism |"
+    say "|---|---|---|"
+    for name in harness_block_on raw_wasmtime_sync raw_wasmtime_async plugd_wasm_hook plugd_native_hook extism_call dispatch/no_hook dispatch/native_hook dispatch/wasm_hook; do
+        v="$(awk -v n="call_overhead/$name" '$1 == n { print $2 }' "$work/calls.txt" | median)"
+        say "| $name | $v | $(awk -v v="$v" -v e="$extism" 'BEGIN { if (e > 0 && v != "-") printf "%.2f", v / e; else print "-" }') |"
+    done
+    say ""
+fi
+
+# --- callgrind -----------------------------------------------------------------------------
+if want callgrind; then
+    note "callgrind: N = ${cg_n[*]}"
+    instructions() { # out-file -> total Ir
+        awk '/^(summary|totals):/ { print $2; exit }' "$1"
+    }
+    cg_dir="$out_dir/callgrind"
+    mkdir -p "$cg_dir"
+    run_cg() { # label command... (an argument @N@ becomes the number of calls)
+        local label="$1" n i1 i2
+        shift
+        # The first run fills the compile caches (plugd's, Extism's): it is not counted.
+        for n in "${cg_n[0]}" "${cg_n[@]}"; do
+            valgrind --tool=callgrind --callgrind-out-file="$cg_dir/$label.$n.out" "${@/#@N@/$n}" \
+                >/dev/null 2>"$cg_dir/$label.$n.log" \
+                || { echo "bench: callgrind $label failed; see $cg_dir/$label.$n.log" >&2; exit 1; }
+        done
+        i1="$(instructions "$cg_dir/$label.${cg_n[0]}.out")"
+        i2="$(instructions "$cg_dir/$label.${cg_n[1]}.out")"
+        echo "$label $(((i2 - i1) / (cg_n[1] - cg_n[0])))" >>"$work/cg.txt"
+    }
+    for kind in "${cg_kinds[@]}"; do
+        mkdir -p "$cg_dir/$kind"
+        run_cg "$kind" "$target/release/examples/call_count" "$kind" @N@ "$cg_dir/$kind"
+    done
+    run_cg extism "$peers/target/release/extism-call" "$extism_wasm" @N@
+    ext="$(awk '$1 == "extism" { print $2 }' "$work/cg.txt")"
+    say "## Call overhead in instructions (callgrind, (I(N=${cg_n[1]}) - I(N=${cg_n[0]})) / $((cg_n[1] - cg_n[0])))"
+    say ""
+    say "| call | instructions per call | × Extism |"
+    say "|---|---|---|"
+    while read -r label n; do
+        say "| $label | $n | $(awk -v v="$n" -v e="$ext" 'BEGIN { printf "%.2f", v / e }') |"
+    done <"$work/cg.txt"
+    say ""
+fi
+
+# --- scale ---------------------------------------------------------------------------------
+if want scale; then
+    note "scale: ${scale_counts[*]} wasm plugins"
+    say "## Start time and memory with N wasm plugins (bench-hook copies, each its own component bytes; warm compile cache)"
+    say ""
+    say "| plugins | cold start s (compiles) | warm start s | RSS MiB | RSS per plugin KiB |"
+    say "|---|---|---|---|---|"
+    for n in "${scale_counts[@]}"; do
+        dir="$work/scale-$n"
+        mkdir -p "$dir/plugins"
+        # Every copy gets a distinct component (an extra custom section), so that each is
+        # compiled and cached on its own, as distinct plugins would be.
+        python3 - "$root/benches/plugins/hook" "$dir/plugins" "$n" <<'PY'
+import os, sys
+src, dst, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+wasm = open(os.path.join(src, "plugin.wasm"), "rb").read()
+manifest = open(os.path.join(src, "plugin.yaml")).read()
+def leb(v):
+    out = bytearray()
+    while True:
+        b = v & 0x7F
+        v >>= 7
+        if v:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+for i in range(n):
+    name = f"hook{i:04d}"
+    d = os.path.join(dst, name)
+    os.makedirs(d, exist_ok=True)
+    section_name = b"plugd-bench-copy"
+    payload = leb(len(section_name)) + section_name + name.encode()
+    open(os.path.join(d, "plugin.wasm"), "wb").write(wasm + b"\x00" + leb(len(payload)) + payload)
+    open(os.path.join(d, "plugin.yaml"), "w").write(manifest.replace("name: bench-hook", f"name: {name}", 1))
+PY
+        {
+            echo "server: { listen: \"127.0.0.1:18310\" }"
+            echo "admin: { token: \"bench-admin-token-0123456789abcdef\" }"
+            echo "data_dir: \"$dir/data\""
+            echo "plugins:"
+            echo "  limits: { instances: 1 }"
+            echo "  pool: { slots: $((n + 16)) }"
+            echo "  plugins:"
+            for i in $(seq 0 $((n - 1))); do
+                printf '    - { name: hook%04d, path: "%s/plugins/hook%04d" }\n' "$i" "$dir" "$i"
+            done
+        } >"$dir/plugd.yaml"
+        times=()
+        for run in cold warm; do
+            start_ns=$(date +%s%N)
+            PLUGD_LOG=error "$plugd" serve --config "$dir/plugd.yaml" >"$dir/$run.log" 2>&1 &
+            server=$!
+            pids+=("$server")
+            until curl -fsS http://127.0.0.1:18310/healthz 2>/dev/null | grep -q "\"running\":$n"; do
+                kill -0 "$server" 2>/dev/null || { cat "$dir/$run.log" >&2; exit 1; }
+                sleep 0.05
+            done
+            times+=("$(awk -v a="$start_ns" -v b="$(date +%s%N)" 'BEGIN { printf "%.2f", (b - a) / 1e9 }')")
+            rss="$(awk '/^VmRSS:/ { printf "%.1f", $2 / 1024 }' "/proc/$server/status")"
+            kill "$server"
+            wait "$server" 2>/dev/null || true
+            pids=("${pids[@]/#$server/}")
+        done
+        say "| $n | ${times[0]} | ${times[1]} | $rss | $(awk -v r="$rss" -v n="$n" 'BEGIN { printf "%.0f", r * 1024 / n }') |"
+        rm -rf "$dir"
+    done
+    say ""
+    [[ "${SCALE_CRITERION:-1}" == 1 ]] || { note "results in $results"; exit 0; }
+    note "scale: criterion benches (instantiate, resolve, events, event_bus)"
+    {
+        (cd "$root" && cargo bench -q --profile release -p plugd --bench instantiate -- "${crit[@]}" 2>/dev/null)
+        (cd "$root" && cargo bench -q --profile release -p plugd-core --bench resolve -- "${crit[@]}" 2>/dev/null)
+        (cd "$root" && cargo bench -q --profile release -p plugd-core --bench events -- "${crit[@]}" 2>/dev/null)
+        (cd "$root" && cargo bench -q --profile release -p plugd --bench event_bus -- "${crit[@]}" 2>/dev/null)
+    } | crit_parse >"$work/scale.txt"
+    say "## Scale: criterion (median estimates)"
+    say ""
+    say "| bench | time |"
+    say "|---|---|"
+    while read -r name ns; do
+        say "| $name | $(awk -v v="$ns" 'BEGIN { if (v >= 1e6) printf "%.2f ms", v / 1e6; else if (v >= 1e3) printf "%.1f µs", v / 1e3; else printf "%.0f ns", v }') |"
+    done <"$work/scale.txt"
+    say ""
+fi
+note "results in $results"
