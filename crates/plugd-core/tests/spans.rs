@@ -17,7 +17,8 @@ mod support;
 
 use support::{Journal, Logs, Recorder, config, manifest};
 
-async fn hook_and_route_calls_get_spans_with_outcome_and_duration() {
+/// DEBUG lines and closed spans written on this thread while the guard lives.
+fn span_logs() -> (Logs, tracing::subscriber::DefaultGuard) {
     let logs = Logs::default();
     let writer = logs.clone();
     let subscriber = tracing_subscriber::fmt()
@@ -27,7 +28,11 @@ async fn hook_and_route_calls_get_spans_with_outcome_and_duration() {
         .with_max_level(tracing::Level::DEBUG)
         .with_span_events(FmtSpan::CLOSE)
         .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    (logs, tracing::subscriber::set_default(subscriber))
+}
+
+async fn hook_and_route_calls_get_spans_with_outcome_and_duration() {
+    let (logs, _guard) = span_logs();
 
     let j: Journal = Arc::new(Mutex::new(Vec::new()));
     let mut auth = Recorder::new("auth", &j);
@@ -94,16 +99,7 @@ impl plugd_core::Plugin for Greeter {
 }
 
 async fn event_service_and_timer_calls_get_spans_too() {
-    let logs = Logs::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .without_time()
-        .with_max_level(tracing::Level::DEBUG)
-        .with_span_events(FmtSpan::CLOSE)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = span_logs();
 
     let j: Journal = Arc::new(Mutex::new(Vec::new()));
     let mut listener = Recorder::new("listener", &j);
