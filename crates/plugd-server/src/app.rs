@@ -73,9 +73,10 @@ impl utoipa::Modify for BearerScheme {
 }
 
 /// The admin API: every route and its OpenAPI operation, from one list. The protected part needs
-/// the token; the dashboard page and the document do not.
-fn admin_api(state: &AppState) -> OpenApiRouter<AppState> {
-    let protected = OpenApiRouter::new()
+/// the token (the middleware is left out when only the document is wanted, `state` `None`); the
+/// dashboard page and the document do not.
+fn admin_api(state: Option<&AppState>) -> OpenApiRouter<AppState> {
+    let mut protected = OpenApiRouter::new()
         .routes(routes!(admin::list_plugins, admin::load))
         .routes(routes!(admin::get_plugin, admin::unload))
         .routes(routes!(admin::get_health))
@@ -87,11 +88,13 @@ fn admin_api(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(admin::all_health))
         .routes(routes!(admin::audit))
         .routes(routes!(admin::info))
-        .layer(axum::extract::DefaultBodyLimit::max(ADMIN_BODY_LIMIT))
-        .route_layer(axum::middleware::from_fn_with_state(
+        .layer(axum::extract::DefaultBodyLimit::max(ADMIN_BODY_LIMIT));
+    if let Some(state) = state {
+        protected = protected.route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             admin::require_token,
         ));
+    }
     let public = OpenApiRouter::new()
         .routes(routes!(admin::openapi_json))
         .routes(routes!(admin::dashboard));
@@ -102,21 +105,7 @@ fn admin_api(state: &AppState) -> OpenApiRouter<AppState> {
 
 /// The admin API's OpenAPI 3.1 document, as served at `GET /admin/openapi.json`.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    // The document does not depend on the state; a state is needed only to build the router.
-    let host = Host::builder()
-        .data_dir(std::env::temp_dir().join("plugd-openapi-unused"))
-        .build();
-    match host {
-        Ok(host) => {
-            let state = AppState {
-                host,
-                admin: AdminToken::new("unused").expect("a non-empty token"),
-                body_limit: 0,
-            };
-            admin_api(&state).split_for_parts().1
-        }
-        Err(e) => panic!("building an empty host for the OpenAPI document failed: {e}"),
-    }
+    admin_api(None).split_for_parts().1
 }
 
 /// The document as JSON text, built once.
@@ -131,7 +120,7 @@ pub(crate) fn openapi_text() -> &'static str {
 
 /// The admin routes (API, document, dashboard, JSON 404/405) for either listener.
 fn admin_routes(state: &AppState) -> Router<AppState> {
-    let (api, _) = admin_api(state).split_for_parts();
+    let (api, _) = admin_api(Some(state)).split_for_parts();
     api.route("/admin", get(admin::dashboard_redirect))
         .route("/admin/{*rest}", any(admin::unknown))
         .method_not_allowed_fallback(admin::wrong_method)

@@ -3,6 +3,7 @@
 //! plugins running, click reload on one and see its load time change. Saves a screenshot to
 //! target/artifacts/dashboard.png. Fails (never skips) when the browser is missing.
 
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -27,9 +28,11 @@ fn find_program(name: &str) -> PathBuf {
         })
 }
 
-/// chromedriver, killed when dropped.
+/// chromedriver and the browser it started (one process group), killed when dropped, even when
+/// the test fails before closing the session.
 struct Driver {
     child: Child,
+    _profile: tempfile::TempDir,
     url: String,
     http: reqwest::Client,
     session: Option<String>,
@@ -37,6 +40,10 @@ struct Driver {
 
 impl Drop for Driver {
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .stderr(Stdio::null())
+            .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -53,12 +60,15 @@ impl Driver {
             .port();
         let child = Command::new(&chromedriver)
             .arg(format!("--port={port}"))
+            .process_group(0)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("start {}: {e}", chromedriver.display()));
+        let profile = tempfile::tempdir().unwrap();
         let mut driver = Driver {
             child,
+            _profile: profile,
             url: format!("http://127.0.0.1:{port}"),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(60))
@@ -84,7 +94,6 @@ impl Driver {
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        let profile = tempfile::tempdir().unwrap().keep();
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
             "goog:chromeOptions": {
@@ -94,7 +103,7 @@ impl Driver {
                     "--no-first-run", "--disable-background-networking",
                     "--disable-component-update", "--disable-sync",
                     "--disable-dev-shm-usage", "--window-size=1400,900",
-                    format!("--user-data-dir={}", profile.display()),
+                    format!("--user-data-dir={}", driver._profile.path().display()),
                 ],
             },
         }}});
