@@ -241,6 +241,7 @@ pub struct PluginHealth {
 
 /// One plugin's metrics, from [`Host::plugin_metrics`].
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PluginMetricsReport {
     /// The plugin.
     pub plugin: String,
@@ -283,7 +284,8 @@ impl Loaded {
             kind: self.kind,
             allocator: self.plugin.allocator(),
             loaded: matches!(status, Status::Initialized | Status::Running),
-            enabled: self.enabled,
+            // Disabled by the operator since it loaded (the admin API, the CLI): not enabled now.
+            enabled: self.enabled && self.state.disabled_by() != Some(DisabledBy::Operator),
             status,
             phase: self.state.phase().label(),
             load_time: self

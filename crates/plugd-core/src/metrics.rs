@@ -75,6 +75,7 @@ type Labels = Vec<(String, String)>;
 
 /// One series a plugin recorded about itself.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MetricSample {
     /// Its name, as the plugin gave it (exposed as `plugd_plugin_<plugin>_<name>`).
     pub name: String,

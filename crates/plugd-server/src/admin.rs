@@ -10,8 +10,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use plugd_core::{
-    AuditEntry, ConfigReloadReport, LoadError, PluginHealth, PluginInfo, ReloadOutcome,
-    SubscriptionInfo,
+    AuditEntry, ConfigReloadReport, LoadError, PluginHealth, PluginInfo, PluginMetricsReport,
+    ReloadOutcome, SubscriptionInfo,
 };
 use plugd_manifest::HostConfig;
 use rand::RngCore;
@@ -316,6 +316,25 @@ pub(crate) async fn get_health(
 ) -> Response {
     match state.host.plugin_health(&name).await {
         Some(h) => Json(h).into_response(),
+        None => not_found(&name),
+    }
+}
+
+#[utoipa::path(
+    get, path = "/admin/plugins/{name}/metrics", tag = "plugins",
+    params(("name" = String, Path, description = "Plugin name")),
+    responses(
+        (status = 200, description = "Its metrics (the seed's GetPluginMetrics): load, errors, hooks, routes, its own series", body = PluginMetricsReport),
+        (status = 401, description = "No or wrong admin token", body = ApiError),
+        (status = 404, description = "No plugin by that name", body = ApiError),
+    )
+)]
+pub(crate) async fn get_metrics(
+    State(state): State<AppState>,
+    UrlPath(name): UrlPath<String>,
+) -> Response {
+    match state.host.plugin_metrics(&name) {
+        Some(m) => Json(m).into_response(),
         None => not_found(&name),
     }
 }

@@ -80,6 +80,7 @@ fn admin_api(state: Option<&AppState>) -> OpenApiRouter<AppState> {
         .routes(routes!(admin::list_plugins, admin::load))
         .routes(routes!(admin::get_plugin, admin::unload))
         .routes(routes!(admin::get_health))
+        .routes(routes!(admin::get_metrics))
         .routes(routes!(admin::enable))
         .routes(routes!(admin::disable))
         .routes(routes!(admin::reload))

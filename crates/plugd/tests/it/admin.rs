@@ -397,12 +397,37 @@ async fn admin_reloads_disables_and_enables() {
     let info: Value = r.json().await.unwrap();
     assert_eq!(info["status"], "disabled");
     assert_eq!(info["disabled_by"], "operator");
+    assert_eq!(info["enabled"], false);
     assert_eq!(server.get("/plugins/hello/greet").await.status(), 503);
     let r = post("/admin/plugins/hello/enable").await.unwrap();
     assert_eq!(r.status(), 200);
     let info: Value = r.json().await.unwrap();
     assert_eq!(info["status"], "running");
+    assert_eq!(info["enabled"], true);
     assert_eq!(server.get("/plugins/hello/greet").await.status(), 200);
+
+    // The seed's GetPluginMetrics over HTTP.
+    let r = server.admin_get("/admin/plugins/hello/metrics").await;
+    assert_eq!(r.status(), 200);
+    let m: Value = r.json().await.unwrap();
+    assert_eq!(m["plugin"], "hello");
+    assert_eq!(m["load_success"], true);
+    assert_eq!(m["routes"]["execution_count"], 1, "{m}");
+    assert!(
+        m["recorded"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["name"] == "greetings" && s["kind"] == "counter"),
+        "{m}"
+    );
+    assert_eq!(
+        server
+            .admin_get("/admin/plugins/nope/metrics")
+            .await
+            .status(),
+        404
+    );
 
     for path in [
         "/admin/plugins/nope/reload",
