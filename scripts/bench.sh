@@ -5,7 +5,7 @@
 #   scripts/bench.sh                 # everything, several rounds (about 25 minutes)
 #   scripts/bench.sh --quick         # fewer and shorter rounds, 3 callgrind kinds, 1/10 plugins,
 #                                    # no scale criterion benches (meant for about 3 minutes once built)
-#   scripts/bench.sh --only http     # sections: http, calls, callgrind, scale (comma-separated)
+#   scripts/bench.sh --only http     # sections: http, calls, callgrind, reload, scale (comma-separated)
 #
 # Sections
 #   http       the five-plugin stack + JSON route on four servers, started side by side on
@@ -22,6 +22,8 @@
 #   profile    (not in the default set) `plugd serve` with the wasm stack under callgrind:
 #              instructions per request ((I(1200) - I(200)) / 1000 keep-alive requests); the
 #              callgrind files stay in target/bench/profile for callgrind_annotate.
+#   reload     hot reload under load: scripts/load-reload.sh (issue 5's script; quick: 3 s phases,
+#              10 reloads under load, 50 after).
 #   scale      plugd start time and RSS with 1/10/100/1000 wasm plugins (cold and warm compile
 #              cache), and the criterion benches: instantiate from the pool / on demand
 #              (crates/plugd/benches/instantiate.rs), dependency resolution of 1,000 and 10,000
@@ -41,12 +43,12 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck source=lib/load.sh
 source "$root/scripts/lib/load.sh" # summarize
 quick=0
-only="http,calls,callgrind,scale"
+only="http,calls,callgrind,reload,scale"
 while (($#)); do
     case "$1" in
         --quick) quick=1 ;;
         --only) only="$2"; shift ;;
-        -h | --help) sed -n '2,27p' "$0"; exit 0 ;;
+        -h | --help) awk 'NR > 1 && /^set -euo/ { exit } NR > 1' "$0"; exit 0 ;;
         *) echo "bench: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -347,6 +349,16 @@ if want callgrind; then
     while read -r label n; do
         say "| $label | $n | $(awk -v v="$n" -v e="$ext" 'BEGIN { printf "%.2f", v / e }') |"
     done <"$work/cg.txt"
+    say ""
+fi
+
+# --- reload --------------------------------------------------------------------------------
+if want reload; then
+    # Issue 5's script (a release plugd, wrk on a route while the plugin is swapped).
+    if ((quick)); then reload_env=(DURATION=3s RELOADS=10 MORE=50); else reload_env=(DURATION="$duration" RELOADS=20 MORE=200); fi
+    note "reload: scripts/load-reload.sh ${reload_env[*]}"
+    say "## Hot reload under load (scripts/load-reload.sh ${reload_env[*]})"
+    env "${reload_env[@]}" bash "$root/scripts/load-reload.sh" 2>/dev/null | tee -a "$results"
     say ""
 fi
 
