@@ -289,11 +289,12 @@ crit_parse() { # criterion output -> "name ns" lines (the middle estimate)
         function ns(v, u) { if (u ~ /^ps/) return v / 1000; if (u ~ /^ns/) return v; if (u ~ /^µs|^us/) return v * 1000; if (u ~ /^ms/) return v * 1e6; return v * 1e9 }
         /time:/ {
             for (i = 1; i <= NF; i++) if ($i == "time:") break
+            if ($(i + 1) ~ /%/) next # "change: time: [-1.2% ...]" against a saved baseline
             name = (i > 1) ? $1 : last
             printf "%s %.1f\n", name, ns($(i + 3), $(i + 4))
             next
         }
-        NF == 1 { last = $1 }'
+        NF == 1 && $1 != "change:" { last = $1 }'
 }
 if want calls; then
     runs=$((quick ? 1 : 3))
