@@ -82,11 +82,24 @@ pub struct Installed {
 
 /// A plugins folder.
 ///
-/// ```no_run
-/// use plugd_pkg::{Package, PluginsDir, UnpackLimits};
-/// let package = Package::read_file("hello-1.0.0.plugd".as_ref(), &UnpackLimits::default()).unwrap();
-/// let dir = PluginsDir::new("plugins");
-/// # let source: plugd_pkg::InstallSource = todo!();
+/// ```
+/// use plugd_pkg::{InstallSource, Package, PluginsDir, SignatureState, UnpackLimits, sha256_hex};
+/// # let work = tempfile::tempdir().unwrap();
+/// # let folder = work.path().join("hello");
+/// # std::fs::create_dir(&folder).unwrap();
+/// # std::fs::write(folder.join("plugin.yaml"), "name: hello\nversion: 1.0.0\ndescription: Greets.\nauthor: a\n").unwrap();
+/// # std::fs::write(folder.join("plugin.wasm"), b"\0asm component bytes").unwrap();
+/// # let file = work.path().join("hello-1.0.0.plugd");
+/// # std::fs::write(&file, Package::from_dir(&folder).unwrap().to_bytes().unwrap()).unwrap();
+/// // A package file, e.g. from `plugd pack`.
+/// let bytes = std::fs::read(&file).unwrap();
+/// let package = Package::read_file(&file, &UnpackLimits::default()).unwrap();
+/// let source = InstallSource {
+///     package_sha256: sha256_hex(&bytes),
+///     source: file.display().to_string(),
+///     signature_state: SignatureState::Unsigned,
+/// };
+/// let dir = PluginsDir::new(work.path().join("plugins"));
 /// dir.install(&package, &source).unwrap();
 /// assert_eq!(dir.get("hello").unwrap().unwrap().version.to_string(), "1.0.0");
 /// ```

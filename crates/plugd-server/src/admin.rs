@@ -233,6 +233,14 @@ fn not_found(name: &str) -> Response {
     )
 }
 
+/// `value` as JSON, or the unknown-plugin 404 for `name` when there is none.
+fn json_or_404<T: Serialize>(name: &str, value: Option<T>) -> Response {
+    match value {
+        Some(v) => Json(v).into_response(),
+        None => not_found(name),
+    }
+}
+
 /// One plugin with its place in the dependency graph.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct PluginDetail {
@@ -264,10 +272,11 @@ fn details(state: &AppState, infos: Vec<PluginInfo>) -> Vec<PluginDetail> {
 }
 
 fn detail(state: &AppState, name: &str) -> Response {
-    match state.host.plugin_info(name) {
-        Some(info) => Json(details(state, vec![info]).remove(0)).into_response(),
-        None => not_found(name),
-    }
+    let detail = state
+        .host
+        .plugin_info(name)
+        .map(|info| details(state, vec![info]).remove(0));
+    json_or_404(name, detail)
 }
 
 /// List every plugin, in start order (failed ones included).
@@ -314,10 +323,7 @@ pub(crate) async fn get_health(
     State(state): State<AppState>,
     UrlPath(name): UrlPath<String>,
 ) -> Response {
-    match state.host.plugin_health(&name).await {
-        Some(h) => Json(h).into_response(),
-        None => not_found(&name),
-    }
+    json_or_404(&name, state.host.plugin_health(&name).await)
 }
 
 #[utoipa::path(
@@ -333,10 +339,7 @@ pub(crate) async fn get_metrics(
     State(state): State<AppState>,
     UrlPath(name): UrlPath<String>,
 ) -> Response {
-    match state.host.plugin_metrics(&name) {
-        Some(m) => Json(m).into_response(),
-        None => not_found(&name),
-    }
+    json_or_404(&name, state.host.plugin_metrics(&name))
 }
 
 /// Every plugin's health as last polled, with the overall status.
@@ -497,10 +500,11 @@ pub(crate) async fn get_config(
     State(state): State<AppState>,
     UrlPath(name): UrlPath<String>,
 ) -> Response {
-    match state.host.plugin_config(&name) {
-        Some(c) => Json(serde_json::Value::Object((*c).clone())).into_response(),
-        None => not_found(&name),
-    }
+    let config = state
+        .host
+        .plugin_config(&name)
+        .map(|c| serde_json::Value::Object((*c).clone()));
+    json_or_404(&name, config)
 }
 
 /// Replace a plugin's config live: validated against the manifest's schema first, then handed to
