@@ -98,8 +98,8 @@ pub mod prelude {
 ///
 /// The component's `metadata()` reports the name (by default `CARGO_PKG_NAME` of the plugin
 /// crate; give `name = "..."` when the manifest's name differs), `CARGO_PKG_VERSION` of the plugin
-/// crate, and `plugd-guest <version>` as the SDK. The host checks name and version against the
-/// manifest. Each instance keeps one value of `T` (created with `Default` on first use).
+/// crate, and `plugd-guest <version>` as the SDK, for diagnostics: the manifest is what the host
+/// goes by. Each instance keeps one value of `T` (created with `Default` on first use).
 /// The plugin crate must depend on this crate under its own name, `plugd_guest`.
 #[macro_export]
 macro_rules! export {
