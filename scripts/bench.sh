@@ -19,9 +19,10 @@
 #              (benches/peers/extism-call, a workspace of its own).
 #   callgrind  the same calls as instruction counts under valgrind (exact on a noisy machine):
 #              (I(N2) - I(N1)) / (N2 - N1) instructions per call.
-#   profile    (not in the default set) `plugd serve` with the wasm stack under callgrind:
-#              instructions per request ((I(1200) - I(200)) / 1000 keep-alive requests); the
-#              callgrind files stay in target/bench/profile for callgrind_annotate.
+#   profile    (not in the default set; needs http) plugd with wasm plugins, plugd with native
+#              plugins and bare axum under callgrind: instructions per request ((I(1200) - I(200))
+#              / 1000 keep-alive requests), and the wasm stack's cost by component
+#              (scripts/lib/callgrind-groups.py); callgrind files stay in target/bench/profile.
 #   reload     hot reload under load: scripts/load-reload.sh (issue 5's script; quick: 3 s phases,
 #              10 reloads under load, 50 after).
 #   scale      plugd start time and RSS with 1/10/100/1000 wasm plugins (cold and warm compile
@@ -253,18 +254,24 @@ if want http; then
     sleep 1 # ports free for the profile section
 fi
 
-# --- profile (callgrind of the wasm stack) ----------------------------------------------------
+# --- profile (callgrind of the Rust servers) -------------------------------------------------
+# Instructions per request of plugd (wasm plugins), plugd (native plugins) and bare axum, each
+# under callgrind: (I(1200) - I(200)) / 1000 keep-alive requests. For the wasm stack, a breakdown
+# of the self cost by component (scripts/lib/callgrind-groups.py).
 if want profile; then
-    note "profile: plugd serve (wasm stack) under callgrind"
     prof="$out_dir/profile"
     mkdir -p "$prof"
     [[ -f "$work/plugd-wasm.yaml" ]] || { echo "bench: --only profile needs http too (its config)" >&2; exit 1; }
-    for n in 200 200 1200; do # the first run fills the compile cache
-        PLUGD_LOG="warn,plugin=info" valgrind --tool=callgrind --callgrind-out-file="$prof/stack.$n.out" \
-            "$plugd" serve --config "$work/plugd-wasm.yaml" >/dev/null 2>"$prof/stack.$n.log" &
-        vp=$!
-        for _ in $(seq 1 300); do curl -fsS "http://127.0.0.1:${port[plugd-wasm]}/healthz" >/dev/null 2>&1 && break; sleep 0.5; done
-        python3 - "$n" "${port[plugd-wasm]}" "$token" <<'PY'
+    profile_server() { # name port command...
+        local name="$1" p="$2" n vp i1 i2
+        shift 2
+        note "profile: $name under callgrind"
+        for n in 200 200 1200; do # the first run fills plugd's compile cache
+            PLUGD_LOG="warn,plugin=info" RUST_LOG="warn,access=info" valgrind --tool=callgrind \
+                --callgrind-out-file="$prof/$name.$n.out" "$@" >/dev/null 2>"$prof/$name.$n.log" &
+            vp=$!
+            for _ in $(seq 1 300); do curl -fsS "http://127.0.0.1:$p/healthz" >/dev/null 2>&1 && break; sleep 0.5; done
+            python3 - "$n" "$p" "$token" <<'PY'
 import http.client, sys
 n, port, token = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 c = http.client.HTTPConnection("127.0.0.1", port)
@@ -274,12 +281,28 @@ for _ in range(n):
     r.read()
     assert r.status == 200, r.status
 PY
-        kill -INT "$vp"
-        wait "$vp" || true
-    done
-    i1="$(awk '/^summary:/ { print $2 }' "$prof/stack.200.out")"
-    i2="$(awk '/^summary:/ { print $2 }' "$prof/stack.1200.out")"
-    say "## Profile: plugd serve with the wasm stack, $(((i2 - i1) / 1000)) instructions per request (callgrind files in $prof)"
+            kill -INT "$vp"
+            wait "$vp" || true
+        done
+        i1="$(awk '/^summary:/ { print $2 }' "$prof/$name.200.out")"
+        i2="$(awk '/^summary:/ { print $2 }' "$prof/$name.1200.out")"
+        echo "$name $(((i2 - i1) / 1000))" >>"$work/profile.txt"
+    }
+    profile_server plugd-wasm "${port[plugd-wasm]}" "$plugd" serve --config "$work/plugd-wasm.yaml"
+    profile_server plugd-native "${port[plugd-native]}" "$target/release/examples/bench_native" "127.0.0.1:${port[plugd-native]}"
+    profile_server axum "${port[axum]}" "$peers/target/release/axum-stack" "127.0.0.1:${port[axum]}"
+    say "## Profile: instructions per request under callgrind (callgrind files in $prof)"
+    say ""
+    say "| server | instructions per request | × bare axum |"
+    say "|---|---|---|"
+    axum_i="$(awk '$1 == "axum" { print $2 }' "$work/profile.txt")"
+    while read -r name i; do
+        say "| $name | $i | $(awk -v a="$i" -v b="$axum_i" 'BEGIN { printf "%.2f", a / b }') |"
+    done <"$work/profile.txt"
+    say ""
+    say "The wasm stack's instructions per request by component (self cost):"
+    say ""
+    python3 "$root/scripts/lib/callgrind-groups.py" "$prof/plugd-wasm.200.out" "$prof/plugd-wasm.1200.out" 1000 | tee -a "$results"
     say ""
 fi
 

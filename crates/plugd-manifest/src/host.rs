@@ -13,8 +13,8 @@ use serde_json::{Map, Value};
 use crate::format::{DecodeError, Format, at_position, decode};
 use crate::manifest::is_valid_plugin_name;
 use crate::units::{
-    de_byte_size, de_duration, de_hook_durations, de_opt_byte_size, de_opt_duration, ser_duration,
-    ser_hook_durations, ser_opt_duration,
+    ByteSize, DurationValue, de_byte_size, de_duration, de_hook_durations, de_opt_byte_size,
+    de_opt_duration, ser_duration, ser_hook_durations, ser_opt_duration,
 };
 use crate::{HookType, Manifest, Permission, Priority};
 
@@ -67,18 +67,42 @@ impl Default for HostConfig {
     }
 }
 
+/// The JSON Schema (draft 2020-12) of the host config, generated from the types the config is
+/// read into. Editors use it for completion and validation; it is committed as
+/// `schemas/plugd.schema.json` (`plugd schema config` prints it). It checks the shape;
+/// [`HostConfig`]'s own checks (plugin names, limits, a plugin listed twice) say more.
+///
+/// ```
+/// let schema = plugd_manifest::host_config_json_schema();
+/// assert_eq!(schema["title"], "plugd host config");
+/// assert_eq!(schema["additionalProperties"], false);
+/// assert!(schema["properties"]["plugins"].is_object());
+/// ```
+pub fn host_config_json_schema() -> Value {
+    let mut schema = schemars::schema_for!(RawHostConfig).to_value();
+    if let Some(object) = schema.as_object_mut() {
+        object.insert(
+            "$id".into(),
+            Value::String("https://example.invalid/plugd/schemas/plugd.schema.json".into()),
+        );
+    }
+    schema
+}
+
 /// `status`: the tables `plugins`, `plugin_hooks` and `plugin_metrics` in `host.db`, written
 /// in one transaction every `interval` by a background task (never a write per request).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, schemars::JsonSchema, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StatusSettings {
     /// Whether the tables are written (default true).
     pub enabled: bool,
     /// Time between two writes (default 5s).
     #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
+    #[schemars(with = "DurationValue")]
     pub interval: Duration,
     /// How long rows of `plugin_metrics` are kept (default 7 days).
     #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
+    #[schemars(with = "DurationValue")]
     pub retention: Duration,
 }
 
@@ -93,7 +117,7 @@ impl Default for StatusSettings {
 }
 
 /// `server`: the HTTP listener.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, schemars::JsonSchema, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
     /// Address to listen on (default `127.0.0.1:8080`).
@@ -101,6 +125,7 @@ pub struct ServerConfig {
     /// Largest request body in bytes (default 2 MiB); written as an integer or `"2MiB"`,
     /// `"512KiB"`, `"1MB"`.
     #[serde(deserialize_with = "de_byte_size")]
+    #[schemars(with = "ByteSize")]
     pub body_limit: u64,
 }
 
@@ -114,7 +139,7 @@ impl Default for ServerConfig {
 }
 
 /// `admin`: the admin API.
-#[derive(Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Clone, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AdminConfig {
     /// A listener of its own for the admin API and the dashboard (`/admin/...`), which are then
@@ -132,7 +157,19 @@ pub struct AdminConfig {
 }
 
 /// `admin.protect`: a host endpoint that needs the admin token.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Deserialize,
+    schemars::JsonSchema,
+    Serialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Protected {
     /// `GET /healthz`.
@@ -289,7 +326,9 @@ impl PluginsConfig {
 }
 
 /// `plugins.on_failure`: what a plugin that fails to load, initialize or start does to the host.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, schemars::JsonSchema, Serialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum OnFailure {
     /// The plugin (and its dependents) go to `error`; the rest run.
@@ -300,11 +339,12 @@ pub enum OnFailure {
 }
 
 /// `plugins.reload`: how a reload gates the plugin's requests.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, schemars::JsonSchema, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ReloadSettings {
     /// How long a queued request waits (default 30s).
     #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
+    #[schemars(with = "DurationValue")]
     pub queue_timeout: Duration,
     /// How many requests may wait (default 1000).
     pub max_queue_size: usize,
@@ -313,6 +353,7 @@ pub struct ReloadSettings {
     /// How long the new version must run without crashing before the old one is dropped
     /// (default 30s).
     #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
+    #[schemars(with = "DurationValue")]
     pub grace_period: Duration,
 }
 
@@ -328,7 +369,9 @@ impl Default for ReloadSettings {
 }
 
 /// `plugins.reload.queue_strategy`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, schemars::JsonSchema, Serialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum QueueStrategy {
     /// Hold requests until the reload is done.
@@ -339,7 +382,7 @@ pub enum QueueStrategy {
 }
 
 /// `plugins.error_threshold` (and a plugin's own block, see [`ErrorThresholdOverride`]).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, schemars::JsonSchema, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ErrorThreshold {
     /// Whether the threshold is watched (default false).
@@ -348,6 +391,7 @@ pub struct ErrorThreshold {
     pub max_errors: u64,
     /// The window (default 5m).
     #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
+    #[schemars(with = "DurationValue")]
     pub time_window: Duration,
     /// What happens when it trips.
     pub action: ThresholdAction,
@@ -381,7 +425,9 @@ impl ErrorThreshold {
 }
 
 /// `error_threshold.action`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, schemars::JsonSchema, Serialize,
+)]
 #[serde(rename_all = "snake_case")]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum ThresholdAction {
@@ -395,7 +441,7 @@ pub enum ThresholdAction {
 }
 
 /// A plugin's own `error_threshold` block: each field set replaces the global one.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ErrorThresholdOverride {
     /// See [`ErrorThreshold::enabled`].
@@ -407,6 +453,7 @@ pub struct ErrorThresholdOverride {
         deserialize_with = "de_opt_duration",
         serialize_with = "ser_opt_duration"
     )]
+    #[schemars(with = "Option<DurationValue>")]
     pub time_window: Option<Duration>,
     /// See [`ErrorThreshold::action`].
     pub action: Option<ThresholdAction>,
@@ -431,7 +478,7 @@ pub struct ErrorThresholdOverride {
 /// assert_eq!(s.backoff(1), Duration::from_millis(100));
 /// assert_eq!(s.backoff(3), Duration::from_millis(400));
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, schemars::JsonSchema, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Supervision {
     /// Whether failed plugins are restarted (default true).
@@ -440,10 +487,12 @@ pub struct Supervision {
     pub max_restarts: u32,
     /// Wait before the first attempt (default 1s).
     #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
+    #[schemars(with = "DurationValue")]
     pub backoff_initial: Duration,
     /// Longest wait between attempts (default 60s); also how long a restarted plugin must run
     /// before its count and backoff reset.
     #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
+    #[schemars(with = "DurationValue")]
     pub backoff_max: Duration,
 }
 
@@ -482,7 +531,7 @@ impl Supervision {
 }
 
 /// A plugin's own `supervision` block: each field set replaces the global one.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SupervisionOverride {
     /// See [`Supervision::enabled`].
@@ -494,29 +543,33 @@ pub struct SupervisionOverride {
         deserialize_with = "de_opt_duration",
         serialize_with = "ser_opt_duration"
     )]
+    #[schemars(with = "Option<DurationValue>")]
     pub backoff_initial: Option<Duration>,
     /// See [`Supervision::backoff_max`].
     #[serde(
         deserialize_with = "de_opt_duration",
         serialize_with = "ser_opt_duration"
     )]
+    #[schemars(with = "Option<DurationValue>")]
     pub backoff_max: Option<Duration>,
 }
 
 /// `plugins.limits`: the sandbox of a wasm plugin.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, schemars::JsonSchema, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
     /// Memory cap per instance, MiB (default 64).
     pub memory_mb: u64,
     /// Deadline of one call (default 5s).
     #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
+    #[schemars(with = "DurationValue")]
     pub timeout: Duration,
     /// Deadlines per hook, replacing `timeout` for that hook.
     #[serde(
         deserialize_with = "de_hook_durations",
         serialize_with = "ser_hook_durations"
     )]
+    #[schemars(with = "BTreeMap<HookType, DurationValue>")]
     pub hook_timeouts: BTreeMap<HookType, Duration>,
     /// Instances per plugin (default: the number of tokio workers).
     pub instances: Option<u32>,
@@ -528,6 +581,7 @@ pub struct Limits {
     /// Largest response body a plugin may produce (a route's answer, an early answer of a hook or
     /// middleware, a replaced body), default 8 MiB; written as an integer or `"8MiB"`.
     #[serde(deserialize_with = "de_byte_size")]
+    #[schemars(with = "ByteSize")]
     pub max_response_bytes: u64,
 }
 
@@ -574,7 +628,7 @@ impl Limits {
 }
 
 /// A plugin's own `limits` block: each field set replaces the global one.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LimitsOverride {
     /// See [`Limits::memory_mb`].
@@ -584,12 +638,14 @@ pub struct LimitsOverride {
         deserialize_with = "de_opt_duration",
         serialize_with = "ser_opt_duration"
     )]
+    #[schemars(with = "Option<DurationValue>")]
     pub timeout: Option<Duration>,
     /// Merged into [`Limits::hook_timeouts`].
     #[serde(
         deserialize_with = "de_hook_durations",
         serialize_with = "ser_hook_durations"
     )]
+    #[schemars(with = "BTreeMap<HookType, DurationValue>")]
     pub hook_timeouts: BTreeMap<HookType, Duration>,
     /// See [`Limits::instances`].
     pub instances: Option<u32>,
@@ -599,6 +655,7 @@ pub struct LimitsOverride {
     pub fuel: Option<u64>,
     /// See [`Limits::max_response_bytes`].
     #[serde(deserialize_with = "de_opt_byte_size")]
+    #[schemars(with = "Option<ByteSize>")]
     pub max_response_bytes: Option<u64>,
 }
 
@@ -610,7 +667,7 @@ pub struct LimitsOverride {
 /// commit more than 16 GiB of linear memory. A plugin whose `limits.memory_mb` exceeds the slot,
 /// or whose component does not fit a slot, runs on the on-demand allocator instead. `slots: 0`
 /// turns the pooling allocator off.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, schemars::JsonSchema, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PoolSettings {
     /// Instance slots: live wasm instances across every pooled plugin (default 256; 0: no pool).
@@ -629,13 +686,14 @@ impl Default for PoolSettings {
 }
 
 /// An entry of `plugins.blocked`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, schemars::JsonSchema, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Blocked {
     /// The plugin name.
     pub name: String,
     /// The versions refused; all when absent.
     #[serde(default, deserialize_with = "de_opt_req")]
+    #[schemars(with = "Option<String>")]
     pub versions: Option<semver::VersionReq>,
     /// Why, for the log.
     #[serde(default)]
@@ -708,7 +766,9 @@ impl PluginEntry {
 }
 
 /// `failure_policy` of a plugin.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, schemars::JsonSchema, Serialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum FailurePolicy {
     /// Skip its hooks.
@@ -719,7 +779,7 @@ pub enum FailurePolicy {
 }
 
 /// `network` of a plugin.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NetworkGrant {
     /// Hosts it may call.
@@ -727,7 +787,7 @@ pub struct NetworkGrant {
 }
 
 /// `exec` of a plugin.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ExecGrant {
     /// Commands it may run.
@@ -941,56 +1001,107 @@ impl From<DecodeError> for HostConfigErrorKind {
 // ---------------------------------------------------------------------------------------------
 // The config as written, before paths are resolved and plugin entries checked.
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
+#[schemars(
+    title = "plugd host config",
+    description = "The host's configuration (plugd.yaml, plugd.json or plugd.toml). Every key has a default: an empty file is a valid config."
+)]
 struct RawHostConfig {
+    /// The HTTP listener.
     server: ServerConfig,
+    /// The admin API and dashboard.
     admin: AdminConfig,
+    /// Where the host keeps its state (default `./data`, relative to the config file).
     data_dir: Option<PathBuf>,
+    /// The plugins.
     plugins: RawPlugins,
+    /// The status tables in `host.db`.
     status: StatusSettings,
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// `plugins`: which plugins run, and how.
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
+#[schemars(rename = "Plugins")]
 struct RawPlugins {
+    /// Whether the plugin system runs at all (default true).
     enabled: Option<bool>,
+    /// The default folder of plugins (default `./plugins`, relative to the config file); a
+    /// listed plugin without `path` is `<directory>/<name>`.
     directory: Option<PathBuf>,
+    /// Load unlisted plugins found in `directory`, with no grants (default false).
     autoload: Option<bool>,
+    /// What a plugin that fails to load, initialize or start does to the host (default
+    /// `continue`).
     on_failure: Option<OnFailure>,
+    /// Watch plugin files and reload a plugin when they change (default false).
     hot_reload: Option<bool>,
+    /// Debounce of the file watcher (default 500ms).
     #[serde(deserialize_with = "de_opt_duration")]
+    #[schemars(with = "Option<DurationValue>")]
     reload_delay: Option<Duration>,
+    /// How often plugins' health is checked (default 30s).
     #[serde(deserialize_with = "de_opt_duration")]
+    #[schemars(with = "Option<DurationValue>")]
     health_check_interval: Option<Duration>,
+    /// How a reload gates the plugin's requests.
     reload: Option<ReloadSettings>,
+    /// Error threshold for every plugin (a plugin's own block overrides it).
     error_threshold: Option<ErrorThreshold>,
+    /// Restarts of plugins that end in `error` (a plugin's own block overrides it).
     supervision: Option<Supervision>,
+    /// Sandbox limits for every wasm plugin (a plugin's own block overrides them).
     limits: Option<Limits>,
+    /// The wasm instance pool.
     pool: Option<PoolSettings>,
+    /// Refuse plugins without a signature from a trusted key (default false).
     require_signatures: Option<bool>,
+    /// Public keys whose signatures are trusted (relative to the config file).
     trusted_keys: Vec<PathBuf>,
+    /// Plugins refused by name and version range.
     blocked: Vec<Blocked>,
+    /// The plugins, with their grants and config.
     plugins: Vec<RawPluginEntry>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// A plugin's entry in `plugins.plugins`.
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
+#[schemars(rename = "PluginEntry")]
 struct RawPluginEntry {
+    /// The plugin name; must equal its manifest's.
     name: Option<String>,
+    /// Whether it is loaded (default true).
     enabled: Option<bool>,
+    /// The plugin directory (or manifest file), relative to the config file; default
+    /// `<plugins.directory>/<name>`.
     path: Option<PathBuf>,
+    /// Overrides the manifest's priority: an integer (higher runs first) or a class
+    /// (`infrastructure`, `security`, `middleware`, `business`).
     priority: Option<Priority>,
+    /// Plugins it must come before.
     before: Vec<String>,
+    /// Plugins it must come after.
     after: Vec<String>,
+    /// Its config, validated at load against the manifest's config schema.
     config: Option<Map<String, Value>>,
+    /// The permissions granted: a map `name: bool`, or a list of names. The plugin gets what
+    /// its manifest declares and this grants.
     #[serde(deserialize_with = "de_grants")]
+    #[schemars(with = "crate::manifest::RawPermissions")]
     permissions: BTreeMap<Permission, bool>,
+    /// What happens to requests when the plugin is in `error` (default `fail_open`).
     failure_policy: FailurePolicy,
+    /// Its own limits, replacing the global ones field by field.
     limits: Option<LimitsOverride>,
+    /// Its own error threshold, replacing the global one field by field.
     error_threshold: Option<ErrorThresholdOverride>,
+    /// Its own supervision, replacing the global one field by field.
     supervision: Option<SupervisionOverride>,
+    /// Outbound HTTP allowlist (with the `network` permission).
     network: NetworkGrant,
+    /// Command allowlist (with the `exec` permission).
     exec: ExecGrant,
 }
 

@@ -38,7 +38,7 @@ pub use host::{
     HostConfig, HostConfigError, HostConfigErrorKind, Limits, LimitsOverride, NetworkGrant,
     OnFailure, PermissionError, PluginEntry, PluginsConfig, PoolSettings, Protected, QueueStrategy,
     ReloadSettings, ServerConfig, StatusSettings, Supervision, SupervisionOverride,
-    ThresholdAction, effective_permissions,
+    ThresholdAction, effective_permissions, host_config_json_schema,
 };
 pub use manifest::{
     DEFAULT_COMPONENT, Dependency, Events, ExportDecl, HookDecl, MAX_NAME_LEN, Manifest,

@@ -579,7 +579,7 @@ impl<'de> Deserialize<'de> for Text {
 
 /// Permissions as written: a map `name: bool`, or a list of names (all `true`).
 #[derive(Debug, Default)]
-struct RawPermissions(Vec<(String, bool)>);
+pub(crate) struct RawPermissions(Vec<(String, bool)>);
 
 impl schemars::JsonSchema for RawPermissions {
     fn schema_name() -> std::borrow::Cow<'static, str> {

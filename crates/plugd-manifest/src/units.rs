@@ -102,8 +102,44 @@ impl<'de> Deserialize<'de> for DurationValue {
     }
 }
 
+impl schemars::JsonSchema for DurationValue {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Duration".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A duration: a humantime string (\"30s\", \"5m\", \"1h 30m\", \"500ms\") or an integer number of milliseconds.",
+            "oneOf": [
+                { "type": "string", "minLength": 1, "examples": ["500ms", "30s", "5m", "24h"] },
+                { "type": "integer", "minimum": 0 }
+            ]
+        })
+    }
+}
+
 /// A byte size read from a config file (integer or string with a unit).
 pub(crate) struct ByteSize(pub(crate) u64);
+
+impl schemars::JsonSchema for ByteSize {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "ByteSize".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A size in bytes: an integer, or an integer with a unit: B, KB, MB, GB (powers of 1000), KiB, MiB, GiB or K, M, G (powers of 1024); case-insensitive.",
+            "oneOf": [
+                { "type": "integer", "minimum": 0 },
+                {
+                    "type": "string",
+                    "pattern": "^\\s*[0-9]+\\s*([bB]|[kKmMgG]([iI]?[bB])?)?\\s*$",
+                    "examples": ["512KiB", "2MiB", "1MB"]
+                }
+            ]
+        })
+    }
+}
 
 impl<'de> Deserialize<'de> for ByteSize {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {

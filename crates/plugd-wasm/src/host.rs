@@ -312,23 +312,27 @@ impl wit::http::HostExchange for InstanceState {
 impl wit::log::Host for InstanceState {
     fn log(&mut self, level: types::LogLevel, message: String, fields: Vec<(String, String)>) {
         let plugin = self.shared.name.as_str();
-        let fields = fields
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(" ");
+        // `fields="k=v k=v"` only when the plugin gave some: no empty field on every line.
+        macro_rules! emit {
+            ($level:expr) => {
+                if fields.is_empty() {
+                    tracing::event!(target: "plugin", $level, plugin, "{message}")
+                } else {
+                    let fields = fields
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect::<Vec<_>>()
+                        .join(" ");
+                    tracing::event!(target: "plugin", $level, plugin, fields, "{message}")
+                }
+            };
+        }
         match level {
-            types::LogLevel::Trace => {
-                tracing::trace!(target: "plugin", plugin, fields, "{message}")
-            }
-            types::LogLevel::Debug => {
-                tracing::debug!(target: "plugin", plugin, fields, "{message}")
-            }
-            types::LogLevel::Info => tracing::info!(target: "plugin", plugin, fields, "{message}"),
-            types::LogLevel::Warn => tracing::warn!(target: "plugin", plugin, fields, "{message}"),
-            types::LogLevel::Error => {
-                tracing::error!(target: "plugin", plugin, fields, "{message}")
-            }
+            types::LogLevel::Trace => emit!(tracing::Level::TRACE),
+            types::LogLevel::Debug => emit!(tracing::Level::DEBUG),
+            types::LogLevel::Info => emit!(tracing::Level::INFO),
+            types::LogLevel::Warn => emit!(tracing::Level::WARN),
+            types::LogLevel::Error => emit!(tracing::Level::ERROR),
         }
     }
 }

@@ -32,6 +32,14 @@ enum LogFormat {
     Json,
 }
 
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum SchemaOf {
+    /// A plugin's manifest (plugin.yaml).
+    Manifest,
+    /// The host config (plugd.yaml).
+    Config,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Load the plugins of a host config and serve HTTP until Ctrl-C or SIGTERM.
@@ -118,8 +126,13 @@ enum Command {
         #[arg(short, long)]
         output: PathBuf,
     },
-    /// Print the JSON Schema of the plugin manifest (schemas/plugin.schema.json).
-    Schema,
+    /// Print a JSON Schema: of the plugin manifest (schemas/plugin.schema.json) or of the host
+    /// config (schemas/plugd.schema.json).
+    Schema {
+        /// Which file's schema.
+        #[arg(value_enum, default_value_t = SchemaOf::Manifest)]
+        of: SchemaOf,
+    },
     /// Write bindings of the plugin contract for a language that needs them generated (c).
     Bindings {
         /// The language: c.
@@ -174,9 +187,15 @@ fn main() -> ExitCode {
                 Err(e) => Err(e),
             }
         }
-        Command::Schema => serde_json::to_string_pretty(&plugd_manifest::manifest_json_schema())
-            .map(|text| println!("{text}"))
-            .map_err(anyhow::Error::from),
+        Command::Schema { of } => {
+            let schema = match of {
+                SchemaOf::Manifest => plugd_manifest::manifest_json_schema(),
+                SchemaOf::Config => plugd_manifest::host_config_json_schema(),
+            };
+            serde_json::to_string_pretty(&schema)
+                .map(|text| println!("{text}"))
+                .map_err(anyhow::Error::from)
+        }
         Command::Componentize { module, output } => cli::author::componentize(&module, &output),
         Command::Bindings { lang, output } => match lang.as_str() {
             "c" => cli::author::c_bindings(&output),

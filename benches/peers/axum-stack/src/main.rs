@@ -30,6 +30,11 @@ struct Locals {
     client: String,
 }
 
+/// The authenticated client, on the response: the access log wraps auth, so it reads the client
+/// from there (its own copy of `Locals` was taken before auth ran).
+#[derive(Clone)]
+struct Client(String);
+
 struct ReqIds {
     prefix: u32,
     counter: AtomicU64,
@@ -112,9 +117,11 @@ async fn auth(mut req: Request, next: Next) -> Response {
     }
     let client = client.to_string();
     if let Some(locals) = req.extensions_mut().get_mut::<Locals>() {
-        locals.client = client;
+        locals.client = client.clone();
     }
-    next.run(req).await
+    let mut response = next.run(req).await;
+    response.extensions_mut().insert(Client(client));
+    response
 }
 
 async fn rate_limit(State(buckets): State<Arc<Buckets>>, req: Request, next: Next) -> Response {
@@ -162,12 +169,16 @@ async fn access_log(req: Request, next: Next) -> Response {
         .unwrap_or_default();
     let response = next.run(req).await;
     let status = response.status().as_u16();
+    let client = response
+        .extensions()
+        .get::<Client>()
+        .map_or(locals.client, |c| c.0.clone());
     // After the response is produced, off its path (plugd's post_response runs in a task too).
     tokio::spawn(async move {
         let ts = now_ms();
         let line = format!(
             r#"{{"ts":{ts},"method":"{method}","path":"{path}","status":{status},"request_id":"{}","client":"{}"}}"#,
-            locals.request_id, locals.client,
+            locals.request_id, client,
         );
         tracing::info!(target: "access", "{line}");
     });
@@ -233,5 +244,12 @@ async fn main() {
         .layer(from_fn_with_state(ids, request_id))
         .route("/healthz", get(|| async { "ok" }));
     let listener = tokio::net::TcpListener::bind(&listen).await.expect("bind");
-    axum::serve(listener, app).await.expect("serve");
+    // Ctrl-C (SIGINT) ends it cleanly: the profile section of bench.sh stops it that way and
+    // needs the process to exit for callgrind to write its counts.
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+        .expect("serve");
 }

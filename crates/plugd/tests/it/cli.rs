@@ -636,3 +636,24 @@ fn completions_cover_the_subcommands() {
     let out = plugd().args(["completions", "tcsh"]).output().unwrap();
     assert!(!out.status.success(), "an unknown shell is refused");
 }
+
+#[test]
+fn schema_prints_the_manifest_or_the_host_config_schema() {
+    let schema_of = |args: &[&str]| -> serde_json::Value {
+        let out = plugd().arg("schema").args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let manifest = schema_of(&[]);
+    assert_eq!(manifest["title"], "plugd plugin manifest");
+    assert_eq!(schema_of(&["manifest"]), manifest);
+    let config = schema_of(&["config"]);
+    assert_eq!(config["title"], "plugd host config");
+    assert_eq!(config, plugd_manifest::host_config_json_schema());
+    let out = plugd().args(["schema", "catalog"]).output().unwrap();
+    assert!(!out.status.success(), "an unknown schema is refused");
+}
