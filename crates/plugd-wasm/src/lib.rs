@@ -19,4 +19,4 @@ mod runtime;
 
 pub use contract::{CONTRACT, GUEST_INTERFACE};
 pub use plugin::WasmPlugin;
-pub use runtime::{Allocator, PluginOptions, PoolOptions, RuntimeOptions, WasmRuntime};
+pub use runtime::{Allocator, PluginOptions, PoolOptions, Profiler, RuntimeOptions, WasmRuntime};

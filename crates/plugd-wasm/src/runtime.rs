@@ -43,6 +43,66 @@ pub struct RuntimeOptions {
     /// Meter fuel: needed when any plugin has `limits.fuel`. Costs ~20% of guest speed for every
     /// plugin of the runtime, so it is off unless asked for.
     pub fuel: bool,
+    /// Tell a native profiler about compiled guest code, so that `perf` names guest functions
+    /// (default: none). [`Profiler::from_env`] reads `PLUGD_WASM_PROFILER`.
+    pub profiler: Profiler,
+}
+
+/// A native profiler to describe compiled guest code to: with one, `perf report` shows guest
+/// frames as `wasm[N]::function[M]::<name>` instead of bare addresses.
+///
+/// ```
+/// use plugd_wasm::Profiler;
+/// assert_eq!("perfmap".parse(), Ok(Profiler::PerfMap));
+/// assert_eq!("".parse(), Ok(Profiler::None));
+/// assert!("gprof".parse::<Profiler>().unwrap_err().contains("perfmap or jitdump"));
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Profiler {
+    /// Nothing is written.
+    #[default]
+    None,
+    /// `/tmp/perf-<pid>.map`: symbol names for `perf record` / `perf report`.
+    PerfMap,
+    /// `./jit-<pid>.dump`: code and names for `perf inject --jit` (annotated guest code).
+    JitDump,
+}
+
+impl Profiler {
+    /// The environment variable [`Profiler::from_env`] reads.
+    pub const ENV: &'static str = "PLUGD_WASM_PROFILER";
+
+    /// The profiler `PLUGD_WASM_PROFILER` names (`perfmap`, `jitdump`; unset or empty: none).
+    pub fn from_env() -> Result<Profiler, String> {
+        match std::env::var(Profiler::ENV) {
+            Ok(v) => v.parse().map_err(|e| format!("{}: {e}", Profiler::ENV)),
+            Err(std::env::VarError::NotPresent) => Ok(Profiler::None),
+            Err(e) => Err(format!("{}: {e}", Profiler::ENV)),
+        }
+    }
+
+    fn strategy(self) -> wasmtime::ProfilingStrategy {
+        match self {
+            Profiler::None => wasmtime::ProfilingStrategy::None,
+            Profiler::PerfMap => wasmtime::ProfilingStrategy::PerfMap,
+            Profiler::JitDump => wasmtime::ProfilingStrategy::JitDump,
+        }
+    }
+}
+
+impl std::str::FromStr for Profiler {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Profiler, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "" | "none" => Ok(Profiler::None),
+            "perfmap" => Ok(Profiler::PerfMap),
+            "jitdump" => Ok(Profiler::JitDump),
+            other => Err(format!(
+                "unknown profiler '{other}' (expected perfmap or jitdump, or none)"
+            )),
+        }
+    }
 }
 
 impl RuntimeOptions {
@@ -52,6 +112,7 @@ impl RuntimeOptions {
             cache_dir: cache_dir.into(),
             pool: PoolOptions::default(),
             fuel: false,
+            profiler: Profiler::None,
         }
     }
 
@@ -78,6 +139,7 @@ impl RuntimeOptions {
             cache_dir: config.data_dir.join("cache").join("components"),
             pool: PoolOptions::from_settings(&plugins.pool),
             fuel,
+            profiler: Profiler::None,
         }
     }
 }
@@ -198,6 +260,7 @@ fn engine_config(options: &RuntimeOptions) -> Config {
     config.concurrency_support(false);
     config.consume_fuel(options.fuel);
     config.max_wasm_stack(MAX_WASM_STACK_BYTES);
+    config.profiler(options.profiler.strategy());
     // Reserve a slot's worth of address space per linear memory, not wasmtime's default 4 GiB
     // (which lets compiled code skip bounds checks, at 4 GiB of address space per instance: with
     // hundreds of slots that is terabytes). The cost is an explicit bounds check per access.

@@ -21,10 +21,15 @@ pub use plugd_wasm as wasm;
 use plugd_manifest::HostConfig;
 
 /// A host for `config`, with the wasm runtime as the loader of plugins from disk: its pooling
-/// allocator sized by `plugins.pool`, fuel metering when `limits.fuel` is set, and its compile
-/// cache under `<data_dir>/cache/components`.
+/// allocator sized by `plugins.pool`, fuel metering when `limits.fuel` is set, its compile
+/// cache under `<data_dir>/cache/components`, and the native profiler `PLUGD_WASM_PROFILER`
+/// names (`perfmap`, `jitdump`), if any.
 pub fn host_from_config(config: HostConfig) -> anyhow::Result<Host> {
-    let runtime = plugd_wasm::WasmRuntime::new(plugd_wasm::RuntimeOptions::from_config(&config))
-        .map_err(anyhow::Error::msg)?;
+    let mut options = plugd_wasm::RuntimeOptions::from_config(&config);
+    options.profiler = plugd_wasm::Profiler::from_env().map_err(anyhow::Error::msg)?;
+    if options.profiler != plugd_wasm::Profiler::None {
+        tracing::info!(profiler = ?options.profiler, "guest code is described to native profilers");
+    }
+    let runtime = plugd_wasm::WasmRuntime::new(options).map_err(anyhow::Error::msg)?;
     Ok(Host::builder().config(config).loader(runtime).build()?)
 }

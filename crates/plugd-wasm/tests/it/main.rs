@@ -302,3 +302,40 @@ async fn a_full_pool_is_a_clear_error_not_a_wait() {
         "{err}"
     );
 }
+
+/// Lines of this process's perf map (`/tmp/perf-<pid>.map`), 0 when there is none.
+fn perf_map_lines() -> usize {
+    std::fs::read_to_string(format!("/tmp/perf-{}.map", std::process::id()))
+        .map(|text| text.lines().count())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn the_perfmap_profiler_names_guest_code_compiled_or_from_the_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("plugin.wasm");
+    std::fs::write(&path, component(&contract_wit(), "plugin")).unwrap();
+    let with_perfmap = || {
+        let mut options = RuntimeOptions::new(dir.path().join("cache"));
+        options.profiler = plugd_wasm::Profiler::PerfMap;
+        WasmRuntime::new(options).expect("runtime")
+    };
+    let before = perf_map_lines();
+    let compiled = with_perfmap()
+        .load_file(path.clone(), options("probe"))
+        .await
+        .expect("load");
+    assert!(!compiled.from_cache());
+    let after_compile = perf_map_lines();
+    assert!(after_compile > before, "{before} -> {after_compile} lines");
+    let cached = with_perfmap()
+        .load_file(path, options("probe"))
+        .await
+        .expect("load");
+    assert!(cached.from_cache());
+    let after_cache = perf_map_lines();
+    assert!(
+        after_cache > after_compile,
+        "code deserialized from the cache is described too ({after_compile} -> {after_cache} lines)"
+    );
+}
