@@ -23,6 +23,8 @@
 #              plugins and bare axum under callgrind: instructions per request ((I(1200) - I(200))
 #              / 1000 keep-alive requests), and the wasm stack's cost by component
 #              (scripts/lib/callgrind-groups.py); callgrind files stay in target/bench/profile.
+#              Where perf can sample, also the guests' code by function (PLUGD_WASM_PROFILER=perfmap,
+#              scripts/lib/perf-guest-groups.py).
 #   reload     hot reload under load: scripts/load-reload.sh (issue 5's script; quick: 3 s phases,
 #              10 reloads under load, 50 after).
 #   scale      plugd start time and RSS with 1/10/100/1000 wasm plugins (cold and warm compile
@@ -99,7 +101,8 @@ if want http; then
     command -v nginx >/dev/null 2>&1 || apt_need+=(nginx)
     [[ -f /usr/lib/nginx/modules/ngx_http_lua_module.so ]] || apt_need+=(libnginx-mod-http-lua)
 fi
-if want callgrind; then command -v valgrind >/dev/null 2>&1 || apt_need+=(valgrind); fi
+if want callgrind || want profile; then command -v valgrind >/dev/null 2>&1 || apt_need+=(valgrind); fi
+if want profile; then command -v perf >/dev/null 2>&1 || apt_need+=(linux-perf); fi
 if ((${#apt_need[@]})); then
     note "apt-get install ${apt_need[*]}"
     sudo_cmd=()
@@ -113,8 +116,11 @@ note "building guests and release binaries"
 bash "$root/scripts/build-examples.sh" benches/plugins >/dev/null
 (cd "$root" && cargo build --release -q -p plugd --bin plugd --example bench_native --example call_count)
 plugd="$target/release/plugd"
-if want http || want calls || want callgrind; then
-    (cd "$peers" && cargo build --release -q --target-dir "$peers/target" -p axum-stack -p extism-call)
+peer_packages=() # only what the sections need: Extism's wasmtime 43 is a long first build
+if want http; then peer_packages+=(-p axum-stack); fi
+if want calls || want callgrind; then peer_packages+=(-p extism-call); fi
+if ((${#peer_packages[@]})); then
+    (cd "$peers" && cargo build --release -q --target-dir "$peers/target" "${peer_packages[@]}")
 fi
 extism_wasm="$peers/target/guest/wasm32-unknown-unknown/release/extism_hook.wasm"
 if want calls || want callgrind; then
@@ -304,6 +310,30 @@ PY
     say ""
     python3 "$root/scripts/lib/callgrind-groups.py" "$prof/plugd-wasm.200.out" "$prof/plugd-wasm.1200.out" 1000 | tee -a "$results"
     say ""
+    # perf, where the machine lets it sample: the guests' code by function, named through the
+    # perf map plugd writes with PLUGD_WASM_PROFILER=perfmap.
+    if perf record -q -o "$prof/probe.data" -- true >/dev/null 2>&1; then
+        note "profile: perf of plugd serve (wasm stack) under wrk"
+        PLUGD_WASM_PROFILER=perfmap PLUGD_LOG="warn,plugin=info" "$plugd" serve --config "$work/plugd-wasm.yaml" \
+            >/dev/null 2>"$prof/perf-serve.log" &
+        vp=$!
+        pids+=("$vp")
+        wait_up plugd-wasm
+        wrk -t1 -c8 -d"$duration" -H "Authorization: Bearer $token" "http://127.0.0.1:${port[plugd-wasm]}$path" >/dev/null &
+        wp=$!
+        perf record -q -F 999 -o "$prof/perf.data" -p "$vp" -- sleep "$duration" >/dev/null 2>&1 || true
+        wait "$wp" || true
+        kill -INT "$vp"
+        wait "$vp" || true
+        say "Guest code by function (perf, cpu-clock samples, wrk -t1 -c8 -d$duration):"
+        say ""
+        perf report -i "$prof/perf.data" --sort dso,symbol --stdio 2>/dev/null \
+            | python3 "$root/scripts/lib/perf-guest-groups.py" | tee -a "$results" \
+            || note "profile: no guest samples in the perf profile"
+        say ""
+    else
+        note "profile: perf cannot sample here; skipping the guest-code breakdown"
+    fi
 fi
 
 # --- calls (criterion) ---------------------------------------------------------------------
