@@ -55,8 +55,10 @@ def main():
         sys.exit(__doc__)
     short, long_, n = self_costs(sys.argv[1]), self_costs(sys.argv[2]), int(sys.argv[3])
     groups = Counter()
-    for symbol, cost in long_.items():
-        per_request = (cost - short.get(symbol, 0)) / n
+    # Over the symbols of both runs: JIT code has no names, only addresses, which may differ
+    # between two processes; its group nets out even when the addresses do not match.
+    for symbol in long_.keys() | short.keys():
+        per_request = (long_.get(symbol, 0) - short.get(symbol, 0)) / n
         name = next((g for g, test in GROUPS if test(symbol)), OTHER)
         groups[name] += per_request
     total = sum(groups.values())

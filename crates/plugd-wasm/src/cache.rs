@@ -16,6 +16,10 @@ use wasmtime::component::Component;
 pub(crate) struct Cache {
     dir: PathBuf,
     compat: String,
+    /// Read cached code into memory instead of mapping the file: perf takes the names of code
+    /// in anonymous memory from the perf map, but looks for those of file-backed code in the
+    /// file (where a `.cwasm` has none). Set when a native profiler is on.
+    read_into_memory: bool,
 }
 
 /// Why a component could not be loaded into an engine.
@@ -51,12 +55,29 @@ pub(crate) enum Source {
 }
 
 impl Cache {
-    pub(crate) fn new(engine: &Engine, dir: PathBuf) -> Cache {
+    pub(crate) fn new(engine: &Engine, dir: PathBuf, read_into_memory: bool) -> Cache {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
         Cache {
             dir,
             compat: format!("{:016x}", hasher.finish()),
+            read_into_memory,
+        }
+    }
+
+    /// The compiled component in the cache file at `path`.
+    ///
+    /// # Safety
+    /// `path` must hold the output of `Engine::precompile_component` of an engine compatible
+    /// with `engine`, in a directory only this host writes.
+    unsafe fn deserialize(&self, engine: &Engine, path: &Path) -> wasmtime::Result<Component> {
+        if self.read_into_memory {
+            let bytes = std::fs::read(path)?;
+            // SAFETY: as the caller promised for the file.
+            unsafe { Component::deserialize(engine, &bytes) }
+        } else {
+            // SAFETY: as the caller promised for the file.
+            unsafe { Component::deserialize_file(engine, path) }
         }
     }
 
@@ -81,7 +102,7 @@ impl Cache {
             // SAFETY: the file was written by `store` below from `Engine::precompile_component`,
             // in a directory only this host writes (mode 0700); its name binds it to these exact
             // bytes and to this engine's compatibility hash.
-            match unsafe { Component::deserialize_file(engine, &path) } {
+            match unsafe { self.deserialize(engine, &path) } {
                 Ok(c) => return Ok((c, Source::Cached)),
                 Err(e) if does_not_fit(&e) => return Err(CacheError::DoesNotFit(format!("{e:#}"))),
                 Err(e) => {

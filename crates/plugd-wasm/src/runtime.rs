@@ -289,13 +289,17 @@ fn pooling_config(pool: &PoolOptions) -> PoolingAllocationConfig {
     p
 }
 
-fn backend(config: &Config, cache_dir: &std::path::Path) -> Result<Backend, String> {
+fn backend(
+    config: &Config,
+    cache_dir: &std::path::Path,
+    profiler: Profiler,
+) -> Result<Backend, String> {
     let engine = Engine::new(config).map_err(|e| format!("wasm engine: {e:#}"))?;
     let mut linker = Linker::new(&engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| format!("wasi: {e}"))?;
     World::add_to_linker::<InstanceState, HasSelf<InstanceState>>(&mut linker, |s| s)
         .map_err(|e| format!("plugd imports: {e}"))?;
-    let cache = Cache::new(&engine, cache_dir.to_path_buf());
+    let cache = Cache::new(&engine, cache_dir.to_path_buf(), profiler != Profiler::None);
     Ok(Backend {
         engine,
         linker,
@@ -309,7 +313,7 @@ impl WasmRuntime {
     /// their epoch ticker.
     pub fn new(options: RuntimeOptions) -> Result<WasmRuntime, String> {
         let config = engine_config(&options);
-        let on_demand = backend(&config, &options.cache_dir)?;
+        let on_demand = backend(&config, &options.cache_dir, options.profiler)?;
         let pooled = if options.pool.slots == 0 {
             tracing::info!(
                 "pooling allocator off (plugins.pool.slots: 0): every wasm instance is allocated on demand"
@@ -320,7 +324,7 @@ impl WasmRuntime {
             pooled_config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling_config(
                 &options.pool,
             )));
-            match backend(&pooled_config, &options.cache_dir) {
+            match backend(&pooled_config, &options.cache_dir, options.profiler) {
                 Ok(b) => Some(b),
                 Err(e) => {
                     // Typically an address-space limit (ulimit -v): run, allocating on demand.

@@ -338,4 +338,36 @@ async fn the_perfmap_profiler_names_guest_code_compiled_or_from_the_cache() {
         after_cache > after_compile,
         "code deserialized from the cache is described too ({after_compile} -> {after_cache} lines)"
     );
+    // perf reads the map only for code in anonymous memory: with a profiler the cached code is
+    // read, not mapped from its file (whose names perf would look for in the file instead).
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let cache_dir = dir.path().join("cache");
+    assert!(
+        !maps.contains(&*cache_dir.to_string_lossy()),
+        "a cache file is mapped: {maps}"
+    );
+    drop(cached);
+}
+
+#[tokio::test]
+async fn without_a_profiler_cached_code_is_mapped_from_its_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("plugin.wasm");
+    std::fs::write(&path, component(&contract_wit(), "plugin")).unwrap();
+    let first = runtime(dir.path())
+        .load_file(path.clone(), options("probe"))
+        .await;
+    assert!(!first.expect("load").from_cache());
+    let cached = runtime(dir.path())
+        .load_file(path, options("probe"))
+        .await
+        .expect("load");
+    assert!(cached.from_cache());
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let cache_dir = dir.path().join("cache");
+    assert!(
+        maps.contains(&*cache_dir.to_string_lossy()),
+        "the cached component is mapped, not copied"
+    );
+    drop(cached);
 }
