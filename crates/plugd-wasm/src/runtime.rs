@@ -48,8 +48,10 @@ pub struct RuntimeOptions {
     pub profiler: Profiler,
 }
 
-/// A native profiler to describe compiled guest code to: with one, `perf report` shows guest
-/// frames as `wasm[N]::function[M]::<name>` instead of bare addresses.
+/// A native profiler to describe compiled guest code to: with one, `perf report` names guest
+/// frames by the component's function names (`sha1::compress::compress`,
+/// `plugd:plugin/guest@0.1.0#on-hook`; `wasm[N]::function[M]` where it has none) instead of bare
+/// addresses.
 ///
 /// ```
 /// use plugd_wasm::Profiler;

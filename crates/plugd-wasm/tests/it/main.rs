@@ -303,6 +303,12 @@ async fn a_full_pool_is_a_clear_error_not_a_wait() {
     );
 }
 
+/// Whether a file under `dir`'s compile cache is mapped into this process.
+fn cache_file_is_mapped(dir: &Path) -> bool {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    maps.contains(&*dir.join("cache").to_string_lossy())
+}
+
 /// Lines of this process's perf map (`/tmp/perf-<pid>.map`), 0 when there is none.
 fn perf_map_lines() -> usize {
     std::fs::read_to_string(format!("/tmp/perf-{}.map", std::process::id()))
@@ -340,12 +346,7 @@ async fn the_perfmap_profiler_names_guest_code_compiled_or_from_the_cache() {
     );
     // perf reads the map only for code in anonymous memory: with a profiler the cached code is
     // read, not mapped from its file (whose names perf would look for in the file instead).
-    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
-    let cache_dir = dir.path().join("cache");
-    assert!(
-        !maps.contains(&*cache_dir.to_string_lossy()),
-        "a cache file is mapped: {maps}"
-    );
+    assert!(!cache_file_is_mapped(dir.path()), "a cache file is mapped");
     drop(cached);
 }
 
@@ -363,10 +364,8 @@ async fn without_a_profiler_cached_code_is_mapped_from_its_file() {
         .await
         .expect("load");
     assert!(cached.from_cache());
-    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
-    let cache_dir = dir.path().join("cache");
     assert!(
-        maps.contains(&*cache_dir.to_string_lossy()),
+        cache_file_is_mapped(dir.path()),
         "the cached component is mapped, not copied"
     );
     drop(cached);
