@@ -126,13 +126,112 @@ pub(crate) fn framework_error(manifest: &Manifest) -> Option<String> {
     })
 }
 
-/// What `plugd check` prints: the start order and the dependency graph.
+/// What `plugd check` prints: the start order, the dependency graph, and what each plugin is
+/// granted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CheckReport {
     /// Names in start order (stop order is the reverse).
     pub start_order: Vec<String>,
     /// Each plugin's present dependencies.
     pub dependency_graph: BTreeMap<String, Vec<String>>,
+    /// What each plugin may do, for an operator to review before starting it.
+    pub grants: BTreeMap<String, GrantReport>,
+}
+
+/// What one plugin is granted: its effective permissions and what they reach.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GrantReport {
+    /// The effective permissions (declared by its manifest and granted by its entry).
+    pub permissions: Vec<Permission>,
+    /// Declared by its manifest, not granted: calls that need them are refused.
+    pub not_granted: Vec<Permission>,
+    /// Which requests its hooks and middleware see: `own routes` (`/plugins/<name>/…`),
+    /// `every path`, or the `intercept.paths` globs (and its own routes).
+    pub requests: Vec<String>,
+    /// The request hooks its manifest declares (more may register in `init`).
+    pub request_hooks: Vec<plugd_manifest::HookType>,
+    /// Whether it may set the request identity that routes' required roles are checked against.
+    pub identity: bool,
+    /// Request headers it never sees.
+    pub hidden_headers: Vec<String>,
+    /// What the requests it guards get when its hooks cannot run.
+    pub failure_policy: plugd_manifest::FailurePolicy,
+    /// Hosts it may call (with `network`).
+    pub network_allow: Vec<String>,
+    /// Commands it may run (with `exec`), as written in `exec.allow`.
+    pub exec_allow: Value,
+}
+
+impl GrantReport {
+    fn new(entry: &PluginEntry, c: &Checked) -> GrantReport {
+        let access = crate::access::RequestAccess::new(&entry.name, &c.granted, Some(entry));
+        let requests = if !access.intercepts() {
+            vec![format!("own routes (/plugins/{}/…)", entry.name)]
+        } else if access.paths().is_empty() {
+            vec!["every path".to_string()]
+        } else {
+            access.paths().to_vec()
+        };
+        let has = |p: Permission| c.granted.contains(&p);
+        GrantReport {
+            permissions: c.granted.iter().copied().collect(),
+            not_granted: c
+                .manifest
+                .permissions
+                .difference(&c.granted)
+                .copied()
+                .collect(),
+            requests,
+            request_hooks: c
+                .manifest
+                .hooks
+                .iter()
+                .map(|h| h.hook)
+                .filter(|h| {
+                    !matches!(
+                        h,
+                        plugd_manifest::HookType::Startup | plugd_manifest::HookType::Shutdown
+                    )
+                })
+                .collect(),
+            identity: access.may_set_identity(),
+            hidden_headers: entry.hide_headers.clone(),
+            failure_policy: entry
+                .failure_policy
+                .max(c.manifest.failure_policy.unwrap_or_default()),
+            network_allow: if has(Permission::Network) {
+                entry.network.allow.clone()
+            } else {
+                Vec::new()
+            },
+            exec_allow: if has(Permission::Exec) {
+                serde_json::to_value(&entry.exec.allow).unwrap_or(Value::Null)
+            } else {
+                Value::Array(Vec::new())
+            },
+        }
+    }
+}
+
+/// What a plugin's manifest registers beyond what it is granted (its request hooks when it asks
+/// to intercept without the grant): the load would fail with this.
+fn overreach(entry: &PluginEntry, c: &Checked) -> Option<String> {
+    let access = crate::access::RequestAccess::new(&entry.name, &c.granted, Some(entry));
+    let regs = crate::plugin::Registrations {
+        hooks: c
+            .manifest
+            .hooks
+            .iter()
+            .map(|h| (h.hook, h.priority))
+            .collect(),
+        ..crate::plugin::Registrations::default()
+    };
+    let declared = c.manifest.permissions.contains(&Permission::Intercept);
+    access.overreach(declared, &regs).map(|why| {
+        format!(
+            "{why}, which needs the 'intercept' permission (a plugd addition): grant it with permissions: {{ intercept: true }} in its entry"
+        )
+    })
 }
 
 /// Check a host config's enabled plugins (manifests, grants, config schemas, framework versions,
@@ -152,9 +251,9 @@ pub fn check_config(config: &HostConfig) -> Result<CheckReport, Vec<String>> {
             let read = check_entry(entry)
                 .and_then(|c| check_package(entry, &c.manifest, &config.plugins).map(|()| c));
             match read {
-                Ok(c) => match framework_error(&c.manifest) {
+                Ok(c) => match framework_error(&c.manifest).or_else(|| overreach(entry, &c)) {
                     Some(e) => errors.push(format!("plugin '{}': {e}", entry.name)),
-                    None => checked.push(c),
+                    None => checked.push((entry, c)),
                 },
                 Err(e) => errors.push(format!("plugin '{}': {e}", entry.name)),
             }
@@ -165,7 +264,7 @@ pub fn check_config(config: &HostConfig) -> Result<CheckReport, Vec<String>> {
     }
     let nodes: Vec<OrderNode<'_>> = checked
         .iter()
-        .map(|c| OrderNode {
+        .map(|(_, c)| OrderNode {
             manifest: &c.manifest,
             priority: c.priority,
             before: &c.before,
@@ -176,9 +275,13 @@ pub fn check_config(config: &HostConfig) -> Result<CheckReport, Vec<String>> {
     Ok(CheckReport {
         start_order: order
             .into_iter()
-            .map(|i| checked[i].manifest.name.clone())
+            .map(|i| checked[i].1.manifest.name.clone())
             .collect(),
-        dependency_graph: dependency_graph(checked.iter().map(|c| &c.manifest)),
+        dependency_graph: dependency_graph(checked.iter().map(|(_, c)| &c.manifest)),
+        grants: checked
+            .iter()
+            .map(|(entry, c)| (entry.name.clone(), GrantReport::new(entry, c)))
+            .collect(),
     })
 }
 

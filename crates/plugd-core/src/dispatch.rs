@@ -5,6 +5,7 @@
 //! request path takes no lock.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -16,7 +17,7 @@ use tracing::field::Empty;
 
 use crate::cpu::Throttle;
 use crate::error::PluginError;
-use crate::exchange::{Exchange, Response, Stage};
+use crate::exchange::{Exchange, Refusal, Response, Stage};
 use crate::gate::{Gate, OwnedPass};
 use crate::host::Loaded;
 use crate::plugin::{Action, MiddlewareReg, RouteOptions, glob_matches};
@@ -57,8 +58,10 @@ struct MiddlewareEntry {
 }
 
 impl MiddlewareEntry {
+    /// Whether it runs for `path`: its globs cover it, and its plugin may see it.
     fn covers(&self, path: &str) -> bool {
-        self.reg.routes.is_empty() || self.reg.routes.iter().any(|g| glob_matches(g, path))
+        (self.reg.routes.is_empty() || self.reg.routes.iter().any(|g| glob_matches(g, path)))
+            && self.plugin.access.sees(path)
     }
 }
 
@@ -100,7 +103,7 @@ impl DispatchTable {
         };
         let mut by_path: Vec<(String, Vec<RouteEntry>)> = Vec::new();
         for p in plugins {
-            let regs = p.registrations.load();
+            let regs = guarded_registrations(p);
             for (hook, priority) in &regs.hooks {
                 table.hooks[hook_index(*hook)].push(HookEntry {
                     plugin: p.clone(),
@@ -205,10 +208,84 @@ impl DispatchTable {
     }
 }
 
+/// What a plugin registered, as the table holds it. A `fail_closed` plugin that never got to
+/// register (it failed to load or initialize) still guards: its manifest's hooks stand in for
+/// its registrations, so the requests it would see answer 503 rather than pass unguarded.
+fn guarded_registrations(p: &Loaded) -> Arc<crate::plugin::Registrations> {
+    let regs = p.registrations.load_full();
+    if p.failure_policy != FailurePolicy::FailClosed
+        || !regs.hooks.is_empty()
+        || !regs.middleware.is_empty()
+        || p.state.status() == Status::Running
+    {
+        return regs;
+    }
+    let mut hooks: Vec<(HookType, i32)> = p
+        .manifest
+        .as_ref()
+        .map(|m| m.hooks.iter().map(|h| (h.hook, h.priority)).collect())
+        .unwrap_or_default();
+    if hooks.is_empty() && p.access.intercepts() {
+        // Nothing declared (or no manifest): guard its scope before everything else.
+        hooks.push((HookType::PreRequest, i32::MAX));
+    }
+    Arc::new(crate::plugin::Registrations {
+        hooks,
+        ..crate::plugin::Registrations::default()
+    })
+}
+
 /// Runs requests through the current [`DispatchTable`].
 #[derive(Debug, Default)]
 pub struct Dispatcher {
     table: ArcSwap<DispatchTable>,
+    /// `server.expose_errors`: send plugins' error texts to clients (development only).
+    expose_errors: AtomicBool,
+}
+
+/// A request id for an error answer: unique in this process, and named in the log line that
+/// holds the details the client is not sent.
+fn request_id() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    // Random per process (the standard library's hasher keys are), so ids of two runs differ.
+    static PREFIX: std::sync::LazyLock<u32> = std::sync::LazyLock::new(|| {
+        use std::hash::{BuildHasher, Hasher};
+        std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish() as u32
+    });
+    format!("{:08x}-{:x}", *PREFIX, NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// The answer to a client when a plugin failed: the status and a message without the plugin's
+/// own error text (which can hold another request's data, paths, trap details) unless
+/// `server.expose_errors` is on; a request id that leads to the log line with the details.
+fn failure(
+    expose: bool,
+    status: StatusCode,
+    plugin: &Loaded,
+    what: &str,
+    error: &dyn std::fmt::Display,
+) -> Response {
+    let id = request_id();
+    tracing::warn!(plugin = %plugin.name, request_id = %id, error = %error, "{what}");
+    let message = if expose {
+        format!("plugin '{}' failed: {error}", plugin.name)
+    } else {
+        format!("plugin '{}' failed ({what}); request id {id}", plugin.name)
+    };
+    let mut r = Response::json(
+        status,
+        &serde_json::json!({
+            "error": status.canonical_reason().unwrap_or("error").to_ascii_lowercase().replace(' ', "_"),
+            "message": message,
+            "request_id": id,
+        }),
+    );
+    if let Ok(v) = http::HeaderValue::from_str(&id) {
+        r.headers.insert("x-request-id", v);
+    }
+    r
 }
 
 /// The answer for a plugin throttled for its CPU budget: 503 with `Retry-After`.
@@ -230,10 +307,16 @@ fn throttled(plugin: &Loaded, t: Throttle) -> Response {
 /// Count a finished call: its duration against the CPU budget, and a success against the
 /// threshold's count (`reset_on_success`). Atomics only, unless there is a count to reset.
 /// After a plugin call: its busy time and success count, and its span's outcome and duration.
-fn finished<T, E>(plugin: &Loaded, took: Duration, result: &Result<T, E>, span: &tracing::Span) {
+fn finished<T>(
+    plugin: &Loaded,
+    took: Duration,
+    result: &Result<T, PluginError>,
+    span: &tracing::Span,
+) {
     plugin.state.record_busy(took);
-    if result.is_ok() {
-        plugin.state.record_success();
+    match result {
+        Ok(_) => plugin.state.record_success(),
+        Err(e) => plugin.state.record_failure(e),
     }
     close_span(span, took, result.is_ok());
 }
@@ -244,19 +327,62 @@ pub(crate) fn close_span(span: &tracing::Span, took: Duration, ok: bool) {
     span.record("duration_ms", took.as_secs_f64() * 1000.0);
 }
 
-fn unavailable(plugin: &Loaded) -> Response {
+/// 503 for a plugin that is not running. Its last error is the operator's to read (admin API,
+/// log), not the client's, unless `server.expose_errors` is on.
+fn unavailable(plugin: &Loaded, expose: bool) -> Response {
     let status = plugin.state.status();
     let mut message = format!("plugin '{}' is not running (status: {status})", plugin.name);
-    if let Some(e) = plugin.state.last_error() {
+    if expose && let Some(e) = plugin.state.last_error() {
         message.push_str(&format!("; last error: {}", e.message));
     }
     Response::error(StatusCode::SERVICE_UNAVAILABLE, message)
+}
+
+/// Lend the exchange to `plugin` for one call and take it back: its authority (hidden headers,
+/// identity) applies inside `call`, and what it was refused is audited against it.
+async fn lent<T>(
+    plugin: &Loaded,
+    ex: &mut Exchange,
+    call: impl AsyncFnOnce(&mut Exchange) -> T,
+) -> T {
+    let hidden = ex.begin_call(&plugin.access);
+    let out = call(ex).await;
+    audit(plugin, ex.end_call(hidden));
+    out
+}
+
+/// Audit the changes a plugin was refused in one call (counted as its errors).
+fn audit(plugin: &Loaded, refusals: Vec<Refusal>) {
+    for r in refusals {
+        plugin.auditor.record(r.rule, &r.detail, &r.detail);
+    }
+}
+
+/// A response a plugin produced, made safe to write: the host's framing headers are dropped
+/// (and audited), and a response over the header caps becomes the plugin's error.
+fn police(plugin: &Loaded, mut r: Response) -> Result<Response, PluginError> {
+    for name in r.drop_framing_headers() {
+        let detail =
+            format!("header {name} frames the HTTP message; only the host sets it (dropped)");
+        plugin.auditor.record("framing", &detail, &detail);
+    }
+    r.check_caps().map_err(PluginError::Failed)?;
+    Ok(r)
 }
 
 impl Dispatcher {
     /// The current table.
     pub fn table(&self) -> Arc<DispatchTable> {
         self.table.load_full()
+    }
+
+    /// Whether plugins' error texts reach clients (`server.expose_errors`; off by default).
+    pub fn set_expose_errors(&self, on: bool) {
+        self.expose_errors.store(on, Ordering::Relaxed);
+    }
+
+    fn expose(&self) -> bool {
+        self.expose_errors.load(Ordering::Relaxed)
     }
 
     pub(crate) fn publish(&self, table: DispatchTable) {
@@ -280,16 +406,22 @@ impl Dispatcher {
                 },
             }
         };
-        let early = run_pre_request(&table, &mut ex).await;
+        let expose = self.expose();
+        let early = run_pre_request(&table, &mut ex, expose).await;
         let response = match early {
             Some(r) => r,
-            None => through_middleware(&table, &mut ex).await,
+            None => through_middleware(&table, &mut ex, expose).await,
         };
         ex.response = Some(response);
         for hook in [HookType::PostRequest, HookType::PreResponse] {
-            run_response_hooks(&table, hook, &mut ex).await;
+            run_response_hooks(&table, hook, &mut ex, expose).await;
         }
-        if table.hooks(HookType::PostResponse).is_empty() {
+        // A native plugin can write the response directly: the framing stays the host's.
+        if let Some(r) = &mut ex.response {
+            r.drop_framing_headers();
+        }
+        let posts = table.hooks(HookType::PostResponse);
+        if !posts.iter().any(|h| h.plugin.access.sees(&ex.path)) {
             drop(passes);
             return ex
                 .response
@@ -308,6 +440,7 @@ impl Dispatcher {
                 for h in table.hooks(HookType::PostResponse) {
                     if h.plugin.state.status() == Status::Running
                         && h.plugin.state.throttled().is_none()
+                        && h.plugin.access.sees(&ex.path)
                     {
                         let _ = call_hook(h, HookType::PostResponse, &mut ex).await;
                     }
@@ -333,7 +466,7 @@ impl Dispatcher {
 }
 
 /// Call one hook with counters, error accounting and the deadline backstop.
-async fn call_hook(
+pub(crate) async fn call_hook(
     h: &HookEntry,
     hook: HookType,
     ex: &mut Exchange,
@@ -342,14 +475,19 @@ async fn call_hook(
     let span = tracing::debug_span!("plugin_call", plugin = %plugin.name, hook = hook.as_str(), outcome = Empty, duration_ms = Empty);
     let timeout = plugin.limits.hook_timeout(hook);
     let started = Instant::now();
-    let result =
-        match tokio::time::timeout(backstop(plugin, timeout), plugin.plugin.on_hook(hook, ex))
+    let call = async |ex: &mut Exchange| {
+        tokio::time::timeout(backstop(plugin, timeout), plugin.plugin.on_hook(hook, ex))
             .instrument(span.clone())
             .await
-        {
-            Ok(r) => r,
-            Err(_) => Err(PluginError::hook_timeout(hook, timeout)),
-        };
+    };
+    let result = match lent(plugin, ex, call).await {
+        Ok(r) => r,
+        Err(_) => Err(PluginError::hook_timeout(hook, timeout)),
+    };
+    let result = match result {
+        Ok(Action::Respond(r)) => police(plugin, r).map(Action::Respond),
+        other => other,
+    };
     let took = started.elapsed();
     plugin.state.hook(hook).record(took, result.is_err());
     finished(plugin, took, &result, &span);
@@ -363,12 +501,19 @@ async fn call_hook(
 }
 
 /// pre_request hooks; `Some` when one answered early (or a fail-closed plugin could not run).
-async fn run_pre_request(table: &DispatchTable, ex: &mut Exchange) -> Option<Response> {
+async fn run_pre_request(
+    table: &DispatchTable,
+    ex: &mut Exchange,
+    expose: bool,
+) -> Option<Response> {
     for h in table.hooks(HookType::PreRequest) {
+        if !h.plugin.access.sees(&ex.path) {
+            continue;
+        }
         let closed = h.plugin.failure_policy == FailurePolicy::FailClosed;
         if h.plugin.state.status() != Status::Running {
             if closed {
-                return Some(unavailable(&h.plugin));
+                return Some(unavailable(&h.plugin, expose));
             }
             continue;
         }
@@ -383,9 +528,12 @@ async fn run_pre_request(table: &DispatchTable, ex: &mut Exchange) -> Option<Res
             Ok(Action::Continue) => {}
             Ok(Action::Respond(r)) => return Some(r),
             Err(e) if closed => {
-                return Some(Response::error(
+                return Some(failure(
+                    expose,
                     StatusCode::SERVICE_UNAVAILABLE,
-                    format!("plugin '{}' failed: {e}", h.plugin.name),
+                    &h.plugin,
+                    "its pre_request hook could not check the request",
+                    &e,
                 ));
             }
             Err(_) => {}
@@ -396,9 +544,9 @@ async fn run_pre_request(table: &DispatchTable, ex: &mut Exchange) -> Option<Res
 
 /// The middleware chain around the route: `on_request` in priority order (one may answer early),
 /// the handler, then `on_response` of those that ran, in reverse order.
-async fn through_middleware(table: &DispatchTable, ex: &mut Exchange) -> Response {
+async fn through_middleware(table: &DispatchTable, ex: &mut Exchange, expose: bool) -> Response {
     if table.middleware.is_empty() {
-        return route(table, ex).await;
+        return route(table, ex, expose).await;
     }
     let mut ran: Vec<&MiddlewareEntry> = Vec::new();
     let mut answer = None;
@@ -407,7 +555,7 @@ async fn through_middleware(table: &DispatchTable, ex: &mut Exchange) -> Respons
         let closed = m.plugin.failure_policy == FailurePolicy::FailClosed;
         if m.plugin.state.status() != Status::Running {
             if closed {
-                answer = Some(unavailable(&m.plugin));
+                answer = Some(unavailable(&m.plugin, expose));
                 break;
             }
             continue;
@@ -420,8 +568,14 @@ async fn through_middleware(table: &DispatchTable, ex: &mut Exchange) -> Respons
             continue;
         }
         ex.stage = Stage::MiddlewareRequest;
-        let result =
-            call_middleware(m, "on-request", m.plugin.plugin.on_request(&m.reg.name, ex)).await;
+        let result = call_middleware(m, "on-request", ex, async |ex: &mut Exchange| {
+            m.plugin.plugin.on_request(&m.reg.name, ex).await
+        })
+        .await;
+        let result = match result {
+            Ok(Action::Respond(r)) => police(&m.plugin, r).map(Action::Respond),
+            other => other,
+        };
         match result {
             Ok(Action::Continue) => ran.push(m),
             Ok(Action::Respond(r)) => {
@@ -430,9 +584,12 @@ async fn through_middleware(table: &DispatchTable, ex: &mut Exchange) -> Respons
                 break;
             }
             Err(e) if closed => {
-                answer = Some(Response::error(
+                answer = Some(failure(
+                    expose,
                     StatusCode::SERVICE_UNAVAILABLE,
-                    format!("plugin '{}' failed: {e}", m.plugin.name),
+                    &m.plugin,
+                    "its middleware could not check the request",
+                    &e,
                 ));
                 break;
             }
@@ -441,36 +598,48 @@ async fn through_middleware(table: &DispatchTable, ex: &mut Exchange) -> Respons
     }
     let response = match answer {
         Some(r) => r,
-        None => route(table, ex).await,
+        None => route(table, ex, expose).await,
     };
     ex.response = Some(response);
     for m in ran.iter().rev() {
         ex.stage = Stage::MiddlewareResponse;
-        let _ = call_middleware(
-            m,
-            "on-response",
-            m.plugin.plugin.on_response(&m.reg.name, ex),
-        )
+        let result = call_middleware(m, "on-response", ex, async |ex: &mut Exchange| {
+            m.plugin.plugin.on_response(&m.reg.name, ex).await
+        })
         .await;
+        if let Err(e) = result
+            && m.plugin.failure_policy == FailurePolicy::FailClosed
+        {
+            ex.response = Some(failure(
+                expose,
+                StatusCode::SERVICE_UNAVAILABLE,
+                &m.plugin,
+                "its middleware could not check the response",
+                &e,
+            ));
+        }
     }
     ex.response
         .take()
         .unwrap_or_else(|| Response::new(StatusCode::INTERNAL_SERVER_ERROR))
 }
 
-/// One middleware call with its deadline and error accounting.
+/// One middleware call with its deadline, the plugin's authority and error accounting.
 async fn call_middleware<T>(
     m: &MiddlewareEntry,
     step: &str,
-    call: impl std::future::Future<Output = Result<T, PluginError>>,
+    ex: &mut Exchange,
+    call: impl AsyncFnOnce(&mut Exchange) -> Result<T, PluginError>,
 ) -> Result<T, PluginError> {
     let timeout = m.plugin.limits.timeout;
     let started = Instant::now();
     let span = tracing::debug_span!("plugin_call", plugin = %m.plugin.name, middleware = %m.reg.name, step, outcome = Empty, duration_ms = Empty);
-    let result = match tokio::time::timeout(backstop(&m.plugin, timeout), call)
-        .instrument(span.clone())
-        .await
-    {
+    let guarded = async |ex: &mut Exchange| {
+        tokio::time::timeout(backstop(&m.plugin, timeout), call(ex))
+            .instrument(span.clone())
+            .await
+    };
+    let result = match lent(&m.plugin, ex, guarded).await {
         Ok(r) => r,
         Err(_) => Err(PluginError::Timeout(format!(
             "middleware {} {step} exceeded {} timeout",
@@ -488,21 +657,53 @@ async fn call_middleware<T>(
     result
 }
 
-/// post_request / pre_response: may change or replace the response.
-async fn run_response_hooks(table: &DispatchTable, hook: HookType, ex: &mut Exchange) {
+/// post_request / pre_response / error: may change or replace the response. A `fail_closed`
+/// plugin that cannot run (or fails) answers 503 in place of the response it would have checked
+/// (not in `error` hooks, which only ever rewrite an error).
+async fn run_response_hooks(
+    table: &DispatchTable,
+    hook: HookType,
+    ex: &mut Exchange,
+    expose: bool,
+) {
     for h in table.hooks(hook) {
-        if h.plugin.state.status() != Status::Running || h.plugin.state.throttled().is_some() {
+        if !h.plugin.access.sees(&ex.path) {
+            continue;
+        }
+        let closed =
+            h.plugin.failure_policy == FailurePolicy::FailClosed && hook != HookType::Error;
+        if h.plugin.state.status() != Status::Running {
+            if closed {
+                ex.response = Some(unavailable(&h.plugin, expose));
+            }
+            continue;
+        }
+        if let Some(t) = h.plugin.state.throttled() {
+            if closed {
+                ex.response = Some(throttled(&h.plugin, t));
+            }
             continue;
         }
         ex.stage = Stage::Hook(hook);
-        if let Ok(Action::Respond(r)) = call_hook(h, hook, ex).await {
-            ex.response = Some(r);
+        match call_hook(h, hook, ex).await {
+            Ok(Action::Respond(r)) => ex.response = Some(r),
+            Ok(Action::Continue) => {}
+            Err(e) if closed => {
+                ex.response = Some(failure(
+                    expose,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &h.plugin,
+                    "its response hook could not check the response",
+                    &e,
+                ));
+            }
+            Err(_) => {}
         }
     }
 }
 
 /// Find and run the route handler.
-async fn route(table: &DispatchTable, ex: &mut Exchange) -> Response {
+async fn route(table: &DispatchTable, ex: &mut Exchange, expose: bool) -> Response {
     // Only a path with a static segment can name a static file: no owner lookup otherwise.
     if ex.path.contains("/static/")
         && let Some(owner) = table.owner(&ex.path)
@@ -514,7 +715,7 @@ async fn route(table: &DispatchTable, ex: &mut Exchange) -> Response {
             .and_then(|p| p.strip_prefix("/static/"))
     {
         if owner.state.status() != Status::Running {
-            return unavailable(owner);
+            return unavailable(owner, expose);
         }
         return match crate::assets::serve(root, rest, &ex.method).await {
             Some(r) => r,
@@ -530,7 +731,7 @@ async fn route(table: &DispatchTable, ex: &mut Exchange) -> Response {
                 if let Some(owner) = table.owner(&ex.path)
                     && owner.state.status() != Status::Running
                 {
-                    return unavailable(owner);
+                    return unavailable(owner, expose);
                 }
                 return Response::error(StatusCode::NOT_FOUND, format!("no route for {}", ex.path));
             }
@@ -556,7 +757,7 @@ async fn route(table: &DispatchTable, ex: &mut Exchange) -> Response {
     ex.route_params = params;
     let plugin = entry.plugin.clone();
     if plugin.state.status() != Status::Running {
-        return unavailable(&plugin);
+        return unavailable(&plugin, expose);
     }
     if let Some(t) = plugin.state.throttled() {
         return throttled(&plugin, t);
@@ -568,19 +769,22 @@ async fn route(table: &DispatchTable, ex: &mut Exchange) -> Response {
     let span = tracing::debug_span!("plugin_call", plugin = %plugin.name, method = %entry.method, route = %entry.pattern, outcome = Empty, duration_ms = Empty);
     let timeout = plugin.limits.timeout;
     let started = Instant::now();
-    let result = match tokio::time::timeout(
-        backstop(&plugin, timeout),
-        plugin.plugin.handle_request(&entry.pattern, ex),
-    )
-    .instrument(span.clone())
-    .await
-    {
+    let call = async |ex: &mut Exchange| {
+        tokio::time::timeout(
+            backstop(&plugin, timeout),
+            plugin.plugin.handle_request(&entry.pattern, ex),
+        )
+        .instrument(span.clone())
+        .await
+    };
+    let result = match lent(&plugin, ex, call).await {
         Ok(r) => r,
         Err(_) => Err(PluginError::Timeout(format!(
             "request handler exceeded {} timeout",
             humantime::format_duration(timeout)
         ))),
     };
+    let result = result.and_then(|r| police(&plugin, r));
     let took = started.elapsed();
     plugin.state.routes().record(took, result.is_err());
     finished(&plugin, took, &result, &span);
@@ -590,15 +794,13 @@ async fn route(table: &DispatchTable, ex: &mut Exchange) -> Response {
             plugin
                 .state
                 .record_error(format!("route {} {}: {e}", entry.method, entry.pattern));
-            tracing::warn!(plugin = %plugin.name, route = %entry.pattern, error = %e, "handler failed");
-            let status = match e {
-                PluginError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
-                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            let (status, what) = match e {
+                PluginError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "its route timed out"),
+                _ => (StatusCode::INTERNAL_SERVER_ERROR, "its route failed"),
             };
-            let message = format!("plugin '{}' failed: {e}", plugin.name);
-            ex.error = Some(message.clone());
-            ex.response = Some(Response::error(status, message));
-            run_response_hooks(table, HookType::Error, ex).await;
+            ex.error = Some(format!("plugin '{}' failed: {e}", plugin.name));
+            ex.response = Some(failure(expose, status, &plugin, what, &e));
+            run_response_hooks(table, HookType::Error, ex, expose).await;
             ex.response
                 .take()
                 .unwrap_or_else(|| Response::new(StatusCode::INTERNAL_SERVER_ERROR))
@@ -610,7 +812,7 @@ fn check_roles(options: &RouteOptions, ex: &Exchange) -> Option<Response> {
     if options.required_roles.is_empty() {
         return None;
     }
-    let Some(identity) = &ex.identity else {
+    let Some(identity) = ex.identity() else {
         return Some(Response::error(
             StatusCode::UNAUTHORIZED,
             "this route needs an authenticated identity",

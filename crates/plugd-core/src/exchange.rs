@@ -1,12 +1,60 @@
 //! One HTTP exchange as hooks, middleware and handlers see it, independent of any server.
+//!
+//! The host owns HTTP framing: the headers of [`FRAMING_HEADERS`] (and every `proxy-*` header)
+//! are refused from plugins' setters and dropped from the responses they produce, and a header map
+//! a plugin writes is capped ([`MAX_HEADERS`], [`MAX_HEADER_VALUE_BYTES`], [`MAX_HEADER_BYTES`]).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
-use plugd_manifest::HookType;
+use plugd_manifest::{HookType, Permission};
 
+use crate::access::RequestAccess;
 use crate::error::HostError;
+
+/// Headers that frame the message or hold only for one connection (RFC 9110 §7.6.1, RFC 9112
+/// §6–7): the host sets them, never a plugin. A plugin's response carrying one loses it; a setter
+/// naming one is refused (`invalid`). Every `proxy-*` header is treated the same way.
+pub const FRAMING_HEADERS: [&str; 8] = [
+    "connection",
+    "content-length",
+    "keep-alive",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "http2-settings",
+];
+
+/// The most headers a plugin may leave in a request or a response it writes.
+pub const MAX_HEADERS: usize = 256;
+/// The longest header value a plugin may set (8 KiB).
+pub const MAX_HEADER_VALUE_BYTES: usize = 8 * 1024;
+/// The most bytes of names and values a plugin may leave in one header map (64 KiB).
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+
+/// Whether `name` (lower-case) is the host's to set: framing, hop-by-hop or `proxy-*`.
+///
+/// ```
+/// assert!(plugd_core::is_framing_header("content-length"));
+/// assert!(plugd_core::is_framing_header("proxy-authorization"));
+/// assert!(!plugd_core::is_framing_header("content-type"));
+/// ```
+pub fn is_framing_header(name: &str) -> bool {
+    FRAMING_HEADERS.contains(&name) || name.starts_with("proxy-")
+}
+
+/// A change the host refused because of who asked (a plugin's authority, framing, a cap): kept
+/// on the exchange until the host audits it against the calling plugin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// The rule: `identity`, `hide_headers`, `framing`, `headers`.
+    pub rule: &'static str,
+    /// What was tried.
+    pub detail: String,
+}
 
 /// Who is making the request, as an authentication hook established it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -54,6 +102,91 @@ impl Response {
         );
         r.body = Bytes::from(value.to_string());
         r
+    }
+
+    /// A response a plugin gave as parts (a wasm guest's route or early answer), checked before
+    /// anything is allocated for it: a valid status, valid header names and values, and the
+    /// header caps. The error says what is wrong, for the plugin's error.
+    ///
+    /// ```
+    /// use plugd_core::Response;
+    /// let r = Response::from_parts(201, vec![("x-a".into(), "1".into())], b"ok".to_vec()).unwrap();
+    /// assert_eq!((r.status.as_u16(), &r.headers["x-a"], &r.body[..]), (201, "1", &b"ok"[..]));
+    /// let many = (0..30_000).map(|i| (format!("x-{i}"), "v".to_string())).collect();
+    /// let e = Response::from_parts(200, many, Vec::new()).unwrap_err();
+    /// assert_eq!(e, "the response has 30000 headers, over the cap of 256");
+    /// ```
+    pub fn from_parts(
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    ) -> Result<Response, String> {
+        let status =
+            StatusCode::from_u16(status).map_err(|_| format!("invalid status code {status}"))?;
+        if headers.len() > MAX_HEADERS {
+            return Err(format!(
+                "the response has {} headers, over the cap of {MAX_HEADERS}",
+                headers.len()
+            ));
+        }
+        let mut map = HeaderMap::with_capacity(headers.len());
+        let mut bytes = 0;
+        for (k, v) in headers {
+            let name = HeaderName::from_bytes(k.as_bytes())
+                .map_err(|_| format!("invalid header name {k:?}"))?;
+            let value =
+                HeaderValue::from_str(&v).map_err(|_| format!("invalid value for header {k}"))?;
+            if value.len() > MAX_HEADER_VALUE_BYTES {
+                return Err(format!(
+                    "the value of header {name} is {} bytes, over the cap of {MAX_HEADER_VALUE_BYTES}",
+                    value.len()
+                ));
+            }
+            bytes += name.as_str().len() + value.len();
+            if bytes > MAX_HEADER_BYTES {
+                return Err(format!(
+                    "the response's headers are over the cap of {MAX_HEADER_BYTES} bytes"
+                ));
+            }
+            map.append(name, value);
+        }
+        Ok(Response {
+            status,
+            headers: map,
+            body: Bytes::from(body),
+        })
+    }
+
+    /// Take the host's framing headers out (see [`is_framing_header`]); returns their names.
+    pub fn drop_framing_headers(&mut self) -> Vec<HeaderName> {
+        let names: Vec<HeaderName> = self
+            .headers
+            .keys()
+            .filter(|k| is_framing_header(k.as_str()))
+            .cloned()
+            .collect();
+        for name in &names {
+            self.headers.remove(name);
+        }
+        names
+    }
+
+    /// Whether the headers stay within [`MAX_HEADERS`] and [`MAX_HEADER_BYTES`] (a response a
+    /// native plugin built itself).
+    pub(crate) fn check_caps(&self) -> Result<(), String> {
+        if self.headers.len() > MAX_HEADERS {
+            return Err(format!(
+                "the response has {} headers, over the cap of {MAX_HEADERS}",
+                self.headers.len()
+            ));
+        }
+        let bytes = header_bytes(&self.headers);
+        if bytes > MAX_HEADER_BYTES {
+            return Err(format!(
+                "the response has {bytes} bytes of headers, over the cap of {MAX_HEADER_BYTES}"
+            ));
+        }
+        Ok(())
     }
 
     /// The JSON error body plugd answers with: `{"error": kind, "message": message}`.
@@ -126,14 +259,19 @@ pub struct Exchange {
     pub response: Option<Response>,
     /// Parameters of the matched route pattern.
     pub route_params: Vec<(String, String)>,
-    /// The identity an authentication hook attached.
-    pub identity: Option<Identity>,
+    /// The identity an authentication hook attached (only a plugin granted `identity` can).
+    pub(crate) identity: Option<Identity>,
     /// Values passed between the hooks and handlers of one request.
     pub locals: HashMap<String, String>,
     /// In the error hook: what failed.
     pub error: Option<String>,
     /// Where the current call happens.
     pub stage: Stage,
+    /// The authority of the plugin being called (set by the host around each call); `None`
+    /// outside a plugin call.
+    pub(crate) access: Option<Arc<RequestAccess>>,
+    /// Changes refused during the current call, for the host to audit.
+    pub(crate) refusals: Vec<Refusal>,
 }
 
 impl Default for Exchange {
@@ -150,8 +288,50 @@ impl Default for Exchange {
             locals: HashMap::new(),
             error: None,
             stage: Stage::Handler,
+            access: None,
+            refusals: Vec::new(),
         }
     }
+}
+
+/// The request headers a plugin may not see, taken out for the length of one of its calls.
+#[derive(Debug, Default)]
+#[must_use = "hidden headers must be put back with Exchange::end_call"]
+pub(crate) struct Hidden(Vec<(HeaderName, HeaderValue)>);
+
+/// Whether `headers` with `name` set to `value` stays within the caps.
+fn within_caps(headers: &HeaderMap, name: &HeaderName, value: &HeaderValue) -> Result<(), String> {
+    if value.len() > MAX_HEADER_VALUE_BYTES {
+        return Err(format!(
+            "the value of header {name} is {} bytes, over the cap of {MAX_HEADER_VALUE_BYTES}",
+            value.len()
+        ));
+    }
+    let replaced: usize = headers
+        .get_all(name)
+        .iter()
+        .map(|v| name.as_str().len() + v.len())
+        .sum();
+    let count = headers.len() - headers.get_all(name).iter().count() + 1;
+    if count > MAX_HEADERS {
+        return Err(format!(
+            "{count} headers would be over the cap of {MAX_HEADERS}"
+        ));
+    }
+    let bytes = header_bytes(headers) - replaced + name.as_str().len() + value.len();
+    if bytes > MAX_HEADER_BYTES {
+        return Err(format!(
+            "{bytes} bytes of headers would be over the cap of {MAX_HEADER_BYTES}"
+        ));
+    }
+    Ok(())
+}
+
+fn header_bytes(headers: &HeaderMap) -> usize {
+    headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len())
+        .sum()
 }
 
 fn header_name(name: &str) -> Result<HeaderName, HostError> {
@@ -254,26 +434,113 @@ impl Exchange {
             .ok_or_else(|| HostError::Invalid("there is no response yet".into()))
     }
 
+    /// Record a refused change for the host to audit, and return the error for the plugin.
+    fn refuse(&mut self, rule: &'static str, error: HostError) -> HostError {
+        self.refusals.push(Refusal {
+            rule,
+            detail: error.to_string(),
+        });
+        error
+    }
+
+    /// The calling plugin's name, for messages ("" outside a plugin call).
+    fn caller(&self) -> &str {
+        self.access.as_deref().map_or("", RequestAccess::plugin)
+    }
+
+    /// A header name a plugin may set: not one of the host's framing headers, not one the
+    /// operator hides from it.
+    fn settable(&mut self, name: &str) -> Result<HeaderName, HostError> {
+        let name = header_name(name)?;
+        if is_framing_header(name.as_str()) {
+            let e = HostError::Invalid(format!(
+                "header {name} frames the HTTP message; only the host sets it"
+            ));
+            return Err(self.refuse("framing", e));
+        }
+        if self
+            .access
+            .as_ref()
+            .is_some_and(|a| a.hidden().contains(&name))
+        {
+            let e = HostError::Denied(format!(
+                "header {name} is hidden from plugin '{}' (hide_headers)",
+                self.caller()
+            ));
+            return Err(self.refuse("hide_headers", e));
+        }
+        Ok(name)
+    }
+
     /// Set (replace) a request header; allowed in pre-request hooks and middleware on-request.
+    /// Framing headers (`content-length`, `transfer-encoding`, …) are refused, as are headers
+    /// hidden from the plugin and changes past the header caps.
     pub fn set_header(&mut self, name: &str, value: &str) -> Result<(), HostError> {
         self.check_request_change()?;
-        self.headers
-            .insert(header_name(name)?, header_value(value)?);
+        let name = self.settable(name)?;
+        let value = header_value(value)?;
+        if let Err(why) = within_caps(&self.headers, &name, &value) {
+            let e = HostError::Invalid(format!("request header {name}: {why}"));
+            return Err(self.refuse("headers", e));
+        }
+        self.headers.insert(name, value);
         Ok(())
     }
 
     /// Remove a request header.
     pub fn remove_header(&mut self, name: &str) -> Result<(), HostError> {
         self.check_request_change()?;
-        self.headers.remove(header_name(name)?);
+        let name = self.settable(name)?;
+        self.headers.remove(name);
         Ok(())
     }
 
-    /// Attach or clear the identity.
+    /// The identity an authentication hook attached.
+    pub fn identity(&self) -> Option<&Identity> {
+        self.identity.as_ref()
+    }
+
+    /// Attach or clear the identity: only a plugin granted `identity` may (in a pre-request hook
+    /// or a middleware's on-request), so `required_roles` believes no one else.
     pub fn set_identity(&mut self, identity: Option<Identity>) -> Result<(), HostError> {
         self.check_request_change()?;
+        if !self.access.as_ref().is_some_and(|a| a.may_set_identity()) {
+            let e = HostError::permission_denied(self.caller(), Permission::Identity);
+            return Err(self.refuse("identity", e));
+        }
         self.identity = identity;
         Ok(())
+    }
+
+    /// The request as a trusted caller made it, with an identity already established (an
+    /// embedding application's authentication, a test).
+    #[must_use]
+    pub fn with_identity(mut self, identity: Identity) -> Self {
+        self.identity = Some(identity);
+        self
+    }
+
+    /// Lend the exchange to a plugin for one call: its authority applies to the setters, and the
+    /// headers hidden from it are taken out (put them back with [`Exchange::end_call`]).
+    pub(crate) fn begin_call(&mut self, access: &Arc<RequestAccess>) -> Hidden {
+        let mut hidden = Hidden::default();
+        for name in access.hidden() {
+            for value in self.headers.get_all(name) {
+                hidden.0.push((name.clone(), value.clone()));
+            }
+            self.headers.remove(name);
+        }
+        self.access = Some(access.clone());
+        hidden
+    }
+
+    /// End a plugin's call: put the hidden headers back and return what it was refused.
+    pub(crate) fn end_call(&mut self, hidden: Hidden) -> Vec<Refusal> {
+        for (name, value) in hidden.0 {
+            self.headers.append(name, value);
+        }
+        self.access = None;
+        std::mem::take(&mut self.refusals)
     }
 
     /// The response status, once there is a response.
@@ -302,16 +569,35 @@ impl Exchange {
         Ok(())
     }
 
-    /// Set (replace) a response header.
+    /// Set (replace) a response header. Framing headers are refused (`invalid`): the host
+    /// frames the response from its body.
     pub fn set_response_header(&mut self, name: &str, value: &str) -> Result<(), HostError> {
-        let (name, value) = (header_name(name)?, header_value(value)?);
+        let value = header_value(value)?;
+        let name = self.settable_response(name)?;
+        let caps = within_caps(&self.response_mut()?.headers, &name, &value);
+        if let Err(why) = caps {
+            let e = HostError::Invalid(format!("response header {name}: {why}"));
+            return Err(self.refuse("headers", e));
+        }
         self.response_mut()?.headers.insert(name, value);
         Ok(())
     }
 
+    /// A response header name a plugin may set: not a framing header.
+    fn settable_response(&mut self, name: &str) -> Result<HeaderName, HostError> {
+        let name = header_name(name)?;
+        if is_framing_header(name.as_str()) {
+            let e = HostError::Invalid(format!(
+                "header {name} frames the HTTP message; only the host sets it"
+            ));
+            return Err(self.refuse("framing", e));
+        }
+        Ok(name)
+    }
+
     /// Remove a response header.
     pub fn remove_response_header(&mut self, name: &str) -> Result<(), HostError> {
-        let name = header_name(name)?;
+        let name = self.settable_response(name)?;
         self.response_mut()?.headers.remove(name);
         Ok(())
     }

@@ -17,6 +17,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use tracing::Instrument;
 
+use crate::access::RequestAccess;
 use crate::audit::{AuditEntry, AuditLog};
 use crate::cache::{Cache, PluginCache};
 use crate::capabilities::{Auditor, Capabilities, CapabilityOptions};
@@ -138,6 +139,17 @@ pub(crate) struct Loaded {
     pub(crate) gate: Arc<crate::gate::Gate>,
     /// The config entry it was loaded from (`None` for a native plugin).
     pub(crate) entry: parking_lot::RwLock<Option<PluginEntry>>,
+    /// What it may see and do of requests (intercept scope, identity, hidden headers).
+    pub(crate) access: Arc<RequestAccess>,
+    /// Where what it is refused on the request path is counted and audited.
+    pub(crate) auditor: Auditor,
+}
+
+/// Who gave a config: only the operator's host config file is expanded from the environment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ConfigFrom {
+    HostConfigFile,
+    Caller,
 }
 
 /// A placeholder for a plugin that never loaded: answers nothing, counts as failed.
@@ -407,6 +419,8 @@ impl HostBuilder {
         let store = Store::open(&config.data_dir).map_err(LoadError::Storage)?;
         let plugins: Arc<RwLock<Vec<Arc<Loaded>>>> = Arc::default();
         let (notices, receiver) = tokio::sync::mpsc::channel(NOTICE_CAPACITY);
+        let dispatcher = Dispatcher::default();
+        dispatcher.set_expose_errors(config.server.expose_errors);
         Ok(Host {
             inner: Arc::new(Inner {
                 config,
@@ -415,7 +429,7 @@ impl HostBuilder {
                 natives: parking_lot::Mutex::new(self.natives),
                 plugins: plugins.clone(),
                 services: Arc::new(Services::new(plugins)),
-                dispatcher: Dispatcher::default(),
+                dispatcher,
                 bus: Arc::new(EventBus::default()),
                 cache: Arc::default(),
                 audit: Arc::default(),
@@ -622,17 +636,55 @@ impl Host {
         Ok(())
     }
 
-    /// A plugin's config in force.
+    /// A plugin's config in force, secrets included: the plugin's own view. Anything shown to a
+    /// person (the admin API, a dashboard, a log) should use [`Host::plugin_config_redacted`].
     pub fn plugin_config(&self, name: &str) -> Option<Arc<Map<String, Value>>> {
         self.find(name).map(|p| p.config.load_full())
     }
 
+    /// A plugin's config in force with its `secret: true` values replaced by
+    /// [`REDACTED`](plugd_manifest::REDACTED): what the admin API and the dashboard show.
+    pub fn plugin_config_redacted(&self, name: &str) -> Option<Map<String, Value>> {
+        let p = self.find(name)?;
+        let config = p.config.load_full();
+        Some(match &p.manifest {
+            Some(m) => m.config.redact(&config),
+            None => (*config).clone(),
+        })
+    }
+
     /// Change a plugin's config live: validate it against the manifest's schema, hand it to the
     /// plugin's `on_config_change`, and keep it only if the plugin accepts it.
+    ///
+    /// The config comes from outside the host config file (the admin API, the application): it
+    /// is never expanded from the host's environment — a `${VAR}` is an error, `$${` a literal
+    /// `${`. A secret key given as [`REDACTED`](plugd_manifest::REDACTED) (as
+    /// [`Host::plugin_config_redacted`] shows it) keeps its current value.
     pub async fn update_plugin_config(
         &self,
         name: &str,
         config: &Map<String, Value>,
+    ) -> Result<(), LoadError> {
+        self.change_plugin_config(name, config, ConfigFrom::Caller)
+            .await
+    }
+
+    /// [`Host::update_plugin_config`] with the config of the operator's host config file
+    /// (`${VAR}` expanded), for a changed file applied live.
+    pub(crate) async fn apply_plugin_config(
+        &self,
+        name: &str,
+        config: &Map<String, Value>,
+    ) -> Result<(), LoadError> {
+        self.change_plugin_config(name, config, ConfigFrom::HostConfigFile)
+            .await
+    }
+
+    async fn change_plugin_config(
+        &self,
+        name: &str,
+        config: &Map<String, Value>,
+        from: ConfigFrom,
     ) -> Result<(), LoadError> {
         let _lifecycle = self.inner.lifecycle.lock().await;
         let p = self
@@ -643,13 +695,17 @@ impl Host {
                 "plugin '{name}' has no valid manifest; its config cannot change"
             ))
         })?;
-        let validated = manifest
-            .config
-            .validate(config)
-            .map_err(|e| LoadError::Config {
-                plugin: name.to_string(),
-                message: e.to_string(),
-            })?;
+        let validated = match from {
+            ConfigFrom::HostConfigFile => manifest.config.validate(config),
+            ConfigFrom::Caller => {
+                let given = manifest.config.unredact(config, &p.config.load_full());
+                manifest.config.validate_untrusted(&given)
+            }
+        }
+        .map_err(|e| LoadError::Config {
+            plugin: name.to_string(),
+            message: e.to_string(),
+        })?;
         if matches!(p.state.status(), Status::Running | Status::Initialized) {
             p.plugin
                 .on_config_change(&validated)
@@ -1260,6 +1316,7 @@ impl Host {
                             plugin.state.record_success();
                         }
                         result.map_err(|e| {
+                            plugin.state.record_failure(&e);
                             let message = format!("event {}: {e}", event.topic);
                             plugin.state.record_error(message.clone());
                             message
@@ -1278,6 +1335,28 @@ impl Host {
         self.find(name)
             .filter(|p| !is_absent(p))
             .map(|p| p.plugin.clone())
+    }
+
+    /// Call one plugin's hook directly, outside the request path (the test harness does), as the
+    /// dispatcher would call it: with the plugin's authority (its hidden headers taken out, the
+    /// identity only if granted, what it is refused audited), its deadline and its counters.
+    /// No other plugin runs; the stage is set to the hook.
+    pub async fn call_hook(
+        &self,
+        name: &str,
+        hook: HookType,
+        ex: &mut crate::Exchange,
+    ) -> Result<crate::Action, crate::PluginError> {
+        let p = self
+            .find(name)
+            .filter(|p| !is_absent(p))
+            .ok_or_else(|| crate::PluginError::Unavailable(format!("no plugin '{name}' loaded")))?;
+        ex.stage = crate::Stage::Hook(hook);
+        let entry = crate::dispatch::HookEntry {
+            plugin: p,
+            priority: 0,
+        };
+        crate::dispatch::call_hook(&entry, hook, ex).await
     }
 
     /// The event bus, to subscribe the embedding application (or a test) to plugins' events.
@@ -1328,6 +1407,7 @@ impl Host {
         } = check_entry(entry)?;
         check_package(entry, &manifest, &self.inner.config.plugins)?;
         let mut loaded = self.placeholder(entry, Some(manifest));
+        loaded.access = Arc::new(RequestAccess::new(&entry.name, &granted, Some(entry)));
         loaded.granted = granted;
         loaded.config = ArcSwap::from_pointee(config);
         loaded.assets = entry
@@ -1402,14 +1482,21 @@ impl Host {
     /// A plugin the host lists but does not run: one that failed to load, or one the operator
     /// disabled (status `disabled`; its manifest is read for display when it can be).
     fn placeholder(&self, entry: &PluginEntry, manifest: Option<Manifest>) -> Loaded {
+        let state = self.new_state(&entry.name, Some(entry));
+        // Until its grants are checked, the operator's grants bound what it guards when it
+        // fails closed without ever running.
+        let access = RequestAccess::new(&entry.name, &entry.granted(), Some(entry));
+        let declared = manifest.as_ref().and_then(|m| m.failure_policy);
         Loaded {
             name: entry.name.clone(),
-            manifest,
             kind: "wasm",
             enabled: entry.enabled,
             plugin: ABSENT.clone(),
-            state: self.new_state(&entry.name, Some(entry)),
-            failure_policy: entry.failure_policy,
+            auditor: self.auditor(&entry.name, &state),
+            state,
+            failure_policy: entry.failure_policy.max(declared.unwrap_or_default()),
+            access: Arc::new(access),
+            manifest,
             limits: self.limits(Some(entry)),
             granted: BTreeSet::new(),
             config: ArcSwap::default(),
@@ -1421,6 +1508,26 @@ impl Host {
             gate: self.gate(&entry.name),
             entry: parking_lot::RwLock::new(Some(entry.clone())),
         }
+    }
+
+    /// The dotted key of a plugin's entry in the host config, for errors that say what to change:
+    /// `plugins.plugins[2]`, or `plugins.plugins[<new entry for 'x'>]` when it has none.
+    pub(crate) fn entry_key(&self, name: &str) -> String {
+        match self
+            .inner
+            .config
+            .plugins
+            .plugins
+            .iter()
+            .position(|e| e.name == name)
+        {
+            Some(i) => format!("plugins.plugins[{i}]"),
+            None => format!("plugins.plugins[<new entry for '{name}'>]"),
+        }
+    }
+
+    fn auditor(&self, name: &str, state: &Arc<PluginState>) -> Auditor {
+        Auditor::new(name, Some(state.clone()), Some(self.inner.audit.clone()))
     }
 
     fn disabled_entry(&self, entry: &PluginEntry) -> Loaded {
@@ -1494,14 +1601,25 @@ impl Host {
             .or(native.manifest.priority)
             .unwrap_or(100);
         let (before, after) = merged_before_after(&native.manifest, entry.as_ref());
+        let state = self.new_state(&native.manifest.name, entry.as_ref());
         Ok(Candidate {
             loaded: Loaded {
                 name: native.manifest.name.clone(),
                 kind: native.plugin.kind(),
                 enabled: entry.as_ref().is_none_or(|e| e.enabled),
                 plugin: native.plugin,
-                state: self.new_state(&native.manifest.name, entry.as_ref()),
-                failure_policy: entry.as_ref().map(|e| e.failure_policy).unwrap_or_default(),
+                auditor: self.auditor(&native.manifest.name, &state),
+                state,
+                failure_policy: entry
+                    .as_ref()
+                    .map(|e| e.failure_policy)
+                    .unwrap_or_default()
+                    .max(native.manifest.failure_policy.unwrap_or_default()),
+                access: Arc::new(RequestAccess::new(
+                    &native.manifest.name,
+                    &granted,
+                    entry.as_ref(),
+                )),
                 limits: self.limits(entry.as_ref()),
                 granted,
                 config: ArcSwap::from_pointee(config),
@@ -1947,6 +2065,19 @@ impl Host {
             plugin: name.clone(),
             error,
         })?;
+        let declared = p
+            .manifest
+            .as_ref()
+            .is_some_and(|m| m.permissions.contains(&Permission::Intercept));
+        if let Some(why) = p.access.overreach(declared, &regs) {
+            return Err(LoadError::Registration {
+                plugin: name.clone(),
+                message: format!(
+                    "{why}, which needs the 'intercept' permission (a plugd addition): grant it in the host config with {}.permissions.intercept: true, and limit it with {0}.intercept.paths if it should see only some paths",
+                    self.entry_key(&name)
+                ),
+            });
+        }
         p.registrations.store(Arc::new(regs));
         p.state.set_status(Status::Initialized);
         let total = p.state.load_duration() + started.elapsed();
@@ -2052,7 +2183,10 @@ fn start_timers(p: &Arc<Loaded>) {
                         plugin.state.record_success();
                         continue;
                     }
-                    Ok(Err(e)) => e.to_string(),
+                    Ok(Err(e)) => {
+                        plugin.state.record_failure(&e);
+                        e.to_string()
+                    }
                     Err(_) => format!("exceeded {} timeout", humantime::format_duration(timeout)),
                 };
                 plugin.state.record_error(format!("timer {name}: {error}"));

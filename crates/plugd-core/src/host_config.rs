@@ -16,7 +16,7 @@ use serde_json::Value;
 use crate::error::HostError;
 
 /// What a redacted value reads.
-pub const REDACTED: &str = "[redacted]";
+pub use plugd_manifest::REDACTED;
 /// Key names holding any of these (lower-cased) are redacted.
 pub const SECRET_WORDS: &[&str] = &["token", "secret", "password", "key"];
 /// The longest key accepted.

@@ -27,6 +27,7 @@
 //! # }
 //! ```
 
+mod access;
 mod assets;
 mod audit;
 mod cache;
@@ -56,11 +57,12 @@ mod tasks;
 mod threshold;
 mod watch;
 
+pub use access::RequestAccess;
 pub use assets::content_type;
 pub use audit::{AUDIT_CAPACITY, AuditEntry, AuditLog};
 pub use cache::{Cache, MAX_BYTES_PER_PLUGIN, MAX_ENTRIES_PER_PLUGIN, PluginCache};
 pub use capabilities::{Auditor, Capabilities, CapabilityOptions};
-pub use check::{CheckReport, Checked, check_config, check_entry};
+pub use check::{CheckReport, Checked, GrantReport, check_config, check_entry};
 pub use cpu::{CPU_WINDOW, CpuStatus, Throttle};
 pub use database::{Database, Rows, SqlValue, Statement};
 pub use dispatch::{DispatchTable, Dispatcher};
@@ -68,7 +70,10 @@ pub use error::{HostError, LoadError, PluginError};
 pub use events::{
     BoxFuture, Deliver, Event, EventBus, Publisher, QUEUE_CAPACITY, SubscriptionInfo, topic_matches,
 };
-pub use exchange::{Exchange, Identity, Response, Stage};
+pub use exchange::{
+    Exchange, FRAMING_HEADERS, Identity, MAX_HEADER_BYTES, MAX_HEADER_VALUE_BYTES, MAX_HEADERS,
+    Refusal, Response, Stage, is_framing_header,
+};
 pub use exec::{CommandOutput, Exec};
 pub use gate::{Gate, GateError, OwnedPass, Pass};
 pub use health::{HealthReport, HealthSummary, PluginSummary};

@@ -150,6 +150,7 @@ impl Services {
                 Ok(bytes)
             }
             Ok(Err(e)) => {
+                target.state.record_failure(&e);
                 target
                     .state
                     .record_error(format!("service {service}.{method}: {e}"));

@@ -196,6 +196,7 @@ pub struct PluginState {
     status: AtomicU8,
     phase: AtomicU8,
     error_count: AtomicU64,
+    crash_count: AtomicU64,
     last_error: Mutex<Option<ErrorRecord>>,
     loaded_at: Mutex<Option<SystemTime>>,
     load_duration_us: AtomicU64,
@@ -230,6 +231,7 @@ impl PluginState {
             status: AtomicU8::new(Status::Unloaded as u8),
             phase: AtomicU8::new(Phase::Idle as u8),
             error_count: AtomicU64::new(0),
+            crash_count: AtomicU64::new(0),
             last_error: Mutex::new(None),
             loaded_at: Mutex::new(None),
             load_duration_us: AtomicU64::new(0),
@@ -480,6 +482,25 @@ impl PluginState {
     /// Errors counted since load.
     pub fn error_count(&self) -> u64 {
         self.error_count.load(Ordering::Relaxed)
+    }
+
+    /// Count a crash: a call that trapped (a panic, out of memory, a stack overflow, fuel). Unlike
+    /// an error the plugin returned or a denial, a client cannot make a correct plugin crash, so
+    /// crashes are what the grace period of a hot reload watches.
+    pub fn record_crash(&self) {
+        self.crash_count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Count the crash, when `error` is one (see [`PluginState::record_crash`]).
+    pub fn record_failure(&self, error: &crate::PluginError) {
+        if matches!(error, crate::PluginError::Trap(_)) {
+            self.record_crash();
+        }
+    }
+
+    /// Crashes counted since load.
+    pub fn crash_count(&self) -> u64 {
+        self.crash_count.load(Ordering::Relaxed)
     }
 
     /// The last error, if any.

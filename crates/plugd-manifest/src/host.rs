@@ -127,6 +127,10 @@ pub struct ServerConfig {
     #[serde(deserialize_with = "de_byte_size")]
     #[schemars(with = "ByteSize")]
     pub body_limit: u64,
+    /// Send a plugin's own error text to the client in 500/503 answers (default false: the
+    /// client gets the plugin's name and a request id, and the log line with that id holds the
+    /// details). For development: the text can hold another request's data.
+    pub expose_errors: bool,
 }
 
 impl Default for ServerConfig {
@@ -134,6 +138,7 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: "127.0.0.1:8080".into(),
             body_limit: 2 * 1024 * 1024,
+            expose_errors: false,
         }
     }
 }
@@ -142,10 +147,12 @@ impl Default for ServerConfig {
 #[derive(Clone, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AdminConfig {
-    /// A listener of its own for the admin API and the dashboard (`/admin/...`), which are then
-    /// served there only and not on `server.listen`. A bare port (`9090` or `:9090`) means
-    /// loopback, `127.0.0.1:9090`. Unset: the admin API is served on the main listener under
-    /// `/admin`.
+    /// The listener of the admin API and the dashboard (`/admin/...`), default
+    /// [`AdminConfig::DEFAULT_LISTEN`] (`127.0.0.1:8081`): an origin of their own, out of reach
+    /// of any content a plugin serves. A bare port (`9090` or `:9090`) means loopback,
+    /// `127.0.0.1:9090`. `shared` serves them on `server.listen` beside the plugins instead — an
+    /// explicit choice with a risk (README, "Security model"): the host then refuses service
+    /// worker scripts from plugins and strips `Service-Worker-Allowed` from their responses.
     pub listen: Option<String>,
     /// The bearer token (else `PLUGD_ADMIN_TOKEN`, else generated). Never serialized: it
     /// serializes as `"[redacted]"`.
@@ -179,14 +186,29 @@ pub enum Protected {
 }
 
 impl AdminConfig {
-    /// The address of the admin listener, when `admin.listen` is set: a bare port (`9090`,
-    /// `:9090`) becomes `127.0.0.1:9090`; anything else is used as written.
+    /// Where the admin API listens when `admin.listen` is not set.
+    pub const DEFAULT_LISTEN: &'static str = "127.0.0.1:8081";
+    /// The `admin.listen` value that serves the admin API on `server.listen`.
+    pub const SHARED: &'static str = "shared";
+
+    /// Whether the operator chose to serve the admin API on the main listener
+    /// (`admin.listen: shared`).
+    pub fn is_shared(&self) -> bool {
+        self.listen.as_deref().map(str::trim) == Some(Self::SHARED)
+    }
+
+    /// The address of the admin listener: [`AdminConfig::DEFAULT_LISTEN`] when `admin.listen`
+    /// is not set, `None` when it is `shared`; a bare port (`9090`, `:9090`) becomes
+    /// `127.0.0.1:9090`; anything else is used as written.
     ///
     /// ```
     /// use plugd_manifest::AdminConfig;
     ///
     /// let mut admin = AdminConfig::default();
+    /// assert_eq!(admin.listen_addr().as_deref(), Some("127.0.0.1:8081"));
+    /// admin.listen = Some("shared".into());
     /// assert_eq!(admin.listen_addr(), None);
+    /// assert!(admin.is_shared());
     /// admin.listen = Some(":9090".into());
     /// assert_eq!(admin.listen_addr().as_deref(), Some("127.0.0.1:9090"));
     /// admin.listen = Some("9090".into());
@@ -195,7 +217,14 @@ impl AdminConfig {
     /// assert_eq!(admin.listen_addr().as_deref(), Some("0.0.0.0:9090"));
     /// ```
     pub fn listen_addr(&self) -> Option<String> {
-        let listen = self.listen.as_deref()?.trim();
+        if self.is_shared() {
+            return None;
+        }
+        let listen = self
+            .listen
+            .as_deref()
+            .unwrap_or(Self::DEFAULT_LISTEN)
+            .trim();
         let port = listen.strip_prefix(':').unwrap_or(listen);
         Some(
             if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) {
@@ -350,11 +379,16 @@ pub struct ReloadSettings {
     pub max_queue_size: usize,
     /// Queue requests or answer 503.
     pub queue_strategy: QueueStrategy,
-    /// How long the new version must run without crashing before the old one is dropped
-    /// (default 30s).
+    /// How long the previous version is kept in memory after a reload, for a rollback
+    /// (`plugd reload --rollback`, the admin API, or `rollback_on_crashes`) (default 30s).
     #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
     #[schemars(with = "DurationValue")]
     pub grace_period: Duration,
+    /// Roll back on its own to the previous version when the new one crashes (traps: a panic,
+    /// out of memory, a stack overflow, fuel) this many times within the grace period. Off by
+    /// default. Only crashes count: errors a client can provoke (denials, `Failed` answers,
+    /// timeouts, a full instance pool) never roll a fix back to the version it replaced.
+    pub rollback_on_crashes: Option<u32>,
 }
 
 impl Default for ReloadSettings {
@@ -364,6 +398,7 @@ impl Default for ReloadSettings {
             max_queue_size: 1000,
             queue_strategy: QueueStrategy::default(),
             grace_period: Duration::from_secs(30),
+            rollback_on_crashes: None,
         }
     }
 }
@@ -732,6 +767,11 @@ pub struct PluginEntry {
     pub network: NetworkGrant,
     /// Command allowlist (with the `exec` permission).
     pub exec: ExecGrant,
+    /// Which requests its hooks and middleware see (with the `intercept` permission).
+    pub intercept: InterceptGrant,
+    /// Request headers it never sees, lower-case (`cookie`, `authorization`): removed from
+    /// every request before its hooks, middleware and routes run, and put back after.
+    pub hide_headers: Vec<String>,
 }
 
 impl PluginEntry {
@@ -752,6 +792,8 @@ impl PluginEntry {
             supervision: None,
             network: NetworkGrant::default(),
             exec: ExecGrant::default(),
+            intercept: InterceptGrant::default(),
+            hide_headers: Vec::new(),
         }
     }
 
@@ -765,17 +807,57 @@ impl PluginEntry {
     }
 }
 
-/// `failure_policy` of a plugin.
+/// `failure_policy` of a plugin: what the requests it guards get when its hook or middleware
+/// cannot run (it is not running, is disabled, throttled, timed out, failed, or its instance
+/// pool is full). Written `fail_open` / `open` or `fail_closed` / `closed`, in the host config
+/// or in the plugin's manifest; the stricter of the two applies.
 #[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, schemars::JsonSchema, Serialize,
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Deserialize,
+    Serialize,
 )]
 #[serde(rename_all = "snake_case")]
 pub enum FailurePolicy {
-    /// Skip its hooks.
+    /// Skip its hooks and middleware: the request goes on without them.
     #[default]
+    #[serde(alias = "open")]
     FailOpen,
-    /// Answer 503 for its hooks and routes.
+    /// Answer 503 instead of letting the request through; its routes answer 503 too.
+    #[serde(alias = "closed")]
     FailClosed,
+}
+
+impl schemars::JsonSchema for FailurePolicy {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "FailurePolicy".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "What the requests a plugin guards get when its hooks cannot run: fail_open (or open) skips them, fail_closed (or closed) answers 503.",
+            "type": "string",
+            "enum": ["fail_open", "open", "fail_closed", "closed"]
+        })
+    }
+}
+
+/// `intercept` of a plugin: which requests its hooks and middleware see once it is granted the
+/// `intercept` permission (plugd's own). Without the grant they see only its own routes
+/// (`/plugins/<name>/…`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct InterceptGrant {
+    /// Globs over the request path (`/api/**`; `*` matches any run of characters, `/`
+    /// included). Empty: every path plugins are reached on.
+    pub paths: Vec<String>,
 }
 
 /// `network` of a plugin.
@@ -1103,6 +1185,11 @@ struct RawPluginEntry {
     network: NetworkGrant,
     /// Command allowlist (with the `exec` permission).
     exec: ExecGrant,
+    /// Which requests its hooks and middleware see (with the `intercept` permission; default
+    /// every path).
+    intercept: InterceptGrant,
+    /// Request headers it never sees (`cookie`, `authorization`).
+    hide_headers: Vec<String>,
 }
 
 /// `base.join(path)` when `path` is relative and there is a base; `.` components dropped.
@@ -1170,6 +1257,55 @@ fn check_supervision(field: &str, s: &Supervision) -> Result<(), HostConfigError
         ));
     }
     Ok(())
+}
+
+/// `intercept.paths` are path globs, and only mean something with the `intercept` grant.
+fn check_intercept(
+    field: &str,
+    granted: &BTreeMap<Permission, bool>,
+    intercept: &InterceptGrant,
+) -> Result<(), HostConfigErrorKind> {
+    for (i, glob) in intercept.paths.iter().enumerate() {
+        if !glob.starts_with('/') || glob.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(invalid(
+                format!("{field}.intercept.paths[{i}]"),
+                format!(
+                    "'{glob}' is not a path glob: it must start with '/' and hold no spaces (e.g. \"/api/**\")"
+                ),
+            ));
+        }
+    }
+    if !intercept.paths.is_empty() && granted.get(&Permission::Intercept) != Some(&true) {
+        return Err(invalid(
+            format!("{field}.intercept.paths"),
+            format!(
+                "paths only apply with the intercept permission; grant it with {field}.permissions.intercept: true, or remove the paths"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `hide_headers` are header names; kept lower-case.
+fn check_hidden_headers(field: &str, names: &[String]) -> Result<Vec<String>, HostConfigErrorKind> {
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            http_header_name(name).ok_or_else(|| {
+                invalid(
+                    format!("{field}.hide_headers[{i}]"),
+                    format!("'{name}' is not a header name"),
+                )
+            })
+        })
+        .collect()
+}
+
+/// A valid HTTP header name (RFC 9110 token), lower-cased.
+fn http_header_name(name: &str) -> Option<String> {
+    let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+    (!name.is_empty() && name.chars().all(token)).then(|| name.to_ascii_lowercase())
 }
 
 fn check_names(field: &str, names: &[String]) -> Result<(), HostConfigErrorKind> {
@@ -1263,6 +1399,8 @@ impl RawHostConfig {
                 Some(p) => resolve_path(base, p),
                 None => directory.join(&name),
             };
+            check_intercept(&field, &entry.permissions, &entry.intercept)?;
+            let hide_headers = check_hidden_headers(&field, &entry.hide_headers)?;
             plugins.push(PluginEntry {
                 name,
                 enabled: entry.enabled.unwrap_or(true),
@@ -1278,6 +1416,8 @@ impl RawHostConfig {
                 supervision: entry.supervision,
                 network: entry.network,
                 exec: entry.exec,
+                intercept: entry.intercept,
+                hide_headers,
             });
         }
 
@@ -1707,6 +1847,7 @@ exec = { allow = ["/usr/bin/convert"] }
                 max_queue_size: 50,
                 queue_strategy: QueueStrategy::Reject,
                 grace_period: Duration::from_secs(60),
+                rollback_on_crashes: None,
             }
         );
         assert_eq!(

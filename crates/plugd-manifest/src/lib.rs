@@ -35,9 +35,9 @@ pub use hook::{HookType, UnknownHookType};
 pub use host::DEFAULT_MAX_RESPONSE_BYTES;
 pub use host::{
     AdminConfig, Blocked, ErrorThreshold, ErrorThresholdOverride, ExecGrant, FailurePolicy,
-    HostConfig, HostConfigError, HostConfigErrorKind, Limits, LimitsOverride, NetworkGrant,
-    OnFailure, PermissionError, PluginEntry, PluginsConfig, PoolSettings, Protected, QueueStrategy,
-    ReloadSettings, ServerConfig, StatusSettings, Supervision, SupervisionOverride,
+    HostConfig, HostConfigError, HostConfigErrorKind, InterceptGrant, Limits, LimitsOverride,
+    NetworkGrant, OnFailure, PermissionError, PluginEntry, PluginsConfig, PoolSettings, Protected,
+    QueueStrategy, ReloadSettings, ServerConfig, StatusSettings, Supervision, SupervisionOverride,
     ThresholdAction, effective_permissions, host_config_json_schema,
 };
 pub use manifest::{
@@ -46,7 +46,9 @@ pub use manifest::{
 };
 pub use permission::{Permission, UnknownPermission};
 pub use priority::{Priority, PriorityError, parse_priority};
-pub use schema::{ConfigError, ConfigErrorKind, ConfigField, ConfigSchema, ConfigType};
+pub use schema::{
+    ConfigError, ConfigErrorKind, ConfigField, ConfigSchema, ConfigType, REDACTED, env_reference,
+};
 pub use units::{parse_byte_size, parse_duration};
 
 /// OpenAPI schemas of the types with a hand-written `Serialize` (they serialize as their name).

@@ -120,6 +120,10 @@ pub struct Manifest {
     pub after: Vec<String>,
     /// The component file, relative to the plugin directory (default `plugin.wasm`).
     pub component: String,
+    /// What the requests it guards get when its hooks cannot run, when the author sets a floor
+    /// (`fail_closed` for a guard such as an auth plugin). The host config can make it stricter,
+    /// never looser.
+    pub failure_policy: Option<crate::FailurePolicy>,
     /// The file the manifest was read from.
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -471,6 +475,8 @@ struct RawManifest {
     after: Option<Vec<String>>,
     /// The component file, relative to the plugin folder (default `plugin.wasm`).
     component: Option<String>,
+    /// What requests it guards get when its hooks cannot run: `fail_closed` (or `closed`) answers 503 instead of letting them through; the host config can make it stricter, never looser.
+    failure_policy: Option<crate::FailurePolicy>,
 }
 
 /// The plugd versions a plugin works with.
@@ -778,7 +784,13 @@ impl RawManifest {
             ("subscribes", &events.subscribes, true),
         ] {
             for topic in topics {
-                if let Some(reason) = topic_problem(topic, wildcard) {
+                let reserved = !wildcard && (topic == "plugd" || topic.starts_with("plugd."));
+                let problem = if reserved {
+                    Some("the plugd.* topics are the host's own; a plugin cannot publish them")
+                } else {
+                    topic_problem(topic, wildcard)
+                };
+                if let Some(reason) = problem {
                     return Err(ManifestErrorKind::InvalidEventTopic {
                         topic: topic.clone(),
                         list,
@@ -846,6 +858,7 @@ impl RawManifest {
             before,
             after,
             component,
+            failure_policy: self.failure_policy,
             source: None,
         })
     }

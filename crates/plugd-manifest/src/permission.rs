@@ -37,11 +37,17 @@ pub enum Permission {
     Network,
     /// Running allowlisted commands.
     Exec,
+    /// plugd's own: request hooks and middleware see requests other than the plugin's own routes
+    /// (every path, or the operator's `intercept.paths` globs). Without it they see only
+    /// `/plugins/<name>/…`.
+    Intercept,
+    /// plugd's own: setting the request identity (`set-identity`), which `required_roles` checks.
+    Identity,
 }
 
 impl Permission {
-    /// Every permission.
-    pub const ALL: [Permission; 7] = [
+    /// Every permission: the seed's seven, then plugd's own (`intercept`, `identity`).
+    pub const ALL: [Permission; 9] = [
         Permission::Database,
         Permission::Cache,
         Permission::Router,
@@ -49,10 +55,12 @@ impl Permission {
         Permission::Filesystem,
         Permission::Network,
         Permission::Exec,
+        Permission::Intercept,
+        Permission::Identity,
     ];
 
     /// The names of [`Permission::ALL`].
-    pub const NAMES: [&'static str; 7] = [
+    pub const NAMES: [&'static str; 9] = [
         "database",
         "cache",
         "router",
@@ -60,6 +68,8 @@ impl Permission {
         "filesystem",
         "network",
         "exec",
+        "intercept",
+        "identity",
     ];
 
     /// The lowercase name: `database`.
@@ -72,7 +82,14 @@ impl Permission {
             Permission::Filesystem => "filesystem",
             Permission::Network => "network",
             Permission::Exec => "exec",
+            Permission::Intercept => "intercept",
+            Permission::Identity => "identity",
         }
+    }
+
+    /// Whether this is one of plugd's own permissions rather than one of the seed's seven.
+    pub fn is_plugd_addition(self) -> bool {
+        matches!(self, Permission::Intercept | Permission::Identity)
     }
 }
 

@@ -252,6 +252,9 @@ impl ConfigSchema {
     /// - `${ENV_VAR}` in strings (at any depth) is replaced from the environment; an unset
     ///   variable is an error naming it. `$${` writes a literal `${`. A string that came from a
     ///   variable is parsed for `integer`, `float` and `boolean` keys (`"${RETRIES}"` → `3`).
+    ///   Only the operator's values are expanded: a manifest's defaults never are (a manifest
+    ///   that names a variable is refused when it is read), so a plugin's author can never read
+    ///   the host's environment.
     /// - a missing (or `null`) key takes its default; a missing required key is an error;
     /// - types are checked: `integer` accepts integral numbers, `float` any number, `duration`
     ///   a humantime string (`"30s"`, `"24h"`, `"500ms"`);
@@ -263,6 +266,29 @@ impl ConfigSchema {
         self.validate_with_env(config, |name| std::env::var(name).ok())
     }
 
+    /// [`ConfigSchema::validate`] for a config that did not come from the host config file (the
+    /// admin API, a tool): nothing is expanded from the environment, and a `${VAR}` reference is
+    /// an error ([`ConfigErrorKind::EnvNotExpanded`]) rather than a way to read the host's
+    /// environment. `$${` still writes a literal `${`.
+    ///
+    /// ```
+    /// use plugd_manifest::{ConfigField, ConfigSchema, ConfigType};
+    /// use serde_json::{json, Map, Value};
+    ///
+    /// let schema = ConfigSchema::new().field("greeting", ConfigField::new(ConfigType::String));
+    /// let given = |v: Value| v.as_object().cloned().unwrap_or_default();
+    /// let err = schema.validate_untrusted(&given(json!({"greeting": "${HOME}"}))).unwrap_err();
+    /// assert!(err.to_string().starts_with("key 'greeting' refers to environment variable 'HOME'"));
+    /// let ok = schema.validate_untrusted(&given(json!({"greeting": "$${HOME}"}))).unwrap();
+    /// assert_eq!(ok["greeting"], "${HOME}");
+    /// ```
+    pub fn validate_untrusted(
+        &self,
+        config: &Map<String, Value>,
+    ) -> Result<Map<String, Value>, ConfigError> {
+        self.validate_from(config, &|_| None, Origin::Untrusted)
+    }
+
     /// [`ConfigSchema::validate`] with the environment given as a function (for tests, or an
     /// environment that is not the process's).
     pub fn validate_with_env(
@@ -270,10 +296,19 @@ impl ConfigSchema {
         config: &Map<String, Value>,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Map<String, Value>, ConfigError> {
+        self.validate_from(config, &env, Origin::Operator)
+    }
+
+    fn validate_from(
+        &self,
+        config: &Map<String, Value>,
+        env: &dyn Fn(&str) -> Option<String>,
+        origin: Origin,
+    ) -> Result<Map<String, Value>, ConfigError> {
         let mut out = Map::new();
         if self.fields.is_empty() {
             for (key, value) in config {
-                let (value, _) = substitute_value(value, key, &env)?;
+                let (value, _) = substitute_value(value, key, env, origin)?;
                 out.insert(key.clone(), value);
             }
             return Ok(out);
@@ -290,13 +325,17 @@ impl ConfigSchema {
         }
         for (key, field) in &self.fields {
             let given = config.get(key).filter(|v| !v.is_null());
-            let Some(raw) = given.or(field.default.as_ref()) else {
-                if field.required {
+            let (value, from_env) = match (given, &field.default) {
+                (Some(raw), _) => substitute_value(raw, key, env, origin)?,
+                // The manifest's author wrote the default: never expanded from the environment.
+                (None, Some(default)) => {
+                    substitute_value(default, key, &|_| None, Origin::Default)?
+                }
+                (None, None) if field.required => {
                     return Err(ConfigErrorKind::MissingKey(key.clone()).into());
                 }
-                continue;
+                (None, None) => continue,
             };
-            let (value, from_env) = substitute_value(raw, key, &env)?;
             let checked = field.ty.check(&value).or_else(|| match &value {
                 Value::String(s) if from_env => field.ty.coerce(s),
                 _ => None,
@@ -318,18 +357,53 @@ impl ConfigSchema {
         Ok(out)
     }
 
-    /// `config` with the values of secret keys replaced by `"***"`, for display.
+    /// `config` with the values of secret keys replaced by [`REDACTED`], for display (the admin
+    /// API, the dashboard, logs). A secret key without a value stays absent.
+    ///
+    /// ```
+    /// use plugd_manifest::{ConfigField, ConfigSchema, ConfigType, REDACTED};
+    /// use serde_json::json;
+    ///
+    /// let schema = ConfigSchema::new()
+    ///     .field("jwt_secret", ConfigField::new(ConfigType::String).secret())
+    ///     .field("ttl", ConfigField::new(ConfigType::Duration));
+    /// let config = json!({"jwt_secret": "s3cret", "ttl": "1h"}).as_object().cloned().unwrap();
+    /// assert_eq!(json!(schema.redact(&config)), json!({"jwt_secret": REDACTED, "ttl": "1h"}));
+    /// ```
     pub fn redact(&self, config: &Map<String, Value>) -> Map<String, Value> {
         config
             .iter()
             .map(|(k, v)| {
-                let secret = self.fields.get(k).is_some_and(|f| f.secret);
-                let v = if secret {
-                    Value::String("***".into())
+                let v = if self.is_secret(k) {
+                    Value::String(REDACTED.into())
                 } else {
                     v.clone()
                 };
                 (k.clone(), v)
+            })
+            .collect()
+    }
+
+    /// Whether `key` is declared `secret: true`.
+    pub fn is_secret(&self, key: &str) -> bool {
+        self.fields.get(key).is_some_and(|f| f.secret)
+    }
+
+    /// A config to apply, given as [`ConfigSchema::redact`] showed it: every secret key whose
+    /// value is still [`REDACTED`] takes its value from `current`, so an editor can send back what
+    /// it was shown without learning, or wiping, the secret.
+    pub fn unredact(
+        &self,
+        given: &Map<String, Value>,
+        current: &Map<String, Value>,
+    ) -> Map<String, Value> {
+        given
+            .iter()
+            .filter_map(|(k, v)| {
+                if self.is_secret(k) && v.as_str() == Some(REDACTED) {
+                    return current.get(k).map(|c| (k.clone(), c.clone()));
+                }
+                Some((k.clone(), v.clone()))
             })
             .collect()
     }
@@ -346,8 +420,15 @@ impl ConfigSchema {
                     .map_err(|e| format!("{e}, got '{t}' for key '{key}'"))?,
             };
             if let Some(default) = &raw.default {
-                let has_env = matches!(default, Value::String(s) if s.contains("${"));
-                if !default.is_null() && !has_env && ty.check(default).is_none() {
+                if let Some(var) = env_reference(default) {
+                    return Err(format!(
+                        "default of '{key}' refers to environment variable '{var}': a manifest cannot read the host's environment; leave the default out and let the operator set it in the host config (plugins.plugins[].config.{key}: \"${{{var}}}\"), or write $${{ for a literal ${{"
+                    ));
+                }
+                let literal = substitute_value(default, &key, &|_| None, Origin::Default)
+                    .map(|(v, _)| v)
+                    .unwrap_or_else(|_| default.clone());
+                if !default.is_null() && ty.check(&literal).is_none() {
                     return Err(format!(
                         "default of '{key}' must be {}, got {}",
                         ty.describe(),
@@ -457,6 +538,48 @@ pub enum ConfigErrorKind {
         /// The variable.
         var: String,
     },
+    /// `${VAR}` in a value the operator's host config file did not give (the admin API, a
+    /// default): never expanded from the host's environment.
+    #[error(
+        "key '{key}' refers to environment variable '{var}': only the host config file is expanded from the host's environment; set the value there, or write $${{ for a literal ${{"
+    )]
+    EnvNotExpanded {
+        /// The key whose value holds the reference.
+        key: String,
+        /// The variable.
+        var: String,
+    },
+}
+
+/// Who wrote a config value, which decides whether `${VAR}` is expanded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// The operator, in the host config file: expanded.
+    Operator,
+    /// A manifest's author (a default): never expanded (refused when the manifest is read).
+    Default,
+    /// The admin API or another caller: never expanded, refused.
+    Untrusted,
+}
+
+/// What a secret value reads wherever plugd shows it.
+pub const REDACTED: &str = "[redacted]";
+
+/// The first `${VAR}` reference in the strings of `value` (at any depth), if any; `$${` is a
+/// literal and not a reference.
+///
+/// ```
+/// use serde_json::json;
+/// assert_eq!(plugd_manifest::env_reference(&json!({"a": ["x", "${HOME}"]})).as_deref(), Some("HOME"));
+/// assert_eq!(plugd_manifest::env_reference(&json!("$${HOME} costs $5")), None);
+/// ```
+pub fn env_reference(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => substitute(s, &|_: &str| None).err(),
+        Value::Array(items) => items.iter().find_map(env_reference),
+        Value::Object(map) => map.values().find_map(env_reference),
+        _ => None,
+    }
 }
 
 fn suggest(suggestion: &Option<String>) -> String {
@@ -487,13 +610,19 @@ fn describe_value(value: &Value) -> String {
 fn substitute_value(
     value: &Value,
     key: &str,
-    env: &impl Fn(&str) -> Option<String>,
+    env: &dyn Fn(&str) -> Option<String>,
+    origin: Origin,
 ) -> Result<(Value, bool), ConfigError> {
     match value {
         Value::String(s) => {
-            let (text, replaced) = substitute(s, env).map_err(|var| ConfigErrorKind::UnsetEnv {
-                key: key.to_owned(),
-                var,
+            let (text, replaced) = substitute(s, env).map_err(|var| {
+                let key = key.to_owned();
+                match origin {
+                    Origin::Operator => ConfigErrorKind::UnsetEnv { key, var },
+                    Origin::Default | Origin::Untrusted => {
+                        ConfigErrorKind::EnvNotExpanded { key, var }
+                    }
+                }
             })?;
             Ok((Value::String(text), replaced))
         }
@@ -501,7 +630,7 @@ fn substitute_value(
             let mut any = false;
             let mut out = Vec::with_capacity(items.len());
             for item in items {
-                let (v, r) = substitute_value(item, key, env)?;
+                let (v, r) = substitute_value(item, key, env, origin)?;
                 any |= r;
                 out.push(v);
             }
@@ -511,7 +640,7 @@ fn substitute_value(
             let mut any = false;
             let mut out = Map::new();
             for (k, item) in map {
-                let (v, r) = substitute_value(item, key, env)?;
+                let (v, r) = substitute_value(item, key, env, origin)?;
                 any |= r;
                 out.insert(k.clone(), v);
             }
@@ -522,7 +651,7 @@ fn substitute_value(
 }
 
 /// Replace `${VAR}` in `text`; `$${` is a literal `${`. The error is the unset variable.
-fn substitute(text: &str, env: &impl Fn(&str) -> Option<String>) -> Result<(String, bool), String> {
+fn substitute(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<(String, bool), String> {
     if !text.contains("${") {
         return Ok((text.to_owned(), false));
     }
@@ -753,7 +882,7 @@ mod tests {
         let out = schema().redact(&obj(json!({"jwt_secret": "s", "token_ttl": "1h"})));
         assert_eq!(
             Value::Object(out),
-            json!({"jwt_secret": "***", "token_ttl": "1h"})
+            json!({"jwt_secret": REDACTED, "token_ttl": "1h"})
         );
     }
 
@@ -772,9 +901,80 @@ mod tests {
             "{err}"
         );
         let ok = ConfigSchema::from_raw(raw(
-            json!({"k": {"type": "integer", "default": "${N}", "secret": true}}),
+            json!({"k": {"type": "integer", "default": 3, "secret": true}}),
         ))
         .unwrap();
         assert!(ok.fields["k"].secret);
+    }
+
+    /// A manifest is the plugin author's: a default naming the host's environment (the admin
+    /// token, cloud keys) is refused when the manifest is read, at any depth.
+    #[test]
+    fn a_default_naming_the_environment_is_refused() {
+        let raw =
+            |v: Value| -> BTreeMap<String, RawConfigField> { serde_json::from_value(v).unwrap() };
+        for default in [
+            json!("${PLUGD_ADMIN_TOKEN}"),
+            json!("prefix-${HOME}-suffix"),
+            json!(["a", "${AWS_SECRET_ACCESS_KEY}"]),
+            json!({"nested": {"deeper": "${X}"}}),
+        ] {
+            let ty = match &default {
+                Value::Array(_) => "array",
+                Value::Object(_) => "object",
+                _ => "string",
+            };
+            let err =
+                ConfigSchema::from_raw(raw(json!({"theme": {"type": ty, "default": default}})))
+                    .unwrap_err();
+            assert!(
+                err.starts_with("default of 'theme' refers to environment variable '"),
+                "{err}"
+            );
+            assert!(
+                err.contains("a manifest cannot read the host's environment"),
+                "{err}"
+            );
+        }
+        // `$${` is a literal, kept as `${` and never looked up.
+        let schema =
+            ConfigSchema::from_raw(raw(json!({"t": {"type": "string", "default": "$${HOME}"}})))
+                .unwrap();
+        let out = schema
+            .validate_with_env(&Map::new(), |_| Some("leak".into()))
+            .unwrap();
+        assert_eq!(out["t"], "${HOME}");
+    }
+
+    /// A schema built in code (a native plugin's) with such a default still never expands it.
+    #[test]
+    fn defaults_are_never_expanded() {
+        let schema = ConfigSchema::new().field(
+            "t",
+            ConfigField::new(ConfigType::String).with_default("${SECRET}"),
+        );
+        let err = schema
+            .validate_with_env(&Map::new(), |_| Some("leak".into()))
+            .unwrap_err();
+        assert!(
+            matches!(&err.kind, ConfigErrorKind::EnvNotExpanded { var, .. } if var == "SECRET"),
+            "{err}"
+        );
+    }
+
+    /// Config from the admin API is never expanded: `${VAR}` is refused, naming the key.
+    #[test]
+    fn untrusted_config_is_not_expanded() {
+        let err = schema()
+            .validate_untrusted(&obj(json!({"jwt_secret": "${PLUGD_ADMIN_TOKEN}"})))
+            .unwrap_err();
+        assert!(matches!(
+            &err.kind,
+            ConfigErrorKind::EnvNotExpanded { key, var } if key == "jwt_secret" && var == "PLUGD_ADMIN_TOKEN"
+        ));
+        let err = schema()
+            .validate_untrusted(&obj(json!({"jwt_secret": "x", "hosts": ["${HOME}"]})))
+            .unwrap_err();
+        assert!(matches!(err.kind, ConfigErrorKind::EnvNotExpanded { .. }));
     }
 }

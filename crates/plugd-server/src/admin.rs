@@ -486,7 +486,8 @@ pub(crate) async fn reload_config(State(state): State<AppState>) -> Response {
     }
 }
 
-/// A plugin's config in force (its manifest's defaults filled in).
+/// A plugin's config in force (its manifest's defaults filled in), with its `secret: true`
+/// values shown as `"[redacted]"`.
 #[utoipa::path(
     get, path = "/admin/plugins/{name}/config", tag = "plugins",
     params(("name" = String, Path, description = "Plugin name")),
@@ -502,13 +503,15 @@ pub(crate) async fn get_config(
 ) -> Response {
     let config = state
         .host
-        .plugin_config(&name)
-        .map(|c| serde_json::Value::Object((*c).clone()));
+        .plugin_config_redacted(&name)
+        .map(serde_json::Value::Object);
     json_or_404(&name, config)
 }
 
 /// Replace a plugin's config live: validated against the manifest's schema first, then handed to
-/// the plugin (`on_config_change`), kept only if it accepts it.
+/// the plugin (`on_config_change`), kept only if it accepts it. Nothing in it is expanded from the
+/// host's environment (`${VAR}` is refused; write `$${` for a literal `${`), and a secret key
+/// sent back as `"[redacted]"` keeps its value.
 #[utoipa::path(
     put, path = "/admin/plugins/{name}/config", tag = "plugins",
     params(("name" = String, Path, description = "Plugin name")),
@@ -638,6 +641,18 @@ pub(crate) async fn load(
             format!("request body: invalid plugin name '{}'", req.name),
         );
     }
+    // Only the operator's host config file is expanded from the host's environment: a token
+    // holder must not be able to read it through a plugin's config.
+    let given = serde_json::Value::Object(req.config.clone());
+    if let Some(var) = plugd_manifest::env_reference(&given) {
+        return json_error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                "config of plugin '{}': refers to environment variable '{var}': config given through the admin API is not expanded from the host's environment; set it in the host config file, or write $${{ for a literal ${{",
+                req.name
+            ),
+        );
+    }
     let mut entry = plugd_manifest::PluginEntry::new(req.name.clone(), req.path);
     entry.permissions = req.permissions.into_iter().map(|p| (p, true)).collect();
     entry.config = req.config;
@@ -757,15 +772,67 @@ pub(crate) async fn dashboard() -> Response {
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
             (header::CACHE_CONTROL, "no-store"),
+            (header::CONTENT_SECURITY_POLICY, dashboard_csp()),
+            (header::X_FRAME_OPTIONS, "DENY"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::REFERRER_POLICY, "no-referrer"),
+            (
+                header::HeaderName::from_static("cross-origin-opener-policy"),
+                "same-origin",
+            ),
         ],
-        include_str!("dashboard.html"),
+        DASHBOARD,
     )
         .into_response()
+}
+
+const DASHBOARD: &str = include_str!("dashboard.html");
+
+/// The dashboard's Content-Security-Policy: its own inline script and style (by hash) and calls
+/// to its own origin; nothing else loads, nothing frames it, no form posts anywhere.
+pub(crate) fn dashboard_csp() -> &'static str {
+    static CSP: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        let hash = |open: &str, close: &str| {
+            let start = DASHBOARD.find(open).map(|i| i + open.len());
+            let end = DASHBOARD.find(close);
+            let inner = match (start, end) {
+                (Some(a), Some(b)) if a <= b => &DASHBOARD[a..b],
+                _ => "",
+            };
+            use base64::Engine;
+            use sha2::Digest;
+            let digest = sha2::Sha256::digest(inner.as_bytes());
+            format!(
+                "'sha256-{}'",
+                base64::engine::general_purpose::STANDARD.encode(digest)
+            )
+        };
+        format!(
+            "default-src 'none'; script-src {}; style-src {}; connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+            hash("<script>", "</script>"),
+            hash("<style>", "</style>")
+        )
+    });
+    &CSP
 }
 
 /// `/admin` without the slash: the dashboard.
 pub(crate) async fn dashboard_redirect() -> Response {
     axum::response::Redirect::permanent("/admin/").into_response()
+}
+
+/// `/admin` on the main listener when the admin API has a listener of its own: a JSON 404 that
+/// says where it is.
+pub(crate) async fn elsewhere(State(state): State<AppState>, request: Request) -> Response {
+    let at = state.host.config().admin.listen_addr().unwrap_or_default();
+    json_error(
+        StatusCode::NOT_FOUND,
+        format!(
+            "no endpoint {} {} here: the admin API and dashboard are served on their own listener, admin.listen ({at})",
+            request.method(),
+            request.uri().path()
+        ),
+    )
 }
 
 /// Any other `/admin` path: a JSON 404.

@@ -1,9 +1,12 @@
 //! The axum application: host routes first, plugins for everything else.
 //!
-//! Listeners: the main one (`server.listen`) serves `/healthz`, `/metrics`, the admin API and
-//! dashboard under `/admin` and every plugin route. With `admin.listen` set, the admin API and
-//! dashboard move to that listener (with `/healthz` and `/metrics` beside them) and the main one
-//! no longer answers `/admin` (plugins never see it either: it is a JSON 404).
+//! Listeners: the main one (`server.listen`) serves `/healthz`, `/metrics` and every plugin
+//! route; the admin API and dashboard are on a listener of their own (`admin.listen`, default
+//! `127.0.0.1:8081`), an origin no plugin answers on, so nothing a plugin serves (a script, a
+//! service worker) can reach the dashboard's token. The main listener answers `/admin` with a
+//! JSON 404 (plugins never see it). With `admin.listen: shared` the admin API is served on the
+//! main listener instead, and the host refuses service worker scripts from plugins and strips
+//! `Service-Worker-Allowed` from their responses.
 
 use std::future::Future;
 use std::sync::LazyLock;
@@ -33,6 +36,8 @@ pub(crate) struct AppState {
     pub(crate) host: Host,
     pub(crate) admin: AdminToken,
     body_limit: usize,
+    /// `admin.listen: shared`: the dashboard shares this origin with the plugins.
+    shared_origin: bool,
 }
 
 #[derive(OpenApi)]
@@ -146,25 +151,27 @@ fn host_routes(state: &AppState) -> Router<AppState> {
 
 fn state(host: Host, admin: AdminToken) -> AppState {
     let body_limit = usize::try_from(host.config().server.body_limit).unwrap_or(usize::MAX);
+    let shared_origin = host.config().admin.is_shared();
     AppState {
         host,
         admin,
         body_limit,
+        shared_origin,
     }
 }
 
-/// The main listener's application: `/healthz`, `/metrics`, `/admin/*` (unless `admin.listen` is
-/// set: see [`admin_router`]), and plugin dispatch for every other path.
+/// The main listener's application: `/healthz`, `/metrics`, and plugin dispatch for every other
+/// path. `/admin` is a JSON 404 here (the admin API has a listener of its own, see
+/// [`admin_router`]) unless the operator chose `admin.listen: shared`.
 pub fn router(host: Host, admin: AdminToken) -> Router {
-    let separate = host.config().admin.listen.is_some();
     let state = state(host, admin);
     let mut app = host_routes(&state);
-    app = if separate {
-        // The admin API lives on its own listener: `/admin` is nobody's here, not a plugin's.
-        app.route("/admin", any(admin::unknown))
-            .route("/admin/{*rest}", any(admin::unknown))
-    } else {
+    app = if state.shared_origin {
         app.merge(admin_routes(&state))
+    } else {
+        // The admin API lives on its own listener: `/admin` is nobody's here, not a plugin's.
+        app.route("/admin", any(admin::elsewhere))
+            .route("/admin/{*rest}", any(admin::elsewhere))
     };
     app.fallback(dispatch).with_state(state)
 }
@@ -180,8 +187,8 @@ pub fn admin_router(host: Host, admin: AdminToken) -> Router {
 }
 
 /// Serve until `shutdown` resolves, then stop every plugin (reverse start order) and return.
-/// The admin API is served on `listener` under `/admin` (see [`serve_with_admin`] for
-/// `admin.listen`).
+/// Only the main listener: the admin API is not served (see [`serve_with_admin`]) unless the
+/// config says `admin.listen: shared`, in which case it is on `listener` under `/admin`.
 pub async fn serve(
     host: Host,
     admin: AdminToken,
@@ -191,8 +198,8 @@ pub async fn serve(
     serve_with_admin(host, admin, listener, None, shutdown).await
 }
 
-/// [`serve`], with the admin API on a listener of its own when `admin_listener` is given
-/// (`admin.listen`). Both stop when `shutdown` resolves; then every plugin is stopped.
+/// [`serve`], with the admin API and dashboard on `admin_listener` (bound to `admin.listen`).
+/// Both stop when `shutdown` resolves; then every plugin is stopped.
 pub async fn serve_with_admin(
     host: Host,
     admin: AdminToken,
@@ -201,16 +208,7 @@ pub async fn serve_with_admin(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let app = if admin_listener.is_some() {
-        router(host.clone(), admin.clone())
-    } else {
-        // No second listener: serve the admin API here even if `admin.listen` is set.
-        let state = state(host.clone(), admin.clone());
-        host_routes(&state)
-            .merge(admin_routes(&state))
-            .fallback(dispatch)
-            .with_state(state)
-    };
+    let app = router(host.clone(), admin.clone());
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
@@ -271,8 +269,33 @@ async fn metrics(State(state): State<AppState>) -> Response {
     r
 }
 
+/// Whether a request path holds a `.` or `..` segment (also percent-encoded): such a path means
+/// another path to whoever normalizes it, so a plugin scoped to `/api/**` could be shown
+/// `/api/../admin`. plugd routes the path as sent and refuses these (browsers never send them).
+fn has_dot_segment(path: &str) -> bool {
+    path.split('/').any(|segment| {
+        let decoded = segment.to_ascii_lowercase().replace("%2e", ".");
+        decoded == "." || decoded == ".."
+    })
+}
+
 /// Everything else goes through the plugins.
 async fn dispatch(State(state): State<AppState>, request: Request) -> Response {
+    if has_dot_segment(request.uri().path()) {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "the request path holds a '.' or '..' segment",
+        );
+    }
+    // On an origin shared with the dashboard a plugin must not install a service worker: it
+    // would sit over /admin/ and read the token (browsers fetch worker scripts with this header).
+    if state.shared_origin && request.headers().contains_key("service-worker") {
+        tracing::warn!(path = %request.uri().path(), "refused a service worker script on the origin shared with the admin API (admin.listen: shared)");
+        return json_error(
+            StatusCode::FORBIDDEN,
+            "service workers are refused on this origin: it serves the admin dashboard (admin.listen: shared)",
+        );
+    }
     let (parts, body) = request.into_parts();
     let body = match axum::body::to_bytes(body, state.body_limit).await {
         Ok(b) => b,
@@ -294,9 +317,34 @@ async fn dispatch(State(state): State<AppState>, request: Request) -> Response {
         ex.headers.remove(axum::http::header::AUTHORIZATION);
     }
     ex.body = body;
-    let r = state.host.dispatcher().handle(ex).await;
+    let mut r = state.host.dispatcher().handle(ex).await;
+    if state.shared_origin {
+        r.headers.remove("service-worker-allowed");
+    }
     let mut response = Response::new(Body::from(r.body));
     *response.status_mut() = r.status;
     *response.headers_mut() = r.headers;
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dot_segments_are_found_in_any_spelling() {
+        for path in [
+            "/a/../b",
+            "/a/./b",
+            "/..",
+            "/a/%2e%2E/b",
+            "/a/%2e/b",
+            "/a/.%2e",
+        ] {
+            assert!(has_dot_segment(path), "{path}");
+        }
+        for path in ["/a/b", "/a/..b", "/a/.well-known/x", "/a/b.", "/"] {
+            assert!(!has_dot_segment(path), "{path}");
+        }
+    }
 }

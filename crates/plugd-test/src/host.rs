@@ -7,8 +7,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use plugd_core::{
-    Action, Event, Exchange, HookType, Host, Plugin, PluginError, PluginInfo, PluginStore, Stage,
-    Status,
+    Action, Event, Exchange, HookType, Host, Plugin, PluginError, PluginInfo, PluginStore, Status,
 };
 use plugd_manifest::{HostConfig, LimitsOverride, Manifest, Permission, PluginEntry};
 use serde_json::{Map, Value};
@@ -384,13 +383,8 @@ impl TestHost {
         hook: HookType,
         request: impl Into<TestRequest>,
     ) -> Result<HookOutcome, PluginError> {
-        let p = self
-            .host
-            .plugin(plugin)
-            .ok_or_else(|| PluginError::Unavailable(format!("no plugin '{plugin}' loaded")))?;
         let mut exchange = request.into().into_exchange();
-        exchange.stage = Stage::Hook(hook);
-        let action = p.on_hook(hook, &mut exchange).await?;
+        let action = self.host.call_hook(plugin, hook, &mut exchange).await?;
         Ok(HookOutcome { action, exchange })
     }
 

@@ -276,13 +276,10 @@ impl wit::http::HostExchange for InstanceState {
         self.exchange(&r).error.clone()
     }
     fn identity(&mut self, r: Resource<Exchange>) -> Option<types::Identity> {
-        self.exchange(&r)
-            .identity
-            .as_ref()
-            .map(|i| types::Identity {
-                subject: i.subject.clone(),
-                roles: i.roles.clone(),
-            })
+        self.exchange(&r).identity().map(|i| types::Identity {
+            subject: i.subject.clone(),
+            roles: i.roles.clone(),
+        })
     }
     fn set_identity(
         &mut self,

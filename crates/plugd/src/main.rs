@@ -50,6 +50,10 @@ enum Command {
         /// Listen address, overriding `server.listen`.
         #[arg(long)]
         listen: Option<String>,
+        /// Listen address of the admin API and dashboard, overriding `admin.listen`
+        /// (default 127.0.0.1:8081; `shared` serves them on the main listener).
+        #[arg(long)]
+        admin_listen: Option<String>,
     },
     /// Validate a plugin manifest (a plugin directory or a manifest file): prints `ok` or the error.
     Validate {
@@ -208,11 +212,15 @@ fn main() -> ExitCode {
             clap_complete::generate(shell, &mut Cli::command(), "plugd", &mut std::io::stdout());
             Ok(())
         }
-        Command::Serve { config, listen } => tokio::runtime::Builder::new_multi_thread()
+        Command::Serve {
+            config,
+            listen,
+            admin_listen,
+        } => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
             .context("cannot start the async runtime")
-            .and_then(|rt| rt.block_on(serve(config.as_deref(), listen))),
+            .and_then(|rt| rt.block_on(serve(config.as_deref(), listen, admin_listen))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -260,7 +268,62 @@ fn check(path: &Path, json: bool) -> anyhow::Result<()> {
             println!("  {name}: {}", deps.join(", "));
         }
     }
+    println!("grants:");
+    for name in &report.start_order {
+        if let Some(g) = report.grants.get(name) {
+            print_grants(name, g);
+        }
+    }
     Ok(())
+}
+
+/// One plugin's grants, as `plugd check` prints them: what it may do, for an operator to review.
+fn print_grants(name: &str, g: &plugd::GrantReport) {
+    let names =
+        |ps: &[plugd::Permission]| ps.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(", ");
+    let permissions = if g.permissions.is_empty() {
+        "(no permissions)".to_string()
+    } else {
+        names(&g.permissions)
+    };
+    println!("  {name}: {permissions}");
+    if !g.not_granted.is_empty() {
+        println!("    declared, not granted: {}", names(&g.not_granted));
+    }
+    let hooks = if g.request_hooks.is_empty() {
+        String::new()
+    } else {
+        let list: Vec<&str> = g.request_hooks.iter().map(|h| h.as_str()).collect();
+        format!(" (declared hooks: {})", list.join(", "))
+    };
+    println!("    requests seen: {}{hooks}", g.requests.join(", "));
+    if g.identity {
+        println!("    sets the request identity (required roles trust it)");
+    }
+    if !g.hidden_headers.is_empty() {
+        println!(
+            "    headers hidden from it: {}",
+            g.hidden_headers.join(", ")
+        );
+    }
+    let policy = match g.failure_policy {
+        plugd::manifest::FailurePolicy::FailOpen => "fail_open",
+        plugd::manifest::FailurePolicy::FailClosed => "fail_closed",
+    };
+    println!("    when it cannot run: {policy}");
+    if !g.network_allow.is_empty() {
+        println!("    network.allow: {}", g.network_allow.join(", "));
+    }
+    if let Some(list) = g.exec_allow.as_array().filter(|l| !l.is_empty()) {
+        let shown: Vec<String> = list
+            .iter()
+            .map(|v| match v {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+            .collect();
+        println!("    exec.allow: {}", shown.join("; "));
+    }
 }
 
 async fn run(config: &Path, plugin: &str, command: &str, args: &[String]) -> anyhow::Result<()> {
@@ -320,13 +383,20 @@ fn discover(dir: &Path, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn serve(config: Option<&Path>, listen: Option<String>) -> anyhow::Result<()> {
+async fn serve(
+    config: Option<&Path>,
+    listen: Option<String>,
+    admin_listen: Option<String>,
+) -> anyhow::Result<()> {
     let mut config = match config {
         Some(path) => HostConfig::from_path(path)?,
         None => HostConfig::default(),
     };
     if let Some(listen) = listen {
         config.server.listen = listen;
+    }
+    if let Some(listen) = admin_listen {
+        config.admin.listen = Some(listen);
     }
     let listen = config.server.listen.clone();
     let admin_listen = config.admin.listen_addr();
@@ -366,13 +436,13 @@ async fn serve(config: Option<&Path>, listen: Option<String>) -> anyhow::Result<
         Some(admin_listen) => {
             let l = tokio::net::TcpListener::bind(admin_listen)
                 .await
-                .with_context(|| format!("cannot listen on {admin_listen} (admin.listen)"))?;
+                .with_context(|| format!("cannot listen on {admin_listen} for the admin API (admin.listen, default {}; choose another address with admin.listen or --admin-listen)", plugd::manifest::AdminConfig::DEFAULT_LISTEN))?;
             let admin_addr = l.local_addr()?;
-            tracing::info!(%addr, %admin_addr, "plugd listening; admin API and dashboard on http://{admin_addr}/admin/ only");
+            tracing::info!(%addr, %admin_addr, "plugd listening on http://{addr}; admin API and dashboard on http://{admin_addr}/admin/");
             Some(l)
         }
         None => {
-            tracing::info!(%addr, "plugd listening; admin API and dashboard on http://{addr}/admin/");
+            tracing::warn!(%addr, "plugd listening; admin API and dashboard on http://{addr}/admin/, the origin plugins answer on (admin.listen: shared): plugins' service workers are refused");
             None
         }
     };

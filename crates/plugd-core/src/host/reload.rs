@@ -418,19 +418,16 @@ impl Host {
         self.publish(&plugins);
     }
 
-    /// Step 7: while the grace period lasts, a new version whose errors reach its threshold is
-    /// replaced by the previous one. Afterwards the previous version is dropped (its memory is
-    /// returned once no request holds it).
+    /// Step 7: while the grace period lasts, a new version that crashes
+    /// `reload.rollback_on_crashes` times is replaced by the previous one (when the operator
+    /// turned that on). Only crashes count — traps, never errors a client can provoke — so a
+    /// flood of requests the new version rightly refuses cannot roll a fix back. Afterwards the
+    /// previous version is dropped (its memory is returned once no request holds it).
     fn watch_grace_period(&self, old: Arc<Loaded>, new: Arc<Loaded>) {
-        let grace = self.inner.config.plugins.reload.grace_period;
-        let max_errors = new
-            .entry
-            .read()
-            .as_ref()
-            .map(|e| self.inner.config.plugins.error_threshold_for(e).max_errors)
-            .unwrap_or(self.inner.config.plugins.error_threshold.max_errors)
-            .max(1);
-        let baseline = new.state.error_count();
+        let reload = &self.inner.config.plugins.reload;
+        let grace = reload.grace_period;
+        let max_crashes = reload.rollback_on_crashes.map(|n| u64::from(n.max(1)));
+        let baseline = new.state.crash_count();
         let host = self.clone();
         let name = new.name.clone();
         drop(old);
@@ -442,9 +439,11 @@ impl Host {
                 if !host.find(&name).is_some_and(|p| Arc::ptr_eq(&p, &new)) {
                     return;
                 }
-                let errors = new.state.error_count().saturating_sub(baseline);
-                if errors >= max_errors {
-                    tracing::error!(plugin = %name, errors, max_errors, "the new version v{} crashed within the grace period", version_of(&new));
+                let crashes = new.state.crash_count().saturating_sub(baseline);
+                if let Some(max) = max_crashes
+                    && crashes >= max
+                {
+                    tracing::error!(plugin = %name, crashes, max, "the new version v{} crashed {crashes} times within the grace period (reload.rollback_on_crashes)", version_of(&new));
                     if let Err(e) = host.rollback_plugin(&name).await {
                         tracing::error!(plugin = %name, error = %e, "grace-period rollback failed");
                     }

@@ -91,7 +91,7 @@ impl Host {
             let old = p.entry.read().clone();
             let Some(old) = old else {
                 // A native plugin: only its config can change live.
-                if let Err(e) = self.update_plugin_config(&name, &entry.config).await {
+                if let Err(e) = self.apply_plugin_config(&name, &entry.config).await {
                     report.rejected.push((name, e.to_string()));
                 } else if self.plugin_config(&name).as_deref() != Some(&entry.config) {
                     report.reconfigured.push(name);
@@ -130,7 +130,7 @@ impl Host {
             let was_off = matches!(p.state.status(), Status::Disabled);
             if was_off {
                 *p.entry.write() = Some(entry.clone());
-                if let Err(e) = self.update_plugin_config(&name, &entry.config).await {
+                if let Err(e) = self.apply_plugin_config(&name, &entry.config).await {
                     report.rejected.push((name, e.to_string()));
                     continue;
                 }
@@ -141,7 +141,7 @@ impl Host {
                 continue;
             }
             if old.config != entry.config {
-                match self.update_plugin_config(&name, &entry.config).await {
+                match self.apply_plugin_config(&name, &entry.config).await {
                     Ok(()) => {
                         *p.entry.write() = Some(entry.clone());
                         report.reconfigured.push(name);

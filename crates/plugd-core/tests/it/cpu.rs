@@ -121,7 +121,7 @@ async fn guarded(
         .config(config(
             dir.path(),
             &format!(
-                "plugins:\n  plugins:\n    - name: guard\n      failure_policy: {policy}\n      limits: {{ max_cpu_percent: 50 }}\n"
+                "plugins:\n  plugins:\n    - name: guard\n      failure_policy: {policy}\n      permissions: [intercept]\n      limits: {{ max_cpu_percent: 50 }}\n"
             ),
         ))
         .native(manifest("guard", ""), guard)

@@ -1,5 +1,6 @@
 //! The manager with native plugins: lifecycle order, hook semantics, failure handling.
 
+mod authority;
 mod capabilities;
 mod cpu;
 mod events;

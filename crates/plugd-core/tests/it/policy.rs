@@ -59,7 +59,7 @@ async fn a_failing_hook_is_skipped_under_fail_open_and_answers_503_under_fail_cl
         guard.hooks = vec![(HookType::PreRequest, 300)];
         guard.fail_hook = true;
         let (host, _dir) = host(
-            &format!("    - name: guard\n      failure_policy: {policy}\n      permissions: {{ router: true }}\n"),
+            &format!("    - name: guard\n      failure_policy: {policy}\n      permissions: {{ router: true, intercept: true }}\n"),
             guard,
             &j,
         )
@@ -67,7 +67,15 @@ async fn a_failing_hook_is_skipped_under_fail_open_and_answers_503_under_fail_cl
         let r = get(&host).await;
         assert_eq!(r.status, status, "{policy}");
         if status == 503 {
-            assert_eq!(message(&r), "plugin 'guard' failed: hook refused");
+            // The client learns who failed and a request id, never the plugin's own text.
+            assert!(
+                message(&r).starts_with(
+                    "plugin 'guard' failed (its pre_request hook could not check the request); request id "
+                ),
+                "{}",
+                message(&r)
+            );
+            assert!(!message(&r).contains("hook refused"));
             assert!(!j.lock().iter().any(|e| e == "app:handle /x"));
         } else {
             assert!(j.lock().iter().any(|e| e == "app:handle /x"));
@@ -85,7 +93,7 @@ async fn a_failing_middleware_follows_the_policy_too() {
         guard.middleware = Some((100, &[]));
         guard.fail_hook = true;
         let (host, _dir) = host(
-            &format!("    - name: guard\n      failure_policy: {policy}\n      permissions: {{ router: true }}\n"),
+            &format!("    - name: guard\n      failure_policy: {policy}\n      permissions: {{ router: true, intercept: true }}\n"),
             guard,
             &j,
         )
@@ -93,7 +101,13 @@ async fn a_failing_middleware_follows_the_policy_too() {
         let r = get(&host).await;
         assert_eq!(r.status, status, "{policy}");
         if status == 503 {
-            assert_eq!(message(&r), "plugin 'guard' failed: middleware refused");
+            assert!(
+                message(&r).starts_with(
+                    "plugin 'guard' failed (its middleware could not check the request); request id "
+                ),
+                "{}",
+                message(&r)
+            );
         }
         assert!(
             !j.lock().iter().any(|e| e == "guard:mw response"),
@@ -112,7 +126,7 @@ async fn a_plugin_in_error_is_skipped_under_fail_open_and_answers_503_under_fail
         guard.hooks = vec![(HookType::PreRequest, 300)];
         guard.fail_start = true;
         let (host, _dir) = host(
-            &format!("    - name: guard\n      failure_policy: {policy}\n      permissions: {{ router: true }}\n"),
+            &format!("    - name: guard\n      failure_policy: {policy}\n      permissions: {{ router: true, intercept: true }}\n"),
             guard,
             &j,
         )

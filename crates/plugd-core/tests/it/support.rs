@@ -251,9 +251,15 @@ impl Plugin for Recorder {
     }
 }
 
+/// A native plugin's manifest declaring `router` and `intercept` (its hooks see every request).
 pub fn manifest(name: &str, extra: &str) -> Manifest {
+    manifest_with(name, "router, intercept", extra)
+}
+
+/// A native plugin's manifest declaring exactly `permissions` (a comma-separated list).
+pub fn manifest_with(name: &str, permissions: &str, extra: &str) -> Manifest {
     Manifest::from_str(
-        &format!("name: {name}\nversion: 1.0.0\ndescription: test\nauthor: plugd\npermissions: {{ router: true }}\n{extra}"),
+        &format!("name: {name}\nversion: 1.0.0\ndescription: test\nauthor: plugd\npermissions: [{permissions}]\n{extra}"),
         Format::Yaml,
         None,
     )

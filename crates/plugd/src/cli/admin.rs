@@ -15,8 +15,8 @@ pub struct Remote {
     /// The server's host config: used to find its address and admin token.
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// The server's base URL (default: admin.listen or server.listen of the config, else
-    /// http://127.0.0.1:8080).
+    /// The admin API's base URL (default: admin.listen of the config, else
+    /// http://127.0.0.1:8081; server.listen when admin.listen is `shared`).
     #[arg(long, global = true)]
     pub server: Option<String>,
     /// The admin token (default: admin.token, PLUGD_ADMIN_TOKEN, or <data_dir>/admin-token).

@@ -9,8 +9,8 @@ pub mod reload;
 use plugd::manifest::HostConfig;
 
 /// The running server's base URL and admin token, as `plugd serve` with `config` would have
-/// them: `--server`, else `admin.listen`, else `server.listen` (a wildcard address becomes
-/// loopback); `--token`, else `admin.token`, else `PLUGD_ADMIN_TOKEN`, else the token file a
+/// them: `--server`, else `admin.listen` (default 127.0.0.1:8081), else `server.listen` when
+/// `admin.listen` is `shared` (a wildcard address becomes loopback); `--token`, else `admin.token`, else `PLUGD_ADMIN_TOKEN`, else the token file a
 /// server writes into its data directory.
 pub fn server_and_token(
     server: Option<&str>,
@@ -24,7 +24,7 @@ pub fn server_and_token(
                     .listen_addr()
                     .unwrap_or_else(|| c.server.listen.clone())
             })
-            .unwrap_or_else(|| "127.0.0.1:8080".into());
+            .unwrap_or_else(|| plugd::manifest::AdminConfig::DEFAULT_LISTEN.into());
         let listen = listen
             .replace("0.0.0.0:", "127.0.0.1:")
             .replace("[::]:", "[::1]:");

@@ -130,8 +130,8 @@ pub struct TargetArgs {
 /// Which running server to ask for a reload.
 #[derive(Debug, Args)]
 pub struct ReloadArgs {
-    /// The server's base URL (default: admin.listen or server.listen of --config, else
-    /// http://127.0.0.1:8080).
+    /// The admin API's base URL (default: admin.listen of --config, else
+    /// http://127.0.0.1:8081; server.listen when admin.listen is `shared`).
     #[arg(long)]
     server: Option<String>,
     /// The admin token (default: admin.token of --config, PLUGD_ADMIN_TOKEN, or

@@ -16,8 +16,8 @@ pub struct ReloadCommand {
     /// (`plugd reload --config`). With NAME: only used to find the server and its token.
     #[arg(long, num_args = 0..=1, default_missing_value = "plugd.yaml", value_name = "FILE")]
     config: Option<PathBuf>,
-    /// The server's base URL (default: admin.listen or server.listen of the config, else
-    /// http://127.0.0.1:8080).
+    /// The admin API's base URL (default: admin.listen of the config, else
+    /// http://127.0.0.1:8081; server.listen when admin.listen is `shared`).
     #[arg(long)]
     server: Option<String>,
     /// The admin token (default: admin.token, PLUGD_ADMIN_TOKEN, or <data_dir>/admin-token).

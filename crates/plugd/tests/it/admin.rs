@@ -7,12 +7,12 @@ use crate::support::{TOKEN, TestServer, examples_config};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_needs_the_token() {
     let server = TestServer::start(&examples_config()).await;
-    let r = server.get("/admin/plugins").await;
+    let r = server.admin_raw("/admin/plugins").await;
     assert_eq!(r.status(), 401);
     assert!(r.headers().contains_key("www-authenticate"));
     let r = server
         .client
-        .get(format!("{}/admin/plugins", server.url))
+        .get(format!("{}/admin/plugins", server.admin_url))
         .bearer_auth(format!("{TOKEN}x"))
         .send()
         .await
@@ -169,7 +169,7 @@ async fn plugins_never_see_the_admin_token() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_manages_plugins() {
     let server = TestServer::start(&examples_config()).await;
-    let url = |p: &str| format!("{}{p}", server.url);
+    let url = |p: &str| format!("{}{p}", server.admin_url);
     let c = &server.client;
 
     // Every endpoint needs the token.
@@ -361,7 +361,7 @@ async fn admin_reloads_disables_and_enables() {
     let server = TestServer::start(&examples_config()).await;
     let c = &server.client;
     let post = |path: &str| {
-        c.post(format!("{}{path}", server.url))
+        c.post(format!("{}{path}", server.admin_url))
             .bearer_auth(TOKEN)
             .send()
     };
@@ -459,7 +459,7 @@ async fn admin_reloads_disables_and_enables() {
     assert_eq!(r.status(), 404);
     assert_eq!(r.json::<Value>().await.unwrap()["error"], "not_found");
     let r = c
-        .patch(format!("{}/admin/plugins/hello", server.url))
+        .patch(format!("{}/admin/plugins/hello", server.admin_url))
         .bearer_auth(TOKEN)
         .send()
         .await
@@ -475,12 +475,12 @@ async fn admin_reloads_disables_and_enables() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openapi_and_dashboard_need_no_token() {
     let server = TestServer::start(&examples_config()).await;
-    let r = server.get("/admin/openapi.json").await;
+    let r = server.admin_raw("/admin/openapi.json").await;
     assert_eq!(r.status(), 200);
     let doc: Value = r.json().await.unwrap();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
     assert!(doc["paths"]["/admin/plugins/{name}/reload"]["post"].is_object());
-    let r = server.get("/admin/").await;
+    let r = server.admin_raw("/admin/").await;
     assert_eq!(r.status(), 200);
     assert!(
         r.headers()["content-type"]
@@ -495,7 +495,7 @@ async fn openapi_and_dashboard_need_no_token() {
         "no external resources"
     );
     // The page is public; the data it shows is not.
-    assert_eq!(server.get("/admin/plugins").await.status(), 401);
+    assert_eq!(server.admin_raw("/admin/plugins").await.status(), 401);
     server.stop().await;
 }
 

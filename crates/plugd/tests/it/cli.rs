@@ -55,7 +55,7 @@ fn serve_stops_plugins_in_reverse_order_on_sigterm() {
     std::fs::write(
         &config,
         format!(
-            "server: {{ listen: '127.0.0.1:0' }}\ndata_dir: ./data\nplugins:\n  plugins:\n    - name: gatekeeper\n      path: '{}'\n      priority: security\n    - name: hello\n      path: '{}'\n      permissions: {{ router: true }}\n",
+            "server: {{ listen: '127.0.0.1:0' }}\nadmin: {{ listen: '127.0.0.1:0' }}\ndata_dir: ./data\nplugins:\n  plugins:\n    - name: gatekeeper\n      path: '{}'\n      priority: security\n      permissions: {{ intercept: true }}\n    - name: hello\n      path: '{}'\n      permissions: {{ router: true }}\n",
             example("gatekeeper").display(),
             example("hello").display()
         ),
@@ -99,6 +99,14 @@ fn serve_stops_plugins_in_reverse_order_on_sigterm() {
     // The generated admin token is in the data dir, private.
     let token = std::fs::read_to_string(dir.path().join("data/admin-token")).unwrap();
     assert_eq!(token.len(), 64);
+    // The admin API is on its own listener, not on the one plugins answer on.
+    let admin_addr = listening
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("admin_addr="))
+        .unwrap_or_else(|| panic!("no admin_addr in {listening:?}"));
+    assert_ne!(admin_addr, addr);
+    assert!(http_get(addr, "/admin/").starts_with("HTTP/1.1 404"));
+    assert!(http_get(admin_addr, "/admin/").starts_with("HTTP/1.1 200"));
 
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -561,9 +569,12 @@ fn seed_errors_in_every_format() {
 /// Run `plugd ARGS… --server URL --token TOKEN` against a test server, off the async workers.
 async fn remote(server: &crate::support::TestServer, args: &[&str]) -> (bool, String, String) {
     let mut command = plugd();
-    command
-        .args(args)
-        .args(["--server", &server.url, "--token", crate::support::TOKEN]);
+    command.args(args).args([
+        "--server",
+        &server.admin_url,
+        "--token",
+        crate::support::TOKEN,
+    ]);
     let out = tokio::task::spawn_blocking(move || command.output().unwrap())
         .await
         .unwrap();
@@ -609,7 +620,7 @@ async fn the_admin_commands_talk_to_a_running_server() {
 
     // A wrong token is a clear error, not a crash.
     let mut command = plugd();
-    command.args(["list", "--server", &server.url, "--token", "wrong"]);
+    command.args(["list", "--server", &server.admin_url, "--token", "wrong"]);
     let out = tokio::task::spawn_blocking(move || command.output().unwrap())
         .await
         .unwrap();

@@ -217,10 +217,11 @@ plugins:
   plugins:
     - name: auth
       path: "{auth}"
-      permissions: {{ router: true }}
+      permissions: {{ router: true, intercept: true, identity: true }}
     - name: gatekeeper
       path: "{gatekeeper}"
       priority: security
+      permissions: {{ intercept: true }}
     - name: hello
       path: "{hello}"
       permissions: {{ router: true }}
@@ -240,7 +241,7 @@ async fn dashboard_in_headless_chromium() {
         .call(
             "POST",
             "/url",
-            json!({"url": format!("{}/admin/", server.url)}),
+            json!({"url": format!("{}/admin/", server.admin_url)}),
         )
         .await;
     let title = driver.call("GET", "/title", Value::Null).await;

@@ -44,7 +44,7 @@ async fn until(what: &str, mut cond: impl AsyncFnMut() -> bool) {
 async fn post(server: &TestServer, path: &str) -> reqwest::Response {
     server
         .client
-        .post(format!("{}{path}", server.url))
+        .post(format!("{}{path}", server.admin_url))
         .bearer_auth(TOKEN)
         .send()
         .await
@@ -141,7 +141,7 @@ async fn traps_past_the_threshold_disable_a_wasm_plugin_until_the_operator_enabl
     assert_eq!(server.get("/plugins/hello/greet").await.status(), 503);
     let r = server
         .client
-        .post(format!("{}/admin/plugins/hello/enable", server.url))
+        .post(format!("{}/admin/plugins/hello/enable", server.admin_url))
         .send()
         .await
         .unwrap();
@@ -180,7 +180,7 @@ async fn supervision_brings_a_wasm_plugin_back_once_its_config_is_fixed() {
     // The operator fixes the config; the next restart starts it.
     let r = server
         .client
-        .put(format!("{}/admin/plugins/trapper/config", server.url))
+        .put(format!("{}/admin/plugins/trapper/config", server.admin_url))
         .bearer_auth(TOKEN)
         .json(&serde_json::json!({"fail_start": false}))
         .send()

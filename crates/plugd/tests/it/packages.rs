@@ -278,7 +278,7 @@ async fn pack_sign_catalog_install_serve_update_rollback() {
             "--config".into(),
             s(&config),
             "--server".into(),
-            server.url.clone(),
+            server.admin_url.clone(),
             "--token".into(),
             TOKEN.into(),
         ]);

@@ -82,7 +82,7 @@ async fn version(server: &TestServer) -> (u16, Value) {
 async fn admin_post(server: &TestServer, path: &str, body: Option<Value>) -> (u16, Value) {
     let mut req = server
         .client
-        .post(format!("{}{path}", server.url))
+        .post(format!("{}{path}", server.admin_url))
         .bearer_auth(TOKEN);
     if let Some(b) = body {
         req = req.json(&b);
@@ -245,7 +245,7 @@ async fn reject_strategy_answers_503_only_while_the_swap_runs() {
     let reload = {
         let (client, url) = (
             server.client.clone(),
-            format!("{}/admin/plugins/reloader/reload", server.url),
+            format!("{}/admin/plugins/reloader/reload", server.admin_url),
         );
         tokio::spawn(async move {
             client
@@ -331,11 +331,16 @@ async fn a_version_that_fails_to_init_or_start_is_rolled_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_version_that_crashes_within_the_grace_period_is_rolled_back() {
     let dir = PluginDir::new();
-    let server = TestServer::start(&config(&dir.path, "{ grace_period: 30s }", "")).await;
+    let server = TestServer::start(&config(
+        &dir.path,
+        "{ grace_period: 30s, rollback_on_crashes: 3 }",
+        "",
+    ))
+    .await;
     dir.write_version("2.0.0", "v2", "trap", true);
     let (status, body) = admin_post(&server, "/admin/plugins/reloader/reload", None).await;
     assert_eq!(status, 200, "v2 comes up: {body}");
-    // It traps on requests: after max_errors (3) the previous version comes back.
+    // It traps on requests: after 3 crashes the previous version comes back.
     eventually("version 1 serves again", || async {
         matches!(version(&server).await, (200, b) if b["label"] == "v1")
     })
@@ -347,6 +352,55 @@ async fn a_version_that_crashes_within_the_grace_period_is_rolled_back() {
         .await
         .unwrap();
     assert_eq!(info["version"], "1.0.0");
+    server.stop().await;
+}
+
+/// A security fix that refuses the exploit it fixes answers errors to every attempt: those are
+/// not crashes, and 100 of them must not roll the host back to the vulnerable version. Nor does
+/// a crashing version roll back unless the operator turned `rollback_on_crashes` on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_a_client_provokes_never_roll_a_new_version_back() {
+    let dir = PluginDir::new();
+    let server = TestServer::start(&config(
+        &dir.path,
+        "{ grace_period: 30s, rollback_on_crashes: 3 }",
+        "",
+    ))
+    .await;
+    dir.write_version("2.0.0", "v2", "refuse", true);
+    let (status, body) = admin_post(&server, "/admin/plugins/reloader/reload", None).await;
+    assert_eq!(status, 200, "v2 comes up: {body}");
+    for _ in 0..100 {
+        assert_eq!(version(&server).await.0, 500);
+    }
+    // The watch polls every 100 ms: give it several looks.
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    let info: Value = server
+        .admin_get("/admin/plugins/reloader")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(info["version"], "2.0.0", "{info}");
+    assert!(info["error_count"].as_u64().unwrap() >= 100, "{info}");
+    server.stop().await;
+
+    let dir = PluginDir::new();
+    let server = TestServer::start(&config(&dir.path, "{ grace_period: 30s }", "")).await;
+    dir.write_version("2.0.0", "v2", "trap", true);
+    let (status, body) = admin_post(&server, "/admin/plugins/reloader/reload", None).await;
+    assert_eq!(status, 200, "v2 comes up: {body}");
+    for _ in 0..10 {
+        assert_eq!(version(&server).await.0, 500);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    let info: Value = server
+        .admin_get("/admin/plugins/reloader")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(info["version"], "2.0.0", "no rollback unless asked: {info}");
     server.stop().await;
 }
 
@@ -364,7 +418,10 @@ async fn a_plugin_without_the_hot_reload_capability_is_refused_a_code_reload() {
     // Its config can still change live.
     let r = server
         .client
-        .put(format!("{}/admin/plugins/reloader/config", server.url))
+        .put(format!(
+            "{}/admin/plugins/reloader/config",
+            server.admin_url
+        ))
         .bearer_auth(TOKEN)
         .json(&json!({ "label": "renamed" }))
         .send()
@@ -460,7 +517,7 @@ async fn plugd_reload_talks_to_the_running_server() {
         args.extend(extra.iter().map(|s| s.to_string()));
         args.extend([
             "--server".into(),
-            server.url.clone(),
+            server.admin_url.clone(),
             "--token".into(),
             TOKEN.into(),
         ]);

@@ -13,7 +13,7 @@ plugins:
   plugins:
     - name: auth
       path: "{auth}"
-      permissions: {{ router: true }}
+      permissions: {{ router: true, intercept: true, identity: true }}
       config:
         tokens:
           tok-ada: {{ subject: ada, roles: [user, admin] }}

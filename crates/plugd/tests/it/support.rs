@@ -51,7 +51,10 @@ pub fn test_plugin(name: &str) -> PathBuf {
 }
 
 pub struct TestServer {
+    /// The main listener: plugins, `/healthz`, `/metrics`.
     pub url: String,
+    /// The admin API and dashboard (`admin.listen`; the main listener under `admin.listen: shared`).
+    pub admin_url: String,
     pub host: Host,
     pub client: reqwest::Client,
     shutdown: Option<oneshot::Sender<()>>,
@@ -70,17 +73,30 @@ impl TestServer {
         let config = HostConfig::from_str(&yaml, Format::Yaml, Some(&path)).expect("valid config");
         let host = plugd::host_from_config(config).expect("host");
         host.start().await.expect("host start");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
+        let bind = || tokio::net::TcpListener::bind("127.0.0.1:0");
+        let listener = bind().await.expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let (admin_listener, admin_url) = if host.config().admin.is_shared() {
+            (None, url.clone())
+        } else {
+            let l = bind().await.expect("bind the admin listener");
+            let admin_url = format!("http://{}", l.local_addr().expect("addr"));
+            (Some(l), admin_url)
+        };
         let (tx, rx) = oneshot::channel();
         let admin = AdminToken::new(TOKEN).expect("token");
-        let task = tokio::spawn(plugd::server::serve(host.clone(), admin, listener, async {
-            let _ = rx.await;
-        }));
+        let task = tokio::spawn(plugd::server::serve_with_admin(
+            host.clone(),
+            admin,
+            listener,
+            admin_listener,
+            async {
+                let _ = rx.await;
+            },
+        ));
         TestServer {
             url,
+            admin_url,
             host,
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
@@ -110,9 +126,18 @@ impl TestServer {
             .unwrap_or_else(|e| panic!("GET {path}: {e}"))
     }
 
+    /// GET on the admin listener without the token.
+    pub async fn admin_raw(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path}", self.admin_url))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+
     pub async fn admin_get(&self, path: &str) -> reqwest::Response {
         self.client
-            .get(format!("{}{path}", self.url))
+            .get(format!("{}{path}", self.admin_url))
             .bearer_auth(TOKEN)
             .send()
             .await
@@ -140,6 +165,7 @@ plugins:
     - name: gatekeeper
       path: "{gatekeeper}"
       priority: security
+      permissions: {{ intercept: true }}
     - name: hello
       path: "{hello}"
       permissions:

@@ -3,7 +3,8 @@
 //! - `GET /version` → `{"label": <config label>, "served": <storage counter>}`; the counter lives
 //!   in storage, so it carries over a reload while in-memory state does not.
 //! - `GET /slow?ms=N` sleeps N ms before answering (a request in flight during a reload).
-//! - `mode`: `fail_init` or `fail_start` refuse to come up; `trap` traps on every request.
+//! - `mode`: `fail_init` or `fail_start` refuse to come up; `trap` traps on every request;
+//!   `refuse` answers every request with an error (what a client can make a correct plugin do).
 use std::time::Duration;
 
 use plugd_guest::prelude::*;
@@ -46,6 +47,9 @@ impl Plugin for Reloader {
     fn handle_request(&mut self, route: &str, exchange: &Exchange) -> Result<Response> {
         if self.mode == "trap" {
             panic!("{} traps on every request (mode trap)", self.label);
+        }
+        if self.mode == "refuse" {
+            bail!("{} refuses this request (mode refuse)", self.label);
         }
         let served = storage::get_json::<u64>("served")?.unwrap_or(0) + 1;
         storage::set_json("served", &served)?;
