@@ -812,17 +812,7 @@ impl PluginEntry {
 /// pool is full). Written `fail_open` / `open` or `fail_closed` / `closed`, in the host config
 /// or in the plugin's manifest; the stricter of the two applies.
 #[derive(
-    Debug,
-    Clone,
-    Copy,
-    Default,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Deserialize,
-    Serialize,
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize,
 )]
 #[serde(rename_all = "snake_case")]
 pub enum FailurePolicy {

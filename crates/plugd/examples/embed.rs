@@ -65,9 +65,16 @@ async fn main() -> anyhow::Result<()> {
     // The application's own routes first; everything else goes through plugd.
     let app = Router::new()
         .route("/app/hello", get(|| async { "hello from the application" }))
-        .merge(plugd::server::router(host.clone(), admin));
+        .merge(plugd::server::router(host.clone(), admin.clone()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
     tracing::info!("listening on http://127.0.0.1:3000");
+    // The admin API and dashboard on an origin of their own (admin.listen), out of plugins' reach.
+    if let Some(at) = host.config().admin.listen_addr() {
+        let admin_listener = tokio::net::TcpListener::bind(&at).await?;
+        tracing::info!("admin API and dashboard on http://{at}/admin/");
+        let admin_app = plugd::server::admin_router(host.clone(), admin);
+        tokio::spawn(async move { axum::serve(admin_listener, admin_app).await });
+    }
     axum::serve(listener, app)
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;

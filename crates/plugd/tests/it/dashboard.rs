@@ -325,3 +325,133 @@ async fn dashboard_in_headless_chromium() {
     driver.call("DELETE", "", Value::Null).await;
     server.stop().await;
 }
+
+/// A plugin that serves a service worker (`swjack`: it registers `sw.js` at scope `/` and forwards
+/// every `Authorization` header it sees to its own storage) must not get the dashboard's token.
+/// By default the dashboard is on an origin of its own, which the worker cannot control; with
+/// `admin.listen: shared` the host refuses the worker script. In both cases the operator logs in
+/// to the dashboard and the token never reaches the plugin. A probe shows that the worker, where
+/// it runs, does capture what it sees: the test can fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugins_service_worker_never_gets_the_dashboard_token() {
+    for shared in [false, true] {
+        let top = if shared {
+            "admin: { listen: shared }\n"
+        } else {
+            ""
+        };
+        let yaml = format!(
+            "{top}data_dir: \"{{data}}\"\nplugins:\n  plugins:\n    - name: swjack\n      path: \"{}\"\n      permissions: {{ router: true }}\n",
+            crate::support::test_plugin("swjack").display()
+        );
+        let server = TestServer::start(&yaml).await;
+        let driver = Driver::start().await;
+
+        // The attacker's page, on the origin plugins answer on.
+        driver
+            .call(
+                "POST",
+                "/url",
+                json!({"url": format!("{}/plugins/swjack/", server.url)}),
+            )
+            .await;
+        let out = driver
+            .wait_for(
+                "the worker registration to settle",
+                "return document.getElementById('out').textContent;",
+                |v| v.as_str().is_some_and(|s| s != "pending"),
+            )
+            .await;
+        if shared {
+            assert!(
+                out.as_str().unwrap().starts_with("refused"),
+                "shared origin: {out}"
+            );
+        } else {
+            assert_eq!(
+                out, "registered",
+                "its own origin: a worker is its business"
+            );
+            // The probe: a request from a page the worker controls, with a bearer token.
+            driver
+                .call(
+                    "POST",
+                    "/url",
+                    json!({"url": format!("{}/plugins/swjack/", server.url)}),
+                )
+                .await;
+            driver
+                .script(
+                    "fetch('/plugins/swjack/loot', { headers: { authorization: 'Bearer probe-token' } }); return true;",
+                )
+                .await;
+            let loot_has = |needle: &'static str| {
+                let client = server.client.clone();
+                let url = format!("{}/plugins/swjack/loot", server.url);
+                async move {
+                    let loot: Value = client.get(url).send().await.unwrap().json().await.unwrap();
+                    loot.to_string().contains(needle)
+                }
+            };
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !loot_has("probe-token").await {
+                assert!(
+                    Instant::now() < deadline,
+                    "the worker never captured the probe"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+
+        // The operator logs in to the dashboard, which lists the plugins with the token.
+        driver
+            .call(
+                "POST",
+                "/url",
+                json!({"url": format!("{}/admin/", server.admin_url)}),
+            )
+            .await;
+        let input = driver.find("#token").await;
+        driver
+            .call(
+                "POST",
+                &format!("/element/{input}/value"),
+                json!({"text": TOKEN}),
+            )
+            .await;
+        let connect = driver.find("#connect").await;
+        driver
+            .call("POST", &format!("/element/{connect}/click"), json!({}))
+            .await;
+        driver
+            .wait_for("the dashboard to list swjack", ROWS, |rows| {
+                row(rows, "swjack").is_some()
+            })
+            .await;
+        // Several refreshes of the dashboard (every 3 s) have carried the token by now.
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let loot: Value = server
+            .get("/plugins/swjack/loot")
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert!(
+            !loot.to_string().contains(TOKEN),
+            "shared={shared}: the worker captured the admin token: {loot}"
+        );
+        let workers = driver
+            .call(
+                "POST",
+                "/execute/async",
+                json!({"script": "const done = arguments[0]; navigator.serviceWorker.getRegistrations().then(r => done(r.length));", "args": []}),
+            )
+            .await;
+        assert_eq!(
+            workers, 0,
+            "shared={shared}: no worker controls the dashboard's origin"
+        );
+        driver.call("DELETE", "", Value::Null).await;
+        server.stop().await;
+    }
+}

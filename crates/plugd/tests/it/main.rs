@@ -15,3 +15,4 @@ mod roles;
 mod sandbox;
 mod serve;
 mod templates;
+mod trust;
