@@ -213,10 +213,12 @@ impl DispatchTable {
 /// its registrations, so the requests it would see answer 503 rather than pass unguarded.
 fn guarded_registrations(p: &Loaded) -> Arc<crate::plugin::Registrations> {
     let regs = p.registrations.load_full();
+    // Only a plugin that failed before it could register: one the operator disabled guards
+    // nothing (that is what disabling it means).
     if p.failure_policy != FailurePolicy::FailClosed
         || !regs.hooks.is_empty()
         || !regs.middleware.is_empty()
-        || p.state.status() == Status::Running
+        || p.state.status() != Status::Error
     {
         return regs;
     }

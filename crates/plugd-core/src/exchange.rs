@@ -680,6 +680,117 @@ mod tests {
         ));
     }
 
+    fn lent(ex: &mut Exchange, access: RequestAccess) -> Hidden {
+        ex.begin_call(&Arc::new(access))
+    }
+
+    #[test]
+    fn framing_headers_are_refused_and_recorded() {
+        let mut ex = Exchange::new(Method::GET, "/");
+        ex.stage = Stage::Hook(HookType::PreRequest);
+        let hidden = lent(&mut ex, RequestAccess::new("p", &Default::default(), None));
+        for name in ["content-length", "Transfer-Encoding", "connection", "proxy-authorization"] {
+            assert!(matches!(ex.set_header(name, "1"), Err(HostError::Invalid(_))), "{name}");
+        }
+        ex.stage = Stage::Hook(HookType::PreResponse);
+        ex.response = Some(Response::new(StatusCode::OK));
+        let e = ex.set_response_header("content-length", "2").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "header content-length frames the HTTP message; only the host sets it"
+        );
+        assert!(ex.remove_response_header("transfer-encoding").is_err());
+        ex.set_response_header("x-fine", "yes").unwrap();
+        let refusals = ex.end_call(hidden);
+        assert_eq!(refusals.len(), 6);
+        assert!(refusals.iter().all(|r| r.rule == "framing"));
+    }
+
+    #[test]
+    fn header_caps_hold_for_count_value_and_total() {
+        let mut ex = Exchange::new(Method::GET, "/");
+        ex.stage = Stage::Hook(HookType::PreRequest);
+        for i in 0..MAX_HEADERS {
+            ex.set_header(&format!("x-{i}"), "v").unwrap();
+        }
+        assert!(ex.set_header("x-one-more", "v").is_err());
+        // Replacing an existing header keeps the count.
+        ex.set_header("x-0", "w").unwrap();
+        let long = "a".repeat(MAX_HEADER_VALUE_BYTES + 1);
+        assert!(ex.set_header("x-1", &long).is_err());
+        let mut ex = Exchange::new(Method::GET, "/");
+        ex.stage = Stage::Hook(HookType::PreRequest);
+        let big = "b".repeat(MAX_HEADER_VALUE_BYTES);
+        let fit = MAX_HEADER_BYTES / (MAX_HEADER_VALUE_BYTES + 4);
+        for i in 0..fit {
+            ex.set_header(&format!("x-{i}"), &big).unwrap();
+        }
+        let e = ex.set_header("x-last", &big).unwrap_err().to_string();
+        assert!(e.contains("bytes of headers would be over the cap"), "{e}");
+        assert_eq!(ex.refusals.len(), 1);
+    }
+
+    #[test]
+    fn identity_needs_the_grant_and_hidden_headers_are_out_of_sight() {
+        let mut entry = plugd_manifest::PluginEntry::new("p", "p");
+        entry.hide_headers = vec!["cookie".into()];
+        let mut ex = Exchange::new(Method::GET, "/");
+        ex.headers.insert("cookie", HeaderValue::from_static("s=1"));
+        ex.stage = Stage::Hook(HookType::PreRequest);
+        let who = Identity {
+            subject: "root".into(),
+            roles: vec!["admin".into()],
+        };
+        let hidden = lent(&mut ex, RequestAccess::new("p", &Default::default(), Some(&entry)));
+        assert_eq!(ex.header("cookie"), None);
+        assert!(ex.header_pairs().iter().all(|(k, _)| k != "cookie"));
+        assert!(matches!(ex.set_header("cookie", "s=2"), Err(HostError::Denied(_))));
+        let e = ex.set_identity(Some(who.clone())).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "permission denied: plugin 'p' attempted identity access without permission"
+        );
+        let refusals = ex.end_call(hidden);
+        assert_eq!(
+            refusals.iter().map(|r| r.rule).collect::<Vec<_>>(),
+            ["hide_headers", "identity"]
+        );
+        assert_eq!(ex.header("cookie").as_deref(), Some("s=1"), "put back");
+        assert_eq!(ex.identity(), None);
+
+        let granted = [plugd_manifest::Permission::Identity].into();
+        let hidden = lent(&mut ex, RequestAccess::new("auth", &granted, None));
+        ex.set_identity(Some(who.clone())).unwrap();
+        assert!(ex.end_call(hidden).is_empty());
+        assert_eq!(ex.identity(), Some(&who));
+        // Outside any plugin call nobody may set it.
+        assert!(ex.set_identity(None).is_err());
+    }
+
+    #[test]
+    fn a_plugins_response_is_checked_before_it_is_built() {
+        assert_eq!(
+            Response::from_parts(99, Vec::new(), Vec::new()).unwrap_err(),
+            "invalid status code 99"
+        );
+        let e = Response::from_parts(200, vec![("bad name".into(), "v".into())], Vec::new())
+            .unwrap_err();
+        assert_eq!(e, "invalid header name \"bad name\"");
+        let mut r = Response::from_parts(
+            200,
+            vec![
+                ("content-length".into(), "2".into()),
+                ("x-a".into(), "1".into()),
+                ("proxy-x".into(), "y".into()),
+            ],
+            b"hello".to_vec(),
+        )
+        .unwrap();
+        let dropped = r.drop_framing_headers();
+        assert_eq!(dropped.len(), 2);
+        assert_eq!(r.headers.len(), 1);
+    }
+
     #[test]
     fn error_response_has_kind_and_message() {
         let r = Response::error(StatusCode::SERVICE_UNAVAILABLE, "plugin 'x' is not running");

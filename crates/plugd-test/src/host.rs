@@ -47,6 +47,8 @@ pub struct TestPlugin {
     edit: Vec<fn(&mut PluginEntry)>,
     network: Vec<String>,
     exec: Vec<String>,
+    intercept_paths: Vec<String>,
+    hide_headers: Vec<String>,
     instances: u32,
 }
 
@@ -60,6 +62,8 @@ impl TestPlugin {
             edit: Vec::new(),
             network: Vec::new(),
             exec: Vec::new(),
+            intercept_paths: Vec::new(),
+            hide_headers: Vec::new(),
             instances: 1,
         }
     }
@@ -98,6 +102,19 @@ impl TestPlugin {
         self
     }
 
+    /// The paths its request hooks and middleware see with the `intercept` grant
+    /// (`intercept.paths`; default every path).
+    pub fn intercept_paths(mut self, globs: &[&str]) -> TestPlugin {
+        self.intercept_paths = globs.iter().map(|s| s.to_string()).collect();
+        self
+    }
+
+    /// Request headers it never sees (`hide_headers`).
+    pub fn hide_headers(mut self, names: &[&str]) -> TestPlugin {
+        self.hide_headers = names.iter().map(|s| s.to_ascii_lowercase()).collect();
+        self
+    }
+
     /// Instances of a wasm plugin (default 1).
     pub fn instances(mut self, instances: u32) -> TestPlugin {
         self.instances = instances.max(1);
@@ -123,6 +140,8 @@ impl TestPlugin {
         entry.permissions = grants.into_iter().map(|p| (p, true)).collect();
         entry.network.allow = self.network.clone();
         entry.exec.allow = self.exec.clone();
+        entry.intercept.paths = self.intercept_paths.clone();
+        entry.hide_headers = self.hide_headers.clone();
         entry.limits = Some(LimitsOverride {
             instances: Some(self.instances),
             ..LimitsOverride::default()

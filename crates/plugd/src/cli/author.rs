@@ -233,6 +233,12 @@ fn variables(
         .any(|h| matches!(h, HookType::PostRequest | HookType::PreResponse));
     v.insert("request_hook".into(), flag(request_side));
     v.insert("response_hook".into(), flag(response_side));
+    // Request hooks of a scaffolded plugin are meant for other plugins' requests too: its
+    // manifest asks for `intercept`, which the operator grants (or the load says how).
+    let intercepts = hooks
+        .iter()
+        .any(|h| !matches!(h, HookType::Startup | HookType::Shutdown));
+    v.insert("intercept".into(), flag(intercepts));
     let hook_list: Vec<&str> = hooks.iter().map(|h| h.as_str()).collect();
     v.insert("hook_list".into(), hook_list.join(", "));
     if lang == Lang::Rust {

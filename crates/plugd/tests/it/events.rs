@@ -15,7 +15,7 @@ plugins:
       permissions: {{ router: true }}
     - name: spinner
       path: "{spinner}"
-      permissions: {{ router: true }}
+      permissions: {{ router: true, intercept: true }}
 "#,
         trapper = test_plugin("trapper").display(),
         spinner = test_plugin("spinner").display(),

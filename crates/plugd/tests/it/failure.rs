@@ -24,7 +24,7 @@ plugins:
 {trapper}
     - name: spinner
       path: "{spinner_path}"
-      permissions: {{ router: true }}
+      permissions: {{ router: true, intercept: true }}
 {spinner}
 "#,
         hello = example("hello").display(),

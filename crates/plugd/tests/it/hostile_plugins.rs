@@ -16,11 +16,13 @@ use crate::support::{TestServer, example, test_plugin};
 
 /// A host config: `hello`, then each attacker with its own entry lines (indented for the entry).
 /// Every attacker's call has a 500 ms deadline; hello's are generous, so that a loaded machine
-/// never fails it.
+/// never fails it. The answers carry the plugins' error texts (`server.expose_errors`), so that
+/// the tests read what the operator reads (`trust.rs` checks that clients do not by default).
 fn config(attackers: &[(&str, &str)]) -> String {
     let mut yaml = format!(
         r#"
 data_dir: "{{data}}"
+server: {{ expose_errors: true }}
 plugins:
   limits:
     timeout: 500ms
@@ -128,7 +130,7 @@ async fn message(r: reqwest::Response) -> String {
 async fn a_hook_that_loops_forever_is_stopped_while_hello_answers() {
     let server = TestServer::start(&config(&[(
         "hanger",
-        "      permissions: { router: true }\n",
+        "      permissions: { router: true, intercept: true }\n",
     )]))
     .await;
     // Both hanger instances spin in their pre_request hook (x-loop: 1) while hello is asked.
@@ -556,9 +558,10 @@ async fn capabilities_without_a_grant_are_denied_counted_and_audited() {
     );
     for capability in ["database", "cache", "exec", "router"] {
         let before = error_count(&server, "nogrant");
+        // Its hook sees only its own path (it has no `intercept`): it attacks from there.
         let r = server
             .client
-            .get(format!("{}/plugins/hello/greet?name=Ada", server.url))
+            .get(format!("{}/plugins/nogrant/attack", server.url))
             .header("x-attack", capability)
             .send()
             .await

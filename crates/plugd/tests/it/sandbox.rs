@@ -24,7 +24,7 @@ plugins:
       limits: {{ instances: 1 }}
     - name: spinner
       path: "{spinner}"
-      permissions: {{ router: true }}
+      permissions: {{ router: true, intercept: true }}
 "#,
         hello = example("hello").display(),
         trapper = test_plugin("trapper").display(),

@@ -288,11 +288,23 @@ async fn autoload_loads_unlisted_plugins_with_no_grants() {
             .display()
     );
     let server = TestServer::start(&yaml).await;
-    let gatekeeper = server.host.plugin_info("gatekeeper").expect("autoloaded");
-    assert_eq!(gatekeeper.status, plugd::Status::Running);
-    assert!(gatekeeper.permissions.is_empty(), "no grants");
-    // hello is listed (path from plugins.directory), gatekeeper guards its secret.
-    assert_eq!(server.get("/plugins/hello/secret").await.status(), 401);
+    // gatekeeper and auth are found and loaded with no grants: their hooks are for other
+    // plugins' requests, which needs `intercept`, so they fail, saying how to grant it.
+    for name in ["gatekeeper", "auth"] {
+        let info = server.host.plugin_info(name).expect("autoloaded");
+        assert_eq!(info.status, plugd::Status::Error, "{name}");
+        assert!(info.permissions.is_empty(), "no grants");
+        let message = info.last_error.unwrap().message;
+        assert!(
+            message.contains("needs the 'intercept' permission")
+                && message.contains(&format!("plugins.plugins[<new entry for '{name}'>]")),
+            "{message}"
+        );
+    }
+    // hello is listed (path from plugins.directory) and serves; an ungranted guard guards
+    // nothing beyond its own routes.
+    assert_eq!(server.get("/plugins/hello/greet").await.status(), 200);
+    assert_eq!(server.get("/plugins/gatekeeper/x").await.status(), 503);
     server.stop().await;
 }
 

@@ -1,7 +1,8 @@
 //! `nogrant` (hostile test plugin): declares no permission and uses capabilities anyway. In
 //! `init` it tries to register a route (needs `router`); its pre_request hook, on
 //! `x-attack: database|cache|exec|router`, makes that call and answers 403 with the host's error
-//! (for `router`, the error its `init` got). Without the header it lets requests pass.
+//! (for `router`, the error its `init` got). Without the header it lets requests pass. Without
+//! `intercept` its hook sees only requests to its own path, `/plugins/nogrant/…`.
 use plugd_guest::prelude::*;
 use plugd_guest::{cache, db, exec, register};
 
