@@ -15,6 +15,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
+use plugd_manifest::{ExecGrant, ExecLimits, ExecRule};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 use crate::capabilities::{Auditor, bytes_text};
@@ -41,7 +42,8 @@ pub struct CommandOutput {
 #[derive(Debug)]
 struct Inner {
     plugin: Arc<str>,
-    allow: Vec<String>,
+    allow: Vec<ExecRule>,
+    limits: ExecLimits,
     work_dir: PathBuf,
     auditor: Auditor,
 }
@@ -58,12 +60,17 @@ pub struct Exec {
 struct Overflow(&'static str);
 
 impl Exec {
-    /// A runner for `plugin` limited to `allow`, running in `work_dir` (which must exist).
-    pub fn new(plugin: &str, allow: Vec<String>, work_dir: PathBuf, auditor: Auditor) -> Exec {
+    /// A runner for `plugin` limited to what `grant` allows, running in `work_dir` (which must
+    /// exist). The grant is taken as it is: the host config reader and [`check_entry`]
+    /// refuse a bad one ([`ExecGrant::check`]).
+    ///
+    /// [`check_entry`]: crate::check_entry
+    pub fn new(plugin: &str, grant: ExecGrant, work_dir: PathBuf, auditor: Auditor) -> Exec {
         Exec {
             inner: Arc::new(Inner {
                 plugin: Arc::from(plugin),
-                allow,
+                allow: grant.allow,
+                limits: grant.limits,
                 work_dir,
                 auditor,
             }),
@@ -88,9 +95,15 @@ impl Exec {
         }
     }
 
-    /// The commands allowed.
-    pub fn allowed(&self) -> &[String] {
+    /// The entries of `exec.allow`; each displays as what it allows (`git status --porcelain`,
+    /// `git <any arguments>`).
+    pub fn allowed(&self) -> &[ExecRule] {
         &self.inner.allow
+    }
+
+    /// The resource limits of every process a command starts.
+    pub fn limits(&self) -> ExecLimits {
+        self.inner.limits
     }
 
     /// The working directory of commands.
@@ -103,7 +116,9 @@ impl Exec {
     /// ```
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
     /// use plugd_core::{Auditor, Exec};
-    /// let exec = Exec::new("p", vec!["echo".into()], std::env::temp_dir(), Auditor::new("p", None, None));
+    /// use plugd_manifest::{ExecGrant, ExecRule};
+    /// let grant = ExecGrant::new([ExecRule::pinned("echo", ["*"])]);
+    /// let exec = Exec::new("p", grant, std::env::temp_dir(), Auditor::new("p", None, None));
     /// let out = exec.run("echo", &["hi".into()], b"", None).await.unwrap();
     /// assert_eq!((out.status, out.stdout.as_slice()), (0, b"hi\n".as_slice()));
     /// let e = exec.run("rm", &["-rf".into(), "/".into()], b"", None).await.unwrap_err();
@@ -128,17 +143,8 @@ impl Exec {
         stdin: &[u8],
         timeout: Option<Duration>,
     ) -> Result<CommandOutput, HostError> {
+        self.permit(command, args)?;
         let plugin = &self.inner.plugin;
-        if !self.inner.allow.iter().any(|a| a == command) {
-            return Err(HostError::Denied(format!(
-                "exec denied: plugin '{plugin}' may not run '{command}' (not in exec.allow)"
-            )));
-        }
-        if args.iter().any(|a| a.contains('\0')) {
-            return Err(HostError::Invalid(format!(
-                "exec of plugin '{plugin}': an argument of '{command}' holds a NUL byte"
-            )));
-        }
         let timeout = timeout.map_or(self.timeout, |t| t.min(self.timeout));
         let failed = |why: String| {
             HostError::Failed(format!("exec of plugin '{plugin}': '{command}' {why}"))
@@ -216,6 +222,58 @@ impl Exec {
     }
 }
 
+impl Exec {
+    /// Refuse a call no entry of `exec.allow` allows, before any process starts.
+    fn permit(&self, command: &str, args: &[String]) -> Result<(), HostError> {
+        let plugin = &self.inner.plugin;
+        let rules: Vec<&ExecRule> = self
+            .inner
+            .allow
+            .iter()
+            .filter(|r| r.command == command)
+            .collect();
+        if rules.is_empty() {
+            return Err(HostError::Denied(format!(
+                "exec denied: plugin '{plugin}' may not run '{command}' (not in exec.allow)"
+            )));
+        }
+        if args.iter().any(|a| a.contains('\0')) {
+            return Err(HostError::Invalid(format!(
+                "exec of plugin '{plugin}': an argument of '{command}' holds a NUL byte"
+            )));
+        }
+        // The argument at fault is where the entry that went furthest stopped matching.
+        let mut fault = 0;
+        for rule in &rules {
+            match rule.mismatch(args) {
+                None => return Ok(()),
+                Some(i) => fault = fault.max(i),
+            }
+        }
+        let what = match args.get(fault) {
+            Some(arg) => format!("with argument {} '{}'", fault + 1, shown(arg)),
+            None => format!("with {} argument(s), too few", args.len()),
+        };
+        let mut allowed: Vec<String> = rules.iter().take(5).map(|r| r.to_string()).collect();
+        if rules.len() > 5 {
+            allowed.push(format!("and {} more", rules.len() - 5));
+        }
+        Err(HostError::Denied(format!(
+            "exec denied: plugin '{plugin}' may not run '{command}' {what} (plugins.plugins[].exec.allow allows: {})",
+            allowed.join("; ")
+        )))
+    }
+}
+
+/// An argument for a message: escaped, and cut after 64 characters.
+fn shown(arg: &str) -> String {
+    let mut out: String = arg.chars().take(64).flat_map(char::escape_debug).collect();
+    if arg.chars().nth(64).is_some() {
+        out.push('…');
+    }
+    out
+}
+
 fn exit_code(status: std::process::ExitStatus) -> i32 {
     if let Some(code) = status.code() {
         return code;
@@ -257,12 +315,18 @@ mod tests {
     use crate::{AuditLog, PluginState};
 
     fn exec(dir: &Path, allow: &[&str]) -> (Exec, Arc<PluginState>, Arc<AuditLog>) {
+        exec_with(
+            dir,
+            ExecGrant::new(allow.iter().map(|&c| ExecRule::from(c))),
+        )
+    }
+
+    fn exec_with(dir: &Path, grant: ExecGrant) -> (Exec, Arc<PluginState>, Arc<AuditLog>) {
         let state = Arc::new(PluginState::default());
         let log = Arc::new(AuditLog::default());
         let auditor = Auditor::new("p", Some(state.clone()), Some(log.clone()));
-        let allow = allow.iter().map(|s| s.to_string()).collect();
         (
-            Exec::new("p", allow, dir.to_path_buf(), auditor),
+            Exec::new("p", grant, dir.to_path_buf(), auditor),
             state,
             log,
         )
@@ -383,5 +447,116 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(out.stdout.len(), 64 * 1024, "exactly the cap is fine");
+    }
+
+    #[tokio::test]
+    async fn pinned_arguments_allow_the_exact_argv_and_refuse_others_before_a_process_starts() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = r#"echo "$0" >> ran"#;
+        let (exec, state, log) = exec_with(
+            dir.path(),
+            ExecGrant::new([
+                ExecRule::pinned("git", ["status", "--porcelain"]),
+                ExecRule::pinned("git", ["log", "--max-count=*", "*"]),
+                ExecRule::pinned("sh", ["-c", script, "*"]),
+                ExecRule::pinned("echo", ["-n", "*"]).with_extra_args(),
+            ]),
+        );
+        let ran = dir.path().join("ran");
+        let out = exec
+            .run("sh", &args(&["-c", script, "hello"]), b"", None)
+            .await
+            .unwrap();
+        assert_eq!(out.status, 0, "{out:?}");
+        let out = exec
+            .run("echo", &args(&["-n", "a", "-e", "b"]), b"", None)
+            .await
+            .unwrap();
+        assert_eq!(
+            out.stdout, b"a -e b",
+            "extra_args: anything after the prefix"
+        );
+        // Allowed (git may fail outside a repository, but it is not refused).
+        let r = exec
+            .run("git", &args(&["status", "--porcelain"]), b"", None)
+            .await;
+        assert!(!matches!(r, Err(HostError::Denied(_))), "{r:?}");
+        assert_eq!(state.error_count(), 0);
+
+        let git = "(plugins.plugins[].exec.allow allows: git status --porcelain; git log --max-count=* *)";
+        let sh = r#"(plugins.plugins[].exec.allow allows: sh -c "echo \"$0\" >> ran" *)"#;
+        let refused: [(&str, &[&str], String); 8] = [
+            // H3: an option where the grant pins a subcommand.
+            (
+                "git",
+                &[
+                    "-c",
+                    "core.sshCommand=sh -c 'id >&2'",
+                    "ls-remote",
+                    "ssh://x/y",
+                ],
+                format!("with argument 1 '-c' {git}"),
+            ),
+            // An option where a plain word goes (`*` never takes a leading '-').
+            (
+                "git",
+                &["log", "--max-count=1", "--output=/etc/passwd"],
+                format!("with argument 3 '--output=/etc/passwd' {git}"),
+            ),
+            (
+                "git",
+                &["status", "--porcelain", "--upload-pack=sh"],
+                format!("with argument 3 '--upload-pack=sh' {git}"),
+            ),
+            (
+                "git",
+                &["status"],
+                format!("with 1 argument(s), too few {git}"),
+            ),
+            (
+                "sh",
+                &["-c", script, "-x"],
+                format!("with argument 3 '-x' {sh}"),
+            ),
+            (
+                "sh",
+                &["-c", script, "a", "b"],
+                format!("with argument 4 'b' {sh}"),
+            ),
+            (
+                "sh",
+                &["-c", "id > ran", "x"],
+                format!("with argument 2 'id > ran' {sh}"),
+            ),
+            (
+                "sh",
+                &["-c", "echo\n\"$0\"", "x"],
+                format!("with argument 2 'echo\\n\\\"$0\\\"' {sh}"),
+            ),
+        ];
+        for (command, argv, why) in &refused {
+            let e = exec.run(command, &args(argv), b"", None).await.unwrap_err();
+            assert_eq!(
+                e,
+                HostError::Denied(format!(
+                    "exec denied: plugin 'p' may not run '{command}' {why}"
+                ))
+            );
+        }
+        assert_eq!(state.error_count(), refused.len() as u64);
+        let audit = log.entries(Some("p"));
+        assert_eq!(audit.len(), refused.len());
+        assert_eq!(audit[0].capability, "exec");
+        assert_eq!(
+            audit[0].detail,
+            format!(
+                "exec.run: exec denied: plugin 'p' may not run 'git' with argument 1 '-c' {git}"
+            )
+        );
+        assert_eq!(
+            std::fs::read_to_string(&ran).unwrap(),
+            "hello\n",
+            "no refused call started a process"
+        );
     }
 }

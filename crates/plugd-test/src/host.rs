@@ -93,7 +93,9 @@ impl TestPlugin {
         self
     }
 
-    /// Commands the `exec` permission may run (`exec.allow`).
+    /// Commands the `exec` permission may run, each with any arguments (plain `exec.allow`
+    /// entries). Pin arguments with [`entry`](TestPlugin::entry):
+    /// `.entry(|e| e.exec.allow = vec![ExecRule::pinned("git", ["status"])])`.
     pub fn exec_allow(mut self, commands: &[&str]) -> TestPlugin {
         self.exec = commands.iter().map(|s| s.to_string()).collect();
         self
@@ -123,7 +125,7 @@ impl TestPlugin {
         };
         entry.permissions = grants.into_iter().map(|p| (p, true)).collect();
         entry.network.allow = self.network.clone();
-        entry.exec.allow = self.exec.clone();
+        entry.exec.allow = self.exec.iter().map(|c| c.as_str().into()).collect();
         entry.limits = Some(LimitsOverride {
             instances: Some(self.instances),
             ..LimitsOverride::default()
