@@ -1,24 +1,50 @@
-//! The `exec` capability: commands the operator listed in the plugin entry's `exec.allow`, and
-//! nothing else.
+//! The `exec` capability: commands the operator allowed in the plugin entry's `exec.allow`,
+//! with the arguments the entry allows, and nothing else.
 //!
-//! The command must equal an entry exactly (`git` allows `git`, not `/usr/bin/git`). It runs
-//! without a shell, with the argv the plugin gives, an empty environment except
-//! `PATH=`[`PATH`], the plugin's data directory (`<data_dir>/plugins/<name>`) as its working
-//! directory, and the call's bytes as its standard input. It is killed at its timeout (the
-//! call's own, capped by [`DEFAULT_TIMEOUT`] or the handle's shorter one) or when it writes more
-//! than [`MAX_OUTPUT_BYTES`] to stdout or stderr. Anything not allowed is refused before a
-//! process starts, with `exec denied: plugin 'NAME' may not run 'CMD' (not in exec.allow)`
-//! ([`HostError::Denied`], counted against the plugin and audited).
+//! **An entry that allows a general program with any arguments grants whatever that program
+//! can do.** `git` runs any command (`-c core.sshCommand=…`, `--upload-pack=…`) and reads any
+//! file (`diff --no-index`); a shell or an interpreter runs anything; ImageMagick writes any
+//! path. Each is code execution as the user plugd runs as, which reaches the admin token, every
+//! plugin's data and the compiled-code cache. Pin the arguments ([`ExecRule`]).
+//!
+//! # What a call may run
+//!
+//! The command must equal an entry's `command` exactly (`git` allows `git`, not
+//! `/usr/bin/git`), and its arguments must match that entry's patterns position by position
+//! (see [`ExecRule`]: literal or `*`/`?` globs, exactly as many arguments unless `extra_args`,
+//! and a pattern not starting with `-` never matches an argument that does). Anything else is
+//! refused before a process starts ([`HostError::Denied`], counted against the plugin and
+//! audited): `exec denied: plugin 'NAME' may not run 'CMD' (not in exec.allow)`, or
+//! `exec denied: plugin 'NAME' may not run 'CMD' with argument N 'ARG' (plugins.plugins[].exec.allow allows: …)`.
+//!
+//! # How it runs
+//!
+//! Without a shell, with an empty environment except `PATH=`[`PATH`], the plugin's data
+//! directory (`<data_dir>/plugins/<name>`) as its working directory, and the call's bytes as its
+//! standard input. Each command is the leader of a process group of its own, and the whole
+//! group is killed (SIGKILL):
+//!
+//! - at its timeout (the call's own, capped by [`DEFAULT_TIMEOUT`] or the handle's shorter one);
+//! - when it writes more than [`MAX_OUTPUT_BYTES`] to stdout or stderr;
+//! - when the call is dropped (the guest's deadline, a reload);
+//! - when the command exits: a child it left behind (`sleep 60 &`, a daemon) does not survive
+//!   the call. Output a child wrote before that is kept.
+//!
+//! The group is killed while its leader is still unreaped, so the group ID cannot have been
+//! reused by an unrelated process. A process that leaves the group (`setsid`, `setpgid`)
+//! escapes these kills (if it keeps the output pipes open, the call waits for them until its
+//! timeout); only a cgroup or a namespace would hold it.
+//!
+//! Exec runs on Unix only: elsewhere a call is `unsupported`.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
 use plugd_manifest::{ExecGrant, ExecLimits, ExecRule};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt};
 
-use crate::capabilities::{Auditor, bytes_text};
+use crate::capabilities::Auditor;
 use crate::error::HostError;
 
 /// The longest a command may run, and the default when the call gives no timeout.
@@ -97,6 +123,14 @@ impl Exec {
 
     /// The entries of `exec.allow`; each displays as what it allows (`git status --porcelain`,
     /// `git <any arguments>`).
+    ///
+    /// ```
+    /// use plugd_core::{Auditor, Exec, ExecGrant, ExecRule};
+    /// let grant = ExecGrant::new([ExecRule::pinned("git", ["status", "--porcelain"]), "convert".into()]);
+    /// let exec = Exec::new("p", grant, std::env::temp_dir(), Auditor::new("p", None, None));
+    /// let allowed: Vec<String> = exec.allowed().iter().map(|r| r.to_string()).collect();
+    /// assert_eq!(allowed, ["git status --porcelain", "convert <any arguments>"]);
+    /// ```
     pub fn allowed(&self) -> &[ExecRule] {
         &self.inner.allow
     }
@@ -111,16 +145,23 @@ impl Exec {
         &self.inner.work_dir
     }
 
-    /// Run an allowed command to its end and capture its output.
+    /// Run an allowed command to its end and capture its output. See the [module](self) for
+    /// what is allowed, how it runs and when it is killed.
     ///
     /// ```
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
-    /// use plugd_core::{Auditor, Exec};
-    /// use plugd_manifest::{ExecGrant, ExecRule};
+    /// use plugd_core::{Auditor, Exec, ExecGrant, ExecRule};
     /// let grant = ExecGrant::new([ExecRule::pinned("echo", ["*"])]);
     /// let exec = Exec::new("p", grant, std::env::temp_dir(), Auditor::new("p", None, None));
     /// let out = exec.run("echo", &["hi".into()], b"", None).await.unwrap();
     /// assert_eq!((out.status, out.stdout.as_slice()), (0, b"hi\n".as_slice()));
+    /// # #[cfg(unix)] {
+    /// let e = exec.run("echo", &["-e".into()], b"", None).await.unwrap_err();
+    /// assert_eq!(
+    ///     e.to_string(),
+    ///     "exec denied: plugin 'p' may not run 'echo' with argument 1 '-e' (plugins.plugins[].exec.allow allows: echo *)"
+    /// );
+    /// # }
     /// let e = exec.run("rm", &["-rf".into(), "/".into()], b"", None).await.unwrap_err();
     /// assert_eq!(e.to_string(), "exec denied: plugin 'p' may not run 'rm' (not in exec.allow)");
     /// # });
@@ -136,6 +177,22 @@ impl Exec {
         self.inner.auditor.check(r, "exec", "exec.run")
     }
 
+    #[cfg(not(unix))]
+    async fn spawn_and_wait(
+        &self,
+        command: &str,
+        args: &[String],
+        _stdin: &[u8],
+        _timeout: Option<Duration>,
+    ) -> Result<CommandOutput, HostError> {
+        self.permit(command, args)?;
+        Err(HostError::Unsupported(format!(
+            "exec of plugin '{}': commands run only on a Unix host (process groups and resource limits)",
+            self.inner.plugin
+        )))
+    }
+
+    #[cfg(unix)]
     async fn spawn_and_wait(
         &self,
         command: &str,
@@ -143,13 +200,23 @@ impl Exec {
         stdin: &[u8],
         timeout: Option<Duration>,
     ) -> Result<CommandOutput, HostError> {
+        use std::process::Stdio;
+        use tokio::io::AsyncWriteExt;
+
         self.permit(command, args)?;
         let plugin = &self.inner.plugin;
         let timeout = timeout.map_or(self.timeout, |t| t.min(self.timeout));
         let failed = |why: String| {
             HostError::Failed(format!("exec of plugin '{plugin}': '{command}' {why}"))
         };
-        let mut child = tokio::process::Command::new(command)
+        let killed_at_timeout = || {
+            failed(format!(
+                "did not finish within {} and was killed",
+                humantime::format_duration(timeout)
+            ))
+        };
+        let mut command_line = tokio::process::Command::new(command);
+        command_line
             .args(args)
             .env_clear()
             .env("PATH", PATH)
@@ -157,12 +224,10 @@ impl Exec {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
+            .kill_on_drop(true);
+        let mut group = group::Group::spawn(command_line)
             .map_err(|e| failed(format!("could not be started: {e}")))?;
-        let (Some(mut input), Some(stdout), Some(stderr)) =
-            (child.stdin.take(), child.stdout.take(), child.stderr.take())
-        else {
+        let (Some(mut input), Some(stdout), Some(stderr)) = group.pipes() else {
             return Err(failed("has no pipes".into()));
         };
         let max = self.max_output;
@@ -172,15 +237,21 @@ impl Exec {
                 // A command that does not read its input closes the pipe: not an error.
                 let _ = input.write_all(&stdin).await;
                 drop(input);
+                Ok(())
+            };
+            // When the command exits, what it left behind is killed: the pipes those
+            // processes held close, and the reads below end.
+            let exit = async {
+                group.exited().await;
+                group.kill();
+                Ok(())
             };
             // The first stream over the cap ends the wait at once.
-            let (_, out, err) = tokio::try_join!(
-                async {
-                    feed.await;
-                    Ok(())
-                },
+            let (_, out, err, _) = tokio::try_join!(
+                feed,
                 read_capped(stdout, max, "stdout"),
-                read_capped(stderr, max, "stderr")
+                read_capped(stderr, max, "stderr"),
+                exit
             )?;
             Ok::<_, Overflow>((out, err))
         })
@@ -188,41 +259,29 @@ impl Exec {
         let (stdout, stderr) = match outcome {
             Ok(Ok(output)) => output,
             Ok(Err(Overflow(stream))) => {
-                let _ = child.kill().await;
+                group.kill_and_reap().await;
                 return Err(failed(format!(
                     "wrote more than {} to {stream} (the cap) and was killed",
-                    bytes_text(max)
+                    crate::capabilities::bytes_text(max)
                 )));
             }
             Err(_) => {
-                let _ = child.kill().await;
-                return Err(failed(format!(
-                    "did not finish within {} and was killed",
-                    humantime::format_duration(timeout)
-                )));
+                group.kill_and_reap().await;
+                return Err(killed_at_timeout());
             }
         };
-        // Both pipes are closed: the process has ended or is about to.
-        let status = match tokio::time::timeout(timeout, child.wait()).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Err(failed(format!("could not be waited for: {e}"))),
-            Err(_) => {
-                let _ = child.kill().await;
-                return Err(failed(format!(
-                    "did not finish within {} and was killed",
-                    humantime::format_duration(timeout)
-                )));
-            }
-        };
+        // The command has exited and its group was killed: reaping it does not wait.
+        let status = group
+            .reap()
+            .await
+            .map_err(|e| failed(format!("could not be waited for: {e}")))?;
         Ok(CommandOutput {
             status: exit_code(status),
             stdout,
             stderr,
         })
     }
-}
 
-impl Exec {
     /// Refuse a call no entry of `exec.allow` allows, before any process starts.
     fn permit(&self, command: &str, args: &[String]) -> Result<(), HostError> {
         let plugin = &self.inner.plugin;
@@ -272,6 +331,119 @@ fn shown(arg: &str) -> String {
         out.push('…');
     }
     out
+}
+
+/// A command's process group.
+#[cfg(unix)]
+mod group {
+    use std::io;
+    use std::process::ExitStatus;
+    use std::time::Duration;
+
+    use rustix::io::Errno;
+    use rustix::process::{Pid, Signal, WaitId, WaitIdOptions, kill_process_group, waitid};
+    use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
+    use tokio::signal::unix::{SignalKind, signal};
+
+    /// A spawned command, the leader of its own process group. Dropped before the leader was
+    /// reaped (a call dropped mid-way), it kills the group; the `Child` then kills and reaps the
+    /// leader (`kill_on_drop`).
+    pub(super) struct Group {
+        child: Child,
+        /// The leader's PID, which is the group's ID.
+        pid: Pid,
+        reaped: bool,
+    }
+
+    impl Group {
+        /// Spawn `command` as the leader of a new process group.
+        pub(super) fn spawn(mut command: Command) -> io::Result<Group> {
+            command.process_group(0);
+            let child = command.spawn()?;
+            let pid = child
+                .id()
+                .and_then(|id| i32::try_from(id).ok())
+                .and_then(Pid::from_raw)
+                .ok_or_else(|| io::Error::other("the started process has no PID"))?;
+            Ok(Group {
+                child,
+                pid,
+                reaped: false,
+            })
+        }
+
+        /// The pipes of the leader (taken once).
+        pub(super) fn pipes(
+            &mut self,
+        ) -> (Option<ChildStdin>, Option<ChildStdout>, Option<ChildStderr>) {
+            (
+                self.child.stdin.take(),
+                self.child.stdout.take(),
+                self.child.stderr.take(),
+            )
+        }
+
+        /// Resolves when the leader has exited, leaving it unreaped (a zombie): until it is
+        /// reaped its PID, the group's ID, is not reused, so [`Group::kill`] cannot reach
+        /// another process.
+        pub(super) async fn exited(&self) {
+            // Listening before looking: an exit between the two still wakes the loop.
+            let mut sigchld = signal(SignalKind::child()).ok();
+            let options = WaitIdOptions::EXITED | WaitIdOptions::NOHANG | WaitIdOptions::NOWAIT;
+            loop {
+                match waitid(WaitId::Pid(self.pid), options) {
+                    Ok(None) => {}
+                    Err(Errno::INTR) => continue,
+                    // Exited; or not our child any more (ECHILD): nothing left to wait for.
+                    Ok(Some(_)) | Err(_) => return,
+                }
+                let woken = match &mut sigchld {
+                    Some(s) => s.recv().await.is_some(),
+                    None => false,
+                };
+                if !woken {
+                    // No SIGCHLD stream (no signal driver): look again shortly.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
+
+        /// SIGKILL to every process of the group; a no-op once the leader was reaped (its ID
+        /// may belong to someone else by then).
+        pub(super) fn kill(&self) {
+            if self.reaped {
+                return;
+            }
+            match kill_process_group(self.pid, Signal::KILL) {
+                // ESRCH: nothing left in the group.
+                Ok(()) | Err(Errno::SRCH) => {}
+                Err(e) => {
+                    let pgid = self.pid.as_raw_nonzero().get();
+                    tracing::warn!(pgid, error = %e, "exec: could not kill a process group");
+                }
+            }
+        }
+
+        /// Wait for the leader to end and reap it. Kill the group first: afterwards it can no
+        /// longer be named safely.
+        pub(super) async fn reap(&mut self) -> io::Result<ExitStatus> {
+            let status = self.child.wait().await;
+            self.reaped = true;
+            status
+        }
+
+        /// Kill the group and reap its leader.
+        pub(super) async fn kill_and_reap(&mut self) {
+            self.kill();
+            let _ = self.reap().await;
+        }
+    }
+
+    impl Drop for Group {
+        fn drop(&mut self) {
+            self.kill();
+        }
+    }
 }
 
 fn exit_code(status: std::process::ExitStatus) -> i32 {
@@ -557,6 +729,125 @@ mod tests {
             std::fs::read_to_string(&ran).unwrap(),
             "hello\n",
             "no refused call started a process"
+        );
+    }
+    /// Whether `pid` is a live process (a zombie waiting for its reaper is not).
+    fn alive(pid: i32) -> bool {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => false,
+            Ok(stat) => !matches!(
+                stat.rsplit_once(") ")
+                    .and_then(|(_, rest)| rest.chars().next()),
+                Some('Z' | 'X')
+            ),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_background_child_does_not_outlive_the_call() {
+        let dir = tempfile::tempdir().unwrap();
+        let (exec, _, _) = exec(dir.path(), &["sh"]);
+        // Detached from the pipes (the call returns at once), then holding them.
+        for script in [
+            "sleep 60 </dev/null >/dev/null 2>&1 & echo $!",
+            "sleep 60 & echo $!",
+        ] {
+            let out = exec
+                .run(
+                    "sh",
+                    &args(&["-c", script]),
+                    b"",
+                    Some(Duration::from_secs(10)),
+                )
+                .await
+                .unwrap();
+            let pid: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+            // SIGKILL went to the group before `run` returned; the kernel ends the process
+            // at its next scheduling (it runs no code of its own after the signal).
+            assert!(
+                dies(pid).await,
+                "{script}: the background sleep ({pid}) survived the call"
+            );
+        }
+    }
+
+    /// Wait (at most 10 s) for `pid` to die; whether it did.
+    async fn dies(pid: i32) -> bool {
+        for _ in 0..1000 {
+            if !alive(pid) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
+    }
+
+    /// The PID a script wrote to `bg.pid` in `dir`, once it has.
+    fn written_pid(dir: &Path) -> Option<i32> {
+        let text = std::fs::read_to_string(dir.join("bg.pid")).ok()?;
+        text.strip_suffix('\n')?.parse().ok()
+    }
+
+    #[tokio::test]
+    async fn a_timeout_an_output_overflow_or_a_dropped_call_kills_the_whole_group() {
+        // Each script leaves a grandchild that holds no pipe and records its PID.
+        let background = "sleep 60 </dev/null >/dev/null 2>&1 & echo $! > bg.pid";
+
+        let dir = tempfile::tempdir().unwrap();
+        let (sh, _, _) = exec(dir.path(), &["sh"]);
+        let script = format!("{background}; sleep 60");
+        let e = sh
+            .run(
+                "sh",
+                &args(&["-c", &script]),
+                b"",
+                Some(Duration::from_secs(2)),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e,
+            HostError::Failed(
+                "exec of plugin 'p': 'sh' did not finish within 2s and was killed".into()
+            )
+        );
+        let pid = written_pid(dir.path()).expect("the script wrote its child's PID");
+        assert!(dies(pid).await, "timeout: the grandchild {pid} survived");
+
+        let dir = tempfile::tempdir().unwrap();
+        let (sh, _, _) = exec(dir.path(), &["sh"]);
+        let script = format!("{background}; exec yes");
+        let e = sh
+            .with_max_output(64 * 1024)
+            .run("sh", &args(&["-c", &script]), b"", None)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, HostError::Failed(m) if m.ends_with("to stdout (the cap) and was killed")),
+            "{e:?}"
+        );
+        let pid = written_pid(dir.path()).expect("the script wrote its child's PID");
+        assert!(dies(pid).await, "overflow: the grandchild {pid} survived");
+
+        let dir = tempfile::tempdir().unwrap();
+        let (sh, _, _) = exec(dir.path(), &["sh"]);
+        let script = format!("{background}; sleep 60");
+        let argv = args(&["-c", &script]);
+        let mut run = Box::pin(sh.run("sh", &argv, b"", None));
+        let pid = loop {
+            tokio::select! {
+                r = &mut run => panic!("the call ended: {r:?}"),
+                () = tokio::time::sleep(Duration::from_millis(10)) => {
+                    if let Some(pid) = written_pid(dir.path()) {
+                        break pid;
+                    }
+                }
+            }
+        };
+        drop(run);
+        assert!(
+            dies(pid).await,
+            "dropped call: the grandchild {pid} survived"
         );
     }
 }
