@@ -33,7 +33,16 @@
 //! The group is killed while its leader is still unreaped, so the group ID cannot have been
 //! reused by an unrelated process. A process that leaves the group (`setsid`, `setpgid`)
 //! escapes these kills (if it keeps the output pipes open, the call waits for them until its
-//! timeout); only a cgroup or a namespace would hold it.
+//! timeout); its CPU time is still capped (below), and only a cgroup or a namespace would hold
+//! it.
+//!
+//! Every process starts with resource limits ([`ExecLimits`], per plugin in
+//! `exec.limits`): `RLIMIT_AS` (address space, default 1 GiB), `RLIMIT_FSIZE` (largest file
+//! written, default 64 MiB; past it the write fails with SIGXFSZ), `RLIMIT_NPROC` (default 64;
+//! Linux counts every process and thread of plugd's user, and root is exempt), `RLIMIT_NOFILE`
+//! (default 256), `RLIMIT_CORE` 0, and `RLIMIT_CPU` the call's timeout rounded up to seconds.
+//! Soft and hard limits are equal, so the command cannot raise them; a limit above plugd's own
+//! hard limit is lowered to it.
 //!
 //! Exec runs on Unix only: elsewhere a call is `unsupported`.
 
@@ -225,7 +234,8 @@ impl Exec {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        let mut group = group::Group::spawn(command_line)
+        let limits = group::Rlimits::new(&self.inner.limits, timeout);
+        let mut group = group::Group::spawn(command_line, limits)
             .map_err(|e| failed(format!("could not be started: {e}")))?;
         let (Some(mut input), Some(stdout), Some(stderr)) = group.pipes() else {
             return Err(failed("has no pipes".into()));
@@ -333,17 +343,61 @@ fn shown(arg: &str) -> String {
     out
 }
 
-/// A command's process group.
+/// A command's process group and the limits of its processes.
 #[cfg(unix)]
 mod group {
     use std::io;
     use std::process::ExitStatus;
     use std::time::Duration;
 
+    use plugd_manifest::ExecLimits;
     use rustix::io::Errno;
-    use rustix::process::{Pid, Signal, WaitId, WaitIdOptions, kill_process_group, waitid};
+    use rustix::process::{
+        Pid, Resource, Rlimit, Signal, WaitId, WaitIdOptions, getrlimit, kill_process_group,
+        setrlimit, waitid,
+    };
     use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
     use tokio::signal::unix::{SignalKind, signal};
+
+    const MIB: u64 = 1024 * 1024;
+
+    /// The resource limits of one command, soft = hard, each at most plugd's own hard limit.
+    #[derive(Debug, Clone, Copy)]
+    pub(super) struct Rlimits([(Resource, u64); 6]);
+
+    impl Rlimits {
+        pub(super) fn new(limits: &ExecLimits, timeout: Duration) -> Rlimits {
+            let cpu_seconds = timeout.as_secs() + u64::from(timeout.subsec_nanos() > 0);
+            Rlimits(
+                [
+                    (Resource::Cpu, cpu_seconds.max(1)),
+                    (Resource::As, u64::from(limits.memory_mb) * MIB),
+                    (Resource::Fsize, u64::from(limits.file_size_mb) * MIB),
+                    (Resource::Nproc, u64::from(limits.processes)),
+                    (Resource::Nofile, u64::from(limits.open_files)),
+                    (Resource::Core, 0),
+                ]
+                .map(|(resource, limit)| {
+                    // Only a privileged process may raise a hard limit: stay under plugd's.
+                    let hard = getrlimit(resource).maximum.unwrap_or(u64::MAX);
+                    (resource, limit.min(hard))
+                }),
+            )
+        }
+
+        /// Set the limits on the calling process. Only `setrlimit` system calls: no allocation,
+        /// no locks, so it may run between `fork` and `exec`.
+        fn apply(&self) -> io::Result<()> {
+            for &(resource, limit) in &self.0 {
+                let limit = Rlimit {
+                    current: Some(limit),
+                    maximum: Some(limit),
+                };
+                setrlimit(resource, limit)?;
+            }
+            Ok(())
+        }
+    }
 
     /// A spawned command, the leader of its own process group. Dropped before the leader was
     /// reaped (a call dropped mid-way), it kills the group; the `Child` then kills and reaps the
@@ -356,9 +410,16 @@ mod group {
     }
 
     impl Group {
-        /// Spawn `command` as the leader of a new process group.
-        pub(super) fn spawn(mut command: Command) -> io::Result<Group> {
+        /// Spawn `command` as the leader of a new process group, with `limits`.
+        pub(super) fn spawn(mut command: Command, limits: Rlimits) -> io::Result<Group> {
             command.process_group(0);
+            // SAFETY: the closure runs in the child between `fork` and `exec`, where only
+            // async-signal-safe calls are allowed. It makes `setrlimit` system calls on a
+            // `Copy` array captured by value, and builds an `io::Error` from an errno on
+            // failure (no allocation): nothing that takes a lock or allocates.
+            unsafe {
+                command.pre_exec(move || limits.apply());
+            }
             let child = command.spawn()?;
             let pid = child
                 .id()
@@ -849,5 +910,81 @@ mod tests {
             dies(pid).await,
             "dropped call: the grandchild {pid} survived"
         );
+    }
+
+    #[tokio::test]
+    async fn the_limits_apply_to_every_process_of_the_command() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = ExecLimits {
+            memory_mb: 512,
+            file_size_mb: 1,
+            processes: 32,
+            open_files: 100,
+        };
+        let (exec, _, _) = exec_with(
+            dir.path(),
+            ExecGrant {
+                allow: vec!["sh".into(), "cat".into()],
+                limits,
+            },
+        );
+        let exec = exec.with_timeout(Duration::from_millis(2500));
+        assert_eq!(exec.limits(), limits);
+        // In sh: -v in KiB, -f in 512-byte blocks (POSIX; bash without --posix counts KiB),
+        // -t in seconds (the timeout rounded up).
+        let out = exec
+            .run(
+                "sh",
+                &args(&[
+                    "-c",
+                    "ulimit -v; ulimit -n; ulimit -t; ulimit -c; ulimit -f",
+                ]),
+                b"",
+                None,
+            )
+            .await
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[..4], ["524288", "100", "3", "0"], "{text}");
+        assert!(matches!(lines[4], "2048" | "1024"), "ulimit -f: {text}");
+        // The same in bytes, soft and hard, as the kernel has them.
+        let out = exec
+            .run("cat", &args(&["/proc/self/limits"]), b"", None)
+            .await
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let limit = |name: &str| {
+            let line = text.lines().find(|l| l.starts_with(name)).unwrap();
+            line[name.len()..]
+                .split_whitespace()
+                .take(2)
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        assert_eq!(limit("Max cpu time"), "3 3");
+        assert_eq!(limit("Max file size"), "1048576 1048576");
+        assert_eq!(limit("Max processes"), "32 32");
+        assert_eq!(limit("Max open files"), "100 100");
+        assert_eq!(limit("Max address space"), "536870912 536870912");
+        assert_eq!(limit("Max core file size"), "0 0");
+
+        // Past the file size limit a write fails (SIGXFSZ ends the writer).
+        let out = exec
+            .run(
+                "sh",
+                &args(&["-c", "head -c 2000000 /dev/zero > big; echo $?"]),
+                b"",
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "153\n",
+            "128 + SIGXFSZ"
+        );
+        let big = std::fs::metadata(dir.path().join("big")).unwrap().len();
+        assert_eq!(big, 1024 * 1024, "the file stops at the limit");
     }
 }

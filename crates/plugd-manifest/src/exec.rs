@@ -438,9 +438,10 @@ pub struct ExecLimits {
     /// only write empty files). Past it the write fails and the process gets SIGXFSZ.
     #[schemars(range(max = 1_048_576))]
     pub file_size_mb: u32,
-    /// Processes (threads included) of the user plugd runs as (RLIMIT_NPROC; default 64, 1 to
-    /// 65536): past it the command cannot fork. Linux counts every process of that user, not
-    /// only the command's, and does not apply it to root.
+    /// Processes of the user plugd runs as (RLIMIT_NPROC; default 64, 1 to 65536): past it the
+    /// command cannot fork or start a thread. Linux counts every process and thread of that
+    /// user, plugd's own threads included, not only the command's (raise it on a host with many
+    /// cores or when the user runs other programs), and does not apply it to root.
     #[schemars(range(min = 1, max = 65_536))]
     pub processes: u32,
     /// Open file descriptors of each process (RLIMIT_NOFILE; default 256, 16 to 1048576).
