@@ -10,7 +10,7 @@ use plugd_core::{
     Action, Event, Exchange, HookType, Host, Plugin, PluginError, PluginInfo, PluginStore, Stage,
     Status,
 };
-use plugd_manifest::{HostConfig, LimitsOverride, Manifest, Permission, PluginEntry};
+use plugd_manifest::{ExecRule, HostConfig, LimitsOverride, Manifest, Permission, PluginEntry};
 use serde_json::{Map, Value};
 
 use crate::logs::{LogLine, capture};
@@ -47,7 +47,7 @@ pub struct TestPlugin {
     grants: Option<Vec<Permission>>,
     edit: Vec<fn(&mut PluginEntry)>,
     network: Vec<String>,
-    exec: Vec<String>,
+    exec: Vec<ExecRule>,
     instances: u32,
 }
 
@@ -94,10 +94,16 @@ impl TestPlugin {
     }
 
     /// Commands the `exec` permission may run, each with any arguments (plain `exec.allow`
-    /// entries). Pin arguments with [`entry`](TestPlugin::entry):
-    /// `.entry(|e| e.exec.allow = vec![ExecRule::pinned("git", ["status"])])`.
+    /// entries). [`exec_rules`](TestPlugin::exec_rules) pins their arguments.
     pub fn exec_allow(mut self, commands: &[&str]) -> TestPlugin {
-        self.exec = commands.iter().map(|s| s.to_string()).collect();
+        self.exec = commands.iter().map(|&c| ExecRule::any_args(c)).collect();
+        self
+    }
+
+    /// `exec.allow` as the operator writes it, pinned arguments included
+    /// (`ExecRule::pinned("git", ["status", "--porcelain"])`).
+    pub fn exec_rules(mut self, rules: impl IntoIterator<Item = ExecRule>) -> TestPlugin {
+        self.exec = rules.into_iter().collect();
         self
     }
 
@@ -125,7 +131,7 @@ impl TestPlugin {
         };
         entry.permissions = grants.into_iter().map(|p| (p, true)).collect();
         entry.network.allow = self.network.clone();
-        entry.exec.allow = self.exec.iter().map(|c| c.as_str().into()).collect();
+        entry.exec.allow = self.exec.clone();
         entry.limits = Some(LimitsOverride {
             instances: Some(self.instances),
             ..LimitsOverride::default()
