@@ -206,8 +206,8 @@ impl Capabilities {
             None
         };
         let exec = granted.contains(&Permission::Exec).then(|| {
-            let allow = entry.map(|e| e.exec.allow.clone()).unwrap_or_default();
-            Exec::new(&plugin, allow, root.clone(), auditor.clone())
+            let grant = entry.map(|e| e.exec.clone()).unwrap_or_default();
+            Exec::new(&plugin, grant, root.clone(), auditor.clone())
         });
         let host_config = granted
             .contains(&Permission::Config)

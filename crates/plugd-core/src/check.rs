@@ -48,17 +48,12 @@ pub fn check_entry(entry: &PluginEntry) -> Result<Checked, LoadError> {
     crate::outbound::NetworkAllow::parse(&entry.network.allow).map_err(|e| {
         LoadError::Invalid(format!("network.allow of plugin '{}': {e}", entry.name))
     })?;
-    if let Some(i) = entry
-        .exec
-        .allow
-        .iter()
-        .position(|c| c.trim().is_empty() || c.contains('\0'))
-    {
-        return Err(LoadError::Invalid(format!(
-            "exec.allow of plugin '{}': entry {i} is empty or holds a NUL byte",
-            entry.name
-        )));
-    }
+    entry.exec.check().map_err(|e| {
+        LoadError::Invalid(format!(
+            "exec.{} of plugin '{}': {}",
+            e.field, entry.name, e.reason
+        ))
+    })?;
     let config = manifest
         .config
         .validate(&entry.config)
@@ -158,8 +153,8 @@ pub struct GrantReport {
     pub failure_policy: plugd_manifest::FailurePolicy,
     /// Hosts it may call (with `network`).
     pub network_allow: Vec<String>,
-    /// Commands it may run (with `exec`), as written in `exec.allow`.
-    pub exec_allow: Value,
+    /// Commands it may run (with `exec`): `git status --porcelain`, `git <any arguments>`.
+    pub exec_allow: Vec<String>,
 }
 
 impl GrantReport {
@@ -205,9 +200,9 @@ impl GrantReport {
                 Vec::new()
             },
             exec_allow: if has(Permission::Exec) {
-                serde_json::to_value(&entry.exec.allow).unwrap_or(Value::Null)
+                entry.exec.allow.iter().map(ToString::to_string).collect()
             } else {
-                Value::Array(Vec::new())
+                Vec::new()
             },
         }
     }
@@ -310,12 +305,18 @@ mod tests {
         );
         entry.network.allow.pop();
         assert!(check_entry(&entry).is_ok());
-        entry.exec.allow = vec![" ".into()];
+        entry.exec.allow = vec!["git".into(), " ".into()];
         assert!(
             check_entry(&entry)
                 .unwrap_err()
                 .to_string()
-                .starts_with("exec.allow of plugin 'p'")
+                .starts_with("exec.allow[1] of plugin 'p': the command must not be empty"),
+        );
+        entry.exec.allow.pop();
+        entry.exec.limits.processes = 0;
+        assert_eq!(
+            check_entry(&entry).unwrap_err().to_string(),
+            "exec.limits.processes of plugin 'p': 0 is not between 1 and 65536"
         );
     }
 }

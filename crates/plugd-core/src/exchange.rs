@@ -111,7 +111,8 @@ impl Response {
     /// ```
     /// use plugd_core::Response;
     /// let r = Response::from_parts(201, vec![("x-a".into(), "1".into())], b"ok".to_vec()).unwrap();
-    /// assert_eq!((r.status.as_u16(), &r.headers["x-a"], &r.body[..]), (201, "1", &b"ok"[..]));
+    /// assert_eq!((r.status.as_u16(), &r.body[..]), (201, &b"ok"[..]));
+    /// assert_eq!(r.headers["x-a"], "1");
     /// let many = (0..30_000).map(|i| (format!("x-{i}"), "v".to_string())).collect();
     /// let e = Response::from_parts(200, many, Vec::new()).unwrap_err();
     /// assert_eq!(e, "the response has 30000 headers, over the cap of 256");
@@ -689,8 +690,16 @@ mod tests {
         let mut ex = Exchange::new(Method::GET, "/");
         ex.stage = Stage::Hook(HookType::PreRequest);
         let hidden = lent(&mut ex, RequestAccess::new("p", &Default::default(), None));
-        for name in ["content-length", "Transfer-Encoding", "connection", "proxy-authorization"] {
-            assert!(matches!(ex.set_header(name, "1"), Err(HostError::Invalid(_))), "{name}");
+        for name in [
+            "content-length",
+            "Transfer-Encoding",
+            "connection",
+            "proxy-authorization",
+        ] {
+            assert!(
+                matches!(ex.set_header(name, "1"), Err(HostError::Invalid(_))),
+                "{name}"
+            );
         }
         ex.stage = Stage::Hook(HookType::PreResponse);
         ex.response = Some(Response::new(StatusCode::OK));
@@ -741,10 +750,16 @@ mod tests {
             subject: "root".into(),
             roles: vec!["admin".into()],
         };
-        let hidden = lent(&mut ex, RequestAccess::new("p", &Default::default(), Some(&entry)));
+        let hidden = lent(
+            &mut ex,
+            RequestAccess::new("p", &Default::default(), Some(&entry)),
+        );
         assert_eq!(ex.header("cookie"), None);
         assert!(ex.header_pairs().iter().all(|(k, _)| k != "cookie"));
-        assert!(matches!(ex.set_header("cookie", "s=2"), Err(HostError::Denied(_))));
+        assert!(matches!(
+            ex.set_header("cookie", "s=2"),
+            Err(HostError::Denied(_))
+        ));
         let e = ex.set_identity(Some(who.clone())).unwrap_err();
         assert_eq!(
             e.to_string(),

@@ -100,7 +100,7 @@ pub use tasks::Tasks;
 pub use threshold::{ThresholdStatus, WINDOW_SLOTS};
 pub use watch::{Change, Watch, watch};
 
-pub use plugd_manifest::{HookType, Permission};
+pub use plugd_manifest::{ExecGrant, ExecLimits, ExecRule, HookType, Permission};
 
 /// Limits of the `database` capability.
 pub mod database_limits {

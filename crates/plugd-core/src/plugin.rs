@@ -383,7 +383,7 @@ impl<'a> InitContext<'a> {
         self.capability(Permission::Network, |c| c.outbound("InitContext::outbound"))
     }
 
-    /// The commands of the plugin's `exec.allow`; needs `exec`.
+    /// The commands (and arguments) of the plugin's `exec.allow`; needs `exec`.
     pub fn exec(&self) -> Result<Exec, HostError> {
         self.capability(Permission::Exec, |c| c.exec("InitContext::exec"))
     }

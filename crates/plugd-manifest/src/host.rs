@@ -10,6 +10,7 @@ use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::exec::ExecGrant;
 use crate::format::{DecodeError, Format, at_position, decode};
 use crate::manifest::is_valid_plugin_name;
 use crate::units::{
@@ -765,7 +766,7 @@ pub struct PluginEntry {
     pub supervision: Option<SupervisionOverride>,
     /// Outbound HTTP allowlist (with the `network` permission).
     pub network: NetworkGrant,
-    /// Command allowlist (with the `exec` permission).
+    /// Commands it may run and the limits of their processes (with the `exec` permission).
     pub exec: ExecGrant,
     /// Which requests its hooks and middleware see (with the `intercept` permission).
     pub intercept: InterceptGrant,
@@ -855,14 +856,6 @@ pub struct InterceptGrant {
 #[serde(default, deny_unknown_fields)]
 pub struct NetworkGrant {
     /// Hosts it may call.
-    pub allow: Vec<String>,
-}
-
-/// `exec` of a plugin.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema, Serialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ExecGrant {
-    /// Commands it may run.
     pub allow: Vec<String>,
 }
 
@@ -1173,7 +1166,7 @@ struct RawPluginEntry {
     supervision: Option<SupervisionOverride>,
     /// Outbound HTTP allowlist (with the `network` permission).
     network: NetworkGrant,
-    /// Command allowlist (with the `exec` permission).
+    /// Commands it may run and the limits of their processes (with the `exec` permission).
     exec: ExecGrant,
     /// Which requests its hooks and middleware see (with the `intercept` permission; default
     /// every path).
@@ -1385,6 +1378,10 @@ impl RawHostConfig {
                     &supervision.with_override(o),
                 )?;
             }
+            entry
+                .exec
+                .check()
+                .map_err(|e| invalid(format!("{field}.exec.{}", e.field), e.reason))?;
             let path = match &entry.path {
                 Some(p) => resolve_path(base, p),
                 None => directory.join(&name),
@@ -1501,6 +1498,7 @@ fn de_opt_req<'de, D: Deserializer<'de>>(d: D) -> Result<Option<semver::VersionR
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{ExecLimits, ExecRule};
     use serde_json::json;
 
     /// Seed 004's framework config examples, verbatim.
@@ -1893,7 +1891,8 @@ exec = { allow = ["/usr/bin/convert"] }
         );
         assert_eq!(e.failure_policy, FailurePolicy::FailClosed);
         assert_eq!(e.network.allow, ["api.example.com"]);
-        assert_eq!(e.exec.allow, ["/usr/bin/convert"]);
+        assert_eq!(e.exec.allow, [ExecRule::any_args("/usr/bin/convert")]);
+        assert_eq!(e.exec.limits, ExecLimits::default());
 
         let limits = p.limits_for(e);
         assert_eq!(limits.memory_mb, 128);
@@ -2411,5 +2410,153 @@ exec = { allow = ["/usr/bin/convert"] }
         );
         let e = parse("status: { intreval: 1s }\n", Format::Yaml).unwrap_err();
         assert!(e.to_string().contains("did you mean 'interval'?"), "{e}");
+    }
+
+    #[test]
+    fn exec_entries_pin_arguments_and_limits_default_in_every_format() {
+        let yaml = r#"plugins:
+  plugins:
+    - name: a
+      exec:
+        allow:
+          - git
+          - { command: git, args: [status, --porcelain] }
+          - { command: git, args: [log, "--max-count=*"], extra_args: true }
+          - { command: date }
+        limits: { memory_mb: 256, open_files: 64 }
+    - name: b
+"#;
+        let json = r#"{"plugins": {"plugins": [{"name": "a", "exec": {
+            "allow": ["git", {"command": "git", "args": ["status", "--porcelain"]},
+                      {"command": "git", "args": ["log", "--max-count=*"], "extra_args": true},
+                      {"command": "date"}],
+            "limits": {"memory_mb": 256, "open_files": 64}}}, {"name": "b"}]}}"#;
+        let toml = r#"
+[[plugins.plugins]]
+name = "a"
+exec.allow = ["git", { command = "git", args = ["status", "--porcelain"] },
+              { command = "git", args = ["log", "--max-count=*"], extra_args = true },
+              { command = "date" }]
+exec.limits = { memory_mb = 256, open_files = 64 }
+
+[[plugins.plugins]]
+name = "b"
+"#;
+        for (format, text) in [
+            (Format::Yaml, yaml),
+            (Format::Json, json),
+            (Format::Toml, toml),
+        ] {
+            let c = HostConfig::from_str(text, format, None).unwrap();
+            let a = &c.plugin("a").unwrap().exec;
+            assert_eq!(
+                a.allow,
+                [
+                    ExecRule::any_args("git"),
+                    ExecRule::pinned("git", ["status", "--porcelain"]),
+                    ExecRule::pinned("git", ["log", "--max-count=*"]).with_extra_args(),
+                    ExecRule::pinned("date", Vec::<String>::new()),
+                ],
+                "{format:?}"
+            );
+            assert_eq!(
+                a.limits,
+                ExecLimits {
+                    memory_mb: 256,
+                    file_size_mb: 64,
+                    processes: 64,
+                    open_files: 64,
+                }
+            );
+            let b = &c.plugin("b").unwrap().exec;
+            assert!(b.allow.is_empty());
+            assert_eq!(b.limits, ExecLimits::default());
+        }
+        assert_eq!(
+            ExecLimits::default(),
+            ExecLimits {
+                memory_mb: 1024,
+                file_size_mb: 64,
+                processes: 64,
+                open_files: 256,
+            }
+        );
+    }
+
+    #[test]
+    fn a_bad_exec_entry_or_limit_is_refused_naming_the_field() {
+        let entry =
+            |exec: &str| format!("plugins:\n  plugins:\n    - name: a\n      exec: {exec}\n");
+        for (exec, expected) in [
+            (
+                "{ allow: [git, ''] }",
+                "invalid plugins.plugins[0].exec.allow[1]: the command must not be empty",
+            ),
+            (
+                "{ allow: ['git status'] }",
+                "invalid plugins.plugins[0].exec.allow[0]: 'git status' holds whitespace: a command is one program; pin its arguments with { command: git, args: [status] }",
+            ),
+            (
+                "{ allow: [{ command: '', args: [x] }] }",
+                "invalid plugins.plugins[0].exec.allow[0].command: the command must not be empty",
+            ),
+            (
+                "{ allow: [{ command: bin/tool }] }",
+                "invalid plugins.plugins[0].exec.allow[0].command: 'bin/tool' is a relative path, which would be looked up in the plugin's data directory (the command's working directory): write a program name (looked up on plugd's PATH) or an absolute path",
+            ),
+            (
+                r#"{ allow: [{ command: git, args: [log, "a\0b"] }] }"#,
+                r#"invalid plugins.plugins[0].exec.allow[0].args[1]: "a\0b" holds a NUL byte"#,
+            ),
+            (
+                "{ limits: { memory_mb: 4 } }",
+                "invalid plugins.plugins[0].exec.limits.memory_mb: 4 is not between 16 and 1048576 (MiB)",
+            ),
+            (
+                "{ limits: { file_size_mb: 2000000 } }",
+                "invalid plugins.plugins[0].exec.limits.file_size_mb: 2000000 is not between 0 and 1048576 (MiB)",
+            ),
+            (
+                "{ limits: { processes: 0 } }",
+                "invalid plugins.plugins[0].exec.limits.processes: 0 is not between 1 and 65536",
+            ),
+            (
+                "{ limits: { open_files: 3 } }",
+                "invalid plugins.plugins[0].exec.limits.open_files: 3 is not between 16 and 1048576",
+            ),
+        ] {
+            let err = HostConfig::from_str(&entry(exec), Format::Yaml, None).unwrap_err();
+            assert_eq!(err.to_string(), expected, "{exec}");
+        }
+        let err = HostConfig::from_str(
+            &entry("{ allow: [{ command: git, arg: [status] }] }"),
+            Format::Yaml,
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("unknown key 'arg' in plugins.plugins[0].exec.allow[0]")
+                && err.ends_with("; did you mean 'args'?"),
+            "{err}"
+        );
+        let err = HostConfig::from_str(&entry("{ limits: { memory: 5 } }"), Format::Yaml, None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("unknown key 'memory' in plugins.plugins[0].exec.limits"),
+            "{err}"
+        );
+        let err = HostConfig::from_str(&entry("{ allow: [{ args: [x] }] }"), Format::Yaml, None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("command"), "{err}");
+        // An absolute path is a program too.
+        HostConfig::from_str(
+            &entry("{ allow: [/usr/bin/git, { command: /usr/bin/git, args: [status] }] }"),
+            Format::Yaml,
+            None,
+        )
+        .unwrap();
     }
 }

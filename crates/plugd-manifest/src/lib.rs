@@ -21,6 +21,7 @@
 
 #![warn(missing_docs)]
 
+mod exec;
 mod format;
 mod hook;
 mod host;
@@ -30,14 +31,15 @@ mod priority;
 mod schema;
 mod units;
 
+pub use exec::{ExecGrant, ExecGrantError, ExecLimits, ExecRule, exec_arg_matches};
 pub use format::Format;
 pub use hook::{HookType, UnknownHookType};
 pub use host::DEFAULT_MAX_RESPONSE_BYTES;
 pub use host::{
-    AdminConfig, Blocked, ErrorThreshold, ErrorThresholdOverride, ExecGrant, FailurePolicy,
-    HostConfig, HostConfigError, HostConfigErrorKind, InterceptGrant, Limits, LimitsOverride,
-    NetworkGrant, OnFailure, PermissionError, PluginEntry, PluginsConfig, PoolSettings, Protected,
-    QueueStrategy, ReloadSettings, ServerConfig, StatusSettings, Supervision, SupervisionOverride,
+    AdminConfig, Blocked, ErrorThreshold, ErrorThresholdOverride, FailurePolicy, HostConfig,
+    HostConfigError, HostConfigErrorKind, InterceptGrant, Limits, LimitsOverride, NetworkGrant,
+    OnFailure, PermissionError, PluginEntry, PluginsConfig, PoolSettings, Protected, QueueStrategy,
+    ReloadSettings, ServerConfig, StatusSettings, Supervision, SupervisionOverride,
     ThresholdAction, effective_permissions, host_config_json_schema,
 };
 pub use manifest::{

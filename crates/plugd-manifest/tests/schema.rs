@@ -61,10 +61,22 @@ fn every_repository_manifest_validates() {
             .map(|e| e.to_string())
             .collect();
         assert!(errors.is_empty(), "{}: {errors:?}", file.display());
-        // And the schema agrees with the reader.
-        plugd_manifest::Manifest::from_path(&file).unwrap();
+        // And the schema agrees with the reader, but for the hostile manifests the reader refuses
+        // for what a schema cannot say (a default naming the host's environment).
+        let read = plugd_manifest::Manifest::from_path(&file);
+        if REFUSED_BY_THE_READER
+            .iter()
+            .any(|n| file.parent().unwrap().ends_with(n))
+        {
+            assert!(read.is_err(), "{}", file.display());
+        } else {
+            read.unwrap();
+        }
     }
 }
+
+/// Test guests whose manifests are attacks the reader refuses.
+const REFUSED_BY_THE_READER: [&str; 1] = ["tests/plugins/envthief"];
 
 #[test]
 fn the_schema_refuses_what_the_reader_refuses() {
@@ -152,7 +164,13 @@ plugins:
       error_threshold: { max_errors: 5, time_window: 1m }
       supervision: { max_restarts: 1, backoff_initial: 1s, backoff_max: 2s }
       network: { allow: ["api.example.com", "*.example.org:443"] }
-      exec: { allow: [convert] }
+      exec:
+        allow:
+          - convert
+          - { command: git, args: [status, --porcelain] }
+          - { command: git, args: [log, "--max-count=*"], extra_args: true }
+          - { command: date }
+        limits: { memory_mb: 512, file_size_mb: 0, processes: 32, open_files: 128 }
     - name: auth
       priority: 200
       permissions: [router, config]
@@ -174,6 +192,11 @@ fn the_host_schema_refuses_what_the_reader_refuses() {
         "plugins: { limits: { hook_timeouts: { pre_requets: 5s } } }",
         "admin: { protect: [dashboard] }",
         "plugins: { blocked: [{ versions: '<1.0.0' }] }",
+        "plugins: { plugins: [{ name: x, exec: { allow: [{ command: git, arg: [status] }] } }] }",
+        "plugins: { plugins: [{ name: x, exec: { allow: [{ args: [status] }] } }] }",
+        "plugins: { plugins: [{ name: x, exec: { allow: [''] } }] }",
+        "plugins: { plugins: [{ name: x, exec: { limits: { memory_mb: 4 } } }] }",
+        "plugins: { plugins: [{ name: x, exec: { limits: { processes: 0 } } }] }",
     ] {
         let value: serde_json::Value = serde_saphyr::from_str(bad).unwrap();
         assert!(!host_errors(&value).is_empty(), "the schema took {bad}");

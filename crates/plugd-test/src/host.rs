@@ -9,7 +9,7 @@ use parking_lot::Mutex;
 use plugd_core::{
     Action, Event, Exchange, HookType, Host, Plugin, PluginError, PluginInfo, PluginStore, Status,
 };
-use plugd_manifest::{HostConfig, LimitsOverride, Manifest, Permission, PluginEntry};
+use plugd_manifest::{ExecRule, HostConfig, LimitsOverride, Manifest, Permission, PluginEntry};
 use serde_json::{Map, Value};
 
 use crate::logs::{LogLine, capture};
@@ -46,7 +46,7 @@ pub struct TestPlugin {
     grants: Option<Vec<Permission>>,
     edit: Vec<fn(&mut PluginEntry)>,
     network: Vec<String>,
-    exec: Vec<String>,
+    exec: Vec<ExecRule>,
     intercept_paths: Vec<String>,
     hide_headers: Vec<String>,
     instances: u32,
@@ -96,9 +96,17 @@ impl TestPlugin {
         self
     }
 
-    /// Commands the `exec` permission may run (`exec.allow`).
+    /// Commands the `exec` permission may run, each with any arguments (plain `exec.allow`
+    /// entries). [`exec_rules`](TestPlugin::exec_rules) pins their arguments.
     pub fn exec_allow(mut self, commands: &[&str]) -> TestPlugin {
-        self.exec = commands.iter().map(|s| s.to_string()).collect();
+        self.exec = commands.iter().map(|&c| ExecRule::any_args(c)).collect();
+        self
+    }
+
+    /// `exec.allow` as the operator writes it, pinned arguments included
+    /// (`ExecRule::pinned("git", ["status", "--porcelain"])`).
+    pub fn exec_rules(mut self, rules: impl IntoIterator<Item = ExecRule>) -> TestPlugin {
+        self.exec = rules.into_iter().collect();
         self
     }
 

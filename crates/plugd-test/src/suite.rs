@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use plugd_core::{Action, HookType};
-use plugd_manifest::{Manifest, Permission};
+use plugd_manifest::{ExecRule, Manifest, Permission};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -46,9 +46,10 @@ pub struct Suite {
     /// `network.allow` of the plugin.
     #[serde(default)]
     pub network_allow: Vec<String>,
-    /// `exec.allow` of the plugin.
+    /// `exec.allow` of the plugin, as in a host config: program names (any arguments) or
+    /// `{ command, args, extra_args }`.
     #[serde(default)]
-    pub exec_allow: Vec<String>,
+    pub exec_allow: Vec<ExecRule>,
     /// The cases, run in order against one host.
     pub tests: Vec<Case>,
 }
@@ -313,13 +314,7 @@ pub async fn run_suite(
                 .map(String::as_str)
                 .collect::<Vec<_>>(),
         )
-        .exec_allow(
-            &suite
-                .exec_allow
-                .iter()
-                .map(String::as_str)
-                .collect::<Vec<_>>(),
-        );
+        .exec_rules(suite.exec_allow.iter().cloned());
     if let Some(grants) = &suite.grants {
         plugin = plugin.grants(grants.iter().copied());
     }

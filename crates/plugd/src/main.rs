@@ -314,15 +314,8 @@ fn print_grants(name: &str, g: &plugd::GrantReport) {
     if !g.network_allow.is_empty() {
         println!("    network.allow: {}", g.network_allow.join(", "));
     }
-    if let Some(list) = g.exec_allow.as_array().filter(|l| !l.is_empty()) {
-        let shown: Vec<String> = list
-            .iter()
-            .map(|v| match v {
-                serde_json::Value::String(s) => s.clone(),
-                other => other.to_string(),
-            })
-            .collect();
-        println!("    exec.allow: {}", shown.join("; "));
+    if !g.exec_allow.is_empty() {
+        println!("    exec.allow: {}", g.exec_allow.join("; "));
     }
 }
 

@@ -621,13 +621,18 @@ pub mod http {
 /// if !out.success() { bail!("git failed: {}", out.stderr_text()) }
 /// ```
 ///
-/// - The command must equal an entry of the plugin entry's `exec.allow` exactly; anything else
-///   fails with kind `Denied` before a process starts (`exec denied: plugin 'x' may not run
-///   'rm' (not in exec.allow)`), and counts against the plugin.
+/// - The command must equal an entry of the plugin entry's `exec.allow` exactly, and the
+///   arguments match that entry's patterns when the operator pinned them
+///   (`{ command: git, args: [rev-parse, HEAD] }`); anything else fails with kind `Denied`
+///   before a process starts (`exec denied: plugin 'x' may not run 'rm' (not in exec.allow)`,
+///   `exec denied: plugin 'x' may not run 'git' with argument 1 '-c' (…)`), and counts against
+///   the plugin.
 /// - It runs with the given argv and no shell, an empty environment except a minimal `PATH`, the
 ///   plugin's data directory as working directory, and `stdin` as its input.
-/// - Limits: killed at its timeout (the call's own, capped by the host's 30 s and by what is left
-///   of the guest call's deadline) or when stdout or stderr passes 1 MiB (kind `Failed`).
+/// - Limits: its whole process group is killed when it exits (nothing it starts outlives the
+///   call), at its timeout (the call's own, capped by the host's 30 s and by what is left of the
+///   guest call's deadline) or when stdout or stderr passes 1 MiB (kind `Failed`); each process
+///   has the host's resource limits (memory, file size, processes, open files, CPU time).
 pub mod exec {
     use std::time::Duration;
 
