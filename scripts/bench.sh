@@ -182,14 +182,14 @@ start_http_servers() {
     mkdir -p "$work/wasm-data"
     {
         echo "server: { listen: \"127.0.0.1:${port[plugd-wasm]}\" }"
-        echo "admin: { token: \"bench-admin-token-0123456789abcdef\" }"
+        echo "admin: { token: \"bench-admin-token-0123456789abcdef\", listen: \"127.0.0.1:$((port[plugd-wasm] + 1000))\" }"
         echo "data_dir: \"$work/wasm-data\""
         echo "plugins:"
         echo "  plugins:"
         for p in reqid auth ratelimit accesslog headers api; do
-            local name="bench-$p" grant=""
+            local name="bench-$p" grant="      permissions: { intercept: true }"
             [[ "$p" == api ]] && name=api grant="      permissions: { router: true }"
-            [[ "$p" == ratelimit ]] && grant="      permissions: { cache: true }"
+            [[ "$p" == ratelimit ]] && grant="      permissions: { cache: true, intercept: true }"
             echo "    - name: $name"
             echo "      path: \"$root/benches/plugins/$p\""
             [[ -z "$grant" ]] || echo "$grant"
@@ -454,7 +454,7 @@ for i in range(n):
 PY
         {
             echo "server: { listen: \"127.0.0.1:18310\" }"
-            echo "admin: { token: \"bench-admin-token-0123456789abcdef\" }"
+            echo "admin: { token: \"bench-admin-token-0123456789abcdef\", listen: \"127.0.0.1:18311\" }"
             echo "data_dir: \"$dir/data\""
             echo "plugins:"
             echo "  limits: { instances: 1 }"

@@ -31,6 +31,7 @@ attacker() { # name, extra entry lines
 {
     cat <<EOF
 server: { listen: "127.0.0.1:$port" }
+admin: { listen: "127.0.0.1:$((port + 1))" }
 data_dir: "$work/data"
 plugins:
   limits: { timeout: 500ms }
@@ -42,7 +43,7 @@ plugins:
 EOF
     attacker looper "      permissions: { router: true }
 "
-    attacker hanger "      permissions: { router: true }
+    attacker hanger "      permissions: { router: true, intercept: true }
 "
     attacker hog "      permissions: { router: true }
 "
@@ -72,14 +73,14 @@ local paths = {
     "/plugins/bigbody/huge?mib=16",   -- 16 MiB body over its 8 MiB cap: 500
     "/plugins/snoop/snoop",           -- probes other plugins' storage keys: 200
     "/plugins/gossip/publish?topic=admin.secret", -- undeclared event: 403
+    "/plugins/nogrant/attack",        -- nogrant's hook makes a denied database call: 403
 }
 local i = 0
 request = function()
     i = i + 1
     local path = paths[(i % #paths) + 1]
-    local headers = {}
-    if i % 7 == 0 then headers["x-attack"] = "database" end  -- nogrant's denied call: 403
-    return wrk.format("GET", path, headers)
+    -- Read by nogrant's pre_request hook, which sees only its own path (no `intercept`).
+    return wrk.format("GET", path, { ["x-attack"] = "database" })
 end
 EOF
 cat >"$work/hook.lua" <<'EOF'

@@ -46,7 +46,7 @@ write_version 1.0.0 v0
 
 cat >"$work/plugd.yaml" <<EOF
 server: { listen: "127.0.0.1:$port" }
-admin: { token: "$token" }
+admin: { token: "$token", listen: "127.0.0.1:$((port + 1))" }
 data_dir: "$work/data"
 plugins:
   reload: { queue_strategy: block, queue_timeout: 30s }
@@ -57,6 +57,7 @@ plugins:
 EOF
 
 base="http://127.0.0.1:$port"
+admin="http://127.0.0.1:$((port + 1))"
 start_server "$work/plugd.yaml" "$base/plugins/reloader/version"
 
 rss_mib() { awk '/^VmRSS:/ { printf "%.1f", $2 / 1024 }' "/proc/$server_pid/status"; }
@@ -69,7 +70,7 @@ n=0
 reload_once() {
     n=$((n + 1))
     write_version "1.0.$n" "v$n"
-    curl -fsS -X POST -H "Authorization: Bearer $token" "$base/admin/plugins/reloader/reload" \
+    curl -fsS -X POST -H "Authorization: Bearer $token" "$admin/admin/plugins/reloader/reload" \
         | python3 -c 'import json,sys; print(json.load(sys.stdin)["duration_ms"])'
 }
 

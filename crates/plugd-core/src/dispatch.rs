@@ -208,6 +208,27 @@ impl DispatchTable {
     }
 }
 
+/// Whether a plugin's routes can all be routed: two patterns that the router cannot tell apart
+/// (`/{a}` and `/{b}`, a wildcard over a static segment) are refused when the plugin loads, so
+/// that one plugin can never keep the dispatch table of every other from being built.
+pub(crate) fn check_routes(
+    plugin: &str,
+    regs: &crate::plugin::Registrations,
+) -> Result<(), String> {
+    let mut router = matchit::Router::new();
+    let mut seen: Vec<&str> = Vec::new();
+    for r in &regs.routes {
+        if seen.contains(&r.path.as_str()) {
+            continue;
+        }
+        seen.push(&r.path);
+        router
+            .insert(format!("/plugins/{plugin}{}", r.path), ())
+            .map_err(|e| format!("route {} {} cannot be routed: {e}", r.method, r.path))?;
+    }
+    Ok(())
+}
+
 /// What a plugin registered, as the table holds it. A `fail_closed` plugin that never got to
 /// register (it failed to load or initialize) still guards: its manifest's hooks stand in for
 /// its registrations, so the requests it would see answer 503 rather than pass unguarded.

@@ -2069,6 +2069,12 @@ impl Host {
             .manifest
             .as_ref()
             .is_some_and(|m| m.permissions.contains(&Permission::Intercept));
+        if let Err(message) = crate::dispatch::check_routes(&name, &regs) {
+            return Err(LoadError::Registration {
+                plugin: name.clone(),
+                message,
+            });
+        }
         if let Some(why) = p.access.overreach(declared, &regs) {
             return Err(LoadError::Registration {
                 plugin: name.clone(),

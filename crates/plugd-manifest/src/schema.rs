@@ -348,7 +348,12 @@ impl ConfigSchema {
                     return Err(ConfigErrorKind::WrongType {
                         key: key.clone(),
                         expected: field.ty,
-                        found: describe_value(&value),
+                        // A secret's value never reaches an error (errors are logged and shown).
+                        found: if field.secret {
+                            format!("{} (a secret: value not shown)", kind_of(&value))
+                        } else {
+                            describe_value(&value)
+                        },
                     }
                     .into());
                 }
@@ -586,6 +591,19 @@ fn suggest(suggestion: &Option<String>) -> String {
     match suggestion {
         Some(s) => format!("; did you mean '{s}'?"),
         None => String::new(),
+    }
+}
+
+/// The kind of a value, without the value: `a string`, `an integer`.
+fn kind_of(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(n) if n.is_f64() => "a number",
+        Value::Number(_) => "an integer",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
     }
 }
 
@@ -959,6 +977,21 @@ mod tests {
         assert!(
             matches!(&err.kind, ConfigErrorKind::EnvNotExpanded { var, .. } if var == "SECRET"),
             "{err}"
+        );
+    }
+
+    /// A secret's value never appears in an error, which is logged and shown to operators.
+    #[test]
+    fn a_wrongly_typed_secret_is_not_echoed() {
+        let schema =
+            ConfigSchema::new().field("pin", ConfigField::new(ConfigType::Integer).secret());
+        let err = schema
+            .validate_with_env(&obj(json!({"pin": "hunter2"})), no_env)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "key 'pin' must be an integer, got a string (a secret: value not shown)"
         );
     }
 

@@ -43,7 +43,7 @@ fn host(rt: &tokio::runtime::Runtime, with_wasm: bool, data: &Path) -> Host {
     }
     if with_wasm {
         for (name, extra) in [
-            ("gatekeeper", ""),
+            ("gatekeeper", "      permissions: { intercept: true }\n"),
             ("hello", "      permissions: { router: true }\n"),
         ] {
             yaml.push_str(&format!(

@@ -252,28 +252,28 @@ fn main() -> anyhow::Result<()> {
     let host = Host::builder()
         .config(config)
         .native(
-            manifest("bench-reqid", ""),
+            manifest("bench-reqid", "intercept: true"),
             ReqId {
                 prefix: std::hash::BuildHasher::hash_one(&prefix, 0u8) as u32,
                 counter: AtomicU64::new(0),
             },
         )
         .native(
-            manifest("bench-auth", ""),
+            manifest("bench-auth", "intercept: true"),
             Auth {
                 secret: b"bench-secret".to_vec(),
             },
         )
         .native(
-            manifest("bench-ratelimit", "cache: true"),
+            manifest("bench-ratelimit", "cache: true, intercept: true"),
             RateLimit {
                 cache: OnceLock::new(),
                 rate: 1e9,
                 burst: 1e9,
             },
         )
-        .native(manifest("bench-accesslog", ""), AccessLog)
-        .native(manifest("bench-headers", ""), Headers)
+        .native(manifest("bench-accesslog", "intercept: true"), AccessLog)
+        .native(manifest("bench-headers", "intercept: true"), Headers)
         .native(manifest("api", "router: true"), Api)
         .build()?;
     let rt = tokio::runtime::Runtime::new()?;

@@ -228,3 +228,41 @@ async fn a_manifest_can_ask_to_fail_closed_and_the_config_cannot_loosen_it() {
     assert!(r.headers.contains_key("x-request-id"));
     host.shutdown().await;
 }
+
+/// Registers two routes the router cannot tell apart.
+struct Conflicted;
+
+#[async_trait::async_trait]
+impl plugd_core::Plugin for Conflicted {
+    async fn init(
+        &self,
+        ctx: &mut plugd_core::InitContext<'_>,
+    ) -> Result<(), plugd_core::PluginError> {
+        let f = |e: plugd_core::HostError| plugd_core::PluginError::Failed(e.to_string());
+        ctx.register_route("GET", "/{a}", Default::default())
+            .map_err(f)?;
+        ctx.register_route("POST", "/{b}", Default::default())
+            .map_err(f)
+    }
+}
+
+/// One plugin's conflicting routes used to keep the whole dispatch table from being built (no
+/// plugin routed at all); now that plugin alone fails to load.
+#[tokio::test]
+async fn conflicting_routes_fail_their_plugin_only() {
+    let j: Journal = Arc::new(Mutex::new(Vec::new()));
+    let dir = tempfile::tempdir().unwrap();
+    let host = Host::builder()
+        .config(config(dir.path(), "plugins:\n  plugins: []\n"))
+        .native(manifest_with("app", "router", ""), app(&j))
+        .native(manifest_with("conflicted", "router", ""), Conflicted)
+        .build()
+        .unwrap();
+    host.start().await.unwrap();
+    let info = host.plugin_info("conflicted").unwrap();
+    assert_eq!(info.status, Status::Error);
+    let message = info.last_error.unwrap().message;
+    assert!(message.contains("cannot be routed"), "{message}");
+    assert_eq!(get(&host, "/plugins/app/x").await.status, 200);
+    host.shutdown().await;
+}

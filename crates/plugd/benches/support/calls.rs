@@ -192,7 +192,7 @@ pub async fn host(native_hook: bool, wasm_hook: bool, data: &Path) -> Host {
     let mut yaml = format!("data_dir: '{}'\nplugins:\n  plugins:\n", data.display());
     if wasm_hook {
         yaml.push_str(&format!(
-            "    - name: bench-hook\n      path: '{}'\n",
+            "    - name: bench-hook\n      path: '{}'\n      permissions: [intercept]\n",
             root().join("benches/plugins/hook").display()
         ));
     } else {

@@ -204,6 +204,76 @@ fn check_prints_start_order_and_graph_as_json() {
     assert_eq!(v["dependency_graph"]["db"], serde_json::json!([]));
 }
 
+/// `plugd check` tells the operator what each plugin will be able to do before it runs.
+#[test]
+fn check_reports_what_each_plugin_is_granted() {
+    let tree = plugin_tree(&[
+        (
+            "auth",
+            "permissions: [router, intercept, identity, database]\nhooks:\n  - { type: pre_request }\nfailure_policy: closed\n",
+        ),
+        ("shop", "permissions: [router, network, exec]\n"),
+    ]);
+    let config = "plugins:\n  plugins:\n    - name: auth\n      permissions: [router, intercept, identity]\n      intercept: { paths: ['/api/*'] }\n      hide_headers: [cookie]\n    - name: shop\n      permissions: [router, network, exec]\n      network: { allow: [api.example.com] }\n      exec: { allow: [git, { command: convert, args: ['*.png', out.png] }] }\n";
+    let out = check(tree.path(), config, true);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let auth = &v["grants"]["auth"];
+    assert_eq!(
+        auth["permissions"],
+        serde_json::json!(["router", "intercept", "identity"])
+    );
+    assert_eq!(auth["not_granted"], serde_json::json!(["database"]));
+    assert_eq!(auth["requests"], serde_json::json!(["/api/*"]));
+    assert_eq!(auth["request_hooks"], serde_json::json!(["pre_request"]));
+    assert_eq!(auth["identity"], true);
+    assert_eq!(auth["hidden_headers"], serde_json::json!(["cookie"]));
+    assert_eq!(auth["failure_policy"], "fail_closed");
+    let shop = &v["grants"]["shop"];
+    assert_eq!(
+        shop["requests"],
+        serde_json::json!(["own routes (/plugins/shop/…)"])
+    );
+    assert_eq!(shop["identity"], false);
+    assert_eq!(
+        shop["network_allow"],
+        serde_json::json!(["api.example.com"])
+    );
+    assert_eq!(
+        shop["exec_allow"],
+        serde_json::json!(["git <any arguments>", "convert *.png out.png"])
+    );
+
+    let out = check(tree.path(), config, false);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("grants:"), "{text}");
+    assert!(
+        text.contains("  auth: router, intercept, identity"),
+        "{text}"
+    );
+    assert!(text.contains("declared, not granted: database"), "{text}");
+    assert!(text.contains("requests seen: /api/*"), "{text}");
+    assert!(text.contains("sets the request identity"), "{text}");
+    assert!(
+        text.contains("exec.allow: git <any arguments>; convert *.png out.png"),
+        "{text}"
+    );
+
+    // A plugin that would fail to load for lack of `intercept` fails the check.
+    let config = "plugins:\n  plugins:\n    - name: auth\n      permissions: [router]\n";
+    let out = check(tree.path(), config, false);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("plugin 'auth': its manifest asks to intercept requests other than its own routes with pre_request hook(s), which needs the 'intercept' permission"),
+        "{err}"
+    );
+}
+
 #[test]
 fn check_fails_with_the_seed_messages() {
     let tree = plugin_tree(&[
