@@ -786,7 +786,7 @@ mod tests {
         let cases = [
             (
                 json!({"jwt_secret": 5}),
-                "key 'jwt_secret' must be a string, got integer 5",
+                "key 'jwt_secret' must be a string, got an integer (a secret: value not shown)",
             ),
             (
                 json!({"jwt_secret": "s", "token_ttl": "soon"}),
