@@ -489,7 +489,7 @@ async fn clients_get_a_request_id_not_the_plugins_error_text() {
         test_plugin("trapper"),
         "      permissions: { router: true }\n",
     );
-    let server = TestServer::start(&config("", &[trapper.clone()])).await;
+    let server = TestServer::start(&config("", std::slice::from_ref(&trapper))).await;
     let r = server.get("/plugins/trapper/trap").await;
     assert_eq!(r.status(), 500);
     let id = r.headers()["x-request-id"].to_str().unwrap().to_string();
@@ -611,7 +611,7 @@ async fn on_a_shared_origin_plugins_cannot_install_service_workers() {
         "      permissions: { router: true }\n",
     );
     // Default: the admin API is elsewhere; a plugin's worker is its own business.
-    let server = TestServer::start(&config("", &[swjack.clone()])).await;
+    let server = TestServer::start(&config("", std::slice::from_ref(&swjack))).await;
     assert_ne!(server.url, server.admin_url);
     assert_eq!(server.get("/admin/").await.status(), 404);
     let r = server
