@@ -80,8 +80,9 @@ pub fn check_entry(entry: &PluginEntry) -> Result<Checked, LoadError> {
 
 /// The distribution checks of a plugin folder, before it is loaded (see
 /// [`plugd_pkg::check_installed`]): a version on `plugins.blocked` is refused with its reason; a
-/// folder installed from a package must hold exactly the package's files; with
-/// `plugins.require_signatures` it must come from a package signed by a trusted key.
+/// folder installed from a package must hold exactly the package's files; a signature is
+/// checked against `plugins.trusted_keys`; with `plugins.require_signatures` (on by default
+/// when trusted keys are listed) it must come from a package signed by a trusted key.
 pub(crate) fn check_package(
     entry: &PluginEntry,
     manifest: &Manifest,

@@ -1,5 +1,6 @@
 //! What an installed plugin folder records of its package, and the check the host runs on it at
-//! load: the blocklist, the digests of the installed files, and (when required) the signature.
+//! load: the blocklist, the digests of the installed files, and the signature (against the
+//! trusted keys; required with `plugins.require_signatures`).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -193,23 +194,26 @@ pub enum LoadCheck {
 /// 1. a version on `plugins.blocked` is refused with the reason;
 /// 2. a folder installed from a package (it has a `.plugd-package.json`) must hold exactly the
 ///    package's files, unchanged;
-/// 3. with `plugins.require_signatures`, the folder must have been installed from a package
-///    signed by one of `plugins.trusted_keys`.
+/// 3. with `plugins.trusted_keys`, the recorded signature is verified against those keys (never
+///    against the key the signature carries), and a signature by any other key is refused;
+/// 4. with `plugins.require_signatures` (which trusted keys turn on unless it is written
+///    `false`), the folder must have been installed from a package signed by a trusted key.
 ///
-/// Every error names the plugin.
+/// Every error names the plugin and its folder.
 pub fn check_installed(
     dir: &Path,
     manifest: &Manifest,
     plugins: &PluginsConfig,
 ) -> Result<LoadCheck, Error> {
     let what = format!("plugin '{}' {}", manifest.name, manifest.version);
+    // Signature errors name the folder; integrity errors name the file already.
+    let at = format!("{what} at {}", dir.display());
     check_blocked(plugins, &manifest.name, &manifest.version)?;
     let record = InstallRecord::read(dir)?;
     let Some(record) = record else {
         if plugins.require_signatures {
             return Err(Error::Signature(format!(
-                "{what} at {} was not installed from a package (no {RECORD_FILE}), and plugins.require_signatures is true: install a signed package with `plugd install`",
-                dir.display()
+                "{at} was not installed from a package (no {RECORD_FILE}), and signatures are required (plugins.require_signatures, on by default with plugins.trusted_keys): install a signed package with `plugd install`, or set plugins.require_signatures: false",
             )));
         }
         return Ok(LoadCheck::NotPackaged);
@@ -225,19 +229,16 @@ pub fn check_installed(
     record
         .verify_files(dir)
         .map_err(|e| prefix_error(&what, e))?;
-    let state = if plugins.require_signatures {
-        let trust = Trust::from_files(true, plugins.trusted_keys.iter().map(|p| p.as_path()))
-            .map_err(|e| Error::Signature(format!("plugins.trusted_keys: {e}")))?;
-        trust.check(&what, &record.digest, record.signature.as_ref())?
-    } else {
-        match &record.signature {
-            Some(s) => s
-                .verify(&record.digest)
-                .map(|k| SignatureState::Signed { key_id: k.key_id() })
-                .map_err(|e| prefix_error(&what, e))?,
-            None => SignatureState::Unsigned,
-        }
-    };
+    let trust = Trust::from_files(
+        plugins.require_signatures,
+        plugins.trusted_keys.iter().map(|p| p.as_path()),
+    )
+    .map_err(|e| {
+        Error::Signature(format!(
+            "{at}: cannot read plugins.trusted_keys: {e}; fix the key file or the list"
+        ))
+    })?;
+    let state = trust.check(&at, &record.digest, record.signature.as_ref())?;
     Ok(LoadCheck::Verified(state))
 }
 

@@ -10,7 +10,8 @@
 //! - [`resolve()`]: the newest compatible versions of a request and its dependencies.
 //! - [`PluginsDir`]: install, keep earlier versions, roll back, uninstall.
 //! - [`check_installed`]: what the host checks before loading a plugin folder (blocklist,
-//!   installed digests, signatures when `plugins.require_signatures`).
+//!   installed digests, signatures against `plugins.trusted_keys`, required with
+//!   `plugins.require_signatures`, which trusted keys turn on by default).
 //!
 //! This crate knows nothing of running plugins; `plugd-core` calls [`check_installed`] and the
 //! `plugd` binary drives the rest.

@@ -1157,7 +1157,7 @@ mod tests {
         assert_eq!(
             err,
             format!(
-                "signature: hello 1.0.0 is signed by key {}, which is not trusted (trusted keys: {})",
+                "signature: hello 1.0.0 is signed by key {}, which is not trusted (trusted keys: {}): install a package signed by a trusted key, or add the signer's public key file to plugins.trusted_keys (or --trusted-key) if you trust it",
                 other.public().key_id(),
                 key.public().key_id()
             )

@@ -325,8 +325,8 @@ impl PluginsDir {
 
     /// Go back to the version installed before the current one (its record's `previous`, else
     /// the newest kept version older than the current, else the newest kept). The version
-    /// returned to is checked as the host would load it (blocklist, digests, signatures when
-    /// `plugins.require_signatures`); the current one is kept in `.versions/`, so a second
+    /// returned to is checked as the host would load it ([`check_installed`]: blocklist,
+    /// digests, signatures); the current one is kept in `.versions/`, so a second
     /// rollback returns to it. Returns (from, to).
     pub fn rollback(
         &self,
@@ -708,8 +708,10 @@ pub(crate) mod tests {
         );
         let err = check(&required).unwrap_err().to_string();
         assert!(
-            err.contains("was not installed from a package")
-                && err.contains("plugins.require_signatures is true"),
+            err.contains(&format!(
+                "plugin 'hello' 1.0.0 at {} was not installed from a package",
+                bare.display()
+            )) && err.contains("signatures are required"),
             "{err}"
         );
         std::fs::remove_dir_all(&bare).unwrap();
@@ -718,7 +720,13 @@ pub(crate) mod tests {
         dir.install(&package("hello", "1.0.0", ""), &source())
             .unwrap();
         let err = check(&required).unwrap_err().to_string();
-        assert!(err.contains("plugin 'hello' 1.0.0 is not signed"), "{err}");
+        assert!(
+            err.contains(&format!(
+                "plugin 'hello' 1.0.0 at {} is not signed",
+                root.path().join("hello").display()
+            )),
+            "{err}"
+        );
 
         // Signed by another key.
         let mut p = package("hello", "1.0.0", "");
@@ -775,6 +783,91 @@ pub(crate) mod tests {
         assert_eq!(
             err,
             "plugin 'hello' 1.0.0 is blocked by plugins.blocked (versions <1.2.0): CVE-2024-0001"
+        );
+    }
+
+    /// Security review M7: an operator lists `trusted_keys` (and nothing else); a catalog MITM
+    /// strips the package's SIGNATURE, or re-signs it with a key of its own.
+    #[test]
+    fn trusted_keys_alone_refuse_stripped_and_foreign_signatures_at_load() {
+        let root = tempfile::tempdir().unwrap();
+        let keys = tempfile::tempdir().unwrap();
+        let release = SigningKey::generate().unwrap();
+        let attacker = SigningKey::generate().unwrap();
+        std::fs::write(
+            keys.path().join("release.pub"),
+            release.public().to_text("release"),
+        )
+        .unwrap();
+        let config = |extra: &str| {
+            plugd_manifest::HostConfig::from_str(
+                &format!("plugins:\n  trusted_keys: [release.pub]\n{extra}"),
+                plugd_manifest::Format::Yaml,
+                Some(&keys.path().join("plugd.yaml")),
+            )
+            .unwrap()
+            .plugins
+        };
+        let keys_only = config("");
+        let opted_out = config("  require_signatures: false\n");
+        let dir = PluginsDir::new(root.path());
+        let check = |plugins: &PluginsConfig| {
+            let e = dir.get("hello").unwrap().unwrap();
+            check_installed(&e.dir, &e.manifest, plugins)
+        };
+        let at = root.path().join("hello");
+
+        // Stripped: unsigned is refused, though require_signatures was never written.
+        dir.install(&package("hello", "1.0.0", ""), &source())
+            .unwrap();
+        let err = check(&keys_only).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!(
+                "plugin 'hello' 1.0.0 at {} is not signed, and signatures are required",
+                at.display()
+            )) && err.contains(&release.public().key_id()),
+            "{err}"
+        );
+        // Written false: unsigned loads.
+        assert_eq!(
+            check(&opted_out).unwrap(),
+            LoadCheck::Verified(SignatureState::Unsigned)
+        );
+
+        // Re-signed by the attacker: refused either way, naming the key.
+        let mut p = package("hello", "1.0.0", "");
+        p.sign(&attacker);
+        dir.install(&p, &source()).unwrap();
+        for plugins in [&keys_only, &opted_out] {
+            let err = check(plugins).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!(
+                    "plugin 'hello' 1.0.0 at {} is signed by key {}, which is not trusted",
+                    at.display(),
+                    attacker.public().key_id()
+                )),
+                "{err}"
+            );
+        }
+
+        // Signed by the trusted key: loads either way.
+        p.sign(&release);
+        dir.install(&p, &source()).unwrap();
+        for plugins in [&keys_only, &opted_out] {
+            assert_eq!(
+                check(plugins).unwrap(),
+                LoadCheck::Verified(SignatureState::Trusted {
+                    key_id: release.public().key_id()
+                })
+            );
+        }
+
+        // A trusted key file that cannot be read is an error that names it, not "no keys".
+        std::fs::remove_file(keys.path().join("release.pub")).unwrap();
+        let err = check(&opted_out).unwrap_err().to_string();
+        assert!(
+            err.contains("cannot read plugins.trusted_keys") && err.contains("release.pub"),
+            "{err}"
         );
     }
 }
