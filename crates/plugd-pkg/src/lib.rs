@@ -6,7 +6,8 @@
 //!   hostile-archive case refused before anything is written.
 //! - [`SigningKey`], [`PublicKey`], [`Signature`], [`Trust`]: keys, signing, and which
 //!   signatures are accepted.
-//! - [`Index`], [`CatalogSource`]: catalogs (a folder or an HTTP(S) URL with `index.json`).
+//! - [`Index`], [`CatalogSource`]: catalogs (a folder or an HTTPS URL with `index.json`; plain
+//!   http only on loopback or with `--allow-http`).
 //! - [`resolve()`]: the newest compatible versions of a request and its dependencies.
 //! - [`PluginsDir`]: install, keep earlier versions, roll back, uninstall.
 //! - [`check_installed`]: what the host checks before loading a plugin folder (blocklist,
@@ -48,7 +49,7 @@ mod sums;
 
 pub use catalog::{
     CatalogDependency, CatalogPlugin, CatalogSource, CatalogVersion, INDEX_FILE, Index,
-    dependencies_of,
+    dependencies_of, is_loopback, plain_http_allowed,
 };
 pub use error::{Error, Rejection};
 pub use installed::{
