@@ -64,7 +64,15 @@ impl InstallRecord {
             .map_err(|e| Error::Installed(format!("cannot encode the record: {e}")))?;
         text.push('\n');
         let tmp = dir.join(format!("{RECORD_FILE}.tmp"));
-        std::fs::write(&tmp, text).map_err(|e| Error::io(&tmp, e))?;
+        // A stale temporary keeps its mode; start afresh with 0644.
+        match std::fs::remove_file(&tmp) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::io(&tmp, e)),
+            _ => {}
+        }
+        let mut file = crate::package::new_file(&tmp)?;
+        std::io::Write::write_all(&mut file, text.as_bytes())
+            .and_then(|_| file.sync_all())
+            .map_err(|e| Error::io(&tmp, e))?;
         std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))
     }
 

@@ -22,7 +22,7 @@ use crate::Error;
 use crate::catalog::dependencies_of;
 use crate::installed::{InstallRecord, check_installed};
 use crate::keys::SignatureState;
-use crate::package::Package;
+use crate::package::{Package, new_dir_builder};
 use crate::resolve::InstalledPlugin;
 
 /// Earlier versions of a plugin, under the plugins folder.
@@ -189,14 +189,19 @@ impl PluginsDir {
 
     /// Hold the folder's lock while changing it.
     fn lock(&self) -> Result<std::fs::File, Error> {
-        std::fs::create_dir_all(&self.root).map_err(|e| Error::io(&self.root, e))?;
+        new_dir_builder(true)
+            .create(&self.root)
+            .map_err(|e| Error::io(&self.root, e))?;
         let path = self.root.join(LOCK_FILE);
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| Error::io(&path, e))?;
+        let mut options = std::fs::OpenOptions::new();
+        options.create(true).truncate(false).write(true);
+        #[cfg(unix)]
+        {
+            // Only the owner may take the lock.
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o644);
+        }
+        let file = options.open(&path).map_err(|e| Error::io(&path, e))?;
         match file.try_lock() {
             Ok(()) => Ok(file),
             Err(std::fs::TryLockError::WouldBlock) => Err(Error::Installed(format!(
@@ -211,7 +216,9 @@ impl PluginsDir {
     /// A fresh folder name under `.staging/`.
     fn staging(&self, label: &str) -> Result<PathBuf, Error> {
         let dir = self.root.join(STAGING_DIR);
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        new_dir_builder(true)
+            .create(&dir)
+            .map_err(|e| Error::io(&dir, e))?;
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos())
@@ -303,7 +310,9 @@ impl PluginsDir {
     /// copy of that version.
     fn keep(&self, dir: &Path, name: &str, version: &semver::Version) -> Result<PathBuf, Error> {
         let versions = self.versions_dir(name);
-        std::fs::create_dir_all(&versions).map_err(|e| Error::io(&versions, e))?;
+        new_dir_builder(true)
+            .create(&versions)
+            .map_err(|e| Error::io(&versions, e))?;
         let dest = versions.join(version.to_string());
         if dest.exists() {
             let trash = self.staging("old")?;
@@ -575,6 +584,54 @@ pub(crate) mod tests {
         let err = dir.rollback("hello", &blocking).unwrap_err().to_string();
         assert!(err.contains("leaks tokens"), "{err}");
         assert!(dir.rollback("hello", &plugins).is_ok());
+    }
+
+    /// Security review L6: an installed plugin is readable (code and static assets, not data)
+    /// but writable by its owner only, whatever the umask allowed.
+    #[cfg(unix)]
+    #[test]
+    fn installed_files_are_writable_by_the_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let dir = PluginsDir::new(root.path().join("plugins"));
+        dir.install(&package("hello", "1.0.0", ""), &source())
+            .unwrap();
+        dir.install(&package("hello", "1.1.0", ""), &source())
+            .unwrap();
+        let plugins = root.path().join("plugins");
+        let mut seen = 0;
+        let mut stack = vec![plugins.clone()];
+        while let Some(path) = stack.pop() {
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            let mode = meta.permissions().mode() & 0o777;
+            assert_eq!(mode & 0o022, 0, "{} is {mode:o}", path.display());
+            if meta.is_dir() {
+                stack.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+            }
+            seen += 1;
+        }
+        // plugins/, .plugd.lock, .staging/, .versions/ with 1.0.0, hello/ with 1.1.0.
+        assert!(seen > 12, "{seen}");
+        // Readable by others as far as the umask lets it (Linux tells the umask without
+        // changing it).
+        #[cfg(target_os = "linux")]
+        {
+            let status = std::fs::read_to_string("/proc/self/status").unwrap();
+            let umask = status
+                .lines()
+                .find_map(|l| l.strip_prefix("Umask:"))
+                .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+                .unwrap();
+            let mode = |p: &str| {
+                std::fs::metadata(plugins.join(p))
+                    .unwrap()
+                    .permissions()
+                    .mode()
+                    & 0o777
+            };
+            assert_eq!(mode("hello/plugin.wasm"), 0o644 & !umask);
+            assert_eq!(mode("hello/assets"), 0o755 & !umask);
+        }
     }
 
     #[test]
