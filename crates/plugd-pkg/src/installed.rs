@@ -2,10 +2,11 @@
 //! load: the blocklist, the digests of the installed files, and the signature (against the
 //! trusted keys; required with `plugins.require_signatures`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 use std::path::Path;
 
-use plugd_manifest::{Blocked, Manifest, PluginsConfig};
+use plugd_manifest::{Blocked, Format, Manifest, PluginsConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::keys::{Signature, SignatureState, Trust};
@@ -79,6 +80,16 @@ impl InstallRecord {
     /// Check that `dir` holds exactly the files of the package, unchanged: every listed file
     /// present with its digest, nothing else (but this record), no links.
     pub fn verify_files(&self, dir: &Path) -> Result<(), Error> {
+        self.verify_files_keeping(dir, &BTreeSet::new()).map(drop)
+    }
+
+    /// [`InstallRecord::verify_files`], returning the bytes of the files named in `keep` (paths
+    /// of the package, such as `plugin.wasm`) exactly as they were hashed.
+    fn verify_files_keeping(
+        &self,
+        dir: &Path,
+        keep: &BTreeSet<&str>,
+    ) -> Result<BTreeMap<String, Vec<u8>>, Error> {
         let sums = Sums::parse(&self.sha256sums)?;
         if sums.digest() != self.digest {
             return Err(Error::Integrity(format!(
@@ -87,7 +98,8 @@ impl InstallRecord {
             )));
         }
         let mut found = BTreeMap::new();
-        walk(dir, "", &mut found)?;
+        let mut kept = BTreeMap::new();
+        walk(dir, "", keep, &mut found, &mut kept)?;
         for (path, digest) in sums.iter() {
             match found.remove(path) {
                 None => {
@@ -117,12 +129,19 @@ impl InstallRecord {
                 self.version
             )));
         }
-        Ok(())
+        Ok(kept)
     }
 }
 
-/// Hash every file under `dir` (relative `/` paths), skipping the record; refuse links.
-fn walk(dir: &Path, prefix: &str, out: &mut BTreeMap<String, String>) -> Result<(), Error> {
+/// Hash every file under `dir` (relative `/` paths), skipping the record, into `out`; keep the
+/// bytes of the paths in `keep`; refuse links.
+fn walk(
+    dir: &Path,
+    prefix: &str,
+    keep: &BTreeSet<&str>,
+    out: &mut BTreeMap<String, String>,
+    kept: &mut BTreeMap<String, Vec<u8>>,
+) -> Result<(), Error> {
     let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
     for entry in entries {
         let entry = entry.map_err(|e| Error::io(dir, e))?;
@@ -138,10 +157,13 @@ fn walk(dir: &Path, prefix: &str, out: &mut BTreeMap<String, String>) -> Result<
         }
         let meta = std::fs::symlink_metadata(&path).map_err(|e| Error::io(&path, e))?;
         if meta.is_dir() {
-            walk(&path, &rel, out)?;
+            walk(&path, &rel, keep, out, kept)?;
         } else if meta.is_file() {
             let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
-            out.insert(rel, sha256_hex(&bytes));
+            out.insert(rel.clone(), sha256_hex(&bytes));
+            if keep.contains(rel.as_str()) {
+                kept.insert(rel, bytes);
+            }
         } else {
             return Err(Error::Integrity(format!(
                 "{} is a link or a special file: an installed plugin holds regular files only",
@@ -197,6 +219,26 @@ pub enum LoadCheck {
     Verified(SignatureState),
 }
 
+/// What [`check_for_load`] verified, with the component's bytes as they were hashed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct LoadChecked {
+    /// What the check found.
+    pub check: LoadCheck,
+    /// The component (the manifest's `component`) as the check read and hashed it, for a folder
+    /// installed from a package; `None` for one that was not (nothing was verified). Compile
+    /// these bytes, not the file: it may have changed since.
+    pub component: Option<Vec<u8>>,
+}
+
+impl fmt::Debug for LoadChecked {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoadChecked")
+            .field("check", &self.check)
+            .field("component", &self.component.as_ref().map(Vec::len))
+            .finish()
+    }
+}
+
 /// The check the host runs before loading a plugin from `dir` whose manifest is `manifest`:
 ///
 /// 1. a version on `plugins.blocked` is refused with the reason;
@@ -207,12 +249,26 @@ pub enum LoadCheck {
 /// 4. with `plugins.require_signatures` (which trusted keys turn on unless it is written
 ///    `false`), the folder must have been installed from a package signed by a trusted key.
 ///
-/// Every error names the plugin and its folder.
+/// Every error names the plugin; signature errors name its folder, integrity errors the file.
+/// The loader should use [`check_for_load`], which also hands back the component bytes it
+/// verified.
 pub fn check_installed(
     dir: &Path,
     manifest: &Manifest,
     plugins: &PluginsConfig,
 ) -> Result<LoadCheck, Error> {
+    check_for_load(dir, manifest, plugins).map(|c| c.check)
+}
+
+/// [`check_installed`], keeping what it verified for the load, so that a file changed after
+/// the check (security review L7) is never what runs: the component's bytes as they were
+/// hashed are returned, the manifest file as hashed must parse to `manifest` (the one the
+/// host read a moment before), and the component must be a file of the package.
+pub fn check_for_load(
+    dir: &Path,
+    manifest: &Manifest,
+    plugins: &PluginsConfig,
+) -> Result<LoadChecked, Error> {
     let what = format!("plugin '{}' {}", manifest.name, manifest.version);
     // Signature errors name the folder; integrity errors name the file already.
     let at = format!("{what} at {}", dir.display());
@@ -224,7 +280,10 @@ pub fn check_installed(
                 "{at} was not installed from a package (no {RECORD_FILE}), and signatures are required (plugins.require_signatures, on by default with plugins.trusted_keys): install a signed package with `plugd install`, or set plugins.require_signatures: false",
             )));
         }
-        return Ok(LoadCheck::NotPackaged);
+        return Ok(LoadChecked {
+            check: LoadCheck::NotPackaged,
+            component: None,
+        });
     };
     if record.name != manifest.name || record.version != manifest.version.to_string() {
         return Err(Error::Integrity(format!(
@@ -234,9 +293,41 @@ pub fn check_installed(
             record.version
         )));
     }
-    record
-        .verify_files(dir)
+    let component = crate::package::component_key(manifest);
+    // The manifest file, as a path of the package (when the manifest was read from this folder).
+    let manifest_file = manifest
+        .source
+        .as_deref()
+        .filter(|s| s.parent() == Some(dir))
+        .and_then(|s| s.file_name())
+        .and_then(|n| n.to_str())
+        .map(str::to_string);
+    let keep: BTreeSet<&str> = std::iter::once(component.as_str())
+        .chain(manifest_file.as_deref())
+        .collect();
+    let mut kept = record
+        .verify_files_keeping(dir, &keep)
         .map_err(|e| prefix_error(&what, e))?;
+    let Some(bytes) = kept.remove(&component) else {
+        return Err(Error::Integrity(format!(
+            "{what}: the manifest's component '{}' is not a file of package {} {}; reinstall the plugin",
+            manifest.component, record.name, record.version
+        )));
+    };
+    if let (Some(name), Some(source)) = (&manifest_file, &manifest.source)
+        && let Some(verified) = kept.remove(name)
+    {
+        let same = std::str::from_utf8(&verified).ok().and_then(|text| {
+            let format = Format::from_path(source)?;
+            Manifest::from_str(text, format, Some(source)).ok()
+        });
+        if same.as_ref() != Some(manifest) {
+            return Err(Error::Integrity(format!(
+                "{what}: {} changed while the plugin was being loaded (the manifest read is not the one verified); load it again",
+                source.display()
+            )));
+        }
+    }
     let trust = Trust::from_files(
         plugins.require_signatures,
         plugins.trusted_keys.iter().map(|p| p.as_path()),
@@ -247,7 +338,10 @@ pub fn check_installed(
         ))
     })?;
     let state = trust.check(&at, &record.digest, record.signature.as_ref())?;
-    Ok(LoadCheck::Verified(state))
+    Ok(LoadChecked {
+        check: LoadCheck::Verified(state),
+        component: Some(bytes),
+    })
 }
 
 fn prefix_error(what: &str, e: Error) -> Error {

@@ -14,8 +14,8 @@
 //!   installed digests, signatures against `plugins.trusted_keys`, required with
 //!   `plugins.require_signatures`, which trusted keys turn on by default).
 //!
-//! This crate knows nothing of running plugins; `plugd-core` calls [`check_installed`] and the
-//! `plugd` binary drives the rest.
+//! This crate knows nothing of running plugins; `plugd-core` calls [`check_for_load`] (and
+//! compiles the component bytes it verified) and the `plugd` binary drives the rest.
 //!
 //! ```
 //! use plugd_pkg::{Package, SigningKey, Trust, UnpackLimits};
@@ -53,7 +53,8 @@ pub use catalog::{
 };
 pub use error::{Error, Rejection};
 pub use installed::{
-    InstallRecord, LoadCheck, RECORD_FILE, blocked_message, check_blocked, check_installed,
+    InstallRecord, LoadCheck, LoadChecked, RECORD_FILE, blocked_message, check_blocked,
+    check_for_load, check_installed,
 };
 pub use keys::{PublicKey, SIGNATURE_FILE, Signature, SignatureState, SigningKey, Trust};
 pub use package::{EXTENSION, Package, UnpackLimits};

@@ -347,7 +347,7 @@ pub(crate) fn new_file(path: &Path) -> Result<std::fs::File, Error> {
 }
 
 /// The manifest's component as a package path (`./x.wasm` is `x.wasm`).
-fn component_key(manifest: &Manifest) -> String {
+pub(crate) fn component_key(manifest: &Manifest) -> String {
     Path::new(&manifest.component)
         .components()
         .filter_map(|c| match c {

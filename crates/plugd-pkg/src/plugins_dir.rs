@@ -586,6 +586,76 @@ pub(crate) mod tests {
         assert!(dir.rollback("hello", &plugins).is_ok());
     }
 
+    /// Security review L7: what the load check verified is what the loader gets — the
+    /// component's bytes as hashed, and a manifest equal to the manifest file as hashed.
+    #[test]
+    fn the_load_check_hands_back_the_bytes_it_verified() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = PluginsDir::new(root.path());
+        dir.install(&package("hello", "1.0.0", ""), &source())
+            .unwrap();
+        let plugins = PluginsConfig::default();
+        let entry = dir.get("hello").unwrap().unwrap();
+        let checked = crate::check_for_load(&entry.dir, &entry.manifest, &plugins).unwrap();
+        assert_eq!(checked.check, LoadCheck::Verified(SignatureState::Unsigned));
+        assert_eq!(
+            checked.component.as_deref(),
+            Some(&b"\0asm hello 1.0.0"[..])
+        );
+        // Debug shows the size, not megabytes of code.
+        assert!(
+            format!("{checked:?}").contains("component: Some(16)"),
+            "{checked:?}"
+        );
+
+        // The manifest the host read (here: one asking for more) is not the file that was
+        // verified, as when plugin.yaml is swapped between the read and the check.
+        let yaml = entry.dir.join("plugin.yaml");
+        let original = std::fs::read_to_string(&yaml).unwrap();
+        let swapped = Manifest::from_str(
+            &format!("{original}permissions: [database]\n"),
+            plugd_manifest::Format::Yaml,
+            Some(&yaml),
+        )
+        .unwrap();
+        let err = crate::check_for_load(&entry.dir, &swapped, &plugins)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&format!(
+                "plugin 'hello' 1.0.0: {} changed while the plugin was being loaded",
+                yaml.display()
+            )),
+            "{err}"
+        );
+        // A manifest whose component is not a file of the package.
+        let mut elsewhere = entry.manifest.clone();
+        elsewhere.source = None;
+        elsewhere.component = "other.wasm".into();
+        let err = crate::check_for_load(&entry.dir, &elsewhere, &plugins)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(
+                "the manifest's component 'other.wasm' is not a file of package hello 1.0.0"
+            ),
+            "{err}"
+        );
+
+        // Not installed from a package: nothing verified, nothing handed back.
+        let bare = root.path().join("bare");
+        std::fs::create_dir(&bare).unwrap();
+        std::fs::write(
+            bare.join("plugin.yaml"),
+            "name: bare\nversion: 1.0.0\ndescription: d\nauthor: a\n",
+        )
+        .unwrap();
+        let manifest = Manifest::from_path(&bare).unwrap();
+        let checked = crate::check_for_load(&bare, &manifest, &plugins).unwrap();
+        assert_eq!(checked.check, LoadCheck::NotPackaged);
+        assert!(checked.component.is_none());
+    }
+
     /// Security review L6: an installed plugin is readable (code and static assets, not data)
     /// but writable by its owner only, whatever the umask allowed.
     #[cfg(unix)]
