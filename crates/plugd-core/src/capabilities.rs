@@ -11,7 +11,7 @@
 //!
 //! ```text
 //! plugins/<name>/            mode 0700; the working directory of `exec`
-//! plugins/<name>/db.sqlite   the `database` capability
+//! plugins/<name>/db.sqlite   mode 0600 (and its -wal, -shm); the `database` capability
 //! plugins/<name>/files/      mode 0700; the `filesystem` capability, preopened at /data
 //! ```
 
@@ -27,6 +27,7 @@ use crate::error::HostError;
 use crate::exec::Exec;
 use crate::host_config::HostConfigView;
 use crate::outbound::{NetworkAllow, Outbound};
+use crate::private::make_private_dir;
 use crate::state::PluginState;
 
 /// Where denied calls of one plugin are recorded: an error counted on the plugin and an entry in
@@ -284,19 +285,6 @@ pub(crate) fn bytes_text(n: usize) -> String {
     } else {
         format!("{n} bytes")
     }
-}
-
-/// Create a directory (and its parents) and make it mode 0700.
-pub(crate) fn make_private_dir(dir: &Path) -> Result<(), String> {
-    std::fs::create_dir_all(dir)
-        .map_err(|e| format!("cannot create directory {}: {e}", dir.display()))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-            .map_err(|e| format!("cannot make {} private (0700): {e}", dir.display()))?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! and the host share.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use plugd_manifest::{HostConfig, Manifest, Permission, PluginEntry, PluginsConfig};
 use serde::Serialize;
@@ -74,19 +75,23 @@ pub fn check_entry(entry: &PluginEntry) -> Result<Checked, LoadError> {
 }
 
 /// The distribution checks of a plugin folder, before it is loaded (see
-/// [`plugd_pkg::check_installed`]): a version on `plugins.blocked` is refused with its reason; a
-/// folder installed from a package must hold exactly the package's files; with
-/// `plugins.require_signatures` it must come from a package signed by a trusted key.
+/// [`plugd_pkg::check_for_load`]): a version on `plugins.blocked` is refused with its reason; a
+/// folder installed from a package must hold exactly the package's files; a signature is
+/// checked against `plugins.trusted_keys`; with `plugins.require_signatures` (on by default
+/// when trusted keys are listed) it must come from a package signed by a trusted key.
+///
+/// Returns the component's bytes as they were verified (a folder installed from a package), for
+/// the loader to compile instead of reading the file again.
 pub(crate) fn check_package(
     entry: &PluginEntry,
     manifest: &Manifest,
     plugins: &PluginsConfig,
-) -> Result<(), LoadError> {
+) -> Result<Option<Arc<[u8]>>, LoadError> {
     let dir = manifest.dir().unwrap_or(&entry.path);
-    let state = plugd_pkg::check_installed(dir, manifest, plugins)
+    let checked = plugd_pkg::check_for_load(dir, manifest, plugins)
         .map_err(|e| LoadError::Invalid(e.to_string()))?;
-    tracing::debug!(plugin = %manifest.name, ?state, "package checks passed");
-    Ok(())
+    tracing::debug!(plugin = %manifest.name, state = ?checked.check, "package checks passed");
+    Ok(checked.component.map(Arc::from))
 }
 
 /// `before`/`after` of a manifest and its config entry, without repeats.
@@ -244,7 +249,7 @@ pub fn check_config(config: &HostConfig) -> Result<CheckReport, Vec<String>> {
     if config.plugins.enabled {
         for entry in config.plugins.plugins.iter().filter(|e| e.enabled) {
             let read = check_entry(entry)
-                .and_then(|c| check_package(entry, &c.manifest, &config.plugins).map(|()| c));
+                .and_then(|c| check_package(entry, &c.manifest, &config.plugins).map(|_| c));
             match read {
                 Ok(c) => match framework_error(&c.manifest).or_else(|| overreach(entry, &c)) {
                     Some(e) => errors.push(format!("plugin '{}': {e}", entry.name)),

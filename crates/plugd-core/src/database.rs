@@ -239,20 +239,25 @@ impl From<rusqlite::Error> for Failure {
 
 impl Database {
     /// Open (or create) the database at `path`, install the authorizer and the limits, and
-    /// apply the `*.sql` files of `migrations` (when the folder exists). Blocking.
+    /// apply the `*.sql` files of `migrations` (when the folder exists). The file and its
+    /// `-wal` and `-shm` are mode 0600 whatever the umask. Blocking.
     pub fn open(
         plugin: &str,
         path: &Path,
         migrations: Option<&Path>,
         auditor: Auditor,
     ) -> Result<Database, String> {
+        let context = |e: String| format!("the database of plugin '{plugin}': {e}");
+        crate::private::create_database_file(path).map_err(context)?;
         let conn = Connection::open(path).map_err(|e| {
             format!(
                 "cannot open the database of plugin '{plugin}' at {}: {e}",
                 path.display()
             )
         })?;
-        Database::setup(plugin, path, conn, migrations, auditor)
+        let db = Database::setup(plugin, path, conn, migrations, auditor)?;
+        crate::private::restrict_database_files(path).map_err(context)?;
+        Ok(db)
     }
 
     /// A database in memory, for tests and tools.
@@ -1121,5 +1126,23 @@ mod tests {
             ["_plugd_migrations", "t"],
             "u was rolled back with 0002"
         );
+    }
+
+    /// Security review L6: a plugin's database is its own, not other local users'.
+    #[cfg(unix)]
+    #[test]
+    fn the_database_file_and_its_wal_are_0600() {
+        use crate::private::tests::mode;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        let db = Database::open("p", &path, None, Auditor::new("p", None, None)).unwrap();
+        db.inner
+            .conn
+            .lock()
+            .execute_batch("CREATE TABLE t (a INTEGER); INSERT INTO t VALUES (1);")
+            .unwrap();
+        for f in ["db.sqlite", "db.sqlite-wal", "db.sqlite-shm"] {
+            assert_eq!(mode(&dir.path().join(f)), 0o600, "{f}");
+        }
     }
 }

@@ -76,6 +76,10 @@ pub struct LoaderContext<'a> {
     pub capabilities: Capabilities,
     /// Its live state: a denied host call counts against it here.
     pub state: Arc<PluginState>,
+    /// The component's bytes as the package check verified them, for a folder installed from
+    /// a package ([`plugd_pkg::check_for_load`]); `None` otherwise. A loader compiles these
+    /// rather than reading the file again, which may have been changed since the check.
+    pub component: Option<Arc<[u8]>>,
 }
 
 /// Turns a plugin directory into a [`Plugin`]: the wasm runtime is one.
@@ -496,6 +500,9 @@ pub(crate) struct Candidate {
     pub(crate) loaded: Loaded,
     dir: Option<PathBuf>,
     entry: Option<PluginEntry>,
+    /// The component bytes the package check verified (see [`LoaderContext::component`]),
+    /// until the loader takes them.
+    component: Option<Arc<[u8]>>,
     priority: i32,
     /// `before`/`after` of the manifest and the config entry together.
     before: Vec<String>,
@@ -1405,7 +1412,7 @@ impl Host {
             before,
             after,
         } = check_entry(entry)?;
-        check_package(entry, &manifest, &self.inner.config.plugins)?;
+        let component = check_package(entry, &manifest, &self.inner.config.plugins)?;
         let mut loaded = self.placeholder(entry, Some(manifest));
         loaded.access = Arc::new(RequestAccess::new(&entry.name, &granted, Some(entry)));
         loaded.granted = granted;
@@ -1420,6 +1427,7 @@ impl Host {
             loaded,
             dir: Some(entry.path.clone()),
             entry: Some(entry.clone()),
+            component,
             priority,
             before,
             after,
@@ -1472,6 +1480,7 @@ impl Host {
             loaded,
             dir: None,
             entry: Some(entry.clone()),
+            component: None,
             priority: entry.priority.unwrap_or(100),
             before: entry.before.clone(),
             after: entry.after.clone(),
@@ -1634,6 +1643,7 @@ impl Host {
             },
             dir: None,
             entry,
+            component: None,
             priority,
             before,
             after,
@@ -1993,6 +2003,7 @@ impl Host {
                     audit: self.inner.audit.clone(),
                     capabilities,
                     state: c.loaded.state.clone(),
+                    component: c.component.take(),
                 })
                 .await
                 .map_err(|message| LoadError::Runtime {

@@ -48,6 +48,7 @@ mod metrics;
 mod order;
 mod outbound;
 mod plugin;
+mod private;
 mod services;
 mod state;
 mod status;

@@ -21,14 +21,19 @@ pub struct Store {
 }
 
 impl Store {
-    /// Open (or create) `host.db` in `data_dir`.
+    /// Open (or create) `host.db` in `data_dir`. The folder is made mode 0700 and `host.db`
+    /// (with its `-wal` and `-shm`) 0600, whatever the umask: plugin storage is for plugd's
+    /// user only.
     pub fn open(data_dir: &Path) -> Result<Store, String> {
-        std::fs::create_dir_all(data_dir)
-            .map_err(|e| format!("cannot create data directory {}: {e}", data_dir.display()))?;
+        crate::private::make_data_dir(data_dir)?;
         let path = data_dir.join("host.db");
+        crate::private::create_database_file(&path)?;
         let conn =
             Connection::open(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-        Store::init(conn).map_err(|e| format!("{}: {e}", path.display()))
+        let store = Store::init(conn).map_err(|e| format!("{}: {e}", path.display()))?;
+        // The WAL files exist now (made with the database's mode; tighten leftovers).
+        crate::private::restrict_database_files(&path)?;
+        Ok(store)
     }
 
     /// A store in memory, for tests and tools.
@@ -231,6 +236,42 @@ mod tests {
             .unwrap();
         let again = Store::open(dir.path()).unwrap();
         assert_eq!(again.plugin("a").get("k").unwrap(), Some(b"v".to_vec()));
+    }
+
+    /// Security review L6: plugin storage must not be readable by other local users, under
+    /// the usual umask (022) or after an earlier version left it open.
+    #[cfg(unix)]
+    #[test]
+    fn the_data_dir_is_0700_and_host_db_with_its_wal_0600() {
+        use crate::private::tests::mode;
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let data = root.path().join("data");
+        let files = ["host.db", "host.db-wal", "host.db-shm"];
+        let check = |store: &Store| {
+            store.plugin("a").set("k", b"secret").unwrap();
+            assert_eq!(mode(&data), 0o700);
+            for f in files {
+                assert_eq!(mode(&data.join(f)), 0o600, "{f}");
+            }
+        };
+        let store = Store::open(&data).unwrap();
+        check(&store);
+        drop(store);
+        // As an earlier plugd left them: open to everyone.
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+        for f in files {
+            let path = data.join(f);
+            if path.exists() {
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+            }
+        }
+        let store = Store::open(&data).unwrap();
+        check(&store);
+        assert_eq!(
+            store.plugin("a").get("k").unwrap(),
+            Some(b"secret".to_vec())
+        );
     }
 
     #[test]

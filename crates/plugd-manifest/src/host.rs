@@ -289,9 +289,12 @@ pub struct PluginsConfig {
     pub limits: Limits,
     /// The wasm instance pool.
     pub pool: PoolSettings,
-    /// Refuse plugins without a signature from a trusted key (default false).
+    /// Refuse plugins without a signature from a trusted key. Read from the file, it defaults
+    /// to true when `trusted_keys` is non-empty and false otherwise; only an explicit
+    /// `require_signatures: false` lets unsigned plugins load beside trusted keys.
     pub require_signatures: bool,
-    /// Public keys whose signatures are trusted (relative to the config file).
+    /// Public keys whose signatures are trusted (relative to the config file). With any, a
+    /// signature is checked against these keys only, whether or not signatures are required.
     pub trusted_keys: Vec<PathBuf>,
     /// Plugins refused by name and version range.
     pub blocked: Vec<Blocked>,
@@ -1120,9 +1123,12 @@ struct RawPlugins {
     limits: Option<Limits>,
     /// The wasm instance pool.
     pool: Option<PoolSettings>,
-    /// Refuse plugins without a signature from a trusted key (default false).
+    /// Refuse plugins without a signature from a trusted key (default: true when `trusted_keys`
+    /// lists any key, else false). `false` with trusted keys lets unsigned plugins load, but a
+    /// signature is still checked against the trusted keys.
     require_signatures: Option<bool>,
-    /// Public keys whose signatures are trusted (relative to the config file).
+    /// Public keys whose signatures are trusted (relative to the config file). Listing any
+    /// requires signatures unless `require_signatures: false` is written.
     trusted_keys: Vec<PathBuf>,
     /// Plugins refused by name and version range.
     blocked: Vec<Blocked>,
@@ -1428,9 +1434,10 @@ impl RawHostConfig {
                 supervision,
                 limits,
                 pool,
+                // Trusted keys mean "signed plugins only" unless switched off in so many words.
                 require_signatures: raw
                     .require_signatures
-                    .unwrap_or(defaults.require_signatures),
+                    .unwrap_or(!raw.trusted_keys.is_empty()),
                 trusted_keys: raw
                     .trusted_keys
                     .iter()
@@ -2002,6 +2009,45 @@ exec = { allow = ["/usr/bin/convert"] }
                 Path::new("../shared/plugins/b")
             );
         }
+    }
+
+    #[test]
+    fn trusted_keys_require_signatures_unless_switched_off_explicitly() {
+        // The attack: an operator lists trusted keys expecting signed-only plugins; a stripped
+        // signature must not turn into "unsigned, allowed".
+        let parse = |yaml: &str| {
+            HostConfig::from_str(yaml, Format::Yaml, Some(Path::new("/etc/plugd/plugd.yaml")))
+                .unwrap()
+                .plugins
+        };
+        let keys_only = parse("plugins:\n  trusted_keys: [keys/release.pub]\n");
+        assert!(keys_only.require_signatures);
+        assert_eq!(
+            keys_only.trusted_keys,
+            [PathBuf::from("/etc/plugd/keys/release.pub")]
+        );
+        let opted_out =
+            parse("plugins:\n  trusted_keys: [keys/release.pub]\n  require_signatures: false\n");
+        assert!(!opted_out.require_signatures);
+        assert!(!parse("plugins:\n  trusted_keys: []\n").require_signatures);
+        assert!(!parse("plugins: {}\n").require_signatures);
+        // Required without keys stays as written (the load-time check then says what is missing).
+        assert!(parse("plugins:\n  require_signatures: true\n").require_signatures);
+        // The same in JSON and TOML.
+        let json = HostConfig::from_str(
+            r#"{"plugins": {"trusted_keys": ["k.pub"]}}"#,
+            Format::Json,
+            None,
+        )
+        .unwrap();
+        assert!(json.plugins.require_signatures);
+        let toml = HostConfig::from_str(
+            "[plugins]\ntrusted_keys = [\"k.pub\"]\n",
+            Format::Toml,
+            None,
+        )
+        .unwrap();
+        assert!(toml.plugins.require_signatures);
     }
 
     #[test]

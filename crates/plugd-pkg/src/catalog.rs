@@ -260,42 +260,91 @@ impl Index {
     }
 }
 
+/// Whether `url` names a loopback host: `localhost`, `127.0.0.0/8`, `::1` (or `::ffff:127.x`).
+///
+/// ```
+/// use plugd_pkg::is_loopback;
+/// assert!(is_loopback(&"http://127.0.0.1:8080/c/".parse().unwrap()));
+/// assert!(is_loopback(&"http://LocalHost/c/".parse().unwrap()));
+/// assert!(is_loopback(&"http://[::1]/c/".parse().unwrap()));
+/// assert!(!is_loopback(&"http://plugins.example/c/".parse().unwrap()));
+/// assert!(!is_loopback(&"http://localhost.plugins.example/c/".parse().unwrap()));
+/// assert!(!is_loopback(&"http://127.0.0.1.plugins.example/c/".parse().unwrap()));
+/// ```
+pub fn is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => {
+            ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+        None => false,
+    }
+}
+
+/// Whether plain `http://` may be used for `url`: on a loopback host (no one on the network
+/// sees or changes that traffic), or anywhere when `allow_http` (`--allow-http`).
+pub fn plain_http_allowed(url: &url::Url, allow_http: bool) -> bool {
+    allow_http || is_loopback(url)
+}
+
 /// Where a catalog is: a folder, or an HTTP(S) URL of the folder (or of its `index.json`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CatalogSource {
     /// A local folder.
     Dir(PathBuf),
-    /// The URL of the folder, ending in `/`.
-    Url(String),
+    /// The URL of the folder.
+    Url {
+        /// The URL, ending in `/`.
+        base: String,
+        /// Plain http to any host was allowed (`--allow-http`), for redirects too.
+        allow_http: bool,
+    },
 }
 
 impl CatalogSource {
-    /// `http://…` and `https://…` are URLs; anything else is a folder.
+    /// `https://…` is a URL; `http://…` a URL on a loopback host, or anywhere with
+    /// `allow_http` (the operator's `--allow-http`); anything else is a folder.
+    ///
+    /// A plain http catalog elsewhere is refused: anyone on the network path could change the
+    /// index and the packages, strip signatures, or serve old versions.
     ///
     /// ```
     /// use plugd_pkg::CatalogSource;
     /// assert_eq!(
-    ///     CatalogSource::parse("https://plugins.example/catalog/index.json"),
-    ///     CatalogSource::Url("https://plugins.example/catalog/".into())
+    ///     CatalogSource::parse("https://plugins.example/catalog/index.json", false).unwrap(),
+    ///     CatalogSource::Url { base: "https://plugins.example/catalog/".into(), allow_http: false }
     /// );
-    /// assert_eq!(CatalogSource::parse("./cat"), CatalogSource::Dir("./cat".into()));
+    /// assert_eq!(CatalogSource::parse("./cat", false).unwrap(), CatalogSource::Dir("./cat".into()));
+    /// let err = CatalogSource::parse("http://plugins.example/catalog/", false).unwrap_err();
+    /// assert!(err.to_string().contains("--allow-http"), "{err}");
+    /// assert!(CatalogSource::parse("http://plugins.example/catalog/", true).is_ok());
+    /// assert!(CatalogSource::parse("http://127.0.0.1:8000/catalog/", false).is_ok());
     /// ```
-    pub fn parse(text: &str) -> CatalogSource {
-        if text.starts_with("http://") || text.starts_with("https://") {
+    pub fn parse(text: &str, allow_http: bool) -> Result<CatalogSource, Error> {
+        let lower = text.get(..8).unwrap_or(text).to_ascii_lowercase();
+        if lower.starts_with("http://") || lower.starts_with("https://") {
+            let url = url::Url::parse(text)
+                .map_err(|e| Error::Catalog(format!("'{text}' is not a valid catalog URL: {e}")))?;
+            if url.scheme() == "http" && !plain_http_allowed(&url, allow_http) {
+                return Err(Error::Catalog(format!(
+                    "{text}: refusing a plain http:// catalog: anyone on the network path could change its index and packages (and strip their signatures); use https://, or pass --allow-http to accept it (http on loopback hosts is allowed)"
+                )));
+            }
             let base = text.strip_suffix(INDEX_FILE).unwrap_or(text);
             let base = if base.ends_with('/') {
                 base.to_string()
             } else {
                 format!("{base}/")
             };
-            CatalogSource::Url(base)
+            Ok(CatalogSource::Url { base, allow_http })
         } else {
             let path = PathBuf::from(text);
-            if path.file_name().is_some_and(|n| n == INDEX_FILE) {
+            Ok(if path.file_name().is_some_and(|n| n == INDEX_FILE) {
                 CatalogSource::Dir(path.parent().map(Path::to_path_buf).unwrap_or_default())
             } else {
                 CatalogSource::Dir(path)
-            }
+            })
         }
     }
 
@@ -303,7 +352,7 @@ impl CatalogSource {
     pub fn locate(&self, file: &str) -> String {
         match self {
             CatalogSource::Dir(dir) => dir.join(file).display().to_string(),
-            CatalogSource::Url(base) => format!("{base}{file}"),
+            CatalogSource::Url { base, .. } => format!("{base}{file}"),
         }
     }
 
@@ -359,12 +408,12 @@ impl CatalogSource {
                 std::fs::read(&path).map_err(|e| Error::io(&path, e))
             }
             #[cfg(feature = "http")]
-            CatalogSource::Url(base) => {
-                crate::fetch::download(&format!("{base}{file}"), max_size, progress)
+            CatalogSource::Url { base, allow_http } => {
+                crate::fetch::download(&format!("{base}{file}"), max_size, *allow_http, progress)
             }
             #[cfg(not(feature = "http"))]
-            CatalogSource::Url(base) => {
-                let _ = (max_size, progress);
+            CatalogSource::Url { base, allow_http } => {
+                let _ = (max_size, progress, allow_http);
                 Err(Error::Http(format!(
                     "{base}{file}: this build of plugd-pkg has no HTTP support (feature 'http')"
                 )))
@@ -424,7 +473,9 @@ mod tests {
         assert_eq!(index.search("plugin").len(), 2);
 
         index.write(dir.path()).unwrap();
-        let source = CatalogSource::parse(&dir.path().join(INDEX_FILE).display().to_string());
+        let source =
+            CatalogSource::parse(&dir.path().join(INDEX_FILE).display().to_string(), false)
+                .unwrap();
         assert_eq!(source.index().unwrap(), index);
         assert_eq!(source.fetch(newest, 1 << 20, &mut |_| {}).unwrap(), bytes);
         // A package that is not the one the index describes is refused.

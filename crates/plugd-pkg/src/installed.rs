@@ -1,10 +1,12 @@
 //! What an installed plugin folder records of its package, and the check the host runs on it at
-//! load: the blocklist, the digests of the installed files, and (when required) the signature.
+//! load: the blocklist, the digests of the installed files, and the signature (against the
+//! trusted keys; required with `plugins.require_signatures`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 use std::path::Path;
 
-use plugd_manifest::{Blocked, Manifest, PluginsConfig};
+use plugd_manifest::{Blocked, Format, Manifest, PluginsConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::keys::{Signature, SignatureState, Trust};
@@ -63,13 +65,31 @@ impl InstallRecord {
             .map_err(|e| Error::Installed(format!("cannot encode the record: {e}")))?;
         text.push('\n');
         let tmp = dir.join(format!("{RECORD_FILE}.tmp"));
-        std::fs::write(&tmp, text).map_err(|e| Error::io(&tmp, e))?;
+        // A stale temporary keeps its mode; start afresh with 0644.
+        match std::fs::remove_file(&tmp) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::io(&tmp, e)),
+            _ => {}
+        }
+        let mut file = crate::package::new_file(&tmp)?;
+        std::io::Write::write_all(&mut file, text.as_bytes())
+            .and_then(|_| file.sync_all())
+            .map_err(|e| Error::io(&tmp, e))?;
         std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))
     }
 
     /// Check that `dir` holds exactly the files of the package, unchanged: every listed file
     /// present with its digest, nothing else (but this record), no links.
     pub fn verify_files(&self, dir: &Path) -> Result<(), Error> {
+        self.verify_files_keeping(dir, &BTreeSet::new()).map(drop)
+    }
+
+    /// [`InstallRecord::verify_files`], returning the bytes of the files named in `keep` (paths
+    /// of the package, such as `plugin.wasm`) exactly as they were hashed.
+    fn verify_files_keeping(
+        &self,
+        dir: &Path,
+        keep: &BTreeSet<&str>,
+    ) -> Result<BTreeMap<String, Vec<u8>>, Error> {
         let sums = Sums::parse(&self.sha256sums)?;
         if sums.digest() != self.digest {
             return Err(Error::Integrity(format!(
@@ -78,7 +98,8 @@ impl InstallRecord {
             )));
         }
         let mut found = BTreeMap::new();
-        walk(dir, "", &mut found)?;
+        let mut kept = BTreeMap::new();
+        walk(dir, "", keep, &mut found, &mut kept)?;
         for (path, digest) in sums.iter() {
             match found.remove(path) {
                 None => {
@@ -108,12 +129,19 @@ impl InstallRecord {
                 self.version
             )));
         }
-        Ok(())
+        Ok(kept)
     }
 }
 
-/// Hash every file under `dir` (relative `/` paths), skipping the record; refuse links.
-fn walk(dir: &Path, prefix: &str, out: &mut BTreeMap<String, String>) -> Result<(), Error> {
+/// Hash every file under `dir` (relative `/` paths), skipping the record, into `out`; keep the
+/// bytes of the paths in `keep`; refuse links.
+fn walk(
+    dir: &Path,
+    prefix: &str,
+    keep: &BTreeSet<&str>,
+    out: &mut BTreeMap<String, String>,
+    kept: &mut BTreeMap<String, Vec<u8>>,
+) -> Result<(), Error> {
     let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
     for entry in entries {
         let entry = entry.map_err(|e| Error::io(dir, e))?;
@@ -129,10 +157,13 @@ fn walk(dir: &Path, prefix: &str, out: &mut BTreeMap<String, String>) -> Result<
         }
         let meta = std::fs::symlink_metadata(&path).map_err(|e| Error::io(&path, e))?;
         if meta.is_dir() {
-            walk(&path, &rel, out)?;
+            walk(&path, &rel, keep, out, kept)?;
         } else if meta.is_file() {
             let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
-            out.insert(rel, sha256_hex(&bytes));
+            out.insert(rel.clone(), sha256_hex(&bytes));
+            if keep.contains(rel.as_str()) {
+                kept.insert(rel, bytes);
+            }
         } else {
             return Err(Error::Integrity(format!(
                 "{} is a link or a special file: an installed plugin holds regular files only",
@@ -188,31 +219,71 @@ pub enum LoadCheck {
     Verified(SignatureState),
 }
 
+/// What [`check_for_load`] verified, with the component's bytes as they were hashed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct LoadChecked {
+    /// What the check found.
+    pub check: LoadCheck,
+    /// The component (the manifest's `component`) as the check read and hashed it, for a folder
+    /// installed from a package; `None` for one that was not (nothing was verified). Compile
+    /// these bytes, not the file: it may have changed since.
+    pub component: Option<Vec<u8>>,
+}
+
+impl fmt::Debug for LoadChecked {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoadChecked")
+            .field("check", &self.check)
+            .field("component", &self.component.as_ref().map(Vec::len))
+            .finish()
+    }
+}
+
 /// The check the host runs before loading a plugin from `dir` whose manifest is `manifest`:
 ///
 /// 1. a version on `plugins.blocked` is refused with the reason;
 /// 2. a folder installed from a package (it has a `.plugd-package.json`) must hold exactly the
 ///    package's files, unchanged;
-/// 3. with `plugins.require_signatures`, the folder must have been installed from a package
-///    signed by one of `plugins.trusted_keys`.
+/// 3. with `plugins.trusted_keys`, the recorded signature is verified against those keys (never
+///    against the key the signature carries), and a signature by any other key is refused;
+/// 4. with `plugins.require_signatures` (which trusted keys turn on unless it is written
+///    `false`), the folder must have been installed from a package signed by a trusted key.
 ///
-/// Every error names the plugin.
+/// Every error names the plugin; signature errors name its folder, integrity errors the file.
+/// The loader should use [`check_for_load`], which also hands back the component bytes it
+/// verified.
 pub fn check_installed(
     dir: &Path,
     manifest: &Manifest,
     plugins: &PluginsConfig,
 ) -> Result<LoadCheck, Error> {
+    check_for_load(dir, manifest, plugins).map(|c| c.check)
+}
+
+/// [`check_installed`], keeping what it verified for the load, so that a file changed after
+/// the check (security review L7) is never what runs: the component's bytes as they were
+/// hashed are returned, the manifest file as hashed must parse to `manifest` (the one the
+/// host read a moment before), and the component must be a file of the package.
+pub fn check_for_load(
+    dir: &Path,
+    manifest: &Manifest,
+    plugins: &PluginsConfig,
+) -> Result<LoadChecked, Error> {
     let what = format!("plugin '{}' {}", manifest.name, manifest.version);
+    // Signature errors name the folder; integrity errors name the file already.
+    let at = format!("{what} at {}", dir.display());
     check_blocked(plugins, &manifest.name, &manifest.version)?;
     let record = InstallRecord::read(dir)?;
     let Some(record) = record else {
         if plugins.require_signatures {
             return Err(Error::Signature(format!(
-                "{what} at {} was not installed from a package (no {RECORD_FILE}), and plugins.require_signatures is true: install a signed package with `plugd install`",
-                dir.display()
+                "{at} was not installed from a package (no {RECORD_FILE}), and signatures are required (plugins.require_signatures, on by default with plugins.trusted_keys): install a signed package with `plugd install`, or set plugins.require_signatures: false",
             )));
         }
-        return Ok(LoadCheck::NotPackaged);
+        return Ok(LoadChecked {
+            check: LoadCheck::NotPackaged,
+            component: None,
+        });
     };
     if record.name != manifest.name || record.version != manifest.version.to_string() {
         return Err(Error::Integrity(format!(
@@ -222,23 +293,55 @@ pub fn check_installed(
             record.version
         )));
     }
-    record
-        .verify_files(dir)
+    let component = crate::package::component_key(manifest);
+    // The manifest file, as a path of the package (when the manifest was read from this folder).
+    let manifest_file = manifest
+        .source
+        .as_deref()
+        .filter(|s| s.parent() == Some(dir))
+        .and_then(|s| s.file_name())
+        .and_then(|n| n.to_str())
+        .map(str::to_string);
+    let keep: BTreeSet<&str> = std::iter::once(component.as_str())
+        .chain(manifest_file.as_deref())
+        .collect();
+    let mut kept = record
+        .verify_files_keeping(dir, &keep)
         .map_err(|e| prefix_error(&what, e))?;
-    let state = if plugins.require_signatures {
-        let trust = Trust::from_files(true, plugins.trusted_keys.iter().map(|p| p.as_path()))
-            .map_err(|e| Error::Signature(format!("plugins.trusted_keys: {e}")))?;
-        trust.check(&what, &record.digest, record.signature.as_ref())?
-    } else {
-        match &record.signature {
-            Some(s) => s
-                .verify(&record.digest)
-                .map(|k| SignatureState::Signed { key_id: k.key_id() })
-                .map_err(|e| prefix_error(&what, e))?,
-            None => SignatureState::Unsigned,
-        }
+    let Some(bytes) = kept.remove(&component) else {
+        return Err(Error::Integrity(format!(
+            "{what}: the manifest's component '{}' is not a file of package {} {}; reinstall the plugin",
+            manifest.component, record.name, record.version
+        )));
     };
-    Ok(LoadCheck::Verified(state))
+    if let (Some(name), Some(source)) = (&manifest_file, &manifest.source)
+        && let Some(verified) = kept.remove(name)
+    {
+        let same = std::str::from_utf8(&verified).ok().and_then(|text| {
+            let format = Format::from_path(source)?;
+            Manifest::from_str(text, format, Some(source)).ok()
+        });
+        if same.as_ref() != Some(manifest) {
+            return Err(Error::Integrity(format!(
+                "{what}: {} changed while the plugin was being loaded (the manifest read is not the one verified); load it again",
+                source.display()
+            )));
+        }
+    }
+    let trust = Trust::from_files(
+        plugins.require_signatures,
+        plugins.trusted_keys.iter().map(|p| p.as_path()),
+    )
+    .map_err(|e| {
+        Error::Signature(format!(
+            "{at}: cannot read plugins.trusted_keys: {e}; fix the key file or the list"
+        ))
+    })?;
+    let state = trust.check(&at, &record.digest, record.signature.as_ref())?;
+    Ok(LoadChecked {
+        check: LoadCheck::Verified(state),
+        component: Some(bytes),
+    })
 }
 
 fn prefix_error(what: &str, e: Error) -> Error {

@@ -179,20 +179,37 @@ pub struct Signature {
 
 impl Signature {
     /// Check the signature over `digest` against the public key it carries; return that key.
-    /// (Whether the key is trusted is [`Trust::check`]'s question.)
+    /// This proves only that the package was not changed since *someone* signed it: whether
+    /// the key is trusted is [`Trust::check`]'s question, which verifies against the trusted
+    /// keys themselves ([`Signature::verify_with`]).
     pub fn verify(&self, digest: &str) -> Result<PublicKey, Error> {
-        if self.algorithm != "ed25519" {
-            return Err(Error::Signature(format!(
-                "unsupported algorithm '{}' (expected ed25519)",
-                self.algorithm
-            )));
-        }
         let key = PublicKey::from_hex(&self.public_key)?;
         if key.key_id() != self.key_id {
             return Err(Error::Signature(format!(
                 "the key id {} does not belong to the public key it comes with ({})",
                 self.key_id,
                 key.key_id()
+            )));
+        }
+        self.verify_with(&key, digest)?;
+        Ok(key)
+    }
+
+    /// Check the signature over `digest` against `key` (a trusted key), ignoring the public key
+    /// the signature carries.
+    ///
+    /// ```
+    /// let key = plugd_pkg::SigningKey::generate().unwrap();
+    /// let other = plugd_pkg::SigningKey::generate().unwrap();
+    /// let sig = key.sign_digest("ab12");
+    /// assert!(sig.verify_with(&key.public(), "ab12").is_ok());
+    /// assert!(sig.verify_with(&other.public(), "ab12").is_err());
+    /// ```
+    pub fn verify_with(&self, key: &PublicKey, digest: &str) -> Result<(), Error> {
+        if self.algorithm != "ed25519" {
+            return Err(Error::Signature(format!(
+                "unsupported algorithm '{}' (expected ed25519)",
+                self.algorithm
             )));
         }
         let bytes: [u8; 64] = hex::decode(&self.signature)
@@ -204,10 +221,9 @@ impl Signature {
             .map_err(|_| {
                 Error::Signature(format!(
                     "the signature by key {} does not match the package digest {digest} (the package or its digest list was changed after signing)",
-                    self.key_id
+                    key.key_id()
                 ))
-            })?;
-        Ok(key)
+            })
     }
 
     /// The `SIGNATURE` file text.
@@ -259,8 +275,12 @@ impl fmt::Display for SignatureState {
 /// Which signatures are accepted.
 ///
 /// - A signature that does not verify is always refused.
-/// - With trusted keys, a signature must be by one of them.
+/// - With trusted keys, a signature is verified against the trusted key of its key id, never
+///   against the public key it carries, and a signature by any other key is refused — whether
+///   or not signatures are required.
 /// - With `require`, a signature must be present, and there must be trusted keys.
+/// - Without trusted keys (and without `require`), a signature is checked against the key it
+///   carries: that proves the package is unchanged since it was signed, not who signed it.
 ///
 /// ```
 /// use plugd_pkg::{SigningKey, Trust};
@@ -271,6 +291,10 @@ impl fmt::Display for SignatureState {
 /// assert!(trust.check("hello 1.0.0", "d1", None).is_err());
 /// let other = Trust { require: true, keys: vec![SigningKey::generate().unwrap().public()] };
 /// assert!(other.check("hello 1.0.0", "d1", Some(&sig)).is_err());
+/// // Trusted keys refuse a stranger's signature even when signatures are not required.
+/// let optional = Trust { require: false, ..other };
+/// assert!(optional.check("hello 1.0.0", "d1", Some(&sig)).is_err());
+/// assert!(optional.check("hello 1.0.0", "d1", None).is_ok());
 /// ```
 #[derive(Debug, Clone, Default)]
 pub struct Trust {
@@ -302,38 +326,54 @@ impl Trust {
     ) -> Result<SignatureState, Error> {
         if self.require && self.keys.is_empty() {
             return Err(Error::Signature(format!(
-                "{what}: signatures are required but no trusted key is configured (plugins.trusted_keys or --trusted-key)"
+                "{what}: signatures are required (plugins.require_signatures) but no trusted key is configured: list the signers' public keys in plugins.trusted_keys (or pass --trusted-key), or set plugins.require_signatures: false"
             )));
         }
         let Some(signature) = signature else {
             return if self.require {
                 Err(Error::Signature(format!(
-                    "{what} is not signed, and signatures are required (plugins.require_signatures or --trusted-key): sign it with `plugd sign`"
+                    "{what} is not signed, and signatures are required (plugins.require_signatures, on by default with plugins.trusted_keys, or --trusted-key): sign the package with `plugd sign --key <key>` by a trusted key ({}) and install it again, or set plugins.require_signatures: false to allow unsigned plugins",
+                    self.key_ids()
                 )))
             } else {
                 Ok(SignatureState::Unsigned)
             };
         };
-        let key = signature
-            .verify(digest)
-            .map_err(|e| Error::Signature(format!("{what}: {}", strip(&e))))?;
         if self.keys.is_empty() {
+            let key = signature
+                .verify(digest)
+                .map_err(|e| Error::Signature(format!("{what}: {}", strip(&e))))?;
             return Ok(SignatureState::Signed {
                 key_id: key.key_id(),
             });
         }
-        if self.keys.contains(&key) {
-            Ok(SignatureState::Trusted {
-                key_id: key.key_id(),
-            })
-        } else {
-            let trusted: Vec<String> = self.keys.iter().map(PublicKey::key_id).collect();
-            Err(Error::Signature(format!(
-                "{what} is signed by key {}, which is not trusted (trusted keys: {})",
-                key.key_id(),
-                trusted.join(", ")
-            )))
+        // Verify against the trusted key itself: the public key inside the signature is the
+        // signer's claim, not something to check the signature with.
+        let Some(key) = self.keys.iter().find(|k| k.key_id() == signature.key_id) else {
+            return Err(Error::Signature(format!(
+                "{what} is signed by key {}, which is not trusted (trusted keys: {}): install a package signed by a trusted key, or add the signer's public key file to plugins.trusted_keys (or --trusted-key) if you trust it",
+                signature.key_id,
+                self.key_ids()
+            )));
+        };
+        signature
+            .verify_with(key, digest)
+            .map_err(|e| Error::Signature(format!("{what}: {}", strip(&e))))?;
+        Ok(SignatureState::Trusted {
+            key_id: key.key_id(),
+        })
+    }
+
+    /// The trusted key ids, comma-separated (`none` without keys).
+    fn key_ids(&self) -> String {
+        if self.keys.is_empty() {
+            return "none".into();
         }
+        self.keys
+            .iter()
+            .map(PublicKey::key_id)
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
@@ -419,5 +459,74 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("which is not trusted"), "{err}");
+    }
+
+    #[test]
+    fn with_trusted_keys_a_signature_is_verified_against_them_not_against_its_own_key() {
+        let trusted = SigningKey::generate().unwrap();
+        let attacker = SigningKey::generate().unwrap();
+        for require in [true, false] {
+            let trust = Trust {
+                require,
+                keys: vec![trusted.public()],
+            };
+            // The attacker's own, valid signature: refused, naming the signer and the fix.
+            let own = attacker.sign_digest("d");
+            assert!(own.verify("d").is_ok());
+            let err = trust
+                .check("p 1.0.0", "d", Some(&own))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(&format!(
+                    "p 1.0.0 is signed by key {}, which is not trusted (trusted keys: {})",
+                    attacker.public().key_id(),
+                    trusted.public().key_id()
+                )) && err.contains("plugins.trusted_keys"),
+                "{err}"
+            );
+            // Claiming the trusted key id (with the attacker's key inside, or the trusted one):
+            // the signature is checked with the trusted key and fails.
+            for carried in [attacker.public(), trusted.public()] {
+                let mut forged = attacker.sign_digest("d");
+                forged.key_id = trusted.public().key_id();
+                forged.public_key = hex::encode(carried.0.as_bytes());
+                let err = trust
+                    .check("p 1.0.0", "d", Some(&forged))
+                    .unwrap_err()
+                    .to_string();
+                assert!(
+                    err.contains(&format!(
+                        "the signature by key {} does not match the package digest d",
+                        trusted.public().key_id()
+                    )),
+                    "{err}"
+                );
+            }
+            assert_eq!(
+                trust
+                    .check("p 1.0.0", "d", Some(&trusted.sign_digest("d")))
+                    .unwrap(),
+                SignatureState::Trusted {
+                    key_id: trusted.public().key_id()
+                }
+            );
+        }
+        // Unsigned: refused when required, with what fixes it.
+        let required = Trust {
+            require: true,
+            keys: vec![trusted.public()],
+        };
+        let err = required
+            .check("p 1.0.0", "d", None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("p 1.0.0 is not signed, and signatures are required")
+                && err.contains(&trusted.public().key_id())
+                && err.contains("plugd sign")
+                && err.contains("require_signatures: false"),
+            "{err}"
+        );
     }
 }

@@ -6,14 +6,16 @@
 //!   hostile-archive case refused before anything is written.
 //! - [`SigningKey`], [`PublicKey`], [`Signature`], [`Trust`]: keys, signing, and which
 //!   signatures are accepted.
-//! - [`Index`], [`CatalogSource`]: catalogs (a folder or an HTTP(S) URL with `index.json`).
+//! - [`Index`], [`CatalogSource`]: catalogs (a folder or an HTTPS URL with `index.json`; plain
+//!   http only on loopback or with `--allow-http`).
 //! - [`resolve()`]: the newest compatible versions of a request and its dependencies.
 //! - [`PluginsDir`]: install, keep earlier versions, roll back, uninstall.
 //! - [`check_installed`]: what the host checks before loading a plugin folder (blocklist,
-//!   installed digests, signatures when `plugins.require_signatures`).
+//!   installed digests, signatures against `plugins.trusted_keys`, required with
+//!   `plugins.require_signatures`, which trusted keys turn on by default).
 //!
-//! This crate knows nothing of running plugins; `plugd-core` calls [`check_installed`] and the
-//! `plugd` binary drives the rest.
+//! This crate knows nothing of running plugins; `plugd-core` calls [`check_for_load`] (and
+//! compiles the component bytes it verified) and the `plugd` binary drives the rest.
 //!
 //! ```
 //! use plugd_pkg::{Package, SigningKey, Trust, UnpackLimits};
@@ -47,11 +49,12 @@ mod sums;
 
 pub use catalog::{
     CatalogDependency, CatalogPlugin, CatalogSource, CatalogVersion, INDEX_FILE, Index,
-    dependencies_of,
+    dependencies_of, is_loopback, plain_http_allowed,
 };
 pub use error::{Error, Rejection};
 pub use installed::{
-    InstallRecord, LoadCheck, RECORD_FILE, blocked_message, check_blocked, check_installed,
+    InstallRecord, LoadCheck, LoadChecked, RECORD_FILE, blocked_message, check_blocked,
+    check_for_load, check_installed,
 };
 pub use keys::{PublicKey, SIGNATURE_FILE, Signature, SignatureState, SigningKey, Trust};
 pub use package::{EXTENSION, Package, UnpackLimits};

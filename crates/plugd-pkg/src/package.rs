@@ -298,19 +298,22 @@ impl Package {
     }
 
     /// Write the files into `dir`, which must not exist yet (its parent must). Files get mode
-    /// 0644, folders 0755; nothing of the archive's metadata is applied.
+    /// 0644, folders 0755 (narrowed by the umask, never widened: nobody but the owner may
+    /// change an installed plugin); nothing of the archive's metadata is applied. A package
+    /// holds code and static assets, not data, so others may read it (the host may run as
+    /// another user than the one who installs).
     pub fn write_to(&self, dir: &Path) -> Result<(), Error> {
-        std::fs::create_dir(dir).map_err(|e| Error::io(dir, e))?;
+        new_dir_builder(false)
+            .create(dir)
+            .map_err(|e| Error::io(dir, e))?;
         for (path, content) in &self.files {
             let target = dir.join(path);
             if let Some(parent) = target.parent() {
-                std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+                new_dir_builder(true)
+                    .create(parent)
+                    .map_err(|e| Error::io(parent, e))?;
             }
-            let mut file = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&target)
-                .map_err(|e| Error::io(&target, e))?;
+            let mut file = new_file(&target)?;
             file.write_all(content)
                 .and_then(|_| file.sync_all())
                 .map_err(|e| Error::io(&target, e))?;
@@ -319,8 +322,32 @@ impl Package {
     }
 }
 
+/// A builder of folders with mode 0755 (less under a stricter umask).
+pub(crate) fn new_dir_builder(recursive: bool) -> std::fs::DirBuilder {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(recursive);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o755);
+    }
+    builder
+}
+
+/// Create `path`, which must not exist, with mode 0644 (less under a stricter umask).
+pub(crate) fn new_file(path: &Path) -> Result<std::fs::File, Error> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o644);
+    }
+    options.open(path).map_err(|e| Error::io(path, e))
+}
+
 /// The manifest's component as a package path (`./x.wasm` is `x.wasm`).
-fn component_key(manifest: &Manifest) -> String {
+pub(crate) fn component_key(manifest: &Manifest) -> String {
     Path::new(&manifest.component)
         .components()
         .filter_map(|c| match c {
@@ -1157,7 +1184,7 @@ mod tests {
         assert_eq!(
             err,
             format!(
-                "signature: hello 1.0.0 is signed by key {}, which is not trusted (trusted keys: {})",
+                "signature: hello 1.0.0 is signed by key {}, which is not trusted (trusted keys: {}): install a package signed by a trusted key, or add the signer's public key file to plugins.trusted_keys (or --trusted-key) if you trust it",
                 other.public().key_id(),
                 key.public().key_id()
             )

@@ -22,7 +22,7 @@ use crate::Error;
 use crate::catalog::dependencies_of;
 use crate::installed::{InstallRecord, check_installed};
 use crate::keys::SignatureState;
-use crate::package::Package;
+use crate::package::{Package, new_dir_builder};
 use crate::resolve::InstalledPlugin;
 
 /// Earlier versions of a plugin, under the plugins folder.
@@ -189,14 +189,19 @@ impl PluginsDir {
 
     /// Hold the folder's lock while changing it.
     fn lock(&self) -> Result<std::fs::File, Error> {
-        std::fs::create_dir_all(&self.root).map_err(|e| Error::io(&self.root, e))?;
+        new_dir_builder(true)
+            .create(&self.root)
+            .map_err(|e| Error::io(&self.root, e))?;
         let path = self.root.join(LOCK_FILE);
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| Error::io(&path, e))?;
+        let mut options = std::fs::OpenOptions::new();
+        options.create(true).truncate(false).write(true);
+        #[cfg(unix)]
+        {
+            // Only the owner may take the lock.
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o644);
+        }
+        let file = options.open(&path).map_err(|e| Error::io(&path, e))?;
         match file.try_lock() {
             Ok(()) => Ok(file),
             Err(std::fs::TryLockError::WouldBlock) => Err(Error::Installed(format!(
@@ -211,7 +216,9 @@ impl PluginsDir {
     /// A fresh folder name under `.staging/`.
     fn staging(&self, label: &str) -> Result<PathBuf, Error> {
         let dir = self.root.join(STAGING_DIR);
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        new_dir_builder(true)
+            .create(&dir)
+            .map_err(|e| Error::io(&dir, e))?;
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos())
@@ -303,7 +310,9 @@ impl PluginsDir {
     /// copy of that version.
     fn keep(&self, dir: &Path, name: &str, version: &semver::Version) -> Result<PathBuf, Error> {
         let versions = self.versions_dir(name);
-        std::fs::create_dir_all(&versions).map_err(|e| Error::io(&versions, e))?;
+        new_dir_builder(true)
+            .create(&versions)
+            .map_err(|e| Error::io(&versions, e))?;
         let dest = versions.join(version.to_string());
         if dest.exists() {
             let trash = self.staging("old")?;
@@ -325,8 +334,8 @@ impl PluginsDir {
 
     /// Go back to the version installed before the current one (its record's `previous`, else
     /// the newest kept version older than the current, else the newest kept). The version
-    /// returned to is checked as the host would load it (blocklist, digests, signatures when
-    /// `plugins.require_signatures`); the current one is kept in `.versions/`, so a second
+    /// returned to is checked as the host would load it ([`check_installed`]: blocklist,
+    /// digests, signatures); the current one is kept in `.versions/`, so a second
     /// rollback returns to it. Returns (from, to).
     pub fn rollback(
         &self,
@@ -577,6 +586,124 @@ pub(crate) mod tests {
         assert!(dir.rollback("hello", &plugins).is_ok());
     }
 
+    /// Security review L7: what the load check verified is what the loader gets — the
+    /// component's bytes as hashed, and a manifest equal to the manifest file as hashed.
+    #[test]
+    fn the_load_check_hands_back_the_bytes_it_verified() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = PluginsDir::new(root.path());
+        dir.install(&package("hello", "1.0.0", ""), &source())
+            .unwrap();
+        let plugins = PluginsConfig::default();
+        let entry = dir.get("hello").unwrap().unwrap();
+        let checked = crate::check_for_load(&entry.dir, &entry.manifest, &plugins).unwrap();
+        assert_eq!(checked.check, LoadCheck::Verified(SignatureState::Unsigned));
+        assert_eq!(
+            checked.component.as_deref(),
+            Some(&b"\0asm hello 1.0.0"[..])
+        );
+        // Debug shows the size, not megabytes of code.
+        assert!(
+            format!("{checked:?}").contains("component: Some(16)"),
+            "{checked:?}"
+        );
+
+        // The manifest the host read (here: one asking for more) is not the file that was
+        // verified, as when plugin.yaml is swapped between the read and the check.
+        let yaml = entry.dir.join("plugin.yaml");
+        let original = std::fs::read_to_string(&yaml).unwrap();
+        let swapped = Manifest::from_str(
+            &format!("{original}permissions: [database]\n"),
+            plugd_manifest::Format::Yaml,
+            Some(&yaml),
+        )
+        .unwrap();
+        let err = crate::check_for_load(&entry.dir, &swapped, &plugins)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&format!(
+                "plugin 'hello' 1.0.0: {} changed while the plugin was being loaded",
+                yaml.display()
+            )),
+            "{err}"
+        );
+        // A manifest whose component is not a file of the package.
+        let mut elsewhere = entry.manifest.clone();
+        elsewhere.source = None;
+        elsewhere.component = "other.wasm".into();
+        let err = crate::check_for_load(&entry.dir, &elsewhere, &plugins)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(
+                "the manifest's component 'other.wasm' is not a file of package hello 1.0.0"
+            ),
+            "{err}"
+        );
+
+        // Not installed from a package: nothing verified, nothing handed back.
+        let bare = root.path().join("bare");
+        std::fs::create_dir(&bare).unwrap();
+        std::fs::write(
+            bare.join("plugin.yaml"),
+            "name: bare\nversion: 1.0.0\ndescription: d\nauthor: a\n",
+        )
+        .unwrap();
+        let manifest = Manifest::from_path(&bare).unwrap();
+        let checked = crate::check_for_load(&bare, &manifest, &plugins).unwrap();
+        assert_eq!(checked.check, LoadCheck::NotPackaged);
+        assert!(checked.component.is_none());
+    }
+
+    /// Security review L6: an installed plugin is readable (code and static assets, not data)
+    /// but writable by its owner only, whatever the umask allowed.
+    #[cfg(unix)]
+    #[test]
+    fn installed_files_are_writable_by_the_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let dir = PluginsDir::new(root.path().join("plugins"));
+        dir.install(&package("hello", "1.0.0", ""), &source())
+            .unwrap();
+        dir.install(&package("hello", "1.1.0", ""), &source())
+            .unwrap();
+        let plugins = root.path().join("plugins");
+        let mut seen = 0;
+        let mut stack = vec![plugins.clone()];
+        while let Some(path) = stack.pop() {
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            let mode = meta.permissions().mode() & 0o777;
+            assert_eq!(mode & 0o022, 0, "{} is {mode:o}", path.display());
+            if meta.is_dir() {
+                stack.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+            }
+            seen += 1;
+        }
+        // plugins/, .plugd.lock, .staging/, .versions/ with 1.0.0, hello/ with 1.1.0.
+        assert!(seen > 12, "{seen}");
+        // Readable by others as far as the umask lets it (Linux tells the umask without
+        // changing it).
+        #[cfg(target_os = "linux")]
+        {
+            let status = std::fs::read_to_string("/proc/self/status").unwrap();
+            let umask = status
+                .lines()
+                .find_map(|l| l.strip_prefix("Umask:"))
+                .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+                .unwrap();
+            let mode = |p: &str| {
+                std::fs::metadata(plugins.join(p))
+                    .unwrap()
+                    .permissions()
+                    .mode()
+                    & 0o777
+            };
+            assert_eq!(mode("hello/plugin.wasm"), 0o644 & !umask);
+            assert_eq!(mode("hello/assets"), 0o755 & !umask);
+        }
+    }
+
     #[test]
     fn only_the_newest_earlier_versions_are_kept() {
         let root = tempfile::tempdir().unwrap();
@@ -708,8 +835,10 @@ pub(crate) mod tests {
         );
         let err = check(&required).unwrap_err().to_string();
         assert!(
-            err.contains("was not installed from a package")
-                && err.contains("plugins.require_signatures is true"),
+            err.contains(&format!(
+                "plugin 'hello' 1.0.0 at {} was not installed from a package",
+                bare.display()
+            )) && err.contains("signatures are required"),
             "{err}"
         );
         std::fs::remove_dir_all(&bare).unwrap();
@@ -718,7 +847,13 @@ pub(crate) mod tests {
         dir.install(&package("hello", "1.0.0", ""), &source())
             .unwrap();
         let err = check(&required).unwrap_err().to_string();
-        assert!(err.contains("plugin 'hello' 1.0.0 is not signed"), "{err}");
+        assert!(
+            err.contains(&format!(
+                "plugin 'hello' 1.0.0 at {} is not signed",
+                root.path().join("hello").display()
+            )),
+            "{err}"
+        );
 
         // Signed by another key.
         let mut p = package("hello", "1.0.0", "");
@@ -775,6 +910,91 @@ pub(crate) mod tests {
         assert_eq!(
             err,
             "plugin 'hello' 1.0.0 is blocked by plugins.blocked (versions <1.2.0): CVE-2024-0001"
+        );
+    }
+
+    /// Security review M7: an operator lists `trusted_keys` (and nothing else); a catalog MITM
+    /// strips the package's SIGNATURE, or re-signs it with a key of its own.
+    #[test]
+    fn trusted_keys_alone_refuse_stripped_and_foreign_signatures_at_load() {
+        let root = tempfile::tempdir().unwrap();
+        let keys = tempfile::tempdir().unwrap();
+        let release = SigningKey::generate().unwrap();
+        let attacker = SigningKey::generate().unwrap();
+        std::fs::write(
+            keys.path().join("release.pub"),
+            release.public().to_text("release"),
+        )
+        .unwrap();
+        let config = |extra: &str| {
+            plugd_manifest::HostConfig::from_str(
+                &format!("plugins:\n  trusted_keys: [release.pub]\n{extra}"),
+                plugd_manifest::Format::Yaml,
+                Some(&keys.path().join("plugd.yaml")),
+            )
+            .unwrap()
+            .plugins
+        };
+        let keys_only = config("");
+        let opted_out = config("  require_signatures: false\n");
+        let dir = PluginsDir::new(root.path());
+        let check = |plugins: &PluginsConfig| {
+            let e = dir.get("hello").unwrap().unwrap();
+            check_installed(&e.dir, &e.manifest, plugins)
+        };
+        let at = root.path().join("hello");
+
+        // Stripped: unsigned is refused, though require_signatures was never written.
+        dir.install(&package("hello", "1.0.0", ""), &source())
+            .unwrap();
+        let err = check(&keys_only).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!(
+                "plugin 'hello' 1.0.0 at {} is not signed, and signatures are required",
+                at.display()
+            )) && err.contains(&release.public().key_id()),
+            "{err}"
+        );
+        // Written false: unsigned loads.
+        assert_eq!(
+            check(&opted_out).unwrap(),
+            LoadCheck::Verified(SignatureState::Unsigned)
+        );
+
+        // Re-signed by the attacker: refused either way, naming the key.
+        let mut p = package("hello", "1.0.0", "");
+        p.sign(&attacker);
+        dir.install(&p, &source()).unwrap();
+        for plugins in [&keys_only, &opted_out] {
+            let err = check(plugins).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!(
+                    "plugin 'hello' 1.0.0 at {} is signed by key {}, which is not trusted",
+                    at.display(),
+                    attacker.public().key_id()
+                )),
+                "{err}"
+            );
+        }
+
+        // Signed by the trusted key: loads either way.
+        p.sign(&release);
+        dir.install(&p, &source()).unwrap();
+        for plugins in [&keys_only, &opted_out] {
+            assert_eq!(
+                check(plugins).unwrap(),
+                LoadCheck::Verified(SignatureState::Trusted {
+                    key_id: release.public().key_id()
+                })
+            );
+        }
+
+        // A trusted key file that cannot be read is an error that names it, not "no keys".
+        std::fs::remove_file(keys.path().join("release.pub")).unwrap();
+        let err = check(&opted_out).unwrap_err().to_string();
+        assert!(
+            err.contains("cannot read plugins.trusted_keys") && err.contains("release.pub"),
+            "{err}"
         );
     }
 }

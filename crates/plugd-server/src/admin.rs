@@ -114,28 +114,47 @@ impl AdminToken {
     }
 }
 
+/// Write `contents` to `path` with mode 0600 from the start: through a temporary created
+/// afresh (`create_new`, after removing a stale one, which would keep its owner and mode), then
+/// a rename. A missing parent folder is created 0700.
 fn write_private(path: &Path, contents: &str) -> Result<(), String> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            builder.mode(0o700);
+        }
+        builder
+            .create(dir)
+            .map_err(|e| format!("{}: {e}", dir.display()))?;
     }
     let tmp = path.with_extension("tmp");
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(format!(
+                "cannot remove the stale {}: {e}; remove it and start again",
+                tmp.display()
+            ));
+        }
+        _ => {}
+    }
+    let mut options = std::fs::OpenOptions::new();
+    // create_new: fails rather than follow a link or reuse a file that appeared meanwhile.
+    options.write(true).create_new(true);
     #[cfg(unix)]
     {
-        use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(|e| format!("{}: {e}", tmp.display()))?;
-        f.write_all(contents.as_bytes())
-            .and_then(|_| f.sync_all())
-            .map_err(|e| format!("{}: {e}", tmp.display()))?;
+        options.mode(0o600);
     }
-    #[cfg(not(unix))]
-    std::fs::write(&tmp, contents).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    let mut f = options
+        .open(&tmp)
+        .map_err(|e| format!("{}: {e}", tmp.display()))?;
+    use std::io::Write;
+    f.write_all(contents.as_bytes())
+        .and_then(|_| f.sync_all())
+        .map_err(|e| format!("{}: {e}", tmp.display()))?;
     std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
@@ -886,6 +905,38 @@ mod tests {
             let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, 0o600);
         }
+    }
+
+    /// Security review L6: a temporary left by a crash (or by someone who could write there)
+    /// with a wide mode must not carry the token.
+    #[cfg(unix)]
+    #[test]
+    fn a_stale_temporary_does_not_keep_its_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile_dir().join("stale");
+        let path = token_file(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, "old").unwrap();
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o666)).unwrap();
+        write_private(&path, "t0ken").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "t0ken");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert!(!tmp.exists());
+        // A link planted at the temporary's name is removed, not followed.
+        let target = dir.join("elsewhere");
+        std::fs::write(&target, "untouched").unwrap();
+        std::os::unix::fs::symlink(&target, &tmp).unwrap();
+        write_private(&path, "t0ken2").unwrap();
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "untouched");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "t0ken2");
+        // A new data directory is created 0700.
+        let fresh = dir.join("new-data");
+        write_private(&token_file(&fresh), "t").unwrap();
+        let mode = std::fs::metadata(&fresh).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

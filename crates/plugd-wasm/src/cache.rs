@@ -1,9 +1,12 @@
 //! The on-disk cache of compiled components, keyed by the engine's compatibility hash and the
 //! SHA-256 of the component bytes.
 //!
-//! `Component::deserialize` trusts its input: the cache directory is created with mode 0700 and
-//! is part of the trusted base. Writes go through a temporary file and a rename, so a crash never
-//! leaves a torn entry under a valid name.
+//! `Component::deserialize` trusts its input: the cache directory is created with mode 0700,
+//! entries are written 0600, and before an entry is deserialized the directory and the file are
+//! checked to be plugd's user's and writable by nobody else ([`Cache::check_private`]); when
+//! they are not, the cache is not used (a warning names the path and the problem) and the
+//! component is compiled from its bytes. Writes go through a temporary file and a rename, so a
+//! crash never leaves a torn entry under a valid name.
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -98,16 +101,26 @@ impl Cache {
         bytes: &[u8],
     ) -> Result<(Component, Source), CacheError> {
         let path = self.path_for(bytes);
-        if path.exists() {
-            // SAFETY: the file was written by `store` below from `Engine::precompile_component`,
-            // in a directory only this host writes (mode 0700); its name binds it to these exact
-            // bytes and to this engine's compatibility hash.
-            match unsafe { self.deserialize(engine, &path) } {
-                Ok(c) => return Ok((c, Source::Cached)),
-                Err(e) if does_not_fit(&e) => return Err(CacheError::DoesNotFit(format!("{e:#}"))),
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "discarding unusable compiled component")
-                }
+        if std::fs::symlink_metadata(&path).is_ok() {
+            match self.check_private(&path) {
+                Err(problem) => tracing::warn!(
+                    path = %path.display(),
+                    %problem,
+                    "not using the compiled-component cache: compiling the component from its bytes instead"
+                ),
+                // SAFETY: the file was written by `store` below from
+                // `Engine::precompile_component`: the directory and the file belong to this
+                // user and nobody else may write them (checked just now), and the name binds
+                // the file to these exact bytes and to this engine's compatibility hash.
+                Ok(()) => match unsafe { self.deserialize(engine, &path) } {
+                    Ok(c) => return Ok((c, Source::Cached)),
+                    Err(e) if does_not_fit(&e) => {
+                        return Err(CacheError::DoesNotFit(format!("{e:#}")));
+                    }
+                    Err(e) => {
+                        tracing::warn!(path = %path.display(), error = %e, "discarding unusable compiled component")
+                    }
+                },
             }
         }
         let compiled = engine
@@ -127,10 +140,44 @@ impl Cache {
         Ok((component, Source::Compiled))
     }
 
+    /// Whether compiled code in the cache file `path` may be trusted: the cache directory and
+    /// the file are this user's, the file a regular file, and neither writable by group or
+    /// others. (Only the owner can then swap the file between this check and its use.)
+    pub(crate) fn check_private(&self, path: &Path) -> Result<(), String> {
+        #[cfg(unix)]
+        {
+            // SAFETY: geteuid has no preconditions and cannot fail.
+            let uid = unsafe { libc::geteuid() };
+            private_to(&self.dir, uid, true)?;
+            private_to(path, uid, false)?;
+        }
+        #[cfg(not(unix))]
+        let _ = path;
+        Ok(())
+    }
+
     fn store(&self, path: &Path, bytes: &[u8]) -> Result<(), String> {
         create_private_dir(&self.dir)?;
+        #[cfg(unix)]
+        // SAFETY: as in `check_private`.
+        private_to(&self.dir, unsafe { libc::geteuid() }, true)?;
         let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        std::fs::write(&tmp, bytes).map_err(|e| e.to_string())?;
+        let _ = std::fs::remove_file(&tmp);
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let written = options.open(&tmp).and_then(|mut f| {
+            use std::io::Write;
+            f.write_all(bytes)
+        });
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(format!("{}: {e}", tmp.display()));
+        }
         std::fs::rename(&tmp, path).map_err(|e| {
             let _ = std::fs::remove_file(&tmp);
             e.to_string()
@@ -138,8 +185,62 @@ impl Cache {
     }
 }
 
+/// Why `path` (a directory when `dir`) may not hold code for user `uid`, if it may not: a link,
+/// not a directory or regular file, another owner, or writable by group or others.
+#[cfg(unix)]
+fn private_to(path: &Path, uid: u32, dir: bool) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let kind = if dir { "directory" } else { "file" };
+    if meta.file_type().is_symlink() {
+        return Err(format!(
+            "the cache {kind} {} is a symbolic link",
+            path.display()
+        ));
+    }
+    let right_kind = if dir { meta.is_dir() } else { meta.is_file() };
+    if !right_kind {
+        return Err(format!(
+            "{} is not a {}",
+            path.display(),
+            if dir { "directory" } else { "regular file" }
+        ));
+    }
+    if meta.uid() != uid {
+        return Err(format!(
+            "the cache {kind} {} belongs to uid {}, not to plugd's uid {uid}; remove it",
+            path.display(),
+            meta.uid()
+        ));
+    }
+    let mode = meta.mode() & 0o777;
+    if mode & 0o022 != 0 {
+        return Err(format!(
+            "the cache {kind} {} is writable by {} (mode {mode:03o}); chmod {} it",
+            path.display(),
+            match (mode & 0o020 != 0, mode & 0o002 != 0) {
+                (true, true) => "its group and others",
+                (true, false) => "its group",
+                _ => "others",
+            },
+            if dir { "700" } else { "600" }
+        ));
+    }
+    Ok(())
+}
+
+/// Create the cache directory (and missing parents) with mode 0700, and make it 0700.
 fn create_private_dir(dir: &Path) -> Result<(), String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder
+        .create(dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -147,4 +248,72 @@ fn create_private_dir(dir: &Path) -> Result<(), String> {
             .map_err(|e| format!("{}: {e}", dir.display()))?;
     }
     Ok(())
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn chmod(path: &Path, mode: u32) {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    /// Security review L6: what the cache refuses to deserialize, and what it says.
+    #[test]
+    fn the_cache_is_trusted_only_when_private_to_this_user() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("cache/components");
+        let engine = Engine::default();
+        let cache = Cache::new(&engine, dir.clone(), false);
+        let path = cache.path_for(b"component");
+        cache.store(&path, b"compiled").unwrap();
+        assert_eq!(
+            std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(cache.check_private(&path), Ok(()));
+
+        chmod(&dir, 0o777);
+        let err = cache.check_private(&path).unwrap_err();
+        assert!(
+            err.contains(&dir.display().to_string())
+                && err.contains("writable by its group and others (mode 777)")
+                && err.contains("chmod 700"),
+            "{err}"
+        );
+        chmod(&dir, 0o700);
+        chmod(&path, 0o602);
+        let err = cache.check_private(&path).unwrap_err();
+        assert!(
+            err.contains(&format!(
+                "the cache file {} is writable by others",
+                path.display()
+            )),
+            "{err}"
+        );
+        chmod(&path, 0o600);
+        // A link in the cache's place.
+        let real = root.path().join("real.cwasm");
+        std::fs::rename(&path, &real).unwrap();
+        std::os::unix::fs::symlink(&real, &path).unwrap();
+        let err = cache.check_private(&path).unwrap_err();
+        assert!(err.contains("is a symbolic link"), "{err}");
+        std::fs::remove_file(&path).unwrap();
+        std::fs::rename(&real, &path).unwrap();
+        // Another owner (only root can make one).
+        // SAFETY: no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            std::os::unix::fs::lchown(&path, Some(65534), None).unwrap();
+            let err = cache.check_private(&path).unwrap_err();
+            assert!(
+                err.contains("belongs to uid 65534, not to plugd's uid 0"),
+                "{err}"
+            );
+        }
+    }
 }

@@ -379,14 +379,27 @@ impl WasmRuntime {
         &self.inner.options
     }
 
-    /// Compile (or fetch from the cache) and link a component file into a plugin.
+    /// Compile (or fetch from the cache) and link a component file into a plugin (see
+    /// [`WasmRuntime::load_bytes`]).
+    pub async fn load_file(
+        &self,
+        path: PathBuf,
+        options: PluginOptions,
+    ) -> Result<WasmPlugin, String> {
+        let bytes = tokio::fs::read(&path)
+            .await
+            .map_err(|e| format!("cannot read component {}: {e}", path.display()))?;
+        self.load_bytes(Arc::from(bytes), options).await
+    }
+
+    /// Compile (or fetch from the cache) and link a component into a plugin.
     ///
     /// The plugin's instances come from the pool when the pool is on, its memory cap fits a
     /// slot and its component fits a slot's limits; otherwise they are allocated on demand. The
     /// choice is logged and shown as the plugin's `allocator`.
-    pub async fn load_file(
+    pub async fn load_bytes(
         &self,
-        path: PathBuf,
+        bytes: Arc<[u8]>,
         options: PluginOptions,
     ) -> Result<WasmPlugin, String> {
         if options.fuel.is_some() && !self.inner.options.fuel {
@@ -396,10 +409,6 @@ impl WasmRuntime {
             ));
         }
         let started = Instant::now();
-        let bytes = tokio::fs::read(&path)
-            .await
-            .map_err(|e| format!("cannot read component {}: {e}", path.display()))?;
-        let bytes = Arc::new(bytes);
         let slot_mb = self.inner.options.pool.memory_per_slot_mb;
         let mut choice = match &self.inner.pooled {
             None => (
@@ -473,7 +482,7 @@ impl WasmRuntime {
     async fn compile(
         &self,
         allocator: Allocator,
-        bytes: Arc<Vec<u8>>,
+        bytes: Arc<[u8]>,
     ) -> Result<Result<(Component, Source), CacheError>, String> {
         let runtime = self.clone();
         tokio::task::spawn_blocking(move || {
@@ -538,7 +547,7 @@ impl Loader for WasmRuntime {
 
     async fn load(&self, ctx: LoaderContext<'_>) -> Result<Arc<dyn Plugin>, String> {
         let path = ctx.dir.join(&ctx.manifest.component);
-        if !path.exists() {
+        if ctx.component.is_none() && !path.exists() {
             return Err(format!(
                 "plugin file not found: {} (build the plugin first, for example with scripts/build-examples.sh)",
                 path.display()
@@ -589,7 +598,12 @@ impl Loader for WasmRuntime {
             audit: Some(ctx.audit.clone()),
             capabilities: Some(ctx.capabilities.clone()),
         };
-        let plugin = self.load_file(path, options).await?;
+        // A folder installed from a package: compile the bytes the package check hashed, not
+        // the file again (it may have changed since; security review L7).
+        let plugin = match ctx.component {
+            Some(bytes) => self.load_bytes(bytes, options).await?,
+            None => self.load_file(path, options).await?,
+        };
         Ok(Arc::new(plugin))
     }
 }

@@ -344,3 +344,92 @@ async fn load_plugin_at_run_time_checks_dependencies() {
     host.shutdown().await;
     assert_eq!(*j.lock(), ["db:init", "db:start", "db:stop", "db:cleanup"]);
 }
+
+/// Security review L7: a loader gets the component bytes the package check hashed, even when
+/// the file is swapped on disk between the check and the load.
+#[tokio::test]
+async fn the_loader_gets_the_component_bytes_the_package_check_verified() {
+    let root = tempfile::tempdir().unwrap();
+    let plugins = root.path().join("plugins");
+    let installed = plugd_pkg::PluginsDir::new(&plugins);
+    for (name, priority) in [("first", 300), ("second", 100)] {
+        let src = root.path().join(format!("src-{name}"));
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(
+            src.join("plugin.yaml"),
+            format!(
+                "name: {name}\nversion: 1.0.0\ndescription: d\nauthor: a\npriority: {priority}\n"
+            ),
+        )
+        .unwrap();
+        std::fs::write(src.join("plugin.wasm"), format!("\0asm original {name}")).unwrap();
+        let package = plugd_pkg::Package::from_dir(&src).unwrap();
+        let source = plugd_pkg::InstallSource {
+            package_sha256: "0".repeat(64),
+            source: "test".into(),
+            signature_state: plugd_pkg::SignatureState::Unsigned,
+        };
+        installed.install(&package, &source).unwrap();
+    }
+    type Seen = Arc<Mutex<Vec<(String, Option<Vec<u8>>)>>>;
+    struct Swapping {
+        plugins: std::path::PathBuf,
+        seen: Seen,
+        journal: Journal,
+    }
+    #[async_trait::async_trait]
+    impl plugd_core::Loader for Swapping {
+        async fn load(
+            &self,
+            ctx: plugd_core::LoaderContext<'_>,
+        ) -> Result<Arc<dyn plugd_core::Plugin>, String> {
+            let name = ctx.manifest.name.clone();
+            self.seen
+                .lock()
+                .push((name.clone(), ctx.component.as_deref().map(<[u8]>::to_vec)));
+            // Loaded first, so after both checks: swap the second plugin's component.
+            if name == "first" {
+                std::fs::write(self.plugins.join("second/plugin.wasm"), "\0asm swapped").unwrap();
+            }
+            let name: &'static str = Box::leak(name.into_boxed_str());
+            Ok(Arc::new(Recorder::new(name, &self.journal)))
+        }
+    }
+    let seen = Seen::default();
+    let yaml = format!(
+        "plugins:\n  plugins:\n    - {{ name: first, path: '{0}/first' }}\n    - {{ name: second, path: '{0}/second' }}\n",
+        plugins.display()
+    );
+    let host = Host::builder()
+        .config(config(root.path(), &yaml))
+        .loader(Swapping {
+            plugins: plugins.clone(),
+            seen: seen.clone(),
+            journal: journal(),
+        })
+        .build()
+        .unwrap();
+    host.start().await.unwrap();
+    assert_eq!(
+        *seen.lock(),
+        [
+            ("first".to_string(), Some(b"\0asm original first".to_vec())),
+            (
+                "second".to_string(),
+                Some(b"\0asm original second".to_vec())
+            ),
+        ]
+    );
+    assert_eq!(host.plugin_info("second").unwrap().status, Status::Running);
+    // The swapped file is what the next check sees, and refuses.
+    let entry = plugd_manifest::PluginEntry::new("second", plugins.join("second"));
+    let manifest = plugd_manifest::Manifest::from_path(&entry.path).unwrap();
+    let err = plugd_pkg::check_installed(&entry.path, &manifest, &host.config().plugins)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("plugin.wasm was changed after install"),
+        "{err}"
+    );
+    host.stop_all().await;
+}

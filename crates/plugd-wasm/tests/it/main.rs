@@ -316,6 +316,50 @@ fn perf_map_lines() -> usize {
         .unwrap_or(0)
 }
 
+/// Security review L6: compiled code is deserialized without checks, so a cache others can
+/// write is not used: the component is compiled from its bytes (and the cache made private
+/// again when it can be).
+#[cfg(unix)]
+#[tokio::test]
+async fn a_cache_others_can_write_is_not_deserialized() {
+    use std::os::unix::fs::PermissionsExt;
+    let chmod = |path: &Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = component(&contract_wit(), "plugin");
+    assert!(!load(dir.path(), &bytes).await.expect("load").from_cache());
+    assert!(load(dir.path(), &bytes).await.expect("load").from_cache());
+    let cache = dir.path().join("cache");
+    let entry = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "cwasm"))
+        .expect("a cache entry");
+    assert_eq!(
+        std::fs::metadata(&entry).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    // The directory open to everyone: compiled afresh; the store made it private again.
+    chmod(&cache, 0o777);
+    assert!(!load(dir.path(), &bytes).await.expect("load").from_cache());
+    assert_eq!(
+        std::fs::metadata(&cache).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    assert!(load(dir.path(), &bytes).await.expect("load").from_cache());
+
+    // The entry writable by others: compiled afresh, and replaced by a private one.
+    chmod(&entry, 0o666);
+    assert!(!load(dir.path(), &bytes).await.expect("load").from_cache());
+    assert_eq!(
+        std::fs::metadata(&entry).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert!(load(dir.path(), &bytes).await.expect("load").from_cache());
+}
+
 #[tokio::test]
 async fn the_perfmap_profiler_names_guest_code_compiled_or_from_the_cache() {
     let dir = tempfile::tempdir().unwrap();

@@ -28,7 +28,7 @@ pub enum PkgCommand {
     /// Check a package: every file against its digest, and the signature against the trusted
     /// keys. Exits 0 only when all hold.
     Verify(VerifyArgs),
-    /// Catalogs: folders (or their HTTP(S) URLs) of packages with an index.json.
+    /// Catalogs: folders (or their HTTPS URLs) of packages with an index.json.
     Catalog {
         #[command(subcommand)]
         command: CatalogCommand,
@@ -105,9 +105,14 @@ pub struct SearchArgs {
     /// Part of a name or description (empty: everything).
     #[arg(default_value = "")]
     term: String,
-    /// The catalog: a folder or an HTTP(S) URL.
+    /// The catalog: a folder or an HTTPS URL (plain http only on loopback, or with
+    /// --allow-http).
     #[arg(long)]
     catalog: String,
+    /// Accept a plain http:// catalog on a host that is not loopback. Anyone on the network
+    /// path can then change what is installed; signatures by plugins.trusted_keys still hold.
+    #[arg(long)]
+    allow_http: bool,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -119,7 +124,8 @@ pub struct TargetArgs {
     /// The plugins folder (default: `plugins.directory` of --config, else ./plugins).
     #[arg(long)]
     plugins_dir: Option<PathBuf>,
-    /// Host config: its plugins.directory, require_signatures, trusted_keys and blocked apply.
+    /// Host config: its plugins.directory, require_signatures, trusted_keys and blocked apply
+    /// (trusted_keys require signatures unless require_signatures: false is written).
     #[arg(long, short)]
     config: Option<PathBuf>,
     /// A trusted public key (repeatable). Given any, packages must be signed by one of them.
@@ -149,9 +155,13 @@ pub struct InstallArgs {
     /// A package file (`….plugd`), or NAME[@REQ] from --catalog (`hello`, `hello@^1.2`,
     /// `hello@=1.0.0`).
     target: String,
-    /// The catalog (a folder or an HTTP(S) URL) for NAME[@REQ] and for dependencies.
+    /// The catalog (a folder or an HTTPS URL; plain http only on loopback, or with
+    /// --allow-http) for NAME[@REQ] and for dependencies.
     #[arg(long)]
     catalog: Option<String>,
+    /// Accept a plain http:// catalog on a host that is not loopback (see `plugd search`).
+    #[arg(long)]
+    allow_http: bool,
     #[command(flatten)]
     target_args: TargetArgs,
 }
@@ -161,9 +171,13 @@ pub struct InstallArgs {
 pub struct UpdateArgs {
     /// The plugin to update (default: every installed plugin).
     name: Option<String>,
-    /// The catalog (a folder or an HTTP(S) URL).
+    /// The catalog (a folder or an HTTPS URL; plain http only on loopback, or with
+    /// --allow-http).
     #[arg(long)]
     catalog: String,
+    /// Accept a plain http:// catalog on a host that is not loopback (see `plugd search`).
+    #[arg(long)]
+    allow_http: bool,
     #[command(flatten)]
     target_args: TargetArgs,
     #[command(flatten)]
@@ -348,7 +362,7 @@ fn catalog_build(dir: &Path) -> anyhow::Result<()> {
 }
 
 fn search(a: SearchArgs) -> anyhow::Result<()> {
-    let source = CatalogSource::parse(&a.catalog);
+    let source = CatalogSource::parse(&a.catalog, a.allow_http)?;
     let index = source.index()?;
     let found = index.search(&a.term);
     if a.json {
@@ -457,7 +471,9 @@ fn check_ready(
         .trust
         .check(&what, &package.digest(), package.signature())?;
     if state == plugd_pkg::SignatureState::Unsigned && !s.trust.keys.is_empty() {
-        eprintln!("warning: {what} is not signed (signatures are not required)");
+        eprintln!(
+            "warning: {what} is not signed; it installs because plugins.require_signatures is false"
+        );
     }
     Ok(Ready {
         source: InstallSource {
@@ -550,7 +566,11 @@ fn installed_for_resolver(s: &Settings) -> anyhow::Result<Vec<plugd_pkg::Install
 
 fn install(a: InstallArgs) -> anyhow::Result<()> {
     let s = settings(&a.target_args)?;
-    let catalog = a.catalog.as_deref().map(CatalogSource::parse);
+    let catalog = a
+        .catalog
+        .as_deref()
+        .map(|c| CatalogSource::parse(c, a.allow_http))
+        .transpose()?;
     let index = catalog.as_ref().map(CatalogSource::index).transpose()?;
     let installed = installed_for_resolver(&s)?;
     let ours = framework()?;
@@ -620,7 +640,7 @@ fn install(a: InstallArgs) -> anyhow::Result<()> {
 
 fn update(a: UpdateArgs) -> anyhow::Result<()> {
     let s = settings(&a.target_args)?;
-    let catalog = CatalogSource::parse(&a.catalog);
+    let catalog = CatalogSource::parse(&a.catalog, a.allow_http)?;
     let index = catalog.index()?;
     let ours = framework()?;
     let all = s.plugins_dir.list()?;

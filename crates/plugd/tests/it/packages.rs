@@ -1,7 +1,7 @@
 //! Packages end to end through the `plugd` binary: pack → keygen → sign → verify → catalog build
 //! → install from a catalog served over loopback HTTP → serve → update (hot) → rollback; the
-//! load-time signature and digest checks; the blocklist; dependencies and framework
-//! compatibility on install.
+//! load-time signature and digest checks (trusted keys alone requiring signatures); the
+//! blocklist; dependencies and framework compatibility on install; plain http catalogs.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -372,13 +372,14 @@ async fn required_signatures_and_installed_digests_are_checked_at_load() {
     );
     let config = write_config(work, &yaml);
     let out = fails(&plugd(&["check", "--config", &s(&config)]));
-    assert!(out.contains("plugin 'hello' 1.0.0 is not signed"), "{out}");
+    let at = format!("plugin 'hello' 1.0.0 at {}", s(&plugins.join("hello")));
+    assert!(out.contains(&format!("{at} is not signed")), "{out}");
     let server = TestServer::start(&yaml).await;
     let info = server.host.plugin_info("hello").unwrap();
     assert_eq!(info.status, Status::Error);
     let message = info.last_error.unwrap().message;
     assert!(
-        message.contains("plugin 'hello' 1.0.0 is not signed, and signatures are required"),
+        message.contains(&format!("{at} is not signed, and signatures are required")),
         "{message}"
     );
     assert_ne!(server.get("/plugins/hello/greet").await.status(), 200);
@@ -686,4 +687,179 @@ fn damaged_packages_are_refused_with_nothing_written() {
         "{out}"
     );
     assert_eq!(installed_version(&plugins, "hello"), "1.1.0");
+}
+
+/// Security review M7: the operator lists `plugins.trusted_keys` and writes nothing about
+/// `require_signatures`. A package whose SIGNATURE was stripped (or replaced by another key's)
+/// is refused at install and at load; only `require_signatures: false` lets unsigned ones in,
+/// and never one signed by an untrusted key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trusted_keys_alone_require_signed_packages_at_install_and_load() {
+    let work = tempfile::tempdir().unwrap();
+    let work = work.path();
+    let plugins = work.join("plugins");
+    let v1 = variant(work, "hello", "1.0.0", "Hello", "");
+    let package = work.join("hello-1.0.0.plugd");
+    ok(&plugd(&["pack", &s(&v1), "-o", &s(&package)]));
+    ok(&plugd(&["keygen", &s(&work.join("release"))]));
+    ok(&plugd(&["keygen", &s(&work.join("attacker"))]));
+    let keys_only = host_config(work, &plugins, "  trusted_keys: [\"{work}/release.pub\"]\n");
+    let config = write_config(work, &keys_only);
+    let at = format!("plugin 'hello' 1.0.0 at {}", s(&plugins.join("hello")));
+
+    // Install: the unsigned package is refused, saying what fixes it.
+    let out = fails(&plugd(&["install", &s(&package), "--config", &s(&config)]));
+    assert!(
+        out.contains("hello 1.0.0 is not signed, and signatures are required")
+            && out.contains("plugd sign")
+            && out.contains("require_signatures: false"),
+        "{out}"
+    );
+    assert!(!plugins.join("hello").exists());
+
+    // Load: put there without the config (as a tampered catalog would have it installed).
+    ok(&plugd(&[
+        "install",
+        &s(&package),
+        "--plugins-dir",
+        &s(&plugins),
+    ]));
+    let out = fails(&plugd(&["check", "--config", &s(&config)]));
+    assert!(
+        out.contains(&format!("{at} is not signed, and signatures are required")),
+        "{out}"
+    );
+    let server = TestServer::start(&keys_only).await;
+    let info = server.host.plugin_info("hello").unwrap();
+    assert_eq!(info.status, Status::Error);
+    let message = info.last_error.unwrap().message;
+    assert!(
+        message.contains(&format!("{at} is not signed, and signatures are required")),
+        "{message}"
+    );
+    assert_ne!(server.get("/plugins/hello/greet").await.status(), 200);
+    server.stop().await;
+
+    // Written false: the unsigned plugin loads (with a warning at install).
+    let opted_out = host_config(
+        work,
+        &plugins,
+        "  trusted_keys: [\"{work}/release.pub\"]\n  require_signatures: false\n",
+    );
+    let config_false = work.join("plugd-optional.yaml");
+    std::fs::write(
+        &config_false,
+        opted_out.replace("{data}", &s(&work.join("data"))),
+    )
+    .unwrap();
+    let o = plugd(&["install", &s(&package), "--config", &s(&config_false)]);
+    ok(&o);
+    assert!(
+        stderr(&o).contains(
+            "hello 1.0.0 is not signed; it installs because plugins.require_signatures is false"
+        ),
+        "{}",
+        stderr(&o)
+    );
+    ok(&plugd(&["check", "--config", &s(&config_false)]));
+
+    // Signed by another key: refused at install and at load even with require_signatures: false.
+    ok(&plugd(&[
+        "sign",
+        &s(&package),
+        "--key",
+        &s(&work.join("attacker.key")),
+    ]));
+    let out = fails(&plugd(&[
+        "install",
+        &s(&package),
+        "--config",
+        &s(&config_false),
+    ]));
+    assert!(out.contains("which is not trusted"), "{out}");
+    ok(&plugd(&[
+        "install",
+        &s(&package),
+        "--plugins-dir",
+        &s(&plugins),
+    ]));
+    for cfg in [&config, &config_false] {
+        let out = fails(&plugd(&["check", "--config", &s(cfg)]));
+        assert!(
+            out.contains(&format!("{at} is signed by key"))
+                && out.contains("which is not trusted (trusted keys: "),
+            "{out}"
+        );
+    }
+
+    // Signed by the trusted key: installs and loads with the config as first written.
+    ok(&plugd(&[
+        "sign",
+        &s(&package),
+        "--key",
+        &s(&work.join("release.key")),
+    ]));
+    let out = ok(&plugd(&["install", &s(&package), "--config", &s(&config)]));
+    assert!(out.contains("signed by trusted key"), "{out}");
+    ok(&plugd(&["check", "--config", &s(&config)]));
+}
+
+/// Security review M7: a plain http catalog is refused (search, install, update) unless
+/// `--allow-http`; loopback http stays allowed (the catalog tests above serve one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http_catalogs_need_allow_http() {
+    let work = tempfile::tempdir().unwrap();
+    let work = work.path();
+    let catalog = work.join("catalog");
+    std::fs::create_dir(&catalog).unwrap();
+    let v1 = variant(work, "hello", "1.0.0", "Hello", "");
+    ok(&plugd(&["pack", &s(&v1), "-o", &s(&catalog)]));
+    ok(&plugd(&["catalog", "build", &s(&catalog)]));
+    let plugins = s(&work.join("plugins"));
+    // Refused before any connection: nothing listens on 192.0.2.1 (TEST-NET-1).
+    let remote = "http://192.0.2.1/catalog/";
+    for args in [
+        vec!["search", "hello", "--catalog", remote],
+        vec![
+            "install",
+            "hello",
+            "--catalog",
+            remote,
+            "--plugins-dir",
+            &plugins,
+        ],
+        vec![
+            "update",
+            "--catalog",
+            remote,
+            "--plugins-dir",
+            &plugins,
+            "--no-reload",
+        ],
+    ] {
+        let out = fails(&plugd(&args));
+        assert!(
+            out.contains(&format!("{remote}: refusing a plain http:// catalog"))
+                && out.contains("use https://, or pass --allow-http"),
+            "{args:?}: {out}"
+        );
+    }
+    // Loopback http: no flag needed; with the flag, the same.
+    let url = serve_dir(catalog.clone()).await;
+    for extra in [None, Some("--allow-http")] {
+        let mut args = vec![
+            "install".to_string(),
+            "hello".into(),
+            "--catalog".into(),
+            url.clone(),
+            "--plugins-dir".into(),
+            plugins.clone(),
+        ];
+        args.extend(extra.map(String::from));
+        let out = ok(&plugd_async(args).await);
+        assert!(
+            out.contains("installed hello 1.0.0") || out.contains("already installed"),
+            "{out}"
+        );
+    }
 }
