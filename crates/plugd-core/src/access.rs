@@ -86,7 +86,7 @@ impl RequestAccess {
                 _ => Scope::Every,
             }
         };
-        let hidden: Vec<HeaderName> = entry
+        let mut hidden: Vec<HeaderName> = entry
             .map(|e| {
                 e.hide_headers
                     .iter()
@@ -94,6 +94,10 @@ impl RequestAccess {
                     .collect()
             })
             .unwrap_or_default();
+        // A plugin kept from the session cookie is kept from the one a response sets, too.
+        if hidden.contains(&http::header::COOKIE) && !hidden.contains(&http::header::SET_COOKIE) {
+            hidden.push(http::header::SET_COOKIE);
+        }
         RequestAccess {
             own: format!("/plugins/{name}"),
             scope,
@@ -243,7 +247,8 @@ mod tests {
         entry.hide_headers = vec!["cookie".into(), "authorization".into()];
         let a = RequestAccess::new("log", &BTreeSet::new(), Some(&entry));
         let names: Vec<&str> = a.hidden().iter().map(HeaderName::as_str).collect();
-        assert_eq!(names, ["cookie", "authorization"]);
+        // Hiding the request's cookie hides the cookie a response sets, too.
+        assert_eq!(names, ["cookie", "authorization", "set-cookie"]);
     }
 
     #[test]

@@ -361,6 +361,67 @@ fn unavailable(plugin: &Loaded, expose: bool) -> Response {
     Response::error(StatusCode::SERVICE_UNAVAILABLE, message)
 }
 
+/// A request no plugin is shown: a path that means another path to whoever normalizes it (dot
+/// segments, empty segments, percent-encoded slashes or unreserved characters), so that a scope
+/// glob means what it says; or headers already past the caps a plugin must keep (431).
+fn refuse_request(ex: &Exchange) -> Option<Response> {
+    if let Some(why) = path_problem(&ex.path) {
+        return Some(Response::error(
+            StatusCode::BAD_REQUEST,
+            format!("the request path {why}"),
+        ));
+    }
+    if !crate::exchange::request_headers_within_caps(&ex.headers) {
+        return Some(Response::error(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            format!(
+                "the request headers are over {} headers or {} bytes",
+                crate::exchange::MAX_HEADERS,
+                crate::exchange::MAX_HEADER_BYTES
+            ),
+        ));
+    }
+    None
+}
+
+/// Why a request path is not in its one spelling, if it is not.
+fn path_problem(path: &str) -> Option<&'static str> {
+    if !path.starts_with('/') {
+        return Some("does not start with '/'");
+    }
+    let mut segments = path[1..].split('/').peekable();
+    while let Some(segment) = segments.next() {
+        if segment.is_empty() && segments.peek().is_some() {
+            return Some("holds an empty segment ('//')");
+        }
+        let decoded = segment.to_ascii_lowercase().replace("%2e", ".");
+        if decoded == "." || decoded == ".." {
+            return Some("holds a '.' or '..' segment");
+        }
+        let bytes = segment.as_bytes();
+        for (i, b) in bytes.iter().enumerate() {
+            if *b != b'%' {
+                continue;
+            }
+            let hex = |c: u8| (c as char).to_digit(16);
+            let byte = match (
+                bytes.get(i + 1).copied().and_then(hex),
+                bytes.get(i + 2).copied().and_then(hex),
+            ) {
+                (Some(h), Some(l)) => (h * 16 + l) as u8,
+                _ => return Some("holds a '%' that is not followed by two hex digits"),
+            };
+            if byte == b'/' || byte == b'\\' {
+                return Some("holds a percent-encoded '/' or '\\'");
+            }
+            if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+                return Some("holds a percent-encoded letter, digit or '-._~' (send it as is)");
+            }
+        }
+    }
+    None
+}
+
 /// Lend the exchange to `plugin` for one call and take it back: its authority (hidden headers,
 /// identity) applies inside `call`, and what it was refused is audited against it.
 async fn lent<T>(
@@ -415,6 +476,9 @@ impl Dispatcher {
     /// Run one request through hooks and routes and produce its response. `post_response` hooks
     /// are spawned to run after this returns.
     pub async fn handle(&self, mut ex: Exchange) -> Response {
+        if let Some(refused) = refuse_request(&ex) {
+            return refused;
+        }
         // A request that touches a reloading plugin waits here (or is refused) before it touches
         // anything, then runs on the table that holds the new version.
         let (table, passes) = loop {
@@ -821,8 +885,17 @@ async fn route(table: &DispatchTable, ex: &mut Exchange, expose: bool) -> Respon
                 PluginError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "its route timed out"),
                 _ => (StatusCode::INTERNAL_SERVER_ERROR, "its route failed"),
             };
-            ex.error = Some(format!("plugin '{}' failed: {e}", plugin.name));
-            ex.response = Some(failure(expose, status, &plugin, what, &e));
+            let answer = failure(expose, status, &plugin, what, &e);
+            // The `error` hooks (other plugins, with `intercept`) get what the client gets.
+            ex.error = Some(if expose {
+                format!("plugin '{}' failed: {e}", plugin.name)
+            } else {
+                serde_json::from_slice::<serde_json::Value>(&answer.body)
+                    .ok()
+                    .and_then(|v| v["message"].as_str().map(str::to_string))
+                    .unwrap_or_else(|| format!("plugin '{}' failed", plugin.name))
+            });
+            ex.response = Some(answer);
             run_response_hooks(table, HookType::Error, ex, expose).await;
             ex.response
                 .take()
@@ -853,4 +926,43 @@ fn check_roles(options: &RouteOptions, ex: &Exchange) -> Option<Response> {
             format!("missing role(s): {}", missing.join(", ")),
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_path_has_one_spelling_or_is_refused() {
+        for path in [
+            "/a/../b",
+            "/a/./b",
+            "/..",
+            "/a/%2e%2E/b",
+            "/a/%2e/b",
+            "/a/.%2e",
+            "/plugins/files//private/x",
+            "/plugins/files/%70rivate",
+            "/plugins/files/a%2Fb",
+            "/plugins/files/a%5cb",
+            "/plugins/x/%zz",
+            "/plugins/x/%4",
+            "relative",
+        ] {
+            assert!(path_problem(path).is_some(), "{path}");
+        }
+        for path in [
+            "/",
+            "/a/b",
+            "/a/..b",
+            "/a/.well-known/x",
+            "/a/b.",
+            "/a/b/",
+            "/a/caf%C3%A9",
+            "/a/%20space",
+            "/a/%3F",
+        ] {
+            assert_eq!(path_problem(path), None, "{path}");
+        }
+    }
 }

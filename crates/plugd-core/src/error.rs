@@ -52,9 +52,14 @@ pub enum PluginError {
     /// The plugin returned an error.
     #[error("{0}")]
     Failed(String),
-    /// The plugin trapped (a panic, an out-of-bounds access, unreachable code).
+    /// The plugin trapped (a panic, an out-of-bounds access, unreachable code): a crash.
     #[error("plugin trapped: {0}")]
     Trap(String),
+    /// The call ran out of what the host caps — memory, its wasm stack, fuel — and was stopped.
+    /// Unlike a crash, an input can make a correct plugin do this (a big body, deep nesting), so
+    /// it does not count as one (a hot reload's `rollback_on_crashes`).
+    #[error("plugin trapped: {0}")]
+    Exhausted(String),
     /// The call ran past its deadline and was interrupted.
     #[error("{0}")]
     Timeout(String),

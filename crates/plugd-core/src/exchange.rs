@@ -122,8 +122,7 @@ impl Response {
         headers: Vec<(String, String)>,
         body: Vec<u8>,
     ) -> Result<Response, String> {
-        let status =
-            StatusCode::from_u16(status).map_err(|_| format!("invalid status code {status}"))?;
+        let status = final_status(status)?;
         if headers.len() > MAX_HEADERS {
             return Err(format!(
                 "the response has {} headers, over the cap of {MAX_HEADERS}",
@@ -295,12 +294,23 @@ impl Default for Exchange {
     }
 }
 
-/// The request headers a plugin may not see, taken out for the length of one of its calls.
+/// The request (and response) headers a plugin may not see, taken out for the length of one of
+/// its calls.
 #[derive(Debug, Default)]
 #[must_use = "hidden headers must be put back with Exchange::end_call"]
-pub(crate) struct Hidden(Vec<(HeaderName, HeaderValue)>);
+pub(crate) struct Hidden {
+    request: Vec<(HeaderName, HeaderValue)>,
+    response: Vec<(HeaderName, HeaderValue)>,
+}
 
-/// Whether `headers` with `name` set to `value` stays within the caps.
+/// The most request locals a plugin may leave (`set-local`).
+pub const MAX_LOCALS: usize = 128;
+/// The most bytes of keys and values the request locals may hold (256 KiB).
+pub const MAX_LOCALS_BYTES: usize = 256 * 1024;
+
+/// Whether `headers` with `name` set to `value` stays within the caps. A change that does not
+/// grow the map is always allowed, so a client that sent big headers cannot keep a plugin from
+/// replacing one.
 fn within_caps(headers: &HeaderMap, name: &HeaderName, value: &HeaderValue) -> Result<(), String> {
     if value.len() > MAX_HEADER_VALUE_BYTES {
         return Err(format!(
@@ -314,18 +324,24 @@ fn within_caps(headers: &HeaderMap, name: &HeaderName, value: &HeaderValue) -> R
         .map(|v| name.as_str().len() + v.len())
         .sum();
     let count = headers.len() - headers.get_all(name).iter().count() + 1;
-    if count > MAX_HEADERS {
+    if count > MAX_HEADERS && count > headers.len() {
         return Err(format!(
             "{count} headers would be over the cap of {MAX_HEADERS}"
         ));
     }
-    let bytes = header_bytes(headers) - replaced + name.as_str().len() + value.len();
-    if bytes > MAX_HEADER_BYTES {
+    let before = header_bytes(headers);
+    let bytes = before - replaced + name.as_str().len() + value.len();
+    if bytes > MAX_HEADER_BYTES && bytes > before {
         return Err(format!(
             "{bytes} bytes of headers would be over the cap of {MAX_HEADER_BYTES}"
         ));
     }
     Ok(())
+}
+
+/// Whether a request's headers, as a client sent them, are within the caps a plugin must keep.
+pub(crate) fn request_headers_within_caps(headers: &HeaderMap) -> bool {
+    headers.len() <= MAX_HEADERS && header_bytes(headers) <= MAX_HEADER_BYTES
 }
 
 fn header_bytes(headers: &HeaderMap) -> usize {
@@ -341,8 +357,12 @@ fn header_name(name: &str) -> Result<HeaderName, HostError> {
 }
 
 fn header_value(value: &str) -> Result<HeaderValue, HostError> {
-    HeaderValue::from_str(value)
-        .map_err(|_| HostError::Invalid(format!("invalid header value: {value:?}")))
+    HeaderValue::from_str(value).map_err(|_| {
+        let shown: String = value.chars().take(64).collect();
+        HostError::Invalid(format!(
+            "invalid header value (control characters such as CR or LF are not allowed): {shown:?}"
+        ))
+    })
 }
 
 /// All values of one header joined with ", ".
@@ -449,8 +469,9 @@ impl Exchange {
         self.access.as_deref().map_or("", RequestAccess::plugin)
     }
 
-    /// A header name a plugin may set: not one of the host's framing headers, not one the
-    /// operator hides from it.
+    /// A header name a plugin may set, in the request or the response: not one of the host's
+    /// framing headers, not one the operator hides from it. Checked (and audited) before whether
+    /// the stage allows a change at all.
     fn settable(&mut self, name: &str) -> Result<HeaderName, HostError> {
         let name = header_name(name)?;
         if is_framing_header(name.as_str()) {
@@ -477,9 +498,9 @@ impl Exchange {
     /// Framing headers (`content-length`, `transfer-encoding`, …) are refused, as are headers
     /// hidden from the plugin and changes past the header caps.
     pub fn set_header(&mut self, name: &str, value: &str) -> Result<(), HostError> {
-        self.check_request_change()?;
         let name = self.settable(name)?;
-        let value = header_value(value)?;
+        let value = self.settable_value(value)?;
+        self.check_request_change()?;
         if let Err(why) = within_caps(&self.headers, &name, &value) {
             let e = HostError::Invalid(format!("request header {name}: {why}"));
             return Err(self.refuse("headers", e));
@@ -490,9 +511,37 @@ impl Exchange {
 
     /// Remove a request header.
     pub fn remove_header(&mut self, name: &str) -> Result<(), HostError> {
-        self.check_request_change()?;
         let name = self.settable(name)?;
+        self.check_request_change()?;
         self.headers.remove(name);
+        Ok(())
+    }
+
+    /// A header value a plugin may set (CR, LF and other control characters refused, audited).
+    fn settable_value(&mut self, value: &str) -> Result<HeaderValue, HostError> {
+        header_value(value).map_err(|e| self.refuse("headers", e))
+    }
+
+    /// A value passed between the hooks and handlers of this request.
+    pub fn local(&self, key: &str) -> Option<&str> {
+        self.locals.get(key).map(String::as_str)
+    }
+
+    /// Set a request local: at most [`MAX_LOCALS`] of them and [`MAX_LOCALS_BYTES`] of keys and
+    /// values in all, so that what a plugin leaves for the request's other calls is bounded
+    /// (past that: `invalid`, audited).
+    pub fn set_local(&mut self, key: &str, value: &str) -> Result<(), HostError> {
+        let old = self.locals.get(key).map(|v| key.len() + v.len());
+        let count = self.locals.len() + usize::from(old.is_none());
+        let held: usize = self.locals.iter().map(|(k, v)| k.len() + v.len()).sum();
+        let bytes = held - old.unwrap_or(0) + key.len() + value.len();
+        if count > MAX_LOCALS || bytes > MAX_LOCALS_BYTES {
+            let e = HostError::Invalid(format!(
+                "request locals: {count} locals of {bytes} bytes would be over the cap of {MAX_LOCALS} and {MAX_LOCALS_BYTES} bytes"
+            ));
+            return Err(self.refuse("locals", e));
+        }
+        self.locals.insert(key.to_string(), value.to_string());
         Ok(())
     }
 
@@ -504,11 +553,11 @@ impl Exchange {
     /// Attach or clear the identity: only a plugin granted `identity` may (in a pre-request hook
     /// or a middleware's on-request), so `required_roles` believes no one else.
     pub fn set_identity(&mut self, identity: Option<Identity>) -> Result<(), HostError> {
-        self.check_request_change()?;
         if !self.access.as_ref().is_some_and(|a| a.may_set_identity()) {
             let e = HostError::permission_denied(self.caller(), Permission::Identity);
             return Err(self.refuse("identity", e));
         }
+        self.check_request_change()?;
         self.identity = identity;
         Ok(())
     }
@@ -526,10 +575,10 @@ impl Exchange {
     pub(crate) fn begin_call(&mut self, access: &Arc<RequestAccess>) -> Hidden {
         let mut hidden = Hidden::default();
         for name in access.hidden() {
-            for value in self.headers.get_all(name) {
-                hidden.0.push((name.clone(), value.clone()));
+            take(&mut self.headers, name, &mut hidden.request);
+            if let Some(r) = &mut self.response {
+                take(&mut r.headers, name, &mut hidden.response);
             }
-            self.headers.remove(name);
         }
         self.access = Some(access.clone());
         hidden
@@ -537,8 +586,13 @@ impl Exchange {
 
     /// End a plugin's call: put the hidden headers back and return what it was refused.
     pub(crate) fn end_call(&mut self, hidden: Hidden) -> Vec<Refusal> {
-        for (name, value) in hidden.0 {
+        for (name, value) in hidden.request {
             self.headers.append(name, value);
+        }
+        if let Some(r) = &mut self.response {
+            for (name, value) in hidden.response {
+                r.headers.append(name, value);
+            }
         }
         self.access = None;
         std::mem::take(&mut self.refusals)
@@ -562,19 +616,20 @@ impl Exchange {
             .unwrap_or_default()
     }
 
-    /// Change the response status.
+    /// Change the response status: a final status, 200 to 599 (an informational 1xx would
+    /// switch the connection's protocol or end it: that is the host's).
     pub fn set_status(&mut self, status: u16) -> Result<(), HostError> {
-        let status = StatusCode::from_u16(status)
-            .map_err(|_| HostError::Invalid(format!("invalid status code: {status}")))?;
-        self.response_mut()?.status = status;
+        let code =
+            final_status(status).map_err(|e| self.refuse("framing", HostError::Invalid(e)))?;
+        self.response_mut()?.status = code;
         Ok(())
     }
 
     /// Set (replace) a response header. Framing headers are refused (`invalid`): the host
     /// frames the response from its body.
     pub fn set_response_header(&mut self, name: &str, value: &str) -> Result<(), HostError> {
-        let value = header_value(value)?;
-        let name = self.settable_response(name)?;
+        let name = self.settable(name)?;
+        let value = self.settable_value(value)?;
         let caps = within_caps(&self.response_mut()?.headers, &name, &value);
         if let Err(why) = caps {
             let e = HostError::Invalid(format!("response header {name}: {why}"));
@@ -584,21 +639,9 @@ impl Exchange {
         Ok(())
     }
 
-    /// A response header name a plugin may set: not a framing header.
-    fn settable_response(&mut self, name: &str) -> Result<HeaderName, HostError> {
-        let name = header_name(name)?;
-        if is_framing_header(name.as_str()) {
-            let e = HostError::Invalid(format!(
-                "header {name} frames the HTTP message; only the host sets it"
-            ));
-            return Err(self.refuse("framing", e));
-        }
-        Ok(name)
-    }
-
     /// Remove a response header.
     pub fn remove_response_header(&mut self, name: &str) -> Result<(), HostError> {
-        let name = self.settable_response(name)?;
+        let name = self.settable(name)?;
         self.response_mut()?.headers.remove(name);
         Ok(())
     }
@@ -607,6 +650,24 @@ impl Exchange {
     pub fn set_response_body(&mut self, body: Vec<u8>) -> Result<(), HostError> {
         self.response_mut()?.body = Bytes::from(body);
         Ok(())
+    }
+}
+
+/// Move every value of `name` out of `headers` into `into`.
+fn take(headers: &mut HeaderMap, name: &HeaderName, into: &mut Vec<(HeaderName, HeaderValue)>) {
+    if let http::header::Entry::Occupied(e) = headers.entry(name) {
+        let (name, values) = e.remove_entry_mult();
+        into.extend(values.map(|v| (name.clone(), v)));
+    }
+}
+
+/// A final status (200–599) from a plugin, or why not.
+fn final_status(status: u16) -> Result<StatusCode, String> {
+    match StatusCode::from_u16(status) {
+        Ok(code) if (200..600).contains(&status) => Ok(code),
+        _ => Err(format!(
+            "invalid status code {status}: a plugin answers a final status, 200 to 599"
+        )),
     }
 }
 
@@ -783,10 +844,87 @@ mod tests {
     }
 
     #[test]
+    fn a_client_cannot_fill_the_headers_so_that_a_plugin_cannot_replace_one() {
+        let mut ex = Exchange::new(Method::GET, "/");
+        for i in 0..8 {
+            ex.headers.insert(
+                HeaderName::from_bytes(format!("x-pad-{i}").as_bytes()).unwrap(),
+                HeaderValue::from_str(&"p".repeat(8000)).unwrap(),
+            );
+        }
+        ex.headers.insert(
+            "x-user",
+            HeaderValue::from_static("admin-claimed-by-client"),
+        );
+        ex.stage = Stage::Hook(HookType::PreRequest);
+        // Over 64 KiB in all, but the replacement does not grow the map: allowed.
+        ex.set_header("x-user", "guest").unwrap();
+        assert_eq!(ex.header("x-user").as_deref(), Some("guest"));
+        // Growing it is refused; shrinking it is not.
+        assert!(ex.set_header("x-more", &"m".repeat(8000)).is_err());
+        ex.remove_header("x-pad-0").unwrap();
+    }
+
+    #[test]
+    fn a_hidden_cookie_hides_the_response_cookie_too() {
+        let mut entry = plugd_manifest::PluginEntry::new("log", "log");
+        entry.hide_headers = vec!["cookie".into()];
+        let mut ex = Exchange::new(Method::GET, "/");
+        let mut r = Response::new(StatusCode::OK);
+        r.headers
+            .insert("set-cookie", HeaderValue::from_static("s=new"));
+        ex.response = Some(r);
+        ex.stage = Stage::Hook(HookType::PreResponse);
+        let hidden = lent(
+            &mut ex,
+            RequestAccess::new("log", &Default::default(), Some(&entry)),
+        );
+        assert_eq!(ex.response_header("set-cookie"), None);
+        assert!(ex.set_response_header("set-cookie", "s=evil").is_err());
+        let _ = ex.end_call(hidden);
+        assert_eq!(ex.response_header("set-cookie").as_deref(), Some("s=new"));
+    }
+
+    #[test]
+    fn informational_statuses_and_control_characters_are_refused_and_recorded() {
+        let mut ex = Exchange::new(Method::GET, "/");
+        ex.response = Some(Response::new(StatusCode::OK));
+        ex.stage = Stage::Hook(HookType::PreResponse);
+        let hidden = lent(&mut ex, RequestAccess::new("p", &Default::default(), None));
+        for status in [100, 101, 199, 600] {
+            assert!(ex.set_status(status).is_err(), "{status}");
+        }
+        assert!(
+            ex.set_response_header("x-a", "a\r\nset-cookie: x=1")
+                .is_err()
+        );
+        ex.set_status(418).unwrap();
+        let refusals = ex.end_call(hidden);
+        assert_eq!(refusals.len(), 5);
+        assert!(Response::from_parts(101, Vec::new(), Vec::new()).is_err());
+    }
+
+    #[test]
+    fn request_locals_are_capped() {
+        let mut ex = Exchange::new(Method::GET, "/");
+        for i in 0..MAX_LOCALS {
+            ex.set_local(&format!("k{i}"), "v").unwrap();
+        }
+        assert!(ex.set_local("one-more", "v").is_err());
+        ex.set_local("k0", "replaced").unwrap();
+        assert_eq!(ex.local("k0"), Some("replaced"));
+        let mut ex = Exchange::new(Method::GET, "/");
+        let big = "b".repeat(MAX_LOCALS_BYTES / 2);
+        ex.set_local("a", &big).unwrap();
+        assert!(ex.set_local("b", &big).is_err());
+        assert_eq!(ex.refusals.len(), 1);
+    }
+
+    #[test]
     fn a_plugins_response_is_checked_before_it_is_built() {
         assert_eq!(
             Response::from_parts(99, Vec::new(), Vec::new()).unwrap_err(),
-            "invalid status code 99"
+            "invalid status code 99: a plugin answers a final status, 200 to 599"
         );
         let e = Response::from_parts(200, vec![("bad name".into(), "v".into())], Vec::new())
             .unwrap_err();

@@ -484,9 +484,10 @@ impl PluginState {
         self.error_count.load(Ordering::Relaxed)
     }
 
-    /// Count a crash: a call that trapped (a panic, out of memory, a stack overflow, fuel). Unlike
-    /// an error the plugin returned or a denial, a client cannot make a correct plugin crash, so
-    /// crashes are what the grace period of a hot reload watches.
+    /// Count a crash: a call that trapped (a panic, an out-of-bounds access, unreachable code).
+    /// Unlike an error the plugin returned, a denial, a timeout or a cap it ran into (memory,
+    /// stack, fuel: [`PluginError::Exhausted`](crate::PluginError::Exhausted)), a client cannot
+    /// make a correct plugin crash, so crashes are what the grace period of a hot reload watches.
     pub fn record_crash(&self) {
         self.crash_count.fetch_add(1, Ordering::Relaxed);
     }

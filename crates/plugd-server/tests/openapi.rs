@@ -235,10 +235,19 @@ async fn a_separate_admin_listener_takes_the_admin_api_away_from_the_main_one() 
     let token = AdminToken::new(TOKEN).unwrap();
     let main = plugd_server::router(host.clone(), token.clone());
     let admin = plugd_server::admin_router(host.clone(), token);
+    // Every spelling of /admin is the host's 404 that points at the admin listener, never a
+    // plugin's answer (dispatch's own 404 would say "no route for").
     for path in ["/admin/plugins", "/admin/", "/admin/openapi.json", "/admin"] {
         let (status, body) = call(&main, Method::GET, path, true).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "main {path}");
-        let _: ApiError = serde_json::from_slice(&body).unwrap();
+        let error: Value = serde_json::from_slice(&body).unwrap();
+        assert!(
+            error["message"]
+                .as_str()
+                .unwrap()
+                .contains("served on their own listener, admin.listen (127.0.0.1:9999)"),
+            "{path}: {error}"
+        );
     }
     let (status, body) = call(&admin, Method::GET, "/admin/plugins", true).await;
     assert_eq!(status, StatusCode::OK);

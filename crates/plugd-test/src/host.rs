@@ -139,6 +139,14 @@ impl TestPlugin {
         let manifest = Manifest::from_path(&self.path).map_err(|e| Error::Load(e.to_string()))?;
         let path = std::path::absolute(&self.path)
             .map_err(|e| Error::Load(format!("plugin folder {}: {e}", self.path.display())))?;
+        // A test's config is often the plugin author's (`tests.yaml` of a downloaded plugin):
+        // never expanded from the environment of whoever runs the tests (a CI's secrets).
+        if let Some(var) = plugd_manifest::env_reference(&Value::Object(self.config.clone())) {
+            return Err(Error::Load(format!(
+                "config of plugin '{}' refers to environment variable '{var}': a test's config is not expanded from the environment; write the value, or $${{ for a literal ${{",
+                manifest.name
+            )));
+        }
         let mut entry = PluginEntry::new(manifest.name.clone(), path);
         entry.config = self.config.clone();
         let grants: Vec<Permission> = match &self.grants {

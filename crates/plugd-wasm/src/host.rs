@@ -296,8 +296,10 @@ impl wit::http::HostExchange for InstanceState {
         self.exchange(&r).locals.get(&key).cloned()
     }
     fn set_local(&mut self, r: Resource<Exchange>, key: String, value: String) {
+        // The contract gives `set-local` no result: a local past the caps is dropped (and the
+        // refusal audited against the plugin when its call ends).
         if let Ok(ex) = self.exchange_mut(&r) {
-            ex.locals.insert(key, value);
+            let _ = ex.set_local(&key, &value);
         }
     }
     fn drop(&mut self, _r: Resource<Exchange>) -> wasmtime::Result<()> {

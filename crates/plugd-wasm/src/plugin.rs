@@ -295,7 +295,7 @@ impl WasmPlugin {
         if let Some(r) = refused
             && !matches!(trap, Some(Trap::Interrupt))
         {
-            return PluginError::Trap(format!(
+            return PluginError::Exhausted(format!(
                 "out of memory: plugin '{name}' exceeded its {} memory limit in {what} (linear memory and tables would have grown to {}; limits.memory_mb)",
                 mib(self.memory_cap()),
                 mib(r.wanted)
@@ -309,11 +309,11 @@ impl WasmPlugin {
                     humantime_like(timeout)
                 )),
             },
-            Some(Trap::StackOverflow) => PluginError::Trap(format!(
+            Some(Trap::StackOverflow) => PluginError::Exhausted(format!(
                 "stack overflow: plugin '{name}' exhausted its {} KiB wasm stack in {what} (runaway recursion?)",
                 MAX_WASM_STACK_BYTES / 1024
             )),
-            Some(Trap::OutOfFuel) => PluginError::Trap(format!(
+            Some(Trap::OutOfFuel) => PluginError::Exhausted(format!(
                 "fuel exhausted: plugin '{name}' used all {} units of its fuel in {what} (limits.fuel)",
                 self.options.fuel.unwrap_or(u64::MAX)
             )),
@@ -409,7 +409,7 @@ impl WasmPlugin {
                         refused,
                     ) {
                         // A trap of a start function, or a memory minimum over the cap.
-                        PluginError::Trap(m) => {
+                        PluginError::Trap(m) | PluginError::Exhausted(m) => {
                             PluginError::Failed(format!("instantiation failed: {m}"))
                         }
                         other => other,
@@ -560,7 +560,10 @@ impl WasmPlugin {
         for mut inst in instances {
             match self.call(&mut inst, call()).await {
                 Ok(_) => kept.push(inst),
-                Err(e @ (PluginError::Trap(_) | PluginError::Timeout(_))) => {
+                Err(
+                    e
+                    @ (PluginError::Trap(_) | PluginError::Exhausted(_) | PluginError::Timeout(_)),
+                ) => {
                     first_error.get_or_insert(e);
                 }
                 Err(e) => {

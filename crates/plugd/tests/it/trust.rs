@@ -582,24 +582,55 @@ async fn the_admin_api_redacts_secrets_and_never_expands_the_environment() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_path_with_dot_segments_is_refused_before_any_plugin() {
-    let server = TestServer::start(&config("", &[auth(), hello()])).await;
+/// One raw request (the path as written: clients such as reqwest would normalize it).
+async fn raw(server: &TestServer, path: &str, extra_headers: &str) -> String {
     let addr = server.url.strip_prefix("http://").unwrap().to_string();
-    let reply = tokio::task::spawn_blocking(move || {
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{extra_headers}Connection: close\r\n\r\n");
+    tokio::task::spawn_blocking(move || {
         let mut stream = TcpStream::connect(&addr).unwrap();
-        write!(
-            stream,
-            "GET /plugins/hello/../auth/admin HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
+        stream.write_all(request.as_bytes()).unwrap();
         let mut reply = String::new();
         stream.read_to_string(&mut reply).unwrap();
         reply
     })
     .await
-    .unwrap();
-    assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
+    .unwrap()
+}
+
+/// A path that means another path to whoever normalizes it would let a request slip past a
+/// guard's `intercept.paths` and still reach the route: every such spelling is refused before
+/// any plugin sees it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_path_in_another_spelling_is_refused_before_any_plugin() {
+    let server = TestServer::start(&config("", &[auth(), hello()])).await;
+    for path in [
+        "/plugins/hello/../auth/admin",
+        "/plugins/auth/%2e%2e/auth/admin",
+        "/plugins/auth//admin",
+        "/plugins/auth/%61dmin",
+        "/plugins/auth/a%2Fb",
+    ] {
+        let reply = raw(&server, path, "").await;
+        assert!(reply.starts_with("HTTP/1.1 400"), "{path}: {reply}");
+    }
+    assert!(
+        raw(&server, "/plugins/hello/greet?name=Ada", "")
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+    // Headers past what a plugin may keep: refused before a plugin could be made to fail on them.
+    let padding: String = (0..9)
+        .map(|i| format!("x-pad-{i}: {}\r\n", "p".repeat(8000)))
+        .collect();
+    let reply = raw(&server, "/plugins/hello/greet", &padding).await;
+    assert!(reply.starts_with("HTTP/1.1 431"), "{reply}");
+    // `/admin/`, the dashboard's usual address, is the host's on the main listener too.
+    let reply = raw(&server, "/admin/", "").await;
+    assert!(
+        reply.starts_with("HTTP/1.1 404") && reply.contains("admin.listen"),
+        "{reply}"
+    );
     server.stop().await;
 }
 
