@@ -491,10 +491,20 @@ impl wit::services::Host for InstanceState {
         let Some(services) = self.shared.services.clone() else {
             return unsupported("services.call");
         };
-        services
-            .call(&self.shared.name, &plugin, &service, &method, &payload)
-            .await
-            .map_err(to_wit)
+        // The callee has its own deadline; the caller's is what is left of its own call.
+        let remaining = self.remaining();
+        match tokio::time::timeout(
+            remaining,
+            services.call(&self.shared.name, &plugin, &service, &method, &payload),
+        )
+        .await
+        {
+            Ok(r) => r.map_err(to_wit),
+            Err(_) => Err(types::HostError::Failed(format!(
+                "services.call {plugin}.{service}.{method} did not answer within what was left of the calling plugin's deadline ({} ms)",
+                remaining.as_millis()
+            ))),
+        }
     }
 }
 

@@ -265,14 +265,20 @@ async fn static_assets_are_served_and_cannot_escape() {
     assert_eq!(r.headers()["content-type"], "text/css; charset=utf-8");
     let r = server.get("/plugins/trapper/static/").await;
     assert!(r.text().await.unwrap().contains("trapper assets"));
-    for bad in [
-        "leak.txt",
-        "%2e%2e/plugin.yaml",
-        "..%2fplugin.yaml",
-        "nope.txt",
-    ] {
+    for bad in ["leak.txt", "nope.txt"] {
         let r = server.get(&format!("/plugins/trapper/static/{bad}")).await;
         assert_eq!(r.status(), 404, "{bad}");
+    }
+    // Escapes in another spelling are refused before anything looks for a file (400), or
+    // normalized away by the client into a path nobody answers (404).
+    for bad in ["%2e%2e/plugin.yaml", "..%2fplugin.yaml"] {
+        let r = server.get(&format!("/plugins/trapper/static/{bad}")).await;
+        assert!(
+            matches!(r.status().as_u16(), 400 | 404),
+            "{bad}: {}",
+            r.status()
+        );
+        assert!(!r.text().await.unwrap().contains("name: trapper"), "{bad}");
     }
     // The plugin's routes are untouched.
     assert_eq!(server.get("/plugins/trapper/ok").await.status(), 200);
