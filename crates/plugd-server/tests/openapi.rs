@@ -167,7 +167,8 @@ fn collect_refs(v: &Value, out: &mut Vec<String>) {
 #[tokio::test]
 async fn every_documented_operation_is_served() {
     let (host, _dir) = start_host(HostConfig::default()).await;
-    let app = plugd_server::router(host.clone(), AdminToken::new(TOKEN).unwrap());
+    // The admin listener's application (admin.listen, the default).
+    let app = plugd_server::admin_router(host.clone(), AdminToken::new(TOKEN).unwrap());
     let doc = serde_json::to_value(plugd_server::openapi()).unwrap();
 
     let (status, body) = call(&app, Method::GET, "/admin/openapi.json", false).await;
