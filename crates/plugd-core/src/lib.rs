@@ -59,6 +59,7 @@ mod threshold;
 mod watch;
 
 pub use access::RequestAccess;
+pub use private::make_private_dir;
 pub use assets::content_type;
 pub use audit::{AUDIT_CAPACITY, AuditEntry, AuditLog};
 pub use cache::{Cache, MAX_BYTES_PER_PLUGIN, MAX_ENTRIES_PER_PLUGIN, PluginCache};

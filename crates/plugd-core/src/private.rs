@@ -6,8 +6,9 @@
 
 use std::path::{Path, PathBuf};
 
-/// Create a folder (and any missing parents, each 0700) and make it mode 0700.
-pub(crate) fn make_private_dir(dir: &Path) -> Result<(), String> {
+/// Create a folder (and any missing parents, each 0700) and make it mode 0700: what plugd keeps
+/// for itself (the data directory's folders, the compile cache, the admin token's folder).
+pub fn make_private_dir(dir: &Path) -> Result<(), String> {
     create_dirs(dir).map_err(|e| format!("cannot create directory {}: {e}", dir.display()))?;
     #[cfg(unix)]
     {

@@ -157,7 +157,7 @@ impl Cache {
     }
 
     fn store(&self, path: &Path, bytes: &[u8]) -> Result<(), String> {
-        create_private_dir(&self.dir)?;
+        plugd_core::make_private_dir(&self.dir)?;
         #[cfg(unix)]
         // SAFETY: as in `check_private`.
         private_to(&self.dir, unsafe { libc::geteuid() }, true)?;
@@ -229,26 +229,6 @@ fn private_to(path: &Path, uid: u32, dir: bool) -> Result<(), String> {
     Ok(())
 }
 
-/// Create the cache directory (and missing parents) with mode 0700, and make it 0700.
-fn create_private_dir(dir: &Path) -> Result<(), String> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        builder.mode(0o700);
-    }
-    builder
-        .create(dir)
-        .map_err(|e| format!("{}: {e}", dir.display()))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-            .map_err(|e| format!("{}: {e}", dir.display()))?;
-    }
-    Ok(())
-}
 
 #[cfg(all(test, unix))]
 mod tests {
