@@ -384,40 +384,65 @@ fn refuse_request(ex: &Exchange) -> Option<Response> {
     None
 }
 
-/// Why a request path is not in its one spelling, if it is not.
+/// Why a request path is not in its one spelling, if it is not. No allocation: it runs on every
+/// request.
 fn path_problem(path: &str) -> Option<&'static str> {
-    if !path.starts_with('/') {
+    let Some(rest) = path.strip_prefix('/') else {
         return Some("does not start with '/'");
-    }
-    let mut segments = path[1..].split('/').peekable();
+    };
+    let mut segments = rest.split('/').peekable();
     while let Some(segment) = segments.next() {
         if segment.is_empty() && segments.peek().is_some() {
             return Some("holds an empty segment ('//')");
         }
-        let decoded = segment.to_ascii_lowercase().replace("%2e", ".");
-        if decoded == "." || decoded == ".." {
+        if is_dot_segment(segment) {
             return Some("holds a '.' or '..' segment");
         }
-        let bytes = segment.as_bytes();
-        for (i, b) in bytes.iter().enumerate() {
-            if *b != b'%' {
-                continue;
-            }
-            let hex = |c: u8| (c as char).to_digit(16);
-            let byte = match (
-                bytes.get(i + 1).copied().and_then(hex),
-                bytes.get(i + 2).copied().and_then(hex),
-            ) {
-                (Some(h), Some(l)) => (h * 16 + l) as u8,
-                _ => return Some("holds a '%' that is not followed by two hex digits"),
-            };
-            if byte == b'/' || byte == b'\\' {
-                return Some("holds a percent-encoded '/' or '\\'");
-            }
-            if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
-                return Some("holds a percent-encoded letter, digit or '-._~' (send it as is)");
-            }
+        if let Some(why) = encoding_problem(segment) {
+            return Some(why);
         }
+    }
+    None
+}
+
+/// `.` or `..`, also with the dots percent-encoded (`%2e`, `%2E`).
+fn is_dot_segment(segment: &str) -> bool {
+    let b = segment.as_bytes();
+    let dot_at = |i: usize| -> Option<usize> {
+        match b.get(i)? {
+            b'.' => Some(i + 1),
+            b'%' if b.get(i + 1) == Some(&b'2') && matches!(b.get(i + 2), Some(b'e' | b'E')) => {
+                Some(i + 3)
+            }
+            _ => None,
+        }
+    };
+    match dot_at(0) {
+        Some(end) if end == b.len() => true,
+        Some(end) => dot_at(end) == Some(b.len()),
+        None => false,
+    }
+}
+
+/// A percent-encoding that hides a path's meaning: an encoded `/` or `\`, an encoded
+/// unreserved character (which must be sent as is), or a `%` without two hex digits.
+fn encoding_problem(segment: &str) -> Option<&'static str> {
+    let b = segment.as_bytes();
+    let mut i = 0;
+    while let Some(at) = b[i..].iter().position(|c| *c == b'%') {
+        let at = i + at;
+        let hex = |c: Option<&u8>| c.and_then(|c| (*c as char).to_digit(16));
+        let (Some(h), Some(l)) = (hex(b.get(at + 1)), hex(b.get(at + 2))) else {
+            return Some("holds a '%' that is not followed by two hex digits");
+        };
+        let byte = (h * 16 + l) as u8;
+        if byte == b'/' || byte == b'\\' {
+            return Some("holds a percent-encoded '/' or '\\'");
+        }
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            return Some("holds a percent-encoded letter, digit or '-._~' (send it as is)");
+        }
+        i = at + 3;
     }
     None
 }

@@ -59,7 +59,6 @@ mod threshold;
 mod watch;
 
 pub use access::RequestAccess;
-pub use private::make_private_dir;
 pub use assets::content_type;
 pub use audit::{AUDIT_CAPACITY, AuditEntry, AuditLog};
 pub use cache::{Cache, MAX_BYTES_PER_PLUGIN, MAX_ENTRIES_PER_PLUGIN, PluginCache};
@@ -93,6 +92,7 @@ pub use plugin::{
     Action, Health, InitContext, MIN_TIMER_INTERVAL, MiddlewareReg, Plugin, Registrations,
     Resources, RouteOptions, RouteReg, glob_matches,
 };
+pub use private::make_private_dir;
 pub use services::Services;
 pub use state::{DisabledBy, ErrorRecord, HookMetrics, Phase, PluginState, Status};
 pub use status::{DASHBOARD_QUERIES, StatusBatch};

@@ -118,7 +118,10 @@ impl AdminToken {
 /// afresh (`create_new`, after removing a stale one, which would keep its owner and mode), then
 /// a rename. A missing parent folder is created 0700.
 fn write_private(path: &Path, contents: &str) -> Result<(), String> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+    if let Some(dir) = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty() && !d.exists())
+    {
         plugd_core::make_private_dir(dir)?;
     }
     let tmp = path.with_extension("tmp");

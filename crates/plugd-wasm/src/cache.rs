@@ -229,7 +229,6 @@ fn private_to(path: &Path, uid: u32, dir: bool) -> Result<(), String> {
     Ok(())
 }
 
-
 #[cfg(all(test, unix))]
 mod tests {
     use super::*;
