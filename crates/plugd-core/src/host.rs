@@ -15,16 +15,16 @@ use plugd_manifest::{
 };
 use serde::Serialize;
 use serde_json::{Map, Value};
-use tracing::Instrument;
 
 use crate::access::RequestAccess;
 use crate::audit::{AuditEntry, AuditLog};
 use crate::cache::{Cache, PluginCache};
+use crate::call::{Call, guarded};
 use crate::capabilities::{Auditor, Capabilities, CapabilityOptions};
 use crate::check::{Checked, check_entry, check_package, framework_error, merged_before_after};
 use crate::cpu::CpuStatus;
 use crate::dispatch::{DispatchTable, Dispatcher};
-use crate::error::LoadError;
+use crate::error::{LoadError, PluginError};
 use crate::events::{Event, EventBus, Publisher, SubscriptionInfo};
 use crate::health::HealthReport;
 use crate::order::{OrderError, OrderNode, order_nodes};
@@ -100,6 +100,8 @@ pub trait Loader: Send + Sync + 'static {
 pub(crate) struct CallLimits {
     pub(crate) timeout: Duration,
     pub(crate) hook_timeouts: BTreeMap<HookType, Duration>,
+    /// Its instances (a wasm plugin's lifecycle calls run on each in turn).
+    pub(crate) instances: u32,
 }
 
 impl CallLimits {
@@ -147,6 +149,20 @@ pub(crate) struct Loaded {
     pub(crate) access: Arc<RequestAccess>,
     /// Where what it is refused on the request path is counted and audited.
     pub(crate) auditor: Auditor,
+}
+
+/// Why a plugin's code is torn down (see [`Host::teardown`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Teardown {
+    /// The host stops.
+    Shutdown,
+    /// It is unloaded: its services and cache namespace go too.
+    Unload,
+    /// A reload replaces it (or puts the previous version back): its services go.
+    Replace,
+    /// It stops serving but stays (a failed start, a disable, a supervised restart): errors are
+    /// logged, not counted.
+    Quiesce,
 }
 
 /// Who gave a config: only the operator's host config file is expanded from the environment.
@@ -714,13 +730,16 @@ impl Host {
             message: e.to_string(),
         })?;
         if matches!(p.state.status(), Status::Running | Status::Initialized) {
-            p.plugin
-                .on_config_change(&validated)
-                .await
-                .map_err(|error| LoadError::ConfigRejected {
-                    plugin: name.to_string(),
-                    error,
-                })?;
+            guarded(
+                &p,
+                Call::ConfigChange,
+                p.plugin.on_config_change(&validated),
+            )
+            .await
+            .map_err(|error| LoadError::ConfigRejected {
+                plugin: name.to_string(),
+                error,
+            })?;
         }
         p.config.store(Arc::new(validated));
         tracing::info!(plugin = name, "config changed");
@@ -756,23 +775,21 @@ impl Host {
             });
         }
         let was_active = matches!(p.state.status(), Status::Running | Status::Initialized);
-        p.state.set_phase(Phase::Stopping);
-        self.inner.bus.unsubscribe_all(name);
-        self.inner.services.remove_plugin(name);
-        self.inner.cache.clear_plugin(name);
-        stop_timers(&p).await;
-        if was_active && let Err(e) = p.plugin.stop().await {
-            p.state.record_error(format!("stop: {e}"));
+        if !was_active {
+            // Nothing of its code runs: stop and cleanup are not called again.
+            p.state
+                .quiesced
+                .store(true, std::sync::atomic::Ordering::Release);
         }
-        let remaining: Vec<Arc<Loaded>> = {
-            let mut plugins = self.inner.plugins.write();
-            plugins.retain(|q| q.name != name);
-            plugins.clone()
+        let unroute = || {
+            let remaining: Vec<Arc<Loaded>> = {
+                let mut plugins = self.inner.plugins.write();
+                plugins.retain(|q| q.name != name);
+                plugins.clone()
+            };
+            self.publish(&remaining);
         };
-        self.publish(&remaining);
-        if was_active && let Err(e) = p.plugin.cleanup().await {
-            p.state.record_error(format!("cleanup: {e}"));
-        }
+        self.teardown(&p, Teardown::Unload, unroute).await;
         p.state.set_status(Status::Unloaded);
         p.state.set_phase(Phase::Idle);
         tracing::info!(plugin = name, "plugin unloaded");
@@ -799,10 +816,13 @@ impl Host {
             }
             return Err(LoadError::Invalid(message));
         }
-        p.plugin
-            .run_command(command, args)
-            .await
-            .map_err(|e| LoadError::Invalid(format!("{plugin} {command}: {e}")))
+        guarded(
+            &p,
+            Call::Command(command),
+            p.plugin.run_command(command, args),
+        )
+        .await
+        .map_err(|e| LoadError::Invalid(format!("{plugin} {command}: {e}")))
     }
 
     /// The service container: typed imports and calls to any plugin's exported services.
@@ -1302,32 +1322,13 @@ impl Host {
                         if plugin.state.status() != Status::Running {
                             return Ok(());
                         }
-                        let timeout = plugin.limits.timeout;
-                        let span = tracing::debug_span!("plugin_call", plugin = %plugin.name, event = %event.topic, outcome = tracing::field::Empty, duration_ms = tracing::field::Empty);
-                        let started = Instant::now();
-                        let result =
-                            match tokio::time::timeout(timeout, plugin.plugin.on_event(&event))
-                                .instrument(span.clone())
-                                .await
-                            {
-                                Ok(r) => r,
-                                Err(_) => Err(crate::PluginError::Timeout(format!(
-                                    "event handler exceeded {} timeout",
-                                    humantime::format_duration(timeout)
-                                ))),
-                            };
-                        let took = started.elapsed();
-                        crate::dispatch::close_span(&span, took, result.is_ok());
-                        plugin.state.record_busy(took);
-                        if result.is_ok() {
-                            plugin.state.record_success();
-                        }
-                        result.map_err(|e| {
-                            plugin.state.record_failure(&e);
-                            let message = format!("event {}: {e}", event.topic);
-                            plugin.state.record_error(message.clone());
-                            message
-                        })
+                        crate::call::guarded(
+                            &plugin,
+                            crate::call::Call::Event(&event.topic),
+                            plugin.plugin.on_event(&event),
+                        )
+                        .await
+                        .map_err(|e| format!("event {}: {e}", event.topic))
                     })
                 }),
             );
@@ -1390,10 +1391,17 @@ impl Host {
         let mut limits = CallLimits {
             timeout: global.timeout,
             hook_timeouts: global.hook_timeouts.clone(),
+            // The wasm runtime's default pool: one instance per tokio worker.
+            instances: global.instances.unwrap_or_else(|| {
+                std::thread::available_parallelism().map_or(2, |n| n.get() as u32)
+            }),
         };
         if let Some(o) = entry.and_then(|e| e.limits.as_ref()) {
             if let Some(t) = o.timeout {
                 limits.timeout = t;
+            }
+            if let Some(n) = o.instances {
+                limits.instances = n;
             }
             limits
                 .hook_timeouts
@@ -1837,7 +1845,7 @@ impl Host {
     /// Start one initialized plugin and connect its subscriptions and timers.
     pub(crate) async fn start_one(&self, p: &Arc<Loaded>) -> Result<(), LoadError> {
         p.state.set_phase(Phase::Starting);
-        let result = p.plugin.start().await;
+        let result = guarded(p, Call::Start, p.plugin.start()).await;
         p.state.set_phase(Phase::Idle);
         result.map_err(|error| LoadError::Start {
             plugin: p.name.clone(),
@@ -2070,7 +2078,7 @@ impl Host {
         if let Some(capabilities) = &p.capabilities {
             ctx = ctx.with_capabilities(capabilities.clone());
         }
-        let result = p.plugin.init(&mut ctx).await;
+        let result = guarded(p, Call::Init, p.plugin.init(&mut ctx)).await;
         p.state.set_phase(Phase::Idle);
         result.map_err(|error| LoadError::Init {
             plugin: name.clone(),
@@ -2116,29 +2124,52 @@ impl Host {
             if !matches!(p.state.status(), Status::Running | Status::Initialized) {
                 continue;
             }
-            p.state.set_phase(Phase::Stopping);
-            self.inner.bus.unsubscribe_all(&p.name);
-            stop_timers(p).await;
-            let timeout = p.limits.timeout;
-            for (step, fut) in [("stop", p.plugin.stop()), ("cleanup", p.plugin.cleanup())] {
-                match tokio::time::timeout(timeout, fut).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => {
-                        tracing::warn!(plugin = %p.name, step, error = %e, "plugin {step} failed");
-                        p.state.record_error(format!("{step}: {e}"));
-                    }
-                    Err(_) => {
-                        tracing::warn!(plugin = %p.name, step, "plugin {step} timed out; forced");
-                        p.state.record_error(format!("{step} timed out"));
-                    }
-                }
-            }
-            p.state
-                .quiesced
-                .store(true, std::sync::atomic::Ordering::Relaxed);
+            self.teardown(p, Teardown::Shutdown, || {}).await;
             p.state.set_status(Status::Stopped);
             p.state.set_phase(Phase::Idle);
             tracing::info!(plugin = %p.name, "plugin stopped");
+        }
+    }
+
+    /// The one teardown of a plugin's code, whatever ends it (shutdown, unload, a reload that
+    /// replaces it, a failed start or a disable): its event delivery, services (when it goes
+    /// away), cache namespace (when it is unloaded), timers and background tasks are released,
+    /// then `stop` and `cleanup` run once through the guarded call (deadline, span), with
+    /// `between` run after `stop` (an unload unroutes the plugin there). Failures are recorded
+    /// as the plugin's errors, except under [`Teardown::Quiesce`] (it is not serving: logged).
+    pub(crate) async fn teardown(&self, p: &Loaded, how: Teardown, between: impl FnOnce()) {
+        p.state.set_phase(Phase::Stopping);
+        self.inner.bus.unsubscribe_all(&p.name);
+        if matches!(how, Teardown::Unload | Teardown::Replace) {
+            self.inner.services.remove_plugin(&p.name);
+        }
+        if how == Teardown::Unload {
+            self.inner.cache.clear_plugin(&p.name);
+        }
+        p.tasks.cancel_all().await;
+        let code_ran = !is_absent(p) && p.state.loaded_at().is_some();
+        if !code_ran
+            || p.state
+                .quiesced
+                .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            between();
+            return;
+        }
+        let report = |step: &str, e: PluginError| {
+            if how == Teardown::Quiesce {
+                tracing::debug!(plugin = %p.name, step, error = %e, "{step} failed");
+            } else {
+                tracing::warn!(plugin = %p.name, step, error = %e, "plugin {step} failed");
+                p.state.record_error(format!("{step}: {e}"));
+            }
+        };
+        if let Err(e) = guarded(p, Call::Stop, p.plugin.stop()).await {
+            report("stop", e);
+        }
+        between();
+        if let Err(e) = guarded(p, Call::Cleanup, p.plugin.cleanup()).await {
+            report("cleanup", e);
         }
     }
 
@@ -2186,36 +2217,16 @@ fn start_timers(p: &Arc<Loaded>) {
                 if plugin.state.status() != Status::Running || plugin.state.throttled().is_some() {
                     continue;
                 }
-                let timeout = plugin.limits.timeout;
-                let span = tracing::debug_span!("plugin_call", plugin = %plugin.name, timer = %name, outcome = tracing::field::Empty, duration_ms = tracing::field::Empty);
-                let started = Instant::now();
-                let result = tokio::time::timeout(timeout, plugin.plugin.on_tick(&name))
-                    .instrument(span.clone())
-                    .await;
-                let took = started.elapsed();
-                crate::dispatch::close_span(&span, took, matches!(result, Ok(Ok(()))));
-                plugin.state.record_busy(took);
-                let error = match result {
-                    Ok(Ok(())) => {
-                        plugin.state.record_success();
-                        continue;
-                    }
-                    Ok(Err(e)) => {
-                        plugin.state.record_failure(&e);
-                        e.to_string()
-                    }
-                    Err(_) => format!("exceeded {} timeout", humantime::format_duration(timeout)),
-                };
-                plugin.state.record_error(format!("timer {name}: {error}"));
-                tracing::warn!(plugin = %plugin.name, timer = %name, %error, "timer tick failed");
+                // Counted and recorded by the guarded call; a failed tick is not retried.
+                let _ = crate::call::guarded(
+                    &plugin,
+                    crate::call::Call::Timer(&name),
+                    plugin.plugin.on_tick(&name),
+                )
+                .await;
             }
         });
     }
-}
-
-/// Cancel a plugin's timers and background tasks and wait until they are gone.
-async fn stop_timers(p: &Loaded) {
-    p.tasks.cancel_all().await;
 }
 
 /// The first dependency of `p` that failed.
