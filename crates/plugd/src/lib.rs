@@ -16,6 +16,7 @@
 pub use plugd_core::*;
 pub use plugd_manifest as manifest;
 pub use plugd_server as server;
+pub use plugd_sqlite as sqlite;
 pub use plugd_wasm as wasm;
 
 use plugd_manifest::HostConfig;
@@ -31,5 +32,17 @@ pub fn host_from_config(config: HostConfig) -> anyhow::Result<Host> {
         tracing::info!(profiler = ?options.profiler, "guest code is described to native profilers");
     }
     let runtime = plugd_wasm::WasmRuntime::new(options).map_err(anyhow::Error::msg)?;
-    Ok(Host::builder().config(config).loader(runtime).build()?)
+    let builder = with_embedded_backends(Host::builder(), &config)?;
+    Ok(builder.config(config).loader(runtime).build()?)
+}
+
+/// `builder` with the embedded defaults' backends for `config`: plugins' key/value storage in a
+/// SQLite file per plugin and the status tables in `host.db`, under `data_dir`
+/// ([`plugd_sqlite`]).
+pub fn with_embedded_backends(
+    builder: plugd_core::HostBuilder,
+    config: &HostConfig,
+) -> anyhow::Result<plugd_core::HostBuilder> {
+    let sqlite = plugd_sqlite::Backends::open(&config.data_dir)?;
+    Ok(builder.kv(sqlite.kv).status_sink(sqlite.status))
 }
