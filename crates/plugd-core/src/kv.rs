@@ -182,16 +182,17 @@ impl PluginStore {
     }
 }
 
-use std::future::Future;
+/// One plugin's keys in memory.
+type MemorySpace = Arc<Mutex<BTreeMap<String, Vec<u8>>>>;
 
 /// Storage in memory: lost when the process ends. A map per plugin behind its own lock.
 #[derive(Debug, Default)]
 pub struct MemoryKv {
-    spaces: RwLock<HashMap<String, Arc<Mutex<BTreeMap<String, Vec<u8>>>>>>,
+    spaces: RwLock<HashMap<String, MemorySpace>>,
 }
 
 impl MemoryKv {
-    fn space(&self, plugin: &str) -> Arc<Mutex<BTreeMap<String, Vec<u8>>>> {
+    fn space(&self, plugin: &str) -> MemorySpace {
         if let Some(s) = self.spaces.read().get(plugin) {
             return s.clone();
         }

@@ -125,8 +125,7 @@ impl SqliteKv {
             .await
             .map_err(failed)?;
         guard.done = true;
-        let path = self.path(plugin);
-        result.map_err(|e| failed(format!("{}: {e}", path.display())))
+        result.map_err(|e| failed(format!("{}: {e}", self.path(plugin).display())))
     }
 }
 
@@ -147,9 +146,9 @@ fn evict_idle(spaces: &mut HashMap<String, Arc<Space>>) {
 fn open_space(path: &Path, legacy: &Path, plugin: &str) -> Result<Arc<Space>, BackendError> {
     let at = |e: &dyn std::fmt::Display| failed(format!("{}: {e}", path.display()));
     if let Some(dir) = path.parent() {
-        plugd_core::private::make_private_dir(dir).map_err(|e| failed(e))?;
+        plugd_core::private::make_private_dir(dir).map_err(failed)?;
     }
-    plugd_core::private::create_database_file(path).map_err(|e| failed(e))?;
+    plugd_core::private::create_database_file(path).map_err(failed)?;
     let conn = Connection::open(path).map_err(|e| at(&e))?;
     conn.execute_batch(
         "PRAGMA journal_mode = WAL;
@@ -162,7 +161,7 @@ fn open_space(path: &Path, legacy: &Path, plugin: &str) -> Result<Arc<Space>, Ba
          ) WITHOUT ROWID;",
     )
     .map_err(|e| at(&e))?;
-    plugd_core::private::restrict_database_files(path).map_err(|e| failed(e))?;
+    plugd_core::private::restrict_database_files(path).map_err(failed)?;
     migrate_legacy(&conn, legacy, plugin).map_err(|e| {
         failed(format!(
             "moving the keys of plugin '{plugin}' from {} into {}: {e}",
