@@ -6,15 +6,13 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use http::{Method, StatusCode};
 use plugd_manifest::{FailurePolicy, HookType};
 use smallvec::SmallVec;
-use tracing::Instrument;
-use tracing::field::Empty;
 
+use crate::call::{Call, guarded};
 use crate::cpu::Throttle;
 use crate::error::PluginError;
 use crate::exchange::{Exchange, Refusal, Response, Stage};
@@ -22,20 +20,6 @@ use crate::gate::{Gate, OwnedPass};
 use crate::host::Loaded;
 use crate::plugin::{Action, MiddlewareReg, RouteOptions, glob_matches};
 use crate::state::{Status, hook_index};
-
-/// Extra time granted past a call's own deadline before the host gives up on a plugin that does
-/// not enforce its deadline itself (the wasm runtime interrupts guests at the deadline).
-const DEADLINE_GRACE: Duration = Duration::from_secs(1);
-
-/// How long the host waits for a call: the deadline itself for native plugins, the deadline plus
-/// [`DEADLINE_GRACE`] for sandboxed ones, whose runtime interrupts them at the deadline.
-fn backstop(plugin: &Loaded, timeout: Duration) -> Duration {
-    if plugin.kind == "native" {
-        timeout
-    } else {
-        timeout + DEADLINE_GRACE
-    }
-}
 
 #[derive(Clone)]
 pub(crate) struct HookEntry {
@@ -327,29 +311,6 @@ fn throttled(plugin: &Loaded, t: Throttle) -> Response {
     r
 }
 
-/// Count a finished call: its duration against the CPU budget, and a success against the
-/// threshold's count (`reset_on_success`). Atomics only, unless there is a count to reset.
-/// After a plugin call: its busy time and success count, and its span's outcome and duration.
-fn finished<T>(
-    plugin: &Loaded,
-    took: Duration,
-    result: &Result<T, PluginError>,
-    span: &tracing::Span,
-) {
-    plugin.state.record_busy(took);
-    match result {
-        Ok(_) => plugin.state.record_success(),
-        Err(e) => plugin.state.record_failure(e),
-    }
-    close_span(span, took, result.is_ok());
-}
-
-/// Record a `plugin_call` span's outcome and duration (every kind of plugin call has one).
-pub(crate) fn close_span(span: &tracing::Span, took: Duration, ok: bool) {
-    span.record("outcome", if ok { "ok" } else { "error" });
-    span.record("duration_ms", took.as_secs_f64() * 1000.0);
-}
-
 /// 503 for a plugin that is not running. Its last error is the operator's to read (admin API,
 /// log), not the client's, unless `server.expose_errors` is on.
 fn unavailable(plugin: &Loaded, expose: bool) -> Response {
@@ -577,39 +538,24 @@ impl Dispatcher {
     }
 }
 
-/// Call one hook with counters, error accounting and the deadline backstop.
+/// Call one hook: lent the exchange under its authority, through the one guarded call; an early
+/// answer is policed (inside the call, so a refused one is the hook's error).
 pub(crate) async fn call_hook(
     h: &HookEntry,
     hook: HookType,
     ex: &mut Exchange,
 ) -> Result<Action, PluginError> {
     let plugin = &h.plugin;
-    let span = tracing::debug_span!("plugin_call", plugin = %plugin.name, hook = hook.as_str(), outcome = Empty, duration_ms = Empty);
-    let timeout = plugin.limits.hook_timeout(hook);
-    let started = Instant::now();
-    let call = async |ex: &mut Exchange| {
-        tokio::time::timeout(backstop(plugin, timeout), plugin.plugin.on_hook(hook, ex))
-            .instrument(span.clone())
-            .await
-    };
-    let result = match lent(plugin, ex, call).await {
-        Ok(r) => r,
-        Err(_) => Err(PluginError::hook_timeout(hook, timeout)),
-    };
-    let result = match result {
-        Ok(Action::Respond(r)) => police(plugin, r).map(Action::Respond),
-        other => other,
-    };
-    let took = started.elapsed();
-    plugin.state.hook(hook).record(took, result.is_err());
-    finished(plugin, took, &result, &span);
-    if let Err(e) = &result {
-        plugin
-            .state
-            .record_error(format!("{} hook: {e}", hook.as_str()));
-        tracing::warn!(plugin = %plugin.name, hook = hook.as_str(), error = %e, "hook failed");
-    }
-    result
+    lent(plugin, ex, async |ex: &mut Exchange| {
+        guarded(plugin, Call::Hook(hook), async {
+            match plugin.plugin.on_hook(hook, ex).await? {
+                Action::Respond(r) => police(plugin, r).map(Action::Respond),
+                Action::Continue => Ok(Action::Continue),
+            }
+        })
+        .await
+    })
+    .await
 }
 
 /// pre_request hooks; `Some` when one answered early (or a fail-closed plugin could not run).
@@ -681,13 +627,12 @@ async fn through_middleware(table: &DispatchTable, ex: &mut Exchange, expose: bo
         }
         ex.stage = Stage::MiddlewareRequest;
         let result = call_middleware(m, "on-request", ex, async |ex: &mut Exchange| {
-            m.plugin.plugin.on_request(&m.reg.name, ex).await
+            match m.plugin.plugin.on_request(&m.reg.name, ex).await? {
+                Action::Respond(r) => police(&m.plugin, r).map(Action::Respond),
+                Action::Continue => Ok(Action::Continue),
+            }
         })
         .await;
-        let result = match result {
-            Ok(Action::Respond(r)) => police(&m.plugin, r).map(Action::Respond),
-            other => other,
-        };
         match result {
             Ok(Action::Continue) => ran.push(m),
             Ok(Action::Respond(r)) => {
@@ -736,37 +681,22 @@ async fn through_middleware(table: &DispatchTable, ex: &mut Exchange, expose: bo
         .unwrap_or_else(|| Response::new(StatusCode::INTERNAL_SERVER_ERROR))
 }
 
-/// One middleware call with its deadline, the plugin's authority and error accounting.
+/// One middleware step: lent the exchange under its plugin's authority, through the one guarded
+/// call.
 async fn call_middleware<T>(
     m: &MiddlewareEntry,
-    step: &str,
+    step: &'static str,
     ex: &mut Exchange,
     call: impl AsyncFnOnce(&mut Exchange) -> Result<T, PluginError>,
 ) -> Result<T, PluginError> {
-    let timeout = m.plugin.limits.timeout;
-    let started = Instant::now();
-    let span = tracing::debug_span!("plugin_call", plugin = %m.plugin.name, middleware = %m.reg.name, step, outcome = Empty, duration_ms = Empty);
-    let guarded = async |ex: &mut Exchange| {
-        tokio::time::timeout(backstop(&m.plugin, timeout), call(ex))
-            .instrument(span.clone())
-            .await
+    let what = Call::Middleware {
+        name: &m.reg.name,
+        step,
     };
-    let result = match lent(&m.plugin, ex, guarded).await {
-        Ok(r) => r,
-        Err(_) => Err(PluginError::Timeout(format!(
-            "middleware {} {step} exceeded {} timeout",
-            m.reg.name,
-            humantime::format_duration(timeout)
-        ))),
-    };
-    finished(&m.plugin, started.elapsed(), &result, &span);
-    if let Err(e) = &result {
-        m.plugin
-            .state
-            .record_error(format!("middleware {} {step}: {e}", m.reg.name));
-        tracing::warn!(plugin = %m.plugin.name, middleware = %m.reg.name, step, error = %e, "middleware failed");
-    }
-    result
+    lent(&m.plugin, ex, async |ex: &mut Exchange| {
+        guarded(&m.plugin, what, call(ex)).await
+    })
+    .await
 }
 
 /// post_request / pre_response / error: may change or replace the response. A `fail_closed`
@@ -878,34 +808,21 @@ async fn route(table: &DispatchTable, ex: &mut Exchange, expose: bool) -> Respon
         return r;
     }
     ex.stage = Stage::Handler;
-    let span = tracing::debug_span!("plugin_call", plugin = %plugin.name, method = %entry.method, route = %entry.pattern, outcome = Empty, duration_ms = Empty);
-    let timeout = plugin.limits.timeout;
-    let started = Instant::now();
-    let call = async |ex: &mut Exchange| {
-        tokio::time::timeout(
-            backstop(&plugin, timeout),
-            plugin.plugin.handle_request(&entry.pattern, ex),
-        )
-        .instrument(span.clone())
+    let what = Call::Route {
+        method: &entry.method,
+        pattern: &entry.pattern,
+    };
+    let result = lent(&plugin, ex, async |ex: &mut Exchange| {
+        guarded(&plugin, what, async {
+            let r = plugin.plugin.handle_request(&entry.pattern, ex).await?;
+            police(&plugin, r)
+        })
         .await
-    };
-    let result = match lent(&plugin, ex, call).await {
-        Ok(r) => r,
-        Err(_) => Err(PluginError::Timeout(format!(
-            "request handler exceeded {} timeout",
-            humantime::format_duration(timeout)
-        ))),
-    };
-    let result = result.and_then(|r| police(&plugin, r));
-    let took = started.elapsed();
-    plugin.state.routes().record(took, result.is_err());
-    finished(&plugin, took, &result, &span);
+    })
+    .await;
     match result {
         Ok(r) => r,
         Err(e) => {
-            plugin
-                .state
-                .record_error(format!("route {} {}: {e}", entry.method, entry.pattern));
             let (status, what) = match e {
                 PluginError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "its route timed out"),
                 _ => (StatusCode::INTERNAL_SERVER_ERROR, "its route failed"),

@@ -124,7 +124,8 @@ impl EventBus {
                     }
                     Err(e) => {
                         task_stats.failed.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(plugin = %name, topic = %topic, error = %e, "event handler failed");
+                        // The host's guarded call logs the failure with the plugin's error.
+                        tracing::debug!(plugin = %name, topic = %topic, error = %e, "event handler failed");
                     }
                 }
             }

@@ -91,15 +91,10 @@ pub(crate) fn health_label(h: &Health) -> &'static str {
 
 /// Ask one plugin for its health within its call timeout.
 pub(crate) async fn check(p: &Loaded) -> Health {
-    let timeout = p.limits.timeout;
-    tokio::time::timeout(timeout, p.plugin.health_check())
+    let asked = async { Ok(p.plugin.health_check().await) };
+    crate::call::guarded(p, crate::call::Call::Health, asked)
         .await
-        .unwrap_or_else(|_| {
-            Health::Unhealthy(format!(
-                "health-check exceeded {} timeout",
-                humantime::format_duration(timeout)
-            ))
-        })
+        .unwrap_or_else(|e| Health::Unhealthy(e.to_string()))
 }
 
 impl Host {

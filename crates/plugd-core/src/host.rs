@@ -15,16 +15,16 @@ use plugd_manifest::{
 };
 use serde::Serialize;
 use serde_json::{Map, Value};
-use tracing::Instrument;
 
 use crate::access::RequestAccess;
 use crate::audit::{AuditEntry, AuditLog};
 use crate::cache::{Cache, PluginCache};
+use crate::call::{Call, guarded};
 use crate::capabilities::{Auditor, Capabilities, CapabilityOptions};
 use crate::check::{Checked, check_entry, check_package, framework_error, merged_before_after};
 use crate::cpu::CpuStatus;
 use crate::dispatch::{DispatchTable, Dispatcher};
-use crate::error::LoadError;
+use crate::error::{LoadError, PluginError};
 use crate::events::{Event, EventBus, Publisher, SubscriptionInfo};
 use crate::health::HealthReport;
 use crate::order::{OrderError, OrderNode, order_nodes};
@@ -36,6 +36,7 @@ use crate::supervise::{NOTICE_CAPACITY, Notice, SupervisionStatus, SupervisorSlo
 use crate::tasks::Tasks;
 use crate::threshold::ThresholdStatus;
 
+mod prometheus;
 mod reload;
 mod watching;
 pub use reload::{ReloadCounters, ReloadOutcome};
@@ -100,6 +101,8 @@ pub trait Loader: Send + Sync + 'static {
 pub(crate) struct CallLimits {
     pub(crate) timeout: Duration,
     pub(crate) hook_timeouts: BTreeMap<HookType, Duration>,
+    /// Its instances (a wasm plugin's lifecycle calls run on each in turn).
+    pub(crate) instances: u32,
 }
 
 impl CallLimits {
@@ -147,6 +150,20 @@ pub(crate) struct Loaded {
     pub(crate) access: Arc<RequestAccess>,
     /// Where what it is refused on the request path is counted and audited.
     pub(crate) auditor: Auditor,
+}
+
+/// Why a plugin's code is torn down (see [`Host::teardown`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Teardown {
+    /// The host stops.
+    Shutdown,
+    /// It is unloaded: its services and cache namespace go too.
+    Unload,
+    /// A reload replaces it (or puts the previous version back): its services go.
+    Replace,
+    /// It stops serving but stays (a failed start, a disable, a supervised restart): errors are
+    /// logged, not counted.
+    Quiesce,
 }
 
 /// Who gave a config: only the operator's host config file is expanded from the environment.
@@ -714,13 +731,16 @@ impl Host {
             message: e.to_string(),
         })?;
         if matches!(p.state.status(), Status::Running | Status::Initialized) {
-            p.plugin
-                .on_config_change(&validated)
-                .await
-                .map_err(|error| LoadError::ConfigRejected {
-                    plugin: name.to_string(),
-                    error,
-                })?;
+            guarded(
+                &p,
+                Call::ConfigChange,
+                p.plugin.on_config_change(&validated),
+            )
+            .await
+            .map_err(|error| LoadError::ConfigRejected {
+                plugin: name.to_string(),
+                error,
+            })?;
         }
         p.config.store(Arc::new(validated));
         tracing::info!(plugin = name, "config changed");
@@ -756,23 +776,21 @@ impl Host {
             });
         }
         let was_active = matches!(p.state.status(), Status::Running | Status::Initialized);
-        p.state.set_phase(Phase::Stopping);
-        self.inner.bus.unsubscribe_all(name);
-        self.inner.services.remove_plugin(name);
-        self.inner.cache.clear_plugin(name);
-        stop_timers(&p).await;
-        if was_active && let Err(e) = p.plugin.stop().await {
-            p.state.record_error(format!("stop: {e}"));
+        if !was_active {
+            // Nothing of its code runs: stop and cleanup are not called again.
+            p.state
+                .quiesced
+                .store(true, std::sync::atomic::Ordering::Release);
         }
-        let remaining: Vec<Arc<Loaded>> = {
-            let mut plugins = self.inner.plugins.write();
-            plugins.retain(|q| q.name != name);
-            plugins.clone()
+        let unroute = || {
+            let remaining: Vec<Arc<Loaded>> = {
+                let mut plugins = self.inner.plugins.write();
+                plugins.retain(|q| q.name != name);
+                plugins.clone()
+            };
+            self.publish(&remaining);
         };
-        self.publish(&remaining);
-        if was_active && let Err(e) = p.plugin.cleanup().await {
-            p.state.record_error(format!("cleanup: {e}"));
-        }
+        self.teardown(&p, Teardown::Unload, unroute).await;
         p.state.set_status(Status::Unloaded);
         p.state.set_phase(Phase::Idle);
         tracing::info!(plugin = name, "plugin unloaded");
@@ -799,10 +817,13 @@ impl Host {
             }
             return Err(LoadError::Invalid(message));
         }
-        p.plugin
-            .run_command(command, args)
-            .await
-            .map_err(|e| LoadError::Invalid(format!("{plugin} {command}: {e}")))
+        guarded(
+            &p,
+            Call::Command(command),
+            p.plugin.run_command(command, args),
+        )
+        .await
+        .map_err(|e| LoadError::Invalid(format!("{plugin} {command}: {e}")))
     }
 
     /// The service container: typed imports and calls to any plugin's exported services.
@@ -826,445 +847,6 @@ impl Host {
             routes: state.routes().snapshot(),
             recorded: state.metrics().samples(),
         })
-    }
-
-    /// Every metric in the Prometheus text format (version 0.0.4): the seed's plugin metrics with
-    /// the `plugd_` prefix, the event bus's queues, and what plugins record about themselves.
-    pub fn render_metrics(&self) -> String {
-        use crate::metrics::sample;
-        use std::fmt::Write as _;
-        let plugins = self.inner.plugins.read().clone();
-        let mut out = String::with_capacity(4096);
-        let label = |p: &Loaded| vec![("plugin".to_string(), p.name.clone())];
-        let family = |out: &mut String, name: &str, kind: &str, help: &str| {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} {kind}");
-        };
-        family(
-            &mut out,
-            "plugd_plugin_load_duration_ms",
-            "gauge",
-            "Time to load, initialize and start a plugin.",
-        );
-        for p in &plugins {
-            sample(
-                &mut out,
-                "plugd_plugin_load_duration_ms",
-                &label(p),
-                p.state.load_duration().as_secs_f64() * 1000.0,
-            );
-        }
-        family(
-            &mut out,
-            "plugd_plugin_load_success",
-            "gauge",
-            "1 when the plugin loaded, 0 when it failed.",
-        );
-        for p in &plugins {
-            let ok = !matches!(p.state.status(), Status::Error);
-            sample(
-                &mut out,
-                "plugd_plugin_load_success",
-                &label(p),
-                if ok { 1.0 } else { 0.0 },
-            );
-        }
-        family(
-            &mut out,
-            "plugd_plugin_status",
-            "gauge",
-            "1 for the plugin's current status.",
-        );
-        for p in &plugins {
-            let current = p.state.status();
-            for status in Status::ALL {
-                let mut l = label(p);
-                l.push(("status".into(), status.as_str().into()));
-                sample(
-                    &mut out,
-                    "plugd_plugin_status",
-                    &l,
-                    if status == current { 1.0 } else { 0.0 },
-                );
-            }
-        }
-        family(
-            &mut out,
-            "plugd_plugin_error_count",
-            "counter",
-            "Errors of the plugin since it loaded.",
-        );
-        for p in &plugins {
-            sample(
-                &mut out,
-                "plugd_plugin_error_count",
-                &label(p),
-                p.state.error_count() as f64,
-            );
-        }
-        family(
-            &mut out,
-            "plugd_plugin_hook_execution_count",
-            "counter",
-            "Hook calls.",
-        );
-        let hook_label = |p: &Loaded, hook: HookType| {
-            let mut l = label(p);
-            l.push(("hook".into(), hook.as_str().into()));
-            l
-        };
-        for p in &plugins {
-            for (hook, m) in p.state.hook_metrics() {
-                sample(
-                    &mut out,
-                    "plugd_plugin_hook_execution_count",
-                    &hook_label(p, hook),
-                    m.execution_count as f64,
-                );
-            }
-        }
-        family(
-            &mut out,
-            "plugd_plugin_hook_error_count",
-            "counter",
-            "Hook calls that failed.",
-        );
-        for p in &plugins {
-            for (hook, m) in p.state.hook_metrics() {
-                sample(
-                    &mut out,
-                    "plugd_plugin_hook_error_count",
-                    &hook_label(p, hook),
-                    m.error_count as f64,
-                );
-            }
-        }
-        family(
-            &mut out,
-            "plugd_plugin_hook_duration_ms",
-            "histogram",
-            "Hook call durations.",
-        );
-        for p in &plugins {
-            for (hook, _) in p.state.hook_metrics() {
-                let (buckets, sum, count) = p.state.hook(hook).durations().snapshot();
-                for (i, c) in buckets.iter().enumerate() {
-                    let mut l = hook_label(p, hook);
-                    let le = crate::BUCKETS_MS
-                        .get(i)
-                        .map_or("+Inf".to_string(), |b| b.to_string());
-                    l.push(("le".into(), le));
-                    sample(
-                        &mut out,
-                        "plugd_plugin_hook_duration_ms_bucket",
-                        &l,
-                        *c as f64,
-                    );
-                }
-                sample(
-                    &mut out,
-                    "plugd_plugin_hook_duration_ms_sum",
-                    &hook_label(p, hook),
-                    sum,
-                );
-                sample(
-                    &mut out,
-                    "plugd_plugin_hook_duration_ms_count",
-                    &hook_label(p, hook),
-                    count as f64,
-                );
-            }
-        }
-        family(
-            &mut out,
-            "plugd_plugin_route_request_count",
-            "counter",
-            "Requests handled by the plugin's routes.",
-        );
-        for p in &plugins {
-            let m = p.state.routes().snapshot();
-            sample(
-                &mut out,
-                "plugd_plugin_route_request_count",
-                &label(p),
-                m.execution_count as f64,
-            );
-        }
-        let thresholds: Vec<(&Arc<Loaded>, ThresholdStatus)> = plugins
-            .iter()
-            .map(|p| (p, p.state.threshold_status()))
-            .filter(|(_, t)| t.enabled)
-            .collect();
-        family(
-            &mut out,
-            "plugd_plugin_errors_in_window",
-            "gauge",
-            "Errors in the window of the plugin's error threshold.",
-        );
-        for (p, t) in &thresholds {
-            sample(
-                &mut out,
-                "plugd_plugin_errors_in_window",
-                &label(p),
-                t.errors_in_window as f64,
-            );
-        }
-        family(
-            &mut out,
-            "plugd_plugin_error_threshold",
-            "gauge",
-            "max_errors of the plugin's error threshold.",
-        );
-        for (p, t) in &thresholds {
-            sample(
-                &mut out,
-                "plugd_plugin_error_threshold",
-                &label(p),
-                t.max_errors as f64,
-            );
-        }
-        family(
-            &mut out,
-            "plugd_plugin_error_threshold_trips_total",
-            "counter",
-            "Times the plugin's error threshold tripped.",
-        );
-        for (p, t) in &thresholds {
-            sample(
-                &mut out,
-                "plugd_plugin_error_threshold_trips_total",
-                &label(p),
-                t.trips as f64,
-            );
-        }
-        family(
-            &mut out,
-            "plugd_plugin_restarts_total",
-            "counter",
-            "Restarts attempted by supervision.",
-        );
-        for p in &plugins {
-            sample(
-                &mut out,
-                "plugd_plugin_restarts_total",
-                &label(p),
-                p.state.supervision_status().restarts as f64,
-            );
-        }
-        let budgeted: Vec<(&Arc<Loaded>, CpuStatus)> = plugins
-            .iter()
-            .map(|p| (p, p.state.cpu_status()))
-            .filter(|(_, c)| c.max_cpu_percent.is_some())
-            .collect();
-        family(
-            &mut out,
-            "plugd_plugin_cpu_percent",
-            "gauge",
-            "Percent of one core the plugin's calls took in the last complete 1s window (wall-clock time inside calls).",
-        );
-        for (p, c) in &budgeted {
-            sample(
-                &mut out,
-                "plugd_plugin_cpu_percent",
-                &label(p),
-                c.last_window_percent as f64,
-            );
-        }
-        family(
-            &mut out,
-            "plugd_plugin_cpu_throttled",
-            "gauge",
-            "1 while the plugin is throttled for going over limits.max_cpu_percent.",
-        );
-        for (p, c) in &budgeted {
-            sample(
-                &mut out,
-                "plugd_plugin_cpu_throttled",
-                &label(p),
-                if c.throttled { 1.0 } else { 0.0 },
-            );
-        }
-        family(
-            &mut out,
-            "plugd_plugin_cpu_throttled_total",
-            "counter",
-            "1s windows the plugin was throttled for.",
-        );
-        for (p, c) in &budgeted {
-            sample(
-                &mut out,
-                "plugd_plugin_cpu_throttled_total",
-                &label(p),
-                c.throttled_windows as f64,
-            );
-        }
-        family(
-            &mut out,
-            "plugd_plugin_health",
-            "gauge",
-            "1 for the state of the plugin's last health-check answer.",
-        );
-        for p in &plugins {
-            let Some(report) = p
-                .state
-                .health_report()
-                .filter(|_| p.state.status() == Status::Running)
-            else {
-                continue;
-            };
-            let current = crate::health::health_label(&report.health);
-            for state in ["healthy", "degraded", "unhealthy"] {
-                let mut l = label(p);
-                l.push(("state".into(), state.into()));
-                sample(
-                    &mut out,
-                    "plugd_plugin_health",
-                    &l,
-                    if state == current { 1.0 } else { 0.0 },
-                );
-            }
-        }
-        let subs = self.inner.bus.subscriptions();
-        let sub_label = |s: &SubscriptionInfo| {
-            vec![
-                ("plugin".to_string(), s.plugin.clone()),
-                ("topic".to_string(), s.topic.clone()),
-            ]
-        };
-        family(
-            &mut out,
-            "plugd_event_queue_depth",
-            "gauge",
-            "Events waiting in a subscriber's queue.",
-        );
-        for s in &subs {
-            sample(
-                &mut out,
-                "plugd_event_queue_depth",
-                &sub_label(s),
-                s.queued as f64,
-            );
-        }
-        family(
-            &mut out,
-            "plugd_event_dropped_total",
-            "counter",
-            "Events dropped because a subscriber's queue was full.",
-        );
-        for s in &subs {
-            sample(
-                &mut out,
-                "plugd_event_dropped_total",
-                &sub_label(s),
-                s.dropped as f64,
-            );
-        }
-        family(
-            &mut out,
-            "plugd_event_delivered_total",
-            "counter",
-            "Events handled by a subscriber.",
-        );
-        for s in &subs {
-            sample(
-                &mut out,
-                "plugd_event_delivered_total",
-                &sub_label(s),
-                s.delivered as f64,
-            );
-        }
-        let reloads = self.reload_stats();
-        family(
-            &mut out,
-            "plugd_plugin_reloads_total",
-            "counter",
-            "Hot reloads by result: succeeded, failed, rolled_back.",
-        );
-        for (name, c) in &reloads {
-            for (result, n) in [
-                ("succeeded", c.succeeded),
-                ("failed", c.failed),
-                ("rolled_back", c.rolled_back),
-            ] {
-                let l = vec![
-                    ("plugin".to_string(), name.clone()),
-                    ("result".to_string(), result.to_string()),
-                ];
-                sample(&mut out, "plugd_plugin_reloads_total", &l, n as f64);
-            }
-        }
-        family(
-            &mut out,
-            "plugd_plugin_reload_duration_ms",
-            "gauge",
-            "Duration of the plugin's last successful reload.",
-        );
-        for (name, c) in &reloads {
-            let l = vec![("plugin".to_string(), name.clone())];
-            sample(
-                &mut out,
-                "plugd_plugin_reload_duration_ms",
-                &l,
-                c.last_duration_ms,
-            );
-        }
-        let resources: Vec<(&str, crate::plugin::Resources)> = plugins
-            .iter()
-            .filter(|p| !is_absent(p))
-            .filter_map(|p| Some((p.name.as_str(), p.plugin.resources()?)))
-            .collect();
-        family(
-            &mut out,
-            "plugd_plugin_memory_bytes",
-            "gauge",
-            "Linear memory and tables held by the plugin's wasm instances.",
-        );
-        for (name, r) in &resources {
-            let l = vec![("plugin".to_string(), name.to_string())];
-            sample(
-                &mut out,
-                "plugd_plugin_memory_bytes",
-                &l,
-                r.memory_bytes as f64,
-            );
-        }
-        family(
-            &mut out,
-            "plugd_plugin_instances",
-            "gauge",
-            "The plugin's wasm instances, busy (in a call) or idle (in its pool).",
-        );
-        for (name, r) in &resources {
-            for (state, n) in [("busy", r.instances_busy), ("idle", r.instances_idle)] {
-                let l = vec![
-                    ("plugin".to_string(), name.to_string()),
-                    ("state".to_string(), state.to_string()),
-                ];
-                sample(&mut out, "plugd_plugin_instances", &l, n as f64);
-            }
-        }
-        family(
-            &mut out,
-            "plugd_plugin_instances_max",
-            "gauge",
-            "The most wasm instances the plugin may have (limits.instances).",
-        );
-        for (name, r) in &resources {
-            let l = vec![("plugin".to_string(), name.to_string())];
-            sample(
-                &mut out,
-                "plugd_plugin_instances_max",
-                &l,
-                r.instances_max as f64,
-            );
-        }
-        if let Some(loader) = &self.inner.loader {
-            loader.render_metrics(&mut out);
-        }
-        for p in &plugins {
-            p.state.metrics().render(&p.name, &mut out);
-        }
-        out
     }
 
     /// Denied capability calls, oldest first; of one plugin or of all.
@@ -1302,32 +884,13 @@ impl Host {
                         if plugin.state.status() != Status::Running {
                             return Ok(());
                         }
-                        let timeout = plugin.limits.timeout;
-                        let span = tracing::debug_span!("plugin_call", plugin = %plugin.name, event = %event.topic, outcome = tracing::field::Empty, duration_ms = tracing::field::Empty);
-                        let started = Instant::now();
-                        let result =
-                            match tokio::time::timeout(timeout, plugin.plugin.on_event(&event))
-                                .instrument(span.clone())
-                                .await
-                            {
-                                Ok(r) => r,
-                                Err(_) => Err(crate::PluginError::Timeout(format!(
-                                    "event handler exceeded {} timeout",
-                                    humantime::format_duration(timeout)
-                                ))),
-                            };
-                        let took = started.elapsed();
-                        crate::dispatch::close_span(&span, took, result.is_ok());
-                        plugin.state.record_busy(took);
-                        if result.is_ok() {
-                            plugin.state.record_success();
-                        }
-                        result.map_err(|e| {
-                            plugin.state.record_failure(&e);
-                            let message = format!("event {}: {e}", event.topic);
-                            plugin.state.record_error(message.clone());
-                            message
-                        })
+                        crate::call::guarded(
+                            &plugin,
+                            crate::call::Call::Event(&event.topic),
+                            plugin.plugin.on_event(&event),
+                        )
+                        .await
+                        .map_err(|e| format!("event {}: {e}", event.topic))
                     })
                 }),
             );
@@ -1390,10 +953,17 @@ impl Host {
         let mut limits = CallLimits {
             timeout: global.timeout,
             hook_timeouts: global.hook_timeouts.clone(),
+            // The wasm runtime's default pool: one instance per tokio worker.
+            instances: global.instances.unwrap_or_else(|| {
+                std::thread::available_parallelism().map_or(2, |n| n.get() as u32)
+            }),
         };
         if let Some(o) = entry.and_then(|e| e.limits.as_ref()) {
             if let Some(t) = o.timeout {
                 limits.timeout = t;
+            }
+            if let Some(n) = o.instances {
+                limits.instances = n;
             }
             limits
                 .hook_timeouts
@@ -1837,7 +1407,7 @@ impl Host {
     /// Start one initialized plugin and connect its subscriptions and timers.
     pub(crate) async fn start_one(&self, p: &Arc<Loaded>) -> Result<(), LoadError> {
         p.state.set_phase(Phase::Starting);
-        let result = p.plugin.start().await;
+        let result = guarded(p, Call::Start, p.plugin.start()).await;
         p.state.set_phase(Phase::Idle);
         result.map_err(|error| LoadError::Start {
             plugin: p.name.clone(),
@@ -2070,7 +1640,7 @@ impl Host {
         if let Some(capabilities) = &p.capabilities {
             ctx = ctx.with_capabilities(capabilities.clone());
         }
-        let result = p.plugin.init(&mut ctx).await;
+        let result = guarded(p, Call::Init, p.plugin.init(&mut ctx)).await;
         p.state.set_phase(Phase::Idle);
         result.map_err(|error| LoadError::Init {
             plugin: name.clone(),
@@ -2116,29 +1686,52 @@ impl Host {
             if !matches!(p.state.status(), Status::Running | Status::Initialized) {
                 continue;
             }
-            p.state.set_phase(Phase::Stopping);
-            self.inner.bus.unsubscribe_all(&p.name);
-            stop_timers(p).await;
-            let timeout = p.limits.timeout;
-            for (step, fut) in [("stop", p.plugin.stop()), ("cleanup", p.plugin.cleanup())] {
-                match tokio::time::timeout(timeout, fut).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => {
-                        tracing::warn!(plugin = %p.name, step, error = %e, "plugin {step} failed");
-                        p.state.record_error(format!("{step}: {e}"));
-                    }
-                    Err(_) => {
-                        tracing::warn!(plugin = %p.name, step, "plugin {step} timed out; forced");
-                        p.state.record_error(format!("{step} timed out"));
-                    }
-                }
-            }
-            p.state
-                .quiesced
-                .store(true, std::sync::atomic::Ordering::Relaxed);
+            self.teardown(p, Teardown::Shutdown, || {}).await;
             p.state.set_status(Status::Stopped);
             p.state.set_phase(Phase::Idle);
             tracing::info!(plugin = %p.name, "plugin stopped");
+        }
+    }
+
+    /// The one teardown of a plugin's code, whatever ends it (shutdown, unload, a reload that
+    /// replaces it, a failed start or a disable): its event delivery, services (when it goes
+    /// away), cache namespace (when it is unloaded), timers and background tasks are released,
+    /// then `stop` and `cleanup` run once through the guarded call (deadline, span), with
+    /// `between` run after `stop` (an unload unroutes the plugin there). Failures are recorded
+    /// as the plugin's errors, except under [`Teardown::Quiesce`] (it is not serving: logged).
+    pub(crate) async fn teardown(&self, p: &Loaded, how: Teardown, between: impl FnOnce()) {
+        p.state.set_phase(Phase::Stopping);
+        self.inner.bus.unsubscribe_all(&p.name);
+        if matches!(how, Teardown::Unload | Teardown::Replace) {
+            self.inner.services.remove_plugin(&p.name);
+        }
+        if how == Teardown::Unload {
+            self.inner.cache.clear_plugin(&p.name);
+        }
+        p.tasks.cancel_all().await;
+        let code_ran = !is_absent(p) && p.state.loaded_at().is_some();
+        if !code_ran
+            || p.state
+                .quiesced
+                .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            between();
+            return;
+        }
+        let report = |step: &str, e: PluginError| {
+            if how == Teardown::Quiesce {
+                tracing::debug!(plugin = %p.name, step, error = %e, "{step} failed");
+            } else {
+                tracing::warn!(plugin = %p.name, step, error = %e, "plugin {step} failed");
+                p.state.record_error(format!("{step}: {e}"));
+            }
+        };
+        if let Err(e) = guarded(p, Call::Stop, p.plugin.stop()).await {
+            report("stop", e);
+        }
+        between();
+        if let Err(e) = guarded(p, Call::Cleanup, p.plugin.cleanup()).await {
+            report("cleanup", e);
         }
     }
 
@@ -2186,36 +1779,16 @@ fn start_timers(p: &Arc<Loaded>) {
                 if plugin.state.status() != Status::Running || plugin.state.throttled().is_some() {
                     continue;
                 }
-                let timeout = plugin.limits.timeout;
-                let span = tracing::debug_span!("plugin_call", plugin = %plugin.name, timer = %name, outcome = tracing::field::Empty, duration_ms = tracing::field::Empty);
-                let started = Instant::now();
-                let result = tokio::time::timeout(timeout, plugin.plugin.on_tick(&name))
-                    .instrument(span.clone())
-                    .await;
-                let took = started.elapsed();
-                crate::dispatch::close_span(&span, took, matches!(result, Ok(Ok(()))));
-                plugin.state.record_busy(took);
-                let error = match result {
-                    Ok(Ok(())) => {
-                        plugin.state.record_success();
-                        continue;
-                    }
-                    Ok(Err(e)) => {
-                        plugin.state.record_failure(&e);
-                        e.to_string()
-                    }
-                    Err(_) => format!("exceeded {} timeout", humantime::format_duration(timeout)),
-                };
-                plugin.state.record_error(format!("timer {name}: {error}"));
-                tracing::warn!(plugin = %plugin.name, timer = %name, %error, "timer tick failed");
+                // Counted and recorded by the guarded call; a failed tick is not retried.
+                let _ = crate::call::guarded(
+                    &plugin,
+                    crate::call::Call::Timer(&name),
+                    plugin.plugin.on_tick(&name),
+                )
+                .await;
             }
         });
     }
-}
-
-/// Cancel a plugin's timers and background tasks and wait until they are gone.
-async fn stop_timers(p: &Loaded) {
-    p.tasks.cancel_all().await;
 }
 
 /// The first dependency of `p` that failed.

@@ -31,6 +31,7 @@ mod access;
 mod assets;
 mod audit;
 mod cache;
+mod call;
 mod capabilities;
 mod check;
 mod cpu;

@@ -6,9 +6,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use parking_lot::RwLock;
-use tracing::Instrument;
 
-use crate::error::HostError;
+use crate::error::{HostError, PluginError};
 use crate::host::Loaded;
 use crate::state::Status;
 
@@ -132,43 +131,20 @@ impl Services {
                 t.used_percent, t.budget_percent
             )));
         }
-        let timeout = target.limits.timeout;
-        let span = tracing::debug_span!("plugin_call", plugin = %target.name, service, method, caller, outcome = tracing::field::Empty, duration_ms = tracing::field::Empty);
-        let started = std::time::Instant::now();
-        let result = tokio::time::timeout(
-            timeout,
+        crate::call::guarded(
+            &target,
+            crate::call::Call::Service {
+                service,
+                method,
+                caller,
+            },
             target.plugin.call_service(service, method, payload, caller),
         )
-        .instrument(span.clone())
-        .await;
-        let took = started.elapsed();
-        crate::dispatch::close_span(&span, took, matches!(result, Ok(Ok(_))));
-        target.state.record_busy(took);
-        match result {
-            Ok(Ok(bytes)) => {
-                target.state.record_success();
-                Ok(bytes)
-            }
-            Ok(Err(e)) => {
-                target.state.record_failure(&e);
-                target
-                    .state
-                    .record_error(format!("service {service}.{method}: {e}"));
-                Err(HostError::Failed(format!(
-                    "{plugin}.{service}.{method}: {e}"
-                )))
-            }
-            Err(_) => {
-                let message = format!(
-                    "{plugin}.{service}.{method} exceeded {} timeout",
-                    humantime::format_duration(timeout)
-                );
-                target
-                    .state
-                    .record_error(format!("service {service}.{method}: timeout"));
-                Err(HostError::Failed(message))
-            }
-        }
+        .await
+        .map_err(|e| match e {
+            PluginError::Timeout(m) => HostError::Failed(format!("{plugin}.{m}")),
+            e => HostError::Failed(format!("{plugin}.{service}.{method}: {e}")),
+        })
     }
 
     /// Every exported service: plugin, service name.

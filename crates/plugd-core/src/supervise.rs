@@ -368,19 +368,9 @@ impl Host {
     /// Stop a plugin's event delivery, timers and background tasks, then call its `stop` and
     /// `cleanup` (errors logged, not counted: the plugin is not serving).
     pub(crate) async fn quiesce(&self, p: &Loaded) {
-        self.inner.bus.unsubscribe_all(&p.name);
-        p.tasks.cancel_all().await;
-        if is_absent(p) || p.state.loaded_at().is_none() || p.state.quiesced.swap(true, Relaxed) {
-            return;
-        }
-        let timeout = p.limits.timeout;
-        for (step, fut) in [("stop", p.plugin.stop()), ("cleanup", p.plugin.cleanup())] {
-            match tokio::time::timeout(timeout, fut).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::debug!(plugin = %p.name, step, error = %e, "{step} failed"),
-                Err(_) => tracing::debug!(plugin = %p.name, step, "{step} timed out"),
-            }
-        }
+        self.teardown(p, crate::host::Teardown::Quiesce, || {})
+            .await;
+        p.state.set_phase(crate::state::Phase::Idle);
     }
 
     /// Carry out a notice from a plugin.

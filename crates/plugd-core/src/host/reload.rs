@@ -388,9 +388,13 @@ impl Host {
 
     /// Stop a version and release what it holds: subscriptions, services, timers.
     async fn detach(&self, p: &Arc<Loaded>) {
-        self.inner.bus.unsubscribe_all(&p.name);
-        self.inner.services.remove_plugin(&p.name);
-        self.stop_plugins(std::slice::from_ref(p)).await;
+        if matches!(p.state.status(), Status::Running | Status::Initialized) {
+            self.teardown(p, crate::host::Teardown::Replace, || {})
+                .await;
+            p.state.set_status(Status::Stopped);
+            p.state.set_phase(crate::state::Phase::Idle);
+            tracing::info!(plugin = %p.name, "plugin stopped");
+        }
     }
 
     /// Initialize and start a version, and route to it.

@@ -433,3 +433,118 @@ async fn the_loader_gets_the_component_bytes_the_package_check_verified() {
     );
     host.stop_all().await;
 }
+
+/// A native plugin whose lifecycle step never returns: `init`, `start` or `on_config_change`
+/// hangs, or `stop` does at shutdown.
+struct Hung {
+    step: &'static str,
+}
+
+#[async_trait::async_trait]
+impl plugd_core::Plugin for Hung {
+    async fn init(
+        &self,
+        _: &mut plugd_core::InitContext<'_>,
+    ) -> Result<(), plugd_core::PluginError> {
+        self.hang("init").await
+    }
+    async fn start(&self) -> Result<(), plugd_core::PluginError> {
+        self.hang("start").await
+    }
+    async fn stop(&self) -> Result<(), plugd_core::PluginError> {
+        self.hang("stop").await
+    }
+    async fn on_config_change(
+        &self,
+        _: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(), plugd_core::PluginError> {
+        self.hang("config").await
+    }
+}
+
+impl Hung {
+    async fn hang(&self, step: &str) -> Result<(), plugd_core::PluginError> {
+        if self.step == step {
+            std::future::pending::<()>().await;
+        }
+        Ok(())
+    }
+}
+
+/// Every call into a plugin has a deadline, native ones included: a hung `init` or `start` is
+/// the plugin's error at its deadline (the lifecycle does not wait forever), a hung
+/// `on_config_change` is refused, and a hung `stop` does not hold the shutdown.
+#[tokio::test]
+async fn a_hung_native_lifecycle_step_times_out_like_a_wasm_one() {
+    for step in ["init", "start"] {
+        let dir = tempfile::tempdir().unwrap();
+        let j = journal();
+        let host = Host::builder()
+            .config(config(
+                dir.path(),
+                "plugins:\n  limits: { timeout: 200ms }\n  supervision: { enabled: false }\n  plugins: []\n",
+            ))
+            .native(manifest("hung", ""), Hung { step })
+            .native(manifest("ok", ""), Recorder::new("ok", &j))
+            .build()
+            .unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(10), host.start())
+            .await
+            .expect("the start does not wait for the hung plugin")
+            .unwrap();
+        let info = host.plugin_info("hung").unwrap();
+        assert_eq!(info.status, Status::Error, "{step}");
+        let message = info.last_error.unwrap().message;
+        assert!(
+            message.contains(&format!("{step} exceeded 200ms timeout")),
+            "{message}"
+        );
+        assert_eq!(host.plugin_info("ok").unwrap().status, Status::Running);
+        host.shutdown().await;
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let host = Host::builder()
+        .config(config(
+            dir.path(),
+            "plugins:\n  limits: { timeout: 200ms }\n  plugins: []\n",
+        ))
+        .native(manifest("hung", ""), Hung { step: "config" })
+        .build()
+        .unwrap();
+    host.start().await.unwrap();
+    let err = host
+        .update_plugin_config("hung", &serde_json::Map::new())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("on_config_change exceeded 200ms timeout"),
+        "{err}"
+    );
+    host.shutdown().await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let host = Host::builder()
+        .config(config(
+            dir.path(),
+            "plugins:\n  limits: { timeout: 200ms }\n  plugins: []\n",
+        ))
+        .native(manifest("hung", ""), Hung { step: "stop" })
+        .build()
+        .unwrap();
+    host.start().await.unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(10), host.shutdown())
+        .await
+        .expect("a hung stop does not hold the shutdown");
+    let message = host
+        .plugin_info("hung")
+        .unwrap()
+        .last_error
+        .unwrap()
+        .message;
+    assert!(
+        message.contains("stop: stop exceeded 200ms timeout"),
+        "{message}"
+    );
+}

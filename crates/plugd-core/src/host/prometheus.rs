@@ -1,0 +1,445 @@
+//! `/metrics`: every series of the host and its plugins in the Prometheus text format, rendered
+//! at scrape time from the atomic counters (nothing on the request path writes here).
+
+use super::*;
+
+impl Host {
+    /// Every metric in the Prometheus text format (version 0.0.4): the seed's plugin metrics with
+    /// the `plugd_` prefix, the event bus's queues, and what plugins record about themselves.
+    pub fn render_metrics(&self) -> String {
+        use crate::metrics::sample;
+        use std::fmt::Write as _;
+        let plugins = self.inner.plugins.read().clone();
+        let mut out = String::with_capacity(4096);
+        let label = |p: &Loaded| vec![("plugin".to_string(), p.name.clone())];
+        let family = |out: &mut String, name: &str, kind: &str, help: &str| {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+        };
+        family(
+            &mut out,
+            "plugd_plugin_load_duration_ms",
+            "gauge",
+            "Time to load, initialize and start a plugin.",
+        );
+        for p in &plugins {
+            sample(
+                &mut out,
+                "plugd_plugin_load_duration_ms",
+                &label(p),
+                p.state.load_duration().as_secs_f64() * 1000.0,
+            );
+        }
+        family(
+            &mut out,
+            "plugd_plugin_load_success",
+            "gauge",
+            "1 when the plugin loaded, 0 when it failed.",
+        );
+        for p in &plugins {
+            let ok = !matches!(p.state.status(), Status::Error);
+            sample(
+                &mut out,
+                "plugd_plugin_load_success",
+                &label(p),
+                if ok { 1.0 } else { 0.0 },
+            );
+        }
+        family(
+            &mut out,
+            "plugd_plugin_status",
+            "gauge",
+            "1 for the plugin's current status.",
+        );
+        for p in &plugins {
+            let current = p.state.status();
+            for status in Status::ALL {
+                let mut l = label(p);
+                l.push(("status".into(), status.as_str().into()));
+                sample(
+                    &mut out,
+                    "plugd_plugin_status",
+                    &l,
+                    if status == current { 1.0 } else { 0.0 },
+                );
+            }
+        }
+        family(
+            &mut out,
+            "plugd_plugin_error_count",
+            "counter",
+            "Errors of the plugin since it loaded.",
+        );
+        for p in &plugins {
+            sample(
+                &mut out,
+                "plugd_plugin_error_count",
+                &label(p),
+                p.state.error_count() as f64,
+            );
+        }
+        family(
+            &mut out,
+            "plugd_plugin_hook_execution_count",
+            "counter",
+            "Hook calls.",
+        );
+        let hook_label = |p: &Loaded, hook: HookType| {
+            let mut l = label(p);
+            l.push(("hook".into(), hook.as_str().into()));
+            l
+        };
+        for p in &plugins {
+            for (hook, m) in p.state.hook_metrics() {
+                sample(
+                    &mut out,
+                    "plugd_plugin_hook_execution_count",
+                    &hook_label(p, hook),
+                    m.execution_count as f64,
+                );
+            }
+        }
+        family(
+            &mut out,
+            "plugd_plugin_hook_error_count",
+            "counter",
+            "Hook calls that failed.",
+        );
+        for p in &plugins {
+            for (hook, m) in p.state.hook_metrics() {
+                sample(
+                    &mut out,
+                    "plugd_plugin_hook_error_count",
+                    &hook_label(p, hook),
+                    m.error_count as f64,
+                );
+            }
+        }
+        family(
+            &mut out,
+            "plugd_plugin_hook_duration_ms",
+            "histogram",
+            "Hook call durations.",
+        );
+        for p in &plugins {
+            for (hook, _) in p.state.hook_metrics() {
+                let (buckets, sum, count) = p.state.hook(hook).durations().snapshot();
+                for (i, c) in buckets.iter().enumerate() {
+                    let mut l = hook_label(p, hook);
+                    let le = crate::BUCKETS_MS
+                        .get(i)
+                        .map_or("+Inf".to_string(), |b| b.to_string());
+                    l.push(("le".into(), le));
+                    sample(
+                        &mut out,
+                        "plugd_plugin_hook_duration_ms_bucket",
+                        &l,
+                        *c as f64,
+                    );
+                }
+                sample(
+                    &mut out,
+                    "plugd_plugin_hook_duration_ms_sum",
+                    &hook_label(p, hook),
+                    sum,
+                );
+                sample(
+                    &mut out,
+                    "plugd_plugin_hook_duration_ms_count",
+                    &hook_label(p, hook),
+                    count as f64,
+                );
+            }
+        }
+        family(
+            &mut out,
+            "plugd_plugin_route_request_count",
+            "counter",
+            "Requests handled by the plugin's routes.",
+        );
+        for p in &plugins {
+            let m = p.state.routes().snapshot();
+            sample(
+                &mut out,
+                "plugd_plugin_route_request_count",
+                &label(p),
+                m.execution_count as f64,
+            );
+        }
+        let thresholds: Vec<(&Arc<Loaded>, ThresholdStatus)> = plugins
+            .iter()
+            .map(|p| (p, p.state.threshold_status()))
+            .filter(|(_, t)| t.enabled)
+            .collect();
+        family(
+            &mut out,
+            "plugd_plugin_errors_in_window",
+            "gauge",
+            "Errors in the window of the plugin's error threshold.",
+        );
+        for (p, t) in &thresholds {
+            sample(
+                &mut out,
+                "plugd_plugin_errors_in_window",
+                &label(p),
+                t.errors_in_window as f64,
+            );
+        }
+        family(
+            &mut out,
+            "plugd_plugin_error_threshold",
+            "gauge",
+            "max_errors of the plugin's error threshold.",
+        );
+        for (p, t) in &thresholds {
+            sample(
+                &mut out,
+                "plugd_plugin_error_threshold",
+                &label(p),
+                t.max_errors as f64,
+            );
+        }
+        family(
+            &mut out,
+            "plugd_plugin_error_threshold_trips_total",
+            "counter",
+            "Times the plugin's error threshold tripped.",
+        );
+        for (p, t) in &thresholds {
+            sample(
+                &mut out,
+                "plugd_plugin_error_threshold_trips_total",
+                &label(p),
+                t.trips as f64,
+            );
+        }
+        family(
+            &mut out,
+            "plugd_plugin_restarts_total",
+            "counter",
+            "Restarts attempted by supervision.",
+        );
+        for p in &plugins {
+            sample(
+                &mut out,
+                "plugd_plugin_restarts_total",
+                &label(p),
+                p.state.supervision_status().restarts as f64,
+            );
+        }
+        let budgeted: Vec<(&Arc<Loaded>, CpuStatus)> = plugins
+            .iter()
+            .map(|p| (p, p.state.cpu_status()))
+            .filter(|(_, c)| c.max_cpu_percent.is_some())
+            .collect();
+        family(
+            &mut out,
+            "plugd_plugin_cpu_percent",
+            "gauge",
+            "Percent of one core the plugin's calls took in the last complete 1s window (wall-clock time inside calls).",
+        );
+        for (p, c) in &budgeted {
+            sample(
+                &mut out,
+                "plugd_plugin_cpu_percent",
+                &label(p),
+                c.last_window_percent as f64,
+            );
+        }
+        family(
+            &mut out,
+            "plugd_plugin_cpu_throttled",
+            "gauge",
+            "1 while the plugin is throttled for going over limits.max_cpu_percent.",
+        );
+        for (p, c) in &budgeted {
+            sample(
+                &mut out,
+                "plugd_plugin_cpu_throttled",
+                &label(p),
+                if c.throttled { 1.0 } else { 0.0 },
+            );
+        }
+        family(
+            &mut out,
+            "plugd_plugin_cpu_throttled_total",
+            "counter",
+            "1s windows the plugin was throttled for.",
+        );
+        for (p, c) in &budgeted {
+            sample(
+                &mut out,
+                "plugd_plugin_cpu_throttled_total",
+                &label(p),
+                c.throttled_windows as f64,
+            );
+        }
+        family(
+            &mut out,
+            "plugd_plugin_health",
+            "gauge",
+            "1 for the state of the plugin's last health-check answer.",
+        );
+        for p in &plugins {
+            let Some(report) = p
+                .state
+                .health_report()
+                .filter(|_| p.state.status() == Status::Running)
+            else {
+                continue;
+            };
+            let current = crate::health::health_label(&report.health);
+            for state in ["healthy", "degraded", "unhealthy"] {
+                let mut l = label(p);
+                l.push(("state".into(), state.into()));
+                sample(
+                    &mut out,
+                    "plugd_plugin_health",
+                    &l,
+                    if state == current { 1.0 } else { 0.0 },
+                );
+            }
+        }
+        let subs = self.inner.bus.subscriptions();
+        let sub_label = |s: &SubscriptionInfo| {
+            vec![
+                ("plugin".to_string(), s.plugin.clone()),
+                ("topic".to_string(), s.topic.clone()),
+            ]
+        };
+        family(
+            &mut out,
+            "plugd_event_queue_depth",
+            "gauge",
+            "Events waiting in a subscriber's queue.",
+        );
+        for s in &subs {
+            sample(
+                &mut out,
+                "plugd_event_queue_depth",
+                &sub_label(s),
+                s.queued as f64,
+            );
+        }
+        family(
+            &mut out,
+            "plugd_event_dropped_total",
+            "counter",
+            "Events dropped because a subscriber's queue was full.",
+        );
+        for s in &subs {
+            sample(
+                &mut out,
+                "plugd_event_dropped_total",
+                &sub_label(s),
+                s.dropped as f64,
+            );
+        }
+        family(
+            &mut out,
+            "plugd_event_delivered_total",
+            "counter",
+            "Events handled by a subscriber.",
+        );
+        for s in &subs {
+            sample(
+                &mut out,
+                "plugd_event_delivered_total",
+                &sub_label(s),
+                s.delivered as f64,
+            );
+        }
+        let reloads = self.reload_stats();
+        family(
+            &mut out,
+            "plugd_plugin_reloads_total",
+            "counter",
+            "Hot reloads by result: succeeded, failed, rolled_back.",
+        );
+        for (name, c) in &reloads {
+            for (result, n) in [
+                ("succeeded", c.succeeded),
+                ("failed", c.failed),
+                ("rolled_back", c.rolled_back),
+            ] {
+                let l = vec![
+                    ("plugin".to_string(), name.clone()),
+                    ("result".to_string(), result.to_string()),
+                ];
+                sample(&mut out, "plugd_plugin_reloads_total", &l, n as f64);
+            }
+        }
+        family(
+            &mut out,
+            "plugd_plugin_reload_duration_ms",
+            "gauge",
+            "Duration of the plugin's last successful reload.",
+        );
+        for (name, c) in &reloads {
+            let l = vec![("plugin".to_string(), name.clone())];
+            sample(
+                &mut out,
+                "plugd_plugin_reload_duration_ms",
+                &l,
+                c.last_duration_ms,
+            );
+        }
+        let resources: Vec<(&str, crate::plugin::Resources)> = plugins
+            .iter()
+            .filter(|p| !is_absent(p))
+            .filter_map(|p| Some((p.name.as_str(), p.plugin.resources()?)))
+            .collect();
+        family(
+            &mut out,
+            "plugd_plugin_memory_bytes",
+            "gauge",
+            "Linear memory and tables held by the plugin's wasm instances.",
+        );
+        for (name, r) in &resources {
+            let l = vec![("plugin".to_string(), name.to_string())];
+            sample(
+                &mut out,
+                "plugd_plugin_memory_bytes",
+                &l,
+                r.memory_bytes as f64,
+            );
+        }
+        family(
+            &mut out,
+            "plugd_plugin_instances",
+            "gauge",
+            "The plugin's wasm instances, busy (in a call) or idle (in its pool).",
+        );
+        for (name, r) in &resources {
+            for (state, n) in [("busy", r.instances_busy), ("idle", r.instances_idle)] {
+                let l = vec![
+                    ("plugin".to_string(), name.to_string()),
+                    ("state".to_string(), state.to_string()),
+                ];
+                sample(&mut out, "plugd_plugin_instances", &l, n as f64);
+            }
+        }
+        family(
+            &mut out,
+            "plugd_plugin_instances_max",
+            "gauge",
+            "The most wasm instances the plugin may have (limits.instances).",
+        );
+        for (name, r) in &resources {
+            let l = vec![("plugin".to_string(), name.to_string())];
+            sample(
+                &mut out,
+                "plugd_plugin_instances_max",
+                &l,
+                r.instances_max as f64,
+            );
+        }
+        if let Some(loader) = &self.inner.loader {
+            loader.render_metrics(&mut out);
+        }
+        for p in &plugins {
+            p.state.metrics().render(&p.name, &mut out);
+        }
+        out
+    }
+}
