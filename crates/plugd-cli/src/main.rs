@@ -408,7 +408,7 @@ async fn serve(
             plugd::wasm::WasmRuntime::new(plugd::wasm::RuntimeOptions::from_config(&config))
                 .map_err(anyhow::Error::msg)?;
         let (loader, active) = cli::progress::Progress::new(runtime, total);
-        let host = plugd::Host::builder()
+        let host = plugd::with_embedded_backends(plugd::Host::builder(), &config)?
             .config(config)
             .loader(loader)
             .build()?;

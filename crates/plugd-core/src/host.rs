@@ -27,11 +27,12 @@ use crate::dispatch::{DispatchTable, Dispatcher};
 use crate::error::{LoadError, PluginError};
 use crate::events::{Event, EventBus, Publisher, SubscriptionInfo};
 use crate::health::HealthReport;
+use crate::kv::{KvBackend, MemoryKv, PluginStore};
 use crate::order::{OrderError, OrderNode, order_nodes};
 use crate::plugin::{Health, InitContext, Plugin, Registrations};
 use crate::services::Services;
 use crate::state::{DisabledBy, ErrorRecord, HookMetrics, Phase, PluginState, Status};
-use crate::store::{PluginStore, Store};
+use crate::status::{MemoryStatus, StatusSink};
 use crate::supervise::{NOTICE_CAPACITY, Notice, SupervisionStatus, SupervisorSlot};
 use crate::tasks::Tasks;
 use crate::threshold::ThresholdStatus;
@@ -388,6 +389,8 @@ pub struct HostBuilder {
     data_dir: Option<PathBuf>,
     loader: Option<Arc<dyn Loader>>,
     natives: Vec<Native>,
+    kv: Option<Arc<dyn KvBackend>>,
+    status: Option<Arc<dyn StatusSink>>,
 }
 
 impl std::fmt::Debug for HostBuilder {
@@ -403,6 +406,20 @@ impl std::fmt::Debug for HostBuilder {
 }
 
 impl HostBuilder {
+    /// Keep plugins' key/value storage in `backend` (default: [`MemoryKv`], in memory; the
+    /// `plugd` façade wires SQLite under `data_dir`).
+    pub fn kv(mut self, backend: Arc<dyn KvBackend>) -> Self {
+        self.kv = Some(backend);
+        self
+    }
+
+    /// Write the status records to `sink` (default: [`MemoryStatus`], in memory; the `plugd`
+    /// façade wires the status tables of SQLite's `host.db`).
+    pub fn status_sink(mut self, sink: Arc<dyn StatusSink>) -> Self {
+        self.status = Some(sink);
+        self
+    }
+
     /// Use this host config (default: the embedded defaults, no plugins).
     pub fn config(mut self, config: HostConfig) -> Self {
         self.config = Some(config);
@@ -437,7 +454,11 @@ impl HostBuilder {
         if let Some(dir) = self.data_dir {
             config.data_dir = dir;
         }
-        let store = Store::open(&config.data_dir).map_err(LoadError::Storage)?;
+        crate::private::make_data_dir(&config.data_dir).map_err(LoadError::Storage)?;
+        let kv = self.kv.unwrap_or_else(|| Arc::new(MemoryKv::default()));
+        let status_sink = self
+            .status
+            .unwrap_or_else(|| Arc::new(MemoryStatus::default()));
         let plugins: Arc<RwLock<Vec<Arc<Loaded>>>> = Arc::default();
         let (notices, receiver) = tokio::sync::mpsc::channel(NOTICE_CAPACITY);
         let dispatcher = Dispatcher::default();
@@ -445,7 +466,8 @@ impl HostBuilder {
         Ok(Host {
             inner: Arc::new(Inner {
                 config,
-                store,
+                kv,
+                status_sink,
                 loader: self.loader,
                 natives: parking_lot::Mutex::new(self.natives),
                 plugins: plugins.clone(),
@@ -472,7 +494,8 @@ impl HostBuilder {
 
 pub(crate) struct Inner {
     pub(crate) config: HostConfig,
-    pub(crate) store: Store,
+    pub(crate) kv: Arc<dyn KvBackend>,
+    pub(crate) status_sink: Arc<dyn StatusSink>,
     loader: Option<Arc<dyn Loader>>,
     natives: parking_lot::Mutex<Vec<Native>>,
     /// In start order.
@@ -544,9 +567,9 @@ impl Host {
         &self.inner.dispatcher
     }
 
-    /// The host's storage.
-    pub fn store(&self) -> &Store {
-        &self.inner.store
+    /// The key/value storage of plugin `name`, as the plugin sees it.
+    pub fn storage(&self, name: &str) -> PluginStore {
+        PluginStore::new(name, self.inner.kv.clone())
     }
 
     /// When the host was built.
@@ -1079,7 +1102,7 @@ impl Host {
             limits: self.limits(Some(entry)),
             granted: BTreeSet::new(),
             config: ArcSwap::default(),
-            store: self.inner.store.plugin(&entry.name),
+            store: self.storage(&entry.name),
             registrations: ArcSwap::default(),
             assets: None,
             tasks: Default::default(),
@@ -1202,7 +1225,7 @@ impl Host {
                 limits: self.limits(entry.as_ref()),
                 granted,
                 config: ArcSwap::from_pointee(config),
-                store: self.inner.store.plugin(&native.manifest.name),
+                store: self.storage(&native.manifest.name),
                 registrations: ArcSwap::default(),
                 assets: None,
                 tasks: Default::default(),

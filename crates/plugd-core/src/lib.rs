@@ -45,15 +45,15 @@ mod gate;
 mod health;
 mod host;
 mod host_config;
+mod kv;
 mod metrics;
 mod order;
 mod outbound;
 mod plugin;
-mod private;
+pub mod private;
 mod services;
 mod state;
 mod status;
-mod store;
 mod supervise;
 mod tasks;
 mod threshold;
@@ -84,6 +84,7 @@ pub use host::{
     PluginMetricsReport, ReloadCounters, ReloadOutcome,
 };
 pub use host_config::HostConfigView;
+pub use kv::{BackendError, KvBackend, MAX_KEY_BYTES, MAX_VALUE_BYTES, MemoryKv, PluginStore};
 pub use metrics::{
     BUCKETS_MS, DurationHistogram, MAX_SERIES_PER_PLUGIN, MetricSample, PluginMetrics,
 };
@@ -96,14 +97,23 @@ pub use plugin::{
 pub use private::make_private_dir;
 pub use services::Services;
 pub use state::{DisabledBy, ErrorRecord, HookMetrics, Phase, PluginState, Status};
-pub use status::{DASHBOARD_QUERIES, StatusBatch};
-pub use store::{PluginStore, Store};
+pub use status::{
+    MemoryStatus, MetricEvent, PluginStatus, StatusBatch, StatusReport, StatusSink,
+    events_by_plugin,
+};
 pub use supervise::{ERROR_THRESHOLD_TOPIC, SupervisionStatus};
 pub use tasks::Tasks;
 pub use threshold::{ThresholdStatus, WINDOW_SLOTS};
 pub use watch::{Change, Watch, watch};
 
 pub use plugd_manifest::{ExecGrant, ExecLimits, ExecRule, HookType, Permission};
+
+/// The conformance suites every backend of a capability runs against itself (feature
+/// `testing`): `plugd_core::testing::kv_backend(Arc::new(MyKv::new()))` in its tests.
+#[cfg(feature = "testing")]
+pub mod testing {
+    pub use crate::kv::conformance::kv_backend;
+}
 
 /// Limits of the `database` capability.
 pub mod database_limits {

@@ -16,10 +16,10 @@ use crate::events::{Event, Publisher};
 use crate::exchange::{Exchange, Response};
 use crate::exec::Exec;
 use crate::host_config::HostConfigView;
+use crate::kv::PluginStore;
 use crate::metrics::PluginMetrics;
 use crate::outbound::Outbound;
 use crate::services::Services;
-use crate::store::PluginStore;
 use crate::tasks::Tasks;
 
 /// The shortest timer interval accepted.

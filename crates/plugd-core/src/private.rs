@@ -1,4 +1,4 @@
-//! Owner-only folders and files under `data_dir`: the folders plugd makes are mode 0700 and the
+//! Owner-only folders and files under `data_dir` (public for the storage backends): the folders plugd makes are mode 0700 and the
 //! SQLite files it opens (`host.db`, a plugin's `db.sqlite`, with their `-wal` and `-shm`) mode
 //! 0600, whatever the umask — other local users must not read plugin storage. Modes are set
 //! explicitly (not left to the umask) and tightened on files an earlier version left open.
@@ -22,7 +22,7 @@ pub fn make_private_dir(dir: &Path) -> Result<(), String> {
 /// The data directory: created 0700 (with any missing parents); an existing one that others
 /// may enter is tightened to 0700, or, when plugd may not change it, left with a warning (the
 /// files plugd keeps in it are 0600 anyway).
-pub(crate) fn make_data_dir(dir: &Path) -> Result<(), String> {
+pub fn make_data_dir(dir: &Path) -> Result<(), String> {
     if !dir.exists() {
         create_dirs(dir)
             .map_err(|e| format!("cannot create data directory {}: {e}", dir.display()))?;
@@ -68,7 +68,7 @@ fn create_dirs(dir: &Path) -> std::io::Result<()> {
 
 /// Make sure the SQLite database `path` exists with mode 0600 before SQLite opens it: SQLite
 /// gives its `-wal`, `-shm` and `-journal` files the mode of the database file.
-pub(crate) fn create_database_file(path: &Path) -> Result<(), String> {
+pub fn create_database_file(path: &Path) -> Result<(), String> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(false);
     #[cfg(unix)]
@@ -85,7 +85,7 @@ pub(crate) fn create_database_file(path: &Path) -> Result<(), String> {
 
 /// Mode 0600 for the database `path` and those of its `-wal`, `-shm` and `-journal` that
 /// exist (an earlier plugd, or the umask, may have left them readable by others).
-pub(crate) fn restrict_database_files(path: &Path) -> Result<(), String> {
+pub fn restrict_database_files(path: &Path) -> Result<(), String> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;

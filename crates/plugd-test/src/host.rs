@@ -243,7 +243,14 @@ impl TestHostBuilder {
             options.cache_dir = cache;
         }
         let runtime = plugd_wasm::WasmRuntime::new(options).map_err(Error::Load)?;
-        let mut builder = Host::builder().config(config).loader(runtime);
+        // The embedded defaults, as `plugd serve` has them: SQLite under the data folder.
+        let sqlite = plugd_sqlite::Backends::open(&config.data_dir)
+            .map_err(|e| Error::Load(e.to_string()))?;
+        let mut builder = Host::builder()
+            .config(config)
+            .loader(runtime)
+            .kv(sqlite.kv)
+            .status_sink(sqlite.status);
         for (manifest, add) in self.natives {
             names.push(manifest.name.clone());
             builder = add(builder);
@@ -337,7 +344,7 @@ impl HookOutcome {
 /// let res = t.get("/plugins/hello/greet?name=Ada").await;
 /// res.assert_status(200);
 /// assert_eq!(res.json()["message"], "Hello, Ada!");
-/// assert_eq!(t.storage("hello").get("greetings").unwrap().as_deref(), Some(&b"1"[..]));
+/// assert_eq!(t.storage("hello").get("greetings").await.unwrap().as_deref(), Some(&b"1"[..]));
 /// assert_eq!(t.metric("plugd_plugin_hello_greetings", &[]), Some(1.0));
 /// t.shutdown().await;
 /// # Ok(()) }
@@ -476,16 +483,33 @@ impl TestHost {
 
     /// A plugin's key/value storage, to read what it stored or to seed it.
     pub fn storage(&self, plugin: &str) -> PluginStore {
-        self.host.store().plugin(plugin)
+        self.host.storage(plugin)
     }
 
     /// A stored value as UTF-8 text.
-    pub fn stored(&self, plugin: &str, key: &str) -> Option<String> {
+    pub async fn stored(&self, plugin: &str, key: &str) -> Option<String> {
         self.storage(plugin)
             .get(key)
+            .await
             .ok()
             .flatten()
             .map(|v| String::from_utf8_lossy(&v).into_owned())
+    }
+
+    /// Wait until `plugin` stored `want` under `key` (a write made off the caller's path: by
+    /// an event handler, a timer), or fail after `DEFAULT_WAIT`.
+    pub async fn wait_for_stored(&self, plugin: &str, key: &str, want: &str) -> Result<(), Error> {
+        let deadline = Instant::now() + DEFAULT_WAIT;
+        while self.stored(plugin, key).await.as_deref() != Some(want) {
+            if Instant::now() >= deadline {
+                return Err(Error::Timeout(format!(
+                    "storage {key} of {plugin} did not become {want:?} within {}",
+                    humantime::format_duration(DEFAULT_WAIT)
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(())
     }
 
     /// What plugin `plugin` logged (and what plugd logged about it) since the host started.

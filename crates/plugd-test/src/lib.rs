@@ -21,7 +21,7 @@
 //! let res = t.request(TestRequest::get("/plugins/hello/greet?name=Ada")).await;
 //! res.assert_status(200);
 //! assert_eq!(res.json()["message"], "Hi, Ada!");
-//! assert_eq!(t.stored("hello", "greetings").as_deref(), Some("1"));
+//! assert_eq!(t.stored("hello", "greetings").await.as_deref(), Some("1"));
 //! assert!(t.logs("hello").iter().any(|l| l.message == "hello ready"));
 //! t.shutdown().await;
 //! # Ok(()) }

@@ -489,11 +489,10 @@ async fn check(host: &TestHost, plugin: &str, e: &Expect, out: &Outcome) -> Resu
     }
     // What happens off the caller's path: waited for.
     for (key, want) in &e.storage {
-        let cond = |h: &TestHost| h.stored(plugin, key).as_deref() == Some(want.as_str());
-        if host.wait_for("storage", cond).await.is_err() {
+        if host.wait_for_stored(plugin, key, want).await.is_err() {
             return Err(format!(
                 "storage {key}: expected {want:?}, got {:?} after {}s",
-                host.stored(plugin, key),
+                host.stored(plugin, key).await,
                 DEFAULT_WAIT.as_secs()
             ));
         }

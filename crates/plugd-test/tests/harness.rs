@@ -52,7 +52,7 @@ async fn requests_storage_logs_and_metrics_of_hello() {
     assert_eq!(res.json()["message"], "Hi, Ada!");
     assert_eq!(res.json()["count"], 1);
     t.get("/plugins/hello/greet").await.assert_status(200);
-    assert_eq!(t.stored("hello", "greetings").as_deref(), Some("2"));
+    assert_eq!(t.stored("hello", "greetings").await.as_deref(), Some("2"));
     assert_eq!(
         t.metric("plugd_plugin_hello_greetings", &[("plugin", "hello")]),
         Some(2.0)
@@ -167,12 +167,18 @@ async fn events_services_and_commands() {
         .unwrap();
     // An event the test publishes reaches spinner's subscription (test.*).
     t.publish("test.hello", "from the test").unwrap();
-    t.wait_for("spinner stored the event", |t| {
-        t.stored("spinner", "events")
-            .is_some_and(|s| s.contains("test.hello from : from the test"))
-    })
-    .await
-    .unwrap();
+    let deadline = std::time::Instant::now() + plugd_test::DEFAULT_WAIT;
+    while !t
+        .stored("spinner", "events")
+        .await
+        .is_some_and(|s| s.contains("test.hello from : from the test"))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "spinner never stored the event"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
     // An event a plugin publishes is recorded.
     t.get("/plugins/trapper/publish").await.assert_status(200);
     t.wait_for("trapper's event", |t| !t.events_on("test.ping").is_empty())

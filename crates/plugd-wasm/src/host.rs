@@ -369,21 +369,28 @@ impl wit::metrics::Host for InstanceState {
     }
 }
 
+impl InstanceState {
+    /// The plugin's storage, limited to what is left of the current guest call's deadline.
+    fn storage(&self) -> plugd_core::PluginStore {
+        self.shared.store.with_timeout(self.remaining())
+    }
+}
+
 impl wit::storage::Host for InstanceState {
-    fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, types::HostError> {
-        self.shared.store.get(&key).map_err(to_wit)
+    async fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, types::HostError> {
+        self.storage().get(&key).await.map_err(to_wit)
     }
-    fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), types::HostError> {
-        self.shared.store.set(&key, &value).map_err(to_wit)
+    async fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), types::HostError> {
+        self.storage().set(&key, &value).await.map_err(to_wit)
     }
-    fn delete(&mut self, key: String) -> Result<bool, types::HostError> {
-        self.shared.store.delete(&key).map_err(to_wit)
+    async fn delete(&mut self, key: String) -> Result<bool, types::HostError> {
+        self.storage().delete(&key).await.map_err(to_wit)
     }
-    fn list(&mut self, prefix: String) -> Result<Vec<String>, types::HostError> {
-        self.shared.store.list(&prefix).map_err(to_wit)
+    async fn list(&mut self, prefix: String) -> Result<Vec<String>, types::HostError> {
+        self.storage().list(&prefix).await.map_err(to_wit)
     }
-    fn clear(&mut self) -> Result<(), types::HostError> {
-        self.shared.store.clear().map_err(to_wit)
+    async fn clear(&mut self) -> Result<(), types::HostError> {
+        self.storage().clear().await.map_err(to_wit)
     }
 }
 

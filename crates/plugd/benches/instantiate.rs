@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use plugd::wasm::{Allocator, PluginOptions, RuntimeOptions, WasmRuntime};
-use plugd::{InitContext, Plugin, Registrations, Store};
+use plugd::{InitContext, MemoryKv, Plugin, PluginStore, Registrations};
 
 fn root() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -24,7 +24,7 @@ fn options(memory_mb: u64) -> PluginOptions {
         name: "hello".into(),
         granted: [plugd::Permission::Router].into(),
         config: Default::default(),
-        store: Store::in_memory().expect("store").plugin("hello"),
+        store: PluginStore::new("hello", std::sync::Arc::new(MemoryKv::default())),
         memory_mb,
         timeout: Duration::from_secs(5),
         hook_timeouts: Default::default(),
@@ -64,7 +64,7 @@ fn bench(c: &mut Criterion) {
             .block_on(runtime.load_file(component.clone(), options(memory_mb)))
             .expect("load hello");
         assert_eq!(plugin.allocator(), allocator);
-        let store = Store::in_memory().expect("store").plugin("hello");
+        let store = PluginStore::new("hello", std::sync::Arc::new(MemoryKv::default()));
         let config = Default::default();
         let granted: BTreeSet<_> = [plugd::Permission::Router].into();
         group.bench_function(format!("{}+init+drop", allocator.as_str()), |b| {

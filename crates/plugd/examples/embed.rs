@@ -54,7 +54,8 @@ async fn main() -> anyhow::Result<()> {
     )?;
     let runtime = plugd::wasm::WasmRuntime::new(plugd::wasm::RuntimeOptions::from_config(&config))
         .map_err(anyhow::Error::msg)?;
-    let host = plugd::Host::builder()
+    // SQLite storage and status tables under data_dir, as `plugd serve` has them.
+    let host = plugd::with_embedded_backends(plugd::Host::builder(), &config)?
         .config(config)
         .loader(runtime)
         .native(manifest, Clock)

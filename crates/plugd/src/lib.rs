@@ -4,17 +4,20 @@
 //! granted; native Rust plugins are compiled in. Both share one lifecycle, one dispatch path and
 //! one status model. This crate is the façade an application depends on: it re-exports the
 //! manager ([`Host`], [`Plugin`]) and the manifest and config types ([`manifest`]), and, behind
-//! features, the wasm runtime and the HTTP server, and wires them together. The `plugd` command
-//! is another package (`plugd-cli`); nothing of it is compiled into an application.
+//! features, the wasm runtime, the SQLite backends and the HTTP server, and wires them together.
+//! The `plugd` command is another package (`plugd-cli`); nothing of it is compiled into an
+//! application.
 //!
 //! | feature | default | what it adds |
 //! |---|---|---|
-//! | `wasm` | yes | `plugd::wasm` (the wasmtime runtime) and `host_from_config`, a [`Host`] with the runtime as its loader |
+//! | `wasm` | yes | `plugd::wasm`: the wasmtime runtime, a [`Loader`] of wasm plugins |
+//! | `sqlite` | yes | `plugd::sqlite`: plugin storage and the status tables in SQLite; `with_embedded_backends` |
 //! | `server` | yes | `plugd::server`: the axum router, the admin API and dashboard, `serve_with_admin` |
 //! | `test` | no | `plugd::test`: the `plugd-test` harness for plugin authors (`TestHost`, `tests.yaml` suites) |
 //!
-//! With `default-features = false` the crate is the manager alone: native plugins, the manifest
-//! and config readers, dispatch through [`Dispatcher::handle`].
+//! `host_from_config` (`wasm` and `sqlite`) builds the host `plugd serve` runs. With
+//! `default-features = false` the crate is the manager alone: native plugins, storage in memory,
+//! the manifest and config readers, dispatch through [`Dispatcher::handle`].
 //!
 //! ```
 //! # let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -31,6 +34,8 @@ pub use plugd_core::*;
 pub use plugd_manifest as manifest;
 #[cfg(feature = "server")]
 pub use plugd_server as server;
+#[cfg(feature = "sqlite")]
+pub use plugd_sqlite as sqlite;
 #[cfg(feature = "test")]
 pub use plugd_test as test;
 #[cfg(feature = "wasm")]
@@ -39,7 +44,8 @@ pub use plugd_wasm as wasm;
 /// A host for `config`, with the wasm runtime as the loader of plugins from disk: its pooling
 /// allocator sized by `plugins.pool`, fuel metering when `limits.fuel` is set, its compile
 /// cache under `<data_dir>/cache/components`, and the native profiler `PLUGD_WASM_PROFILER`
-/// names (`perfmap`, `jitdump`), if any. Feature `wasm`.
+/// names (`perfmap`, `jitdump`), if any; and with the SQLite backends
+/// ([`with_embedded_backends`]). The host `plugd serve` runs. Features `wasm` and `sqlite`.
 ///
 /// ```no_run
 /// # async fn run() -> anyhow::Result<()> {
@@ -48,7 +54,7 @@ pub use plugd_wasm as wasm;
 /// host.start().await?;
 /// # Ok(()) }
 /// ```
-#[cfg(feature = "wasm")]
+#[cfg(all(feature = "wasm", feature = "sqlite"))]
 pub fn host_from_config(config: plugd_manifest::HostConfig) -> anyhow::Result<Host> {
     let mut options = plugd_wasm::RuntimeOptions::from_config(&config);
     options.profiler = plugd_wasm::Profiler::from_env().map_err(anyhow::Error::msg)?;
@@ -56,5 +62,18 @@ pub fn host_from_config(config: plugd_manifest::HostConfig) -> anyhow::Result<Ho
         tracing::info!(profiler = ?options.profiler, "guest code is described to native profilers");
     }
     let runtime = plugd_wasm::WasmRuntime::new(options).map_err(anyhow::Error::msg)?;
-    Ok(Host::builder().config(config).loader(runtime).build()?)
+    let builder = with_embedded_backends(Host::builder(), &config)?;
+    Ok(builder.config(config).loader(runtime).build()?)
+}
+
+/// `builder` with the embedded defaults' backends for `config`: plugins' key/value storage in a
+/// SQLite file per plugin and the status tables in `host.db`, under `data_dir`
+/// ([`plugd_sqlite`]). Feature `sqlite`; without it a host keeps them in memory.
+#[cfg(feature = "sqlite")]
+pub fn with_embedded_backends(
+    builder: plugd_core::HostBuilder,
+    config: &plugd_manifest::HostConfig,
+) -> anyhow::Result<plugd_core::HostBuilder> {
+    let sqlite = plugd_sqlite::Backends::open(&config.data_dir)?;
+    Ok(builder.kv(sqlite.kv).status_sink(sqlite.status))
 }

@@ -95,11 +95,13 @@ async fn a_wasm_timer_ticks_until_the_plugin_is_unloaded() {
     }
     assert!(seen >= 3, "the beat timer ticked {seen} times");
     server.host.unload_plugin("spinner", false).await.unwrap();
-    let store = server.host.store().plugin("spinner");
-    let read = || serde_json::from_slice::<u64>(&store.get("ticks").unwrap().unwrap()).unwrap();
-    let after_unload = read();
+    let store = server.host.storage("spinner");
+    let read = async || {
+        serde_json::from_slice::<u64>(&store.get("ticks").await.unwrap().unwrap()).unwrap()
+    };
+    let after_unload = read().await;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(read(), after_unload, "no tick after unload");
+    assert_eq!(read().await, after_unload, "no tick after unload");
     server.stop().await;
 }
 

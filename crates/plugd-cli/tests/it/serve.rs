@@ -31,12 +31,7 @@ async fn greeting_count_lives_in_plugin_storage() {
         assert!(count > last, "count {count} after {last}");
         last = count;
     }
-    let stored = server
-        .host
-        .store()
-        .plugin("hello")
-        .get("greetings")
-        .unwrap();
+    let stored = server.host.storage("hello").get("greetings").await.unwrap();
     assert!(
         stored.is_some(),
         "the hello plugin keeps its count in its own storage"
@@ -44,9 +39,9 @@ async fn greeting_count_lives_in_plugin_storage() {
     assert_eq!(
         server
             .host
-            .store()
-            .plugin("gatekeeper")
+            .storage("gatekeeper")
             .get("greetings")
+            .await
             .unwrap(),
         None
     );

@@ -81,7 +81,7 @@ async fn every_template_builds_and_runs_in_one_host() {
         for other in LANGS {
             res.assert_header(&format!("x-demo-{other}"), "pre_response");
         }
-        assert_eq!(t.stored(&name, "count").as_deref(), Some("1"));
+        assert_eq!(t.stored(&name, "count").await.as_deref(), Some("1"));
         // Its pre_request hook, called directly.
         let out = t
             .hook(

@@ -1,5 +1,6 @@
-//! The status tables of `host.db`: written in batches, shaped like the seed's, and the seed's
-//! dashboard queries (in SQLite) answer from them.
+//! The status records through the SQLite backend (`plugd-sqlite`, a dev-dependency): the tables
+//! of `host.db`, written in batches, shaped like the seed's, and the seed's dashboard queries
+//! answer from them.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -7,9 +8,8 @@ use std::sync::atomic::Ordering;
 
 use http::Method;
 use parking_lot::Mutex;
-use plugd_core::{
-    DASHBOARD_QUERIES, Exchange, HookType, Host, InitContext, Plugin, PluginError, Store,
-};
+use plugd_core::{Exchange, HookType, Host, InitContext, Plugin, PluginError};
+use plugd_sqlite::{DASHBOARD_QUERIES, StatusDb};
 
 use crate::{Journal, Recorder, config, eventually, manifest};
 
@@ -24,7 +24,7 @@ impl Plugin for Nosy {
     }
 }
 
-fn query(store: &Store, name: &str, plugin: &str) -> Vec<BTreeMap<String, String>> {
+fn query(store: &StatusDb, name: &str, plugin: &str) -> Vec<BTreeMap<String, String>> {
     let sql = DASHBOARD_QUERIES
         .iter()
         .find(|(n, _)| *n == name)
@@ -46,14 +46,20 @@ async fn get(host: &Host, path: &str) -> u16 {
         .as_u16()
 }
 
-fn host(dir: &std::path::Path, status: &str) -> (Host, Arc<std::sync::atomic::AtomicBool>) {
+fn host(
+    dir: &std::path::Path,
+    status: &str,
+) -> (Host, Arc<std::sync::atomic::AtomicBool>, Arc<StatusDb>) {
     let j: Journal = Arc::new(Mutex::new(Vec::new()));
     let mut auth = Recorder::new("auth", &j);
     auth.hooks = vec![(HookType::PreRequest, 300)];
     let mut app = Recorder::new("app", &j);
     app.route = Some("/x");
     let fail = app.fail_route.clone();
+    let sqlite = plugd_sqlite::Backends::open(dir).unwrap();
     let host = Host::builder()
+        .kv(sqlite.kv.clone())
+        .status_sink(sqlite.status.clone())
         .config(config(
             dir,
             &format!("status: {status}\nplugins:\n  plugins:\n    - name: nosy\n      permissions: {{ database: false }}\n"),
@@ -63,14 +69,14 @@ fn host(dir: &std::path::Path, status: &str) -> (Host, Arc<std::sync::atomic::At
         .native(manifest("nosy", ""), Nosy)
         .build()
         .unwrap();
-    (host, fail)
+    (host, fail, sqlite.status)
 }
 
 #[tokio::test]
 async fn batches_fill_the_seed_tables_and_the_dashboard_queries_answer() {
     let dir = tempfile::tempdir().unwrap();
     // A long interval: only the explicit writes below (and the last one at shutdown) run.
-    let (host, fail) = host(dir.path(), "{ interval: 1h }");
+    let (host, fail, store) = host(dir.path(), "{ interval: 1h }");
     host.start().await.unwrap();
     for _ in 0..3 {
         assert_eq!(get(&host, "/plugins/app/x").await, 200);
@@ -94,15 +100,15 @@ async fn batches_fill_the_seed_tables_and_the_dashboard_queries_answer() {
 
     // Nothing is written per request: the tables are empty until a batch.
     assert!(
-        host.store()
+        store
             .query("SELECT * FROM plugins", &[])
             .unwrap()
             .is_empty()
     );
-    let batch = host.write_status().unwrap();
+    let batch = host.write_status().await.unwrap();
     assert_eq!(batch.plugins, 3);
     assert_eq!(batch.audit_entries, 1);
-    let store = host.store();
+    let store = &*store;
 
     let rows = store
         .query("SELECT * FROM plugins WHERE name = 'app'", &[])
@@ -144,7 +150,7 @@ async fn batches_fill_the_seed_tables_and_the_dashboard_queries_answer() {
 
     // A second batch adds only what happened since the first.
     assert_eq!(get(&host, "/plugins/app/x").await, 500);
-    let batch = host.write_status().unwrap();
+    let batch = host.write_status().await.unwrap();
     assert_eq!(batch.audit_entries, 0);
     let errors = query(store, "one plugin's recent errors", "app");
     let values: Vec<&str> = errors.iter().map(|r| r["metric_value"].as_str()).collect();
@@ -161,12 +167,12 @@ async fn batches_fill_the_seed_tables_and_the_dashboard_queries_answer() {
     assert_eq!(audit.len(), 1);
     assert_eq!(audit[0]["capability"], "database");
 
-    // Only reads are allowed through Store::query.
+    // Only reads are allowed through StatusDb::query.
     assert!(store.query("DELETE FROM plugins", &[]).is_err());
 
     host.shutdown().await;
     // The last batch at shutdown, kept on disk.
-    let reopened = Store::open(dir.path()).unwrap();
+    let reopened = StatusDb::open(dir.path()).unwrap();
     let rows = reopened
         .query("SELECT name, status FROM plugins ORDER BY name", &[])
         .unwrap();
@@ -187,10 +193,9 @@ async fn batches_fill_the_seed_tables_and_the_dashboard_queries_answer() {
 #[tokio::test]
 async fn the_background_writer_runs_every_interval() {
     let dir = tempfile::tempdir().unwrap();
-    let (host, _) = host(dir.path(), "{ interval: 50ms }");
+    let (host, _, store) = host(dir.path(), "{ interval: 50ms }");
     host.start().await.unwrap();
     assert_eq!(get(&host, "/plugins/app/x").await, 200);
-    let store = host.store().clone();
     eventually("a batch records the request", || {
         store
             .query(
@@ -215,12 +220,12 @@ async fn the_background_writer_runs_every_interval() {
 #[tokio::test]
 async fn status_tables_can_be_turned_off() {
     let dir = tempfile::tempdir().unwrap();
-    let (host, _) = host(dir.path(), "{ enabled: false, interval: 10ms }");
+    let (host, _, _) = host(dir.path(), "{ enabled: false, interval: 10ms }");
     host.start().await.unwrap();
     assert_eq!(get(&host, "/plugins/app/x").await, 200);
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     host.shutdown().await;
-    let rows = Store::open(dir.path())
+    let rows = StatusDb::open(dir.path())
         .unwrap()
         .query("SELECT * FROM plugins", &[])
         .unwrap();

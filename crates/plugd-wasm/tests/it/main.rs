@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
-use plugd_core::{InitContext, Plugin, PluginError, Registrations, Store};
+use plugd_core::{InitContext, MemoryKv, Plugin, PluginError, PluginStore, Registrations};
 use plugd_wasm::{PluginOptions, RuntimeOptions, WasmRuntime};
 use wit_component::{ComponentEncoder, StringEncoding, dummy_module, embed_component_metadata};
 use wit_parser::{ManglingAndAbi, Resolve};
@@ -36,7 +36,7 @@ fn options(name: &str) -> PluginOptions {
         name: name.into(),
         granted: BTreeSet::new(),
         config: Default::default(),
-        store: Store::in_memory().expect("store").plugin(name),
+        store: PluginStore::new(name, std::sync::Arc::new(MemoryKv::default())),
         memory_mb: 16,
         timeout: Duration::from_secs(2),
         hook_timeouts: Default::default(),
@@ -154,7 +154,7 @@ async fn a_guest_that_traps_in_init_is_an_error_not_a_crash() {
     let plugin = load(dir.path(), &component(&contract_wit(), "plugin"))
         .await
         .expect("load");
-    let store = Store::in_memory().unwrap().plugin("probe");
+    let store = PluginStore::new("probe", std::sync::Arc::new(MemoryKv::default()));
     let config = Default::default();
     let granted = BTreeSet::new();
     let mut regs = Registrations::default();
@@ -288,7 +288,7 @@ async fn a_full_pool_is_a_clear_error_not_a_wait() {
         .instantiate(&mut holder, &empty)
         .unwrap();
 
-    let store = Store::in_memory().unwrap().plugin("probe");
+    let store = PluginStore::new("probe", std::sync::Arc::new(MemoryKv::default()));
     let config = Default::default();
     let granted = BTreeSet::new();
     let mut regs = Registrations::default();

@@ -8,8 +8,8 @@ use std::time::Duration;
 use plugd::manifest::{Format, HostConfig, Manifest};
 use plugd::wasm::{PluginOptions, RuntimeOptions, WasmPlugin, WasmRuntime};
 use plugd::{
-    Action, Exchange, HookType, Host, InitContext, Plugin, PluginError, Registrations, Response,
-    RouteOptions, Stage, Store,
+    Action, Exchange, HookType, Host, InitContext, MemoryKv, Plugin, PluginError, PluginStore,
+    Registrations, Response, RouteOptions, Stage,
 };
 use wasmtime::component::{Component, HasSelf, Linker};
 
@@ -110,7 +110,7 @@ pub async fn floor_async() -> (wasmtime::Store<FloorHost>, floor_async::Floor) {
 /// The `bench-hook` guest loaded and initialized as plugd loads it (one pooled instance).
 pub async fn wasm_hook(cache_dir: &Path) -> WasmPlugin {
     let runtime = WasmRuntime::new(RuntimeOptions::new(cache_dir)).expect("runtime");
-    let store = Store::in_memory().expect("store").plugin("bench-hook");
+    let store = PluginStore::new("bench-hook", std::sync::Arc::new(MemoryKv::default()));
     let options = PluginOptions {
         name: "bench-hook".into(),
         granted: BTreeSet::new(),
