@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the toolchains of the non-Rust plugin templates (plugd new --lang js|python|c), for
-# the template test (crates/plugd/tests/it/templates.rs). Idempotent: each step is skipped when
+# the template test (crates/plugd-cli/tests/it/templates.rs). Idempotent: each step is skipped when
 # its tool is present. The templates' build.sh scripts look in the same places and install the
 # same versions themselves when run alone.
 #
@@ -8,7 +8,7 @@
 #   Python  componentize-py 0.25.1: from PATH when it is that version, else pip into a venv
 #   JS      @bytecodealliance/componentize-js 0.19.3 (npm), node and npm from apt when missing
 # Tools go to ${PLUGD_TOOLS:-~/.cache/plugd/tools}. Versions: keep in step with
-# crates/plugd/src/cli/author.rs (COMPONENTIZE_PY, COMPONENTIZE_JS; a unit test checks).
+# crates/plugd-cli/src/cli/author.rs (COMPONENTIZE_PY, COMPONENTIZE_JS; a unit test checks).
 set -euo pipefail
 componentize_py=0.25.1
 componentize_js=0.19.3

@@ -10,7 +10,7 @@ cd "$root"
 profile=(); dir=debug
 if [[ "${1:-}" == --release ]]; then profile=(--release); dir=release; fi
 bash scripts/author-toolchains.sh
-cargo build -q "${profile[@]}" -p plugd --bin plugd
+cargo build -q "${profile[@]}" -p plugd-cli --bin plugd
 cargo build -q "${profile[@]}" -p plugd-test --example lang_bench
 plugd="$root/target/$dir/plugd"
 work="$(mktemp -d)"

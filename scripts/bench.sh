@@ -114,7 +114,8 @@ fi
 
 note "building guests and release binaries"
 bash "$root/scripts/build-examples.sh" benches/plugins >/dev/null
-(cd "$root" && cargo build --release -q -p plugd --bin plugd --example bench_native --example call_count)
+(cd "$root" && cargo build --release -q -p plugd-cli --bin plugd)
+(cd "$root" && cargo build --release -q -p plugd --example bench_native --example call_count)
 plugd="$target/release/plugd"
 peer_packages=() # only what the sections need: Extism's wasmtime 43 is a long first build
 if want http; then peer_packages+=(-p axum-stack); fi

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Makes a headless Chromium and its WebDriver (Debian's `chromium` and `chromium-driver`) available
-# for the dashboard's browser test (crates/plugd/tests/it/dashboard.rs). Installs them with apt when
+# for the dashboard's browser test (crates/plugd-cli/tests/it/dashboard.rs). Installs them with apt when
 # missing; does nothing when both are present. Prints the two paths.
 #
 # Usage: bash scripts/browser.sh

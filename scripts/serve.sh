@@ -8,5 +8,5 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 bash scripts/build-examples.sh
-cargo build --release --bin plugd
+cargo build --release -p plugd-cli --bin plugd
 exec target/release/plugd serve --config examples/plugd.yaml "$@"

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The README's second command: the whole test suite, from a fresh clone.
 # Installs the wasm guest toolchain and headless Chromium (scripts/browser.sh) when missing,
-# builds every guest plugin, then runs formatting and lint checks and every test of the
-# workspace (unit, integration, doc, and the dashboard in a real browser).
+# builds every guest plugin, then runs formatting and lint checks, the dependency rules
+# (scripts/check-deps.sh) and every test of the workspace (unit, integration, doc, and the
+# dashboard in a real browser).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -23,6 +24,9 @@ cargo fmt --all -- --check
 
 step "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "dependency rules (scripts/check-deps.sh)"
+bash scripts/check-deps.sh
 
 step "cargo test"
 cargo test --workspace --locked

@@ -15,7 +15,7 @@ load_setup() {
         "${sudo_cmd[@]}" apt-get install -y -qq wrk >/dev/null
     fi
     bash "$root/scripts/build-examples.sh" >/dev/null
-    (cd "$root" && cargo build --release -q -p plugd --bin plugd)
+    (cd "$root" && cargo build --release -q -p plugd-cli --bin plugd)
     plugd="${CARGO_TARGET_DIR:-$root/target}/release/plugd"
     work="$(mktemp -d)"
     server_pid=""

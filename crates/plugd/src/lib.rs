@@ -2,30 +2,60 @@
 //!
 //! WebAssembly plugins run in a wasmtime sandbox with only the permissions their operator
 //! granted; native Rust plugins are compiled in. Both share one lifecycle, one dispatch path and
-//! one status model. This crate is the façade: it re-exports the manager ([`Host`], [`Plugin`]),
-//! the manifest and config types, the wasm runtime and the HTTP server, and wires them together.
+//! one status model. This crate is the façade an application depends on: it re-exports the
+//! manager ([`Host`], [`Plugin`]) and the manifest and config types ([`manifest`]), and, behind
+//! features, the wasm runtime, the SQLite backends and the HTTP server, and wires them together.
+//! The `plugd` command is another package (`plugd-cli`); nothing of it is compiled into an
+//! application.
 //!
-//! ```no_run
-//! # async fn run() -> anyhow::Result<()> {
-//! let config = plugd::manifest::HostConfig::from_path("examples/plugd.yaml".as_ref())?;
-//! let host = plugd::host_from_config(config)?;
-//! host.start().await?;
-//! # Ok(()) }
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `wasm` | yes | `plugd::wasm`: the wasmtime runtime, a [`Loader`] of wasm plugins |
+//! | `sqlite` | yes | `plugd::sqlite`: plugin storage and the status tables in SQLite; `with_embedded_backends` |
+//! | `server` | yes | `plugd::server`: the axum router, the admin API and dashboard, `serve_with_admin` |
+//! | `test` | no | `plugd::test`: the `plugd-test` harness for plugin authors (`TestHost`, `tests.yaml` suites) |
+//!
+//! `host_from_config` (`wasm` and `sqlite`) builds the host `plugd serve` runs. With
+//! `default-features = false` the crate is the manager alone: native plugins, storage in memory,
+//! the manifest and config readers, dispatch through [`Dispatcher::handle`].
+//!
+//! ```
+//! # let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+//! # rt.block_on(async {
+//! # let dir = std::env::temp_dir().join(format!("plugd-facade-doc-{}", std::process::id()));
+//! let host = plugd::Host::builder().data_dir(&dir).build().unwrap();
+//! host.start().await.unwrap();
+//! assert!(host.list_plugins().is_empty());
+//! host.shutdown().await;
+//! # });
 //! ```
 
 pub use plugd_core::*;
 pub use plugd_manifest as manifest;
+#[cfg(feature = "server")]
 pub use plugd_server as server;
+#[cfg(feature = "sqlite")]
 pub use plugd_sqlite as sqlite;
+#[cfg(feature = "test")]
+pub use plugd_test as test;
+#[cfg(feature = "wasm")]
 pub use plugd_wasm as wasm;
-
-use plugd_manifest::HostConfig;
 
 /// A host for `config`, with the wasm runtime as the loader of plugins from disk: its pooling
 /// allocator sized by `plugins.pool`, fuel metering when `limits.fuel` is set, its compile
 /// cache under `<data_dir>/cache/components`, and the native profiler `PLUGD_WASM_PROFILER`
-/// names (`perfmap`, `jitdump`), if any.
-pub fn host_from_config(config: HostConfig) -> anyhow::Result<Host> {
+/// names (`perfmap`, `jitdump`), if any; and with the SQLite backends
+/// ([`with_embedded_backends`]). The host `plugd serve` runs. Features `wasm` and `sqlite`.
+///
+/// ```no_run
+/// # async fn run() -> anyhow::Result<()> {
+/// let config = plugd::manifest::HostConfig::from_path("examples/plugd.yaml".as_ref())?;
+/// let host = plugd::host_from_config(config)?;
+/// host.start().await?;
+/// # Ok(()) }
+/// ```
+#[cfg(all(feature = "wasm", feature = "sqlite"))]
+pub fn host_from_config(config: plugd_manifest::HostConfig) -> anyhow::Result<Host> {
     let mut options = plugd_wasm::RuntimeOptions::from_config(&config);
     options.profiler = plugd_wasm::Profiler::from_env().map_err(anyhow::Error::msg)?;
     if options.profiler != plugd_wasm::Profiler::None {
@@ -38,10 +68,11 @@ pub fn host_from_config(config: HostConfig) -> anyhow::Result<Host> {
 
 /// `builder` with the embedded defaults' backends for `config`: plugins' key/value storage in a
 /// SQLite file per plugin and the status tables in `host.db`, under `data_dir`
-/// ([`plugd_sqlite`]).
+/// ([`plugd_sqlite`]). Feature `sqlite`; without it a host keeps them in memory.
+#[cfg(feature = "sqlite")]
 pub fn with_embedded_backends(
     builder: plugd_core::HostBuilder,
-    config: &HostConfig,
+    config: &plugd_manifest::HostConfig,
 ) -> anyhow::Result<plugd_core::HostBuilder> {
     let sqlite = plugd_sqlite::Backends::open(&config.data_dir)?;
     Ok(builder.kv(sqlite.kv).status_sink(sqlite.status))
