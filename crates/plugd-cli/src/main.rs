@@ -393,7 +393,7 @@ async fn serve(
     }
     let listen = config.server.listen.clone();
     let admin_listen = config.admin.listen_addr();
-    let admin = AdminToken::resolve(&config).map_err(anyhow::Error::msg)?;
+    let admin = AdminToken::resolve(&config)?;
     match admin.source() {
         TokenSource::Generated(path) => {
             tracing::info!(file = %path.display(), "admin token generated (set admin.token or PLUGD_ADMIN_TOKEN to choose one)")
@@ -405,8 +405,7 @@ async fn serve(
         // On a terminal: a line per plugin while the start compiles and loads them.
         let total = config.plugins.plugins.iter().filter(|p| p.enabled).count();
         let runtime =
-            plugd::wasm::WasmRuntime::new(plugd::wasm::RuntimeOptions::from_config(&config))
-                .map_err(anyhow::Error::msg)?;
+            plugd::wasm::WasmRuntime::new(plugd::wasm::RuntimeOptions::from_config(&config))?;
         let (loader, active) = cli::progress::Progress::new(runtime, total);
         let host = plugd::with_embedded_backends(plugd::Host::builder(), &config)?
             .config(config)

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 /// Why a host call made by a plugin failed. Mirrors `host-error` of the WIT contract.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum HostError {
     /// The plugin lacks the permission, or the call is not allowed at this point.
     #[error("{0}")]
@@ -48,6 +49,7 @@ impl HostError {
 
 /// A plugin's own failure: an error it returned, a trap, a timeout. Never a host panic.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum PluginError {
     /// The plugin returned an error.
     #[error("{0}")]
@@ -89,8 +91,29 @@ impl PluginError {
     }
 }
 
+/// Any error type, boxed: what a [`Loader`](crate::Loader) returns (its own typed error; `?`
+/// converts) and the source of [`LoadError::Runtime`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A host call that failed inside a native plugin's hook, route or handler, passed on with `?`:
+/// the plugin failed, with the host's message.
+///
+/// ```
+/// use plugd_core::{HostError, PluginError};
+/// fn handler() -> Result<(), PluginError> {
+///     Err(HostError::NotFound("no such key".into()))?
+/// }
+/// assert_eq!(handler().unwrap_err(), PluginError::Failed("no such key".into()));
+/// ```
+impl From<HostError> for PluginError {
+    fn from(e: HostError) -> PluginError {
+        PluginError::Failed(e.to_string())
+    }
+}
+
 /// Why a plugin could not be loaded, initialized or started.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum LoadError {
     /// The manifest was missing or invalid.
     #[error(transparent)]
@@ -122,14 +145,18 @@ pub enum LoadError {
         /// What was wrong.
         message: String,
     },
-    /// The runtime could not load the plugin (compile error, contract mismatch).
-    #[error("failed to load plugin '{plugin}': {message}")]
+    /// The runtime could not load the plugin (compile error, contract mismatch), or its
+    /// capabilities could not be opened.
+    #[error("failed to load plugin '{plugin}': {source}")]
     Runtime {
         /// The plugin.
         plugin: String,
-        /// What went wrong.
-        message: String,
+        /// What went wrong: the loader's own error.
+        source: BoxError,
     },
+    /// The plugin is loaded from disk but the host was built without a [`Loader`](crate::Loader).
+    #[error("failed to load plugin '{0}': this host has no loader for plugins from disk")]
+    NoLoader(String),
     /// `init` failed.
     #[error("plugin initialization failed: {plugin}: {error}")]
     Init {

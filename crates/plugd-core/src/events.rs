@@ -12,7 +12,7 @@ use parking_lot::Mutex;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use crate::error::HostError;
+use crate::error::{HostError, PluginError};
 
 /// Events a subscriber's queue holds before further events for it are dropped (and counted).
 pub const QUEUE_CAPACITY: usize = 1024;
@@ -105,7 +105,7 @@ impl std::fmt::Debug for EventBus {
 pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
 /// What a subscriber does with an event; a failure is counted against it.
-pub type Deliver = Arc<dyn Fn(Event) -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
+pub type Deliver = Arc<dyn Fn(Event) -> BoxFuture<'static, Result<(), PluginError>> + Send + Sync>;
 
 impl EventBus {
     /// Subscribe `plugin` to `pattern`; `deliver` runs for each matching event, one at a time, on
@@ -328,7 +328,8 @@ mod tests {
                 Ok(())
             })
         });
-        let failing: Deliver = Arc::new(|_e| Box::pin(async { Err("boom".to_string()) }));
+        let failing: Deliver =
+            Arc::new(|_e| Box::pin(async { Err(PluginError::Failed("boom".into())) }));
         let (fast, seen) = collector();
         bus.subscribe("stuck", "t", stuck);
         bus.subscribe("failing", "t", failing);

@@ -24,7 +24,7 @@ use crate::capabilities::{Auditor, Capabilities, CapabilityOptions};
 use crate::check::{Checked, check_entry, check_package, framework_error, merged_before_after};
 use crate::cpu::CpuStatus;
 use crate::dispatch::{DispatchTable, Dispatcher};
-use crate::error::{LoadError, PluginError};
+use crate::error::{BoxError, LoadError, PluginError};
 use crate::events::{Event, EventBus, Publisher, SubscriptionInfo};
 use crate::health::HealthReport;
 use crate::kv::{KvBackend, MemoryKv, PluginStore};
@@ -88,7 +88,9 @@ pub struct LoaderContext<'a> {
 #[async_trait]
 pub trait Loader: Send + Sync + 'static {
     /// Prepare the plugin (compile, check its contract). Runs before `init`, off the request path.
-    async fn load(&self, ctx: LoaderContext<'_>) -> Result<Arc<dyn Plugin>, String>;
+    /// The error is the loader's own, boxed; the host reports it as [`LoadError::Runtime`]
+    /// (`failed to load plugin '<name>': <error>`).
+    async fn load(&self, ctx: LoaderContext<'_>) -> Result<Arc<dyn Plugin>, BoxError>;
 
     /// Add the loader's own series (a wasm engine's pool, say) to `/metrics`, in the
     /// Prometheus text format.
@@ -913,7 +915,6 @@ impl Host {
                             plugin.plugin.on_event(&event),
                         )
                         .await
-                        .map_err(|e| format!("event {}: {e}", event.topic))
                     })
                 }),
             );
@@ -1567,7 +1568,7 @@ impl Host {
         .await
         .map_err(|message| LoadError::Runtime {
             plugin: name.clone(),
-            message,
+            source: message.into(),
         })?;
         c.loaded.capabilities = Some(capabilities.clone());
         if let (Some(dir), Some(entry), Some(manifest)) = (&c.dir, &c.entry, &c.loaded.manifest) {
@@ -1575,10 +1576,7 @@ impl Host {
                 .inner
                 .loader
                 .as_ref()
-                .ok_or_else(|| LoadError::Runtime {
-                    plugin: name.clone(),
-                    message: "this host has no loader for plugins from disk".into(),
-                })?;
+                .ok_or_else(|| LoadError::NoLoader(name.clone()))?;
             let config = c.loaded.config.load_full();
             let plugin = loader
                 .load(LoaderContext {
@@ -1599,9 +1597,9 @@ impl Host {
                     component: c.component.take(),
                 })
                 .await
-                .map_err(|message| LoadError::Runtime {
+                .map_err(|source| LoadError::Runtime {
                     plugin: name.clone(),
-                    message,
+                    source,
                 })?;
             c.loaded.kind = plugin.kind();
             c.loaded.plugin = plugin;

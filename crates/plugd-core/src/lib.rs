@@ -68,7 +68,7 @@ pub use check::{CheckReport, Checked, GrantReport, check_config, check_entry};
 pub use cpu::{CPU_WINDOW, CpuStatus, Throttle};
 pub use database::{Database, Rows, SqlValue, Statement};
 pub use dispatch::{DispatchTable, Dispatcher};
-pub use error::{HostError, LoadError, PluginError};
+pub use error::{BoxError, HostError, LoadError, PluginError};
 pub use events::{
     BoxFuture, Deliver, Event, EventBus, Publisher, QUEUE_CAPACITY, SubscriptionInfo, topic_matches,
 };

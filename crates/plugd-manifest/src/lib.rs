@@ -51,7 +51,7 @@ pub use priority::{Priority, PriorityError, parse_priority};
 pub use schema::{
     ConfigError, ConfigErrorKind, ConfigField, ConfigSchema, ConfigType, REDACTED, env_reference,
 };
-pub use units::{parse_byte_size, parse_duration};
+pub use units::{UnitError, parse_byte_size, parse_duration};
 
 /// OpenAPI schemas of the types with a hand-written `Serialize` (they serialize as their name).
 #[cfg(feature = "openapi")]

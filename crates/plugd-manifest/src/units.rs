@@ -20,16 +20,36 @@ use crate::HookType;
 /// assert_eq!(parse_duration("250"), Ok(Duration::from_millis(250)));
 /// assert!(parse_duration("soon").is_err());
 /// ```
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, UnitError> {
     let trimmed = text.trim();
     if let Ok(ms) = trimmed.parse::<u64>() {
         return Ok(Duration::from_millis(ms));
     }
-    humantime::parse_duration(trimmed).map_err(|e| {
-        format!(
-            "invalid duration '{text}': {e}; expected e.g. \"30s\", \"5m\", \"500ms\" or an integer number of milliseconds"
-        )
+    humantime::parse_duration(trimmed).map_err(|e| UnitError::Duration {
+        text: text.to_string(),
+        why: e.to_string(),
     })
+}
+
+/// A duration or size that does not parse; the message shows the text and what is expected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum UnitError {
+    /// Not a duration.
+    #[error(
+        "invalid duration '{text}': {why}; expected e.g. \"30s\", \"5m\", \"500ms\" or an integer number of milliseconds"
+    )]
+    Duration {
+        /// The text as written.
+        text: String,
+        /// What the parser said.
+        why: String,
+    },
+    /// Not a byte size (or one past 2^64 bytes).
+    #[error(
+        "invalid size '{0}': expected bytes as an integer or with a unit such as \"512KiB\", \"2MiB\", \"1MB\""
+    )]
+    Size(String),
 }
 
 /// Parse a byte size: an integer number of bytes, or an integer with a unit — `B`, `KB`/`MB`/`GB`
@@ -44,17 +64,13 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 /// assert_eq!(parse_byte_size("512 KiB"), Ok(512 * 1024));
 /// assert!(parse_byte_size("lots").is_err());
 /// ```
-pub fn parse_byte_size(text: &str) -> Result<u64, String> {
+pub fn parse_byte_size(text: &str) -> Result<u64, UnitError> {
     let trimmed = text.trim();
     let split = trimmed
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(trimmed.len());
     let (number, unit) = trimmed.split_at(split);
-    let invalid = || {
-        format!(
-            "invalid size '{text}': expected bytes as an integer or with a unit such as \"512KiB\", \"2MiB\", \"1MB\""
-        )
-    };
+    let invalid = || UnitError::Size(text.to_string());
     let number: u64 = number.parse().map_err(|_| invalid())?;
     let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,

@@ -54,38 +54,89 @@ fn builder(allow_http: bool) -> reqwest::blocking::ClientBuilder {
 /// let https: url::Url = "https://plugins.example/c/index.json".parse().unwrap();
 /// let http: url::Url = "http://mirror.example/c/index.json".parse().unwrap();
 /// let err = check_redirect(&[https.clone()], &http, true).unwrap_err();
-/// assert!(err.contains("downgrade"), "{err}");
+/// assert!(err.to_string().contains("downgrade"), "{err}");
 /// assert!(check_redirect(&[http.clone()], &https, false).is_ok());
 /// assert!(check_redirect(&[http.clone()], &http, true).is_ok());
 /// ```
-pub fn check_redirect(previous: &[Url], next: &Url, allow_http: bool) -> Result<(), String> {
+pub fn check_redirect(
+    previous: &[Url],
+    next: &Url,
+    allow_http: bool,
+) -> Result<(), RedirectRefused> {
     let from = previous
         .last()
-        .map(Url::as_str)
-        .unwrap_or("the requested URL");
+        .map_or_else(|| "the requested URL".to_string(), Url::to_string);
+    let refused = |why| RedirectRefused {
+        from: from.clone(),
+        to: next.to_string(),
+        why,
+    };
     if previous.len() >= MAX_REDIRECTS {
-        return Err(format!(
-            "more than {MAX_REDIRECTS} redirects (the last from {from} to {next})"
-        ));
+        return Err(refused(RedirectRule::TooMany));
     }
     match next.scheme() {
         "https" => Ok(()),
         "http" => {
             if let Some(secure) = previous.iter().find(|u| u.scheme() == "https") {
-                Err(format!(
-                    "refusing the redirect from {from} to {next}: it goes from https ({secure}) to plain http, a downgrade anyone on the network path could exploit; fix the server's redirect or use an https URL"
-                ))
+                Err(refused(RedirectRule::Downgrade {
+                    secure: secure.to_string(),
+                }))
             } else if plain_http_allowed(next, allow_http) {
                 Ok(())
             } else {
-                Err(format!(
-                    "refusing the redirect from {from} to {next}: plain http to a host that is not loopback; use https, or pass --allow-http to accept plain http"
-                ))
+                Err(refused(RedirectRule::PlainHttp))
             }
         }
-        other => Err(format!(
-            "refusing the redirect from {from} to {next}: unsupported scheme '{other}'"
-        )),
+        other => Err(refused(RedirectRule::Scheme(other.to_string()))),
+    }
+}
+
+/// A redirect [`check_redirect`] refused: from where, to where, and which rule.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", self.describe())]
+pub struct RedirectRefused {
+    /// The URL redirected from.
+    pub from: String,
+    /// The URL redirected to.
+    pub to: String,
+    /// The rule it broke.
+    pub why: RedirectRule,
+}
+
+/// The rules a redirect can break.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RedirectRule {
+    /// More than [`MAX_REDIRECTS`] hops.
+    TooMany,
+    /// From https (the URL given) down to plain http.
+    Downgrade {
+        /// The https URL of the chain.
+        secure: String,
+    },
+    /// Plain http to a host that is not loopback, without `--allow-http`.
+    PlainHttp,
+    /// A scheme other than http and https.
+    Scheme(String),
+}
+
+impl RedirectRefused {
+    fn describe(&self) -> String {
+        let (from, to) = (&self.from, &self.to);
+        match &self.why {
+            RedirectRule::TooMany => {
+                format!("more than {MAX_REDIRECTS} redirects (the last from {from} to {to})")
+            }
+            RedirectRule::Downgrade { secure } => format!(
+                "refusing the redirect from {from} to {to}: it goes from https ({secure}) to plain http, a downgrade anyone on the network path could exploit; fix the server's redirect or use an https URL"
+            ),
+            RedirectRule::PlainHttp => format!(
+                "refusing the redirect from {from} to {to}: plain http to a host that is not loopback; use https, or pass --allow-http to accept plain http"
+            ),
+            RedirectRule::Scheme(other) => {
+                format!("refusing the redirect from {from} to {to}: unsupported scheme '{other}'")
+            }
+        }
     }
 }
 
@@ -230,7 +281,9 @@ mod tests {
         // Down from https: refused, --allow-http or not, loopback or not, however far back.
         for allow_http in [false, true] {
             for to in [&http_remote, &http_loopback] {
-                let err = check_redirect(std::slice::from_ref(&https), to, allow_http).unwrap_err();
+                let err = check_redirect(std::slice::from_ref(&https), to, allow_http)
+                    .unwrap_err()
+                    .to_string();
                 assert!(
                     err.contains("from https (https://plugins.example/c/index.json) to plain http"),
                     "{err}"
@@ -240,8 +293,9 @@ mod tests {
             assert!(check_redirect(&chain, &http_loopback, allow_http).is_err());
         }
         // From a loopback http catalog to plain http elsewhere: only with --allow-http.
-        let err =
-            check_redirect(std::slice::from_ref(&http_loopback), &http_remote, false).unwrap_err();
+        let err = check_redirect(std::slice::from_ref(&http_loopback), &http_remote, false)
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("not loopback") && err.contains("--allow-http"),
             "{err}"
@@ -263,6 +317,7 @@ mod tests {
         assert!(
             check_redirect(&long, &https, false)
                 .unwrap_err()
+                .to_string()
                 .contains("more than 10 redirects")
         );
     }

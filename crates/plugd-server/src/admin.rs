@@ -55,10 +55,10 @@ pub fn token_file(data_dir: &Path) -> PathBuf {
 
 impl AdminToken {
     /// A fixed token (tests, embedding applications).
-    pub fn new(token: impl Into<String>) -> Result<AdminToken, String> {
+    pub fn new(token: impl Into<String>) -> Result<AdminToken, AdminTokenError> {
         let token = token.into();
         if token.trim().is_empty() {
-            return Err("the admin token must not be empty".into());
+            return Err(AdminTokenError::Empty);
         }
         Ok(AdminToken {
             token,
@@ -68,7 +68,7 @@ impl AdminToken {
 
     /// `admin.token`, else `PLUGD_ADMIN_TOKEN`, else a new random token written to
     /// `<data_dir>/admin-token` with mode 0600.
-    pub fn resolve(config: &HostConfig) -> Result<AdminToken, String> {
+    pub fn resolve(config: &HostConfig) -> Result<AdminToken, AdminTokenError> {
         if let Some(t) = config
             .admin
             .token
@@ -114,26 +114,55 @@ impl AdminToken {
     }
 }
 
+/// Why the admin token could not be had.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AdminTokenError {
+    /// An empty (or all-blank) token was given.
+    #[error("the admin token must not be empty")]
+    Empty,
+    /// A generated token could not be written to its file.
+    #[error("writing the admin token to {}: {source}", .path.display())]
+    Write {
+        /// The file (or its temporary, or its folder).
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A stale temporary of the token file is in the way.
+    #[error("cannot remove the stale {}: {source}; remove it and start again", .path.display())]
+    Stale {
+        /// The temporary.
+        path: PathBuf,
+        /// Why it could not be removed.
+        source: std::io::Error,
+    },
+    /// The token's folder could not be made private.
+    #[error("{0}")]
+    Folder(String),
+}
+
 /// Write `contents` to `path` with mode 0600 from the start: through a temporary created
 /// afresh (`create_new`, after removing a stale one, which would keep its owner and mode), then
 /// a rename. A missing parent folder is created 0700.
-fn write_private(path: &Path, contents: &str) -> Result<(), String> {
+fn write_private(path: &Path, contents: &str) -> Result<(), AdminTokenError> {
     if let Some(dir) = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty() && !d.exists())
     {
-        plugd_core::make_private_dir(dir)?;
+        plugd_core::make_private_dir(dir).map_err(|e| AdminTokenError::Folder(e.to_string()))?;
     }
     let tmp = path.with_extension("tmp");
     match std::fs::remove_file(&tmp) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            return Err(format!(
-                "cannot remove the stale {}: {e}; remove it and start again",
-                tmp.display()
-            ));
+        Err(source) if source.kind() != std::io::ErrorKind::NotFound => {
+            return Err(AdminTokenError::Stale { path: tmp, source });
         }
         _ => {}
     }
+    let failed = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| AdminTokenError::Write { path, source }
+    };
     let mut options = std::fs::OpenOptions::new();
     // create_new: fails rather than follow a link or reuse a file that appeared meanwhile.
     options.write(true).create_new(true);
@@ -142,14 +171,12 @@ fn write_private(path: &Path, contents: &str) -> Result<(), String> {
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
     }
-    let mut f = options
-        .open(&tmp)
-        .map_err(|e| format!("{}: {e}", tmp.display()))?;
+    let mut f = options.open(&tmp).map_err(failed(&tmp))?;
     use std::io::Write;
     f.write_all(contents.as_bytes())
         .and_then(|_| f.sync_all())
-        .map_err(|e| format!("{}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
+        .map_err(failed(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(failed(path))
 }
 
 // ---------------------------------------------------------------------------------------------

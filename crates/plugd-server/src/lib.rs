@@ -18,5 +18,5 @@ mod admin;
 mod app;
 
 pub use admin::ApiError;
-pub use admin::{AdminToken, TokenSource, token_file};
+pub use admin::{AdminToken, AdminTokenError, TokenSource, token_file};
 pub use app::{admin_router, openapi, router, serve, serve_with_admin};

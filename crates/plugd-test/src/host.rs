@@ -242,7 +242,8 @@ impl TestHostBuilder {
         if let Some(cache) = self.cache_dir {
             options.cache_dir = cache;
         }
-        let runtime = plugd_wasm::WasmRuntime::new(options).map_err(Error::Load)?;
+        let runtime =
+            plugd_wasm::WasmRuntime::new(options).map_err(|e| Error::Load(e.to_string()))?;
         // The embedded defaults, as `plugd serve` has them: SQLite under the data folder.
         let sqlite = plugd_sqlite::Backends::open(&config.data_dir)
             .map_err(|e| Error::Load(e.to_string()))?;

@@ -46,6 +46,7 @@ pub use suite::{Suite, SuiteOptions, SuiteReport, run_suite};
 
 /// What can go wrong in the harness (as opposed to an assertion failing).
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// A plugin could not be loaded, initialized or started.
     #[error("load failed: {0}")]

@@ -146,6 +146,8 @@ pub(crate) fn to_wit(e: HostError) -> types::HostError {
         HostError::NotFound(m) => types::HostError::NotFound(m),
         HostError::Invalid(m) => types::HostError::Invalid(m),
         HostError::Failed(m) => types::HostError::Failed(m),
+        // A kind of error this build of the contract has no name for.
+        other => types::HostError::Failed(other.to_string()),
     }
 }
 

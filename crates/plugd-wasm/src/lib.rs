@@ -12,11 +12,13 @@
 mod bindings;
 mod cache;
 mod contract;
+mod error;
 mod host;
 mod limits;
 mod plugin;
 mod runtime;
 
 pub use contract::{CONTRACT, GUEST_INTERFACE};
+pub use error::{UnknownProfiler, WasmError};
 pub use plugin::WasmPlugin;
 pub use runtime::{Allocator, PluginOptions, PoolOptions, Profiler, RuntimeOptions, WasmRuntime};

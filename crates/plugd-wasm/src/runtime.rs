@@ -6,13 +6,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use plugd_core::{Loader, LoaderContext, Plugin};
+use plugd_core::{BoxError, Loader, LoaderContext, Plugin};
 use plugd_manifest::{HostConfig, PoolSettings};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use crate::bindings::Plugin as World;
 use crate::cache::{Cache, CacheError, Source};
+use crate::error::{UnknownProfiler, WasmError};
 use crate::host::InstanceState;
 pub use crate::plugin::PluginOptions;
 use crate::plugin::WasmPlugin;
@@ -57,7 +58,7 @@ pub struct RuntimeOptions {
 /// use plugd_wasm::Profiler;
 /// assert_eq!("perfmap".parse(), Ok(Profiler::PerfMap));
 /// assert_eq!("".parse(), Ok(Profiler::None));
-/// assert!("gprof".parse::<Profiler>().unwrap_err().contains("perfmap or jitdump"));
+/// assert!("gprof".parse::<Profiler>().unwrap_err().to_string().contains("perfmap or jitdump"));
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Profiler {
@@ -75,11 +76,13 @@ impl Profiler {
     pub const ENV: &'static str = "PLUGD_WASM_PROFILER";
 
     /// The profiler `PLUGD_WASM_PROFILER` names (`perfmap`, `jitdump`; unset or empty: none).
-    pub fn from_env() -> Result<Profiler, String> {
+    pub fn from_env() -> Result<Profiler, WasmError> {
         match std::env::var(Profiler::ENV) {
-            Ok(v) => v.parse().map_err(|e| format!("{}: {e}", Profiler::ENV)),
+            Ok(v) => Ok(v.parse::<Profiler>()?),
             Err(std::env::VarError::NotPresent) => Ok(Profiler::None),
-            Err(e) => Err(format!("{}: {e}", Profiler::ENV)),
+            Err(std::env::VarError::NotUnicode(v)) => {
+                Err(UnknownProfiler(v.to_string_lossy().into_owned()).into())
+            }
         }
     }
 
@@ -93,16 +96,14 @@ impl Profiler {
 }
 
 impl std::str::FromStr for Profiler {
-    type Err = String;
+    type Err = UnknownProfiler;
 
-    fn from_str(s: &str) -> Result<Profiler, String> {
+    fn from_str(s: &str) -> Result<Profiler, UnknownProfiler> {
         match s.trim().to_ascii_lowercase().as_str() {
             "" | "none" => Ok(Profiler::None),
             "perfmap" => Ok(Profiler::PerfMap),
             "jitdump" => Ok(Profiler::JitDump),
-            other => Err(format!(
-                "unknown profiler '{other}' (expected perfmap or jitdump, or none)"
-            )),
+            other => Err(UnknownProfiler(other.to_string())),
         }
     }
 }
@@ -295,12 +296,19 @@ fn backend(
     config: &Config,
     cache_dir: &std::path::Path,
     profiler: Profiler,
-) -> Result<Backend, String> {
-    let engine = Engine::new(config).map_err(|e| format!("wasm engine: {e:#}"))?;
+) -> Result<Backend, WasmError> {
+    let engine = Engine::new(config).map_err(WasmError::Engine)?;
     let mut linker = Linker::new(&engine);
-    wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| format!("wasi: {e}"))?;
-    World::add_to_linker::<InstanceState, HasSelf<InstanceState>>(&mut linker, |s| s)
-        .map_err(|e| format!("plugd imports: {e}"))?;
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|source| WasmError::Imports {
+        what: "wasi",
+        source,
+    })?;
+    World::add_to_linker::<InstanceState, HasSelf<InstanceState>>(&mut linker, |s| s).map_err(
+        |source| WasmError::Imports {
+            what: "plugd",
+            source,
+        },
+    )?;
     let cache = Cache::new(&engine, cache_dir.to_path_buf(), profiler != Profiler::None);
     Ok(Backend {
         engine,
@@ -313,7 +321,7 @@ impl WasmRuntime {
     /// Make the engines (component model, epoch interruption, no component-model concurrency;
     /// one with the pooling allocator unless `slots` is 0, one allocating on demand) and start
     /// their epoch ticker.
-    pub fn new(options: RuntimeOptions) -> Result<WasmRuntime, String> {
+    pub fn new(options: RuntimeOptions) -> Result<WasmRuntime, WasmError> {
         let config = engine_config(&options);
         let on_demand = backend(&config, &options.cache_dir, options.profiler)?;
         let pooled = if options.pool.slots == 0 {
@@ -352,7 +360,7 @@ impl WasmRuntime {
                         }
                     }
                 })
-                .map_err(|e| format!("epoch thread: {e}"))?;
+                .map_err(WasmError::EpochThread)?;
         }
         Ok(WasmRuntime {
             inner: Arc::new(RuntimeInner {
@@ -385,10 +393,13 @@ impl WasmRuntime {
         &self,
         path: PathBuf,
         options: PluginOptions,
-    ) -> Result<WasmPlugin, String> {
+    ) -> Result<WasmPlugin, WasmError> {
         let bytes = tokio::fs::read(&path)
             .await
-            .map_err(|e| format!("cannot read component {}: {e}", path.display()))?;
+            .map_err(|source| WasmError::Read {
+                path: path.clone(),
+                source,
+            })?;
         self.load_bytes(Arc::from(bytes), options).await
     }
 
@@ -401,12 +412,11 @@ impl WasmRuntime {
         &self,
         bytes: Arc<[u8]>,
         options: PluginOptions,
-    ) -> Result<WasmPlugin, String> {
+    ) -> Result<WasmPlugin, WasmError> {
         if options.fuel.is_some() && !self.inner.options.fuel {
-            return Err(format!(
-                "limits.fuel is set for plugin '{}' but this runtime does not meter fuel: fuel metering is switched on when the host starts with limits.fuel set (globally or for any plugin); restart the host",
-                options.name
-            ));
+            return Err(WasmError::FuelOff {
+                plugin: options.name.clone(),
+            });
         }
         let started = Instant::now();
         let slot_mb = self.inner.options.pool.memory_per_slot_mb;
@@ -438,16 +448,15 @@ impl WasmRuntime {
             },
             Allocator::OnDemand => self.compile(Allocator::OnDemand, bytes).await?,
         };
-        let (component, source) = loaded.map_err(|e| e.to_string())?;
+        let (component, source) = loaded.map_err(|e| WasmError::Compile(e.to_string()))?;
         let (allocator, reason) = choice;
         let backend = self.backend(allocator);
-        crate::contract::check(&backend.engine, &component)?;
+        crate::contract::check(&backend.engine, &component).map_err(WasmError::Contract)?;
         let pre = backend
             .linker
             .instantiate_pre(&component)
-            .map_err(|e| format!("cannot link component: {e:#}"))?;
-        let pre = crate::bindings::PluginPre::new(pre)
-            .map_err(|e| format!("cannot link component: {e:#}"))?;
+            .map_err(WasmError::Link)?;
+        let pre = crate::bindings::PluginPre::new(pre).map_err(WasmError::Link)?;
         match allocator {
             Allocator::Pooling => tracing::info!(
                 plugin = %options.name,
@@ -483,14 +492,14 @@ impl WasmRuntime {
         &self,
         allocator: Allocator,
         bytes: Arc<[u8]>,
-    ) -> Result<Result<(Component, Source), CacheError>, String> {
+    ) -> Result<Result<(Component, Source), CacheError>, WasmError> {
         let runtime = self.clone();
         tokio::task::spawn_blocking(move || {
             let backend = runtime.backend(allocator);
             backend.cache.load(&backend.engine, &bytes)
         })
         .await
-        .map_err(|e| format!("compile task: {e}"))
+        .map_err(WasmError::Task)
     }
 }
 
@@ -545,13 +554,10 @@ impl Loader for WasmRuntime {
         }
     }
 
-    async fn load(&self, ctx: LoaderContext<'_>) -> Result<Arc<dyn Plugin>, String> {
+    async fn load(&self, ctx: LoaderContext<'_>) -> Result<Arc<dyn Plugin>, BoxError> {
         let path = ctx.dir.join(&ctx.manifest.component);
         if ctx.component.is_none() && !path.exists() {
-            return Err(format!(
-                "plugin file not found: {} (build the plugin first, for example with scripts/build-examples.sh)",
-                path.display()
-            ));
+            return Err(WasmError::NotFound(path).into());
         }
         let limits = &ctx.host.plugins.limits;
         let overrides = ctx.entry.limits.as_ref();

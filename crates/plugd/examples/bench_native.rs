@@ -280,8 +280,7 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(async move {
         host.start().await?;
         let listener = tokio::net::TcpListener::bind(&listen).await?;
-        let admin =
-            AdminToken::new("bench-admin-token-0123456789abcdef").map_err(anyhow::Error::msg)?;
+        let admin = AdminToken::new("bench-admin-token-0123456789abcdef")?;
         let shutdown = async {
             let _ = tokio::signal::ctrl_c().await;
         };

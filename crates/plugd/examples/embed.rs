@@ -52,8 +52,7 @@ async fn main() -> anyhow::Result<()> {
         Format::Yaml,
         None,
     )?;
-    let runtime = plugd::wasm::WasmRuntime::new(plugd::wasm::RuntimeOptions::from_config(&config))
-        .map_err(anyhow::Error::msg)?;
+    let runtime = plugd::wasm::WasmRuntime::new(plugd::wasm::RuntimeOptions::from_config(&config))?;
     // SQLite storage and status tables under data_dir, as `plugd serve` has them.
     let host = plugd::with_embedded_backends(plugd::Host::builder(), &config)?
         .config(config)
@@ -62,7 +61,7 @@ async fn main() -> anyhow::Result<()> {
         .build()?;
     host.start().await?;
 
-    let admin = plugd::server::AdminToken::resolve(host.config()).map_err(anyhow::Error::msg)?;
+    let admin = plugd::server::AdminToken::resolve(host.config())?;
     // The application's own routes first; everything else goes through plugd.
     let app = Router::new()
         .route("/app/hello", get(|| async { "hello from the application" }))

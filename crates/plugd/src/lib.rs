@@ -48,22 +48,39 @@ pub use plugd_wasm as wasm;
 /// ([`with_embedded_backends`]). The host `plugd serve` runs. Features `wasm` and `sqlite`.
 ///
 /// ```no_run
-/// # async fn run() -> anyhow::Result<()> {
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 /// let config = plugd::manifest::HostConfig::from_path("examples/plugd.yaml".as_ref())?;
 /// let host = plugd::host_from_config(config)?;
 /// host.start().await?;
 /// # Ok(()) }
 /// ```
 #[cfg(all(feature = "wasm", feature = "sqlite"))]
-pub fn host_from_config(config: plugd_manifest::HostConfig) -> anyhow::Result<Host> {
+pub fn host_from_config(config: plugd_manifest::HostConfig) -> Result<Host, SetupError> {
     let mut options = plugd_wasm::RuntimeOptions::from_config(&config);
-    options.profiler = plugd_wasm::Profiler::from_env().map_err(anyhow::Error::msg)?;
+    options.profiler = plugd_wasm::Profiler::from_env()?;
     if options.profiler != plugd_wasm::Profiler::None {
         tracing::info!(profiler = ?options.profiler, "guest code is described to native profilers");
     }
-    let runtime = plugd_wasm::WasmRuntime::new(options).map_err(anyhow::Error::msg)?;
+    let runtime = plugd_wasm::WasmRuntime::new(options)?;
     let builder = with_embedded_backends(Host::builder(), &config)?;
     Ok(builder.config(config).loader(runtime).build()?)
+}
+
+/// Why [`host_from_config`] or [`with_embedded_backends`] could not set a host up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SetupError {
+    /// The wasm runtime could not be made (engine, profiler, epoch thread).
+    #[cfg(feature = "wasm")]
+    #[error(transparent)]
+    Wasm(#[from] plugd_wasm::WasmError),
+    /// The SQLite backends could not be opened under the data directory.
+    #[cfg(feature = "sqlite")]
+    #[error(transparent)]
+    Sqlite(#[from] plugd_sqlite::SqliteError),
+    /// The host refused its config.
+    #[error(transparent)]
+    Host(#[from] LoadError),
 }
 
 /// `builder` with the embedded defaults' backends for `config`: plugins' key/value storage in a
@@ -73,7 +90,7 @@ pub fn host_from_config(config: plugd_manifest::HostConfig) -> anyhow::Result<Ho
 pub fn with_embedded_backends(
     builder: plugd_core::HostBuilder,
     config: &plugd_manifest::HostConfig,
-) -> anyhow::Result<plugd_core::HostBuilder> {
+) -> Result<plugd_core::HostBuilder, SetupError> {
     let sqlite = plugd_sqlite::Backends::open(&config.data_dir)?;
     Ok(builder.kv(sqlite.kv).status_sink(sqlite.status))
 }

@@ -38,7 +38,7 @@ impl<L: Loader> Progress<L> {
 
 #[async_trait]
 impl<L: Loader> Loader for Progress<L> {
-    async fn load(&self, ctx: LoaderContext<'_>) -> Result<Arc<dyn Plugin>, String> {
+    async fn load(&self, ctx: LoaderContext<'_>) -> Result<Arc<dyn Plugin>, plugd::BoxError> {
         if !self.active.load(Ordering::Relaxed) {
             return self.inner.load(ctx).await;
         }

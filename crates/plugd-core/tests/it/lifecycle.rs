@@ -281,7 +281,7 @@ async fn load_plugin_at_run_time_checks_dependencies() {
         async fn load(
             &self,
             ctx: plugd_core::LoaderContext<'_>,
-        ) -> Result<Arc<dyn plugd_core::Plugin>, String> {
+        ) -> Result<Arc<dyn plugd_core::Plugin>, plugd_core::BoxError> {
             let name: &'static str = Box::leak(ctx.manifest.name.clone().into_boxed_str());
             Ok(Arc::new(Recorder::new(name, &self.0)))
         }
@@ -382,7 +382,7 @@ async fn the_loader_gets_the_component_bytes_the_package_check_verified() {
         async fn load(
             &self,
             ctx: plugd_core::LoaderContext<'_>,
-        ) -> Result<Arc<dyn plugd_core::Plugin>, String> {
+        ) -> Result<Arc<dyn plugd_core::Plugin>, plugd_core::BoxError> {
             let name = ctx.manifest.name.clone();
             self.seen
                 .lock()

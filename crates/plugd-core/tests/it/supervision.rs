@@ -203,11 +203,11 @@ impl Plugin for Denied {
 
 #[async_trait::async_trait]
 impl Loader for FlakyLoader {
-    async fn load(&self, ctx: LoaderContext<'_>) -> Result<Arc<dyn Plugin>, String> {
+    async fn load(&self, ctx: LoaderContext<'_>) -> Result<Arc<dyn Plugin>, plugd_core::BoxError> {
         let left = self.failures.load(Ordering::SeqCst);
         if left > 0 {
             self.failures.store(left - 1, Ordering::SeqCst);
-            return Err(format!("compile error ({left} more)"));
+            return Err(format!("compile error ({left} more)").into());
         }
         Ok(Arc::new(Denied {
             audit: ctx.audit.clone(),

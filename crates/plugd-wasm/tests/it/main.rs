@@ -59,10 +59,14 @@ fn runtime(dir: &Path) -> WasmRuntime {
     WasmRuntime::new(RuntimeOptions::new(dir.join("cache"))).expect("runtime")
 }
 
+/// Load a component; an error as its message (what the operator reads).
 async fn load(dir: &Path, bytes: &[u8]) -> Result<plugd_wasm::WasmPlugin, String> {
     let path = dir.join("plugin.wasm");
     std::fs::write(&path, bytes).expect("write component");
-    runtime(dir).load_file(path, options("probe")).await
+    runtime(dir)
+        .load_file(path, options("probe"))
+        .await
+        .map_err(|e| e.to_string())
 }
 
 #[tokio::test]
@@ -254,7 +258,11 @@ async fn fuel_needs_a_metering_runtime() {
         .await
         .unwrap_err();
     assert!(
-        err.starts_with(
+        matches!(err, plugd_wasm::WasmError::FuelOff { .. }),
+        "{err}"
+    );
+    assert!(
+        err.to_string().starts_with(
             "limits.fuel is set for plugin 'probe' but this runtime does not meter fuel"
         ),
         "{err}"
