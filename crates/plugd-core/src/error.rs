@@ -182,6 +182,14 @@ pub enum LoadError {
     /// The host's own storage failed.
     #[error("storage: {0}")]
     Storage(String),
+    /// A backend the host was built with failed to start.
+    #[error("{what}: {source}")]
+    Backend {
+        /// Which (`the event transport`).
+        what: &'static str,
+        /// Its error.
+        source: crate::kv::BackendError,
+    },
     /// No plugin by that name.
     #[error("plugin not found: '{0}'")]
     UnknownPlugin(String),

@@ -1,6 +1,11 @@
-//! The in-process event bus: dot-named topics, `*` matching one segment, and one bounded queue
-//! per subscriber, so a slow or failing subscriber never blocks the publisher or the others.
-//! A full queue drops the event for that subscriber, counts it, and says so in the log.
+//! The event bus: dot-named topics, `*` matching one segment, and one bounded queue per
+//! subscriber, so a slow or failing subscriber never blocks the publisher or the others. A full
+//! queue drops the event for that subscriber, counts it, and says so in the log.
+//!
+//! Delivery on this host is the core's. Carrying events to the other hosts of a fleet is the job
+//! of an [`EventTransport`] (a port; none by default, and [`MemoryHub`] joins hosts in one
+//! process): the bus hands it each event published here and fans the events it receives from the
+//! others out to the local subscribers, through the same queues.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,6 +18,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::error::{HostError, PluginError};
+use crate::kv::BackendError;
 
 /// Events a subscriber's queue holds before further events for it are dropped (and counted).
 pub const QUEUE_CAPACITY: usize = 1024;
@@ -91,6 +97,10 @@ pub struct EventBus {
     subscribers: ArcSwap<Vec<Arc<Subscriber>>>,
     /// Serializes changes to the subscriber list (not publishing).
     changes: Mutex<()>,
+    /// Where events published here go beyond this host, if anywhere.
+    transport: Option<Arc<dyn EventTransport>>,
+    /// Events the transport refused (counted; the local subscribers still got them).
+    transport_failures: AtomicU64,
 }
 
 impl std::fmt::Debug for EventBus {
@@ -107,7 +117,81 @@ pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T
 /// What a subscriber does with an event; a failure is counted against it.
 pub type Deliver = Arc<dyn Fn(Event) -> BoxFuture<'static, Result<(), PluginError>> + Send + Sync>;
 
+/// Carries events between the hosts of a fleet. The core keeps everything about delivery on
+/// each host (the topic checks, the per-subscriber queues and their counters); a transport only
+/// moves events between hosts.
+#[async_trait::async_trait]
+pub trait EventTransport: Send + Sync + std::fmt::Debug + 'static {
+    /// Send an event published on this host to the other hosts. Must not wait on the network
+    /// (buffer, bounded, or drop): it runs on the publisher's call. An error is counted and
+    /// logged by the bus; the local subscribers have the event already.
+    fn publish(&self, event: &Event) -> Result<(), BackendError>;
+
+    /// Hand the events the other hosts publish to `inbox`, from now until the transport is
+    /// dropped. The events this host published must not come back.
+    async fn start(&self, inbox: Inbox) -> Result<(), BackendError>;
+}
+
+/// Where a transport delivers the events of other hosts: the local bus's subscribers. Cheap to
+/// clone; never waits (a full subscriber queue drops and counts, as for local events).
+#[derive(Clone)]
+pub struct Inbox {
+    deliver: Arc<dyn Fn(Event) -> usize + Send + Sync>,
+}
+
+impl std::fmt::Debug for Inbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Inbox")
+    }
+}
+
+impl Inbox {
+    /// An inbox that hands each event to `deliver` (which says how many subscribers got it):
+    /// for a transport's tests.
+    pub fn new(deliver: impl Fn(Event) -> usize + Send + Sync + 'static) -> Inbox {
+        Inbox {
+            deliver: Arc::new(deliver),
+        }
+    }
+
+    /// Deliver an event from another host; how many local subscribers got it. An event whose
+    /// topic is not a valid concrete topic (a broken or hostile peer) is dropped and logged.
+    pub fn deliver(&self, event: Event) -> usize {
+        if !plugd_manifest::is_valid_topic(&event.topic) || event.topic.contains('*') {
+            tracing::warn!(topic = ?event.topic, source = %event.source, "event from another host dropped: invalid topic");
+            return 0;
+        }
+        (self.deliver)(event)
+    }
+}
+
 impl EventBus {
+    /// A bus that also carries events to and from other hosts through `transport`.
+    pub fn with_transport(transport: Arc<dyn EventTransport>) -> EventBus {
+        EventBus {
+            transport: Some(transport),
+            ..EventBus::default()
+        }
+    }
+
+    /// Start receiving the other hosts' events, if the bus has a transport.
+    pub async fn start_transport(self: &Arc<Self>) -> Result<(), BackendError> {
+        let Some(transport) = &self.transport else {
+            return Ok(());
+        };
+        let bus = Arc::downgrade(self);
+        transport
+            .start(Inbox::new(move |event| {
+                bus.upgrade().map_or(0, |bus| bus.fan_out(&event))
+            }))
+            .await
+    }
+
+    /// Events the transport refused since the start.
+    pub fn transport_failures(&self) -> u64 {
+        self.transport_failures.load(Ordering::Relaxed)
+    }
+
     /// Subscribe `plugin` to `pattern`; `deliver` runs for each matching event, one at a time, on
     /// a task of its own, fed by a queue of [`QUEUE_CAPACITY`] events.
     pub fn subscribe(&self, plugin: &str, pattern: &str, deliver: Deliver) {
@@ -155,9 +239,24 @@ impl EventBus {
         self.subscribers.store(Arc::new(list));
     }
 
-    /// Publish to every matching subscriber. Never waits: a full queue drops the event for that
-    /// subscriber and counts it. Returns how many subscribers got it.
+    /// Publish to every matching subscriber, and to the other hosts through the transport, if
+    /// any. Never waits: a full queue drops the event for that subscriber and counts it. Returns
+    /// how many subscribers on this host got it.
     pub fn publish(&self, event: Event) -> usize {
+        let queued = self.fan_out(&event);
+        if let Some(transport) = &self.transport
+            && let Err(e) = transport.publish(&event)
+        {
+            let n = self.transport_failures.fetch_add(1, Ordering::Relaxed) + 1;
+            if n.is_power_of_two() {
+                tracing::warn!(topic = %event.topic, error = %e, failures = n, "event not carried to the other hosts");
+            }
+        }
+        queued
+    }
+
+    /// Queue `event` for every matching subscriber on this host.
+    fn fan_out(&self, event: &Event) -> usize {
         let subscribers = self.subscribers.load();
         let mut queued = 0;
         for s in subscribers
@@ -254,10 +353,181 @@ impl Publisher {
     }
 }
 
+/// Joins hosts in one process (tests, several hosts embedded in one application): every
+/// transport made by [`MemoryHub::transport`] delivers what it publishes to all the others.
+#[derive(Debug, Default, Clone)]
+pub struct MemoryHub {
+    members: Arc<Mutex<Vec<(u64, Inbox)>>>,
+    next: Arc<AtomicU64>,
+}
+
+impl MemoryHub {
+    /// A transport for one more host.
+    pub fn transport(&self) -> Arc<dyn EventTransport> {
+        Arc::new(MemoryTransport {
+            hub: self.clone(),
+            id: self.next.fetch_add(1, Ordering::Relaxed),
+        })
+    }
+}
+
+/// One host's end of a [`MemoryHub`].
+#[derive(Debug)]
+struct MemoryTransport {
+    hub: MemoryHub,
+    id: u64,
+}
+
+#[async_trait::async_trait]
+impl EventTransport for MemoryTransport {
+    fn publish(&self, event: &Event) -> Result<(), BackendError> {
+        let members = self.hub.members.lock().clone();
+        for (id, inbox) in members {
+            if id != self.id {
+                inbox.deliver(event.clone());
+            }
+        }
+        Ok(())
+    }
+
+    async fn start(&self, inbox: Inbox) -> Result<(), BackendError> {
+        let mut members = self.hub.members.lock();
+        members.retain(|(id, _)| *id != self.id);
+        members.push((self.id, inbox));
+        Ok(())
+    }
+}
+
+impl Drop for MemoryTransport {
+    fn drop(&mut self) {
+        self.hub.members.lock().retain(|(id, _)| *id != self.id);
+    }
+}
+
+/// The conformance suite every [`EventTransport`] runs against itself.
+#[cfg(any(test, feature = "testing"))]
+pub mod conformance {
+    use super::*;
+    use std::time::Duration;
+
+    /// Run every check against `a` and `b`: two transports of two hosts joined by one broker
+    /// (use a topic prefix no other test uses, e.g. a random one, when the broker is shared).
+    pub async fn event_transport(
+        a: Arc<dyn EventTransport>,
+        b: Arc<dyn EventTransport>,
+        prefix: &str,
+    ) {
+        let seen_a = Arc::new(Mutex::new(Vec::<Event>::new()));
+        let seen_b = Arc::new(Mutex::new(Vec::<Event>::new()));
+        let (sa, sb) = (seen_a.clone(), seen_b.clone());
+        a.start(Inbox::new(move |e| {
+            sa.lock().push(e);
+            1
+        }))
+        .await
+        .expect("start a");
+        b.start(Inbox::new(move |e| {
+            sb.lock().push(e);
+            1
+        }))
+        .await
+        .expect("start b");
+        let at = SystemTime::now();
+        let event = |i: usize| Event {
+            topic: format!("{prefix}.n{i}"),
+            payload: Bytes::from(vec![i as u8, 0, 255]),
+            source: "publisher".into(),
+            at,
+        };
+        for i in 0..10 {
+            a.publish(&event(i)).expect("publish on a");
+        }
+        b.publish(&event(100)).expect("publish on b");
+        let arrived = async {
+            loop {
+                if seen_b.lock().len() >= 10 && !seen_a.lock().is_empty() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), arrived)
+            .await
+            .expect("events published on one host reach the other within 10 s");
+        // A moment for anything that should not arrive (an echo) to arrive.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let got_b = seen_b.lock().clone();
+        let got_a = seen_a.lock().clone();
+        assert_eq!(got_b.len(), 10, "each event once, none echoed back to b");
+        for (i, e) in got_b.iter().enumerate() {
+            let want = event(i);
+            assert_eq!(
+                (&e.topic, &e.payload, &e.source),
+                (&want.topic, &want.payload, &want.source),
+                "in order, topic, payload and source intact"
+            );
+            let skew = e.at.duration_since(at).unwrap_or_else(|d| d.duration());
+            assert!(skew < Duration::from_secs(1), "publication time carried");
+        }
+        assert_eq!(got_a.len(), 1, "a gets b's event and not its own");
+        assert_eq!(got_a[0].topic, format!("{prefix}.n100"));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[tokio::test]
+    async fn the_memory_hub_conforms() {
+        let hub = MemoryHub::default();
+        conformance::event_transport(hub.transport(), hub.transport(), "conformance").await;
+    }
+
+    #[tokio::test]
+    async fn two_buses_joined_by_a_hub_deliver_each_others_events() {
+        let hub = MemoryHub::default();
+        let one = Arc::new(EventBus::with_transport(hub.transport()));
+        let two = Arc::new(EventBus::with_transport(hub.transport()));
+        one.start_transport().await.unwrap();
+        two.start_transport().await.unwrap();
+        let (d1, on_one) = collector();
+        let (d2, on_two) = collector();
+        one.subscribe("s1", "user.*", d1);
+        two.subscribe("s2", "user.*", d2);
+        Publisher::new(one.clone(), "p", &["user.created".into()])
+            .publish("user.created", "x")
+            .unwrap();
+        settle(|| on_one.lock().len() == 1 && on_two.lock().len() == 1).await;
+        assert_eq!(*on_one.lock(), ["user.created"], "delivered locally once");
+        assert_eq!(
+            *on_two.lock(),
+            ["user.created"],
+            "and on the other host once"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_invalid_topic_from_another_host_is_dropped() {
+        let bus = Arc::new(EventBus::default());
+        let (d, seen) = collector();
+        bus.subscribe("s", "*", d);
+        let inbox = {
+            let bus = bus.clone();
+            Inbox::new(move |e| bus.fan_out(&e))
+        };
+        for topic in ["*", "", "a..b", "bad topic"] {
+            let n = inbox.deliver(Event {
+                topic: topic.into(),
+                payload: Bytes::new(),
+                source: "peer".into(),
+                at: SystemTime::now(),
+            });
+            assert_eq!(n, 0, "{topic:?}");
+        }
+        assert!(seen.lock().is_empty());
+    }
 
     fn collector() -> (Deliver, Arc<Mutex<Vec<String>>>) {
         let seen = Arc::new(Mutex::new(Vec::new()));

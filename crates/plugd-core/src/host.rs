@@ -18,14 +18,14 @@ use serde_json::{Map, Value};
 
 use crate::access::RequestAccess;
 use crate::audit::{AuditEntry, AuditLog};
-use crate::cache::{Cache, PluginCache};
+use crate::cache::{CacheBackend, MemoryCache, PluginCache};
 use crate::call::{Call, guarded};
 use crate::capabilities::{Auditor, Capabilities, CapabilityOptions};
 use crate::check::{Checked, check_entry, check_package, framework_error, merged_before_after};
 use crate::cpu::CpuStatus;
 use crate::dispatch::{DispatchTable, Dispatcher};
 use crate::error::{BoxError, LoadError, PluginError};
-use crate::events::{Event, EventBus, Publisher, SubscriptionInfo};
+use crate::events::{Event, EventBus, EventTransport, Publisher, SubscriptionInfo};
 use crate::health::HealthReport;
 use crate::kv::{KvBackend, MemoryKv, PluginStore};
 use crate::order::{OrderError, OrderNode, order_nodes};
@@ -393,6 +393,8 @@ pub struct HostBuilder {
     natives: Vec<Native>,
     kv: Option<Arc<dyn KvBackend>>,
     status: Option<Arc<dyn StatusSink>>,
+    cache: Option<Arc<dyn CacheBackend>>,
+    events: Option<Arc<dyn EventTransport>>,
 }
 
 impl std::fmt::Debug for HostBuilder {
@@ -412,6 +414,19 @@ impl HostBuilder {
     /// `plugd` façade wires SQLite under `data_dir`).
     pub fn kv(mut self, backend: Arc<dyn KvBackend>) -> Self {
         self.kv = Some(backend);
+        self
+    }
+
+    /// Keep plugins' cache entries in `backend` (default: [`MemoryCache`], in this process).
+    pub fn cache(mut self, backend: Arc<dyn CacheBackend>) -> Self {
+        self.cache = Some(backend);
+        self
+    }
+
+    /// Carry events to and from the other hosts of a fleet through `transport` (default: none;
+    /// events stay on this host).
+    pub fn events(mut self, transport: Arc<dyn EventTransport>) -> Self {
+        self.events = Some(transport);
         self
     }
 
@@ -461,6 +476,9 @@ impl HostBuilder {
         let status_sink = self
             .status
             .unwrap_or_else(|| Arc::new(MemoryStatus::default()));
+        let cache = self
+            .cache
+            .unwrap_or_else(|| Arc::new(MemoryCache::default()));
         let plugins: Arc<RwLock<Vec<Arc<Loaded>>>> = Arc::default();
         let (notices, receiver) = tokio::sync::mpsc::channel(NOTICE_CAPACITY);
         let dispatcher = Dispatcher::default();
@@ -475,8 +493,11 @@ impl HostBuilder {
                 plugins: plugins.clone(),
                 services: Arc::new(Services::new(plugins)),
                 dispatcher,
-                bus: Arc::new(EventBus::default()),
-                cache: Arc::default(),
+                bus: Arc::new(
+                    self.events
+                        .map_or_else(EventBus::default, EventBus::with_transport),
+                ),
+                cache,
                 audit: Arc::default(),
                 started_at: SystemTime::now(),
                 reloads: Default::default(),
@@ -505,7 +526,7 @@ pub(crate) struct Inner {
     services: Arc<Services>,
     dispatcher: Dispatcher,
     pub(crate) bus: Arc<EventBus>,
-    cache: Arc<Cache>,
+    cache: Arc<dyn CacheBackend>,
     pub(crate) audit: Arc<AuditLog>,
     started_at: SystemTime,
     reloads: reload::Reloads,
@@ -1253,6 +1274,14 @@ impl Host {
     /// first failure is returned (plugins already started are stopped again).
     pub async fn start(&self) -> Result<(), LoadError> {
         let abort = self.inner.config.plugins.on_failure == OnFailure::Abort;
+        self.inner
+            .bus
+            .start_transport()
+            .await
+            .map_err(|source| LoadError::Backend {
+                what: "the event transport",
+                source,
+            })?;
         self.load_all().await?;
         let result = async {
             self.init_pass(abort).await?;
@@ -1590,7 +1619,7 @@ impl Host {
                     publisher: self.publisher_for(&c.loaded),
                     services: self.inner.services.clone(),
                     metrics: c.loaded.state.metrics().clone(),
-                    cache: self.inner.cache.plugin(&name),
+                    cache: PluginCache::new(&name, self.inner.cache.clone()),
                     audit: self.inner.audit.clone(),
                     capabilities,
                     state: c.loaded.state.clone(),
@@ -1657,7 +1686,7 @@ impl Host {
             .with_services(&exports, &self.inner.services)
             .with_tasks(&p.tasks)
             .with_metrics(p.state.metrics())
-            .with_cache(self.inner.cache.plugin(&name));
+            .with_cache(PluginCache::new(&name, self.inner.cache.clone()));
         if let Some(capabilities) = &p.capabilities {
             ctx = ctx.with_capabilities(capabilities.clone());
         }
@@ -1726,8 +1755,12 @@ impl Host {
         if matches!(how, Teardown::Unload | Teardown::Replace) {
             self.inner.services.remove_plugin(&p.name);
         }
-        if how == Teardown::Unload {
-            self.inner.cache.clear_plugin(&p.name);
+        if how == Teardown::Unload
+            && let Err(e) = PluginCache::new(&p.name, self.inner.cache.clone())
+                .clear()
+                .await
+        {
+            tracing::warn!(plugin = %p.name, error = %e, "could not forget the unloaded plugin's cache entries");
         }
         p.tasks.cancel_all().await;
         let code_ran = !is_absent(p) && p.state.loaded_at().is_some();

@@ -62,7 +62,10 @@ mod watch;
 pub use access::RequestAccess;
 pub use assets::content_type;
 pub use audit::{AUDIT_CAPACITY, AuditEntry, AuditLog};
-pub use cache::{Cache, MAX_BYTES_PER_PLUGIN, MAX_ENTRIES_PER_PLUGIN, PluginCache};
+pub use cache::{
+    CacheBackend, CacheQuota, CacheSetError, MAX_BYTES_PER_PLUGIN, MAX_ENTRIES_PER_PLUGIN,
+    MemoryCache, PluginCache,
+};
 pub use capabilities::{Auditor, Capabilities, CapabilityOptions};
 pub use check::{CheckReport, Checked, GrantReport, check_config, check_entry};
 pub use cpu::{CPU_WINDOW, CpuStatus, Throttle};
@@ -70,7 +73,8 @@ pub use database::{Database, Rows, SqlValue, Statement};
 pub use dispatch::{DispatchTable, Dispatcher};
 pub use error::{BoxError, HostError, LoadError, PluginError};
 pub use events::{
-    BoxFuture, Deliver, Event, EventBus, Publisher, QUEUE_CAPACITY, SubscriptionInfo, topic_matches,
+    BoxFuture, Deliver, Event, EventBus, EventTransport, Inbox, MemoryHub, Publisher,
+    QUEUE_CAPACITY, SubscriptionInfo, topic_matches,
 };
 pub use exchange::{
     Exchange, FRAMING_HEADERS, Identity, MAX_HEADER_BYTES, MAX_HEADER_VALUE_BYTES, MAX_HEADERS,
@@ -112,6 +116,8 @@ pub use plugd_manifest::{ExecGrant, ExecLimits, ExecRule, HookType, Permission};
 /// `testing`): `plugd_core::testing::kv_backend(Arc::new(MyKv::new()))` in its tests.
 #[cfg(feature = "testing")]
 pub mod testing {
+    pub use crate::cache::conformance::cache_backend;
+    pub use crate::events::conformance::event_transport;
     pub use crate::kv::conformance::kv_backend;
 }
 

@@ -4,12 +4,13 @@ wasmtime::component::bindgen!({
     path: "../../wit",
     world: "plugin",
     exports: { default: async },
-    // Imports that await: a service call runs another plugin's guest; storage, the database,
-    // outbound HTTP and exec run off the async workers within what is left of the guest call's
-    // deadline (epochs do not interrupt host code).
+    // Imports that await: a service call runs another plugin's guest; storage, the cache, the
+    // database, outbound HTTP and exec go to their backends within what is left of the guest
+    // call's deadline (epochs do not interrupt host code).
     imports: {
         "plugd:plugin/services.call": async,
         "plugd:plugin/storage": async,
+        "plugd:plugin/cache": async,
         "plugd:plugin/database": async,
         "plugd:plugin/outbound": async,
         "plugd:plugin/exec": async,

@@ -98,10 +98,12 @@ impl InstanceState {
         self.deadline.saturating_duration_since(Instant::now())
     }
 
+    /// The plugin's cache namespace, each call bounded by what is left of the guest call.
     fn cache(&self) -> Result<PluginCache, types::HostError> {
         self.shared
             .cache
-            .clone()
+            .as_ref()
+            .map(|c| c.with_timeout(self.remaining()))
             .ok_or_else(|| to_wit(HostError::unsupported("cache")))
     }
 
@@ -599,12 +601,12 @@ impl wit::database::Host for InstanceState {
 }
 
 impl wit::cache::Host for InstanceState {
-    fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, types::HostError> {
+    async fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, types::HostError> {
         self.require(Permission::Cache, "cache.get")
             .map_err(to_wit)?;
-        Ok(self.cache()?.get(&key))
+        self.cache()?.get(&key).await.map_err(to_wit)
     }
-    fn set(
+    async fn set(
         &mut self,
         key: String,
         value: Vec<u8>,
@@ -614,12 +616,13 @@ impl wit::cache::Host for InstanceState {
             .map_err(to_wit)?;
         self.cache()?
             .set(&key, &value, ttl_ms.map(std::time::Duration::from_millis))
+            .await
             .map_err(to_wit)
     }
-    fn delete(&mut self, key: String) -> Result<bool, types::HostError> {
+    async fn delete(&mut self, key: String) -> Result<bool, types::HostError> {
         self.require(Permission::Cache, "cache.delete")
             .map_err(to_wit)?;
-        Ok(self.cache()?.delete(&key))
+        self.cache()?.delete(&key).await.map_err(to_wit)
     }
 }
 

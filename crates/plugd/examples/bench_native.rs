@@ -126,7 +126,7 @@ impl Plugin for RateLimit {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
-        let (tokens, last) = match cache.get(&key) {
+        let (tokens, last) = match cache.get(&key).await? {
             Some(v) if v.len() == 16 => (
                 f64::from_le_bytes(v[..8].try_into().expect("8 bytes")),
                 u64::from_le_bytes(v[8..].try_into().expect("8 bytes")),
@@ -148,7 +148,7 @@ impl Plugin for RateLimit {
         value[8..].copy_from_slice(&now.to_le_bytes());
         cache
             .set(&key, &value, Some(Duration::from_secs(60)))
-            .map_err(failed)?;
+            .await?;
         Ok(Action::Continue)
     }
 }

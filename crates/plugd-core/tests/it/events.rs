@@ -162,3 +162,45 @@ async fn background_tasks_are_cancelled_on_stop_and_gone_before_cleanup() {
     tokio::time::sleep(Duration::from_millis(40)).await;
     assert_eq!(j.lock().len(), log.len(), "the task is gone");
 }
+
+#[tokio::test]
+async fn two_hosts_joined_by_a_transport_share_their_plugins_events() {
+    let hub = plugd_core::MemoryHub::default();
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let j: Journal = Arc::new(Mutex::new(Vec::new()));
+    let mut listener = Recorder::new("listener", &j);
+    listener.subscribe = Some("user.*");
+    let mut users = Recorder::new("users", &j);
+    users.publish_on_start = Some("user.created");
+    // Host b (the listener) starts first, so it receives what host a's plugin publishes at start.
+    let b = Host::builder()
+        .config(config(dir_b.path(), "plugins:\n  plugins: []\n"))
+        .events(hub.transport())
+        .native(
+            manifest("listener", "events:\n  subscribes: ['user.*']\n"),
+            listener,
+        )
+        .build()
+        .unwrap();
+    b.start().await.unwrap();
+    let a = Host::builder()
+        .config(config(dir_a.path(), "plugins:\n  plugins: []\n"))
+        .events(hub.transport())
+        .native(
+            manifest("users", "events:\n  publishes: [user.created]\n"),
+            users,
+        )
+        .build()
+        .unwrap();
+    a.start().await.unwrap();
+    wait_for(&j, "listener:event user.created from users").await;
+    // The host's own events travel too; each arrives once.
+    a.events().publish("user.deleted", "{}").unwrap();
+    wait_for(&j, "listener:event user.deleted from ").await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let received = j.lock().iter().filter(|e| e.starts_with("listener:event")).count();
+    assert_eq!(received, 2, "{:?}", j.lock());
+    assert_eq!(b.subscriptions()[0].delivered, 2);
+    a.shutdown().await;
+    b.shutdown().await;
+}

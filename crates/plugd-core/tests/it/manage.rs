@@ -221,6 +221,7 @@ impl plugd_core::Plugin for CacheUser {
             .map_err(|e| plugd_core::PluginError::Failed(e.to_string()))?;
         cache
             .set("k", b"v", None)
+            .await
             .map_err(|e| plugd_core::PluginError::Failed(e.to_string()))
     }
 }
