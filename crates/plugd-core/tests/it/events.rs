@@ -198,7 +198,11 @@ async fn two_hosts_joined_by_a_transport_share_their_plugins_events() {
     a.events().publish("user.deleted", "{}").unwrap();
     wait_for(&j, "listener:event user.deleted from ").await;
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let received = j.lock().iter().filter(|e| e.starts_with("listener:event")).count();
+    let received = j
+        .lock()
+        .iter()
+        .filter(|e| e.starts_with("listener:event"))
+        .count();
     assert_eq!(received, 2, "{:?}", j.lock());
     assert_eq!(b.subscriptions()[0].delivered, 2);
     a.shutdown().await;
