@@ -17,7 +17,7 @@ use std::sync::Arc;
 use http::HeaderName;
 use plugd_manifest::{HookType, Permission, PluginEntry};
 
-use crate::plugin::{Registrations, glob_matches};
+use crate::registrations::{Registrations, glob_matches};
 
 /// Which request paths a plugin's hooks and middleware see.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -201,7 +201,7 @@ impl RequestAccess {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plugin::MiddlewareReg;
+    use crate::registrations::MiddlewareReg;
 
     fn middleware(routes: &[&str]) -> Registrations {
         Registrations {

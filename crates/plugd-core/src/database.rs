@@ -35,7 +35,7 @@ use rusqlite::types::{Value, ValueRef};
 use rusqlite::{Connection, ErrorCode, OptionalExtension, params_from_iter};
 use sha2::{Digest, Sha256};
 
-use crate::capabilities::Auditor;
+use crate::audit::Auditor;
 use crate::error::HostError;
 
 /// The deadline of one call unless shortened.

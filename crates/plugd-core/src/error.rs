@@ -188,7 +188,7 @@ pub enum LoadError {
         /// Which (`the event transport`).
         what: &'static str,
         /// Its error.
-        source: crate::kv::BackendError,
+        source: BackendError,
     },
     /// No plugin by that name.
     #[error("plugin not found: '{0}'")]
@@ -234,4 +234,25 @@ pub enum LoadError {
         /// Why.
         message: String,
     },
+}
+
+/// A backend that failed (its database went away, its disk is full): what and where.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{backend}: {message}")]
+#[non_exhaustive]
+pub struct BackendError {
+    /// The backend (`sqlite`, `memory`, `postgres`).
+    pub backend: String,
+    /// What went wrong, with the file or address at fault.
+    pub message: String,
+}
+
+impl BackendError {
+    /// An error of `backend`.
+    pub fn new(backend: impl Into<String>, message: impl Into<String>) -> Self {
+        BackendError {
+            backend: backend.into(),
+            message: message.into(),
+        }
+    }
 }

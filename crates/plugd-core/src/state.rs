@@ -9,9 +9,9 @@ use plugd_manifest::{ErrorThreshold, HookType, Supervision, ThresholdAction};
 use serde::Serialize;
 
 use crate::cpu::{CpuBudget, CpuStatus, Throttle};
+use crate::health::Health;
 use crate::health::HealthReport;
 use crate::metrics::{DurationHistogram, PluginMetrics};
-use crate::plugin::Health;
 use crate::supervise::{Notice, SupervisionState, SupervisionStatus};
 use crate::threshold::{Crossing, Threshold, ThresholdStatus};
 

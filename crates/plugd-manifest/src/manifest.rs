@@ -123,7 +123,7 @@ pub struct Manifest {
     /// What the requests it guards get when its hooks cannot run, when the author sets a floor
     /// (`fail_closed` for a guard such as an auth plugin). The host config can make it stricter,
     /// never looser.
-    pub failure_policy: Option<crate::FailurePolicy>,
+    pub failure_policy: Option<crate::failure::FailurePolicy>,
     /// The file the manifest was read from.
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -476,7 +476,7 @@ struct RawManifest {
     /// The component file, relative to the plugin folder (default `plugin.wasm`).
     component: Option<String>,
     /// What requests it guards get when its hooks cannot run: `fail_closed` (or `closed`) answers 503 instead of letting them through; the host config can make it stricter, never looser.
-    failure_policy: Option<crate::FailurePolicy>,
+    failure_policy: Option<crate::failure::FailurePolicy>,
 }
 
 /// The plugd versions a plugin works with.

@@ -1,7 +1,17 @@
 //! `/metrics`: every series of the host and its plugins in the Prometheus text format, rendered
 //! at scrape time from the atomic counters (nothing on the request path writes here).
 
-use super::*;
+use std::sync::Arc;
+
+use plugd_manifest::HookType;
+
+use crate::cpu::CpuStatus;
+use crate::events::SubscriptionInfo;
+use crate::loaded::{Loaded, is_absent};
+use crate::state::Status;
+use crate::threshold::ThresholdStatus;
+
+use super::Host;
 
 impl Host {
     /// Every metric in the Prometheus text format (version 0.0.4): the seed's plugin metrics with

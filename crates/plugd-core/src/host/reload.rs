@@ -18,7 +18,20 @@ use std::sync::atomic::Ordering;
 
 use plugd_manifest::ReloadSettings;
 
-use super::*;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use plugd_manifest::PluginEntry;
+use serde::Serialize;
+
+use crate::check::framework_error;
+use crate::error::LoadError;
+use crate::loaded::Loaded;
+use crate::order::OrderError;
+use crate::state::{Phase, Status};
+
+use super::Host;
 use crate::gate::Gate;
 
 /// How long a reload waits for the calls inside the gate past their own deadline.
