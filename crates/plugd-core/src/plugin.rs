@@ -168,7 +168,7 @@ impl<'a> InitContext<'a> {
         self
     }
 
-    /// The plugin's background tasks (seed 000): keep the handle and spawn in `start`; the host
+    /// The plugin's background tasks: keep the handle and spawn in `start`; the host
     /// cancels them when the plugin stops and awaits them before `cleanup`.
     pub fn tasks(&self) -> Result<Tasks, HostError> {
         self.tasks

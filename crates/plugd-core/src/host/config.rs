@@ -20,8 +20,8 @@ enum ConfigFrom {
 }
 
 impl Host {
-    /// The seed's `SetErrorThreshold`: replace a plugin's error threshold at run time (its window
-    /// starts empty).
+    /// The contract's `SetErrorThreshold` (docs/design.md#manager-api): replace a plugin's error
+    /// threshold at run time (its window starts empty).
     ///
     /// ```
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {

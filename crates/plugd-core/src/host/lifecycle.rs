@@ -78,9 +78,10 @@ impl Host {
         Ok(())
     }
 
-    /// The seed's `LoadPluginsFromConfig`: read every enabled plugin of the host config (and every
-    /// native plugin), check and order them, and load their code. Nothing is initialized yet.
-    /// Under `on_failure: continue` a plugin that cannot load is listed with status `error`.
+    /// The contract's `LoadPluginsFromConfig` (docs/design.md#manager-api): read every enabled
+    /// plugin of the host config (and every native plugin), check and order them, and load their
+    /// code. Nothing is initialized yet. Under `on_failure: continue` a plugin that cannot load is
+    /// listed with status `error`.
     pub async fn load_all(&self) -> Result<(), LoadError> {
         let abort = self.inner.config.plugins.on_failure == OnFailure::Abort;
         let mut candidates = Vec::new();
@@ -165,15 +166,15 @@ impl Host {
         Ok(())
     }
 
-    /// The seed's `InitializeAll`: initialize every loaded plugin in order, registering its hooks,
-    /// routes, middleware, subscriptions, services and timers. Stops at the first failure and
-    /// returns it; the plugins already initialized stay initialized.
+    /// The contract's `InitializeAll` (docs/design.md#manager-api): initialize every loaded plugin
+    /// in order, registering its hooks, routes, middleware, subscriptions, services and timers.
+    /// Stops at the first failure and returns it; the plugins already initialized stay initialized.
     pub async fn initialize_all(&self) -> Result<(), LoadError> {
         self.init_pass(true).await
     }
 
-    /// The seed's `StartAll`: start every initialized plugin in order, then run `startup` hooks.
-    /// Stops at the first failure and returns it.
+    /// The contract's `StartAll` (docs/design.md#manager-api): start every initialized plugin in
+    /// order, then run `startup` hooks. Stops at the first failure and returns it.
     pub async fn start_all(&self) -> Result<(), LoadError> {
         self.start_pass(true).await?;
         self.ensure_supervisor();
@@ -248,9 +249,9 @@ impl Host {
         Ok(())
     }
 
-    /// The seed's `LoadPlugin`, at run time: read and check one plugin, require its dependencies
-    /// to be running in satisfying versions, then load, initialize and start it and route to it.
-    /// A plugin that fails is not added.
+    /// The contract's `LoadPlugin` (docs/design.md#manager-api), at run time: read and check one
+    /// plugin, require its dependencies to be running in satisfying versions, then load, initialize
+    /// and start it and route to it. A plugin that fails is not added.
     pub async fn load_plugin(&self, entry: &PluginEntry) -> Result<(), LoadError> {
         if self.find(&entry.name).is_some() {
             return Err(LoadError::Duplicate(entry.name.clone()));
@@ -564,9 +565,9 @@ impl Host {
         }
     }
 
-    /// The seed's `StopAll`: run `shutdown` hooks, then stop and clean up every plugin in reverse
-    /// start order, each within its deadline (forced past it). Failures are recorded on the
-    /// plugins and never stop the others.
+    /// The contract's `StopAll` (docs/design.md#manager-api): run `shutdown` hooks, then stop and
+    /// clean up every plugin in reverse start order, each within its deadline (forced past it).
+    /// Failures are recorded on the plugins and never stop the others.
     pub async fn stop_all(&self) {
         self.stop_watching();
         self.stop_supervisor().await;
@@ -593,10 +594,10 @@ impl Host {
         self.stop_all().await;
     }
 
-    /// Unload a plugin, as the seed's six steps: stop it, remove its hooks, subscriptions and
-    /// middleware (with its routes, by republishing the dispatch table without it), clean it up,
-    /// and remove it from the registry. Refused while running plugins depend on it, unless
-    /// `force`; dependents are not unloaded.
+    /// Unload a plugin, as the contract's six steps (docs/design.md#lifecycle): stop it, remove its
+    /// hooks, subscriptions and middleware (with its routes, by republishing the dispatch table
+    /// without it), clean it up, and remove it from the registry. Refused while running plugins
+    /// depend on it, unless `force`; dependents are not unloaded.
     pub async fn unload_plugin(&self, name: &str, force: bool) -> Result<(), LoadError> {
         let _lifecycle = self.inner.lifecycle.lock().await;
         let p = self

@@ -14,8 +14,9 @@ use crate::threshold::ThresholdStatus;
 use super::Host;
 
 impl Host {
-    /// Every metric in the Prometheus text format (version 0.0.4): the seed's plugin metrics with
-    /// the `plugd_` prefix, the event bus's queues, and what plugins record about themselves.
+    /// Every metric in the Prometheus text format (version 0.0.4): the contract's plugin metrics
+    /// (docs/design.md#observability) with the `plugd_` prefix, the event bus's queues, and what
+    /// plugins record about themselves.
     pub fn render_metrics(&self) -> String {
         use crate::metrics::sample;
         use std::fmt::Write as _;

@@ -76,8 +76,8 @@ pub struct PluginInfo {
     pub cpu: CpuStatus,
 }
 
-/// The seed's PluginHealth: status, errors, per-hook metrics, and the plugin's own answer; with
-/// the threshold, supervision and CPU budget.
+/// The contract's PluginHealth (docs/design.md#manager-api): status, errors, per-hook metrics, and
+/// the plugin's own answer; with the threshold, supervision and CPU budget.
 #[derive(Debug, Clone, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PluginHealth {
@@ -227,14 +227,16 @@ impl Host {
             .is_some_and(|p| matches!(p.state.status(), Status::Initialized | Status::Running))
     }
 
-    /// Each loaded plugin's present dependencies (the seed's `GetDependencyGraph`).
+    /// Each loaded plugin's present dependencies (the contract's `GetDependencyGraph`
+    /// (docs/design.md#manager-api)).
     pub fn dependency_graph(&self) -> BTreeMap<String, Vec<String>> {
         let plugins = self.inner.plugins.read();
         crate::order::dependency_graph(plugins.iter().filter_map(|p| p.manifest.as_ref()))
     }
 
-    /// A plugin's health (the seed's `GetPluginHealth`): asks a running plugin for its own view
-    /// now (within its call timeout) and stores the answer as the latest poll would.
+    /// A plugin's health (the contract's `GetPluginHealth` (docs/design.md#manager-api)): asks a
+    /// running plugin for its own view now (within its call timeout) and stores the answer as the
+    /// latest poll would.
     pub async fn plugin_health(&self, name: &str) -> Option<PluginHealth> {
         let p = self.find(name)?;
         if p.state.status() == Status::Running {
@@ -247,8 +249,9 @@ impl Host {
         Some(p.health(reported))
     }
 
-    /// Every plugin's health (the seed's `GetAllHealth`), with each running plugin's answer to
-    /// the latest health poll (`plugins.health_check_interval`). Calls no plugin.
+    /// Every plugin's health (the contract's `GetAllHealth` (docs/design.md#manager-api)), with
+    /// each running plugin's answer to the latest health poll (`plugins.health_check_interval`).
+    /// Calls no plugin.
     pub async fn all_health(&self) -> BTreeMap<String, PluginHealth> {
         self.health_snapshot()
     }
@@ -267,9 +270,9 @@ impl Host {
             .collect()
     }
 
-    /// One plugin's metrics (the seed's `GetPluginMetrics`): load time and success, errors,
-    /// per-hook and route counters, and the series it recorded about itself. The same numbers
-    /// as `/metrics`, as a value.
+    /// One plugin's metrics (the contract's `GetPluginMetrics` (docs/design.md#manager-api)): load
+    /// time and success, errors, per-hook and route counters, and the series it recorded about
+    /// itself. The same numbers as `/metrics`, as a value.
     pub fn plugin_metrics(&self, name: &str) -> Option<PluginMetricsReport> {
         let p = self.find(name)?;
         let state = &p.state;
