@@ -418,7 +418,8 @@ impl<'a> InitContext<'a> {
         self
     }
 
-    /// The plugin's background tasks (seed 000): keep the handle and spawn in `start`; the host
+    /// The plugin's background tasks (docs/design.md#lifecycle): keep the handle and spawn in
+    /// `start`; the host
     /// cancels them when the plugin stops and awaits them before `cleanup`.
     pub fn tasks(&self) -> Result<Tasks, HostError> {
         self.tasks
@@ -593,7 +594,7 @@ impl<'a> InitContext<'a> {
 ///
 /// Lifecycle: `init` (register hooks and routes; no background work) → `start` (open connections,
 /// begin work) → serving → `stop` (idempotent) → `cleanup` (release everything). Plugins start in
-/// dependency order and stop in reverse. Hooks may do what DESIGN's table says: `pre_request`
+/// dependency order and stop in reverse. Hooks may do what docs/design.md#hooks says: `pre_request`
 /// changes request headers or answers early; `post_request` replaces the response; `pre_response`
 /// changes status, headers and body; `post_response`, `startup` and `shutdown` observe.
 ///

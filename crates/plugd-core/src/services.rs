@@ -13,7 +13,7 @@ use crate::state::Status;
 
 type Typed = Arc<dyn Any + Send + Sync>;
 
-/// The host's service container (seed 003's ServiceContainer): what every plugin exported.
+/// The host's service container: what every plugin exported (docs/design.md#events-and-services).
 #[derive(Default)]
 pub struct Services {
     typed: RwLock<HashMap<(String, String), Typed>>,
@@ -28,7 +28,7 @@ impl std::fmt::Debug for Services {
     }
 }
 
-/// The seed's wording.
+/// The contract's wording (docs/design.md#errors).
 fn not_found(plugin: &str, service: &str) -> HostError {
     HostError::NotFound(format!(
         "service not found: plugin '{plugin}' does not export '{service}'"
