@@ -1,4 +1,5 @@
-//! What a plugin may see and do of a request: the request authority of DESIGN's trust model.
+//! What a plugin may see and do of a request: the request authority of the trust model
+//! (docs/design.md#trust-model).
 //!
 //! - Without the `intercept` grant (plugd's own permission), a plugin's request hooks and
 //!   middleware see only requests to its own routes (`/plugins/<name>` and below). With it they

@@ -24,7 +24,7 @@ pub enum HostError {
 }
 
 impl HostError {
-    /// The seed's wording for a call made without its permission.
+    /// The contract's wording for a call made without its permission (docs/design.md#errors).
     ///
     /// ```
     /// use plugd_core::{HostError, Permission};
@@ -74,7 +74,7 @@ pub enum PluginError {
 }
 
 impl PluginError {
-    /// The seed's wording for a hook that ran past its deadline.
+    /// The contract's wording for a hook that ran past its deadline (docs/design.md#errors).
     ///
     /// ```
     /// use plugd_core::{HookType, PluginError};
@@ -118,7 +118,7 @@ pub enum LoadError {
     /// The manifest was missing or invalid.
     #[error(transparent)]
     Manifest(#[from] plugd_manifest::ManifestError),
-    /// The plugin's path does not exist (the seed's wording).
+    /// The plugin's path does not exist (the contract's wording, docs/design.md#errors).
     #[error("plugin file not found: {}", .0.display())]
     NotFound(PathBuf),
     /// The config entry names a plugin whose manifest says otherwise.

@@ -168,8 +168,8 @@ impl<'a> InitContext<'a> {
         self
     }
 
-    /// The plugin's background tasks: keep the handle and spawn in `start`; the host
-    /// cancels them when the plugin stops and awaits them before `cleanup`.
+    /// The plugin's background tasks (docs/design.md#lifecycle): keep the handle and spawn in
+    /// `start`; the host cancels them when the plugin stops and awaits them before `cleanup`.
     pub fn tasks(&self) -> Result<Tasks, HostError> {
         self.tasks
             .cloned()
@@ -343,7 +343,7 @@ impl<'a> InitContext<'a> {
 ///
 /// Lifecycle: `init` (register hooks and routes; no background work) → `start` (open connections,
 /// begin work) → serving → `stop` (idempotent) → `cleanup` (release everything). Plugins start in
-/// dependency order and stop in reverse. Hooks may do what DESIGN's table says: `pre_request`
+/// dependency order and stop in reverse. Hooks may do what docs/design.md#hooks says: `pre_request`
 /// changes request headers or answers early; `post_request` replaces the response; `pre_response`
 /// changes status, headers and body; `post_response`, `startup` and `shutdown` observe.
 ///

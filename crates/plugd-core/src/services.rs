@@ -52,7 +52,7 @@ impl Providers for NoProviders {
     }
 }
 
-/// The host's service container (the contract's ServiceContainer): what every plugin exported.
+/// The host's service container: what every plugin exported (docs/design.md#events-and-services).
 pub struct Services {
     typed: RwLock<HashMap<(String, String), Typed>>,
     providers: Arc<dyn Providers>,
@@ -72,7 +72,7 @@ impl std::fmt::Debug for Services {
     }
 }
 
-/// The contract's wording of a missing service.
+/// The contract's wording of a missing service (docs/design.md#errors).
 pub(crate) fn not_found(plugin: &str, service: &str) -> HostError {
     HostError::NotFound(format!(
         "service not found: plugin '{plugin}' does not export '{service}'"

@@ -1,7 +1,7 @@
 //! The host's status records: one row per plugin, one per plugin and hook type (`route`
 //! included), metric events and denied calls — written by a status backend ([`StatusSink`]; the
-//! SQLite one keeps them in `host.db` as the seed's `plugins`, `plugin_hooks`, `plugin_metrics`
-//! and `plugin_audit` tables).
+//! SQLite one keeps them in `host.db` as the tables `plugins`, `plugin_hooks`, `plugin_metrics`
+//! (shaped as the contract's dashboard expects) and `plugin_audit`; docs/design.md#state).
 //!
 //! The request path only bumps the atomic counters it always did. A background task reads them
 //! every `status.interval` into a [`StatusReport`] and hands it to the backend, which writes it

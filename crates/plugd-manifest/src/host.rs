@@ -1,5 +1,5 @@
-//! The host config: `plugd.yaml` / `plugd.json` / `plugd.toml`, with the keys of DESIGN's
-//! "Host config keys".
+//! The host config: `plugd.yaml` / `plugd.json` / `plugd.toml`, with the keys listed in
+//! docs/design.md#host-config.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -831,7 +831,7 @@ pub struct NetworkGrant {
     pub allow: Vec<String>,
 }
 
-/// A grant the manifest does not declare. Displays the seed's message:
+/// A grant the manifest does not declare. Displays the contract's message (docs/design.md#errors):
 /// `permission mismatch: plugin requests 'database' permission but manifest does not declare it`,
 /// followed by the plugin's name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -1477,8 +1477,8 @@ mod tests {
     use crate::{ExecLimits, ExecRule};
     use serde_json::json;
 
-    /// Seed 004's framework config examples, verbatim.
-    const SEED_YAML: &str = r#"plugins:
+    /// The contract's framework config examples (docs/design.md#contract), verbatim.
+    const CONTRACT_YAML: &str = r#"plugins:
   enabled: true
   directory: ./plugins
   
@@ -1517,7 +1517,7 @@ mod tests {
         exec: false
 "#;
 
-    const SEED_JSON: &str = r#"{
+    const CONTRACT_JSON: &str = r#"{
   "plugins": {
     "enabled": true,
     "directory": "./plugins",
@@ -1541,7 +1541,7 @@ mod tests {
   }
 }"#;
 
-    const SEED_TOML: &str = r#"[plugins]
+    const CONTRACT_TOML: &str = r#"[plugins]
 enabled = true
 directory = "./plugins"
 
@@ -1561,8 +1561,8 @@ cache = true
 router = true
 "#;
 
-    /// The seed's YAML example, in JSON.
-    const SEED_YAML_AS_JSON: &str = r#"{"plugins": {"enabled": true, "directory": "./plugins", "plugins": [
+    /// The contract's YAML example, in JSON.
+    const CONTRACT_YAML_AS_JSON: &str = r#"{"plugins": {"enabled": true, "directory": "./plugins", "plugins": [
       {"name": "auth-plugin", "enabled": true, "path": "./plugins/auth-plugin", "priority": 200,
        "config": {"jwt_secret": "my-secret-key", "token_ttl": "24h", "refresh_enabled": true},
        "permissions": {"database": true, "cache": true, "router": true, "config": true,
@@ -1572,7 +1572,7 @@ router = true
        "permissions": {"database": false, "cache": false, "router": false, "config": true,
                        "filesystem": true, "network": false, "exec": false}}]}}"#;
 
-    /// Every key of DESIGN's "Host config keys", in YAML.
+    /// Every key of docs/design.md#host-config, in YAML.
     const FULL_YAML: &str = r#"
 server: { listen: "0.0.0.0:9000", body_limit: 512KiB }
 admin: { listen: "127.0.0.1:9001", token: s3cret }
@@ -1741,12 +1741,12 @@ exec = { allow = ["/usr/bin/convert"] }
     }
 
     #[test]
-    fn seed_examples_parse_to_equal_values() {
-        let json = parse(SEED_JSON, Format::Json).unwrap();
-        let toml = parse(SEED_TOML, Format::Toml).unwrap();
+    fn contract_config_examples_parse_to_equal_values() {
+        let json = parse(CONTRACT_JSON, Format::Json).unwrap();
+        let toml = parse(CONTRACT_TOML, Format::Toml).unwrap();
         assert_eq!(json, toml);
-        let yaml = parse(SEED_YAML, Format::Yaml).unwrap();
-        assert_eq!(yaml, parse(SEED_YAML_AS_JSON, Format::Json).unwrap());
+        let yaml = parse(CONTRACT_YAML, Format::Yaml).unwrap();
+        assert_eq!(yaml, parse(CONTRACT_YAML_AS_JSON, Format::Json).unwrap());
 
         let auth = json.plugin("auth-plugin").unwrap();
         assert!(auth.enabled);
@@ -2326,7 +2326,7 @@ exec = { allow = ["/usr/bin/convert"] }
             "permission mismatch: plugin requests 'router' permission but manifest does not declare it (plugin 'auth-plugin')"
         );
 
-        // From a config file: the seed's message, verbatim.
+        // From a config file: the contract's message, verbatim (docs/design.md#errors).
         let c = HostConfig::from_str(
             "plugins:\n  plugins:\n    - name: auth-plugin\n      permissions: { database: true }\n",
             Format::Yaml,

@@ -4,8 +4,8 @@
 //! nothing else.
 //!
 //! - [`Manifest`]: a plugin's `plugin.yaml` / `plugin.json` / `plugin.toml`, validated with the
-//!   messages of the plugin system reference (seed 004), verbatim.
-//! - [`HostConfig`]: the host's config file, every key of DESIGN's "Host config keys".
+//!   contract's messages, verbatim (docs/design.md#manifest, docs/design.md#errors).
+//! - [`HostConfig`]: the host's config file, every key of docs/design.md#host-config.
 //! - [`ConfigSchema`]: a plugin's config schema, and validation of the config the host gives it.
 //! - [`effective_permissions`]: what a plugin may do — declared ∩ granted.
 //!

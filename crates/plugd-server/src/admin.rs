@@ -381,7 +381,7 @@ pub(crate) async fn get_health(
     get, path = "/admin/plugins/{name}/metrics", tag = "plugins",
     params(("name" = String, Path, description = "Plugin name")),
     responses(
-        (status = 200, description = "Its metrics (the seed's GetPluginMetrics): load, errors, hooks, routes, its own series", body = PluginMetricsReport),
+        (status = 200, description = "Its metrics (the contract's GetPluginMetrics): load, errors, hooks, routes, its own series", body = PluginMetricsReport),
         (status = 401, description = "No or wrong admin token", body = ApiError),
         (status = 404, description = "No plugin by that name", body = ApiError),
     )
