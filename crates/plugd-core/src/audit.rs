@@ -47,7 +47,7 @@ impl Auditor {
         }
     }
 
-    /// Check a permission: a missing one is the seed's `permission denied: plugin 'x' attempted
+    /// Check a permission: a missing one is the contract's `permission denied: plugin 'x' attempted
     /// database access without permission`, recorded with `call` as the audit detail.
     ///
     /// ```

@@ -119,7 +119,7 @@ pub(crate) fn merged_before_after(
     }
 }
 
-/// The seed's framework check, against this plugd's version.
+/// The framework check of the contract (docs/design.md#manifest), against this plugd's version.
 pub(crate) fn framework_error(manifest: &Manifest) -> Option<String> {
     let req = manifest.framework.as_ref()?;
     let ours = semver::Version::parse(FRAMEWORK_VERSION).ok()?;
