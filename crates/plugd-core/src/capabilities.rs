@@ -97,9 +97,9 @@ impl Capabilities {
                 (plugin.clone(), auditor.clone(), root.clone(), files.clone());
             Some(
                 tokio::task::spawn_blocking(move || {
-                    make_private_dir(&root)?;
+                    make_private_dir(&root).map_err(|e| e.to_string())?;
                     if let Some(files) = &files {
-                        make_private_dir(files)?;
+                        make_private_dir(files).map_err(|e| e.to_string())?;
                     }
                     Database::open(&name, &path, migrations.as_deref(), auditor)
                 })
@@ -108,10 +108,10 @@ impl Capabilities {
             )
         } else {
             if wants_dir {
-                make_private_dir(&root)?;
+                make_private_dir(&root).map_err(|e| e.to_string())?;
             }
             if let Some(files) = &files {
-                make_private_dir(files)?;
+                make_private_dir(files).map_err(|e| e.to_string())?;
             }
             None
         };

@@ -236,6 +236,16 @@ fn overreach(entry: &PluginEntry, c: &Checked) -> Option<String> {
     })
 }
 
+/// Everything [`check_config`] found wrong, each problem naming its plugin; displayed one per
+/// line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", problems.join("\n"))]
+#[non_exhaustive]
+pub struct ConfigProblems {
+    /// The problems, in the order the plugins are listed.
+    pub problems: Vec<String>,
+}
+
 /// Check a host config's enabled plugins (manifests, grants, config schemas, framework versions,
 /// dependencies, ordering) without running any of them. Every problem found is returned, each
 /// naming its plugin.
@@ -245,7 +255,7 @@ fn overreach(entry: &PluginEntry, c: &Checked) -> Option<String> {
 /// let report = plugd_core::check_config(&config).unwrap();
 /// assert!(report.start_order.is_empty());
 /// ```
-pub fn check_config(config: &HostConfig) -> Result<CheckReport, Vec<String>> {
+pub fn check_config(config: &HostConfig) -> Result<CheckReport, ConfigProblems> {
     let mut errors = Vec::new();
     let mut checked = Vec::new();
     if config.plugins.enabled {
@@ -262,7 +272,7 @@ pub fn check_config(config: &HostConfig) -> Result<CheckReport, Vec<String>> {
         }
     }
     if !errors.is_empty() {
-        return Err(errors);
+        return Err(ConfigProblems { problems: errors });
     }
     let nodes: Vec<OrderNode<'_>> = checked
         .iter()
@@ -273,7 +283,9 @@ pub fn check_config(config: &HostConfig) -> Result<CheckReport, Vec<String>> {
             after: &c.after,
         })
         .collect();
-    let order = order_nodes(&nodes).map_err(|e| vec![e.to_string()])?;
+    let order = order_nodes(&nodes).map_err(|e| ConfigProblems {
+        problems: vec![e.to_string()],
+    })?;
     Ok(CheckReport {
         start_order: order
             .into_iter()

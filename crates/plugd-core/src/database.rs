@@ -247,7 +247,8 @@ impl Database {
         migrations: Option<&Path>,
         auditor: Auditor,
     ) -> Result<Database, String> {
-        let context = |e: String| format!("the database of plugin '{plugin}': {e}");
+        let context =
+            |e: crate::private::FileError| format!("the database of plugin '{plugin}': {e}");
         crate::private::create_database_file(path).map_err(context)?;
         let conn = Connection::open(path).map_err(|e| {
             format!(

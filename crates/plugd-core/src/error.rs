@@ -179,9 +179,9 @@ pub enum LoadError {
         /// The dependency that failed.
         dependency: String,
     },
-    /// The host's own storage failed.
+    /// The host's own files (the data directory) could not be made.
     #[error("storage: {0}")]
-    Storage(String),
+    Storage(#[from] crate::private::FileError),
     /// A backend the host was built with failed to start.
     #[error("{what}: {source}")]
     Backend {

@@ -70,7 +70,7 @@ pub use cache::{
     MemoryCache, PluginCache,
 };
 pub use capabilities::{Capabilities, CapabilityOptions};
-pub use check::{CheckReport, Checked, GrantReport, check_config, check_entry};
+pub use check::{CheckReport, Checked, ConfigProblems, GrantReport, check_config, check_entry};
 pub use cpu::{CPU_WINDOW, CpuStatus, Throttle};
 pub use database::{Database, Rows, SqlValue, Statement};
 pub use dispatch::{DispatchTable, Dispatcher};
@@ -100,7 +100,7 @@ pub use metrics::{
 pub use order::{OrderError, OrderNode, dependency_graph, order_nodes, start_order};
 pub use outbound::{AllowRule, IncomingResponse, NetworkAllow, Outbound, OutgoingRequest};
 pub use plugin::{Action, InitContext, Plugin, Resources};
-pub use private::make_private_dir;
+pub use private::{FileError, make_private_dir};
 pub use registrations::{
     MIN_TIMER_INTERVAL, MiddlewareReg, Registrations, RouteOptions, RouteReg, glob_matches,
 };

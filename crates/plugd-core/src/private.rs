@@ -1,20 +1,71 @@
-//! Owner-only folders and files under `data_dir` (public for the storage backends): the folders plugd makes are mode 0700 and the
-//! SQLite files it opens (`host.db`, a plugin's `db.sqlite`, with their `-wal` and `-shm`) mode
+//! Owner-only folders and files under `data_dir` (public for the storage backends): the folders
+//! plugd makes are mode 0700 and the SQLite files it opens (`host.db`, a plugin's `db.sqlite`, with their `-wal` and `-shm`) mode
 //! 0600, whatever the umask — other local users must not read plugin storage. Modes are set
 //! explicitly (not left to the umask) and tightened on files an earlier version left open.
 //! Elsewhere than Unix these are plain `create_dir_all` and no-ops.
 
 use std::path::{Path, PathBuf};
 
+/// A folder or file under `data_dir` that could not be made or made private: what, where, and
+/// the operating system's reason.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FileError {
+    /// A folder could not be created.
+    #[error("cannot create directory {}: {source}", path.display())]
+    CreateDir {
+        /// The folder.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The data directory could not be created or read.
+    #[error("cannot {action} data directory {}: {source}", path.display())]
+    DataDir {
+        /// `create` or `read`.
+        action: &'static str,
+        /// The data directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A database file could not be created.
+    #[error("cannot create {}: {source}", path.display())]
+    CreateFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Its mode could not be set to owner-only.
+    #[error("cannot make {} private ({mode}): {source}", path.display())]
+    MakePrivate {
+        /// The folder or file.
+        path: PathBuf,
+        /// `0700` or `0600`.
+        mode: &'static str,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
 /// Create a folder (and any missing parents, each 0700) and make it mode 0700: what plugd keeps
 /// for itself (the data directory's folders, the compile cache, the admin token's folder).
-pub fn make_private_dir(dir: &Path) -> Result<(), String> {
-    create_dirs(dir).map_err(|e| format!("cannot create directory {}: {e}", dir.display()))?;
+pub fn make_private_dir(dir: &Path) -> Result<(), FileError> {
+    create_dirs(dir).map_err(|source| FileError::CreateDir {
+        path: dir.to_path_buf(),
+        source,
+    })?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-            .map_err(|e| format!("cannot make {} private (0700): {e}", dir.display()))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(
+            |source| FileError::MakePrivate {
+                path: dir.to_path_buf(),
+                mode: "0700",
+                source,
+            },
+        )?;
     }
     Ok(())
 }
@@ -22,17 +73,21 @@ pub fn make_private_dir(dir: &Path) -> Result<(), String> {
 /// The data directory: created 0700 (with any missing parents); an existing one that others
 /// may enter is tightened to 0700, or, when plugd may not change it, left with a warning (the
 /// files plugd keeps in it are 0600 anyway).
-pub fn make_data_dir(dir: &Path) -> Result<(), String> {
+pub fn make_data_dir(dir: &Path) -> Result<(), FileError> {
+    let failed = |action, source| FileError::DataDir {
+        action,
+        path: dir.to_path_buf(),
+        source,
+    };
     if !dir.exists() {
-        create_dirs(dir)
-            .map_err(|e| format!("cannot create data directory {}: {e}", dir.display()))?;
+        create_dirs(dir).map_err(|e| failed("create", e))?;
         return make_private_dir(dir);
     }
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(dir)
-            .map_err(|e| format!("data directory {}: {e}", dir.display()))?
+            .map_err(|e| failed("read", e))?
             .permissions()
             .mode()
             & 0o777;
@@ -68,7 +123,7 @@ fn create_dirs(dir: &Path) -> std::io::Result<()> {
 
 /// Make sure the SQLite database `path` exists with mode 0600 before SQLite opens it: SQLite
 /// gives its `-wal`, `-shm` and `-journal` files the mode of the database file.
-pub fn create_database_file(path: &Path) -> Result<(), String> {
+pub fn create_database_file(path: &Path) -> Result<(), FileError> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(false);
     #[cfg(unix)]
@@ -79,13 +134,16 @@ pub fn create_database_file(path: &Path) -> Result<(), String> {
     options
         .open(path)
         .map(drop)
-        .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+        .map_err(|source| FileError::CreateFile {
+            path: path.to_path_buf(),
+            source,
+        })?;
     restrict_database_files(path)
 }
 
 /// Mode 0600 for the database `path` and those of its `-wal`, `-shm` and `-journal` that
 /// exist (an earlier plugd, or the umask, may have left them readable by others).
-pub fn restrict_database_files(path: &Path) -> Result<(), String> {
+pub fn restrict_database_files(path: &Path) -> Result<(), FileError> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -93,8 +151,10 @@ pub fn restrict_database_files(path: &Path) -> Result<(), String> {
             match std::fs::symlink_metadata(&file) {
                 Ok(meta) if meta.is_file() && meta.permissions().mode() & 0o777 != 0o600 => {
                     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
-                        .map_err(|e| {
-                            format!("cannot make {} private (0600): {e}", file.display())
+                        .map_err(|source| FileError::MakePrivate {
+                            path: file.clone(),
+                            mode: "0600",
+                            source,
                         })?;
                 }
                 _ => {}

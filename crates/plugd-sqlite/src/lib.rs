@@ -54,8 +54,8 @@ pub enum SqliteError {
         source: rusqlite::Error,
     },
     /// A folder or file could not be made private.
-    #[error("{0}")]
-    Files(String),
+    #[error(transparent)]
+    Files(#[from] plugd_core::FileError),
 }
 
 /// The SQLite backends of one data directory.

@@ -157,7 +157,7 @@ impl Cache {
     }
 
     fn store(&self, path: &Path, bytes: &[u8]) -> Result<(), String> {
-        plugd_core::make_private_dir(&self.dir)?;
+        plugd_core::make_private_dir(&self.dir).map_err(|e| e.to_string())?;
         #[cfg(unix)]
         // SAFETY: as in `check_private`.
         private_to(&self.dir, unsafe { libc::geteuid() }, true)?;

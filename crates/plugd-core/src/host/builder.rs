@@ -114,7 +114,7 @@ impl HostBuilder {
         if let Some(dir) = self.data_dir {
             config.data_dir = dir;
         }
-        crate::private::make_data_dir(&config.data_dir).map_err(LoadError::Storage)?;
+        crate::private::make_data_dir(&config.data_dir)?;
         let kv = self.kv.unwrap_or_else(|| Arc::new(MemoryKv::default()));
         let status_sink = self
             .status
