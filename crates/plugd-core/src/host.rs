@@ -29,6 +29,7 @@ use crate::events::{Event, EventBus, EventTransport, Publisher, SubscriptionInfo
 use crate::health::HealthReport;
 use crate::kv::{KvBackend, MemoryKv, PluginStore};
 use crate::order::{OrderError, OrderNode, order_nodes};
+use crate::outbound::HttpClient;
 use crate::plugin::{Health, InitContext, Plugin, Registrations};
 use crate::services::Services;
 use crate::state::{DisabledBy, ErrorRecord, HookMetrics, Phase, PluginState, Status};
@@ -395,6 +396,7 @@ pub struct HostBuilder {
     status: Option<Arc<dyn StatusSink>>,
     cache: Option<Arc<dyn CacheBackend>>,
     events: Option<Arc<dyn EventTransport>>,
+    http: Option<Arc<dyn HttpClient>>,
 }
 
 impl std::fmt::Debug for HostBuilder {
@@ -427,6 +429,14 @@ impl HostBuilder {
     /// events stay on this host).
     pub fn events(mut self, transport: Arc<dyn EventTransport>) -> Self {
         self.events = Some(transport);
+        self
+    }
+
+    /// Send plugins' outbound HTTP (the `network` capability) through `client` (default: none;
+    /// a plugin granted `network` fails to load). The `plugd` façade wires reqwest
+    /// (`plugd-std`); the allowlist, caps, deadlines and auditing stay in the host.
+    pub fn http(mut self, client: Arc<dyn HttpClient>) -> Self {
+        self.http = Some(client);
         self
     }
 
@@ -498,6 +508,7 @@ impl HostBuilder {
                         .map_or_else(EventBus::default, EventBus::with_transport),
                 ),
                 cache,
+                http: self.http,
                 audit: Arc::default(),
                 started_at: SystemTime::now(),
                 reloads: Default::default(),
@@ -527,6 +538,7 @@ pub(crate) struct Inner {
     dispatcher: Dispatcher,
     pub(crate) bus: Arc<EventBus>,
     cache: Arc<dyn CacheBackend>,
+    http: Option<Arc<dyn HttpClient>>,
     pub(crate) audit: Arc<AuditLog>,
     started_at: SystemTime,
     reloads: reload::Reloads,
@@ -1593,6 +1605,7 @@ impl Host {
                 Some(c.loaded.state.clone()),
                 Some(self.inner.audit.clone()),
             ),
+            http: self.inner.http.clone(),
         })
         .await
         .map_err(|message| LoadError::Runtime {

@@ -93,7 +93,10 @@ pub use metrics::{
     BUCKETS_MS, DurationHistogram, MAX_SERIES_PER_PLUGIN, MetricSample, PluginMetrics,
 };
 pub use order::{OrderError, OrderNode, dependency_graph, order_nodes, start_order};
-pub use outbound::{AllowRule, IncomingResponse, NetworkAllow, Outbound, OutgoingRequest};
+pub use outbound::{
+    AllowRule, HttpClient, HttpError, HttpRequest, HttpResponse, IncomingResponse, NetworkAllow,
+    Outbound, OutgoingRequest,
+};
 pub use plugin::{
     Action, Health, InitContext, MIN_TIMER_INTERVAL, MiddlewareReg, Plugin, Registrations,
     Resources, RouteOptions, RouteReg, glob_matches,
@@ -114,11 +117,25 @@ pub use plugd_manifest::{ExecGrant, ExecLimits, ExecRule, HookType, Permission};
 
 /// The conformance suites every backend of a capability runs against itself (feature
 /// `testing`): `plugd_core::testing::kv_backend(Arc::new(MyKv::new()))` in its tests.
+///
+/// ```text
+/// kv_backend       KvBackend         plugd-sqlite, MemoryKv
+/// cache_backend    CacheBackend      MemoryCache
+/// event_transport  EventTransport    MemoryHub
+/// http_client      HttpClient        plugd-std (reqwest)
+/// ```
 #[cfg(feature = "testing")]
 pub mod testing {
+
     pub use crate::cache::conformance::cache_backend;
     pub use crate::events::conformance::event_transport;
     pub use crate::kv::conformance::kv_backend;
+    pub use crate::outbound::conformance::http_client;
+}
+
+/// Limits of the `network` capability (outbound HTTP).
+pub mod outbound_limits {
+    pub use crate::outbound::{DEFAULT_TIMEOUT, MAX_REDIRECTS, MAX_RESPONSE_BYTES};
 }
 
 /// Limits of the `database` capability.
