@@ -24,7 +24,7 @@ use plugd_manifest::{HostConfig, Permission, PluginEntry};
 use crate::audit::AuditLog;
 use crate::database::Database;
 use crate::error::HostError;
-use crate::exec::Exec;
+use crate::exec::{CommandRunner, Exec};
 use crate::host_config::HostConfigView;
 use crate::outbound::{HttpClient, NetworkAllow, Outbound};
 use crate::private::make_private_dir;
@@ -128,6 +128,8 @@ pub struct CapabilityOptions<'a> {
     /// The backend of outbound HTTP (`network`); a plugin granted `network` on a host without
     /// one fails to load.
     pub http: Option<Arc<dyn HttpClient>>,
+    /// The backend of `exec`; a plugin granted `exec` on a host without one fails to load.
+    pub commands: Option<Arc<dyn CommandRunner>>,
 }
 
 /// The gated capabilities of one plugin. Cheap to clone; what is not granted is not opened.
@@ -212,10 +214,21 @@ impl Capabilities {
         } else {
             None
         };
-        let exec = granted.contains(&Permission::Exec).then(|| {
+        let exec = if granted.contains(&Permission::Exec) {
             let grant = entry.map(|e| e.exec.clone()).unwrap_or_default();
-            Exec::new(&plugin, grant, root.clone(), auditor.clone())
-        });
+            let runner = options
+                .commands
+                .ok_or_else(|| missing(&plugin, "exec", "command", "commands"))?;
+            Some(Exec::new(
+                &plugin,
+                grant,
+                root.clone(),
+                runner,
+                auditor.clone(),
+            ))
+        } else {
+            None
+        };
         let host_config = granted
             .contains(&Permission::Config)
             .then(|| HostConfigView::new(options.host, &plugin));
@@ -326,6 +339,7 @@ mod tests {
             plugin_dir: None,
             auditor: Auditor::new("p", Some(state.clone()), Some(log.clone())),
             http: None,
+            commands: None,
         })
         .await
         .unwrap();
@@ -374,6 +388,7 @@ mod tests {
             plugin_dir: None,
             auditor: Auditor::new("p", None, None),
             http: None,
+            commands: None,
         })
         .await
         .unwrap_err();
@@ -394,6 +409,7 @@ mod tests {
             plugin_dir: None,
             auditor: Auditor::new("p", None, None),
             http: None,
+            commands: None,
         })
         .await
         .unwrap_err();

@@ -26,6 +26,7 @@ use crate::cpu::CpuStatus;
 use crate::dispatch::{DispatchTable, Dispatcher};
 use crate::error::{BoxError, LoadError, PluginError};
 use crate::events::{Event, EventBus, EventTransport, Publisher, SubscriptionInfo};
+use crate::exec::CommandRunner;
 use crate::health::HealthReport;
 use crate::kv::{KvBackend, MemoryKv, PluginStore};
 use crate::order::{OrderError, OrderNode, order_nodes};
@@ -397,6 +398,7 @@ pub struct HostBuilder {
     cache: Option<Arc<dyn CacheBackend>>,
     events: Option<Arc<dyn EventTransport>>,
     http: Option<Arc<dyn HttpClient>>,
+    commands: Option<Arc<dyn CommandRunner>>,
 }
 
 impl std::fmt::Debug for HostBuilder {
@@ -437,6 +439,15 @@ impl HostBuilder {
     /// (`plugd-std`); the allowlist, caps, deadlines and auditing stay in the host.
     pub fn http(mut self, client: Arc<dyn HttpClient>) -> Self {
         self.http = Some(client);
+        self
+    }
+
+    /// Run plugins' commands (the `exec` capability) through `runner` (default: none; a plugin
+    /// granted `exec` fails to load). The `plugd` façade wires process groups with resource
+    /// limits (`plugd-std`); `exec.allow`, the environment, caps, deadlines and auditing stay in
+    /// the host.
+    pub fn commands(mut self, runner: Arc<dyn CommandRunner>) -> Self {
+        self.commands = Some(runner);
         self
     }
 
@@ -509,6 +520,7 @@ impl HostBuilder {
                 ),
                 cache,
                 http: self.http,
+                commands: self.commands,
                 audit: Arc::default(),
                 started_at: SystemTime::now(),
                 reloads: Default::default(),
@@ -539,6 +551,7 @@ pub(crate) struct Inner {
     pub(crate) bus: Arc<EventBus>,
     cache: Arc<dyn CacheBackend>,
     http: Option<Arc<dyn HttpClient>>,
+    commands: Option<Arc<dyn CommandRunner>>,
     pub(crate) audit: Arc<AuditLog>,
     started_at: SystemTime,
     reloads: reload::Reloads,
@@ -1606,6 +1619,7 @@ impl Host {
                 Some(self.inner.audit.clone()),
             ),
             http: self.inner.http.clone(),
+            commands: self.inner.commands.clone(),
         })
         .await
         .map_err(|message| LoadError::Runtime {

@@ -80,7 +80,7 @@ pub use exchange::{
     Exchange, FRAMING_HEADERS, Identity, MAX_HEADER_BYTES, MAX_HEADER_VALUE_BYTES, MAX_HEADERS,
     Refusal, Response, Stage, is_framing_header,
 };
-pub use exec::{CommandOutput, Exec};
+pub use exec::{CommandOutput, CommandRunner, CommandSpec, Exec, RunError};
 pub use gate::{Gate, GateError, OwnedPass, Pass};
 pub use health::{HealthReport, HealthSummary, PluginSummary};
 pub use host::{
@@ -123,12 +123,14 @@ pub use plugd_manifest::{ExecGrant, ExecLimits, ExecRule, HookType, Permission};
 /// cache_backend    CacheBackend      MemoryCache
 /// event_transport  EventTransport    MemoryHub
 /// http_client      HttpClient        plugd-std (reqwest)
+/// command_runner   CommandRunner     plugd-std (process groups)
 /// ```
 #[cfg(feature = "testing")]
 pub mod testing {
 
     pub use crate::cache::conformance::cache_backend;
     pub use crate::events::conformance::event_transport;
+    pub use crate::exec::conformance::command_runner;
     pub use crate::kv::conformance::kv_backend;
     pub use crate::outbound::conformance::http_client;
 }
@@ -136,6 +138,11 @@ pub mod testing {
 /// Limits of the `network` capability (outbound HTTP).
 pub mod outbound_limits {
     pub use crate::outbound::{DEFAULT_TIMEOUT, MAX_REDIRECTS, MAX_RESPONSE_BYTES};
+}
+
+/// Limits of the `exec` capability.
+pub mod exec_limits {
+    pub use crate::exec::{DEFAULT_TIMEOUT, MAX_OUTPUT_BYTES, PATH};
 }
 
 /// Limits of the `database` capability.

@@ -253,7 +253,8 @@ impl TestHostBuilder {
             .loader(runtime)
             .kv(sqlite.kv)
             .status_sink(sqlite.status)
-            .http(std::sync::Arc::new(http));
+            .http(std::sync::Arc::new(http))
+            .commands(std::sync::Arc::new(plugd_std::ProcessRunner));
         for (manifest, add) in self.natives {
             names.push(manifest.name.clone());
             builder = add(builder);

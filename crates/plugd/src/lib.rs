@@ -107,7 +107,8 @@ pub fn with_embedded_backends(
 }
 
 /// `builder` with the standard backends ([`plugd_std`]): outbound HTTP through reqwest for the
-/// `network` capability. Feature `std`; without it a plugin granted `network` fails to load.
+/// `network` capability, process groups with resource limits for `exec`. Feature `std`; without
+/// it a plugin granted `network` or `exec` fails to load.
 ///
 /// ```
 /// let dir = std::env::temp_dir().join(format!("plugd-std-facade-doc-{}", std::process::id()));
@@ -119,5 +120,7 @@ pub fn with_std_backends(
     builder: plugd_core::HostBuilder,
 ) -> Result<plugd_core::HostBuilder, SetupError> {
     let http = plugd_std::ReqwestClient::new()?;
-    Ok(builder.http(std::sync::Arc::new(http)))
+    Ok(builder
+        .http(std::sync::Arc::new(http))
+        .commands(std::sync::Arc::new(plugd_std::ProcessRunner)))
 }
