@@ -399,6 +399,7 @@ pub struct HostBuilder {
     events: Option<Arc<dyn EventTransport>>,
     http: Option<Arc<dyn HttpClient>>,
     commands: Option<Arc<dyn CommandRunner>>,
+    watcher: Option<Arc<dyn crate::watch::FileWatcher>>,
 }
 
 impl std::fmt::Debug for HostBuilder {
@@ -448,6 +449,14 @@ impl HostBuilder {
     /// the host.
     pub fn commands(mut self, runner: Arc<dyn CommandRunner>) -> Self {
         self.commands = Some(runner);
+        self
+    }
+
+    /// Watch plugin folders and the config file through `watcher` when `plugins.hot_reload` is
+    /// on (default: none; hot reload is then off, with an error logged at start). The `plugd`
+    /// façade wires notify (`plugd-std`).
+    pub fn watcher(mut self, watcher: Arc<dyn crate::watch::FileWatcher>) -> Self {
+        self.watcher = Some(watcher);
         self
     }
 
@@ -521,6 +530,7 @@ impl HostBuilder {
                 cache,
                 http: self.http,
                 commands: self.commands,
+                watcher: self.watcher,
                 audit: Arc::default(),
                 started_at: SystemTime::now(),
                 reloads: Default::default(),
@@ -552,6 +562,7 @@ pub(crate) struct Inner {
     cache: Arc<dyn CacheBackend>,
     http: Option<Arc<dyn HttpClient>>,
     commands: Option<Arc<dyn CommandRunner>>,
+    pub(crate) watcher: Option<Arc<dyn crate::watch::FileWatcher>>,
     pub(crate) audit: Arc<AuditLog>,
     started_at: SystemTime,
     reloads: reload::Reloads,

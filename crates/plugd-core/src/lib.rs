@@ -111,7 +111,7 @@ pub use status::{
 pub use supervise::{ERROR_THRESHOLD_TOPIC, SupervisionStatus};
 pub use tasks::Tasks;
 pub use threshold::{ThresholdStatus, WINDOW_SLOTS};
-pub use watch::{Change, Watch, watch};
+pub use watch::{Change, FileWatcher, PathSink, Watch, WatchError, WatchTarget, watch};
 
 pub use plugd_manifest::{ExecGrant, ExecLimits, ExecRule, HookType, Permission};
 
@@ -124,6 +124,7 @@ pub use plugd_manifest::{ExecGrant, ExecLimits, ExecRule, HookType, Permission};
 /// event_transport  EventTransport    MemoryHub
 /// http_client      HttpClient        plugd-std (reqwest)
 /// command_runner   CommandRunner     plugd-std (process groups)
+/// file_watcher     FileWatcher       plugd-std (notify)
 /// ```
 #[cfg(feature = "testing")]
 pub mod testing {
@@ -133,6 +134,7 @@ pub mod testing {
     pub use crate::exec::conformance::command_runner;
     pub use crate::kv::conformance::kv_backend;
     pub use crate::outbound::conformance::http_client;
+    pub use crate::watch::conformance::file_watcher;
 }
 
 /// Limits of the `network` capability (outbound HTTP).

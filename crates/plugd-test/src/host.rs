@@ -254,7 +254,8 @@ impl TestHostBuilder {
             .kv(sqlite.kv)
             .status_sink(sqlite.status)
             .http(std::sync::Arc::new(http))
-            .commands(std::sync::Arc::new(plugd_std::ProcessRunner));
+            .commands(std::sync::Arc::new(plugd_std::ProcessRunner))
+            .watcher(std::sync::Arc::new(plugd_std::NotifyWatcher));
         for (manifest, add) in self.natives {
             names.push(manifest.name.clone());
             builder = add(builder);

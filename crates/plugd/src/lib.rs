@@ -107,8 +107,9 @@ pub fn with_embedded_backends(
 }
 
 /// `builder` with the standard backends ([`plugd_std`]): outbound HTTP through reqwest for the
-/// `network` capability, process groups with resource limits for `exec`. Feature `std`; without
-/// it a plugin granted `network` or `exec` fails to load.
+/// `network` capability, process groups with resource limits for `exec`, notify for
+/// `plugins.hot_reload`. Feature `std`; without it a plugin granted `network` or `exec` fails to
+/// load, and hot reload is off.
 ///
 /// ```
 /// let dir = std::env::temp_dir().join(format!("plugd-std-facade-doc-{}", std::process::id()));
@@ -122,5 +123,6 @@ pub fn with_std_backends(
     let http = plugd_std::ReqwestClient::new()?;
     Ok(builder
         .http(std::sync::Arc::new(http))
-        .commands(std::sync::Arc::new(plugd_std::ProcessRunner)))
+        .commands(std::sync::Arc::new(plugd_std::ProcessRunner))
+        .watcher(std::sync::Arc::new(plugd_std::NotifyWatcher)))
 }
