@@ -252,8 +252,8 @@ fn validate(path: &Path) -> anyhow::Result<()> {
 
 fn check(path: &Path, json: bool) -> anyhow::Result<()> {
     let config = HostConfig::from_path(path)?;
-    let report =
-        plugd::check_config(&config).map_err(|errors| anyhow::anyhow!(errors.join("\n")))?;
+    let report = plugd::check_config_with_packages(&config)
+        .map_err(|errors| anyhow::anyhow!(errors.join("\n")))?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());

@@ -17,6 +17,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::access::RequestAccess;
+use crate::admission::{Admission, NoAdmission};
 use crate::audit::{AuditEntry, AuditLog};
 use crate::cache::{CacheBackend, MemoryCache, PluginCache};
 use crate::call::{Call, guarded};
@@ -81,7 +82,7 @@ pub struct LoaderContext<'a> {
     /// Its live state: a denied host call counts against it here.
     pub state: Arc<PluginState>,
     /// The component's bytes as the package check verified them, for a folder installed from
-    /// a package ([`plugd_pkg::check_for_load`]); `None` otherwise. A loader compiles these
+    /// a package (by the host's [`Admission`]); `None` otherwise. A loader compiles these
     /// rather than reading the file again, which may have been changed since the check.
     pub component: Option<Arc<[u8]>>,
 }
@@ -400,6 +401,7 @@ pub struct HostBuilder {
     http: Option<Arc<dyn HttpClient>>,
     commands: Option<Arc<dyn CommandRunner>>,
     watcher: Option<Arc<dyn crate::watch::FileWatcher>>,
+    admission: Option<Arc<dyn Admission>>,
 }
 
 impl std::fmt::Debug for HostBuilder {
@@ -457,6 +459,15 @@ impl HostBuilder {
     /// façade wires notify (`plugd-std`).
     pub fn watcher(mut self, watcher: Arc<dyn crate::watch::FileWatcher>) -> Self {
         self.watcher = Some(watcher);
+        self
+    }
+
+    /// Check each plugin folder with `admission` before it is loaded: the blocklist, installed
+    /// packages' digests, signatures (default: [`NoAdmission`], which refuses to load when the
+    /// config sets `plugins.blocked`, `trusted_keys` or `require_signatures`). The `plugd` façade
+    /// wires `plugd-pkg`'s.
+    pub fn admission(mut self, admission: Arc<dyn Admission>) -> Self {
+        self.admission = Some(admission);
         self
     }
 
@@ -531,6 +542,7 @@ impl HostBuilder {
                 http: self.http,
                 commands: self.commands,
                 watcher: self.watcher,
+                admission: self.admission.unwrap_or_else(|| Arc::new(NoAdmission)),
                 audit: Arc::default(),
                 started_at: SystemTime::now(),
                 reloads: Default::default(),
@@ -563,6 +575,7 @@ pub(crate) struct Inner {
     http: Option<Arc<dyn HttpClient>>,
     commands: Option<Arc<dyn CommandRunner>>,
     pub(crate) watcher: Option<Arc<dyn crate::watch::FileWatcher>>,
+    admission: Arc<dyn Admission>,
     pub(crate) audit: Arc<AuditLog>,
     started_at: SystemTime,
     reloads: reload::Reloads,
@@ -1063,7 +1076,12 @@ impl Host {
             before,
             after,
         } = check_entry(entry)?;
-        let component = check_package(entry, &manifest, &self.inner.config.plugins)?;
+        let component = check_package(
+            &*self.inner.admission,
+            entry,
+            &manifest,
+            &self.inner.config.plugins,
+        )?;
         let mut loaded = self.placeholder(entry, Some(manifest));
         loaded.access = Arc::new(RequestAccess::new(&entry.name, &granted, Some(entry)));
         loaded.granted = granted;

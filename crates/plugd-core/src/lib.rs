@@ -28,6 +28,7 @@
 //! ```
 
 mod access;
+mod admission;
 mod assets;
 mod audit;
 mod cache;
@@ -60,6 +61,7 @@ mod threshold;
 mod watch;
 
 pub use access::RequestAccess;
+pub use admission::{Admission, Admitted, NoAdmission, Refused};
 pub use assets::content_type;
 pub use audit::{AUDIT_CAPACITY, AuditEntry, AuditLog};
 pub use cache::{

@@ -255,7 +255,8 @@ impl TestHostBuilder {
             .status_sink(sqlite.status)
             .http(std::sync::Arc::new(http))
             .commands(std::sync::Arc::new(plugd_std::ProcessRunner))
-            .watcher(std::sync::Arc::new(plugd_std::NotifyWatcher));
+            .watcher(std::sync::Arc::new(plugd_std::NotifyWatcher))
+            .admission(std::sync::Arc::new(plugd_pkg::PackageAdmission));
         for (manifest, add) in self.natives {
             names.push(manifest.name.clone());
             builder = add(builder);

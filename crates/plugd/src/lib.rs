@@ -12,7 +12,7 @@
 //! |---|---|---|
 //! | `wasm` | yes | `plugd::wasm`: the wasmtime runtime, a [`Loader`] of wasm plugins |
 //! | `sqlite` | yes | `plugd::sqlite`: plugin storage and the status tables in SQLite; `with_embedded_backends` |
-//! | `std` | yes | `plugd::std_backends`: outbound HTTP (reqwest), exec, file watching; `with_std_backends` |
+//! | `std` | yes | `plugd::std_backends`: outbound HTTP (reqwest), exec, file watching; package admission; `with_std_backends`, [`check_config_with_packages`] |
 //! | `server` | yes | `plugd::server`: the axum router, the admin API and dashboard, `serve_with_admin` |
 //! | `test` | no | `plugd::test`: the `plugd-test` harness for plugin authors (`TestHost`, `tests.yaml` suites) |
 //!
@@ -108,8 +108,10 @@ pub fn with_embedded_backends(
 
 /// `builder` with the standard backends ([`plugd_std`]): outbound HTTP through reqwest for the
 /// `network` capability, process groups with resource limits for `exec`, notify for
-/// `plugins.hot_reload`. Feature `std`; without it a plugin granted `network` or `exec` fails to
-/// load, and hot reload is off.
+/// `plugins.hot_reload`, and `plugd-pkg`'s package admission (blocklist, installed digests,
+/// signatures). Feature `std`; without it a plugin granted `network` or `exec` fails to load,
+/// hot reload is off, and a config that sets `plugins.blocked`, `trusted_keys` or
+/// `require_signatures` loads nothing.
 ///
 /// ```
 /// let dir = std::env::temp_dir().join(format!("plugd-std-facade-doc-{}", std::process::id()));
@@ -124,5 +126,20 @@ pub fn with_std_backends(
     Ok(builder
         .http(std::sync::Arc::new(http))
         .commands(std::sync::Arc::new(plugd_std::ProcessRunner))
-        .watcher(std::sync::Arc::new(plugd_std::NotifyWatcher)))
+        .watcher(std::sync::Arc::new(plugd_std::NotifyWatcher))
+        .admission(std::sync::Arc::new(plugd_pkg::PackageAdmission)))
+}
+
+/// [`check_config`] with the package checks `plugd serve` makes ([`plugd_pkg::PackageAdmission`]):
+/// what `plugd check` reports. Feature `std`.
+///
+/// ```
+/// let report = plugd::check_config_with_packages(&plugd::manifest::HostConfig::default()).unwrap();
+/// assert!(report.start_order.is_empty());
+/// ```
+#[cfg(feature = "std")]
+pub fn check_config_with_packages(
+    config: &plugd_manifest::HostConfig,
+) -> Result<CheckReport, Vec<String>> {
+    check_config(config, &plugd_pkg::PackageAdmission)
 }

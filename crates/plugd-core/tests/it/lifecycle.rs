@@ -402,6 +402,7 @@ async fn the_loader_gets_the_component_bytes_the_package_check_verified() {
     );
     let host = Host::builder()
         .config(config(root.path(), &yaml))
+        .admission(Arc::new(plugd_pkg::PackageAdmission))
         .loader(Swapping {
             plugins: plugins.clone(),
             seen: seen.clone(),
