@@ -65,8 +65,9 @@ impl Auditor {
         }
     }
 
-    /// Check a permission: a missing one is the seed's `permission denied: plugin 'x' attempted
-    /// database access without permission`, recorded with `call` as the audit detail.
+    /// Check a permission: a missing one is `permission denied: plugin 'x' attempted database
+    /// access without permission` (the wording plugins and operators match on), recorded with
+    /// `call` as the audit detail.
     ///
     /// ```
     /// use plugd_core::{AuditLog, Auditor, Permission, PluginState};

@@ -120,7 +120,8 @@ pub(crate) fn merged_before_after(
     }
 }
 
-/// The seed's framework check, against this plugd's version.
+/// The manifest's `framework` requirement checked against this plugd's version: a mismatch is
+/// `framework version mismatch: plugin requires REQ, found VERSION`.
 pub(crate) fn framework_error(manifest: &Manifest) -> Option<String> {
     let req = manifest.framework.as_ref()?;
     let ours = semver::Version::parse(FRAMEWORK_VERSION).ok()?;

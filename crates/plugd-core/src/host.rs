@@ -247,7 +247,7 @@ pub struct PluginInfo {
     pub cpu: CpuStatus,
 }
 
-/// The seed's PluginHealth: status, errors, per-hook metrics, and the plugin's own answer; with
+/// One plugin's health: status, errors, per-hook metrics, and the plugin's own answer; with
 /// the threshold, supervision and CPU budget.
 #[derive(Debug, Clone, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -665,13 +665,13 @@ impl Host {
             .is_some_and(|p| matches!(p.state.status(), Status::Initialized | Status::Running))
     }
 
-    /// Each loaded plugin's present dependencies (the seed's `GetDependencyGraph`).
+    /// Each loaded plugin's present dependencies (its dependencies that are loaded), by name.
     pub fn dependency_graph(&self) -> BTreeMap<String, Vec<String>> {
         let plugins = self.inner.plugins.read();
         crate::order::dependency_graph(plugins.iter().filter_map(|p| p.manifest.as_ref()))
     }
 
-    /// A plugin's health (the seed's `GetPluginHealth`): asks a running plugin for its own view
+    /// A plugin's health: asks a running plugin for its own view
     /// now (within its call timeout) and stores the answer as the latest poll would.
     pub async fn plugin_health(&self, name: &str) -> Option<PluginHealth> {
         let p = self.find(name)?;
@@ -685,7 +685,7 @@ impl Host {
         Some(p.health(reported))
     }
 
-    /// Every plugin's health (the seed's `GetAllHealth`), with each running plugin's answer to
+    /// Every plugin's health, with each running plugin's answer to
     /// the latest health poll (`plugins.health_check_interval`). Calls no plugin.
     pub async fn all_health(&self) -> BTreeMap<String, PluginHealth> {
         self.health_snapshot()
@@ -705,8 +705,7 @@ impl Host {
             .collect()
     }
 
-    /// The seed's `SetErrorThreshold`: replace a plugin's error threshold at run time (its window
-    /// starts empty).
+    /// Replace a plugin's error threshold at run time (its window starts empty).
     ///
     /// ```
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
@@ -842,9 +841,9 @@ impl Host {
         Ok(())
     }
 
-    /// Unload a plugin, as the seed's six steps: stop it, remove its hooks, subscriptions and
-    /// middleware (with its routes, by republishing the dispatch table without it), clean it up,
-    /// and remove it from the registry. Refused while running plugins depend on it, unless
+    /// Unload a plugin, in six steps, in this order: stop it, remove its hooks, its subscriptions
+    /// and its middleware (with its routes, by republishing the dispatch table without it), clean
+    /// it up, and remove it from the registry. Refused while running plugins depend on it, unless
     /// `force`; dependents are not unloaded.
     pub async fn unload_plugin(&self, name: &str, force: bool) -> Result<(), LoadError> {
         let _lifecycle = self.inner.lifecycle.lock().await;
@@ -926,7 +925,7 @@ impl Host {
         self.inner.services.clone()
     }
 
-    /// One plugin's metrics (the seed's `GetPluginMetrics`): load time and success, errors,
+    /// One plugin's metrics: load time and success, errors,
     /// per-hook and route counters, and the series it recorded about itself. The same numbers
     /// as `/metrics`, as a value.
     pub fn plugin_metrics(&self, name: &str) -> Option<PluginMetricsReport> {
@@ -1357,7 +1356,7 @@ impl Host {
         Ok(())
     }
 
-    /// The seed's `LoadPluginsFromConfig`: read every enabled plugin of the host config (and every
+    /// Read every enabled plugin of the host config (and every
     /// native plugin), check and order them, and load their code. Nothing is initialized yet.
     /// Under `on_failure: continue` a plugin that cannot load is listed with status `error`.
     pub async fn load_all(&self) -> Result<(), LoadError> {
@@ -1444,14 +1443,14 @@ impl Host {
         Ok(())
     }
 
-    /// The seed's `InitializeAll`: initialize every loaded plugin in order, registering its hooks,
+    /// Initialize every loaded plugin, one at a time in start order, registering its hooks,
     /// routes, middleware, subscriptions, services and timers. Stops at the first failure and
     /// returns it; the plugins already initialized stay initialized.
     pub async fn initialize_all(&self) -> Result<(), LoadError> {
         self.init_pass(true).await
     }
 
-    /// The seed's `StartAll`: start every initialized plugin in order, then run `startup` hooks.
+    /// Start every initialized plugin, one at a time in start order, then run `startup` hooks.
     /// Stops at the first failure and returns it.
     pub async fn start_all(&self) -> Result<(), LoadError> {
         self.start_pass(true).await?;
@@ -1527,7 +1526,7 @@ impl Host {
         Ok(())
     }
 
-    /// The seed's `LoadPlugin`, at run time: read and check one plugin, require its dependencies
+    /// Load one plugin at run time: read and check it, require its dependencies
     /// to be running in satisfying versions, then load, initialize and start it and route to it.
     /// A plugin that fails is not added.
     pub async fn load_plugin(&self, entry: &PluginEntry) -> Result<(), LoadError> {
@@ -1845,7 +1844,7 @@ impl Host {
         }
     }
 
-    /// The seed's `StopAll`: run `shutdown` hooks, then stop and clean up every plugin in reverse
+    /// Run `shutdown` hooks, then stop and clean up every plugin in reverse
     /// start order, each within its deadline (forced past it). Failures are recorded on the
     /// plugins and never stop the others.
     pub async fn stop_all(&self) {
