@@ -388,7 +388,8 @@ const SENSITIVE: [HeaderName; 4] = [
 
 /// The request that follows `response` to `request`, when it is a redirect with a usable
 /// `Location`: 301, 302 and 303 become a `GET` without body (a `HEAD` stays), 307 and 308 repeat
-/// the request; credentials stay behind when the origin changes.
+/// the request; credentials stay behind when the origin changes; `Referer` names the previous
+/// URL (without user, password or fragment), except from https to http.
 fn redirected(request: &HttpRequest, response: &HttpResponse) -> Option<HttpRequest> {
     let location = response.headers.get(header::LOCATION)?.to_str().ok()?;
     let url = request.url.join(location).ok()?;
@@ -417,6 +418,15 @@ fn redirected(request: &HttpRequest, response: &HttpResponse) -> Option<HttpRequ
     if !same_origin {
         for h in &SENSITIVE {
             next.headers.remove(h);
+        }
+    }
+    if !(url.scheme() == "http" && request.url.scheme() == "https") {
+        let mut referer = request.url.clone();
+        let _ = referer.set_username("");
+        let _ = referer.set_password(None);
+        referer.set_fragment(None);
+        if let Ok(value) = HeaderValue::from_str(referer.as_str()) {
+            next.headers.insert(header::REFERER, value);
         }
     }
     next.url = url;
