@@ -40,9 +40,17 @@ deny_feature plugd reqwest blocking "$cli_only (the admin-API client)"
 # that one is wasmtime's, not the authoring tools'.
 allow_via plugd wit-component wasmtime-internal-wit-bindgen
 
-# plugd-core: the kernel. RESERVED for its rule (no rusqlite, reqwest, notify, plugd-pkg or
-# wasmtime among its normal dependencies; architecture review §7), as `deny plugd-core CRATE WHY`
-# lines, once the backends have moved out into adapter crates: it does not hold yet.
+# plugd-core: the kernel. It defines the ports (HttpClient, CommandRunner, FileWatcher,
+# Admission, KvBackend, …) and keeps the policy around them; the backends are adapter crates that
+# depend on it, never the reverse, so a new backend never means an edit to the manager.
+backend="plugd-core defines the port and keeps the policy; the backend belongs to an adapter crate"
+deny plugd-core reqwest "$backend (outbound HTTP: plugd-std's ReqwestClient)"
+deny plugd-core notify "$backend (file watching: plugd-std's NotifyWatcher)"
+deny plugd-core rustix "$backend (exec's process groups and rlimits: plugd-std's ProcessRunner)"
+deny plugd-core plugd-pkg "$backend (package admission: plugd-pkg's PackageAdmission)"
+deny plugd-core wasmtime "$backend (the wasm runtime: plugd-wasm, a Loader)"
+# Enabled when the SQL port lands (the `database` capability still opens SQLite in plugd-core):
+# deny plugd-core rusqlite "$backend (SQLite: plugd-sqlite)"
 
 # ---- checks ------------------------------------------------------------------------------------
 

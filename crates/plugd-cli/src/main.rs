@@ -252,7 +252,7 @@ fn validate(path: &Path) -> anyhow::Result<()> {
 
 fn check(path: &Path, json: bool) -> anyhow::Result<()> {
     let config = HostConfig::from_path(path)?;
-    let report = plugd::check_config(&config)?;
+    let report = plugd::check_config_with_packages(&config)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());

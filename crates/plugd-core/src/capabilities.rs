@@ -17,15 +17,16 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use plugd_manifest::{HostConfig, Permission, PluginEntry};
 
 use crate::audit::Auditor;
 use crate::database::Database;
 use crate::error::HostError;
-use crate::exec::Exec;
+use crate::exec::{CommandRunner, Exec};
 use crate::host_config::HostConfigView;
-use crate::outbound::{NetworkAllow, Outbound};
+use crate::outbound::{HttpClient, NetworkAllow, Outbound};
 use crate::private::make_private_dir;
 
 /// What [`Capabilities::open`] needs to know about one plugin.
@@ -43,6 +44,11 @@ pub struct CapabilityOptions<'a> {
     pub plugin_dir: Option<&'a Path>,
     /// Where denials go.
     pub auditor: Auditor,
+    /// The backend of outbound HTTP (`network`); a plugin granted `network` on a host without
+    /// one fails to load.
+    pub http: Option<Arc<dyn HttpClient>>,
+    /// The backend of `exec`; a plugin granted `exec` on a host without one fails to load.
+    pub commands: Option<Arc<dyn CommandRunner>>,
 }
 
 /// The gated capabilities of one plugin. Cheap to clone; what is not granted is not opened.
@@ -120,14 +126,28 @@ impl Capabilities {
             let allow_list = entry.map(|e| e.network.allow.as_slice()).unwrap_or(&[]);
             let allow = NetworkAllow::parse(allow_list)
                 .map_err(|e| format!("network.allow of plugin '{plugin}': {e}"))?;
-            Some(Outbound::new(&plugin, allow, auditor.clone())?)
+            let client = options
+                .http
+                .ok_or_else(|| missing(&plugin, "network", "outbound HTTP", "http"))?;
+            Some(Outbound::new(&plugin, allow, client, auditor.clone()))
         } else {
             None
         };
-        let exec = granted.contains(&Permission::Exec).then(|| {
+        let exec = if granted.contains(&Permission::Exec) {
             let grant = entry.map(|e| e.exec.clone()).unwrap_or_default();
-            Exec::new(&plugin, grant, root.clone(), auditor.clone())
-        });
+            let runner = options
+                .commands
+                .ok_or_else(|| missing(&plugin, "exec", "command", "commands"))?;
+            Some(Exec::new(
+                &plugin,
+                grant,
+                root.clone(),
+                runner,
+                auditor.clone(),
+            ))
+        } else {
+            None
+        };
         let host_config = granted
             .contains(&Permission::Config)
             .then(|| HostConfigView::new(options.host, &plugin));
@@ -188,6 +208,13 @@ impl Capabilities {
     }
 }
 
+/// The load error of a plugin granted a capability whose backend the host lacks.
+fn missing(plugin: &str, permission: &str, what: &str, method: &str) -> String {
+    format!(
+        "plugin '{plugin}' is granted '{permission}', but this host has no {what} backend: set one with HostBuilder::{method} (the plugd façade's \"std\" feature does)"
+    )
+}
+
 fn opened<T: Clone>(slot: &Option<T>, what: &str) -> Result<T, HostError> {
     slot.clone()
         .ok_or_else(|| HostError::unsupported(&format!("{what} (not opened in this context)")))
@@ -221,6 +248,8 @@ mod tests {
             entry: None,
             plugin_dir: None,
             auditor: Auditor::new("p", Some(state.clone()), Some(log.clone())),
+            http: None,
+            commands: None,
         })
         .await
         .unwrap();
@@ -268,11 +297,36 @@ mod tests {
             entry: Some(&entry),
             plugin_dir: None,
             auditor: Auditor::new("p", None, None),
+            http: None,
+            commands: None,
         })
         .await
         .unwrap_err();
         assert!(e.starts_with("network.allow of plugin 'p': "), "{e}");
         assert!(e.contains("api.example.com/v1"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_grant_without_its_backend_fails_the_open_naming_plugin_and_capability() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = host(dir.path());
+        let granted: BTreeSet<Permission> = [Permission::Network].into();
+        let e = Capabilities::open(CapabilityOptions {
+            plugin: "p",
+            granted: &granted,
+            host: &host,
+            entry: None,
+            plugin_dir: None,
+            auditor: Auditor::new("p", None, None),
+            http: None,
+            commands: None,
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(
+            e,
+            "plugin 'p' is granted 'network', but this host has no outbound HTTP backend: set one with HostBuilder::http (the plugd façade's \"std\" feature does)"
+        );
     }
 
     #[test]

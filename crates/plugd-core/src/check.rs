@@ -8,6 +8,7 @@ use plugd_manifest::{HostConfig, Manifest, Permission, PluginEntry, PluginsConfi
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use crate::admission::Admission;
 use crate::error::LoadError;
 use crate::order::{OrderNode, dependency_graph, order_nodes};
 
@@ -76,24 +77,26 @@ pub fn check_entry(entry: &PluginEntry) -> Result<Checked, LoadError> {
     })
 }
 
-/// The distribution checks of a plugin folder, before it is loaded (see
-/// [`plugd_pkg::check_for_load`]): a version on `plugins.blocked` is refused with its reason; a
-/// folder installed from a package must hold exactly the package's files; a signature is
-/// checked against `plugins.trusted_keys`; with `plugins.require_signatures` (on by default
-/// when trusted keys are listed) it must come from a package signed by a trusted key.
+/// The distribution checks of a plugin folder, before it is loaded, by `admission` (see
+/// [`Admission`]): a version on `plugins.blocked` is refused with its reason; a folder installed
+/// from a package must hold exactly the package's files; a signature is checked against
+/// `plugins.trusted_keys`; with `plugins.require_signatures` (on by default when trusted keys
+/// are listed) it must come from a package signed by a trusted key.
 ///
 /// Returns the component's bytes as they were verified (a folder installed from a package), for
 /// the loader to compile instead of reading the file again.
 pub(crate) fn check_package(
+    admission: &dyn Admission,
     entry: &PluginEntry,
     manifest: &Manifest,
     plugins: &PluginsConfig,
 ) -> Result<Option<Arc<[u8]>>, LoadError> {
     let dir = manifest.dir().unwrap_or(&entry.path);
-    let checked = plugd_pkg::check_for_load(dir, manifest, plugins)
+    let admitted = admission
+        .admit(dir, manifest, plugins)
         .map_err(|e| LoadError::Invalid(e.to_string()))?;
-    tracing::debug!(plugin = %manifest.name, state = ?checked.check, "package checks passed");
-    Ok(checked.component.map(Arc::from))
+    tracing::debug!(plugin = %manifest.name, state = %admitted.detail, "package checks passed");
+    Ok(admitted.component)
 }
 
 /// `before`/`after` of a manifest and its config entry, without repeats.
@@ -119,7 +122,8 @@ pub(crate) fn merged_before_after(
     }
 }
 
-/// The framework check of the contract (docs/design.md#manifest), against this plugd's version.
+/// The manifest's `framework` requirement checked against this plugd's version: a mismatch is
+/// `framework version mismatch: plugin requires REQ, found VERSION`.
 pub(crate) fn framework_error(manifest: &Manifest) -> Option<String> {
     let req = manifest.framework.as_ref()?;
     let ours = semver::Version::parse(FRAMEWORK_VERSION).ok()?;
@@ -247,21 +251,25 @@ pub struct ConfigProblems {
 }
 
 /// Check a host config's enabled plugins (manifests, grants, config schemas, framework versions,
-/// dependencies, ordering) without running any of them. Every problem found is returned, each
-/// naming its plugin.
+/// package admission by `admission`, dependencies, ordering) without running any of them. Every
+/// problem found is returned, each naming its plugin.
 ///
 /// ```
 /// let config = plugd_manifest::HostConfig::default();
-/// let report = plugd_core::check_config(&config).unwrap();
+/// let report = plugd_core::check_config(&config, &plugd_core::NoAdmission).unwrap();
 /// assert!(report.start_order.is_empty());
 /// ```
-pub fn check_config(config: &HostConfig) -> Result<CheckReport, ConfigProblems> {
+pub fn check_config(
+    config: &HostConfig,
+    admission: &dyn Admission,
+) -> Result<CheckReport, ConfigProblems> {
     let mut errors = Vec::new();
     let mut checked = Vec::new();
     if config.plugins.enabled {
         for entry in config.plugins.plugins.iter().filter(|e| e.enabled) {
-            let read = check_entry(entry)
-                .and_then(|c| check_package(entry, &c.manifest, &config.plugins).map(|_| c));
+            let read = check_entry(entry).and_then(|c| {
+                check_package(admission, entry, &c.manifest, &config.plugins).map(|_| c)
+            });
             match read {
                 Ok(c) => match framework_error(&c.manifest).or_else(|| overreach(entry, &c)) {
                     Some(e) => errors.push(format!("plugin '{}': {e}", entry.name)),

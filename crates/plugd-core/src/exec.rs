@@ -19,6 +19,13 @@
 //!
 //! # How it runs
 //!
+//! Through a [`CommandRunner`], the port a backend implements (`plugd-std`'s `ProcessRunner`
+//! on Unix); the host decides everything above and hands the runner a [`CommandSpec`]: the
+//! program and arguments as allowed, the environment, the working directory, the input, the
+//! timeout, the output cap and the limits. Every runner passes the conformance suite
+//! `plugd_core::testing::command_runner` (feature `testing`). The standard runner works as
+//! follows.
+//!
 //! Without a shell, with an empty environment except `PATH=`[`PATH`], the plugin's data
 //! directory (`<data_dir>/plugins/<name>`) as its working directory, and the call's bytes as its
 //! standard input. Each command is the leader of a process group of its own, and the whole
@@ -46,14 +53,15 @@
 //!
 //! Exec runs on Unix only: elsewhere a call is `unsupported`.
 
+use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use plugd_manifest::{ExecGrant, ExecLimits, ExecRule};
-use tokio::io::{AsyncRead, AsyncReadExt};
 
-use crate::audit::Auditor;
+use crate::audit::{Auditor, bytes_text};
 use crate::error::HostError;
 
 /// The longest a command may run, and the default when the call gives no timeout.
@@ -74,12 +82,84 @@ pub struct CommandOutput {
     pub stderr: Vec<u8>,
 }
 
+/// One command the host decided to run, as a [`CommandRunner`] gets it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CommandSpec {
+    /// The program, as `exec.allow` names it (looked up in `PATH` of `env` when it has no `/`).
+    pub program: String,
+    /// Its arguments, without a shell.
+    pub args: Vec<String>,
+    /// The whole environment of the process (nothing of the host's own is inherited).
+    pub env: Vec<(String, String)>,
+    /// The working directory.
+    pub work_dir: PathBuf,
+    /// Its standard input.
+    pub stdin: Vec<u8>,
+    /// When to kill it (and everything it started): [`RunError::TimedOut`].
+    pub timeout: Duration,
+    /// The most it may write to stdout, and to stderr: past it, [`RunError::Overflow`].
+    pub max_output: usize,
+    /// The resource limits of every process it starts.
+    pub limits: ExecLimits,
+}
+
+impl CommandSpec {
+    /// `program` with `args`, the host's environment policy (`PATH` only), in `work_dir`, with
+    /// the default timeout, output cap and limits.
+    pub fn new(program: &str, args: &[String], work_dir: impl Into<PathBuf>) -> CommandSpec {
+        CommandSpec {
+            program: program.to_string(),
+            args: args.to_vec(),
+            env: vec![("PATH".to_string(), PATH.to_string())],
+            work_dir: work_dir.into(),
+            stdin: Vec::new(),
+            timeout: DEFAULT_TIMEOUT,
+            max_output: MAX_OUTPUT_BYTES,
+            limits: ExecLimits::default(),
+        }
+    }
+}
+
+/// Why a [`CommandRunner`] has no output to give.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunError {
+    /// It ran past its timeout and was killed.
+    #[error("did not finish within its timeout and was killed")]
+    TimedOut,
+    /// It wrote more than the cap to this stream (`stdout`, `stderr`) and was killed.
+    #[error("wrote more than the cap to {0} and was killed")]
+    Overflow(&'static str),
+    /// Commands cannot run here at all (why: a platform without process groups, say).
+    #[error("{0}")]
+    Unsupported(String),
+    /// It could not be started or waited for: what happened, said after the command's name
+    /// (`could not be started: No such file or directory`).
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// The port of `exec`: run one command to its end and capture its output, within the spec's
+/// timeout, output cap and limits. When the returned future is dropped (the caller's deadline,
+/// a reload) the command and everything it started must be killed.
+#[async_trait]
+pub trait CommandRunner: Send + Sync + fmt::Debug + 'static {
+    /// Run `command`.
+    async fn run(&self, command: CommandSpec) -> Result<CommandOutput, RunError>;
+}
+
+/// How much longer than the command's timeout the host waits for a runner before it gives up on
+/// it (and drops its future).
+const RUNNER_GRACE: Duration = Duration::from_secs(1);
+
 #[derive(Debug)]
 struct Inner {
     plugin: Arc<str>,
     allow: Vec<ExecRule>,
     limits: ExecLimits,
     work_dir: PathBuf,
+    runner: Arc<dyn CommandRunner>,
     auditor: Auditor,
 }
 
@@ -91,22 +171,26 @@ pub struct Exec {
     max_output: usize,
 }
 
-/// Why reading a stream stopped early.
-struct Overflow(&'static str);
-
 impl Exec {
     /// A runner for `plugin` limited to what `grant` allows, running in `work_dir` (which must
-    /// exist). The grant is taken as it is: the host config reader and [`check_entry`]
-    /// refuse a bad one ([`ExecGrant::check`]).
+    /// exist) through `runner`. The grant is taken as it is: the host config reader and
+    /// [`check_entry`] refuse a bad one ([`ExecGrant::check`]).
     ///
     /// [`check_entry`]: crate::check_entry
-    pub fn new(plugin: &str, grant: ExecGrant, work_dir: PathBuf, auditor: Auditor) -> Exec {
+    pub fn new(
+        plugin: &str,
+        grant: ExecGrant,
+        work_dir: PathBuf,
+        runner: Arc<dyn CommandRunner>,
+        auditor: Auditor,
+    ) -> Exec {
         Exec {
             inner: Arc::new(Inner {
                 plugin: Arc::from(plugin),
                 allow: grant.allow,
                 limits: grant.limits,
                 work_dir,
+                runner,
                 auditor,
             }),
             timeout: DEFAULT_TIMEOUT,
@@ -134,9 +218,17 @@ impl Exec {
     /// `git <any arguments>`).
     ///
     /// ```
+    /// # #[derive(Debug)] struct Echo;
+    /// # #[async_trait::async_trait]
+    /// # impl plugd_core::CommandRunner for Echo {
+    /// #     async fn run(&self, c: plugd_core::CommandSpec) -> Result<plugd_core::CommandOutput, plugd_core::RunError> {
+    /// #         Ok(plugd_core::CommandOutput { status: 0, stdout: format!("{}\n", c.args.join(" ")).into_bytes(), stderr: vec![] })
+    /// #     }
+    /// # }
+    /// use std::sync::Arc;
     /// use plugd_core::{Auditor, Exec, ExecGrant, ExecRule};
     /// let grant = ExecGrant::new([ExecRule::pinned("git", ["status", "--porcelain"]), "convert".into()]);
-    /// let exec = Exec::new("p", grant, std::env::temp_dir(), Auditor::new("p", None, None));
+    /// let exec = Exec::new("p", grant, std::env::temp_dir(), Arc::new(Echo), Auditor::new("p", None, None));
     /// let allowed: Vec<String> = exec.allowed().iter().map(|r| r.to_string()).collect();
     /// assert_eq!(allowed, ["git status --porcelain", "convert <any arguments>"]);
     /// ```
@@ -158,19 +250,25 @@ impl Exec {
     /// what is allowed, how it runs and when it is killed.
     ///
     /// ```
+    /// # #[derive(Debug)] struct Echo;
+    /// # #[async_trait::async_trait]
+    /// # impl plugd_core::CommandRunner for Echo {
+    /// #     async fn run(&self, c: plugd_core::CommandSpec) -> Result<plugd_core::CommandOutput, plugd_core::RunError> {
+    /// #         Ok(plugd_core::CommandOutput { status: 0, stdout: format!("{}\n", c.args.join(" ")).into_bytes(), stderr: vec![] })
+    /// #     }
+    /// # }
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use std::sync::Arc;
     /// use plugd_core::{Auditor, Exec, ExecGrant, ExecRule};
     /// let grant = ExecGrant::new([ExecRule::pinned("echo", ["*"])]);
-    /// let exec = Exec::new("p", grant, std::env::temp_dir(), Auditor::new("p", None, None));
+    /// let exec = Exec::new("p", grant, std::env::temp_dir(), Arc::new(Echo), Auditor::new("p", None, None));
     /// let out = exec.run("echo", &["hi".into()], b"", None).await.unwrap();
     /// assert_eq!((out.status, out.stdout.as_slice()), (0, b"hi\n".as_slice()));
-    /// # #[cfg(unix)] {
     /// let e = exec.run("echo", &["-e".into()], b"", None).await.unwrap_err();
     /// assert_eq!(
     ///     e.to_string(),
     ///     "exec denied: plugin 'p' may not run 'echo' with argument 1 '-e' (plugins.plugins[].exec.allow allows: echo *)"
     /// );
-    /// # }
     /// let e = exec.run("rm", &["-rf".into(), "/".into()], b"", None).await.unwrap_err();
     /// assert_eq!(e.to_string(), "exec denied: plugin 'p' may not run 'rm' (not in exec.allow)");
     /// # });
@@ -182,39 +280,21 @@ impl Exec {
         stdin: &[u8],
         timeout: Option<Duration>,
     ) -> Result<CommandOutput, HostError> {
-        let r = self.spawn_and_wait(command, args, stdin, timeout).await;
+        let r = self.permit_and_run(command, args, stdin, timeout).await;
         self.inner.auditor.check(r, "exec", "exec.run")
     }
 
-    #[cfg(not(unix))]
-    async fn spawn_and_wait(
-        &self,
-        command: &str,
-        args: &[String],
-        _stdin: &[u8],
-        _timeout: Option<Duration>,
-    ) -> Result<CommandOutput, HostError> {
-        self.permit(command, args)?;
-        Err(HostError::Unsupported(format!(
-            "exec of plugin '{}': commands run only on a Unix host (process groups and resource limits)",
-            self.inner.plugin
-        )))
-    }
-
-    #[cfg(unix)]
-    async fn spawn_and_wait(
+    async fn permit_and_run(
         &self,
         command: &str,
         args: &[String],
         stdin: &[u8],
         timeout: Option<Duration>,
     ) -> Result<CommandOutput, HostError> {
-        use std::process::Stdio;
-        use tokio::io::AsyncWriteExt;
-
         self.permit(command, args)?;
         let plugin = &self.inner.plugin;
         let timeout = timeout.map_or(self.timeout, |t| t.min(self.timeout));
+        let max = self.max_output;
         let failed = |why: String| {
             HostError::Failed(format!("exec of plugin '{plugin}': '{command}' {why}"))
         };
@@ -224,72 +304,32 @@ impl Exec {
                 humantime::format_duration(timeout)
             ))
         };
-        let mut command_line = tokio::process::Command::new(command);
-        command_line
-            .args(args)
-            .env_clear()
-            .env("PATH", PATH)
-            .current_dir(&self.inner.work_dir)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let limits = group::Rlimits::new(&self.inner.limits, timeout);
-        let mut group = group::Group::spawn(command_line, limits)
-            .map_err(|e| failed(format!("could not be started: {e}")))?;
-        let (Some(mut input), Some(stdout), Some(stderr)) = group.pipes() else {
-            return Err(failed("has no pipes".into()));
+        let overflow = |stream: &str| {
+            failed(format!(
+                "wrote more than {} to {stream} (the cap) and was killed",
+                bytes_text(max)
+            ))
         };
-        let max = self.max_output;
-        let stdin = stdin.to_vec();
-        let outcome = tokio::time::timeout(timeout, async {
-            let feed = async move {
-                // A command that does not read its input closes the pipe: not an error.
-                let _ = input.write_all(&stdin).await;
-                drop(input);
-                Ok(())
-            };
-            // When the command exits, what it left behind is killed: the pipes those
-            // processes held close, and the reads below end.
-            let exit = async {
-                group.exited().await;
-                group.kill();
-                Ok(())
-            };
-            // The first stream over the cap ends the wait at once.
-            let (_, out, err, _) = tokio::try_join!(
-                feed,
-                read_capped(stdout, max, "stdout"),
-                read_capped(stderr, max, "stderr"),
-                exit
-            )?;
-            Ok::<_, Overflow>((out, err))
-        })
-        .await;
-        let (stdout, stderr) = match outcome {
-            Ok(Ok(output)) => output,
-            Ok(Err(Overflow(stream))) => {
-                group.kill_and_reap().await;
-                return Err(failed(format!(
-                    "wrote more than {} to {stream} (the cap) and was killed",
-                    crate::audit::bytes_text(max)
-                )));
-            }
-            Err(_) => {
-                group.kill_and_reap().await;
-                return Err(killed_at_timeout());
-            }
+        let spec = CommandSpec {
+            stdin: stdin.to_vec(),
+            timeout,
+            max_output: max,
+            limits: self.inner.limits,
+            ..CommandSpec::new(command, args, self.inner.work_dir.clone())
         };
-        // The command has exited and its group was killed: reaping it does not wait.
-        let status = group
-            .reap()
-            .await
-            .map_err(|e| failed(format!("could not be waited for: {e}")))?;
-        Ok(CommandOutput {
-            status: exit_code(status),
-            stdout,
-            stderr,
-        })
+        // The runner kills at the timeout; should it not answer, dropping its call kills.
+        let run = self.inner.runner.run(spec);
+        match tokio::time::timeout(timeout + RUNNER_GRACE, run).await {
+            Err(_) | Ok(Err(RunError::TimedOut)) => Err(killed_at_timeout()),
+            Ok(Err(RunError::Overflow(stream))) => Err(overflow(stream)),
+            Ok(Err(RunError::Unsupported(why))) => Err(HostError::Unsupported(format!(
+                "exec of plugin '{plugin}': {why}"
+            ))),
+            Ok(Err(RunError::Failed(why))) => Err(failed(why)),
+            Ok(Ok(out)) if out.stdout.len() > max => Err(overflow("stdout")),
+            Ok(Ok(out)) if out.stderr.len() > max => Err(overflow("stderr")),
+            Ok(Ok(out)) => Ok(out),
+        }
     }
 
     /// Refuse a call no entry of `exec.allow` allows, before any process starts.
@@ -343,236 +383,185 @@ fn shown(arg: &str) -> String {
     out
 }
 
-/// A command's process group and the limits of its processes.
-#[cfg(unix)]
-mod group {
-    use std::io;
-    use std::process::ExitStatus;
-    use std::time::Duration;
-
-    use plugd_manifest::ExecLimits;
-    use rustix::io::Errno;
-    use rustix::process::{
-        Pid, Resource, Rlimit, Signal, WaitId, WaitIdOptions, getrlimit, kill_process_group,
-        setrlimit, waitid,
-    };
-    use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
-    use tokio::signal::unix::{SignalKind, signal};
-
-    const MIB: u64 = 1024 * 1024;
-
-    /// The resource limits of one command, soft = hard, each at most plugd's own hard limit.
-    #[derive(Debug, Clone, Copy)]
-    pub(super) struct Rlimits([(Resource, u64); 6]);
-
-    impl Rlimits {
-        pub(super) fn new(limits: &ExecLimits, timeout: Duration) -> Rlimits {
-            let cpu_seconds = timeout.as_secs() + u64::from(timeout.subsec_nanos() > 0);
-            Rlimits(
-                [
-                    (Resource::Cpu, cpu_seconds.max(1)),
-                    (Resource::As, u64::from(limits.memory_mb) * MIB),
-                    (Resource::Fsize, u64::from(limits.file_size_mb) * MIB),
-                    (Resource::Nproc, u64::from(limits.processes)),
-                    (Resource::Nofile, u64::from(limits.open_files)),
-                    (Resource::Core, 0),
-                ]
-                .map(|(resource, limit)| {
-                    // Only a privileged process may raise a hard limit: stay under plugd's.
-                    let hard = getrlimit(resource).maximum.unwrap_or(u64::MAX);
-                    (resource, limit.min(hard))
-                }),
-            )
-        }
-
-        /// Set the limits on the calling process. Only `setrlimit` system calls: no allocation,
-        /// no locks, so it may run between `fork` and `exec`.
-        fn apply(&self) -> io::Result<()> {
-            for &(resource, limit) in &self.0 {
-                let limit = Rlimit {
-                    current: Some(limit),
-                    maximum: Some(limit),
-                };
-                setrlimit(resource, limit)?;
-            }
-            Ok(())
-        }
-    }
-
-    /// A spawned command, the leader of its own process group. Dropped before the leader was
-    /// reaped (a call dropped mid-way), it kills the group; the `Child` then kills and reaps the
-    /// leader (`kill_on_drop`).
-    pub(super) struct Group {
-        child: Child,
-        /// The leader's PID, which is the group's ID.
-        pid: Pid,
-        reaped: bool,
-    }
-
-    impl Group {
-        /// Spawn `command` as the leader of a new process group, with `limits`.
-        pub(super) fn spawn(mut command: Command, limits: Rlimits) -> io::Result<Group> {
-            command.process_group(0);
-            // SAFETY: the closure runs in the child between `fork` and `exec`, where only
-            // async-signal-safe calls are allowed. It makes `setrlimit` system calls on a
-            // `Copy` array captured by value, and builds an `io::Error` from an errno on
-            // failure (no allocation): nothing that takes a lock or allocates.
-            unsafe {
-                command.pre_exec(move || limits.apply());
-            }
-            let child = command.spawn()?;
-            let pid = child
-                .id()
-                .and_then(|id| i32::try_from(id).ok())
-                .and_then(Pid::from_raw)
-                .ok_or_else(|| io::Error::other("the started process has no PID"))?;
-            Ok(Group {
-                child,
-                pid,
-                reaped: false,
-            })
-        }
-
-        /// The pipes of the leader (taken once).
-        pub(super) fn pipes(
-            &mut self,
-        ) -> (Option<ChildStdin>, Option<ChildStdout>, Option<ChildStderr>) {
-            (
-                self.child.stdin.take(),
-                self.child.stdout.take(),
-                self.child.stderr.take(),
-            )
-        }
-
-        /// Resolves when the leader has exited, leaving it unreaped (a zombie): until it is
-        /// reaped its PID, the group's ID, is not reused, so [`Group::kill`] cannot reach
-        /// another process.
-        pub(super) async fn exited(&self) {
-            // Listening before looking: an exit between the two still wakes the loop.
-            let mut sigchld = signal(SignalKind::child()).ok();
-            let options = WaitIdOptions::EXITED | WaitIdOptions::NOHANG | WaitIdOptions::NOWAIT;
-            loop {
-                match waitid(WaitId::Pid(self.pid), options) {
-                    Ok(None) => {}
-                    Err(Errno::INTR) => continue,
-                    // Exited; or not our child any more (ECHILD): nothing left to wait for.
-                    Ok(Some(_)) | Err(_) => return,
-                }
-                let woken = match &mut sigchld {
-                    Some(s) => s.recv().await.is_some(),
-                    None => false,
-                };
-                if !woken {
-                    // No SIGCHLD stream (no signal driver): look again shortly.
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            }
-        }
-
-        /// SIGKILL to every process of the group; a no-op once the leader was reaped (its ID
-        /// may belong to someone else by then).
-        pub(super) fn kill(&self) {
-            if self.reaped {
-                return;
-            }
-            match kill_process_group(self.pid, Signal::KILL) {
-                // ESRCH: nothing left in the group.
-                Ok(()) | Err(Errno::SRCH) => {}
-                Err(e) => {
-                    let pgid = self.pid.as_raw_nonzero().get();
-                    tracing::warn!(pgid, error = %e, "exec: could not kill a process group");
-                }
-            }
-        }
-
-        /// Wait for the leader to end and reap it. Kill the group first: afterwards it can no
-        /// longer be named safely.
-        pub(super) async fn reap(&mut self) -> io::Result<ExitStatus> {
-            let status = self.child.wait().await;
-            self.reaped = true;
-            status
-        }
-
-        /// Kill the group and reap its leader.
-        pub(super) async fn kill_and_reap(&mut self) {
-            self.kill();
-            let _ = self.reap().await;
-        }
-    }
-
-    impl Drop for Group {
-        fn drop(&mut self) {
-            self.kill();
-        }
-    }
-}
-
-fn exit_code(status: std::process::ExitStatus) -> i32 {
-    if let Some(code) = status.code() {
-        return code;
-    }
-    #[cfg(unix)]
-    {
-        use std::os::unix::process::ExitStatusExt;
-        if let Some(signal) = status.signal() {
-            return -signal;
-        }
-    }
-    -1
-}
-
-/// Read a stream to its end, at most `max` bytes.
-async fn read_capped(
-    mut stream: impl AsyncRead + Unpin,
-    max: usize,
-    name: &'static str,
-) -> Result<Vec<u8>, Overflow> {
-    let mut out = Vec::new();
-    let mut buf = [0u8; 8192];
-    loop {
-        match stream.read(&mut buf).await {
-            Ok(0) | Err(_) => return Ok(out),
-            Ok(n) => {
-                if out.len() + n > max {
-                    return Err(Overflow(name));
-                }
-                out.extend_from_slice(&buf[..n]);
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{AuditLog, PluginState};
+    use parking_lot::Mutex;
 
-    fn exec(dir: &Path, allow: &[&str]) -> (Exec, Arc<PluginState>, Arc<AuditLog>) {
-        exec_with(
-            dir,
-            ExecGrant::new(allow.iter().map(|&c| ExecRule::from(c))),
-        )
+    /// Records what it was asked to run; answers `status` 0 and the arguments.
+    #[derive(Debug, Default)]
+    struct Recorder {
+        ran: Mutex<Vec<CommandSpec>>,
     }
 
-    fn exec_with(dir: &Path, grant: ExecGrant) -> (Exec, Arc<PluginState>, Arc<AuditLog>) {
+    #[async_trait]
+    impl CommandRunner for Recorder {
+        async fn run(&self, c: CommandSpec) -> Result<CommandOutput, RunError> {
+            let stdout = c.args.join(" ").into_bytes();
+            self.ran.lock().push(c);
+            Ok(CommandOutput {
+                status: 0,
+                stdout,
+                stderr: Vec::new(),
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn the_runner_gets_the_policy_and_a_refused_call_never_reaches_it() {
+        let runner = Arc::new(Recorder::default());
+        let dir = std::env::temp_dir();
+        let exec = Exec::new(
+            "p",
+            ExecGrant::new([ExecRule::pinned("git", ["status", "*"])]),
+            dir.clone(),
+            runner.clone(),
+            Auditor::new("p", None, None),
+        )
+        .with_timeout(Duration::from_secs(3))
+        .with_max_output(1000);
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(matches!(
+            exec.run("git", &args(&["log"]), b"", None).await,
+            Err(HostError::Denied(_))
+        ));
+        assert!(matches!(
+            exec.run("rm", &[], b"", None).await,
+            Err(HostError::Denied(_))
+        ));
+        assert!(matches!(
+            exec.run("git", &args(&["status", "a\0b"]), b"", None).await,
+            Err(HostError::Invalid(_))
+        ));
+        assert!(
+            runner.ran.lock().is_empty(),
+            "nothing refused reached the runner"
+        );
+        let out = exec
+            .run(
+                "git",
+                &args(&["status", "x"]),
+                b"in",
+                Some(Duration::from_secs(60)),
+            )
+            .await
+            .unwrap();
+        assert_eq!(out.stdout, b"status x");
+        let ran = runner.ran.lock().clone();
+        assert_eq!(
+            ran,
+            [CommandSpec {
+                program: "git".into(),
+                args: args(&["status", "x"]),
+                env: vec![("PATH".into(), PATH.into())],
+                work_dir: dir,
+                stdin: b"in".to_vec(),
+                timeout: Duration::from_secs(3),
+                max_output: 1000,
+                limits: ExecLimits::default(),
+            }]
+        );
+    }
+
+    /// Never answers.
+    #[derive(Debug)]
+    struct Hung;
+
+    #[async_trait]
+    impl CommandRunner for Hung {
+        async fn run(&self, _: CommandSpec) -> Result<CommandOutput, RunError> {
+            std::future::pending().await
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_runner_that_never_answers_is_given_up_on_after_the_timeout() {
+        let exec = Exec::new(
+            "p",
+            ExecGrant::new([ExecRule::from("sleep")]),
+            std::env::temp_dir(),
+            Arc::new(Hung),
+            Auditor::new("p", None, None),
+        );
+        let e = exec
+            .run("sleep", &[], b"", Some(Duration::from_millis(200)))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "exec of plugin 'p': 'sleep' did not finish within 200ms and was killed"
+        );
+    }
+}
+
+/// The conformance suite every [`CommandRunner`] runs against itself (`cargo test` of its
+/// crate), through [`Exec`]: on a Unix host with `sh`, `cat`, `env`, `pwd`, `false`, `echo`,
+/// `sleep`, `yes`, `head` in `PATH` (git is tried, and may fail, but is never refused).
+#[cfg(feature = "testing")]
+pub mod conformance {
+    use super::*;
+    use crate::{AuditLog, PluginState};
+
+    /// Run every check against `runner`, in fresh folders under `scratch` (which must exist).
+    pub async fn command_runner(runner: Arc<dyn CommandRunner>, scratch: &Path) {
+        let r = &runner;
+        only_exact_allowlisted_commands_run_and_a_denial_is_counted_and_audited(r, scratch).await;
+        a_command_past_its_timeout_is_killed(r, scratch).await;
+        output_past_the_cap_kills_the_command(r, scratch).await;
+        pinned_arguments_allow_the_exact_argv_and_refuse_others_before_a_process_starts(r, scratch)
+            .await;
+    }
+
+    /// An empty folder `name` under `scratch`.
+    fn fresh(scratch: &Path, name: &str) -> PathBuf {
+        let dir = scratch.join(name);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// A plugin's [`Exec`] through `runner`, with its state and audit log.
+    fn exec_with(
+        runner: &Arc<dyn CommandRunner>,
+        dir: &Path,
+        grant: ExecGrant,
+    ) -> (Exec, Arc<PluginState>, Arc<AuditLog>) {
         let state = Arc::new(PluginState::default());
         let log = Arc::new(AuditLog::default());
         let auditor = Auditor::new("p", Some(state.clone()), Some(log.clone()));
         (
-            Exec::new("p", grant, dir.to_path_buf(), auditor),
+            Exec::new("p", grant, dir.to_path_buf(), runner.clone(), auditor),
             state,
             log,
         )
     }
 
+    fn exec(
+        runner: &Arc<dyn CommandRunner>,
+        dir: &Path,
+        allow: &[&str],
+    ) -> (Exec, Arc<PluginState>, Arc<AuditLog>) {
+        exec_with(
+            runner,
+            dir,
+            ExecGrant::new(allow.iter().map(|&c| ExecRule::from(c))),
+        )
+    }
+
+    /// Owned arguments.
     fn args(a: &[&str]) -> Vec<String> {
         a.iter().map(|s| s.to_string()).collect()
     }
 
-    #[tokio::test]
-    async fn only_exact_allowlisted_commands_run_and_a_denial_is_counted_and_audited() {
-        let dir = tempfile::tempdir().unwrap();
-        let (exec, state, log) = exec(dir.path(), &["cat", "env", "pwd", "false"]);
+    async fn only_exact_allowlisted_commands_run_and_a_denial_is_counted_and_audited(
+        runner: &Arc<dyn CommandRunner>,
+        scratch: &Path,
+    ) {
+        let dir = fresh(
+            scratch,
+            "only_exact_allowlisted_commands_run_and_a_denial_is_counted_and_audited",
+        );
+        let (exec, state, log) = exec(runner, &dir, &["cat", "env", "pwd", "false"]);
         for command in ["rm", "/bin/cat", "cat ", "sh", ""] {
             let e = exec.run(command, &[], b"", None).await.unwrap_err();
             assert_eq!(
@@ -616,16 +605,15 @@ mod tests {
         let out = exec.run("pwd", &[], b"", None).await.unwrap();
         assert_eq!(
             String::from_utf8_lossy(&out.stdout).trim_end(),
-            dir.path().canonicalize().unwrap().display().to_string()
+            dir.canonicalize().unwrap().display().to_string()
         );
         assert_eq!(exec.run("false", &[], b"", None).await.unwrap().status, 1);
         assert_eq!(state.error_count(), 5, "allowed commands are not errors");
     }
 
-    #[tokio::test]
-    async fn a_command_past_its_timeout_is_killed() {
-        let dir = tempfile::tempdir().unwrap();
-        let (exec, _, _) = exec(dir.path(), &["sleep"]);
+    async fn a_command_past_its_timeout_is_killed(runner: &Arc<dyn CommandRunner>, scratch: &Path) {
+        let dir = fresh(scratch, "a_command_past_its_timeout_is_killed");
+        let (exec, _, _) = exec(runner, &dir, &["sleep"]);
         let e = exec
             .run(
                 "sleep",
@@ -658,10 +646,12 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn output_past_the_cap_kills_the_command() {
-        let dir = tempfile::tempdir().unwrap();
-        let (exec, _, _) = exec(dir.path(), &["yes", "head"]);
+    async fn output_past_the_cap_kills_the_command(
+        runner: &Arc<dyn CommandRunner>,
+        scratch: &Path,
+    ) {
+        let dir = fresh(scratch, "output_past_the_cap_kills_the_command");
+        let (exec, _, _) = exec(runner, &dir, &["yes", "head"]);
         let e = exec
             .with_max_output(64 * 1024)
             .run("yes", &[], b"", Some(Duration::from_secs(20)))
@@ -682,12 +672,18 @@ mod tests {
         assert_eq!(out.stdout.len(), 64 * 1024, "exactly the cap is fine");
     }
 
-    #[tokio::test]
-    async fn pinned_arguments_allow_the_exact_argv_and_refuse_others_before_a_process_starts() {
-        let dir = tempfile::tempdir().unwrap();
+    async fn pinned_arguments_allow_the_exact_argv_and_refuse_others_before_a_process_starts(
+        runner: &Arc<dyn CommandRunner>,
+        scratch: &Path,
+    ) {
+        let dir = fresh(
+            scratch,
+            "pinned_arguments_allow_the_exact_argv_and_refuse_others_before_a_process_starts",
+        );
         let script = r#"echo "$0" >> ran"#;
         let (exec, state, log) = exec_with(
-            dir.path(),
+            runner,
+            &dir,
             ExecGrant::new([
                 ExecRule::pinned("git", ["status", "--porcelain"]),
                 ExecRule::pinned("git", ["log", "--max-count=*", "*"]),
@@ -695,7 +691,7 @@ mod tests {
                 ExecRule::pinned("echo", ["-n", "*"]).with_extra_args(),
             ]),
         );
-        let ran = dir.path().join("ran");
+        let ran = &dir.join("ran");
         let out = exec
             .run("sh", &args(&["-c", script, "hello"]), b"", None)
             .await
@@ -787,204 +783,9 @@ mod tests {
             )
         );
         assert_eq!(
-            std::fs::read_to_string(&ran).unwrap(),
+            std::fs::read_to_string(ran).unwrap(),
             "hello\n",
             "no refused call started a process"
         );
-    }
-    /// Whether `pid` is a live process (a zombie waiting for its reaper is not).
-    fn alive(pid: i32) -> bool {
-        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-            Err(_) => false,
-            Ok(stat) => !matches!(
-                stat.rsplit_once(") ")
-                    .and_then(|(_, rest)| rest.chars().next()),
-                Some('Z' | 'X')
-            ),
-        }
-    }
-
-    #[tokio::test]
-    async fn a_background_child_does_not_outlive_the_call() {
-        let dir = tempfile::tempdir().unwrap();
-        let (exec, _, _) = exec(dir.path(), &["sh"]);
-        // Detached from the pipes (the call returns at once), then holding them.
-        for script in [
-            "sleep 60 </dev/null >/dev/null 2>&1 & echo $!",
-            "sleep 60 & echo $!",
-        ] {
-            let out = exec
-                .run(
-                    "sh",
-                    &args(&["-c", script]),
-                    b"",
-                    Some(Duration::from_secs(10)),
-                )
-                .await
-                .unwrap();
-            let pid: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
-            // SIGKILL went to the group before `run` returned; the kernel ends the process
-            // at its next scheduling (it runs no code of its own after the signal).
-            assert!(
-                dies(pid).await,
-                "{script}: the background sleep ({pid}) survived the call"
-            );
-        }
-    }
-
-    /// Wait (at most 10 s) for `pid` to die; whether it did.
-    async fn dies(pid: i32) -> bool {
-        for _ in 0..1000 {
-            if !alive(pid) {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        false
-    }
-
-    /// The PID a script wrote to `bg.pid` in `dir`, once it has.
-    fn written_pid(dir: &Path) -> Option<i32> {
-        let text = std::fs::read_to_string(dir.join("bg.pid")).ok()?;
-        text.strip_suffix('\n')?.parse().ok()
-    }
-
-    #[tokio::test]
-    async fn a_timeout_an_output_overflow_or_a_dropped_call_kills_the_whole_group() {
-        // Each script leaves a grandchild that holds no pipe and records its PID.
-        let background = "sleep 60 </dev/null >/dev/null 2>&1 & echo $! > bg.pid";
-
-        let dir = tempfile::tempdir().unwrap();
-        let (sh, _, _) = exec(dir.path(), &["sh"]);
-        let script = format!("{background}; sleep 60");
-        let e = sh
-            .run(
-                "sh",
-                &args(&["-c", &script]),
-                b"",
-                Some(Duration::from_secs(2)),
-            )
-            .await
-            .unwrap_err();
-        assert_eq!(
-            e,
-            HostError::Failed(
-                "exec of plugin 'p': 'sh' did not finish within 2s and was killed".into()
-            )
-        );
-        let pid = written_pid(dir.path()).expect("the script wrote its child's PID");
-        assert!(dies(pid).await, "timeout: the grandchild {pid} survived");
-
-        let dir = tempfile::tempdir().unwrap();
-        let (sh, _, _) = exec(dir.path(), &["sh"]);
-        let script = format!("{background}; exec yes");
-        let e = sh
-            .with_max_output(64 * 1024)
-            .run("sh", &args(&["-c", &script]), b"", None)
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(&e, HostError::Failed(m) if m.ends_with("to stdout (the cap) and was killed")),
-            "{e:?}"
-        );
-        let pid = written_pid(dir.path()).expect("the script wrote its child's PID");
-        assert!(dies(pid).await, "overflow: the grandchild {pid} survived");
-
-        let dir = tempfile::tempdir().unwrap();
-        let (sh, _, _) = exec(dir.path(), &["sh"]);
-        let script = format!("{background}; sleep 60");
-        let argv = args(&["-c", &script]);
-        let mut run = Box::pin(sh.run("sh", &argv, b"", None));
-        let pid = loop {
-            tokio::select! {
-                r = &mut run => panic!("the call ended: {r:?}"),
-                () = tokio::time::sleep(Duration::from_millis(10)) => {
-                    if let Some(pid) = written_pid(dir.path()) {
-                        break pid;
-                    }
-                }
-            }
-        };
-        drop(run);
-        assert!(
-            dies(pid).await,
-            "dropped call: the grandchild {pid} survived"
-        );
-    }
-
-    #[tokio::test]
-    async fn the_limits_apply_to_every_process_of_the_command() {
-        let dir = tempfile::tempdir().unwrap();
-        let limits = ExecLimits {
-            memory_mb: 512,
-            file_size_mb: 1,
-            processes: 32,
-            open_files: 100,
-        };
-        let (exec, _, _) = exec_with(
-            dir.path(),
-            ExecGrant {
-                allow: vec!["sh".into(), "cat".into()],
-                limits,
-            },
-        );
-        let exec = exec.with_timeout(Duration::from_millis(2500));
-        assert_eq!(exec.limits(), limits);
-        // In sh: -v in KiB, -f in 512-byte blocks (POSIX; bash without --posix counts KiB),
-        // -t in seconds (the timeout rounded up).
-        let out = exec
-            .run(
-                "sh",
-                &args(&[
-                    "-c",
-                    "ulimit -v; ulimit -n; ulimit -t; ulimit -c; ulimit -f",
-                ]),
-                b"",
-                None,
-            )
-            .await
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines[..4], ["524288", "100", "3", "0"], "{text}");
-        assert!(matches!(lines[4], "2048" | "1024"), "ulimit -f: {text}");
-        // The same in bytes, soft and hard, as the kernel has them.
-        let out = exec
-            .run("cat", &args(&["/proc/self/limits"]), b"", None)
-            .await
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        let limit = |name: &str| {
-            let line = text.lines().find(|l| l.starts_with(name)).unwrap();
-            line[name.len()..]
-                .split_whitespace()
-                .take(2)
-                .collect::<Vec<_>>()
-                .join(" ")
-        };
-        assert_eq!(limit("Max cpu time"), "3 3");
-        assert_eq!(limit("Max file size"), "1048576 1048576");
-        assert_eq!(limit("Max processes"), "32 32");
-        assert_eq!(limit("Max open files"), "100 100");
-        assert_eq!(limit("Max address space"), "536870912 536870912");
-        assert_eq!(limit("Max core file size"), "0 0");
-
-        // Past the file size limit a write fails (SIGXFSZ ends the writer).
-        let out = exec
-            .run(
-                "sh",
-                &args(&["-c", "head -c 2000000 /dev/zero > big; echo $?"]),
-                b"",
-                None,
-            )
-            .await
-            .unwrap();
-        assert_eq!(
-            String::from_utf8_lossy(&out.stdout),
-            "153\n",
-            "128 + SIGXFSZ"
-        );
-        let big = std::fs::metadata(dir.path().join("big")).unwrap().len();
-        assert_eq!(big, 1024 * 1024, "the file stops at the limit");
     }
 }

@@ -20,17 +20,21 @@ use std::time::SystemTime;
 use parking_lot::RwLock;
 use plugd_manifest::HostConfig;
 
+use crate::admission::Admission;
 use crate::audit::{AuditEntry, AuditLog};
 use crate::cache::CacheBackend;
 use crate::dispatch::Dispatcher;
 use crate::events::{EventBus, Publisher};
+use crate::exec::CommandRunner;
 use crate::kv::{KvBackend, PluginStore};
 use crate::loaded::Loaded;
 use crate::loader::Loader;
+use crate::outbound::HttpClient;
 use crate::services::Services;
 use crate::state::PluginState;
 use crate::status::StatusSink;
 use crate::supervise::{Notice, SupervisorSlot};
+use crate::watch::FileWatcher;
 
 use builder::Native;
 
@@ -67,6 +71,10 @@ pub(crate) struct Inner {
     dispatcher: Dispatcher,
     pub(crate) bus: Arc<EventBus>,
     cache: Arc<dyn CacheBackend>,
+    http: Option<Arc<dyn HttpClient>>,
+    commands: Option<Arc<dyn CommandRunner>>,
+    pub(crate) watcher: Option<Arc<dyn FileWatcher>>,
+    admission: Arc<dyn Admission>,
     pub(crate) audit: Arc<AuditLog>,
     started_at: SystemTime,
     reloads: reload::Reloads,

@@ -28,6 +28,7 @@
 //! ```
 
 mod access;
+mod admission;
 mod assets;
 mod audit;
 mod cache;
@@ -63,6 +64,7 @@ mod threshold;
 mod watch;
 
 pub use access::RequestAccess;
+pub use admission::{Admission, Admitted, NoAdmission, Refused};
 pub use assets::content_type;
 pub use audit::{AUDIT_CAPACITY, AuditEntry, AuditLog, Auditor};
 pub use cache::{
@@ -83,7 +85,7 @@ pub use exchange::{
     Exchange, FRAMING_HEADERS, Identity, MAX_HEADER_BYTES, MAX_HEADER_VALUE_BYTES, MAX_HEADERS,
     Refusal, Response, Stage, is_framing_header,
 };
-pub use exec::{CommandOutput, Exec};
+pub use exec::{CommandOutput, CommandRunner, CommandSpec, Exec, RunError};
 pub use gate::{Gate, GateError, OwnedPass, Pass};
 pub use health::{Health, HealthReport};
 pub use host::{
@@ -98,7 +100,10 @@ pub use metrics::{
     BUCKETS_MS, DurationHistogram, MAX_SERIES_PER_PLUGIN, MetricSample, PluginMetrics,
 };
 pub use order::{OrderError, OrderNode, dependency_graph, order_nodes, start_order};
-pub use outbound::{AllowRule, IncomingResponse, NetworkAllow, Outbound, OutgoingRequest};
+pub use outbound::{
+    AllowRule, HttpClient, HttpError, HttpRequest, HttpResponse, IncomingResponse, NetworkAllow,
+    Outbound, OutgoingRequest,
+};
 pub use plugin::{Action, InitContext, Plugin, Resources};
 pub use private::{FileError, make_private_dir};
 pub use registrations::{
@@ -113,17 +118,40 @@ pub use status::{
 pub use supervise::{ERROR_THRESHOLD_TOPIC, SupervisionStatus};
 pub use tasks::Tasks;
 pub use threshold::{ThresholdStatus, WINDOW_SLOTS};
-pub use watch::{Change, Watch, watch};
+pub use watch::{Change, FileWatcher, PathSink, Watch, WatchError, WatchTarget, watch};
 
 pub use plugd_manifest::{ExecGrant, ExecLimits, ExecRule, HookType, Permission};
 
 /// The conformance suites every backend of a capability runs against itself (feature
 /// `testing`): `plugd_core::testing::kv_backend(Arc::new(MyKv::new()))` in its tests.
+///
+/// ```text
+/// kv_backend       KvBackend         plugd-sqlite, MemoryKv
+/// cache_backend    CacheBackend      MemoryCache
+/// event_transport  EventTransport    MemoryHub
+/// http_client      HttpClient        plugd-std (reqwest)
+/// command_runner   CommandRunner     plugd-std (process groups)
+/// file_watcher     FileWatcher       plugd-std (notify)
+/// ```
 #[cfg(feature = "testing")]
 pub mod testing {
+
     pub use crate::cache::conformance::cache_backend;
     pub use crate::events::conformance::event_transport;
+    pub use crate::exec::conformance::command_runner;
     pub use crate::kv::conformance::kv_backend;
+    pub use crate::outbound::conformance::http_client;
+    pub use crate::watch::conformance::file_watcher;
+}
+
+/// Limits of the `network` capability (outbound HTTP).
+pub mod outbound_limits {
+    pub use crate::outbound::{DEFAULT_TIMEOUT, MAX_REDIRECTS, MAX_RESPONSE_BYTES};
+}
+
+/// Limits of the `exec` capability.
+pub mod exec_limits {
+    pub use crate::exec::{DEFAULT_TIMEOUT, MAX_OUTPUT_BYTES, PATH};
 }
 
 /// Limits of the `database` capability.

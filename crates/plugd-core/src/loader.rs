@@ -52,7 +52,7 @@ pub struct LoaderContext<'a> {
     /// Its live state: a denied host call counts against it here.
     pub state: Arc<PluginState>,
     /// The component's bytes as the package check verified them, for a folder installed from
-    /// a package ([`plugd_pkg::check_for_load`]); `None` otherwise. A loader compiles these
+    /// a package (by the host's [`Admission`](crate::Admission)); `None` otherwise. A loader compiles these
     /// rather than reading the file again, which may have been changed since the check.
     pub component: Option<Arc<[u8]>>,
 }

@@ -25,12 +25,24 @@
 //! own, capped by [`DEFAULT_TIMEOUT`] or the handle's shorter one), and the response body is
 //! capped at [`MAX_RESPONSE_BYTES`]. The allowlist is checked against the host name, not the
 //! addresses it resolves to: allow only names whose DNS you trust.
+//!
+//! # The port
+//!
+//! [`Outbound`] keeps all of that policy; the bytes travel through an [`HttpClient`], a backend
+//! that sends one request and reads one answer, and never follows a redirect itself: a 3xx comes
+//! back to [`Outbound`], which checks the next URL against the allowlist before it asks the
+//! backend again. `plugd-std` has the reqwest backend; every backend runs the conformance suite
+//! `plugd_core::testing::http_client` (feature `testing`).
 
+use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use reqwest::Url;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, StatusCode};
+use url::Url;
 
 use crate::audit::{Auditor, bytes_text};
 use crate::error::HostError;
@@ -254,10 +266,95 @@ fn target(url: &Url) -> String {
     }
 }
 
+/// One request an [`HttpClient`] sends: already checked against the allowlist, its headers
+/// valid (no `host`), its limits those of the calling plugin.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct HttpRequest {
+    /// `GET`, `POST`, …
+    pub method: Method,
+    /// An absolute `http` or `https` URL with a host.
+    pub url: Url,
+    /// Request headers.
+    pub headers: HeaderMap,
+    /// The body (empty for none).
+    pub body: Bytes,
+    /// How long the exchange may take, connecting and reading the body included.
+    pub timeout: Duration,
+    /// The most response body bytes to read: past it the answer is [`HttpError::TooLarge`].
+    pub max_body: usize,
+}
+
+impl HttpRequest {
+    /// A request without headers or body, with the default timeout and body cap.
+    ///
+    /// ```
+    /// let r = plugd_core::HttpRequest::new(http::Method::GET, "http://127.0.0.1/".parse().unwrap());
+    /// assert_eq!(r.url.host_str(), Some("127.0.0.1"));
+    /// ```
+    pub fn new(method: Method, url: Url) -> HttpRequest {
+        HttpRequest {
+            method,
+            url,
+            headers: HeaderMap::new(),
+            body: Bytes::new(),
+            timeout: DEFAULT_TIMEOUT,
+            max_body: MAX_RESPONSE_BYTES,
+        }
+    }
+}
+
+/// What an [`HttpClient`] read: the status, the headers and the whole body.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct HttpResponse {
+    /// Status code (a 3xx too: the backend does not follow redirects).
+    pub status: StatusCode,
+    /// Response headers, in order.
+    pub headers: HeaderMap,
+    /// The body, at most the request's `max_body` bytes.
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    /// An answer with `status`, `headers` and `body`.
+    pub fn new(status: StatusCode, headers: HeaderMap, body: Vec<u8>) -> HttpResponse {
+        HttpResponse {
+            status,
+            headers,
+            body,
+        }
+    }
+}
+
+/// Why an [`HttpClient`] has no answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HttpError {
+    /// The response body is larger than the request's `max_body`.
+    #[error("the response body is larger than the cap")]
+    TooLarge,
+    /// The exchange took longer than the request's `timeout`.
+    #[error("timed out")]
+    TimedOut,
+    /// Anything else (no connection, TLS, a broken response), with every cause it knows.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// The port of outbound HTTP: send one request, read one answer. A backend never follows a
+/// redirect (a 3xx is an answer; [`Outbound`] decides whether the next URL is allowed), never
+/// uses a proxy from the environment, stops reading at `max_body` and gives up at `timeout`.
+#[async_trait]
+pub trait HttpClient: Send + Sync + fmt::Debug + 'static {
+    /// Carry out one exchange.
+    async fn send(&self, request: HttpRequest) -> Result<HttpResponse, HttpError>;
+}
+
 struct Inner {
     plugin: Arc<str>,
     allow: Arc<NetworkAllow>,
-    client: reqwest::Client,
+    client: Arc<dyn HttpClient>,
     auditor: Auditor,
 }
 
@@ -269,52 +366,113 @@ pub struct Outbound {
     max_body: usize,
 }
 
-impl std::fmt::Debug for Outbound {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl fmt::Debug for Outbound {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Outbound")
             .field("plugin", &self.inner.plugin)
             .field("allow", &self.inner.allow)
+            .field("client", &self.inner.client)
             .field("timeout", &self.timeout)
             .field("max_body", &self.max_body)
             .finish()
     }
 }
 
+/// Headers a redirect to another origin must not carry (as browsers and reqwest do).
+const SENSITIVE: [HeaderName; 4] = [
+    header::AUTHORIZATION,
+    header::COOKIE,
+    header::PROXY_AUTHORIZATION,
+    header::WWW_AUTHENTICATE,
+];
+
+/// The request that follows `response` to `request`, when it is a redirect with a usable
+/// `Location`: 301, 302 and 303 become a `GET` without body (a `HEAD` stays), 307 and 308 repeat
+/// the request; credentials stay behind when the origin changes; `Referer` names the previous
+/// URL (without user, password or fragment), except from https to http.
+fn redirected(request: &HttpRequest, response: &HttpResponse) -> Option<HttpRequest> {
+    let location = response.headers.get(header::LOCATION)?.to_str().ok()?;
+    let url = request.url.join(location).ok()?;
+    let mut next = request.clone();
+    match response.status {
+        StatusCode::MOVED_PERMANENTLY | StatusCode::FOUND | StatusCode::SEE_OTHER => {
+            next.body = Bytes::new();
+            for h in [
+                header::TRANSFER_ENCODING,
+                header::CONTENT_ENCODING,
+                header::CONTENT_TYPE,
+                header::CONTENT_LENGTH,
+            ] {
+                next.headers.remove(h);
+            }
+            if next.method != Method::HEAD {
+                next.method = Method::GET;
+            }
+        }
+        StatusCode::TEMPORARY_REDIRECT | StatusCode::PERMANENT_REDIRECT => {}
+        _ => return None,
+    }
+    let same_origin = url.scheme() == request.url.scheme()
+        && url.host_str() == request.url.host_str()
+        && url.port_or_known_default() == request.url.port_or_known_default();
+    if !same_origin {
+        for h in &SENSITIVE {
+            next.headers.remove(h);
+        }
+    }
+    if !(url.scheme() == "http" && request.url.scheme() == "https") {
+        let mut referer = request.url.clone();
+        let _ = referer.set_username("");
+        let _ = referer.set_password(None);
+        referer.set_fragment(None);
+        if let Ok(value) = HeaderValue::from_str(referer.as_str()) {
+            next.headers.insert(header::REFERER, value);
+        }
+    }
+    next.url = url;
+    Some(next)
+}
+
 impl Outbound {
-    /// A client for `plugin` limited to `allow`. TLS is rustls with the platform's roots.
-    pub fn new(plugin: &str, allow: NetworkAllow, auditor: Auditor) -> Result<Outbound, String> {
-        let fail = |e: &dyn std::fmt::Display| {
-            format!("cannot set up outbound HTTP for plugin '{plugin}': {e}")
-        };
-        let allow = Arc::new(allow);
-        let redirects = {
-            let allow = allow.clone();
-            reqwest::redirect::Policy::custom(move |attempt| {
-                if attempt.previous().len() > MAX_REDIRECTS {
-                    attempt.error(format!("more than {MAX_REDIRECTS} redirects"))
-                } else if allow.allows(attempt.url()) {
-                    attempt.follow()
-                } else {
-                    attempt.stop()
-                }
-            })
-        };
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .redirect(redirects)
-            .timeout(DEFAULT_TIMEOUT)
-            .build()
-            .map_err(|e| fail(&e))?;
-        Ok(Outbound {
+    /// A client for `plugin` limited to `allow`, sending through `client`.
+    ///
+    /// ```
+    /// # #[derive(Debug)] struct Offline;
+    /// # #[async_trait::async_trait]
+    /// # impl plugd_core::HttpClient for Offline {
+    /// #     async fn send(&self, _: plugd_core::HttpRequest) -> Result<plugd_core::HttpResponse, plugd_core::HttpError> {
+    /// #         Err(plugd_core::HttpError::Failed("offline".into()))
+    /// #     }
+    /// # }
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use std::sync::Arc;
+    /// use plugd_core::{Auditor, NetworkAllow, Outbound, OutgoingRequest};
+    ///
+    /// let allow = NetworkAllow::parse(&["api.example.com".into()]).unwrap();
+    /// let out = Outbound::new("p", allow, Arc::new(Offline), Auditor::new("p", None, None));
+    /// let e = out.fetch(OutgoingRequest::new("GET", "https://example.com/")).await.unwrap_err();
+    /// assert_eq!(
+    ///     e.to_string(),
+    ///     "network access denied: plugin 'p' may not connect to 'example.com' (not in network.allow)"
+    /// );
+    /// # });
+    /// ```
+    pub fn new(
+        plugin: &str,
+        allow: NetworkAllow,
+        client: Arc<dyn HttpClient>,
+        auditor: Auditor,
+    ) -> Outbound {
+        Outbound {
             inner: Arc::new(Inner {
                 plugin: Arc::from(plugin),
-                allow,
+                allow: Arc::new(allow),
                 client,
                 auditor,
             }),
             timeout: DEFAULT_TIMEOUT,
             max_body: MAX_RESPONSE_BYTES,
-        })
+        }
     }
 
     /// The same client with calls limited to `timeout` (never longer than this handle's).
@@ -362,13 +520,13 @@ impl Outbound {
                 target(&url)
             )));
         }
-        let method = reqwest::Method::from_bytes(request.method.to_ascii_uppercase().as_bytes())
+        let method = Method::from_bytes(request.method.to_ascii_uppercase().as_bytes())
             .map_err(|_| invalid(format!("invalid method '{}'", request.method)))?;
         let mut headers = HeaderMap::with_capacity(request.headers.len());
         for (name, value) in &request.headers {
             let name = HeaderName::from_bytes(name.as_bytes())
                 .map_err(|_| invalid(format!("invalid header name '{name}'")))?;
-            if name == reqwest::header::HOST {
+            if name == header::HOST {
                 return Err(invalid("the host header comes from the URL".into()));
             }
             let value = HeaderValue::from_str(value)
@@ -384,82 +542,79 @@ impl Outbound {
                 "outbound.fetch of plugin '{plugin}': {what}: {why}"
             ))
         };
-        let max = self.max_body;
-        let exchange = async {
-            let mut response = self
-                .inner
-                .client
-                .request(method.clone(), url.clone())
-                .headers(headers)
-                .body(request.body)
-                .timeout(timeout)
-                .send()
-                .await
-                .map_err(|e| failed(chain(&e)))?;
-            let too_large = || {
-                failed(format!(
-                    "the response body is larger than {} (the cap)",
-                    bytes_text(max)
-                ))
-            };
-            if response.content_length().is_some_and(|n| n > max as u64) {
-                return Err(too_large());
-            }
-            let status = response.status().as_u16();
-            let headers = response
-                .headers()
-                .iter()
-                .map(|(k, v)| {
-                    (
-                        k.as_str().to_string(),
-                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                    )
-                })
-                .collect();
-            let mut body = Vec::new();
-            while let Some(chunk) = response.chunk().await.map_err(|e| failed(chain(&e)))? {
-                if body.len() + chunk.len() > max {
-                    return Err(too_large());
-                }
-                body.extend_from_slice(&chunk);
-            }
-            Ok(IncomingResponse {
-                status,
-                headers,
-                body,
-            })
-        };
-        tokio::time::timeout(timeout, exchange).await.map_err(|_| {
+        let timed_out = || {
             failed(format!(
                 "timed out after {}",
                 humantime::format_duration(timeout)
             ))
-        })?
+        };
+        let max = self.max_body;
+        let too_large = || {
+            failed(format!(
+                "the response body is larger than {} (the cap)",
+                bytes_text(max)
+            ))
+        };
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut next = HttpRequest {
+            method,
+            url,
+            headers,
+            body: Bytes::from(request.body),
+            timeout,
+            max_body: max,
+        };
+        let mut redirects = 0;
+        let exchange = async {
+            loop {
+                next.timeout = deadline.saturating_duration_since(tokio::time::Instant::now());
+                let response = match self.inner.client.send(next.clone()).await {
+                    Ok(r) => r,
+                    Err(HttpError::TooLarge) => return Err(too_large()),
+                    Err(HttpError::TimedOut) => return Err(timed_out()),
+                    Err(HttpError::Failed(why)) => return Err(failed(why)),
+                };
+                if response.body.len() > max {
+                    return Err(too_large());
+                }
+                // Each hop is checked like the first URL: a redirect off the allowlist is not
+                // followed, and its 3xx is the answer.
+                if let Some(hop) = redirected(&next, &response) {
+                    redirects += 1;
+                    if redirects > MAX_REDIRECTS {
+                        return Err(failed(format!("more than {MAX_REDIRECTS} redirects")));
+                    }
+                    if self.inner.allow.allows(&hop.url) {
+                        next = hop;
+                        continue;
+                    }
+                }
+                return Ok(IncomingResponse {
+                    status: response.status.as_u16(),
+                    headers: response
+                        .headers
+                        .iter()
+                        .map(|(k, v)| {
+                            (
+                                k.as_str().to_string(),
+                                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                            )
+                        })
+                        .collect(),
+                    body: response.body,
+                });
+            }
+        };
+        tokio::time::timeout_at(deadline, exchange)
+            .await
+            .map_err(|_| timed_out())?
     }
-}
-
-/// An error and its sources, joined: reqwest's own message rarely says why.
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{AuditLog, PluginState};
-    use axum::Router;
-    use axum::response::{IntoResponse, Redirect};
-    use axum::routing::get;
+    use parking_lot::Mutex;
 
     fn allows(entry: &str, url: &str) -> bool {
         let rule: AllowRule = entry.parse().unwrap_or_else(|e| panic!("{entry}: {e}"));
@@ -530,75 +685,264 @@ mod tests {
         }
     }
 
-    struct Served {
-        addr: std::net::SocketAddr,
-        _task: tokio::task::JoinHandle<()>,
+    /// A request as the table saw it: method, URL, body, whether it carried `authorization`.
+    type Asked = (Method, String, Vec<u8>, bool);
+
+    /// Answers from a table of URLs, recording every URL it was asked for.
+    #[derive(Debug, Default)]
+    struct Table {
+        answers: Vec<(&'static str, u16, Option<&'static str>)>,
+        asked: Mutex<Vec<Asked>>,
     }
 
-    async fn serve() -> Served {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let app = Router::new()
-            .route("/hello", get(|| async { ([("x-test", "yes")], "hi") }))
-            .route(
-                "/echo",
-                axum::routing::post(|headers: axum::http::HeaderMap, body: String| async move {
-                    let h = headers
-                        .get("x-in")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("")
-                        .to_string();
-                    format!("{h}:{body}")
-                }),
-            )
-            .route("/big", get(|| async { vec![b'x'; 64 * 1024] }))
-            .route(
-                "/slow",
-                get(|| async {
-                    tokio::time::sleep(Duration::from_secs(30)).await;
-                    "late"
-                }),
-            )
-            .route(
-                "/missing",
-                get(|| async { (axum::http::StatusCode::NOT_FOUND, "no").into_response() }),
-            )
-            .route("/redirect-in", get(|| async { Redirect::to("/hello") }))
-            .route(
-                "/redirect-out",
-                get(move || async move {
-                    Redirect::to(&format!("http://127.0.0.2:{}/hello", addr.port()))
-                }),
-            );
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        Served { addr, _task: task }
+    #[async_trait]
+    impl HttpClient for Table {
+        async fn send(&self, r: HttpRequest) -> Result<HttpResponse, HttpError> {
+            self.asked.lock().push((
+                r.method.clone(),
+                r.url.to_string(),
+                r.body.to_vec(),
+                r.headers.contains_key(header::AUTHORIZATION),
+            ));
+            let (_, status, location) = self
+                .answers
+                .iter()
+                .find(|(u, _, _)| *u == r.url.as_str())
+                .ok_or_else(|| HttpError::Failed(format!("no route to {}", r.url)))?;
+            let mut headers = HeaderMap::new();
+            if let Some(l) = location {
+                headers.insert(header::LOCATION, HeaderValue::from_static(l));
+            }
+            Ok(HttpResponse::new(
+                StatusCode::from_u16(*status).unwrap(),
+                headers,
+                b"body".to_vec(),
+            ))
+        }
     }
 
-    fn outbound(allow: &[String]) -> (Outbound, Arc<PluginState>, Arc<AuditLog>) {
-        let state = Arc::new(PluginState::default());
-        let log = Arc::new(AuditLog::default());
-        let auditor = Auditor::new("p", Some(state.clone()), Some(log.clone()));
-        let o = Outbound::new("p", NetworkAllow::parse(allow).unwrap(), auditor).unwrap();
-        (o, state, log)
+    fn outbound(table: Table, allow: &[&str]) -> (Outbound, Arc<Table>) {
+        let table = Arc::new(table);
+        let allow: Vec<String> = allow.iter().map(|s| s.to_string()).collect();
+        let o = Outbound::new(
+            "p",
+            NetworkAllow::parse(&allow).unwrap(),
+            table.clone(),
+            Auditor::new("p", None, None),
+        );
+        (o, table)
     }
 
     #[tokio::test]
-    async fn fetches_from_an_allowed_host_with_headers_and_body() {
-        let s = serve().await;
-        let (o, state, _) = outbound(&[format!("127.0.0.1:{}", s.addr.port())]);
+    async fn every_redirect_hop_is_checked_against_the_allowlist() {
+        let (o, table) = outbound(
+            Table {
+                answers: vec![
+                    ("http://a.test/start", 302, Some("/next")),
+                    ("http://a.test/next", 307, Some("http://b.test/x")),
+                    ("http://b.test/x", 301, Some("http://evil.test/")),
+                ],
+                ..Table::default()
+            },
+            &["a.test", "b.test"],
+        );
+        let mut post = OutgoingRequest::new("POST", "http://a.test/start");
+        post.body = b"payload".to_vec();
+        post.headers.push(("authorization".into(), "secret".into()));
+        let r = o.fetch(post).await.unwrap();
+        assert_eq!(r.status, 301, "the hop to evil.test is not followed");
+        let asked = table.asked.lock().clone();
+        assert_eq!(
+            asked,
+            [
+                (
+                    Method::POST,
+                    "http://a.test/start".into(),
+                    b"payload".to_vec(),
+                    true
+                ),
+                // 302: a GET without the body; same origin, the credentials stay.
+                (Method::GET, "http://a.test/next".into(), vec![], true),
+                // 307 repeats the request; another origin, the credentials stay behind.
+                (Method::GET, "http://b.test/x".into(), vec![], false),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_redirect_loop_stops_after_the_limit() {
+        let (o, table) = outbound(
+            Table {
+                answers: vec![("http://a.test/loop", 302, Some("/loop"))],
+                ..Table::default()
+            },
+            &["a.test"],
+        );
+        let e = o
+            .fetch(OutgoingRequest::new("GET", "http://a.test/loop"))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "outbound.fetch of plugin 'p': GET a.test: more than {MAX_REDIRECTS} redirects"
+            )
+        );
+        assert_eq!(table.asked.lock().len(), MAX_REDIRECTS + 1);
+    }
+}
+
+/// The conformance suite every [`HttpClient`] runs against itself (`cargo test` of its crate),
+/// through [`Outbound`] and a local HTTP/1.1 server on a loopback port.
+#[cfg(feature = "testing")]
+pub mod conformance {
+    use super::*;
+    use crate::{AuditLog, PluginState};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Run every check against `client`.
+    pub async fn http_client(client: Arc<dyn HttpClient>) {
+        let addr = serve().await;
+        fetches_from_an_allowed_host_with_headers_and_body(client.clone(), addr).await;
+        a_host_not_allowed_is_denied_before_any_connection_and_audited(client.clone(), addr).await;
+        bodies_are_capped_and_calls_time_out(client, addr).await;
+    }
+
+    /// One parsed request: method, path, headers (names in lower case), body.
+    struct Asked {
+        method: String,
+        path: String,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    }
+
+    async fn read_request(stream: &mut tokio::net::TcpStream) -> Option<Asked> {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i;
+            }
+            let n = stream.read(&mut chunk).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+        let mut lines = head.split("\r\n");
+        let mut first = lines.next()?.split(' ');
+        let (method, path) = (first.next()?.to_string(), first.next()?.to_string());
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        let length: usize = headers
+            .iter()
+            .find(|(k, _)| k == "content-length")
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(0);
+        let mut body = buf[end + 4..].to_vec();
+        while body.len() < length {
+            let n = stream.read(&mut chunk).await.ok()?;
+            if n == 0 {
+                break;
+            }
+            body.extend_from_slice(&chunk[..n]);
+        }
+        Some(Asked {
+            method,
+            path,
+            headers,
+            body,
+        })
+    }
+
+    /// The routes of the suite's server.
+    async fn answer(asked: Asked, port: u16) -> (u16, Vec<(String, String)>, Vec<u8>) {
+        let header = |name: &str| {
+            asked
+                .headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default()
+        };
+        let redirect = |to: String| (303, vec![("location".to_string(), to)], Vec::new());
+        match (asked.method.as_str(), asked.path.as_str()) {
+            ("GET", "/hello") => (200, vec![("x-test".into(), "yes".into())], b"hi".to_vec()),
+            ("POST", "/echo") => {
+                let mut out = format!("{}:", header("x-in")).into_bytes();
+                out.extend_from_slice(&asked.body);
+                (200, Vec::new(), out)
+            }
+            ("GET", "/big") => (200, Vec::new(), vec![b'x'; 64 * 1024]),
+            ("GET", "/slow") => {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                (200, Vec::new(), b"late".to_vec())
+            }
+            ("GET", "/redirect-in") => redirect("/hello".into()),
+            ("GET", "/redirect-out") => redirect(format!("http://127.0.0.2:{port}/hello")),
+            _ => (404, Vec::new(), b"no".to_vec()),
+        }
+    }
+
+    /// A server on a free loopback port, for as long as the runtime runs.
+    async fn serve() -> std::net::SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let Some(asked) = read_request(&mut stream).await else {
+                        return;
+                    };
+                    let (status, headers, body) = answer(asked, addr.port()).await;
+                    let mut out = format!(
+                        "HTTP/1.1 {status} {}\r\ncontent-length: {}\r\nconnection: close\r\n",
+                        StatusCode::from_u16(status)
+                            .ok()
+                            .and_then(|s| s.canonical_reason())
+                            .unwrap_or(""),
+                        body.len()
+                    );
+                    for (k, v) in headers {
+                        out.push_str(&format!("{k}: {v}\r\n"));
+                    }
+                    out.push_str("\r\n");
+                    let _ = stream.write_all(out.as_bytes()).await;
+                    let _ = stream.write_all(&body).await;
+                    let _ = stream.shutdown().await;
+                });
+            }
+        });
+        addr
+    }
+
+    fn outbound(
+        client: Arc<dyn HttpClient>,
+        allow: &[String],
+    ) -> (Outbound, Arc<PluginState>, Arc<AuditLog>) {
+        let state = Arc::new(PluginState::default());
+        let log = Arc::new(AuditLog::default());
+        let auditor = Auditor::new("p", Some(state.clone()), Some(log.clone()));
+        let o = Outbound::new("p", NetworkAllow::parse(allow).unwrap(), client, auditor);
+        (o, state, log)
+    }
+
+    async fn fetches_from_an_allowed_host_with_headers_and_body(
+        client: Arc<dyn HttpClient>,
+        addr: std::net::SocketAddr,
+    ) {
+        let (o, state, _) = outbound(client, &[format!("127.0.0.1:{}", addr.port())]);
         let r = o
-            .fetch(OutgoingRequest::new(
-                "GET",
-                format!("http://{}/hello", s.addr),
-            ))
+            .fetch(OutgoingRequest::new("GET", format!("http://{addr}/hello")))
             .await
             .unwrap();
         assert_eq!(r.status, 200);
         assert_eq!(r.body, b"hi");
         assert!(r.headers.iter().any(|(k, v)| k == "x-test" && v == "yes"));
-        let mut post = OutgoingRequest::new("post", format!("http://{}/echo", s.addr));
+        let mut post = OutgoingRequest::new("post", format!("http://{addr}/echo"));
         post.headers.push(("x-in".into(), "h".into()));
         post.body = b"body".to_vec();
         let r = o.fetch(post).await.unwrap();
@@ -606,7 +950,7 @@ mod tests {
         let r = o
             .fetch(OutgoingRequest::new(
                 "GET",
-                format!("http://{}/missing", s.addr),
+                format!("http://{addr}/missing"),
             ))
             .await
             .unwrap();
@@ -615,7 +959,7 @@ mod tests {
         let r = o
             .fetch(OutgoingRequest::new(
                 "GET",
-                format!("http://{}/redirect-in", s.addr),
+                format!("http://{addr}/redirect-in"),
             ))
             .await
             .unwrap();
@@ -623,7 +967,7 @@ mod tests {
         let r = o
             .fetch(OutgoingRequest::new(
                 "GET",
-                format!("http://{}/redirect-out", s.addr),
+                format!("http://{addr}/redirect-out"),
             ))
             .await
             .unwrap();
@@ -631,10 +975,11 @@ mod tests {
         assert_eq!(state.error_count(), 0);
     }
 
-    #[tokio::test]
-    async fn a_host_not_allowed_is_denied_before_any_connection_and_audited() {
-        let s = serve().await;
-        let (o, state, log) = outbound(&[format!("127.0.0.1:{}", s.addr.port())]);
+    async fn a_host_not_allowed_is_denied_before_any_connection_and_audited(
+        client: Arc<dyn HttpClient>,
+        addr: std::net::SocketAddr,
+    ) {
+        let (o, state, log) = outbound(client, &[format!("127.0.0.1:{}", addr.port())]);
         // A listener no entry allows: the denied call must not even connect to it.
         let trap = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         trap.set_nonblocking(true).unwrap();
@@ -687,7 +1032,7 @@ mod tests {
                 "{e:?}"
             );
         }
-        let mut host_header = OutgoingRequest::new("GET", format!("http://{}/hello", s.addr));
+        let mut host_header = OutgoingRequest::new("GET", format!("http://{addr}/hello"));
         host_header
             .headers
             .push(("Host".into(), "other.example".into()));
@@ -697,34 +1042,29 @@ mod tests {
         ));
     }
 
-    #[tokio::test]
-    async fn bodies_are_capped_and_calls_time_out() {
-        let s = serve().await;
-        let (o, _, _) = outbound(&[format!("127.0.0.1:{}", s.addr.port())]);
+    async fn bodies_are_capped_and_calls_time_out(
+        client: Arc<dyn HttpClient>,
+        addr: std::net::SocketAddr,
+    ) {
+        let (o, _, _) = outbound(client, &[format!("127.0.0.1:{}", addr.port())]);
         let small = o.with_max_response_bytes(16 * 1024);
         let e = small
-            .fetch(OutgoingRequest::new(
-                "GET",
-                format!("http://{}/big", s.addr),
-            ))
+            .fetch(OutgoingRequest::new("GET", format!("http://{addr}/big")))
             .await
             .unwrap_err();
         assert_eq!(
             e,
             HostError::Failed(format!(
                 "outbound.fetch of plugin 'p': GET 127.0.0.1:{}: the response body is larger than 16 KiB (the cap)",
-                s.addr.port()
+                addr.port()
             ))
         );
         let r = o
-            .fetch(OutgoingRequest::new(
-                "GET",
-                format!("http://{}/big", s.addr),
-            ))
+            .fetch(OutgoingRequest::new("GET", format!("http://{addr}/big")))
             .await
             .unwrap();
         assert_eq!(r.body.len(), 64 * 1024);
-        let mut slow = OutgoingRequest::new("GET", format!("http://{}/slow", s.addr));
+        let mut slow = OutgoingRequest::new("GET", format!("http://{addr}/slow"));
         slow.timeout = Some(Duration::from_millis(200));
         let e = o.fetch(slow).await.unwrap_err();
         assert!(
@@ -732,7 +1072,7 @@ mod tests {
             "{e:?}"
         );
         // The handle's own limit caps a longer request timeout.
-        let mut slow = OutgoingRequest::new("GET", format!("http://{}/slow", s.addr));
+        let mut slow = OutgoingRequest::new("GET", format!("http://{addr}/slow"));
         slow.timeout = Some(Duration::from_secs(3600));
         let e = o
             .with_timeout(Duration::from_millis(200))

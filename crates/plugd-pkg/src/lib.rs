@@ -14,8 +14,10 @@
 //!   installed digests, signatures against `plugins.trusted_keys`, required with
 //!   `plugins.require_signatures`, which trusted keys turn on by default).
 //!
-//! This crate knows nothing of running plugins; `plugd-core` calls [`check_for_load`] (and
-//! compiles the component bytes it verified) and the `plugd` binary drives the rest.
+//! This crate knows nothing of running plugins. With the `admission` feature,
+//! `PackageAdmission` is [`check_for_load`] as plugd-core's `Admission` port: a host asks it
+//! before each load (and compiles the component bytes it verified); the `plugd` binary drives
+//! the rest. Without that feature the crate does not depend on plugd-core.
 //!
 //! ```
 //! use plugd_pkg::{Package, SigningKey, Trust, UnpackLimits};
@@ -36,6 +38,8 @@
 
 #![warn(missing_docs)]
 
+#[cfg(feature = "admission")]
+mod admission;
 mod catalog;
 mod error;
 #[cfg(feature = "http")]
@@ -48,6 +52,8 @@ mod plugins_dir;
 mod resolve;
 mod sums;
 
+#[cfg(feature = "admission")]
+pub use admission::PackageAdmission;
 pub use catalog::{
     CatalogDependency, CatalogPlugin, CatalogSource, CatalogVersion, INDEX_FILE, Index,
     dependencies_of,

@@ -247,11 +247,16 @@ impl TestHostBuilder {
         // The embedded defaults, as `plugd serve` has them: SQLite under the data folder.
         let sqlite = plugd_sqlite::Backends::open(&config.data_dir)
             .map_err(|e| Error::Load(e.to_string()))?;
+        let http = plugd_std::ReqwestClient::new().map_err(|e| Error::Load(e.to_string()))?;
         let mut builder = Host::builder()
             .config(config)
             .loader(runtime)
             .kv(sqlite.kv)
-            .status_sink(sqlite.status);
+            .status_sink(sqlite.status)
+            .http(std::sync::Arc::new(http))
+            .commands(std::sync::Arc::new(plugd_std::ProcessRunner))
+            .watcher(std::sync::Arc::new(plugd_std::NotifyWatcher))
+            .admission(std::sync::Arc::new(plugd_pkg::PackageAdmission));
         for (manifest, add) in self.natives {
             names.push(manifest.name.clone());
             builder = add(builder);

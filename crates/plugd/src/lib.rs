@@ -12,6 +12,7 @@
 //! |---|---|---|
 //! | `wasm` | yes | `plugd::wasm`: the wasmtime runtime, a [`Loader`] of wasm plugins |
 //! | `sqlite` | yes | `plugd::sqlite`: plugin storage and the status tables in SQLite; `with_embedded_backends` |
+//! | `std` | yes | `plugd::std_backends`: outbound HTTP (reqwest), exec, file watching; package admission; `with_std_backends`, [`check_config_with_packages`] |
 //! | `server` | yes | `plugd::server`: the axum router, the admin API and dashboard, `serve_with_admin` |
 //! | `test` | no | `plugd::test`: the `plugd-test` harness for plugin authors (`TestHost`, `tests.yaml` suites) |
 //!
@@ -36,6 +37,8 @@ pub use plugd_manifest as manifest;
 pub use plugd_server as server;
 #[cfg(feature = "sqlite")]
 pub use plugd_sqlite as sqlite;
+#[cfg(feature = "std")]
+pub use plugd_std as std_backends;
 #[cfg(feature = "test")]
 pub use plugd_test as test;
 #[cfg(feature = "wasm")]
@@ -78,6 +81,10 @@ pub enum SetupError {
     #[cfg(feature = "sqlite")]
     #[error(transparent)]
     Sqlite(#[from] plugd_sqlite::SqliteError),
+    /// A standard backend could not be set up (outbound HTTP's TLS).
+    #[cfg(feature = "std")]
+    #[error(transparent)]
+    Std(#[from] plugd_std::ClientError),
     /// The host refused its config.
     #[error(transparent)]
     Host(#[from] LoadError),
@@ -85,12 +92,54 @@ pub enum SetupError {
 
 /// `builder` with the embedded defaults' backends for `config`: plugins' key/value storage in a
 /// SQLite file per plugin and the status tables in `host.db`, under `data_dir`
-/// ([`plugd_sqlite`]). Feature `sqlite`; without it a host keeps them in memory.
+/// ([`plugd_sqlite`]), and with feature `std` the standard backends ([`with_std_backends`]).
+/// Feature `sqlite`; without it a host keeps them in memory.
 #[cfg(feature = "sqlite")]
 pub fn with_embedded_backends(
     builder: plugd_core::HostBuilder,
     config: &plugd_manifest::HostConfig,
 ) -> Result<plugd_core::HostBuilder, SetupError> {
     let sqlite = plugd_sqlite::Backends::open(&config.data_dir)?;
-    Ok(builder.kv(sqlite.kv).status_sink(sqlite.status))
+    let builder = builder.kv(sqlite.kv).status_sink(sqlite.status);
+    #[cfg(feature = "std")]
+    let builder = with_std_backends(builder)?;
+    Ok(builder)
+}
+
+/// `builder` with the standard backends ([`plugd_std`]): outbound HTTP through reqwest for the
+/// `network` capability, process groups with resource limits for `exec`, notify for
+/// `plugins.hot_reload`, and `plugd-pkg`'s package admission (blocklist, installed digests,
+/// signatures). Feature `std`; without it a plugin granted `network` or `exec` fails to load,
+/// hot reload is off, and a config that sets `plugins.blocked`, `trusted_keys` or
+/// `require_signatures` loads nothing.
+///
+/// ```
+/// let dir = std::env::temp_dir().join(format!("plugd-std-facade-doc-{}", std::process::id()));
+/// let host = plugd::with_std_backends(plugd::Host::builder()).unwrap().data_dir(&dir).build();
+/// assert!(host.is_ok());
+/// ```
+#[cfg(feature = "std")]
+pub fn with_std_backends(
+    builder: plugd_core::HostBuilder,
+) -> Result<plugd_core::HostBuilder, SetupError> {
+    let http = plugd_std::ReqwestClient::new()?;
+    Ok(builder
+        .http(std::sync::Arc::new(http))
+        .commands(std::sync::Arc::new(plugd_std::ProcessRunner))
+        .watcher(std::sync::Arc::new(plugd_std::NotifyWatcher))
+        .admission(std::sync::Arc::new(plugd_pkg::PackageAdmission)))
+}
+
+/// [`check_config`] with the package checks `plugd serve` makes ([`plugd_pkg::PackageAdmission`]):
+/// what `plugd check` reports. Feature `std`.
+///
+/// ```
+/// let report = plugd::check_config_with_packages(&plugd::manifest::HostConfig::default()).unwrap();
+/// assert!(report.start_order.is_empty());
+/// ```
+#[cfg(feature = "std")]
+pub fn check_config_with_packages(
+    config: &plugd_manifest::HostConfig,
+) -> Result<CheckReport, plugd_core::ConfigProblems> {
+    check_config(config, &plugd_pkg::PackageAdmission)
 }

@@ -20,6 +20,10 @@ use crate::status::{MemoryStatus, StatusSink};
 use crate::supervise::{NOTICE_CAPACITY, SupervisorSlot};
 
 use super::{Host, Inner};
+use crate::admission::{Admission, NoAdmission};
+use crate::exec::CommandRunner;
+use crate::outbound::HttpClient;
+use crate::watch::FileWatcher;
 
 /// A native plugin handed to the builder.
 pub(super) struct Native {
@@ -38,6 +42,10 @@ pub struct HostBuilder {
     status: Option<Arc<dyn StatusSink>>,
     cache: Option<Arc<dyn CacheBackend>>,
     events: Option<Arc<dyn EventTransport>>,
+    http: Option<Arc<dyn HttpClient>>,
+    commands: Option<Arc<dyn CommandRunner>>,
+    watcher: Option<Arc<dyn FileWatcher>>,
+    admission: Option<Arc<dyn Admission>>,
 }
 
 impl std::fmt::Debug for HostBuilder {
@@ -70,6 +78,40 @@ impl HostBuilder {
     /// events stay on this host).
     pub fn events(mut self, transport: Arc<dyn EventTransport>) -> Self {
         self.events = Some(transport);
+        self
+    }
+
+    /// Send plugins' outbound HTTP (the `network` capability) through `client` (default: none;
+    /// a plugin granted `network` fails to load). The `plugd` façade wires reqwest
+    /// (`plugd-std`); the allowlist, caps, deadlines and auditing stay in the host.
+    pub fn http(mut self, client: Arc<dyn HttpClient>) -> Self {
+        self.http = Some(client);
+        self
+    }
+
+    /// Run plugins' commands (the `exec` capability) through `runner` (default: none; a plugin
+    /// granted `exec` fails to load). The `plugd` façade wires process groups with resource
+    /// limits (`plugd-std`); `exec.allow`, the environment, caps, deadlines and auditing stay in
+    /// the host.
+    pub fn commands(mut self, runner: Arc<dyn CommandRunner>) -> Self {
+        self.commands = Some(runner);
+        self
+    }
+
+    /// Watch plugin folders and the config file through `watcher` when `plugins.hot_reload` is
+    /// on (default: none; hot reload is then off, with an error logged at start). The `plugd`
+    /// façade wires notify (`plugd-std`).
+    pub fn watcher(mut self, watcher: Arc<dyn FileWatcher>) -> Self {
+        self.watcher = Some(watcher);
+        self
+    }
+
+    /// Check each plugin folder with `admission` before it is loaded: the blocklist, installed
+    /// packages' digests, signatures (default: [`NoAdmission`], which refuses to load when the
+    /// config sets `plugins.blocked`, `trusted_keys` or `require_signatures`). The `plugd` façade
+    /// wires `plugd-pkg`'s.
+    pub fn admission(mut self, admission: Arc<dyn Admission>) -> Self {
+        self.admission = Some(admission);
         self
     }
 
@@ -155,6 +197,10 @@ impl HostBuilder {
                 }),
                 supervising: std::sync::atomic::AtomicBool::new(false),
                 status: Default::default(),
+                http: self.http,
+                commands: self.commands,
+                watcher: self.watcher,
+                admission: self.admission.unwrap_or_else(|| Arc::new(NoAdmission)),
             }),
         })
     }

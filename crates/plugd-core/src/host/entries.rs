@@ -71,7 +71,12 @@ impl Host {
             before,
             after,
         } = check_entry(entry)?;
-        let component = check_package(entry, &manifest, &self.inner.config.plugins)?;
+        let component = check_package(
+            &*self.inner.admission,
+            entry,
+            &manifest,
+            &self.inner.config.plugins,
+        )?;
         let mut loaded = self.placeholder(entry, Some(manifest));
         loaded.access = Arc::new(RequestAccess::new(&entry.name, &granted, Some(entry)));
         loaded.granted = granted;

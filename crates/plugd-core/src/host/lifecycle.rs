@@ -364,6 +364,8 @@ impl Host {
             host: &self.inner.config,
             entry: c.entry.as_ref(),
             plugin_dir: c.dir.as_deref(),
+            http: self.inner.http.clone(),
+            commands: self.inner.commands.clone(),
             auditor: Auditor::new(
                 &name,
                 Some(c.loaded.state.clone()),

@@ -197,7 +197,11 @@ impl Host {
             })
             .collect();
         let config = self.inner.config.source.clone();
+        let watcher = self.inner.watcher.as_deref().ok_or_else(|| {
+            "this host has no file watcher: set one with HostBuilder::watcher (the plugd façade's \"std\" feature does)".to_string()
+        })?;
         let (watch, mut changes) = crate::watch::watch(
+            watcher,
             &plugins,
             config.as_deref(),
             self.inner.config.plugins.reload_delay,

@@ -86,6 +86,7 @@ async fn a_native_plugin_uses_what_it_is_granted() {
             dir.path(),
             "admin: { token: t0ps3cret }\nplugins:\n  plugins:\n    - name: capable\n      permissions: { database: true, exec: true, config: true }\n      exec: { allow: [echo] }\n",
         ))
+        .commands(Arc::new(plugd_std::ProcessRunner))
         .native(manifest(), plugin)
         .build()
         .unwrap();
@@ -143,5 +144,29 @@ async fn without_grants_each_accessor_is_denied_counted_and_audited() {
         ]
     );
     assert!(!dir.path().join("plugins/capable/db.sqlite").exists());
+    host.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_plugin_granted_exec_on_a_host_without_a_command_runner_fails_to_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = Host::builder()
+        .config(config(
+            dir.path(),
+            "plugins:\n  plugins:\n    - name: capable\n      permissions: { database: true, exec: true, config: true }\n      exec: { allow: [echo] }\n",
+        ))
+        .native(manifest(), Capable::default())
+        .build()
+        .unwrap();
+    let _ = host.start().await;
+    let info = host.plugin_info("capable").unwrap();
+    assert_ne!(info.status, Status::Running);
+    let error = info.last_error.unwrap().message;
+    assert!(
+        error.contains(
+            "plugin 'capable' is granted 'exec', but this host has no command backend: set one with HostBuilder::commands"
+        ),
+        "{error}"
+    );
     host.shutdown().await;
 }

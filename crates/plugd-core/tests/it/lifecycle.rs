@@ -125,7 +125,7 @@ async fn on_failure_abort_returns_the_first_error() {
 }
 
 #[tokio::test]
-async fn missing_dependency_and_cycle_use_the_contract_messages() {
+async fn missing_dependency_and_cycle_use_the_documented_wording() {
     let dir = tempfile::tempdir().unwrap();
     let j = journal();
     let host = Host::builder()
@@ -215,7 +215,7 @@ async fn a_plugin_disabled_in_the_config_is_listed_but_never_run() {
 }
 
 #[tokio::test]
-async fn step_by_step_calls_initialize_all_stops_at_the_first_failure() {
+async fn lifecycle_calls_run_one_at_a_time_and_initialize_all_stops_at_the_first_failure() {
     let dir = tempfile::tempdir().unwrap();
     let j = journal();
     let mut bad = Recorder::new("bad", &j);
@@ -402,6 +402,7 @@ async fn the_loader_gets_the_component_bytes_the_package_check_verified() {
     );
     let host = Host::builder()
         .config(config(root.path(), &yaml))
+        .admission(Arc::new(plugd_pkg::PackageAdmission))
         .loader(Swapping {
             plugins: plugins.clone(),
             seen: seen.clone(),
