@@ -11,9 +11,11 @@
 //!
 //! ```text
 //! plugins/<name>/            mode 0700; the working directory of `exec`
-//! plugins/<name>/db.sqlite   mode 0600 (and its -wal, -shm); the `database` capability
 //! plugins/<name>/files/      mode 0700; the `filesystem` capability, preopened at /data
 //! ```
+//!
+//! The `database` capability is the host's [`SqlBackend`] (`HostBuilder::sql`); the SQLite one
+//! keeps `plugins/<name>/db.sqlite` (mode 0600).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -22,7 +24,7 @@ use std::sync::Arc;
 use plugd_manifest::{HostConfig, Permission, PluginEntry};
 
 use crate::audit::AuditLog;
-use crate::database::Database;
+use crate::database::{Database, Migration, SqlBackend};
 use crate::error::HostError;
 use crate::exec::Exec;
 use crate::host_config::HostConfigView;
@@ -125,6 +127,8 @@ pub struct CapabilityOptions<'a> {
     pub plugin_dir: Option<&'a Path>,
     /// Where denials go.
     pub auditor: Auditor,
+    /// Where plugins' databases live; none, and a plugin granted `database` does not load.
+    pub sql: Option<Arc<dyn SqlBackend>>,
 }
 
 /// The gated capabilities of one plugin. Cheap to clone; what is not granted is not opened.
@@ -154,9 +158,9 @@ impl Capabilities {
         }
     }
 
-    /// Open what is granted: the plugin's database (applying its `migrations/`), its
-    /// outbound client, its command runner, its view of the host config, its `files/` directory.
-    /// Runs the blocking work (SQLite, migrations, directories) off the async workers.
+    /// Open what is granted: the plugin's database in the host's SQL backend (applying its
+    /// `migrations/`), its outbound client, its command runner, its view of the host config, its
+    /// `files/` directory. Runs the blocking work (migrations, directories) off the async workers.
     pub async fn open(options: CapabilityOptions<'_>) -> Result<Capabilities, String> {
         let plugin = options.plugin.to_string();
         let granted = options.granted.clone();
@@ -173,21 +177,29 @@ impl Capabilities {
             .contains(&Permission::Filesystem)
             .then(|| root.join("files"));
         let database = if granted.contains(&Permission::Database) {
-            let path = root.join("db.sqlite");
+            let backend = options.sql.ok_or_else(|| {
+                format!(
+                    "plugin '{plugin}' is granted `database`, but this host has no SQL backend (give one to HostBuilder::sql; the plugd façade's feature `sqlite` wires SQLite)"
+                )
+            })?;
             let migrations = options.plugin_dir.map(|d| d.join("migrations"));
-            let (name, auditor, root, files) =
-                (plugin.clone(), auditor.clone(), root.clone(), files.clone());
-            Some(
-                tokio::task::spawn_blocking(move || {
-                    make_private_dir(&root)?;
-                    if let Some(files) = &files {
-                        make_private_dir(files)?;
-                    }
-                    Database::open(&name, &path, migrations.as_deref(), auditor)
-                })
+            let (name, root, files) = (plugin.clone(), root.clone(), files.clone());
+            let migrations = tokio::task::spawn_blocking(move || {
+                make_private_dir(&root)?;
+                if let Some(files) = &files {
+                    make_private_dir(files)?;
+                }
+                match migrations {
+                    Some(dir) => Migration::read_dir(&name, &dir).map_err(|e| e.to_string()),
+                    None => Ok(Vec::new()),
+                }
+            })
+            .await
+            .map_err(|e| format!("opening the database of plugin '{plugin}': {e}"))??;
+            let database = Database::open(&plugin, backend.as_ref(), &migrations, auditor.clone())
                 .await
-                .map_err(|e| format!("opening the database of plugin '{plugin}': {e}"))??,
-            )
+                .map_err(|e| e.to_string())?;
+            Some(database)
         } else {
             if wants_dir {
                 make_private_dir(&root)?;
@@ -312,6 +324,7 @@ mod tests {
             entry: None,
             plugin_dir: None,
             auditor: Auditor::new("p", Some(state.clone()), Some(log.clone())),
+            sql: None,
         })
         .await
         .unwrap();
@@ -359,11 +372,34 @@ mod tests {
             entry: Some(&entry),
             plugin_dir: None,
             auditor: Auditor::new("p", None, None),
+            sql: None,
         })
         .await
         .unwrap_err();
         assert!(e.starts_with("network.allow of plugin 'p': "), "{e}");
         assert!(e.contains("api.example.com/v1"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_database_grant_without_an_sql_backend_fails_the_open_and_names_the_plugin() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = host(dir.path());
+        let granted: BTreeSet<Permission> = [Permission::Database].into();
+        let e = Capabilities::open(CapabilityOptions {
+            plugin: "notes",
+            granted: &granted,
+            host: &host,
+            entry: None,
+            plugin_dir: None,
+            auditor: Auditor::new("notes", None, None),
+            sql: None,
+        })
+        .await
+        .unwrap_err();
+        assert!(
+            e.starts_with("plugin 'notes' is granted `database`, but this host has no SQL backend"),
+            "{e}"
+        );
     }
 
     #[test]

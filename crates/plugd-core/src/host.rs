@@ -23,6 +23,7 @@ use crate::call::{Call, guarded};
 use crate::capabilities::{Auditor, Capabilities, CapabilityOptions};
 use crate::check::{Checked, check_entry, check_package, framework_error, merged_before_after};
 use crate::cpu::CpuStatus;
+use crate::database::SqlBackend;
 use crate::dispatch::{DispatchTable, Dispatcher};
 use crate::error::{BoxError, LoadError, PluginError};
 use crate::events::{Event, EventBus, EventTransport, Publisher, SubscriptionInfo};
@@ -395,6 +396,7 @@ pub struct HostBuilder {
     status: Option<Arc<dyn StatusSink>>,
     cache: Option<Arc<dyn CacheBackend>>,
     events: Option<Arc<dyn EventTransport>>,
+    sql: Option<Arc<dyn SqlBackend>>,
 }
 
 impl std::fmt::Debug for HostBuilder {
@@ -420,6 +422,14 @@ impl HostBuilder {
     /// Keep plugins' cache entries in `backend` (default: [`MemoryCache`], in this process).
     pub fn cache(mut self, backend: Arc<dyn CacheBackend>) -> Self {
         self.cache = Some(backend);
+        self
+    }
+
+    /// Keep plugins' SQL databases (the `database` capability) in `backend` (default: none, and
+    /// a plugin granted `database` fails to load; the `plugd` façade wires SQLite under
+    /// `data_dir`).
+    pub fn sql(mut self, backend: Arc<dyn SqlBackend>) -> Self {
+        self.sql = Some(backend);
         self
     }
 
@@ -487,6 +497,7 @@ impl HostBuilder {
             inner: Arc::new(Inner {
                 config,
                 kv,
+                sql: self.sql,
                 status_sink,
                 loader: self.loader,
                 natives: parking_lot::Mutex::new(self.natives),
@@ -518,6 +529,7 @@ impl HostBuilder {
 pub(crate) struct Inner {
     pub(crate) config: HostConfig,
     pub(crate) kv: Arc<dyn KvBackend>,
+    sql: Option<Arc<dyn SqlBackend>>,
     pub(crate) status_sink: Arc<dyn StatusSink>,
     loader: Option<Arc<dyn Loader>>,
     natives: parking_lot::Mutex<Vec<Native>>,
@@ -1593,6 +1605,7 @@ impl Host {
                 Some(c.loaded.state.clone()),
                 Some(self.inner.audit.clone()),
             ),
+            sql: self.inner.sql.clone(),
         })
         .await
         .map_err(|message| LoadError::Runtime {

@@ -251,6 +251,7 @@ impl TestHostBuilder {
             .config(config)
             .loader(runtime)
             .kv(sqlite.kv)
+            .sql(sqlite.sql)
             .status_sink(sqlite.status);
         for (manifest, add) in self.natives {
             names.push(manifest.name.clone());

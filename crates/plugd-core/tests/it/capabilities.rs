@@ -37,7 +37,7 @@ impl Plugin for Capable {
                 seen.push(format!("db:{:?}", rows.rows));
                 seen.push(format!(
                     "db-file:{}",
-                    db.path().ends_with("plugins/capable/db.sqlite")
+                    db.location().ends_with("plugins/capable/db.sqlite")
                 ));
             }
             Err(e) => seen.push(format!("db-error:{e}")),
@@ -86,6 +86,7 @@ async fn a_native_plugin_uses_what_it_is_granted() {
             dir.path(),
             "admin: { token: t0ps3cret }\nplugins:\n  plugins:\n    - name: capable\n      permissions: { database: true, exec: true, config: true }\n      exec: { allow: [echo] }\n",
         ))
+        .sql(Arc::new(plugd_sqlite::SqliteDatabase::new(dir.path())))
         .native(manifest(), plugin)
         .build()
         .unwrap();
