@@ -43,6 +43,7 @@ allow_via plugd wit-component wasmtime-internal-wit-bindgen
 # plugd-core: the kernel. RESERVED for its rule (no rusqlite, reqwest, notify, plugd-pkg or
 # wasmtime among its normal dependencies; architecture review §7), as `deny plugd-core CRATE WHY`
 # lines, once the backends have moved out into adapter crates: it does not hold yet.
+deny plugd-core rusqlite "the SQLite backends (storage, the database capability, status) live in plugd-sqlite, behind core's ports (KvBackend, SqlBackend, StatusSink)"
 
 # ---- checks ------------------------------------------------------------------------------------
 

@@ -146,3 +146,30 @@ async fn without_grants_each_accessor_is_denied_counted_and_audited() {
     assert!(!dir.path().join("plugins/capable/db.sqlite").exists());
     host.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_database_grant_on_a_host_without_an_sql_backend_fails_the_load_naming_the_plugin() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugin = Capable::default();
+    let seen = plugin.seen.clone();
+    let host = Host::builder()
+        .config(config(
+            dir.path(),
+            "plugins:\n  plugins:\n    - name: capable\n      permissions: { database: true }\n",
+        ))
+        .native(manifest(), plugin)
+        .build()
+        .unwrap();
+    host.start().await.unwrap();
+    let info = host.plugin_info("capable").unwrap();
+    assert_eq!(info.status, Status::Error);
+    let message = info.last_error.unwrap().message;
+    assert!(
+        message.starts_with(
+            "failed to load plugin 'capable': plugin 'capable' is granted `database`, but this host has no SQL backend"
+        ),
+        "{message}"
+    );
+    assert!(seen.lock().is_empty(), "init never ran");
+    host.shutdown().await;
+}
