@@ -125,7 +125,7 @@ if ((${#peer_packages[@]})); then
 fi
 extism_wasm="$peers/target/guest/wasm32-unknown-unknown/release/extism_hook.wasm"
 if want calls || want callgrind; then
-    # The Extism guest: Rust on Debian's rustc-web route (-Zbuild-std), as TOOLCHAIN.md says.
+    # The Extism guest: Rust on Debian's rustc-web route (-Zbuild-std; docs/design.md#guest-toolchain).
     (
         export PLUGD_GUEST_ROUTE=debian
         # shellcheck source=wasm-toolchain.sh

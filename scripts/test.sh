@@ -28,6 +28,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "dependency rules (scripts/check-deps.sh)"
 bash scripts/check-deps.sh
 
+step "docs stand on their own (scripts/check-docs.sh)"
+bash scripts/check-docs.sh
+
 step "cargo test"
 cargo test --workspace --locked
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Makes a wasm32-wasip2 Rust toolchain available for plugd's guest plugins (see TOOLCHAIN.md).
+# Makes a wasm32-wasip2 Rust toolchain available for plugd's guest plugins
+# (see docs/design.md#guest-toolchain).
 #
 # Routes, in order:
 #   rustup  - `rustup target list --installed` has wasm32-wasip2 (or `rustup target add` works):
@@ -60,7 +61,7 @@ _plugd_tc_main() {
             sudo=(sudo)
         fi
         command -v apt-get >/dev/null 2>&1 \
-            || { _plugd_tc_die "no wasm32-wasip2 target in rustup and no apt-get for Debian's rustc-web route (see TOOLCHAIN.md)"; return 1; }
+            || { _plugd_tc_die "no wasm32-wasip2 target in rustup and no apt-get for Debian's rustc-web route (see docs/design.md#guest-toolchain)"; return 1; }
         local p need_update=0
         for p in "${debian_pkgs[@]}"; do
             if ! apt-cache show "$p" >/dev/null 2>&1; then need_update=1; break; fi

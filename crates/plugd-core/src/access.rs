@@ -1,4 +1,5 @@
-//! What a plugin may see and do of a request: the request authority of DESIGN's trust model.
+//! What a plugin may see and do of a request: the request authority of the trust model
+//! (docs/design.md#trust-model).
 //!
 //! - Without the `intercept` grant (plugd's own permission), a plugin's request hooks and
 //!   middleware see only requests to its own routes (`/plugins/<name>` and below). With it they
@@ -17,7 +18,7 @@ use std::sync::Arc;
 use http::HeaderName;
 use plugd_manifest::{HookType, Permission, PluginEntry};
 
-use crate::plugin::{Registrations, glob_matches};
+use crate::registrations::{Registrations, glob_matches};
 
 /// Which request paths a plugin's hooks and middleware see.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -201,7 +202,7 @@ impl RequestAccess {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plugin::MiddlewareReg;
+    use crate::registrations::MiddlewareReg;
 
     fn middleware(routes: &[&str]) -> Registrations {
         Registrations {

@@ -1,11 +1,96 @@
 //! The audit log of denied capability calls: plugin, capability, time, detail. Kept in memory
 //! (the newest [`AUDIT_CAPACITY`] entries) and written to the host log.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use parking_lot::Mutex;
+use plugd_manifest::Permission;
 use serde::Serialize;
+
+use crate::error::HostError;
+use crate::state::PluginState;
+
+/// Where denied calls of one plugin are recorded: an error counted on the plugin and an entry in
+/// the audit log. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Auditor {
+    plugin: Arc<str>,
+    state: Option<Arc<PluginState>>,
+    log: Option<Arc<AuditLog>>,
+}
+
+impl Auditor {
+    /// An auditor for `plugin`; either sink may be absent (tests, tools).
+    pub fn new(plugin: &str, state: Option<Arc<PluginState>>, log: Option<Arc<AuditLog>>) -> Self {
+        Auditor {
+            plugin: Arc::from(plugin),
+            state,
+            log,
+        }
+    }
+
+    /// The plugin's name.
+    pub fn plugin(&self) -> &str {
+        &self.plugin
+    }
+
+    /// Record a denied call: count `message` as an error of the plugin and write an audit entry
+    /// (`capability`, `detail`).
+    pub fn record(&self, capability: &str, detail: &str, message: &str) {
+        if let Some(state) = &self.state {
+            state.record_error(message);
+        }
+        if let Some(log) = &self.log {
+            log.record(&self.plugin, capability, detail);
+        }
+    }
+
+    /// Check a permission: a missing one is the contract's `permission denied: plugin 'x' attempted
+    /// database access without permission`, recorded with `call` as the audit detail.
+    ///
+    /// ```
+    /// use plugd_core::{AuditLog, Auditor, Permission, PluginState};
+    /// use std::sync::Arc;
+    ///
+    /// let (state, log) = (Arc::new(PluginState::default()), Arc::new(AuditLog::default()));
+    /// let auditor = Auditor::new("p", Some(state.clone()), Some(log.clone()));
+    /// let e = auditor.require(&[Permission::Cache].into(), Permission::Database, "database.query");
+    /// assert_eq!(
+    ///     e.unwrap_err().to_string(),
+    ///     "permission denied: plugin 'p' attempted database access without permission"
+    /// );
+    /// assert_eq!(state.error_count(), 1);
+    /// assert_eq!(log.entries(Some("p"))[0].detail, "database.query");
+    /// ```
+    pub fn require(
+        &self,
+        granted: &BTreeSet<Permission>,
+        permission: Permission,
+        call: &str,
+    ) -> Result<(), HostError> {
+        if granted.contains(&permission) {
+            return Ok(());
+        }
+        let e = HostError::permission_denied(&self.plugin, permission);
+        self.record(permission.as_str(), call, &e.to_string());
+        Err(e)
+    }
+
+    /// Pass a result on; a [`HostError::Denied`] is recorded (detail: `call: message`).
+    pub fn check<T>(
+        &self,
+        r: Result<T, HostError>,
+        capability: &str,
+        call: &str,
+    ) -> Result<T, HostError> {
+        if let Err(HostError::Denied(m)) = &r {
+            self.record(capability, &format!("{call}: {m}"), m);
+        }
+        r
+    }
+}
 
 /// Entries kept.
 pub const AUDIT_CAPACITY: usize = 10_000;
@@ -73,6 +158,18 @@ impl AuditLog {
         let skip = seen.saturating_sub(first_kept) as usize;
         let new = entries.kept.iter().skip(skip).cloned().collect();
         (new, entries.recorded)
+    }
+}
+
+/// A size for messages: `10 MiB`, `64 KiB`, `1000 bytes`.
+pub(crate) fn bytes_text(n: usize) -> String {
+    const MIB: usize = 1024 * 1024;
+    if n >= MIB && n.is_multiple_of(MIB) {
+        format!("{} MiB", n / MIB)
+    } else if n >= 1024 && n.is_multiple_of(1024) {
+        format!("{} KiB", n / 1024)
+    } else {
+        format!("{n} bytes")
     }
 }
 

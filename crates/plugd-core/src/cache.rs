@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use parking_lot::{Mutex, RwLock};
 
+use crate::error::BackendError;
 use crate::error::HostError;
-use crate::kv::BackendError;
 
 /// Entries one plugin may keep.
 pub const MAX_ENTRIES_PER_PLUGIN: usize = 100_000;

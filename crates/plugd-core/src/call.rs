@@ -23,7 +23,7 @@ use tracing::Instrument;
 use tracing::field::Empty;
 
 use crate::error::PluginError;
-use crate::host::Loaded;
+use crate::loaded::Loaded;
 
 /// Extra time granted past a call's own deadline before the host gives up on a plugin that
 /// enforces its deadline itself (the wasm runtime interrupts guests at the deadline).

@@ -9,8 +9,10 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::error::LoadError;
-use crate::host::FRAMEWORK_VERSION;
 use crate::order::{OrderNode, dependency_graph, order_nodes};
+
+/// The version plugins' `framework.version` requirements are checked against.
+pub(crate) const FRAMEWORK_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// One config entry, read and checked: manifest found and valid, names equal, grants declared,
 /// config valid against the schema.
@@ -117,7 +119,7 @@ pub(crate) fn merged_before_after(
     }
 }
 
-/// The seed's framework check, against this plugd's version.
+/// The framework check of the contract (docs/design.md#manifest), against this plugd's version.
 pub(crate) fn framework_error(manifest: &Manifest) -> Option<String> {
     let req = manifest.framework.as_ref()?;
     let ours = semver::Version::parse(FRAMEWORK_VERSION).ok()?;
@@ -217,14 +219,14 @@ impl GrantReport {
 /// to intercept without the grant): the load would fail with this.
 fn overreach(entry: &PluginEntry, c: &Checked) -> Option<String> {
     let access = crate::access::RequestAccess::new(&entry.name, &c.granted, Some(entry));
-    let regs = crate::plugin::Registrations {
+    let regs = crate::registrations::Registrations {
         hooks: c
             .manifest
             .hooks
             .iter()
             .map(|h| (h.hook, h.priority))
             .collect(),
-        ..crate::plugin::Registrations::default()
+        ..crate::registrations::Registrations::default()
     };
     let declared = c.manifest.permissions.contains(&Permission::Intercept);
     access.overreach(declared, &regs).map(|why| {

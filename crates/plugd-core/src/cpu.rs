@@ -1,4 +1,4 @@
-//! The CPU budget of a plugin (`limits.max_cpu_percent`, seed 001's `maxCpuPercent`).
+//! The CPU budget of a plugin (`limits.max_cpu_percent`, docs/design.md#failure-handling).
 //!
 //! Time is cut into windows of [`CPU_WINDOW`]. Every call into the plugin on the dispatch paths
 //! (hooks, middleware, routes, events, services, timer ticks) adds its duration to the window in

@@ -35,9 +35,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 
-use crate::capabilities::Auditor;
-use crate::error::HostError;
-use crate::kv::BackendError;
+use crate::audit::Auditor;
+use crate::error::{BackendError, HostError};
 
 /// The deadline of one call unless shortened.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -565,7 +564,7 @@ impl Database {
             )),
             SqlError::TooLarge => HostError::Invalid(format!(
                 "{call} of plugin '{plugin}': the result is larger than {}; select fewer columns or rows",
-                crate::capabilities::bytes_text(MAX_RESULT_BYTES)
+                crate::audit::bytes_text(MAX_RESULT_BYTES)
             )),
             SqlError::Invalid(m) => HostError::Invalid(format!("{call} of plugin '{plugin}': {m}")),
             SqlError::Statement { source, .. } => self.host_error(call, *source),

@@ -17,8 +17,9 @@ use crate::cpu::Throttle;
 use crate::error::PluginError;
 use crate::exchange::{Exchange, Refusal, Response, Stage};
 use crate::gate::{Gate, OwnedPass};
-use crate::host::Loaded;
-use crate::plugin::{Action, MiddlewareReg, RouteOptions, glob_matches};
+use crate::loaded::Loaded;
+use crate::plugin::Action;
+use crate::registrations::{MiddlewareReg, RouteOptions, glob_matches};
 use crate::state::{Status, hook_index};
 
 #[derive(Clone)]
@@ -197,7 +198,7 @@ impl DispatchTable {
 /// that one plugin can never keep the dispatch table of every other from being built.
 pub(crate) fn check_routes(
     plugin: &str,
-    regs: &crate::plugin::Registrations,
+    regs: &crate::registrations::Registrations,
 ) -> Result<(), String> {
     let mut router = matchit::Router::new();
     let mut seen: Vec<&str> = Vec::new();
@@ -216,7 +217,7 @@ pub(crate) fn check_routes(
 /// What a plugin registered, as the table holds it. A `fail_closed` plugin that never got to
 /// register (it failed to load or initialize) still guards: its manifest's hooks stand in for
 /// its registrations, so the requests it would see answer 503 rather than pass unguarded.
-fn guarded_registrations(p: &Loaded) -> Arc<crate::plugin::Registrations> {
+fn guarded_registrations(p: &Loaded) -> Arc<crate::registrations::Registrations> {
     let regs = p.registrations.load_full();
     // Only a plugin that failed before it could register: one the operator disabled guards
     // nothing (that is what disabling it means).
@@ -236,9 +237,9 @@ fn guarded_registrations(p: &Loaded) -> Arc<crate::plugin::Registrations> {
         // Nothing declared (or no manifest): guard its scope before everything else.
         hooks.push((HookType::PreRequest, i32::MAX));
     }
-    Arc::new(crate::plugin::Registrations {
+    Arc::new(crate::registrations::Registrations {
         hooks,
-        ..crate::plugin::Registrations::default()
+        ..crate::registrations::Registrations::default()
     })
 }
 

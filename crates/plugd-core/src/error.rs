@@ -24,7 +24,7 @@ pub enum HostError {
 }
 
 impl HostError {
-    /// The seed's wording for a call made without its permission.
+    /// The contract's wording for a call made without its permission (docs/design.md#errors).
     ///
     /// ```
     /// use plugd_core::{HostError, Permission};
@@ -74,7 +74,7 @@ pub enum PluginError {
 }
 
 impl PluginError {
-    /// The seed's wording for a hook that ran past its deadline.
+    /// The contract's wording for a hook that ran past its deadline (docs/design.md#errors).
     ///
     /// ```
     /// use plugd_core::{HookType, PluginError};
@@ -118,7 +118,7 @@ pub enum LoadError {
     /// The manifest was missing or invalid.
     #[error(transparent)]
     Manifest(#[from] plugd_manifest::ManifestError),
-    /// The plugin's path does not exist (the seed's wording).
+    /// The plugin's path does not exist (the contract's wording, docs/design.md#errors).
     #[error("plugin file not found: {}", .0.display())]
     NotFound(PathBuf),
     /// The config entry names a plugin whose manifest says otherwise.
@@ -188,7 +188,7 @@ pub enum LoadError {
         /// Which (`the event transport`).
         what: &'static str,
         /// Its error.
-        source: crate::kv::BackendError,
+        source: BackendError,
     },
     /// No plugin by that name.
     #[error("plugin not found: '{0}'")]
@@ -234,4 +234,25 @@ pub enum LoadError {
         /// Why.
         message: String,
     },
+}
+
+/// A backend that failed (its database went away, its disk is full): what and where.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{backend}: {message}")]
+#[non_exhaustive]
+pub struct BackendError {
+    /// The backend (`sqlite`, `memory`, `postgres`).
+    pub backend: String,
+    /// What went wrong, with the file or address at fault.
+    pub message: String,
+}
+
+impl BackendError {
+    /// An error of `backend`.
+    pub fn new(backend: impl Into<String>, message: impl Into<String>) -> Self {
+        BackendError {
+            backend: backend.into(),
+            message: message.into(),
+        }
+    }
 }

@@ -17,8 +17,8 @@ use parking_lot::Mutex;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
+use crate::error::BackendError;
 use crate::error::{HostError, PluginError};
-use crate::kv::BackendError;
 
 /// Events a subscriber's queue holds before further events for it are dropped (and counted).
 pub const QUEUE_CAPACITY: usize = 1024;

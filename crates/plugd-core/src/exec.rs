@@ -53,7 +53,7 @@ use std::time::Duration;
 use plugd_manifest::{ExecGrant, ExecLimits, ExecRule};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use crate::capabilities::Auditor;
+use crate::audit::Auditor;
 use crate::error::HostError;
 
 /// The longest a command may run, and the default when the call gives no timeout.
@@ -272,7 +272,7 @@ impl Exec {
                 group.kill_and_reap().await;
                 return Err(failed(format!(
                     "wrote more than {} to {stream} (the cap) and was killed",
-                    crate::capabilities::bytes_text(max)
+                    crate::audit::bytes_text(max)
                 )));
             }
             Err(_) => {

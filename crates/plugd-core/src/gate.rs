@@ -16,7 +16,8 @@ use tokio::sync::Notify;
 /// Why a call could not pass a closed gate.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GateError {
-    /// `block`: the reload took longer than the queue timeout (the seed's message).
+    /// `block`: the reload took longer than the queue timeout (the contract's message,
+    /// docs/design.md#hot-reload).
     #[error("request timeout: plugin reload exceeded queue timeout ({})", humantime::format_duration(*.0))]
     Timeout(Duration),
     /// `block`: too many requests already wait.

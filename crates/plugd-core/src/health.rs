@@ -1,20 +1,22 @@
-//! Plugins' own health checks, polled every `plugins.health_check_interval`, and the host's
-//! overall health (`GET /healthz`).
-//!
-//! A poll calls each running plugin's `health_check` with its call timeout (a timeout reads as
-//! `unhealthy`), on a task of its own, one at a time per plugin. The answer is stored with its
-//! time and shown; a plugin that reports itself unhealthy is never stopped for it.
+//! A plugin's own view of its health ([`Health`]) and its last answer ([`HealthReport`]). The
+//! host polls and summarises them (`host/health.rs`).
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 
 use serde::Serialize;
 
-use crate::host::{Host, Loaded};
-use crate::plugin::Health;
-use crate::state::{DisabledBy, Status};
+/// A plugin's own view of its health.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "state", content = "message", rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum Health {
+    /// All well.
+    Healthy,
+    /// Working, with a problem worth showing.
+    Degraded(String),
+    /// Not working; shown, not stopped.
+    Unhealthy(String),
+}
 
 /// A plugin's answer to a health check, and when it was given.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -36,129 +38,10 @@ impl HealthReport {
     }
 }
 
-/// One plugin in the host's overall health.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct PluginSummary {
-    /// Status.
-    pub status: Status,
-    /// Who disabled it, when disabled.
-    pub disabled_by: Option<DisabledBy>,
-    /// Its own last answer while it runs: `healthy`, `degraded` or `unhealthy` (none before the
-    /// first poll).
-    pub health: Option<&'static str>,
-    /// Errors counted since it loaded.
-    pub error_count: u64,
-    /// Errors in its threshold's window (0 without a threshold).
-    pub errors_in_window: u64,
-    /// Throttled for its CPU budget now.
-    pub throttled: bool,
-    /// Supervision is trying to bring it back.
-    pub restarting: bool,
-    /// Supervision gave up on it.
-    pub gave_up: bool,
-}
-
-impl PluginSummary {
-    /// Whether this plugin makes the host `degraded`: it failed (error, or disabled by its
-    /// threshold), reports itself degraded or unhealthy, or is throttled.
-    pub fn is_degraded(&self) -> bool {
-        self.status == Status::Error
-            || self.disabled_by == Some(DisabledBy::ErrorThreshold)
-            || matches!(self.health, Some("degraded" | "unhealthy"))
-            || self.throttled
-    }
-}
-
-/// The host's overall health: `ok` when no plugin is degraded (see
-/// [`PluginSummary::is_degraded`]), else `degraded`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct HealthSummary {
-    /// `ok` or `degraded`.
-    pub status: &'static str,
-    /// Every plugin.
-    pub plugins: BTreeMap<String, PluginSummary>,
-}
-
 pub(crate) fn health_label(h: &Health) -> &'static str {
     match h {
         Health::Healthy => "healthy",
         Health::Degraded(_) => "degraded",
         Health::Unhealthy(_) => "unhealthy",
-    }
-}
-
-/// Ask one plugin for its health within its call timeout.
-pub(crate) async fn check(p: &Loaded) -> Health {
-    let asked = async { Ok(p.plugin.health_check().await) };
-    crate::call::guarded(p, crate::call::Call::Health, asked)
-        .await
-        .unwrap_or_else(|e| Health::Unhealthy(e.to_string()))
-}
-
-impl Host {
-    /// Start a health check of every running plugin that has none in flight; each stores its
-    /// answer when it comes.
-    pub(crate) fn poll_health(&self) {
-        let plugins: Vec<Arc<Loaded>> = self.inner.plugins.read().clone();
-        for p in plugins {
-            if p.state.status() != Status::Running
-                || p.state.health_in_flight.swap(true, Ordering::AcqRel)
-            {
-                continue;
-            }
-            tokio::spawn(async move {
-                let health = check(&p).await;
-                if p.state.status() == Status::Running {
-                    let before = p.state.health_report().map(|r| health_label(&r.health));
-                    let now = health_label(&health);
-                    // Log changes; a first answer only when it is bad news.
-                    if before != Some(now) && (before.is_some() || now != "healthy") {
-                        match &health {
-                            Health::Healthy => {
-                                tracing::info!(plugin = %p.name, "plugin reports itself healthy")
-                            }
-                            Health::Degraded(m) | Health::Unhealthy(m) => {
-                                tracing::warn!(plugin = %p.name, health = now, message = %m, "plugin reports itself {now}: {m}")
-                            }
-                        }
-                    }
-                    p.state.set_health_report(health);
-                }
-                p.state.health_in_flight.store(false, Ordering::Release);
-            });
-        }
-    }
-
-    /// The host's overall health from what is known now (no plugin is called): the answer of
-    /// `GET /healthz`.
-    pub fn health_summary(&self) -> HealthSummary {
-        let plugins: Vec<Arc<Loaded>> = self.inner.plugins.read().clone();
-        let mut out = BTreeMap::new();
-        for p in &plugins {
-            let supervision = p.state.supervision_status();
-            out.insert(
-                p.name.clone(),
-                PluginSummary {
-                    status: p.state.status(),
-                    disabled_by: p.state.disabled_by(),
-                    health: (p.state.status() == Status::Running)
-                        .then(|| p.state.health_report())
-                        .flatten()
-                        .map(|r| health_label(&r.health)),
-                    error_count: p.state.error_count(),
-                    errors_in_window: p.state.threshold_status().errors_in_window,
-                    throttled: p.state.cpu_status().throttled,
-                    restarting: supervision.restarting || supervision.next_attempt.is_some(),
-                    gave_up: supervision.gave_up,
-                },
-            );
-        }
-        let degraded = out.values().any(PluginSummary::is_degraded);
-        HealthSummary {
-            status: if degraded { "degraded" } else { "ok" },
-            plugins: out,
-        }
     }
 }

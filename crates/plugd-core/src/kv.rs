@@ -15,7 +15,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use parking_lot::{Mutex, RwLock};
 
-use crate::error::HostError;
+use crate::error::{BackendError, HostError};
 
 /// Longest key accepted.
 pub const MAX_KEY_BYTES: usize = 1024;
@@ -23,27 +23,6 @@ pub const MAX_KEY_BYTES: usize = 1024;
 pub const MAX_VALUE_BYTES: usize = 16 * 1024 * 1024;
 /// How long a storage call may take when the caller gives no deadline.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// A backend that failed (its database went away, its disk is full): what and where.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{backend}: {message}")]
-#[non_exhaustive]
-pub struct BackendError {
-    /// The backend (`sqlite`, `memory`, `postgres`).
-    pub backend: String,
-    /// What went wrong, with the file or address at fault.
-    pub message: String,
-}
-
-impl BackendError {
-    /// An error of `backend`.
-    pub fn new(backend: impl Into<String>, message: impl Into<String>) -> Self {
-        BackendError {
-            backend: backend.into(),
-            message: message.into(),
-        }
-    }
-}
 
 /// Where plugins' key/value storage lives. The core has checked the key and value sizes before
 /// a call reaches it, and bounds each call by the caller's deadline; `plugin` is the plugin's

@@ -46,11 +46,14 @@ mod health;
 mod host;
 mod host_config;
 mod kv;
+mod loaded;
+mod loader;
 mod metrics;
 mod order;
 mod outbound;
 mod plugin;
 pub mod private;
+mod registrations;
 mod services;
 mod state;
 mod status;
@@ -61,12 +64,12 @@ mod watch;
 
 pub use access::RequestAccess;
 pub use assets::content_type;
-pub use audit::{AUDIT_CAPACITY, AuditEntry, AuditLog};
+pub use audit::{AUDIT_CAPACITY, AuditEntry, AuditLog, Auditor};
 pub use cache::{
     CacheBackend, CacheQuota, CacheSetError, MAX_BYTES_PER_PLUGIN, MAX_ENTRIES_PER_PLUGIN,
     MemoryCache, PluginCache,
 };
-pub use capabilities::{Auditor, Capabilities, CapabilityOptions};
+pub use capabilities::{Capabilities, CapabilityOptions};
 pub use check::{CheckReport, Checked, GrantReport, check_config, check_entry};
 pub use cpu::{CPU_WINDOW, CpuStatus, Throttle};
 pub use database::{
@@ -74,7 +77,7 @@ pub use database::{
     SqlError, SqlValue, Statement,
 };
 pub use dispatch::{DispatchTable, Dispatcher};
-pub use error::{BoxError, HostError, LoadError, PluginError};
+pub use error::{BackendError, BoxError, HostError, LoadError, PluginError};
 pub use events::{
     BoxFuture, Deliver, Event, EventBus, EventTransport, Inbox, MemoryHub, Publisher,
     QUEUE_CAPACITY, SubscriptionInfo, topic_matches,
@@ -85,23 +88,25 @@ pub use exchange::{
 };
 pub use exec::{CommandOutput, Exec};
 pub use gate::{Gate, GateError, OwnedPass, Pass};
-pub use health::{HealthReport, HealthSummary, PluginSummary};
+pub use health::{Health, HealthReport};
 pub use host::{
-    ConfigReloadReport, Host, HostBuilder, Loader, LoaderContext, PluginHealth, PluginInfo,
-    PluginMetricsReport, ReloadCounters, ReloadOutcome,
+    ConfigReloadReport, HookInfo, Host, HostBuilder, PluginHealth, PluginInfo, PluginMetricsReport,
+    ReloadCounters, ReloadOutcome,
 };
+pub use host::{HealthSummary, PluginSummary};
 pub use host_config::HostConfigView;
-pub use kv::{BackendError, KvBackend, MAX_KEY_BYTES, MAX_VALUE_BYTES, MemoryKv, PluginStore};
+pub use kv::{KvBackend, MAX_KEY_BYTES, MAX_VALUE_BYTES, MemoryKv, PluginStore};
+pub use loader::{Loader, LoaderContext};
 pub use metrics::{
     BUCKETS_MS, DurationHistogram, MAX_SERIES_PER_PLUGIN, MetricSample, PluginMetrics,
 };
 pub use order::{OrderError, OrderNode, dependency_graph, order_nodes, start_order};
 pub use outbound::{AllowRule, IncomingResponse, NetworkAllow, Outbound, OutgoingRequest};
-pub use plugin::{
-    Action, Health, InitContext, MIN_TIMER_INTERVAL, MiddlewareReg, Plugin, Registrations,
-    Resources, RouteOptions, RouteReg, glob_matches,
-};
+pub use plugin::{Action, InitContext, Plugin, Resources};
 pub use private::make_private_dir;
+pub use registrations::{
+    MIN_TIMER_INTERVAL, MiddlewareReg, Registrations, RouteOptions, RouteReg, glob_matches,
+};
 pub use services::Services;
 pub use state::{DisabledBy, ErrorRecord, HookMetrics, Phase, PluginState, Status};
 pub use status::{

@@ -1,5 +1,5 @@
 //! Metrics: lock-free histograms for hook and route timings, the metrics plugins record about
-//! themselves, and the Prometheus text exposition of all of it (the seed's names, `plugd_`
+//! themselves, and the Prometheus text exposition of all of it (the contract's names, `plugd_`
 //! prefix).
 
 use std::collections::BTreeMap;

@@ -8,7 +8,7 @@ use plugd_manifest::Manifest;
 /// Why no start order exists.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OrderError {
-    /// The seed's wording.
+    /// The contract's wording (docs/design.md#errors).
     #[error(
         "missing dependency: plugin '{plugin}' requires '{dependency}' version '{requirement}'"
     )]
@@ -20,7 +20,7 @@ pub enum OrderError {
         /// Its version requirement as written.
         requirement: String,
     },
-    /// The seed's wording.
+    /// The contract's wording (docs/design.md#errors).
     #[error(
         "version mismatch: plugin '{plugin}' requires '{dependency}' {requirement}, found {found}"
     )]
@@ -34,7 +34,7 @@ pub enum OrderError {
         /// The version present.
         found: String,
     },
-    /// The seed's wording, naming the actual cycle.
+    /// The contract's wording (docs/design.md#errors), naming the actual cycle.
     #[error("circular dependency detected: {}", .0.join(" -> "))]
     Cycle(Vec<String>),
 }
@@ -161,7 +161,7 @@ pub fn order_nodes(plugins: &[OrderNode<'_>]) -> Result<Vec<usize>, OrderError> 
 }
 
 /// Each plugin's dependencies that are present (required ones, and optional ones that are
-/// loaded): the seed's `GetDependencyGraph`.
+/// loaded): the contract's `GetDependencyGraph` (docs/design.md#manager-api).
 pub fn dependency_graph<'a>(
     manifests: impl IntoIterator<Item = &'a Manifest> + Clone,
 ) -> BTreeMap<String, Vec<String>> {
@@ -246,7 +246,7 @@ mod tests {
     }
 
     #[test]
-    fn missing_and_mismatched_dependencies_use_the_seed_wording() {
+    fn missing_and_mismatched_dependencies_use_the_contract_messages() {
         let app = manifest(
             "auth-plugin",
             "1.0.0",

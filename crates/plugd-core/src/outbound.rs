@@ -32,7 +32,7 @@ use std::time::Duration;
 use reqwest::Url;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::capabilities::{Auditor, bytes_text};
+use crate::audit::{Auditor, bytes_text};
 use crate::error::HostError;
 
 /// The longest a call may take, and the default when the request gives no timeout.

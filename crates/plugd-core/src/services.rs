@@ -5,19 +5,63 @@ use std::any::Any;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use parking_lot::RwLock;
 
-use crate::error::{HostError, PluginError};
-use crate::host::Loaded;
-use crate::state::Status;
+use crate::error::HostError;
 
 type Typed = Arc<dyn Any + Send + Sync>;
 
-/// The host's service container (seed 003's ServiceContainer): what every plugin exported.
-#[derive(Default)]
+/// The plugins that export services, as the container reaches them: the host implements this
+/// over its plugin list (each call waits at the provider's reload gate and goes through the
+/// guarded call), so the container never depends on how the host holds plugins.
+#[async_trait]
+pub(crate) trait Providers: Send + Sync {
+    /// Call `method` of `service` exported by `plugin`; `caller` is another plugin.
+    async fn call(
+        &self,
+        caller: &str,
+        plugin: &str,
+        service: &str,
+        method: &str,
+        payload: &[u8],
+    ) -> Result<Vec<u8>, HostError>;
+
+    /// Every service a running plugin exports: plugin, service name.
+    fn exported(&self) -> Vec<(String, String)>;
+}
+
+/// No plugins: every call is "service not found".
+struct NoProviders;
+
+#[async_trait]
+impl Providers for NoProviders {
+    async fn call(
+        &self,
+        _: &str,
+        plugin: &str,
+        service: &str,
+        _: &str,
+        _: &[u8],
+    ) -> Result<Vec<u8>, HostError> {
+        Err(not_found(plugin, service))
+    }
+
+    fn exported(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
+}
+
+/// The host's service container: what every plugin exported (docs/design.md#events-and-services).
 pub struct Services {
     typed: RwLock<HashMap<(String, String), Typed>>,
-    plugins: Arc<RwLock<Vec<Arc<Loaded>>>>,
+    providers: Arc<dyn Providers>,
+}
+
+impl Default for Services {
+    fn default() -> Self {
+        Services::new(Arc::new(NoProviders))
+    }
 }
 
 impl std::fmt::Debug for Services {
@@ -28,18 +72,18 @@ impl std::fmt::Debug for Services {
     }
 }
 
-/// The seed's wording.
-fn not_found(plugin: &str, service: &str) -> HostError {
+/// The contract's wording of a missing service (docs/design.md#errors).
+pub(crate) fn not_found(plugin: &str, service: &str) -> HostError {
     HostError::NotFound(format!(
         "service not found: plugin '{plugin}' does not export '{service}'"
     ))
 }
 
 impl Services {
-    pub(crate) fn new(plugins: Arc<RwLock<Vec<Arc<Loaded>>>>) -> Services {
+    pub(crate) fn new(providers: Arc<dyn Providers>) -> Services {
         Services {
             typed: RwLock::default(),
-            plugins,
+            providers,
         }
     }
 
@@ -90,80 +134,14 @@ impl Services {
                 "plugin '{caller}' cannot call its own service '{service}' through the host"
             )));
         }
-        // A call into a plugin that is being reloaded waits at its gate like a request does,
-        // then goes to the version the reload left in place.
-        let (target, _pass) = loop {
-            let target = self
-                .plugins
-                .read()
-                .iter()
-                .find(|p| p.name == plugin)
-                .cloned()
-                .ok_or_else(|| not_found(plugin, service))?;
-            if let Some(pass) = target.gate.try_enter_owned() {
-                break (target, pass);
-            }
-            let gate = target.gate.clone();
-            drop(
-                gate.enter()
-                    .await
-                    .map_err(|e| HostError::Failed(e.to_string()))?,
-            );
-        };
-        if !target
-            .registrations
-            .load()
-            .exports
-            .iter()
-            .any(|e| e == service)
-        {
-            return Err(not_found(plugin, service));
-        }
-        if target.state.status() != Status::Running {
-            return Err(HostError::Failed(format!(
-                "plugin '{plugin}' is not running (status: {})",
-                target.state.status()
-            )));
-        }
-        if let Some(t) = target.state.throttled() {
-            return Err(HostError::Failed(format!(
-                "plugin '{plugin}' is throttled: used {}% CPU, budget {}%",
-                t.used_percent, t.budget_percent
-            )));
-        }
-        crate::call::guarded(
-            &target,
-            crate::call::Call::Service {
-                service,
-                method,
-                caller,
-            },
-            target.plugin.call_service(service, method, payload, caller),
-        )
-        .await
-        .map_err(|e| match e {
-            PluginError::Timeout(m) => HostError::Failed(format!("{plugin}.{m}")),
-            e => HostError::Failed(format!("{plugin}.{service}.{method}: {e}")),
-        })
+        self.providers
+            .call(caller, plugin, service, method, payload)
+            .await
     }
 
     /// Every exported service: plugin, service name.
     pub fn exported(&self) -> Vec<(String, String)> {
-        let mut out: Vec<(String, String)> = self
-            .plugins
-            .read()
-            .iter()
-            .filter(|p| p.state.status() == Status::Running)
-            .flat_map(|p| {
-                let name = p.name.clone();
-                p.registrations
-                    .load()
-                    .exports
-                    .iter()
-                    .map(move |e| (name.clone(), e.clone()))
-                    .collect::<Vec<_>>()
-            })
-            .collect();
+        let mut out = self.providers.exported();
         out.sort();
         out
     }

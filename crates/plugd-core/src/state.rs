@@ -9,13 +9,14 @@ use plugd_manifest::{ErrorThreshold, HookType, Supervision, ThresholdAction};
 use serde::Serialize;
 
 use crate::cpu::{CpuBudget, CpuStatus, Throttle};
+use crate::health::Health;
 use crate::health::HealthReport;
 use crate::metrics::{DurationHistogram, PluginMetrics};
-use crate::plugin::Health;
 use crate::supervise::{Notice, SupervisionState, SupervisionStatus};
 use crate::threshold::{Crossing, Threshold, ThresholdStatus};
 
-/// The one status enum of plugd (API, admin JSON, metrics label): the seed's six plus `disabled`.
+/// The one status enum of plugd (API, admin JSON, metrics label): the contract's six plus
+/// `disabled` (docs/design.md#lifecycle).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 #[repr(u8)]
@@ -124,7 +125,8 @@ pub struct ErrorRecord {
     pub at: String,
 }
 
-/// Counters of one hook type of one plugin (the seed's HookMetrics), with a duration histogram.
+/// Counters of one hook type of one plugin (the contract's `HookMetrics`), with a duration
+/// histogram.
 #[derive(Debug, Default)]
 pub struct HookCounters {
     executions: AtomicU64,
@@ -279,7 +281,7 @@ impl PluginState {
     }
 
     /// Count an error, remember it as the last one, and count it against the error threshold:
-    /// the seed's warning at 95%, its exceeded line at the maximum, and the action (`disable`
+    /// a warning at 95%, an "exceeded" line at the maximum, and the action (`disable`
     /// and `alert` are handed to the host's supervisor task: nothing here waits).
     pub fn record_error(&self, message: impl Into<String>) {
         self.error_count.fetch_add(1, Ordering::Relaxed);

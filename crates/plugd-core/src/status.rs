@@ -1,7 +1,7 @@
 //! The host's status records: one row per plugin, one per plugin and hook type (`route`
 //! included), metric events and denied calls — written by a status backend ([`StatusSink`]; the
-//! SQLite one keeps them in `host.db` as the seed's `plugins`, `plugin_hooks`, `plugin_metrics`
-//! and `plugin_audit` tables).
+//! SQLite one keeps them in `host.db` as the tables `plugins`, `plugin_hooks`, `plugin_metrics`
+//! (shaped as the contract's dashboard expects) and `plugin_audit`; docs/design.md#state).
 //!
 //! The request path only bumps the atomic counters it always did. A background task reads them
 //! every `status.interval` into a [`StatusReport`] and hands it to the backend, which writes it
@@ -18,9 +18,8 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 
 use crate::audit::AuditEntry;
-use crate::error::HostError;
-use crate::host::{Host, Loaded};
-use crate::kv::BackendError;
+use crate::error::BackendError;
+use crate::loaded::Loaded;
 use crate::state::{ErrorRecord, HookMetrics};
 
 /// One plugin as a report shows it.
@@ -175,7 +174,7 @@ impl PluginStatus {
 
 /// What the last written report saw of a plugin, to turn counters into events.
 #[derive(Debug, Clone, Default, PartialEq)]
-struct Seen {
+pub(crate) struct Seen {
     errors: u64,
     requests: u64,
     loaded_at: Option<SystemTime>,
@@ -190,13 +189,13 @@ fn moved(now: u64, before: u64) -> u64 {
 /// The writer's memory between written reports.
 #[derive(Debug, Default)]
 pub(crate) struct StatusWriter {
-    seen: HashMap<String, Seen>,
-    audit_seq: u64,
+    pub(crate) seen: HashMap<String, Seen>,
+    pub(crate) audit_seq: u64,
 }
 
 impl StatusWriter {
     /// The report of `plugins` now, and the memory to keep once it is written.
-    fn report(
+    pub(crate) fn report(
         &self,
         plugins: &[Arc<Loaded>],
         audit: (Vec<AuditEntry>, u64),
@@ -249,76 +248,9 @@ impl StatusWriter {
 /// The writer and its background task, kept in the host.
 #[derive(Debug, Default)]
 pub(crate) struct StatusSlot {
-    writer: tokio::sync::Mutex<StatusWriter>,
-    task: parking_lot::Mutex<Option<(tokio::task::JoinHandle<()>, Arc<tokio::sync::Notify>)>>,
-}
-
-impl Host {
-    /// Write the status records now, as one report to the status backend: one row per plugin,
-    /// one per plugin and hook type, the events since the last written report (`error` and
-    /// `requests` counts, `load_duration_ms` after a load), and new denied calls. A background
-    /// task does this every `status.interval` while the host runs, and once more when it stops.
-    pub async fn write_status(&self) -> Result<StatusBatch, HostError> {
-        let inner = &self.inner;
-        let plugins = inner.plugins.read().clone();
-        // One report at a time: the memory moves only when its report was written.
-        let mut writer = inner.status.writer.lock().await;
-        let audit = inner.audit.since(writer.audit_seq);
-        let (report, seen, audit_seq) =
-            writer.report(&plugins, audit, inner.config.status.retention);
-        let batch = inner
-            .status_sink
-            .write(&report)
-            .await
-            .map_err(|e| HostError::Failed(format!("writing the status records: {e}")))?;
-        writer.seen = seen;
-        writer.audit_seq = audit_seq;
-        Ok(batch)
-    }
-
-    /// Start the background writer, when `status.enabled` and not running yet.
-    pub(crate) fn ensure_status_writer(&self) {
-        let settings = &self.inner.config.status;
-        if !settings.enabled || tokio::runtime::Handle::try_current().is_err() {
-            return;
-        }
-        let mut task = self.inner.status.task.lock();
-        if task.as_ref().is_some_and(|(t, _)| !t.is_finished()) {
-            return;
-        }
-        let weak = Arc::downgrade(&self.inner);
-        let stop = Arc::new(tokio::sync::Notify::new());
-        let every = settings.interval;
-        let stopped = stop.clone();
-        let handle = tokio::spawn(async move {
-            let mut interval = tokio::time::interval(every);
-            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            interval.tick().await;
-            loop {
-                tokio::select! {
-                    _ = interval.tick() => {}
-                    _ = stopped.notified() => return,
-                }
-                let Some(inner) = weak.upgrade() else { return };
-                let host = Host { inner };
-                if let Err(e) = host.write_status().await {
-                    tracing::warn!(error = %e, "status records not written; retrying at the next tick");
-                }
-            }
-        });
-        *task = Some((handle, stop));
-    }
-
-    /// Stop the background writer and write a last batch (at shutdown).
-    pub(crate) async fn stop_status_writer(&self) {
-        let task = self.inner.status.task.lock().take();
-        let Some((handle, stop)) = task else { return };
-        stop.notify_one();
-        let _ = handle.await;
-        if let Err(e) = self.write_status().await {
-            tracing::warn!(error = %e, "last status batch not written");
-        }
-    }
+    pub(crate) writer: tokio::sync::Mutex<StatusWriter>,
+    pub(crate) task:
+        parking_lot::Mutex<Option<(tokio::task::JoinHandle<()>, Arc<tokio::sync::Notify>)>>,
 }
 
 /// The metric events of a report, per plugin and metric (for tests and tools).

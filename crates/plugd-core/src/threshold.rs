@@ -1,4 +1,4 @@
-//! Error thresholds (seed 004's "Error Threshold Handling"): a plugin's errors counted in a
+//! Error thresholds (docs/design.md#failure-handling): a plugin's errors counted in a
 //! sliding time window, a warning at 95% of `max_errors`, and an action (`log`, `disable`,
 //! `alert`) when the count reaches it.
 //!

@@ -1,10 +1,10 @@
 //! Watching plugin folders and the host config for changes, debounced.
 //!
-//! Folders are watched, not files: an editor or a build script that saves through a rename
-//! (write `plugin.wasm.tmp`, rename it over `plugin.wasm`) replaces the file's inode, and a
-//! watch on the old inode would miss every later change. Only files that make a plugin (its
-//! manifest, its `.wasm` component, its `migrations/*.sql`) or the config file itself count; a
-//! change is reported once nothing has moved for the debounce delay (seed 001's `ReloadDelay`).
+//! Folders are watched, not files: an editor or a build script that saves through a rename (write
+//! `plugin.wasm.tmp`, rename it over `plugin.wasm`) replaces the file's inode, and a watch on the
+//! old inode would miss every later change. Only files that make a plugin (its manifest, its
+//! `.wasm` component, its `migrations/*.sql`) or the config file itself count; a change is reported
+//! once nothing has moved for the debounce delay (`ReloadDelay`, docs/design.md#hot-reload).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -266,7 +266,8 @@ fn clean_path(path: &str) -> String {
     }
 }
 
-/// serde's "missing field `x`" in the seed's words: "missing required field: x".
+/// serde's "missing field `x`" in the contract's words: "missing required field: x"
+/// (docs/design.md#errors).
 fn rewrite_missing_field(message: &str) -> Option<String> {
     let rest = message.strip_prefix("missing field `")?;
     let field = rest.strip_suffix('`')?;

@@ -8,7 +8,7 @@ use serde::{Serialize, Serializer};
 
 use crate::format::did_you_mean;
 
-/// A hook point. DESIGN's "Hook semantics" table says when each runs and what it may do.
+/// A hook point. docs/design.md#hooks says when each runs and what it may do.
 ///
 /// Written in snake_case (`pre_request`); [`FromStr`] also accepts the WIT spelling
 /// (`pre-request`).

@@ -1,5 +1,5 @@
-//! The host config: `plugd.yaml` / `plugd.json` / `plugd.toml`, with the keys of DESIGN's
-//! "Host config keys".
+//! The host config: `plugd.yaml` / `plugd.json` / `plugd.toml`, with the keys listed in
+//! docs/design.md#host-config.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::exec::ExecGrant;
+use crate::failure::FailurePolicy;
 use crate::format::{DecodeError, Format, at_position, decode};
 use crate::manifest::is_valid_plugin_name;
 use crate::units::{
@@ -811,38 +812,6 @@ impl PluginEntry {
     }
 }
 
-/// `failure_policy` of a plugin: what the requests it guards get when its hook or middleware
-/// cannot run (it is not running, is disabled, throttled, timed out, failed, or its instance
-/// pool is full). Written `fail_open` / `open` or `fail_closed` / `closed`, in the host config
-/// or in the plugin's manifest; the stricter of the two applies.
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum FailurePolicy {
-    /// Skip its hooks and middleware: the request goes on without them.
-    #[default]
-    #[serde(alias = "open")]
-    FailOpen,
-    /// Answer 503 instead of letting the request through; its routes answer 503 too.
-    #[serde(alias = "closed")]
-    FailClosed,
-}
-
-impl schemars::JsonSchema for FailurePolicy {
-    fn schema_name() -> std::borrow::Cow<'static, str> {
-        "FailurePolicy".into()
-    }
-
-    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-        schemars::json_schema!({
-            "description": "What the requests a plugin guards get when its hooks cannot run: fail_open (or open) skips them, fail_closed (or closed) answers 503.",
-            "type": "string",
-            "enum": ["fail_open", "open", "fail_closed", "closed"]
-        })
-    }
-}
-
 /// `intercept` of a plugin: which requests its hooks and middleware see once it is granted the
 /// `intercept` permission (plugd's own). Without the grant they see only its own routes
 /// (`/plugins/<name>/…`).
@@ -862,7 +831,7 @@ pub struct NetworkGrant {
     pub allow: Vec<String>,
 }
 
-/// A grant the manifest does not declare. Displays the seed's message:
+/// A grant the manifest does not declare. Displays the contract's message (docs/design.md#errors):
 /// `permission mismatch: plugin requests 'database' permission but manifest does not declare it`,
 /// followed by the plugin's name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -1508,8 +1477,8 @@ mod tests {
     use crate::{ExecLimits, ExecRule};
     use serde_json::json;
 
-    /// Seed 004's framework config examples, verbatim.
-    const SEED_YAML: &str = r#"plugins:
+    /// The contract's framework config examples (docs/design.md#contract), verbatim.
+    const CONTRACT_YAML: &str = r#"plugins:
   enabled: true
   directory: ./plugins
   
@@ -1548,7 +1517,7 @@ mod tests {
         exec: false
 "#;
 
-    const SEED_JSON: &str = r#"{
+    const CONTRACT_JSON: &str = r#"{
   "plugins": {
     "enabled": true,
     "directory": "./plugins",
@@ -1572,7 +1541,7 @@ mod tests {
   }
 }"#;
 
-    const SEED_TOML: &str = r#"[plugins]
+    const CONTRACT_TOML: &str = r#"[plugins]
 enabled = true
 directory = "./plugins"
 
@@ -1592,8 +1561,8 @@ cache = true
 router = true
 "#;
 
-    /// The seed's YAML example, in JSON.
-    const SEED_YAML_AS_JSON: &str = r#"{"plugins": {"enabled": true, "directory": "./plugins", "plugins": [
+    /// The contract's YAML example, in JSON.
+    const CONTRACT_YAML_AS_JSON: &str = r#"{"plugins": {"enabled": true, "directory": "./plugins", "plugins": [
       {"name": "auth-plugin", "enabled": true, "path": "./plugins/auth-plugin", "priority": 200,
        "config": {"jwt_secret": "my-secret-key", "token_ttl": "24h", "refresh_enabled": true},
        "permissions": {"database": true, "cache": true, "router": true, "config": true,
@@ -1603,7 +1572,7 @@ router = true
        "permissions": {"database": false, "cache": false, "router": false, "config": true,
                        "filesystem": true, "network": false, "exec": false}}]}}"#;
 
-    /// Every key of DESIGN's "Host config keys", in YAML.
+    /// Every key of docs/design.md#host-config, in YAML.
     const FULL_YAML: &str = r#"
 server: { listen: "0.0.0.0:9000", body_limit: 512KiB }
 admin: { listen: "127.0.0.1:9001", token: s3cret }
@@ -1772,12 +1741,12 @@ exec = { allow = ["/usr/bin/convert"] }
     }
 
     #[test]
-    fn seed_examples_parse_to_equal_values() {
-        let json = parse(SEED_JSON, Format::Json).unwrap();
-        let toml = parse(SEED_TOML, Format::Toml).unwrap();
+    fn contract_config_examples_parse_to_equal_values() {
+        let json = parse(CONTRACT_JSON, Format::Json).unwrap();
+        let toml = parse(CONTRACT_TOML, Format::Toml).unwrap();
         assert_eq!(json, toml);
-        let yaml = parse(SEED_YAML, Format::Yaml).unwrap();
-        assert_eq!(yaml, parse(SEED_YAML_AS_JSON, Format::Json).unwrap());
+        let yaml = parse(CONTRACT_YAML, Format::Yaml).unwrap();
+        assert_eq!(yaml, parse(CONTRACT_YAML_AS_JSON, Format::Json).unwrap());
 
         let auth = json.plugin("auth-plugin").unwrap();
         assert!(auth.enabled);
@@ -2357,7 +2326,7 @@ exec = { allow = ["/usr/bin/convert"] }
             "permission mismatch: plugin requests 'router' permission but manifest does not declare it (plugin 'auth-plugin')"
         );
 
-        // From a config file: the seed's message, verbatim.
+        // From a config file: the contract's message, verbatim (docs/design.md#errors).
         let c = HostConfig::from_str(
             "plugins:\n  plugins:\n    - name: auth-plugin\n      permissions: { database: true }\n",
             Format::Yaml,

@@ -4,8 +4,8 @@
 //! nothing else.
 //!
 //! - [`Manifest`]: a plugin's `plugin.yaml` / `plugin.json` / `plugin.toml`, validated with the
-//!   messages of the plugin system reference (seed 004), verbatim.
-//! - [`HostConfig`]: the host's config file, every key of DESIGN's "Host config keys".
+//!   contract's messages, verbatim (docs/design.md#manifest, docs/design.md#errors).
+//! - [`HostConfig`]: the host's config file, every key of docs/design.md#host-config.
 //! - [`ConfigSchema`]: a plugin's config schema, and validation of the config the host gives it.
 //! - [`effective_permissions`]: what a plugin may do — declared ∩ granted.
 //!
@@ -22,6 +22,7 @@
 #![warn(missing_docs)]
 
 mod exec;
+mod failure;
 mod format;
 mod hook;
 mod host;
@@ -32,13 +33,14 @@ mod schema;
 mod units;
 
 pub use exec::{ExecGrant, ExecGrantError, ExecLimits, ExecRule, exec_arg_matches};
+pub use failure::FailurePolicy;
 pub use format::Format;
 pub use hook::{HookType, UnknownHookType};
 pub use host::DEFAULT_MAX_RESPONSE_BYTES;
 pub use host::{
-    AdminConfig, Blocked, ErrorThreshold, ErrorThresholdOverride, FailurePolicy, HostConfig,
-    HostConfigError, HostConfigErrorKind, InterceptGrant, Limits, LimitsOverride, NetworkGrant,
-    OnFailure, PermissionError, PluginEntry, PluginsConfig, PoolSettings, Protected, QueueStrategy,
+    AdminConfig, Blocked, ErrorThreshold, ErrorThresholdOverride, HostConfig, HostConfigError,
+    HostConfigErrorKind, InterceptGrant, Limits, LimitsOverride, NetworkGrant, OnFailure,
+    PermissionError, PluginEntry, PluginsConfig, PoolSettings, Protected, QueueStrategy,
     ReloadSettings, ServerConfig, StatusSettings, Supervision, SupervisionOverride,
     ThresholdAction, effective_permissions, host_config_json_schema,
 };

@@ -123,7 +123,7 @@ pub struct Manifest {
     /// What the requests it guards get when its hooks cannot run, when the author sets a floor
     /// (`fail_closed` for a guard such as an auth plugin). The host config can make it stricter,
     /// never looser.
-    pub failure_policy: Option<crate::FailurePolicy>,
+    pub failure_policy: Option<crate::failure::FailurePolicy>,
     /// The file the manifest was read from.
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -176,7 +176,8 @@ pub struct ExportDecl {
 /// The JSON Schema (draft 2020-12) of a plugin manifest, generated from the types the manifest is
 /// read into. Editors use it for completion and validation; it is committed as
 /// `schemas/plugin.schema.json` (`plugd schema` prints it). It checks the shape; [`Manifest`]'s
-/// own checks (names, versions, topics) say more, with the messages of seed 004.
+/// own checks (names, versions, topics) say more, with the contract's messages
+/// (docs/design.md#errors).
 ///
 /// ```
 /// let schema = plugd_manifest::manifest_json_schema();
@@ -309,7 +310,8 @@ impl From<ManifestErrorKind> for ManifestError {
     }
 }
 
-/// What is wrong with a manifest. The first messages are seed 004's, verbatim.
+/// What is wrong with a manifest. The first messages are the contract's, verbatim
+/// (docs/design.md#errors).
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestErrorKind {
     /// `name`, `version`, `description` or `author` is missing or empty.
@@ -476,7 +478,7 @@ struct RawManifest {
     /// The component file, relative to the plugin folder (default `plugin.wasm`).
     component: Option<String>,
     /// What requests it guards get when its hooks cannot run: `fail_closed` (or `closed`) answers 503 instead of letting them through; the host config can make it stricter, never looser.
-    failure_policy: Option<crate::FailurePolicy>,
+    failure_policy: Option<crate::failure::FailurePolicy>,
 }
 
 /// The plugd versions a plugin works with.
@@ -870,8 +872,8 @@ mod tests {
     use crate::ConfigType;
     use serde_json::{Value, json};
 
-    /// Seed 004's YAML manifest, verbatim.
-    const SEED_YAML: &str = r#"name: auth-plugin
+    /// The contract's example YAML manifest (docs/design.md#manifest), verbatim.
+    const CONTRACT_YAML: &str = r#"name: auth-plugin
 version: 1.2.0
 description: Authentication and authorization plugin
 author: John Doe <john@example.com>
@@ -941,8 +943,8 @@ exports:
     description: Token management service
 "#;
 
-    /// The same manifest in JSON (the seed's JSON example, completed).
-    const SEED_JSON: &str = r#"{
+    /// The same manifest in JSON (the contract's JSON example, completed).
+    const CONTRACT_JSON: &str = r#"{
   "name": "auth-plugin",
   "version": "1.2.0",
   "description": "Authentication and authorization plugin",
@@ -979,7 +981,7 @@ exports:
 }"#;
 
     /// The same manifest in TOML.
-    const SEED_TOML: &str = r#"name = "auth-plugin"
+    const CONTRACT_TOML: &str = r#"name = "auth-plugin"
 version = "1.2.0"
 description = "Authentication and authorization plugin"
 author = "John Doe <john@example.com>"
@@ -1105,10 +1107,10 @@ description = "Token management service"
     }
 
     #[test]
-    fn seed_example_is_identical_in_three_formats() {
-        let yaml = parse(SEED_YAML, Format::Yaml).unwrap();
-        let json = parse(SEED_JSON, Format::Json).unwrap();
-        let toml = parse(SEED_TOML, Format::Toml).unwrap();
+    fn contract_example_manifest_is_identical_in_three_formats() {
+        let yaml = parse(CONTRACT_YAML, Format::Yaml).unwrap();
+        let json = parse(CONTRACT_JSON, Format::Json).unwrap();
+        let toml = parse(CONTRACT_TOML, Format::Toml).unwrap();
         assert_eq!(yaml, json);
         assert_eq!(yaml, toml);
 
@@ -1218,7 +1220,8 @@ description = "Token management service"
                 format!("missing required field: {field}")
             );
         }
-        // The seed's order: name first.
+        // Required fields are checked in the contract's order (name, version, description,
+        // author): name first.
         assert_eq!(
             error_in_all_formats(&json!({"author": "x"})),
             "missing required field: name"
@@ -1270,7 +1273,7 @@ description = "Token management service"
             error_in_all_formats(&doc),
             "invalid dependency version constraint: 1.0.0 - 2.0.0"
         );
-        // The seed's own example constraint is valid.
+        // The contract's own example constraint is valid.
         let doc = with(
             "dependencies",
             json!([{"name": "cache-plugin", "version": ">=1.0.0,<2.0.0"}]),
@@ -1489,7 +1492,7 @@ description = "Token management service"
             "{err}"
         );
 
-        std::fs::write(plugin.join("plugin.toml"), SEED_TOML).unwrap();
+        std::fs::write(plugin.join("plugin.toml"), CONTRACT_TOML).unwrap();
         let m = Manifest::from_path(&plugin).unwrap();
         assert_eq!(
             m.source.as_deref(),
@@ -1499,7 +1502,7 @@ description = "Token management service"
         assert_eq!(m.component_path(), plugin.join("plugin.wasm"));
         assert_eq!(Manifest::from_path(&plugin.join("plugin.toml")).unwrap(), m);
 
-        std::fs::write(plugin.join("plugin.json"), SEED_JSON).unwrap();
+        std::fs::write(plugin.join("plugin.json"), CONTRACT_JSON).unwrap();
         let err = Manifest::find(&plugin).unwrap_err();
         assert!(
             matches!(err.kind, ManifestErrorKind::Ambiguous(ref v) if v.len() == 2),
@@ -1537,7 +1540,7 @@ description = "Token management service"
 
     #[test]
     fn serializes_to_json() {
-        let m = parse(SEED_YAML, Format::Yaml).unwrap();
+        let m = parse(CONTRACT_YAML, Format::Yaml).unwrap();
         let v = serde_json::to_value(&m).unwrap();
         assert_eq!(v["version"], "1.2.0");
         assert_eq!(v["framework"], ">=1.0.0, <2.0.0");

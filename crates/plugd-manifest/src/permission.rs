@@ -46,7 +46,8 @@ pub enum Permission {
 }
 
 impl Permission {
-    /// Every permission: the seed's seven, then plugd's own (`intercept`, `identity`).
+    /// Every permission: the contract's seven, then plugd's own (`intercept`, `identity`); see
+    /// docs/design.md#permissions.
     pub const ALL: [Permission; 9] = [
         Permission::Database,
         Permission::Cache,
@@ -87,7 +88,8 @@ impl Permission {
         }
     }
 
-    /// Whether this is one of plugd's own permissions rather than one of the seed's seven.
+    /// Whether this is one of plugd's own permissions rather than one of the contract's seven
+    /// (docs/design.md#permissions).
     pub fn is_plugd_addition(self) -> bool {
         matches!(self, Permission::Intercept | Permission::Identity)
     }
@@ -99,7 +101,7 @@ impl fmt::Display for Permission {
     }
 }
 
-/// A permission name that is not one of [`Permission::NAMES`]. Displays as the seed's
+/// A permission name that is not one of [`Permission::NAMES`]. Displays as the contract's
 /// `unknown permission: <name>`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown permission: {0}")]

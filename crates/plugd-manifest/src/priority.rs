@@ -1,4 +1,5 @@
-//! Priorities: an integer, or one of seed 003's class names. Higher goes first, everywhere.
+//! Priorities: an integer, or a class name (`infrastructure` 400, `security` 300, `middleware` 200,
+//! `business` 100). Higher goes first, everywhere (docs/design.md#ordering).
 
 use std::fmt;
 use std::str::FromStr;

@@ -117,14 +117,15 @@ impl fmt::Display for ConfigType {
     }
 }
 
-/// The seed's message for a bad config type, without its "invalid config schema: " prefix.
+/// The contract's message for a bad config type, without its "invalid config schema: " prefix
+/// (docs/design.md#errors).
 pub(crate) const TYPE_MUST_BE: &str =
     "type must be one of [string, integer, float, boolean, duration, array, object]";
 
 impl FromStr for ConfigType {
     type Err = String;
 
-    /// Parse a type name; the error is the seed's "type must be one of […]".
+    /// Parse a type name; the error is the contract's "type must be one of […]".
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         ConfigType::ALL
             .into_iter()

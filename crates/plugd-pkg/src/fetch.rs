@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use url::Url;
 
-use crate::{Error, plain_http_allowed};
+use crate::Error;
+use crate::plain_http::plain_http_allowed;
 
 /// How many redirects are followed (reqwest's default).
 const MAX_REDIRECTS: usize = 10;

@@ -43,13 +43,14 @@ pub mod fetch;
 mod installed;
 mod keys;
 mod package;
+mod plain_http;
 mod plugins_dir;
 mod resolve;
 mod sums;
 
 pub use catalog::{
     CatalogDependency, CatalogPlugin, CatalogSource, CatalogVersion, INDEX_FILE, Index,
-    dependencies_of, is_loopback, plain_http_allowed,
+    dependencies_of,
 };
 pub use error::{Error, Rejection};
 pub use installed::{
@@ -58,6 +59,7 @@ pub use installed::{
 };
 pub use keys::{PublicKey, SIGNATURE_FILE, Signature, SignatureState, SigningKey, Trust};
 pub use package::{EXTENSION, Package, UnpackLimits};
+pub use plain_http::{is_loopback, plain_http_allowed};
 pub use plugins_dir::{
     InstallSource, Installed, InstalledEntry, KEEP_VERSIONS, LOCK_FILE, PluginsDir, STAGING_DIR,
     VERSIONS_DIR,

@@ -10,7 +10,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use plugd_core::{
-    AuditEntry, ConfigReloadReport, LoadError, PluginHealth, PluginInfo, PluginMetricsReport,
+    AuditEntry, ConfigReloadReport, Host, LoadError, PluginHealth, PluginInfo, PluginMetricsReport,
     ReloadOutcome, SubscriptionInfo,
 };
 use plugd_manifest::HostConfig;
@@ -19,7 +19,18 @@ use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 use utoipa::ToSchema;
 
-use crate::app::AppState;
+/// What every handler of both listeners gets: the host, the admin token and the server's
+/// settings.
+#[derive(Clone)]
+pub(crate) struct AppState {
+    pub(crate) host: Host,
+    pub(crate) admin: AdminToken,
+    pub(crate) body_limit: usize,
+    /// `admin.listen: shared`: the dashboard shares this origin with the plugins.
+    pub(crate) shared_origin: bool,
+    /// The admin API's OpenAPI document as JSON text (built from these handlers by the router).
+    pub(crate) openapi: fn() -> &'static str,
+}
 
 /// Where the admin token came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -370,7 +381,7 @@ pub(crate) async fn get_health(
     get, path = "/admin/plugins/{name}/metrics", tag = "plugins",
     params(("name" = String, Path, description = "Plugin name")),
     responses(
-        (status = 200, description = "Its metrics (the seed's GetPluginMetrics): load, errors, hooks, routes, its own series", body = PluginMetricsReport),
+        (status = 200, description = "Its metrics (the contract's GetPluginMetrics): load, errors, hooks, routes, its own series", body = PluginMetricsReport),
         (status = 401, description = "No or wrong admin token", body = ApiError),
         (status = 404, description = "No plugin by that name", body = ApiError),
     )
@@ -794,10 +805,10 @@ pub(crate) async fn info(State(state): State<AppState>) -> Response {
     get, path = "/admin/openapi.json", tag = "host", security(()),
     responses((status = 200, description = "The OpenAPI 3.1 document", content_type = "application/json", body = Object))
 )]
-pub(crate) async fn openapi_json() -> Response {
+pub(crate) async fn openapi_json(State(state): State<AppState>) -> Response {
     (
         [(header::CONTENT_TYPE, "application/json")],
-        crate::app::openapi_text(),
+        (state.openapi)(),
     )
         .into_response()
 }

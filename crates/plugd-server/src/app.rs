@@ -26,19 +26,10 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::admin::{self, AdminToken, json_error};
+use crate::admin::{self, AdminToken, AppState, json_error};
 
 /// Largest admin request body.
 pub(crate) const ADMIN_BODY_LIMIT: usize = 64 * 1024;
-
-#[derive(Clone)]
-pub(crate) struct AppState {
-    pub(crate) host: Host,
-    pub(crate) admin: AdminToken,
-    body_limit: usize,
-    /// `admin.listen: shared`: the dashboard shares this origin with the plugins.
-    shared_origin: bool,
-}
 
 #[derive(OpenApi)]
 #[openapi(
@@ -157,6 +148,7 @@ fn state(host: Host, admin: AdminToken) -> AppState {
         admin,
         body_limit,
         shared_origin,
+        openapi: openapi_text,
     }
 }
 

@@ -94,7 +94,7 @@ fn the_document_is_a_valid_openapi_31_spec() {
     ] {
         assert!(schemas.contains_key(name), "no schema {name}");
     }
-    // The status enum is the one of DESIGN.
+    // The status enum is the one of docs/design.md#lifecycle.
     assert_eq!(
         schemas["Status"]["enum"],
         serde_json::json!([

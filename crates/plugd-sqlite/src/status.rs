@@ -1,7 +1,8 @@
-//! The status tables of `host.db`, shaped like the seed's dashboard expects: `plugins` (one row
-//! per plugin), `plugin_hooks` (one row per plugin and hook type, `route` included),
-//! `plugin_metrics` (one row per metric event) and `plugin_audit` (denied calls). The core
-//! computes each [`StatusReport`]; this writes it in one transaction, on the blocking pool.
+//! The status tables of `host.db`, shaped like the contract's dashboard expects
+//! (docs/design.md#state): `plugins` (one row per plugin), `plugin_hooks` (one row per plugin and
+//! hook type, `route` included), `plugin_metrics` (one row per metric event) and `plugin_audit`
+//! (denied calls). The core computes each [`StatusReport`]; this writes it in one transaction, on
+//! the blocking pool.
 //!
 //! Times are UTC text in SQLite's own format (`2026-11-22 08:30:00.123`), so that
 //! `recorded_at > datetime('now', '-1 hour')` works as written.
@@ -252,7 +253,8 @@ fn write(conn: &mut Connection, report: &StatusReport) -> rusqlite::Result<Statu
     Ok(StatusBatch::of(report))
 }
 
-/// The seed's dashboard queries, in SQLite (the README shows them; a test runs them).
+/// The contract's dashboard queries (docs/design.md#state), in SQLite (the README shows them; a
+/// test runs them).
 pub const DASHBOARD_QUERIES: [(&str, &str); 6] = [
     (
         "plugin status",

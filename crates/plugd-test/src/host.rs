@@ -483,7 +483,7 @@ impl TestHost {
             .map_err(|e| Error::Call(e.to_string()))
     }
 
-    /// A plugin's key/value storage, to read what it stored or to seed it.
+    /// A plugin's key/value storage, to read what it stored or to fill it before a test.
     pub fn storage(&self, plugin: &str) -> PluginStore {
         self.host.storage(plugin)
     }

@@ -265,7 +265,7 @@ impl wit::http::HostExchange for InstanceState {
     ) -> Result<(), types::HostError> {
         let cap = self.shared.max_response_bytes;
         if body.len() > cap {
-            let m = crate::plugin::response_too_large(
+            let m = crate::limits::response_too_large(
                 &self.shared.name,
                 body.len(),
                 cap,

@@ -20,5 +20,6 @@ mod runtime;
 
 pub use contract::{CONTRACT, GUEST_INTERFACE};
 pub use error::{UnknownProfiler, WasmError};
+pub use limits::Allocator;
 pub use plugin::WasmPlugin;
-pub use runtime::{Allocator, PluginOptions, PoolOptions, Profiler, RuntimeOptions, WasmRuntime};
+pub use runtime::{PluginOptions, PoolOptions, Profiler, RuntimeOptions, WasmRuntime};

@@ -174,6 +174,39 @@ pub(crate) fn mib(bytes: usize) -> String {
     }
 }
 
+/// The wasm stack of one call (wasmtime's default, stated here because it is a limit: deeper
+/// recursion traps as a stack overflow).
+pub(crate) const MAX_WASM_STACK_BYTES: usize = 512 * 1024;
+
+/// Where a plugin's instances are allocated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Allocator {
+    /// From the pooling allocator's slots.
+    Pooling,
+    /// With `mmap` at each instantiation: plugins whose memory cap exceeds a slot, or whose
+    /// component does not fit one (guests of interpreted languages, with many core instances).
+    OnDemand,
+}
+
+impl Allocator {
+    /// "pooling" or "on-demand".
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Allocator::Pooling => "pooling",
+            Allocator::OnDemand => "on-demand",
+        }
+    }
+}
+
+/// The message of a response body over its plugin's cap.
+pub(crate) fn response_too_large(plugin: &str, len: usize, cap: usize, what: &str) -> String {
+    format!(
+        "response too large: plugin '{plugin}' produced a body of {len} bytes ({}) in {what}, over its limit of {cap} bytes ({}, limits.max_response_bytes)",
+        mib(len),
+        mib(cap)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -25,8 +25,7 @@ use wasmtime_wasi::WasiCtxBuilder;
 
 use crate::bindings::{Plugin as World, PluginPre, types};
 use crate::host::{InstanceState, Shared, hook_to_wit};
-use crate::limits::{Limiter, Refusal, mib};
-use crate::runtime::{Allocator, MAX_WASM_STACK_BYTES};
+use crate::limits::{Allocator, Limiter, MAX_WASM_STACK_BYTES, Refusal, mib, response_too_large};
 
 /// What the loader tells a plugin about itself.
 #[derive(Debug, Clone)]
@@ -575,15 +574,6 @@ impl WasmPlugin {
         *self.idle.lock() = kept;
         first_error.map_or(Ok(()), Err)
     }
-}
-
-/// The message of a response body over its plugin's cap.
-pub(crate) fn response_too_large(plugin: &str, len: usize, cap: usize, what: &str) -> String {
-    format!(
-        "response too large: plugin '{plugin}' produced a body of {len} bytes ({}) in {what}, over its limit of {cap} bytes ({}, limits.max_response_bytes)",
-        mib(len),
-        mib(cap)
-    )
 }
 
 fn first_line(s: &str) -> &str {

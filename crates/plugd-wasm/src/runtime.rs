@@ -15,6 +15,7 @@ use crate::bindings::Plugin as World;
 use crate::cache::{Cache, CacheError, Source};
 use crate::error::{UnknownProfiler, WasmError};
 use crate::host::InstanceState;
+use crate::limits::{Allocator, MAX_WASM_STACK_BYTES};
 pub use crate::plugin::PluginOptions;
 use crate::plugin::WasmPlugin;
 
@@ -29,10 +30,6 @@ const MEMORY_GUARD_BYTES: u64 = 2 * MIB;
 
 /// How far an on-demand memory that outgrows its reservation is re-reserved at a time.
 const MEMORY_GROWTH_RESERVATION_BYTES: u64 = 64 * MIB;
-
-/// The wasm stack of one call (wasmtime's default, stated here because it is a limit: deeper
-/// recursion traps as a stack overflow).
-pub(crate) const MAX_WASM_STACK_BYTES: usize = 512 * 1024;
 
 /// Settings of the runtime.
 #[derive(Debug, Clone)]
@@ -193,26 +190,6 @@ impl PoolOptions {
 
     fn memory_per_slot(&self) -> u64 {
         self.memory_per_slot_mb.saturating_mul(MIB)
-    }
-}
-
-/// Where a plugin's instances are allocated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Allocator {
-    /// From the pooling allocator's slots.
-    Pooling,
-    /// With `mmap` at each instantiation: plugins whose memory cap exceeds a slot, or whose
-    /// component does not fit one (guests of interpreted languages, with many core instances).
-    OnDemand,
-}
-
-impl Allocator {
-    /// "pooling" or "on-demand".
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Allocator::Pooling => "pooling",
-            Allocator::OnDemand => "on-demand",
-        }
     }
 }
 

@@ -406,7 +406,7 @@ async fn admin_reloads_disables_and_enables() {
     assert_eq!(info["enabled"], true);
     assert_eq!(server.get("/plugins/hello/greet").await.status(), 200);
 
-    // The seed's GetPluginMetrics over HTTP.
+    // The contract's GetPluginMetrics over HTTP.
     let r = server.admin_get("/admin/plugins/hello/metrics").await;
     assert_eq!(r.status(), 200);
     let m: Value = r.json().await.unwrap();

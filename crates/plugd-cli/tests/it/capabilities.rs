@@ -1,6 +1,7 @@
 //! The gated capabilities end to end: the `capable` test plugin uses its database (with
 //! migrations), outbound HTTP to a local server, exec, the host config and files under `/data`;
-//! without grants each call is refused with the seed's message, counted and audited.
+//! without grants each call is refused with the contract's `permission denied` message, counted
+//! and audited (docs/design.md#permissions).
 
 use std::path::Path;
 

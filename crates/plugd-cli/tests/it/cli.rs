@@ -275,7 +275,7 @@ fn check_reports_what_each_plugin_is_granted() {
 }
 
 #[test]
-fn check_fails_with_the_seed_messages() {
+fn check_fails_with_the_contract_error_messages() {
     let tree = plugin_tree(&[
         (
             "auth-plugin",
@@ -397,7 +397,7 @@ fn run_calls_a_plugin_command_without_the_http_server() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("plugin not found: 'nobody'"));
 }
 
-/// One plugin for [`seed_errors_in_every_format`]: name, version, dependencies, framework
+/// One plugin for [`contract_errors_in_every_format`]: name, version, dependencies, framework
 /// requirement, declared permissions.
 struct Spec<'a> {
     name: &'a str,
@@ -545,7 +545,7 @@ fn check_in(format: &str, specs: &[Spec], listed: &[Listed]) -> Result<String, S
 }
 
 #[test]
-fn seed_errors_in_every_format() {
+fn contract_errors_in_every_format() {
     let plain = |name, version| Spec {
         name,
         version,

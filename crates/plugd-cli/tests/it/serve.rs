@@ -312,7 +312,7 @@ async fn autoload_loads_unlisted_plugins_with_no_grants() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn metrics_use_the_seed_names_after_real_traffic() {
+async fn metrics_use_the_contract_metric_names_after_real_traffic() {
     let server = TestServer::start(&examples_config()).await;
     for _ in 0..3 {
         assert_eq!(

@@ -1,4 +1,4 @@
-//! The trust boundary (DESIGN, "The trust model"): each attack of a plugin the operator granted
+//! The trust boundary (docs/design.md#trust-model): each attack of a plugin the operator granted
 //! only what it asked for, run through a real server with real guest components
 //! (`tests/plugins/<name>`), beside the example plugins.
 //!

@@ -1,11 +1,22 @@
 //! `/metrics`: every series of the host and its plugins in the Prometheus text format, rendered
 //! at scrape time from the atomic counters (nothing on the request path writes here).
 
-use super::*;
+use std::sync::Arc;
+
+use plugd_manifest::HookType;
+
+use crate::cpu::CpuStatus;
+use crate::events::SubscriptionInfo;
+use crate::loaded::{Loaded, is_absent};
+use crate::state::Status;
+use crate::threshold::ThresholdStatus;
+
+use super::Host;
 
 impl Host {
-    /// Every metric in the Prometheus text format (version 0.0.4): the seed's plugin metrics with
-    /// the `plugd_` prefix, the event bus's queues, and what plugins record about themselves.
+    /// Every metric in the Prometheus text format (version 0.0.4): the contract's plugin metrics
+    /// (docs/design.md#observability) with the `plugd_` prefix, the event bus's queues, and what
+    /// plugins record about themselves.
     pub fn render_metrics(&self) -> String {
         use crate::metrics::sample;
         use std::fmt::Write as _;

@@ -1,7 +1,7 @@
 //! Hot reload: swap a plugin for a new version without dropping a request, and roll back when
 //! the new version fails to load, initialize or start, or crashes within the grace period.
 //!
-//! The sequence (seed 004, issue 5):
+//! The sequence (docs/design.md#hot-reload):
 //! 1. read, validate and compile the new version, and check its dependencies both ways, while
 //!    the running version keeps serving;
 //! 2. close the plugin's [`Gate`]: new calls into it wait (`block`) or are refused (`reject`);
@@ -18,7 +18,20 @@ use std::sync::atomic::Ordering;
 
 use plugd_manifest::ReloadSettings;
 
-use super::*;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use plugd_manifest::PluginEntry;
+use serde::Serialize;
+
+use crate::check::framework_error;
+use crate::error::LoadError;
+use crate::loaded::Loaded;
+use crate::order::OrderError;
+use crate::state::{Phase, Status};
+
+use super::Host;
 use crate::gate::Gate;
 
 /// How long a reload waits for the calls inside the gate past their own deadline.
@@ -98,9 +111,10 @@ impl Host {
             .clone()
     }
 
-    /// Reload a plugin with the host's reload settings (the seed's `ReloadPlugin`): a wasm
-    /// plugin's new version is read from its folder; a native plugin is stopped, cleaned up,
-    /// initialized and started again with its current config (its code cannot change).
+    /// Reload a plugin with the host's reload settings (the contract's `ReloadPlugin`
+    /// (docs/design.md#manager-api)): a wasm plugin's new version is read from its folder; a native
+    /// plugin is stopped, cleaned up, initialized and started again with its current config (its
+    /// code cannot change).
     ///
     /// On failure the previous version keeps serving and the error says what failed.
     pub async fn reload_plugin(&self, name: &str) -> Result<ReloadOutcome, LoadError> {
@@ -108,7 +122,8 @@ impl Host {
         self.reload_plugin_with(name, settings).await
     }
 
-    /// [`Host::reload_plugin`] with other queue settings (the seed's `ReloadPluginWithConfig`).
+    /// [`Host::reload_plugin`] with other queue settings (the contract's `ReloadPluginWithConfig`
+    /// (docs/design.md#manager-api)).
     pub async fn reload_plugin_with(
         &self,
         name: &str,

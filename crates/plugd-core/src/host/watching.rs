@@ -3,9 +3,17 @@
 
 use std::sync::Weak;
 
-use plugd_manifest::HostConfig;
+use std::path::PathBuf;
+use std::sync::Arc;
 
-use super::*;
+use plugd_manifest::{HostConfig, PluginEntry};
+use serde::Serialize;
+use serde_json::Map;
+
+use crate::error::LoadError;
+use crate::state::Status;
+
+use super::{Host, Inner};
 use crate::watch::{Change, Watch};
 
 /// What applying a new host config did, plugin by plugin.

@@ -1,4 +1,4 @@
-//! Request authority (DESIGN, "The trust model"): a plugin's hooks and middleware see only its own
+//! Request authority (docs/design.md#trust-model): a plugin's hooks and middleware see only its own
 //! routes unless the operator grants `intercept` (optionally scoped to path globs); registering
 //! more than it was granted fails at load, naming the permission and the config key; a
 //! `fail_closed` guard that never started still guards what it would have seen.

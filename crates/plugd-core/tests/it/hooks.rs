@@ -142,7 +142,7 @@ async fn startup_and_shutdown_hooks_run_once() {
 }
 
 #[tokio::test]
-async fn a_slow_native_hook_gets_the_seed_timeout_message() {
+async fn a_slow_native_hook_gets_the_hook_execution_timeout_message() {
     let dir = tempfile::tempdir().unwrap();
     let j: Journal = Arc::new(Mutex::new(Vec::new()));
     let mut slow = Recorder::new("slow", &j);

@@ -125,7 +125,7 @@ async fn on_failure_abort_returns_the_first_error() {
 }
 
 #[tokio::test]
-async fn missing_dependency_and_cycle_use_the_seed_wording() {
+async fn missing_dependency_and_cycle_use_the_contract_messages() {
     let dir = tempfile::tempdir().unwrap();
     let j = journal();
     let host = Host::builder()
@@ -215,7 +215,7 @@ async fn a_plugin_disabled_in_the_config_is_listed_but_never_run() {
 }
 
 #[tokio::test]
-async fn the_seed_calls_one_at_a_time_initialize_all_stops_at_the_first_failure() {
+async fn step_by_step_calls_initialize_all_stops_at_the_first_failure() {
     let dir = tempfile::tempdir().unwrap();
     let j = journal();
     let mut bad = Recorder::new("bad", &j);

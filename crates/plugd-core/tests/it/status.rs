@@ -1,6 +1,6 @@
 //! The status records through the SQLite backend (`plugd-sqlite`, a dev-dependency): the tables
-//! of `host.db`, written in batches, shaped like the seed's, and the seed's dashboard queries
-//! answer from them.
+//! of `host.db`, written in batches, shaped as the contract's dashboard expects, and the
+//! dashboard queries (docs/design.md#state) answer from them.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -73,7 +73,7 @@ fn host(
 }
 
 #[tokio::test]
-async fn batches_fill_the_seed_tables_and_the_dashboard_queries_answer() {
+async fn batches_fill_the_status_tables_and_the_dashboard_queries_answer() {
     let dir = tempfile::tempdir().unwrap();
     // A long interval: only the explicit writes below (and the last one at shutdown) run.
     let (host, fail, store) = host(dir.path(), "{ interval: 1h }");
@@ -86,7 +86,7 @@ async fn batches_fill_the_seed_tables_and_the_dashboard_queries_answer() {
         assert_eq!(get(&host, "/plugins/app/x").await, 500);
     }
 
-    // The seed's GetPluginMetrics, as a value.
+    // The contract's GetPluginMetrics, as a value.
     let metrics = host.plugin_metrics("app").unwrap();
     assert_eq!(metrics.routes.execution_count, 5);
     assert_eq!(metrics.routes.error_count, 2);

@@ -1,4 +1,5 @@
-//! Error thresholds (seed 004): the 95% warning, the exceeded line, and the actions.
+//! Error thresholds (docs/design.md#failure-handling): the 95% warning, the exceeded line, and the
+//! actions.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -46,7 +47,7 @@ async fn get(host: &Host, path: &str) -> plugd_core::Response {
 }
 
 #[tokio::test]
-async fn the_seed_lines_at_95_percent_and_at_the_maximum_and_log_keeps_it_running() {
+async fn threshold_lines_at_95_percent_and_at_the_maximum_and_log_keeps_it_running() {
     let (logs, _guard) = Logs::capture();
     let j: Journal = Arc::new(Mutex::new(Vec::new()));
     let (host, _dir) = host(

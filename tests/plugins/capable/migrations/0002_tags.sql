@@ -1,4 +1,4 @@
--- Needs the table of 0001; seeds one note.
+-- Needs the table of 0001; inserts one note.
 CREATE TABLE tags (
     note_id INTEGER NOT NULL REFERENCES notes (id),
     tag     TEXT NOT NULL
