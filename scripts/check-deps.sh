@@ -49,8 +49,7 @@ deny plugd-core notify "$backend (file watching: plugd-std's NotifyWatcher)"
 deny plugd-core rustix "$backend (exec's process groups and rlimits: plugd-std's ProcessRunner)"
 deny plugd-core plugd-pkg "$backend (package admission: plugd-pkg's PackageAdmission)"
 deny plugd-core wasmtime "$backend (the wasm runtime: plugd-wasm, a Loader)"
-# Enabled when the SQL port lands (the `database` capability still opens SQLite in plugd-core):
-# deny plugd-core rusqlite "$backend (SQLite: plugd-sqlite)"
+deny plugd-core rusqlite "$backend (SQLite: plugd-sqlite's SqliteKv, SqliteDatabase, StatusDb)"
 
 # ---- checks ------------------------------------------------------------------------------------
 

@@ -11,9 +11,11 @@
 //!
 //! ```text
 //! plugins/<name>/            mode 0700; the working directory of `exec`
-//! plugins/<name>/db.sqlite   mode 0600 (and its -wal, -shm); the `database` capability
 //! plugins/<name>/files/      mode 0700; the `filesystem` capability, preopened at /data
 //! ```
+//!
+//! The `database` capability is the host's [`SqlBackend`] (`HostBuilder::sql`); the SQLite one
+//! keeps `plugins/<name>/db.sqlite` (mode 0600).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -22,7 +24,7 @@ use std::sync::Arc;
 use plugd_manifest::{HostConfig, Permission, PluginEntry};
 
 use crate::audit::Auditor;
-use crate::database::Database;
+use crate::database::{Database, Migration, SqlBackend};
 use crate::error::HostError;
 use crate::exec::{CommandRunner, Exec};
 use crate::host_config::HostConfigView;
@@ -49,6 +51,8 @@ pub struct CapabilityOptions<'a> {
     pub http: Option<Arc<dyn HttpClient>>,
     /// The backend of `exec`; a plugin granted `exec` on a host without one fails to load.
     pub commands: Option<Arc<dyn CommandRunner>>,
+    /// Where plugins' databases live; none, and a plugin granted `database` does not load.
+    pub sql: Option<Arc<dyn SqlBackend>>,
 }
 
 /// The gated capabilities of one plugin. Cheap to clone; what is not granted is not opened.
@@ -78,9 +82,9 @@ impl Capabilities {
         }
     }
 
-    /// Open what is granted: the plugin's database (applying its `migrations/`), its
-    /// outbound client, its command runner, its view of the host config, its `files/` directory.
-    /// Runs the blocking work (SQLite, migrations, directories) off the async workers.
+    /// Open what is granted: the plugin's database in the host's SQL backend (applying its
+    /// `migrations/`), its outbound client, its command runner, its view of the host config, its
+    /// `files/` directory. Runs the blocking work (migrations, directories) off the async workers.
     pub async fn open(options: CapabilityOptions<'_>) -> Result<Capabilities, String> {
         let plugin = options.plugin.to_string();
         let granted = options.granted.clone();
@@ -97,21 +101,27 @@ impl Capabilities {
             .contains(&Permission::Filesystem)
             .then(|| root.join("files"));
         let database = if granted.contains(&Permission::Database) {
-            let path = root.join("db.sqlite");
+            let backend = options
+                .sql
+                .ok_or_else(|| missing(&plugin, "database", "SQL", "sql", "sqlite"))?;
             let migrations = options.plugin_dir.map(|d| d.join("migrations"));
-            let (name, auditor, root, files) =
-                (plugin.clone(), auditor.clone(), root.clone(), files.clone());
-            Some(
-                tokio::task::spawn_blocking(move || {
-                    make_private_dir(&root).map_err(|e| e.to_string())?;
-                    if let Some(files) = &files {
-                        make_private_dir(files).map_err(|e| e.to_string())?;
-                    }
-                    Database::open(&name, &path, migrations.as_deref(), auditor)
-                })
+            let (name, root, files) = (plugin.clone(), root.clone(), files.clone());
+            let migrations = tokio::task::spawn_blocking(move || {
+                make_private_dir(&root).map_err(|e| e.to_string())?;
+                if let Some(files) = &files {
+                    make_private_dir(files).map_err(|e| e.to_string())?;
+                }
+                match migrations {
+                    Some(dir) => Migration::read_dir(&name, &dir).map_err(|e| e.to_string()),
+                    None => Ok(Vec::new()),
+                }
+            })
+            .await
+            .map_err(|e| format!("opening the database of plugin '{plugin}': {e}"))??;
+            let database = Database::open(&plugin, backend.as_ref(), &migrations, auditor.clone())
                 .await
-                .map_err(|e| format!("opening the database of plugin '{plugin}': {e}"))??,
-            )
+                .map_err(|e| e.to_string())?;
+            Some(database)
         } else {
             if wants_dir {
                 make_private_dir(&root).map_err(|e| e.to_string())?;
@@ -128,7 +138,7 @@ impl Capabilities {
                 .map_err(|e| format!("network.allow of plugin '{plugin}': {e}"))?;
             let client = options
                 .http
-                .ok_or_else(|| missing(&plugin, "network", "outbound HTTP", "http"))?;
+                .ok_or_else(|| missing(&plugin, "network", "outbound HTTP", "http", "std"))?;
             Some(Outbound::new(&plugin, allow, client, auditor.clone()))
         } else {
             None
@@ -137,7 +147,7 @@ impl Capabilities {
             let grant = entry.map(|e| e.exec.clone()).unwrap_or_default();
             let runner = options
                 .commands
-                .ok_or_else(|| missing(&plugin, "exec", "command", "commands"))?;
+                .ok_or_else(|| missing(&plugin, "exec", "command", "commands", "std"))?;
             Some(Exec::new(
                 &plugin,
                 grant,
@@ -209,9 +219,11 @@ impl Capabilities {
 }
 
 /// The load error of a plugin granted a capability whose backend the host lacks.
-fn missing(plugin: &str, permission: &str, what: &str, method: &str) -> String {
+/// The load error of a grant whose backend the host lacks: what to set, and which feature of the
+/// `plugd` façade sets it.
+fn missing(plugin: &str, permission: &str, what: &str, method: &str, feature: &str) -> String {
     format!(
-        "plugin '{plugin}' is granted '{permission}', but this host has no {what} backend: set one with HostBuilder::{method} (the plugd façade's \"std\" feature does)"
+        "plugin '{plugin}' is granted '{permission}', but this host has no {what} backend: set one with HostBuilder::{method} (the plugd façade's \"{feature}\" feature does)"
     )
 }
 
@@ -250,6 +262,7 @@ mod tests {
             auditor: Auditor::new("p", Some(state.clone()), Some(log.clone())),
             http: None,
             commands: None,
+            sql: None,
         })
         .await
         .unwrap();
@@ -299,6 +312,7 @@ mod tests {
             auditor: Auditor::new("p", None, None),
             http: None,
             commands: None,
+            sql: None,
         })
         .await
         .unwrap_err();
@@ -320,12 +334,37 @@ mod tests {
             auditor: Auditor::new("p", None, None),
             http: None,
             commands: None,
+            sql: None,
         })
         .await
         .unwrap_err();
         assert_eq!(
             e,
             "plugin 'p' is granted 'network', but this host has no outbound HTTP backend: set one with HostBuilder::http (the plugd façade's \"std\" feature does)"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_database_grant_without_an_sql_backend_fails_the_open_and_names_the_plugin() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = host(dir.path());
+        let granted: BTreeSet<Permission> = [Permission::Database].into();
+        let e = Capabilities::open(CapabilityOptions {
+            plugin: "notes",
+            granted: &granted,
+            host: &host,
+            entry: None,
+            plugin_dir: None,
+            auditor: Auditor::new("notes", None, None),
+            http: None,
+            commands: None,
+            sql: None,
+        })
+        .await
+        .unwrap_err();
+        assert!(
+            e.starts_with("plugin 'notes' is granted 'database', but this host has no SQL backend"),
+            "{e}"
         );
     }
 

@@ -1,42 +1,42 @@
-//! The `database` capability: one SQLite file per plugin (`<data_dir>/plugins/<name>/db.sqlite`).
+//! The `database` capability: a plugin's own SQL database. The port a backend implements
+//! ([`SqlBackend`], which opens one plugin's database as a [`SqlConnection`]), and the policy the
+//! core keeps in front of it ([`Database`]), whatever the engine:
 //!
-//! The connection is opened with an authorizer that refuses, for the plugin's SQL:
-//! - `ATTACH` and `DETACH` (the plugin has one file, nothing else);
-//! - every `PRAGMA` except a read-only list ([`READ_ONLY_PRAGMAS`]; `user_version`,
-//!   `schema_version` and `page_size` only without a value);
-//! - extension loading (the `load_extension` SQL function; the C API is off as well);
-//! - `BEGIN`, `COMMIT`, `ROLLBACK`, `SAVEPOINT` and `RELEASE`: every call runs in autocommit, so
-//!   a transaction never spans two guest calls. [`Database::transaction`] is the one way to run
-//!   several statements all-or-nothing;
-//! - writes to the host's migration record, `_plugd_migrations`.
+//! - **One database per plugin.** A backend opens a plugin's database by the plugin's name; no
+//!   statement of one plugin reaches another's.
+//! - **Bound parameters, one statement per call.** Values travel as [`SqlValue`]s, never spliced
+//!   into the SQL text.
+//! - **No transaction spans two calls.** Every call runs in autocommit; the plugin may not begin,
+//!   commit or roll back a transaction itself. [`Database::transaction`] is the one way to run
+//!   several statements all-or-nothing (at most [`MAX_TRANSACTION_STATEMENTS`]).
+//! - **Deadlines.** Every call has one ([`DEFAULT_TIMEOUT`], shortened with
+//!   [`Database::with_timeout`] to what is left of a guest call): the backend runs the work off
+//!   the async workers and interrupts it at the deadline, and the caller stops waiting then in any
+//!   case.
+//! - **Capped results.** At most [`MAX_ROWS`] rows and [`MAX_RESULT_BYTES`] bytes per query
+//!   ([`ResultLimits`]); the backend stops reading past them, and the core checks again.
+//! - **Refusals are audited.** SQL the backend's rules refuse is [`HostError::Denied`]
+//!   (`database access denied: plugin 'x' may not attach another database ('/etc/x.db')`),
+//!   counted against the plugin and written to the audit log.
+//! - **Migrations.** The `*.sql` files of the plugin's `migrations/` folder ([`Migration::read_dir`])
+//!   are applied at load in lexical order of their names, each in its own transaction with its
+//!   record in [`MIGRATIONS_TABLE`] (name, sha256, time). A migration that was applied and has
+//!   changed since is a load error that names the file; the plugin may not change the record.
 //!
-//! A refused statement is [`HostError::Denied`]
-//! (`database access denied: plugin 'x' may not attach another database ('/etc/x.db')`),
-//! counted against the plugin and audited. Statements take bound parameters ([`SqlValue`]), one
-//! statement per call. Every call has a deadline ([`DEFAULT_TIMEOUT`], shortened with
-//! [`Database::with_timeout`]): the work runs on a blocking thread, SQLite's progress handler
-//! interrupts it at the deadline, and the caller stops waiting then in any case. Results are capped
-//! at [`MAX_ROWS`] rows and [`MAX_RESULT_BYTES`] bytes; the file at [`MAX_DATABASE_BYTES`].
-//!
-//! Migrations: the `*.sql` files of the plugin's `migrations/` folder are applied at load in
-//! lexical order of their names, each in its own transaction, and recorded in
-//! `_plugd_migrations (name, sha256, applied_at)`. A migration that was applied and has changed
-//! since is a load error that names the file.
+//! Backends: `plugd_sqlite::SqliteDatabase` (a SQLite file per plugin, the embedded default).
+//! Every backend runs the conformance suite, `plugd_core::testing::sql_backend` (feature
+//! `testing`).
 
+use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
-use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
-use rusqlite::limits::Limit;
-use rusqlite::types::{Value, ValueRef};
-use rusqlite::{Connection, ErrorCode, OptionalExtension, params_from_iter};
+use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 
 use crate::audit::Auditor;
-use crate::error::HostError;
+use crate::error::{BackendError, HostError};
 
 /// The deadline of one call unless shortened.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -44,34 +44,18 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const MIGRATION_TIMEOUT: Duration = Duration::from_secs(60);
 /// Rows one query may return.
 pub const MAX_ROWS: usize = 10_000;
-/// Bytes one query may return (text and blobs at their length, numbers at 8).
+/// Bytes one query may return (text and blobs at their length, numbers at 8, NULL at 1).
 pub const MAX_RESULT_BYTES: usize = 8 * 1024 * 1024;
 /// Statements one [`Database::transaction`] may hold.
 pub const MAX_TRANSACTION_STATEMENTS: usize = 1_000;
-/// The largest a plugin's database file may grow (SQLite's `max_page_count`).
+/// The largest a plugin's database may grow.
 pub const MAX_DATABASE_BYTES: u64 = 1024 * 1024 * 1024;
-/// The PRAGMAs a plugin may run: read-only ones. `user_version`, `schema_version` and
-/// `page_size` only without a value (with one they set it).
-pub const READ_ONLY_PRAGMAS: &[&str] = &[
-    "table_info",
-    "table_xinfo",
-    "table_list",
-    "index_list",
-    "index_info",
-    "index_xinfo",
-    "foreign_key_list",
-    "foreign_key_check",
-    "integrity_check",
-    "quick_check",
-    "user_version",
-    "schema_version",
-    "page_size",
-    "page_count",
-    "freelist_count",
-];
-const READ_ONLY_WITHOUT_VALUE: &[&str] = &["user_version", "schema_version", "page_size"];
-/// The host's record of applied migrations, in the plugin's database.
+/// The host's record of applied migrations, in the plugin's database: `(name, sha256,
+/// applied_at)`. The plugin may read it, never change it.
 pub const MIGRATIONS_TABLE: &str = "_plugd_migrations";
+
+/// How long the caller waits past the deadline for the backend to report its interrupt.
+const GRACE: Duration = Duration::from_millis(250);
 
 /// A value bound to, or read from, a statement (the WIT `sql-value`).
 #[derive(Debug, Clone, PartialEq)]
@@ -86,6 +70,25 @@ pub enum SqlValue {
     Text(String),
     /// Bytes.
     Blob(Vec<u8>),
+}
+
+impl SqlValue {
+    /// What the value counts for against [`ResultLimits::max_bytes`]: text and blobs at their
+    /// length, numbers at 8, NULL at 1.
+    ///
+    /// ```
+    /// use plugd_core::SqlValue;
+    /// assert_eq!(SqlValue::Text("hé".into()).result_bytes(), 3);
+    /// assert_eq!(SqlValue::Integer(7).result_bytes(), 8);
+    /// ```
+    pub fn result_bytes(&self) -> usize {
+        match self {
+            SqlValue::Null => 1,
+            SqlValue::Integer(_) | SqlValue::Real(_) => 8,
+            SqlValue::Text(t) => t.len(),
+            SqlValue::Blob(b) => b.len(),
+        }
+    }
 }
 
 /// A query's result.
@@ -116,227 +119,352 @@ impl Statement {
     }
 }
 
-/// What the authorizer and the progress handler share with the calls.
-#[derive(Debug, Default)]
-struct Guard {
-    /// The host's own statements (BEGIN/COMMIT/ROLLBACK of a transaction, the migration record)
-    /// pass the authorizer while this is set.
-    host: AtomicBool,
-    /// When the running call must stop; the progress handler interrupts SQLite past it.
-    deadline: Mutex<Option<Instant>>,
-    /// Why the authorizer refused the statement being prepared.
-    denied: Mutex<Option<String>>,
+/// How much one query may return; a backend stops reading past either
+/// ([`SqlError::TooManyRows`], [`SqlError::TooLarge`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResultLimits {
+    /// Rows.
+    pub max_rows: usize,
+    /// Bytes, counted by [`SqlValue::result_bytes`].
+    pub max_bytes: usize,
 }
 
-impl Guard {
-    fn expired(&self) -> bool {
-        self.deadline.lock().is_some_and(|d| Instant::now() >= d)
-    }
-
-    fn deny(&self, reason: String) -> Authorization {
-        let mut denied = self.denied.lock();
-        if denied.is_none() {
-            *denied = Some(reason);
-        }
-        Authorization::Deny
-    }
-
-    fn authorize(&self, ctx: AuthContext<'_>) -> Authorization {
-        if self.host.load(Ordering::Acquire) {
-            return Authorization::Allow;
-        }
-        match ctx.action {
-            AuthAction::Attach { filename } => {
-                self.deny(format!("attach another database ('{filename}')"))
-            }
-            AuthAction::Detach { database_name } => {
-                self.deny(format!("detach a database ('{database_name}')"))
-            }
-            AuthAction::Pragma {
-                pragma_name,
-                pragma_value,
-            } => {
-                let name = pragma_name.to_ascii_lowercase();
-                let read_only = READ_ONLY_PRAGMAS.contains(&name.as_str())
-                    && !(pragma_value.is_some()
-                        && READ_ONLY_WITHOUT_VALUE.contains(&name.as_str()));
-                if read_only {
-                    return Authorization::Allow;
-                }
-                let written = match pragma_value {
-                    Some(v) => format!("PRAGMA {pragma_name} = {v}"),
-                    None => format!("PRAGMA {pragma_name}"),
-                };
-                self.deny(format!(
-                    "run {written} (allowed: the read-only PRAGMAs {})",
-                    READ_ONLY_PRAGMAS.join(", ")
-                ))
-            }
-            AuthAction::Function { function_name }
-                if function_name.eq_ignore_ascii_case("load_extension") =>
-            {
-                self.deny("load extensions (load_extension)".into())
-            }
-            AuthAction::Transaction { .. } => self.deny(
-                "begin, commit or roll back transactions itself (use database.transaction, which runs its statements all-or-nothing)".into(),
-            ),
-            AuthAction::Savepoint { savepoint_name, .. } => self.deny(format!(
-                "use savepoints ('{savepoint_name}') (use database.transaction, which runs its statements all-or-nothing)"
-            )),
-            AuthAction::Insert { table_name }
-            | AuthAction::Delete { table_name }
-            | AuthAction::Update { table_name, .. }
-            | AuthAction::DropTable { table_name }
-            | AuthAction::AlterTable { table_name, .. }
-            | AuthAction::CreateIndex { table_name, .. }
-            | AuthAction::CreateTrigger { table_name, .. }
-                if table_name.eq_ignore_ascii_case(MIGRATIONS_TABLE) =>
-            {
-                self.deny(format!("change the host's migration record {MIGRATIONS_TABLE}"))
-            }
-            _ => Authorization::Allow,
+impl Default for ResultLimits {
+    fn default() -> Self {
+        ResultLimits {
+            max_rows: MAX_ROWS,
+            max_bytes: MAX_RESULT_BYTES,
         }
     }
 }
 
-struct Inner {
-    plugin: Arc<str>,
-    path: PathBuf,
-    conn: Mutex<Connection>,
-    guard: Arc<Guard>,
-    auditor: Auditor,
+impl ResultLimits {
+    /// Whether `rows` keeps within the limits: the error a backend returns when it does not.
+    pub fn check(&self, rows: &Rows) -> Result<(), SqlError> {
+        if rows.rows.len() > self.max_rows {
+            return Err(SqlError::TooManyRows);
+        }
+        let bytes: usize = rows.rows.iter().flatten().map(SqlValue::result_bytes).sum();
+        if bytes > self.max_bytes {
+            return Err(SqlError::TooLarge);
+        }
+        Ok(())
+    }
 }
 
-/// One plugin's database. Cheap to clone; clones share the connection.
+/// One file of a plugin's `migrations/` folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Migration {
+    /// The file name (`0001_notes.sql`): its place in the order and its key in the record.
+    pub name: String,
+    /// The SQL, one or more statements.
+    pub sql: String,
+    /// The SHA-256 of the file, lowercase hex: a changed migration is refused.
+    pub sha256: String,
+}
+
+impl Migration {
+    /// A migration named `name`.
+    ///
+    /// ```
+    /// let m = plugd_core::Migration::new("0001_notes.sql", "CREATE TABLE notes (text TEXT);");
+    /// assert_eq!(m.sha256.len(), 64);
+    /// ```
+    pub fn new(name: impl Into<String>, sql: impl Into<String>) -> Migration {
+        let sql = sql.into();
+        Migration {
+            name: name.into(),
+            sha256: hex::encode(Sha256::digest(sql.as_bytes())),
+            sql,
+        }
+    }
+
+    /// The `*.sql` files of `dir`, in lexical order of their names (none when the folder does
+    /// not exist). Blocking.
+    pub fn read_dir(plugin: &str, dir: &Path) -> Result<Vec<Migration>, DatabaseOpenError> {
+        if !dir.is_dir() {
+            return Ok(Vec::new());
+        }
+        let unreadable = |source: std::io::Error| DatabaseOpenError::ReadMigrations {
+            plugin: plugin.to_string(),
+            dir: dir.to_path_buf(),
+            source,
+        };
+        let mut files: Vec<(String, PathBuf)> = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(unreadable)? {
+            let entry = entry.map_err(unreadable)?;
+            let path = entry.path();
+            if !path.is_file() || path.extension().is_none_or(|x| x != "sql") {
+                continue;
+            }
+            let name =
+                entry
+                    .file_name()
+                    .into_string()
+                    .map_err(|n| DatabaseOpenError::MigrationName {
+                        plugin: plugin.to_string(),
+                        name: n.to_string_lossy().into_owned(),
+                    })?;
+            files.push((name, path));
+        }
+        files.sort();
+        files
+            .into_iter()
+            .map(|(name, path)| {
+                let file = format!("migrations/{name}");
+                let bytes =
+                    std::fs::read(&path).map_err(|source| DatabaseOpenError::ReadMigration {
+                        plugin: plugin.to_string(),
+                        file: file.clone(),
+                        source,
+                    })?;
+                let sql =
+                    String::from_utf8(bytes).map_err(|_| DatabaseOpenError::MigrationNotText {
+                        plugin: plugin.to_string(),
+                        file,
+                    })?;
+                Ok(Migration::new(name, sql))
+            })
+            .collect()
+    }
+}
+
+/// Why a backend did not run a statement. The core turns it into the plugin's [`HostError`],
+/// naming the plugin and the call.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SqlError {
+    /// The backend's rules refuse the statement; what the plugin may not do
+    /// (`attach another database ('/etc/x.db')`).
+    #[error("may not {0}")]
+    Denied(String),
+    /// What the plugin asked is wrong: syntax, an unknown table, the parameter count, several
+    /// statements in one call.
+    #[error("{0}")]
+    Invalid(String),
+    /// Running it failed (a constraint, a full disk).
+    #[error("{0}")]
+    Failed(String),
+    /// The deadline passed: the statement was interrupted, or never started.
+    #[error("interrupted at its deadline")]
+    Timeout,
+    /// The result has more rows than [`ResultLimits::max_rows`].
+    #[error("the result has too many rows")]
+    TooManyRows,
+    /// The result is larger than [`ResultLimits::max_bytes`].
+    #[error("the result is too large")]
+    TooLarge,
+    /// Statement `index` (from 0) of a transaction failed, and nothing was committed.
+    #[error("statement {} failed: {source}", .index + 1)]
+    Statement {
+        /// Which statement, from 0.
+        index: usize,
+        /// Why.
+        source: Box<SqlError>,
+    },
+    /// The backend itself failed (its server went away).
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+}
+
+/// Where plugins' SQL databases live: opens one plugin's. Each database is separate, and a
+/// backend holds no lock shared by all plugins across a call.
+#[async_trait]
+pub trait SqlBackend: Send + Sync + fmt::Debug + 'static {
+    /// Open (creating when missing) the database of `plugin`, ready for its migrations. Blocking
+    /// work runs off the async workers.
+    async fn open(&self, plugin: &str) -> Result<Arc<dyn SqlConnection>, BackendError>;
+}
+
+/// One plugin's open database. Every call runs off the async workers, stops at `deadline`
+/// ([`SqlError::Timeout`]), runs in autocommit, and leaves no transaction open behind it.
+#[async_trait]
+pub trait SqlConnection: Send + Sync + fmt::Debug + 'static {
+    /// Where the database is, for messages (a file, a server and database; never a password).
+    fn location(&self) -> String;
+    /// Run one statement with bound parameters; the number of rows it changed.
+    async fn execute(
+        &self,
+        sql: String,
+        params: Vec<SqlValue>,
+        deadline: Instant,
+    ) -> Result<u64, SqlError>;
+    /// Run one statement that returns rows, stopping past `limits`.
+    async fn query(
+        &self,
+        sql: String,
+        params: Vec<SqlValue>,
+        limits: ResultLimits,
+        deadline: Instant,
+    ) -> Result<Rows, SqlError>;
+    /// Run statements in one transaction: all are committed, or none
+    /// ([`SqlError::Statement`] names the first that failed). The rows changed by each.
+    async fn transaction(
+        &self,
+        statements: Vec<Statement>,
+        deadline: Instant,
+    ) -> Result<Vec<u64>, SqlError>;
+    /// The sha256 recorded for migration `name` in [`MIGRATIONS_TABLE`], if it was applied.
+    async fn applied_migration(
+        &self,
+        name: String,
+        deadline: Instant,
+    ) -> Result<Option<String>, SqlError>;
+    /// Apply `migration` and record it, in one transaction: both, or neither. Its SQL is the
+    /// plugin's, under the same rules as a call; the record is the host's.
+    async fn apply_migration(
+        &self,
+        migration: Migration,
+        deadline: Instant,
+    ) -> Result<(), SqlError>;
+}
+
+/// Why a plugin's database could not be opened at load.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DatabaseOpenError {
+    /// The backend could not open or set up the database.
+    #[error("cannot open the database of plugin '{plugin}': {source}")]
+    Open {
+        /// The plugin.
+        plugin: String,
+        /// The backend's error.
+        source: BackendError,
+    },
+    /// The `migrations/` folder could not be read.
+    #[error("cannot read the migrations of plugin '{plugin}' in {}: {source}", .dir.display())]
+    ReadMigrations {
+        /// The plugin.
+        plugin: String,
+        /// The folder.
+        dir: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A migration's file name is not UTF-8.
+    #[error("migration {name:?} of plugin '{plugin}': the file name is not UTF-8")]
+    MigrationName {
+        /// The plugin.
+        plugin: String,
+        /// The name, lossily.
+        name: String,
+    },
+    /// A migration could not be read.
+    #[error("cannot read migration {file} of plugin '{plugin}': {source}")]
+    ReadMigration {
+        /// The plugin.
+        plugin: String,
+        /// `migrations/<name>`.
+        file: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A migration is not UTF-8 text.
+    #[error("migration {file} of plugin '{plugin}' is not UTF-8 text")]
+    MigrationNotText {
+        /// The plugin.
+        plugin: String,
+        /// `migrations/<name>`.
+        file: String,
+    },
+    /// A migration that was applied has changed since.
+    #[error(
+        "migration {file} of plugin '{plugin}' has changed since it was applied (sha256 then {applied}, now {now}); restore it and put the change in a new migration"
+    )]
+    MigrationChanged {
+        /// The plugin.
+        plugin: String,
+        /// `migrations/<name>`.
+        file: String,
+        /// The sha256 recorded when it was applied.
+        applied: String,
+        /// The file's sha256 now.
+        now: String,
+    },
+    /// A migration failed; nothing of it stays.
+    #[error("migration {file} of plugin '{plugin}' failed and was rolled back: {reason}")]
+    MigrationFailed {
+        /// The plugin.
+        plugin: String,
+        /// `migrations/<name>`.
+        file: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// One plugin's database, as the plugin sees it: every call bounded by a deadline, its results
+/// capped, its refusals audited. Cheap to clone; clones share the connection.
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// use plugd_core::{Auditor, Database, SqlValue};
+/// let dir = tempfile::tempdir().unwrap();
+/// let backend = plugd_sqlite::SqliteDatabase::new(dir.path());
+/// let db = Database::open("notes", &backend, &[], Auditor::new("notes", None, None)).await.unwrap();
+/// db.execute("CREATE TABLE n (id INTEGER, text TEXT)", &[]).await.unwrap();
+/// let changed = db
+///     .execute("INSERT INTO n VALUES (?1, ?2)", &[SqlValue::Integer(1), SqlValue::Text("hi".into())])
+///     .await
+///     .unwrap();
+/// assert_eq!(changed, 1);
+/// let e = db.execute("ATTACH '/tmp/other.db' AS o", &[]).await.unwrap_err();
+/// assert!(e.to_string().starts_with("database access denied: plugin 'notes' may not attach"));
+/// # });
+/// ```
 #[derive(Clone)]
 pub struct Database {
-    inner: Arc<Inner>,
+    plugin: Arc<str>,
+    connection: Arc<dyn SqlConnection>,
+    auditor: Auditor,
     timeout: Duration,
 }
 
-impl std::fmt::Debug for Database {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl fmt::Debug for Database {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Database")
-            .field("plugin", &self.inner.plugin)
-            .field("path", &self.inner.path)
+            .field("plugin", &self.plugin)
+            .field("connection", &self.connection)
             .field("timeout", &self.timeout)
             .finish()
     }
 }
 
-/// A failure inside a call, before it becomes a [`HostError`].
-enum Failure {
-    Sql(rusqlite::Error),
-    Host(HostError),
-    Timeout,
-}
-
-impl From<rusqlite::Error> for Failure {
-    fn from(e: rusqlite::Error) -> Self {
-        Failure::Sql(e)
-    }
-}
-
 impl Database {
-    /// Open (or create) the database at `path`, install the authorizer and the limits, and
-    /// apply the `*.sql` files of `migrations` (when the folder exists). The file and its
-    /// `-wal` and `-shm` are mode 0600 whatever the umask. Blocking.
-    pub fn open(
+    /// Open the database of `plugin` in `backend` and apply `migrations` (in the order given,
+    /// each once; [`Migration::read_dir`] reads a plugin's folder).
+    pub async fn open(
         plugin: &str,
-        path: &Path,
-        migrations: Option<&Path>,
+        backend: &dyn SqlBackend,
+        migrations: &[Migration],
         auditor: Auditor,
-    ) -> Result<Database, String> {
-        let context =
-            |e: crate::private::FileError| format!("the database of plugin '{plugin}': {e}");
-        crate::private::create_database_file(path).map_err(context)?;
-        let conn = Connection::open(path).map_err(|e| {
-            format!(
-                "cannot open the database of plugin '{plugin}' at {}: {e}",
-                path.display()
-            )
-        })?;
-        let db = Database::setup(plugin, path, conn, migrations, auditor)?;
-        crate::private::restrict_database_files(path).map_err(context)?;
-        Ok(db)
+    ) -> Result<Database, DatabaseOpenError> {
+        let connection = backend
+            .open(plugin)
+            .await
+            .map_err(|source| DatabaseOpenError::Open {
+                plugin: plugin.to_string(),
+                source,
+            })?;
+        for m in migrations {
+            migrate(plugin, connection.as_ref(), m).await?;
+        }
+        Ok(Database::new(plugin, connection, auditor))
     }
 
-    /// A database in memory, for tests and tools.
-    pub fn in_memory(plugin: &str, auditor: Auditor) -> Result<Database, String> {
-        let conn = Connection::open_in_memory().map_err(|e| e.to_string())?;
-        Database::setup(plugin, Path::new(":memory:"), conn, None, auditor)
-    }
-
-    fn setup(
-        plugin: &str,
-        path: &Path,
-        mut conn: Connection,
-        migrations: Option<&Path>,
-        auditor: Auditor,
-    ) -> Result<Database, String> {
-        let context = |e: rusqlite::Error| {
-            format!(
-                "cannot set up the database of plugin '{plugin}' at {}: {e}",
-                path.display()
-            )
-        };
-        conn.execute_batch(
-            "PRAGMA journal_mode = WAL;
-             PRAGMA synchronous = NORMAL;
-             PRAGMA foreign_keys = ON;
-             PRAGMA trusted_schema = OFF;
-             PRAGMA busy_timeout = 2000;",
-        )
-        .map_err(context)?;
-        let page_size: i64 = conn
-            .query_row("PRAGMA page_size", [], |r| r.get(0))
-            .map_err(context)?;
-        let max_pages = MAX_DATABASE_BYTES / page_size.max(512) as u64;
-        conn.execute_batch(&format!("PRAGMA max_page_count = {max_pages};"))
-            .map_err(context)?;
-        // Belt and braces beside the authorizer: no attached databases at all, no writable
-        // schema tricks.
-        conn.set_limit(Limit::SQLITE_LIMIT_ATTACHED, 0)
-            .map_err(context)?;
-        conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true)
-            .map_err(context)?;
-        conn.execute_batch(&format!(
-            "CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} (
-                 name       TEXT PRIMARY KEY,
-                 sha256     TEXT NOT NULL,
-                 applied_at TEXT NOT NULL
-             ) WITHOUT ROWID;"
-        ))
-        .map_err(context)?;
-        let guard = Arc::new(Guard::default());
-        {
-            let guard = guard.clone();
-            conn.authorizer(Some(move |ctx: AuthContext<'_>| guard.authorize(ctx)))
-                .map_err(context)?;
-        }
-        {
-            let guard = guard.clone();
-            conn.progress_handler(1_000, Some(move || guard.expired()))
-                .map_err(context)?;
-        }
-        if let Some(dir) = migrations {
-            migrate(plugin, &conn, &guard, dir)?;
-        }
-        Ok(Database {
-            inner: Arc::new(Inner {
-                plugin: Arc::from(plugin),
-                path: path.to_path_buf(),
-                conn: Mutex::new(conn),
-                guard,
-                auditor,
-            }),
+    /// A handle on `connection`, already open, for `plugin`.
+    pub fn new(plugin: &str, connection: Arc<dyn SqlConnection>, auditor: Auditor) -> Database {
+        Database {
+            plugin: Arc::from(plugin),
+            connection,
+            auditor,
             timeout: DEFAULT_TIMEOUT,
-        })
+        }
     }
 
-    /// Where the file is.
-    pub fn path(&self) -> &Path {
-        &self.inner.path
+    /// Where the database is (the backend's description: a file, a server).
+    pub fn location(&self) -> String {
+        self.connection.location()
     }
 
     /// The deadline of one call.
@@ -347,560 +475,311 @@ impl Database {
     /// The same database with calls limited to `timeout` (never longer than this handle's).
     pub fn with_timeout(&self, timeout: Duration) -> Database {
         Database {
-            inner: self.inner.clone(),
             timeout: timeout.min(self.timeout),
+            ..self.clone()
         }
     }
 
     /// Run one statement with bound parameters; the number of rows it changed.
-    ///
-    /// ```
-    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
-    /// use plugd_core::{Auditor, Database, SqlValue};
-    /// let db = Database::in_memory("notes", Auditor::new("notes", None, None)).unwrap();
-    /// db.execute("CREATE TABLE n (id INTEGER, text TEXT)", &[]).await.unwrap();
-    /// let changed = db
-    ///     .execute("INSERT INTO n VALUES (?1, ?2)", &[SqlValue::Integer(1), SqlValue::Text("hi".into())])
-    ///     .await
-    ///     .unwrap();
-    /// assert_eq!(changed, 1);
-    /// let e = db.execute("ATTACH '/tmp/other.db' AS o", &[]).await.unwrap_err();
-    /// assert!(e.to_string().starts_with("database access denied: plugin 'notes' may not attach"));
-    /// # });
-    /// ```
     pub async fn execute(&self, sql: &str, params: &[SqlValue]) -> Result<u64, HostError> {
-        let (sql, params) = (sql.to_string(), params.to_vec());
-        self.run("database.execute", move |conn| {
-            Ok(execute_one(conn, &sql, &params)?)
-        })
-        .await
+        let deadline = Instant::now() + self.timeout;
+        let call = self
+            .connection
+            .execute(sql.to_string(), params.to_vec(), deadline);
+        self.bounded("database.execute", deadline, call).await
     }
 
     /// Run one statement that returns rows (a `SELECT`, or a write with `RETURNING`).
     pub async fn query(&self, sql: &str, params: &[SqlValue]) -> Result<Rows, HostError> {
-        let (sql, params) = (sql.to_string(), params.to_vec());
-        let plugin = self.inner.plugin.clone();
-        self.run("database.query", move |conn| {
-            query_rows(conn, &sql, &params, &plugin)
-        })
-        .await
+        let deadline = Instant::now() + self.timeout;
+        let limits = ResultLimits::default();
+        let call = async {
+            let rows = self
+                .connection
+                .query(sql.to_string(), params.to_vec(), limits, deadline)
+                .await?;
+            // Whatever the backend: nothing past the limits reaches the plugin.
+            limits.check(&rows)?;
+            Ok(rows)
+        };
+        self.bounded("database.query", deadline, call).await
     }
 
     /// Run statements in one transaction: all are committed, or none (the first failure rolls
     /// back and names the statement). The rows changed by each.
     pub async fn transaction(&self, statements: &[Statement]) -> Result<Vec<u64>, HostError> {
+        let call = "database.transaction";
         if statements.len() > MAX_TRANSACTION_STATEMENTS {
-            return Err(self.inner.auditor.check(
+            return Err(self.auditor.check(
                 Err(HostError::Invalid(format!(
-                    "database.transaction of plugin '{}': {} statements, more than the limit of {MAX_TRANSACTION_STATEMENTS}",
-                    self.inner.plugin,
+                    "{call} of plugin '{}': {} statements, more than the limit of {MAX_TRANSACTION_STATEMENTS}",
+                    self.plugin,
                     statements.len()
                 ))),
                 "database",
-                "database.transaction",
+                call,
             )?);
         }
-        let statements = statements.to_vec();
-        let guard = self.inner.guard.clone();
-        self.run("database.transaction", move |conn| {
-            host_statement(conn, &guard, "BEGIN IMMEDIATE")?;
-            let total = statements.len();
-            let mut counts = Vec::with_capacity(total);
-            for (i, s) in statements.iter().enumerate() {
-                match execute_one(conn, &s.sql, &s.params) {
-                    Ok(n) => counts.push(n),
-                    Err(e) => {
-                        rollback(conn, &guard);
-                        let message = format!(
-                            "statement {} of {total} failed, nothing was committed: {}",
-                            i + 1,
-                            describe(&e)
-                        );
-                        let error = if is_invalid(&e) {
-                            HostError::Invalid(message)
-                        } else {
-                            HostError::Failed(message)
-                        };
-                        return Err(Failure::Host(error).with_source(e));
-                    }
-                }
+        let deadline = Instant::now() + self.timeout;
+        let total = statements.len();
+        let work = self.connection.transaction(statements.to_vec(), deadline);
+        let result = match tokio::time::timeout_at((deadline + GRACE).into(), work).await {
+            Ok(Err(SqlError::Statement { index, source })) => {
+                Err(self.statement_error(call, index, total, *source))
             }
-            if let Err(e) = host_statement(conn, &guard, "COMMIT") {
-                rollback(conn, &guard);
-                return Err(e.into());
-            }
-            Ok(counts)
-        })
-        .await
+            Ok(r) => r.map_err(|e| self.host_error(call, e)),
+            Err(_) => Err(self.host_error(call, SqlError::Timeout)),
+        };
+        self.auditor.check(result, "database", call)
     }
 
-    /// Run `work` on the connection on a blocking thread, within the deadline; map its failure
-    /// to a [`HostError`] naming the plugin and the call, and record a denial.
-    async fn run<T: Send + 'static>(
+    /// Wait for `work` until shortly past `deadline` (the backend interrupts it at the deadline;
+    /// the caller stops waiting in any case), name the plugin and the call in its failure, and
+    /// record a denial.
+    async fn bounded<T>(
         &self,
         call: &'static str,
-        work: impl FnOnce(&Connection) -> Result<T, Failure> + Send + 'static,
+        deadline: Instant,
+        work: impl Future<Output = Result<T, SqlError>>,
     ) -> Result<T, HostError> {
-        let deadline = Instant::now() + self.timeout;
-        let inner = self.inner.clone();
-        let task = tokio::task::spawn_blocking(move || {
-            let Some(conn) = inner.conn.try_lock_until(deadline) else {
-                return Err((Failure::Timeout, None));
-            };
-            *inner.guard.denied.lock() = None;
-            *inner.guard.deadline.lock() = Some(deadline);
-            let result = work(&conn);
-            *inner.guard.deadline.lock() = None;
-            // Never let a transaction outlive the call (the authorizer already refuses BEGIN).
-            if !conn.is_autocommit() {
-                rollback(&conn, &inner.guard);
-            }
-            let denied = inner.guard.denied.lock().take();
-            result.map_err(|f| (f, denied))
-        });
-        // The progress handler stops SQLite at the deadline; the caller stops waiting shortly
-        // after in any case (a call queued behind another, a busy file).
-        let grace = Duration::from_millis(250);
-        let outcome = match tokio::time::timeout_at((deadline + grace).into(), task).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(join)) => Err((
-                Failure::Host(HostError::Failed(format!("worker failed: {join}"))),
-                None,
-            )),
-            Err(_) => Err((Failure::Timeout, None)),
+        let result = match tokio::time::timeout_at((deadline + GRACE).into(), work).await {
+            Ok(r) => r.map_err(|e| self.host_error(call, e)),
+            Err(_) => Err(self.host_error(call, SqlError::Timeout)),
         };
-        let result = outcome.map_err(|(failure, denied)| self.host_error(call, failure, denied));
-        self.inner.auditor.check(result, "database", call)
+        self.auditor.check(result, "database", call)
     }
 
-    fn host_error(&self, call: &str, failure: Failure, denied: Option<String>) -> HostError {
-        let plugin = &self.inner.plugin;
-        let timed_out = || {
-            HostError::Failed(format!(
+    fn host_error(&self, call: &str, e: SqlError) -> HostError {
+        let plugin = &self.plugin;
+        match e {
+            SqlError::Denied(what) => HostError::Denied(format!(
+                "database access denied: plugin '{plugin}' may not {what}"
+            )),
+            SqlError::Timeout => HostError::Failed(format!(
                 "{call} of plugin '{plugin}' timed out after {} and was interrupted",
                 humantime::format_duration(self.timeout)
-            ))
+            )),
+            SqlError::TooManyRows => HostError::Invalid(format!(
+                "{call} of plugin '{plugin}': the result has more than {MAX_ROWS} rows; add a LIMIT and page through it"
+            )),
+            SqlError::TooLarge => HostError::Invalid(format!(
+                "{call} of plugin '{plugin}': the result is larger than {}; select fewer columns or rows",
+                crate::audit::bytes_text(MAX_RESULT_BYTES)
+            )),
+            SqlError::Invalid(m) => HostError::Invalid(format!("{call} of plugin '{plugin}': {m}")),
+            SqlError::Statement { source, .. } => self.host_error(call, *source),
+            e @ (SqlError::Failed(_) | SqlError::Backend(_)) => {
+                HostError::Failed(format!("{call} of plugin '{plugin}': {e}"))
+            }
+        }
+    }
+
+    /// A failed statement of a transaction: a denial or a timeout is itself; anything else names
+    /// the statement.
+    fn statement_error(&self, call: &str, index: usize, total: usize, e: SqlError) -> HostError {
+        let plugin = &self.plugin;
+        let message = |m: &dyn fmt::Display| {
+            format!(
+                "{call} of plugin '{plugin}': statement {} of {total} failed, nothing was committed: {m}",
+                index + 1
+            )
         };
-        match failure {
-            Failure::Timeout => timed_out(),
-            Failure::Host(HostError::Invalid(m)) => {
-                HostError::Invalid(format!("{call} of plugin '{plugin}': {m}"))
-            }
-            Failure::Host(HostError::Failed(m)) => {
-                HostError::Failed(format!("{call} of plugin '{plugin}': {m}"))
-            }
-            Failure::Host(other) => other,
-            Failure::Sql(e) => match sql_code(&e) {
-                // SQLite reports a refused function as a plain error: the authorizer's note says.
-                Some(ErrorCode::AuthorizationForStatementDenied) | Some(ErrorCode::Unknown)
-                    if denied.is_some()
-                        || sql_code(&e) == Some(ErrorCode::AuthorizationForStatementDenied) =>
-                {
-                    HostError::Denied(format!(
-                        "database access denied: plugin '{plugin}' may not {}",
-                        denied.as_deref().unwrap_or("run this statement")
-                    ))
-                }
-                Some(ErrorCode::OperationInterrupted) => timed_out(),
-                _ if is_invalid(&e) => {
-                    HostError::Invalid(format!("{call} of plugin '{plugin}': {}", describe(&e)))
-                }
-                _ => HostError::Failed(format!("{call} of plugin '{plugin}': {}", describe(&e))),
-            },
+        match e {
+            SqlError::Invalid(m) => HostError::Invalid(message(&m)),
+            e @ (SqlError::Failed(_) | SqlError::Backend(_)) => HostError::Failed(message(&e)),
+            other => self.host_error(call, other),
         }
     }
 }
 
-impl Failure {
-    /// Keep an authorizer denial or an interrupt visible through a transaction's context.
-    fn with_source(self, e: rusqlite::Error) -> Failure {
-        match sql_code(&e) {
-            Some(ErrorCode::AuthorizationForStatementDenied | ErrorCode::OperationInterrupted) => {
-                Failure::Sql(e)
-            }
-            _ => self,
-        }
-    }
-}
-
-fn sql_code(e: &rusqlite::Error) -> Option<ErrorCode> {
-    match e {
-        rusqlite::Error::SqliteFailure(f, _) => Some(f.code),
-        rusqlite::Error::SqlInputError { error, .. } => Some(error.code),
-        _ => None,
-    }
-}
-
-/// Errors in what the plugin asked (syntax, unknown table, parameter count, several statements)
-/// rather than in running it.
-fn is_invalid(e: &rusqlite::Error) -> bool {
-    use rusqlite::Error as E;
-    match e {
-        E::MultipleStatement
-        | E::ExecuteReturnedResults
-        | E::InvalidParameterCount(..)
-        | E::InvalidParameterName(_)
-        | E::NulError(_) => true,
-        E::SqliteFailure(f, _) => f.code == ErrorCode::Unknown || f.code == ErrorCode::TooBig,
-        // An error SQLite found in the statement's text (syntax, unknown table or column).
-        E::SqlInputError { .. } => true,
-        _ => false,
-    }
-}
-
-fn describe(e: &rusqlite::Error) -> String {
-    use rusqlite::Error as E;
-    match e {
-        E::MultipleStatement => {
-            "one statement per call (use database.transaction to run several)".into()
-        }
-        E::ExecuteReturnedResults => "the statement returns rows: use database.query for it".into(),
-        E::InvalidParameterCount(given, expected) => {
-            format!("the statement takes {expected} parameters, {given} were given")
-        }
-        E::SqliteFailure(_, Some(m)) => m.clone(),
-        E::SqlInputError { msg, offset, .. } => format!("{msg} (at byte {offset})"),
-        other => other.to_string(),
-    }
-}
-
-fn to_sql(v: &SqlValue) -> Value {
-    match v {
-        SqlValue::Null => Value::Null,
-        SqlValue::Integer(i) => Value::Integer(*i),
-        SqlValue::Real(r) => Value::Real(*r),
-        SqlValue::Text(t) => Value::Text(t.clone()),
-        SqlValue::Blob(b) => Value::Blob(b.clone()),
-    }
-}
-
-/// A value read, and the bytes it counts for against [`MAX_RESULT_BYTES`].
-fn from_sql(v: ValueRef<'_>) -> (SqlValue, usize) {
-    match v {
-        ValueRef::Null => (SqlValue::Null, 1),
-        ValueRef::Integer(i) => (SqlValue::Integer(i), 8),
-        ValueRef::Real(r) => (SqlValue::Real(r), 8),
-        ValueRef::Text(t) => (
-            SqlValue::Text(String::from_utf8_lossy(t).into_owned()),
-            t.len(),
-        ),
-        ValueRef::Blob(b) => (SqlValue::Blob(b.to_vec()), b.len()),
-    }
-}
-
-fn execute_one(conn: &Connection, sql: &str, params: &[SqlValue]) -> rusqlite::Result<u64> {
-    let mut stmt = conn.prepare(sql)?;
-    let n = stmt.execute(params_from_iter(params.iter().map(to_sql)))?;
-    Ok(n as u64)
-}
-
-fn query_rows(
-    conn: &Connection,
-    sql: &str,
-    params: &[SqlValue],
+/// Apply `m` unless it was; refuse it if it changed since.
+async fn migrate(
     plugin: &str,
-) -> Result<Rows, Failure> {
-    let mut stmt = conn.prepare(sql)?;
-    let columns: Vec<String> = stmt.column_names().map(str::to_string).collect();
-    let width = columns.len();
-    let mut rows = stmt.query(params_from_iter(params.iter().map(to_sql)))?;
-    let mut out = Vec::new();
-    let mut bytes = 0usize;
-    while let Some(row) = rows.next()? {
-        if out.len() == MAX_ROWS {
-            return Err(Failure::Host(HostError::Invalid(format!(
-                "the result has more than {MAX_ROWS} rows; add a LIMIT and page through it (plugin '{plugin}')"
-            ))));
+    connection: &dyn SqlConnection,
+    m: &Migration,
+) -> Result<(), DatabaseOpenError> {
+    let file = format!("migrations/{}", m.name);
+    let failed = |reason: String| DatabaseOpenError::MigrationFailed {
+        plugin: plugin.to_string(),
+        file: file.clone(),
+        reason,
+    };
+    let deadline = Instant::now() + MIGRATION_TIMEOUT;
+    let applied = connection
+        .applied_migration(m.name.clone(), deadline)
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    match applied {
+        Some(applied) if applied == m.sha256 => return Ok(()),
+        Some(applied) => {
+            return Err(DatabaseOpenError::MigrationChanged {
+                plugin: plugin.to_string(),
+                file,
+                applied,
+                now: m.sha256.clone(),
+            });
         }
-        let mut values = Vec::with_capacity(width);
-        for i in 0..width {
-            let (v, size) = from_sql(row.get_ref(i)?);
-            bytes += size;
-            values.push(v);
-        }
-        if bytes > MAX_RESULT_BYTES {
-            return Err(Failure::Host(HostError::Invalid(format!(
-                "the result is larger than {} MiB; select fewer columns or rows (plugin '{plugin}')",
-                MAX_RESULT_BYTES / (1024 * 1024)
-            ))));
-        }
-        out.push(values);
+        None => {}
     }
-    Ok(Rows { columns, rows: out })
-}
-
-/// A statement of the host's own (past the authorizer).
-fn host_statement(conn: &Connection, guard: &Guard, sql: &str) -> rusqlite::Result<()> {
-    guard.host.store(true, Ordering::Release);
-    let r = conn.execute_batch(sql);
-    guard.host.store(false, Ordering::Release);
-    r
-}
-
-/// Roll back whatever is open; never interrupted.
-fn rollback(conn: &Connection, guard: &Guard) {
-    *guard.deadline.lock() = None;
-    if !conn.is_autocommit()
-        && let Err(e) = host_statement(conn, guard, "ROLLBACK")
-    {
-        tracing::error!(error = %e, "database rollback failed");
-    }
-}
-
-/// Apply the migrations of `dir` in lexical order, each in its own transaction.
-fn migrate(plugin: &str, conn: &Connection, guard: &Guard, dir: &Path) -> Result<(), String> {
-    if !dir.is_dir() {
-        return Ok(());
-    }
-    let read = std::fs::read_dir(dir).map_err(|e| {
-        format!(
-            "cannot read the migrations of plugin '{plugin}' in {}: {e}",
-            dir.display()
-        )
+    let deadline = Instant::now() + MIGRATION_TIMEOUT;
+    let run = connection.apply_migration(m.clone(), deadline);
+    let outcome = tokio::time::timeout_at((deadline + GRACE).into(), run)
+        .await
+        .unwrap_or(Err(SqlError::Timeout));
+    outcome.map_err(|e| {
+        failed(match e {
+            SqlError::Denied(what) => format!("the plugin may not {what}"),
+            SqlError::Timeout => format!(
+                "it ran longer than {}",
+                humantime::format_duration(MIGRATION_TIMEOUT)
+            ),
+            other => other.to_string(),
+        })
     })?;
-    let mut files: Vec<(String, PathBuf)> = Vec::new();
-    for entry in read {
-        let entry = entry.map_err(|e| format!("migrations of plugin '{plugin}': {e}"))?;
-        let path = entry.path();
-        if !path.is_file() || path.extension().is_none_or(|x| x != "sql") {
-            continue;
-        }
-        let name = entry.file_name().into_string().map_err(|n| {
-            format!("migration {n:?} of plugin '{plugin}': the file name is not UTF-8")
-        })?;
-        files.push((name, path));
-    }
-    files.sort();
-    for (name, path) in files {
-        let file = format!("migrations/{name}");
-        let bytes = std::fs::read(&path)
-            .map_err(|e| format!("cannot read migration {file} of plugin '{plugin}': {e}"))?;
-        let sql = String::from_utf8(bytes.clone())
-            .map_err(|_| format!("migration {file} of plugin '{plugin}' is not UTF-8 text"))?;
-        let sha = hex::encode(Sha256::digest(&bytes));
-        guard.host.store(true, Ordering::Release);
-        let recorded: rusqlite::Result<Option<String>> = conn
-            .query_row(
-                &format!("SELECT sha256 FROM {MIGRATIONS_TABLE} WHERE name = ?1"),
-                [&name],
-                |r| r.get(0),
-            )
-            .optional();
-        guard.host.store(false, Ordering::Release);
-        let recorded =
-            recorded.map_err(|e| format!("migration {file} of plugin '{plugin}': {e}"))?;
-        match recorded {
-            Some(applied) if applied == sha => continue,
-            Some(applied) => {
-                return Err(format!(
-                    "migration {file} of plugin '{plugin}' has changed since it was applied (sha256 then {applied}, now {sha}); restore it and put the change in a new migration"
-                ));
-            }
-            None => {}
-        }
-        let failed = |what: String| {
-            format!("migration {file} of plugin '{plugin}' failed and was rolled back: {what}")
-        };
-        *guard.denied.lock() = None;
-        *guard.deadline.lock() = Some(Instant::now() + MIGRATION_TIMEOUT);
-        host_statement(conn, guard, "BEGIN IMMEDIATE").map_err(|e| failed(e.to_string()))?;
-        if let Err(e) = conn.execute_batch(&sql) {
-            let reason = match (sql_code(&e), guard.denied.lock().take()) {
-                (_, Some(r)) => format!("the plugin may not {r}"),
-                (Some(ErrorCode::OperationInterrupted), _) => format!(
-                    "it ran longer than {}",
-                    humantime::format_duration(MIGRATION_TIMEOUT)
-                ),
-                _ => describe(&e),
-            };
-            rollback(conn, guard);
-            return Err(failed(reason));
-        }
-        *guard.deadline.lock() = None;
-        let applied_at = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
-        guard.host.store(true, Ordering::Release);
-        let recorded = conn
-            .execute(
-                &format!(
-                    "INSERT INTO {MIGRATIONS_TABLE} (name, sha256, applied_at) VALUES (?1, ?2, ?3)"
-                ),
-                [&name, &sha, &applied_at],
-            )
-            .and_then(|_| conn.execute_batch("COMMIT"));
-        guard.host.store(false, Ordering::Release);
-        if let Err(e) = recorded {
-            rollback(conn, guard);
-            return Err(failed(e.to_string()));
-        }
-        tracing::info!(plugin, migration = %name, "migration applied");
-    }
+    tracing::info!(plugin, migration = %m.name, "migration applied");
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
+/// The conformance suite every [`SqlBackend`] runs against itself (`cargo test` of its crate):
+/// what the core and plugins rely on, whatever the engine. The SQL it runs is plain (SQLite's
+/// column types, `WITH RECURSIVE`); an engine of another dialect maps what it must.
+#[cfg(feature = "testing")]
+pub mod conformance {
     use super::*;
-    use crate::{AuditLog, PluginState};
-
-    fn db() -> (Database, Arc<PluginState>, Arc<AuditLog>) {
-        let state = Arc::new(PluginState::default());
-        let log = Arc::new(AuditLog::default());
-        let auditor = Auditor::new("p", Some(state.clone()), Some(log.clone()));
-        (Database::in_memory("p", auditor).unwrap(), state, log)
-    }
 
     fn text(s: &str) -> SqlValue {
         SqlValue::Text(s.into())
     }
 
-    async fn denied(db: &Database, sql: &str) -> String {
-        match db.execute(sql, &[]).await {
-            Err(HostError::Denied(m)) => m,
-            other => panic!("{sql}: expected a denial, got {other:?}"),
-        }
+    async fn open(backend: &dyn SqlBackend, plugin: &str, migrations: &[Migration]) -> Database {
+        Database::open(
+            plugin,
+            backend,
+            migrations,
+            Auditor::new(plugin, None, None),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("open {plugin}: {e}"))
     }
 
-    #[tokio::test]
-    async fn the_authorizer_denies_attach_pragma_writes_extensions_and_transactions() {
-        let (db, state, log) = db();
-        let dir = tempfile::tempdir().unwrap();
-        let other = dir.path().join("other.db");
-        let m = denied(&db, &format!("ATTACH '{}' AS o", other.display())).await;
-        assert_eq!(
-            m,
-            format!(
-                "database access denied: plugin 'p' may not attach another database ('{}')",
-                other.display()
-            )
-        );
-        assert!(!other.exists(), "no file was created");
-        let m = denied(&db, "DETACH main").await;
-        assert!(m.contains("may not detach"), "{m}");
-        let m = denied(&db, "PRAGMA journal_mode = DELETE").await;
-        assert!(
-            m.contains("may not run PRAGMA journal_mode = DELETE"),
-            "{m}"
-        );
-        let m = denied(&db, "PRAGMA user_version = 7").await;
-        assert!(m.contains("PRAGMA user_version = 7"), "{m}");
-        let m = denied(&db, "PRAGMA writable_schema").await;
-        assert!(m.contains("PRAGMA writable_schema"), "{m}");
-        match db.query("SELECT load_extension('/tmp/evil.so')", &[]).await {
-            Err(HostError::Denied(m)) => assert!(m.contains("load extensions"), "{m}"),
-            other => panic!("load_extension: {other:?}"),
-        }
-        for sql in [
-            "BEGIN",
-            "BEGIN IMMEDIATE",
-            "COMMIT",
-            "ROLLBACK",
-            "SAVEPOINT s",
-            "RELEASE s",
-        ] {
-            let m = denied(&db, sql).await;
-            assert!(m.contains("database.transaction"), "{sql}: {m}");
-        }
-        let m = denied(&db, "DELETE FROM _plugd_migrations").await;
-        assert!(m.contains("migration record"), "{m}");
-        // Each denial counted against the plugin and audited.
-        assert_eq!(state.error_count(), 13);
-        let audit = log.entries(Some("p"));
-        assert_eq!(audit.len(), 13);
-        assert_eq!(audit[0].capability, "database");
-        assert!(
-            audit[0]
-                .detail
-                .starts_with("database.execute: database access denied")
-        );
-        // Still usable: autocommit, and the read-only PRAGMAs pass.
-        db.execute("CREATE TABLE t (a INTEGER, b TEXT)", &[])
+    /// Run every check against `backend`, which must start empty (a fresh directory or
+    /// database) and keep a plugin's database across opens.
+    pub async fn sql_backend(backend: Arc<dyn SqlBackend>) {
+        databases_are_separate_and_outlive_their_handle(backend.as_ref()).await;
+        values_round_trip_and_parameters_are_bound(backend.as_ref()).await;
+        one_statement_per_call_in_autocommit(backend.as_ref()).await;
+        a_transaction_is_all_or_nothing(backend.as_ref()).await;
+        results_are_capped(backend.as_ref()).await;
+        a_call_is_interrupted_at_its_deadline(backend.as_ref()).await;
+        migrations_apply_once_in_order(backend.as_ref()).await;
+        a_failed_migration_leaves_nothing(backend.as_ref()).await;
+    }
+
+    async fn databases_are_separate_and_outlive_their_handle(backend: &dyn SqlBackend) {
+        let a = open(backend, "conformance-a", &[]).await;
+        let b = open(backend, "conformance-b", &[]).await;
+        a.execute("CREATE TABLE t (v TEXT)", &[]).await.unwrap();
+        a.execute("INSERT INTO t (v) VALUES (?1)", &[text("a")])
             .await
             .unwrap();
-        let info = db.query("PRAGMA table_info(t)", &[]).await.unwrap();
-        assert_eq!(info.rows.len(), 2);
-        let v = db.query("PRAGMA user_version", &[]).await.unwrap();
-        assert_eq!(v.rows, vec![vec![SqlValue::Integer(0)]]);
-        assert_eq!(state.error_count(), 13);
+        assert!(b.query("SELECT v FROM t", &[]).await.is_err());
+        b.execute("CREATE TABLE t (v TEXT)", &[]).await.unwrap();
+        let rows = b.query("SELECT v FROM t", &[]).await.unwrap();
+        assert!(rows.rows.is_empty(), "another plugin's table: {rows:?}");
+        drop(a);
+        let again = open(backend, "conformance-a", &[]).await;
+        let rows = again.query("SELECT v FROM t", &[]).await.unwrap();
+        assert_eq!(rows.rows, vec![vec![text("a")]]);
     }
 
-    #[tokio::test]
-    async fn vacuum_into_cannot_write_a_file_elsewhere() {
-        let (db, _, _) = db();
-        let dir = tempfile::tempdir().unwrap();
-        let out = dir.path().join("copy.db");
-        let r = db
-            .execute(&format!("VACUUM INTO '{}'", out.display()), &[])
-            .await;
-        assert!(
-            matches!(&r, Err(HostError::Denied(m)) if m.contains("may not attach another database")),
-            "{r:?}"
-        );
-        assert!(!out.exists());
-    }
-
-    #[tokio::test]
-    async fn parameters_are_bound_never_spliced() {
-        let (db, _, _) = db();
+    async fn values_round_trip_and_parameters_are_bound(backend: &dyn SqlBackend) {
+        let db = open(backend, "conformance-values", &[]).await;
         db.execute(
-            "CREATE TABLE u (id INTEGER PRIMARY KEY, name TEXT, pic BLOB, score REAL)",
+            "CREATE TABLE v (id INTEGER PRIMARY KEY, i BIGINT, r DOUBLE PRECISION, t TEXT, b BLOB)",
             &[],
         )
         .await
         .unwrap();
-        let hostile = "x'); DROP TABLE u; --";
-        let n = db
-            .execute(
-                "INSERT INTO u (name, pic, score) VALUES (?1, ?2, ?3)",
-                &[
-                    text(hostile),
-                    SqlValue::Blob(vec![0, 1, 2]),
-                    SqlValue::Real(1.5),
-                ],
-            )
-            .await
-            .unwrap();
-        assert_eq!(n, 1);
-        let rows = db
-            .query(
-                "SELECT id, name, pic, score, NULL AS n FROM u WHERE name = ?",
-                &[text(hostile)],
-            )
-            .await
-            .unwrap();
-        assert_eq!(rows.columns, ["id", "name", "pic", "score", "n"]);
-        assert_eq!(
-            rows.rows,
-            vec![vec![
-                SqlValue::Integer(1),
-                text(hostile),
-                SqlValue::Blob(vec![0, 1, 2]),
+        let hostile = "x'); DROP TABLE v; --";
+        let values = [
+            vec![
+                SqlValue::Integer(i64::MIN),
                 SqlValue::Real(1.5),
-                SqlValue::Null
-            ]]
-        );
+                text(hostile),
+                SqlValue::Blob((0..=255).collect()),
+            ],
+            vec![
+                SqlValue::Integer(i64::MAX),
+                SqlValue::Real(-0.25),
+                text("ключ 🔑"),
+                SqlValue::Blob(Vec::new()),
+            ],
+            vec![
+                SqlValue::Null,
+                SqlValue::Null,
+                SqlValue::Null,
+                SqlValue::Null,
+            ],
+        ];
+        for row in &values {
+            let n = db
+                .execute("INSERT INTO v (i, r, t, b) VALUES (?1, ?2, ?3, ?4)", row)
+                .await
+                .unwrap();
+            assert_eq!(n, 1);
+        }
+        let rows = db
+            .query("SELECT i, r, t, b FROM v ORDER BY id", &[])
+            .await
+            .unwrap();
+        assert_eq!(rows.columns, ["i", "r", "t", "b"]);
+        assert_eq!(rows.rows, values);
+        let found = db
+            .query("SELECT id FROM v WHERE t = ?1", &[text(hostile)])
+            .await
+            .unwrap();
+        assert_eq!(found.rows, vec![vec![SqlValue::Integer(1)]]);
+        let changed = db
+            .execute("UPDATE v SET t = ?1 WHERE t IS NOT NULL", &[text("u")])
+            .await
+            .unwrap();
+        assert_eq!(changed, 2);
         let e = db
-            .execute("INSERT INTO u (name) VALUES (?1)", &[])
+            .execute("INSERT INTO v (t) VALUES (?1)", &[])
             .await
             .unwrap_err();
+        assert!(matches!(e, HostError::Invalid(_)), "{e:?}");
+    }
+
+    async fn one_statement_per_call_in_autocommit(backend: &dyn SqlBackend) {
+        let db = open(backend, "conformance-autocommit", &[]).await;
+        db.execute("CREATE TABLE a (v INTEGER)", &[]).await.unwrap();
+        let e = db
+            .execute("INSERT INTO a VALUES (1); DROP TABLE a", &[])
+            .await
+            .unwrap_err();
+        assert!(matches!(e, HostError::Invalid(_)), "{e:?}");
+        for sql in ["BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT s"] {
+            let e = db.execute(sql, &[]).await.unwrap_err();
+            assert!(
+                matches!(&e, HostError::Denied(m) if m.starts_with("database access denied: plugin 'conformance-autocommit' may not ")),
+                "{sql}: {e:?}"
+            );
+        }
+        let e = db
+            .execute(&format!("DELETE FROM {MIGRATIONS_TABLE}"), &[])
+            .await
+            .unwrap_err();
+        assert!(matches!(e, HostError::Denied(_)), "{e:?}");
+        let e = db.execute("SELEC 1", &[]).await.unwrap_err().to_string();
         assert!(
-            matches!(&e, HostError::Invalid(m) if m.contains("takes 1 parameters, 0 were given")),
-            "{e:?}"
-        );
-        let e = db.execute("SELECT 1; DROP TABLE u", &[]).await.unwrap_err();
-        assert!(
-            matches!(&e, HostError::Invalid(m) if m.contains("one statement per call")),
-            "{e:?}"
-        );
-        let e = db.execute("SELEC 1", &[]).await.unwrap_err();
-        assert!(
-            matches!(&e, HostError::Invalid(m) if m.starts_with("database.execute of plugin 'p': ") && m.contains("syntax error")),
-            "{e:?}"
+            e.starts_with("database.execute of plugin 'conformance-autocommit': "),
+            "{e}"
         );
     }
 
-    #[tokio::test]
-    async fn a_transaction_is_all_or_nothing() {
-        let (db, _, _) = db();
+    async fn a_transaction_is_all_or_nothing(backend: &dyn SqlBackend) {
+        let db = open(backend, "conformance-transaction", &[]).await;
         db.execute(
             "CREATE TABLE a (id INTEGER PRIMARY KEY, v TEXT NOT NULL)",
             &[],
@@ -922,14 +801,12 @@ mod tests {
                 Statement::new("INSERT INTO a (v) VALUES (NULL)", vec![]),
             ])
             .await
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(
-            matches!(&e, HostError::Failed(m) if m.starts_with("database.transaction of plugin 'p': statement 2 of 2 failed, nothing was committed") && m.contains("NOT NULL")),
-            "{e:?}"
+            e.starts_with("database.transaction of plugin 'conformance-transaction': statement 2 of 2 failed, nothing was committed"),
+            "{e}"
         );
-        let rows = db.query("SELECT v FROM a ORDER BY id", &[]).await.unwrap();
-        assert_eq!(rows.rows, vec![vec![text("one!")], vec![text("two!")]]);
-        // A BEGIN smuggled into a transaction is refused too, and rolls everything back.
         let e = db
             .transaction(&[
                 Statement::new("INSERT INTO a (v) VALUES ('x')", vec![]),
@@ -938,13 +815,47 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(e, HostError::Denied(_)), "{e:?}");
-        let rows = db.query("SELECT count(*) FROM a", &[]).await.unwrap();
-        assert_eq!(rows.rows, vec![vec![SqlValue::Integer(2)]]);
+        let rows = db.query("SELECT v FROM a ORDER BY id", &[]).await.unwrap();
+        assert_eq!(rows.rows, vec![vec![text("one!")], vec![text("two!")]]);
     }
 
-    #[tokio::test]
-    async fn a_query_that_runs_forever_is_interrupted_at_its_deadline() {
-        let (db, _, _) = db();
+    async fn results_are_capped(backend: &dyn SqlBackend) {
+        let db = open(backend, "conformance-caps", &[]).await;
+        let series = |n: usize| {
+            format!(
+                "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < {n}) SELECT x FROM c"
+            )
+        };
+        let ok = db.query(&series(MAX_ROWS), &[]).await.unwrap();
+        assert_eq!(ok.rows.len(), MAX_ROWS);
+        let e = db.query(&series(MAX_ROWS + 1), &[]).await.unwrap_err();
+        assert!(
+            matches!(&e, HostError::Invalid(m) if m.contains(&format!("more than {MAX_ROWS} rows"))),
+            "{e:?}"
+        );
+        // 9 rows of 1 MiB of text.
+        db.execute("CREATE TABLE big (t TEXT)", &[]).await.unwrap();
+        db.execute(
+            "INSERT INTO big (t) VALUES (?1)",
+            &[SqlValue::Text("x".repeat(1 << 20))],
+        )
+        .await
+        .unwrap();
+        let e = db
+            .query(
+                "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 9) SELECT t FROM c, big",
+                &[],
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, HostError::Invalid(m) if m.contains("larger than 8 MiB")),
+            "{e:?}"
+        );
+    }
+
+    async fn a_call_is_interrupted_at_its_deadline(backend: &dyn SqlBackend) {
+        let db = open(backend, "conformance-deadline", &[]).await;
         let db = db.with_timeout(Duration::from_millis(200));
         let e = db
             .query(
@@ -956,194 +867,323 @@ mod tests {
         assert_eq!(
             e,
             HostError::Failed(
-                "database.query of plugin 'p' timed out after 200ms and was interrupted".into()
+                "database.query of plugin 'conformance-deadline' timed out after 200ms and was interrupted"
+                    .into()
             )
         );
-        // The connection is free again: the blocking thread stopped.
+        // Free again: the work stopped.
         let rows = db.query("SELECT 42", &[]).await.unwrap();
         assert_eq!(rows.rows, vec![vec![SqlValue::Integer(42)]]);
     }
 
-    #[tokio::test]
-    async fn results_are_capped_in_rows_and_bytes() {
-        let (db, _, _) = db();
-        let e = db
+    async fn migrations_apply_once_in_order(backend: &dyn SqlBackend) {
+        let plugin = "conformance-migrations";
+        let first = [
+            Migration::new(
+                "0001_notes.sql",
+                "CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT);",
+            ),
+            Migration::new("0002_tag.sql", "ALTER TABLE notes ADD COLUMN tag TEXT;"),
+            Migration::new(
+                "0010_fill.sql",
+                "INSERT INTO notes (text, tag) VALUES ('filled', 'x');",
+            ),
+        ];
+        let db = open(backend, plugin, &first).await;
+        let record = db
             .query(
-                "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT 10001) SELECT x FROM c",
-                &[],
-            )
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(&e, HostError::Invalid(m) if m.contains("more than 10000 rows")),
-            "{e:?}"
-        );
-        let ok = db
-            .query(
-                "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT 10000) SELECT x FROM c",
+                &format!("SELECT name, sha256 FROM {MIGRATIONS_TABLE} ORDER BY name"),
                 &[],
             )
             .await
             .unwrap();
-        assert_eq!(ok.rows.len(), MAX_ROWS);
+        let expected: Vec<Vec<SqlValue>> = first
+            .iter()
+            .map(|m| vec![text(&m.name), text(&m.sha256)])
+            .collect();
+        assert_eq!(record.rows, expected);
+        drop(db);
+        let mut more = first.to_vec();
+        more.push(Migration::new(
+            "0011_more.sql",
+            "INSERT INTO notes (text) VALUES ('more');",
+        ));
+        let db = open(backend, plugin, &more).await;
+        let count = db.query("SELECT count(*) FROM notes", &[]).await.unwrap();
+        assert_eq!(
+            count.rows,
+            vec![vec![SqlValue::Integer(2)]],
+            "nothing twice"
+        );
+        drop(db);
+        more[1] = Migration::new("0002_tag.sql", "ALTER TABLE notes ADD COLUMN tag2 TEXT;");
+        let e = Database::open(plugin, backend, &more, Auditor::new(plugin, None, None))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with(&format!(
+                "migration migrations/0002_tag.sql of plugin '{plugin}' has changed since it was applied"
+            )),
+            "{e}"
+        );
+    }
+
+    async fn a_failed_migration_leaves_nothing(backend: &dyn SqlBackend) {
+        let plugin = "conformance-failed-migration";
+        let ok = Migration::new("0001_ok.sql", "CREATE TABLE t (a INTEGER);");
+        let bad = Migration::new(
+            "0002_bad.sql",
+            "CREATE TABLE u (b INTEGER);\nINSERT INTO nowhere VALUES (1);",
+        );
+        let e = Database::open(
+            plugin,
+            backend,
+            &[ok.clone(), bad],
+            Auditor::new(plugin, None, None),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with(&format!(
+                "migration migrations/0002_bad.sql of plugin '{plugin}' failed and was rolled back: "
+            )),
+            "{e}"
+        );
+        let record_writer =
+            Migration::new("0002_bad.sql", format!("DELETE FROM {MIGRATIONS_TABLE};"));
+        let e = Database::open(
+            plugin,
+            backend,
+            &[ok.clone(), record_writer],
+            Auditor::new(plugin, None, None),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("the plugin may not "), "{e}");
+        let db = open(backend, plugin, &[ok]).await;
+        assert!(
+            db.query("SELECT b FROM u", &[]).await.is_err(),
+            "u was rolled back with 0002"
+        );
+        let record = db
+            .query(&format!("SELECT name FROM {MIGRATIONS_TABLE}"), &[])
+            .await
+            .unwrap();
+        assert_eq!(record.rows, vec![vec![text("0001_ok.sql")]]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{AuditLog, PluginState};
+    use parking_lot::Mutex;
+
+    /// A connection that answers what it is told to, or never.
+    #[derive(Debug, Default)]
+    struct Scripted {
+        answer: Mutex<Option<Result<Rows, SqlError>>>,
+        calls: Mutex<Vec<String>>,
+    }
+
+    #[async_trait]
+    impl SqlConnection for Scripted {
+        fn location(&self) -> String {
+            "scripted".into()
+        }
+        async fn execute(
+            &self,
+            sql: String,
+            _: Vec<SqlValue>,
+            _: Instant,
+        ) -> Result<u64, SqlError> {
+            self.calls.lock().push(sql);
+            let answer = self.answer.lock().take();
+            match answer {
+                Some(r) => r.map(|rows| rows.rows.len() as u64),
+                None => std::future::pending().await,
+            }
+        }
+        async fn query(
+            &self,
+            sql: String,
+            _: Vec<SqlValue>,
+            _: ResultLimits,
+            _: Instant,
+        ) -> Result<Rows, SqlError> {
+            self.calls.lock().push(sql);
+            let answer = self.answer.lock().take();
+            match answer {
+                Some(r) => r,
+                None => std::future::pending().await,
+            }
+        }
+        async fn transaction(
+            &self,
+            statements: Vec<Statement>,
+            _: Instant,
+        ) -> Result<Vec<u64>, SqlError> {
+            self.calls
+                .lock()
+                .push(format!("{} statements", statements.len()));
+            let answer = self.answer.lock().take();
+            match answer {
+                Some(r) => r.map(|_| vec![1; statements.len()]),
+                None => std::future::pending().await,
+            }
+        }
+        async fn applied_migration(
+            &self,
+            _: String,
+            _: Instant,
+        ) -> Result<Option<String>, SqlError> {
+            Ok(None)
+        }
+        async fn apply_migration(&self, m: Migration, _: Instant) -> Result<(), SqlError> {
+            self.calls.lock().push(m.name);
+            Ok(())
+        }
+    }
+
+    fn db(answer: Option<Result<Rows, SqlError>>) -> (Database, Arc<PluginState>, Arc<AuditLog>) {
+        let state = Arc::new(PluginState::default());
+        let log = Arc::new(AuditLog::default());
+        let auditor = Auditor::new("p", Some(state.clone()), Some(log.clone()));
+        let connection = Arc::new(Scripted {
+            answer: Mutex::new(answer),
+            ..Scripted::default()
+        });
+        (Database::new("p", connection, auditor), state, log)
+    }
+
+    #[tokio::test]
+    async fn a_refusal_names_the_plugin_and_is_counted_and_audited() {
+        let (db, state, log) = db(Some(Err(SqlError::Denied(
+            "attach another database ('/etc/x.db')".into(),
+        ))));
         let e = db
-            .query(
-                "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT 9) SELECT zeroblob(1048576) FROM c",
-                &[],
-            )
+            .execute("ATTACH '/etc/x.db' AS x", &[])
             .await
             .unwrap_err();
+        assert_eq!(
+            e,
+            HostError::Denied(
+                "database access denied: plugin 'p' may not attach another database ('/etc/x.db')"
+                    .into()
+            )
+        );
+        assert_eq!(state.error_count(), 1);
+        let audit = log.entries(Some("p"));
+        assert_eq!(audit[0].capability, "database");
+        assert!(
+            audit[0]
+                .detail
+                .starts_with("database.execute: database access denied")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_call_is_bounded_by_the_callers_deadline_whatever_the_backend() {
+        let (db, _, _) = db(None);
+        let db = db.with_timeout(Duration::from_millis(20));
+        let e = db.query("SELECT 1", &[]).await.unwrap_err();
+        assert_eq!(
+            e,
+            HostError::Failed(
+                "database.query of plugin 'p' timed out after 20ms and was interrupted".into()
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn rows_past_the_limits_never_reach_the_plugin() {
+        let too_many = Rows {
+            columns: vec!["x".into()],
+            rows: vec![vec![SqlValue::Integer(1)]; MAX_ROWS + 1],
+        };
+        let (many, _, _) = db(Some(Ok(too_many)));
+        let e = many.query("SELECT x FROM t", &[]).await.unwrap_err();
+        assert!(
+            matches!(&e, HostError::Invalid(m) if m.contains("more than 10000 rows")),
+            "{e:?}"
+        );
+        let too_large = Rows {
+            columns: vec!["t".into()],
+            rows: vec![vec![SqlValue::Blob(vec![0; 1 << 20])]; 9],
+        };
+        let (large, _, _) = db(Some(Ok(too_large)));
+        let e = large.query("SELECT t FROM t", &[]).await.unwrap_err();
         assert!(
             matches!(&e, HostError::Invalid(m) if m.contains("larger than 8 MiB")),
             "{e:?}"
         );
     }
 
-    fn write(dir: &Path, name: &str, sql: &str) {
-        std::fs::write(dir.join(name), sql).unwrap();
-    }
-
-    #[test]
-    fn migrations_apply_in_order_once_and_a_changed_one_is_an_error() {
-        let dir = tempfile::tempdir().unwrap();
-        let migrations = dir.path().join("migrations");
-        std::fs::create_dir(&migrations).unwrap();
-        // Lexical order: 0002 needs the table 0001 makes, 0010 comes after 0002.
-        write(
-            &migrations,
-            "0010_seed.sql",
-            "INSERT INTO notes (text, tag) VALUES ('seeded', 'x');",
-        );
-        write(
-            &migrations,
-            "0001_notes.sql",
-            "CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT);",
-        );
-        write(
-            &migrations,
-            "0002_tag.sql",
-            "ALTER TABLE notes ADD COLUMN tag TEXT;\nCREATE INDEX notes_tag ON notes (tag);",
-        );
-        write(&migrations, "README.md", "not a migration");
-        let path = dir.path().join("db.sqlite");
-        let auditor = || Auditor::new("p", None, None);
-        let conn_rows = |db: &Database| {
-            let conn = db.inner.conn.lock();
-            let mut stmt = conn
-                .prepare("SELECT name, sha256, applied_at FROM _plugd_migrations ORDER BY name")
-                .unwrap();
-            stmt.query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                ))
-            })
-            .unwrap()
-            .collect::<Result<Vec<_>, _>>()
-            .unwrap()
-        };
-        let db = Database::open("p", &path, Some(&migrations), auditor()).unwrap();
-        let recorded = conn_rows(&db);
-        let names: Vec<&str> = recorded.iter().map(|r| r.0.as_str()).collect();
-        assert_eq!(names, ["0001_notes.sql", "0002_tag.sql", "0010_seed.sql"]);
-        assert_eq!(
-            recorded[0].1,
-            hex::encode(Sha256::digest(
-                b"CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT);"
-            ))
-        );
-        assert!(recorded[0].2.ends_with('Z'), "{}", recorded[0].2);
-        drop(db);
-
-        // Opening again applies nothing twice (the seed row would be duplicated).
-        write(
-            &migrations,
-            "0011_more.sql",
-            "INSERT INTO notes (text) VALUES ('more');",
-        );
-        let db = Database::open("p", &path, Some(&migrations), auditor()).unwrap();
-        let count: i64 = db
-            .inner
-            .conn
-            .lock()
-            .query_row("SELECT count(*) FROM notes", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(count, 2);
-        drop(db);
-
-        write(
-            &migrations,
-            "0002_tag.sql",
-            "ALTER TABLE notes ADD COLUMN tag2 TEXT;",
-        );
-        let e = Database::open("p", &path, Some(&migrations), auditor()).unwrap_err();
+    #[tokio::test]
+    async fn a_transaction_over_the_statement_limit_never_reaches_the_backend() {
+        let (db, _, _) = db(Some(Ok(Rows::default())));
+        let statements = vec![Statement::new("SELECT 1", vec![]); MAX_TRANSACTION_STATEMENTS + 1];
+        let e = db.transaction(&statements).await.unwrap_err();
         assert!(
-            e.starts_with(
-                "migration migrations/0002_tag.sql of plugin 'p' has changed since it was applied"
-            ),
-            "{e}"
+            matches!(&e, HostError::Invalid(m) if m.contains("more than the limit of 1000")),
+            "{e:?}"
         );
+        let counts = db.transaction(&statements[..2]).await.unwrap();
+        assert_eq!(counts, [1, 1]);
     }
 
-    #[test]
-    fn a_failing_migration_is_rolled_back_whole_and_names_its_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let migrations = dir.path().join("migrations");
-        std::fs::create_dir(&migrations).unwrap();
-        write(&migrations, "0001_ok.sql", "CREATE TABLE t (a INTEGER);");
-        write(
-            &migrations,
-            "0002_bad.sql",
-            "CREATE TABLE u (b INTEGER);\nINSERT INTO nowhere VALUES (1);",
-        );
-        let path = dir.path().join("db.sqlite");
-        let e = Database::open("p", &path, Some(&migrations), Auditor::new("p", None, None))
+    #[tokio::test]
+    async fn a_failed_statement_of_a_transaction_is_named() {
+        let (db, _, _) = db(Some(Err(SqlError::Statement {
+            index: 1,
+            source: Box::new(SqlError::Failed("NOT NULL constraint failed: a.v".into())),
+        })));
+        let e = db
+            .transaction(&[
+                Statement::new("INSERT INTO a (v) VALUES ('x')", vec![]),
+                Statement::new("INSERT INTO a (v) VALUES (NULL)", vec![]),
+            ])
+            .await
             .unwrap_err();
-        assert!(
-            e.starts_with("migration migrations/0002_bad.sql of plugin 'p' failed and was rolled back: no such table: nowhere"),
-            "{e}"
-        );
-        write(&migrations, "0002_bad.sql", "ATTACH 'x.db' AS x;");
-        let e = Database::open("p", &path, Some(&migrations), Auditor::new("p", None, None))
-            .unwrap_err();
-        assert!(
-            e.contains("the plugin may not attach another database"),
-            "{e}"
-        );
-        std::fs::remove_file(migrations.join("0002_bad.sql")).unwrap();
-        let db =
-            Database::open("p", &path, Some(&migrations), Auditor::new("p", None, None)).unwrap();
-        let conn = db.inner.conn.lock();
-        let tables: Vec<String> = conn
-            .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
         assert_eq!(
-            tables,
-            ["_plugd_migrations", "t"],
-            "u was rolled back with 0002"
+            e,
+            HostError::Failed("database.transaction of plugin 'p': statement 2 of 2 failed, nothing was committed: NOT NULL constraint failed: a.v".into())
         );
     }
 
-    /// Security review L6: a plugin's database is its own, not other local users'.
-    #[cfg(unix)]
     #[test]
-    fn the_database_file_and_its_wal_are_0600() {
-        use crate::private::tests::mode;
+    fn migrations_are_the_sql_files_of_the_folder_in_lexical_order() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("db.sqlite");
-        let db = Database::open("p", &path, None, Auditor::new("p", None, None)).unwrap();
-        db.inner
-            .conn
-            .lock()
-            .execute_batch("CREATE TABLE t (a INTEGER); INSERT INTO t VALUES (1);")
-            .unwrap();
-        for f in ["db.sqlite", "db.sqlite-wal", "db.sqlite-shm"] {
-            assert_eq!(mode(&dir.path().join(f)), 0o600, "{f}");
+        assert!(
+            Migration::read_dir("p", &dir.path().join("missing"))
+                .unwrap()
+                .is_empty()
+        );
+        for (name, sql) in [
+            ("0010_fill.sql", "INSERT INTO notes VALUES (1);"),
+            ("0001_notes.sql", "CREATE TABLE notes (id INTEGER);"),
+            ("0002_tag.sql", "ALTER TABLE notes ADD COLUMN tag TEXT;"),
+            ("README.md", "not a migration"),
+        ] {
+            std::fs::write(dir.path().join(name), sql).unwrap();
         }
+        let migrations = Migration::read_dir("p", dir.path()).unwrap();
+        let names: Vec<&str> = migrations.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["0001_notes.sql", "0002_tag.sql", "0010_fill.sql"]);
+        assert_eq!(
+            migrations[0].sha256,
+            hex::encode(Sha256::digest(b"CREATE TABLE notes (id INTEGER);"))
+        );
+        std::fs::write(dir.path().join("0003_bin.sql"), [0xff, 0xfe]).unwrap();
+        let e = Migration::read_dir("p", dir.path())
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "migration migrations/0003_bin.sql of plugin 'p' is not UTF-8 text"
+        );
     }
 }

@@ -23,6 +23,7 @@ use plugd_manifest::HostConfig;
 use crate::admission::Admission;
 use crate::audit::{AuditEntry, AuditLog};
 use crate::cache::CacheBackend;
+use crate::database::SqlBackend;
 use crate::dispatch::Dispatcher;
 use crate::events::{EventBus, Publisher};
 use crate::exec::CommandRunner;
@@ -62,6 +63,7 @@ pub use watching::ConfigReloadReport;
 pub(crate) struct Inner {
     pub(crate) config: HostConfig,
     pub(crate) kv: Arc<dyn KvBackend>,
+    sql: Option<Arc<dyn SqlBackend>>,
     pub(crate) status_sink: Arc<dyn StatusSink>,
     loader: Option<Arc<dyn Loader>>,
     natives: parking_lot::Mutex<Vec<Native>>,

@@ -74,7 +74,10 @@ pub use cache::{
 pub use capabilities::{Capabilities, CapabilityOptions};
 pub use check::{CheckReport, Checked, ConfigProblems, GrantReport, check_config, check_entry};
 pub use cpu::{CPU_WINDOW, CpuStatus, Throttle};
-pub use database::{Database, Rows, SqlValue, Statement};
+pub use database::{
+    Database, DatabaseOpenError, Migration, ResultLimits, Rows, SqlBackend, SqlConnection,
+    SqlError, SqlValue, Statement,
+};
 pub use dispatch::{DispatchTable, Dispatcher};
 pub use error::{BackendError, BoxError, HostError, LoadError, PluginError};
 pub use events::{
@@ -137,6 +140,7 @@ pub use plugd_manifest::{ExecGrant, ExecLimits, ExecRule, HookType, Permission};
 pub mod testing {
 
     pub use crate::cache::conformance::cache_backend;
+    pub use crate::database::conformance::sql_backend;
     pub use crate::events::conformance::event_transport;
     pub use crate::exec::conformance::command_runner;
     pub use crate::kv::conformance::kv_backend;
@@ -158,6 +162,6 @@ pub mod exec_limits {
 pub mod database_limits {
     pub use crate::database::{
         DEFAULT_TIMEOUT, MAX_DATABASE_BYTES, MAX_RESULT_BYTES, MAX_ROWS,
-        MAX_TRANSACTION_STATEMENTS, MIGRATION_TIMEOUT, MIGRATIONS_TABLE, READ_ONLY_PRAGMAS,
+        MAX_TRANSACTION_STATEMENTS, MIGRATION_TIMEOUT, MIGRATIONS_TABLE,
     };
 }

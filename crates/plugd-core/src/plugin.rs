@@ -119,8 +119,9 @@ impl<'a> InitContext<'a> {
         }
     }
 
-    /// The plugin's own SQLite database (`<data_dir>/plugins/<name>/db.sqlite`, migrations
-    /// applied); needs the `database` permission. Keep the handle: it is cheap to clone and
+    /// The plugin's own SQL database, in the host's SQL backend (SQLite:
+    /// `<data_dir>/plugins/<name>/db.sqlite`), migrations applied; needs the `database`
+    /// permission. Keep the handle: it is cheap to clone and
     /// every call on it is checked and time-limited.
     pub fn database(&self) -> Result<Database, HostError> {
         self.capability(Permission::Database, |c| {

@@ -4,6 +4,9 @@
 //! - [`SqliteKv`] ([`plugd_core::KvBackend`]): plugin key/value storage, a file per plugin
 //!   (`<data_dir>/plugins/<name>/kv.sqlite`), off the async workers, one plugin never waiting on
 //!   another;
+//! - [`SqliteDatabase`] ([`plugd_core::SqlBackend`]): the `database` capability, a file per
+//!   plugin (`<data_dir>/plugins/<name>/db.sqlite`) behind an authorizer, a connection of its
+//!   own per plugin;
 //! - [`StatusDb`] ([`plugd_core::StatusSink`]): the status tables of `<data_dir>/host.db`, and
 //!   read queries on them ([`DASHBOARD_QUERIES`]).
 //!
@@ -14,6 +17,7 @@
 //! let host = plugd_core::Host::builder()
 //!     .data_dir(dir.path())
 //!     .kv(sqlite.kv.clone())
+//!     .sql(sqlite.sql.clone())
 //!     .status_sink(sqlite.status.clone())
 //!     .build()
 //!     .unwrap();
@@ -25,9 +29,11 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+mod database;
 mod kv;
 mod status;
 
+pub use database::{READ_ONLY_PRAGMAS, SqliteConnection, SqliteDatabase};
 pub use kv::{MAX_OPEN_FILES, SqliteKv};
 pub use status::{DASHBOARD_QUERIES, SCHEMA, StatusDb, query_rows, sql_time};
 
@@ -63,6 +69,8 @@ pub enum SqliteError {
 pub struct Backends {
     /// Plugin key/value storage.
     pub kv: Arc<SqliteKv>,
+    /// Plugins' SQL databases (the `database` capability).
+    pub sql: Arc<SqliteDatabase>,
     /// The status tables of `host.db`.
     pub status: Arc<StatusDb>,
 }
@@ -73,6 +81,7 @@ impl Backends {
         let status = Arc::new(StatusDb::open(data_dir)?);
         Ok(Backends {
             kv: Arc::new(SqliteKv::new(data_dir)),
+            sql: Arc::new(SqliteDatabase::new(data_dir)),
             status,
         })
     }

@@ -252,6 +252,7 @@ impl TestHostBuilder {
             .config(config)
             .loader(runtime)
             .kv(sqlite.kv)
+            .sql(sqlite.sql)
             .status_sink(sqlite.status)
             .http(std::sync::Arc::new(http))
             .commands(std::sync::Arc::new(plugd_std::ProcessRunner))

@@ -11,7 +11,7 @@
 //! | feature | default | what it adds |
 //! |---|---|---|
 //! | `wasm` | yes | `plugd::wasm`: the wasmtime runtime, a [`Loader`] of wasm plugins |
-//! | `sqlite` | yes | `plugd::sqlite`: plugin storage and the status tables in SQLite; `with_embedded_backends` |
+//! | `sqlite` | yes | `plugd::sqlite`: plugin storage, plugin databases and the status tables in SQLite; `with_embedded_backends` |
 //! | `std` | yes | `plugd::std_backends`: outbound HTTP (reqwest), exec, file watching; package admission; `with_std_backends`, [`check_config_with_packages`] |
 //! | `server` | yes | `plugd::server`: the axum router, the admin API and dashboard, `serve_with_admin` |
 //! | `test` | no | `plugd::test`: the `plugd-test` harness for plugin authors (`TestHost`, `tests.yaml` suites) |
@@ -90,17 +90,21 @@ pub enum SetupError {
     Host(#[from] LoadError),
 }
 
-/// `builder` with the embedded defaults' backends for `config`: plugins' key/value storage in a
-/// SQLite file per plugin and the status tables in `host.db`, under `data_dir`
-/// ([`plugd_sqlite`]), and with feature `std` the standard backends ([`with_std_backends`]).
-/// Feature `sqlite`; without it a host keeps them in memory.
+/// `builder` with the embedded defaults' backends for `config`: plugins' key/value storage and
+/// their SQL databases (the `database` capability) in SQLite files per plugin, and the status
+/// tables in `host.db`, under `data_dir` ([`plugd_sqlite`]), and with feature `std` the standard
+/// backends ([`with_std_backends`]). Feature `sqlite`; without it a host keeps storage and status
+/// in memory and has no SQL backend (a plugin granted `database` fails to load).
 #[cfg(feature = "sqlite")]
 pub fn with_embedded_backends(
     builder: plugd_core::HostBuilder,
     config: &plugd_manifest::HostConfig,
 ) -> Result<plugd_core::HostBuilder, SetupError> {
     let sqlite = plugd_sqlite::Backends::open(&config.data_dir)?;
-    let builder = builder.kv(sqlite.kv).status_sink(sqlite.status);
+    let builder = builder
+        .kv(sqlite.kv)
+        .sql(sqlite.sql)
+        .status_sink(sqlite.status);
     #[cfg(feature = "std")]
     let builder = with_std_backends(builder)?;
     Ok(builder)

@@ -8,6 +8,7 @@ use parking_lot::RwLock;
 use plugd_manifest::{HostConfig, Manifest};
 
 use crate::cache::{CacheBackend, MemoryCache};
+use crate::database::SqlBackend;
 use crate::dispatch::Dispatcher;
 use crate::error::LoadError;
 use crate::events::{EventBus, EventTransport};
@@ -46,6 +47,7 @@ pub struct HostBuilder {
     commands: Option<Arc<dyn CommandRunner>>,
     watcher: Option<Arc<dyn FileWatcher>>,
     admission: Option<Arc<dyn Admission>>,
+    sql: Option<Arc<dyn SqlBackend>>,
 }
 
 impl std::fmt::Debug for HostBuilder {
@@ -71,6 +73,14 @@ impl HostBuilder {
     /// Keep plugins' cache entries in `backend` (default: [`MemoryCache`], in this process).
     pub fn cache(mut self, backend: Arc<dyn CacheBackend>) -> Self {
         self.cache = Some(backend);
+        self
+    }
+
+    /// Keep plugins' SQL databases (the `database` capability) in `backend` (default: none, and
+    /// a plugin granted `database` fails to load; the `plugd` façade wires SQLite under
+    /// `data_dir`).
+    pub fn sql(mut self, backend: Arc<dyn SqlBackend>) -> Self {
+        self.sql = Some(backend);
         self
     }
 
@@ -172,6 +182,7 @@ impl HostBuilder {
             inner: Arc::new(Inner {
                 config,
                 kv,
+                sql: self.sql,
                 status_sink,
                 loader: self.loader,
                 natives: parking_lot::Mutex::new(self.natives),

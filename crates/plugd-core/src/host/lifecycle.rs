@@ -371,6 +371,7 @@ impl Host {
                 Some(c.loaded.state.clone()),
                 Some(self.inner.audit.clone()),
             ),
+            sql: self.inner.sql.clone(),
         })
         .await
         .map_err(|message| LoadError::Runtime {

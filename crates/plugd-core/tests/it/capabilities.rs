@@ -37,7 +37,7 @@ impl Plugin for Capable {
                 seen.push(format!("db:{:?}", rows.rows));
                 seen.push(format!(
                     "db-file:{}",
-                    db.path().ends_with("plugins/capable/db.sqlite")
+                    db.location().ends_with("plugins/capable/db.sqlite")
                 ));
             }
             Err(e) => seen.push(format!("db-error:{e}")),
@@ -87,6 +87,7 @@ async fn a_native_plugin_uses_what_it_is_granted() {
             "admin: { token: t0ps3cret }\nplugins:\n  plugins:\n    - name: capable\n      permissions: { database: true, exec: true, config: true }\n      exec: { allow: [echo] }\n",
         ))
         .commands(Arc::new(plugd_std::ProcessRunner))
+        .sql(Arc::new(plugd_sqlite::SqliteDatabase::new(dir.path())))
         .native(manifest(), plugin)
         .build()
         .unwrap();
@@ -153,7 +154,7 @@ async fn a_plugin_granted_exec_on_a_host_without_a_command_runner_fails_to_load(
     let host = Host::builder()
         .config(config(
             dir.path(),
-            "plugins:\n  plugins:\n    - name: capable\n      permissions: { database: true, exec: true, config: true }\n      exec: { allow: [echo] }\n",
+            "plugins:\n  plugins:\n    - name: capable\n      permissions: { exec: true, config: true }\n      exec: { allow: [echo] }\n",
         ))
         .native(manifest(), Capable::default())
         .build()
@@ -168,5 +169,32 @@ async fn a_plugin_granted_exec_on_a_host_without_a_command_runner_fails_to_load(
         ),
         "{error}"
     );
+    host.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_database_grant_on_a_host_without_an_sql_backend_fails_the_load_naming_the_plugin() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugin = Capable::default();
+    let seen = plugin.seen.clone();
+    let host = Host::builder()
+        .config(config(
+            dir.path(),
+            "plugins:\n  plugins:\n    - name: capable\n      permissions: { database: true }\n",
+        ))
+        .native(manifest(), plugin)
+        .build()
+        .unwrap();
+    host.start().await.unwrap();
+    let info = host.plugin_info("capable").unwrap();
+    assert_eq!(info.status, Status::Error);
+    let message = info.last_error.unwrap().message;
+    assert!(
+        message.starts_with(
+            "failed to load plugin 'capable': plugin 'capable' is granted 'database', but this host has no SQL backend"
+        ),
+        "{message}"
+    );
+    assert!(seen.lock().is_empty(), "init never ran");
     host.shutdown().await;
 }
