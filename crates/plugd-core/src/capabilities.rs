@@ -24,12 +24,12 @@ use std::sync::Arc;
 use plugd_manifest::{HostConfig, Permission, PluginEntry};
 
 use crate::audit::Auditor;
-use crate::database::{Database, Migration, SqlBackend};
+use crate::database::{Database, DatabaseOpenError, Migration, SqlBackend};
 use crate::error::HostError;
 use crate::exec::{CommandRunner, Exec};
 use crate::host_config::HostConfigView;
-use crate::outbound::{HttpClient, NetworkAllow, Outbound};
-use crate::private::make_private_dir;
+use crate::outbound::{AllowRuleError, HttpClient, NetworkAllow, Outbound};
+use crate::private::{FileError, make_private_dir};
 
 /// What [`Capabilities::open`] needs to know about one plugin.
 #[derive(Debug)]
@@ -85,7 +85,7 @@ impl Capabilities {
     /// Open what is granted: the plugin's database in the host's SQL backend (applying its
     /// `migrations/`), its outbound client, its command runner, its view of the host config, its
     /// `files/` directory. Runs the blocking work (migrations, directories) off the async workers.
-    pub async fn open(options: CapabilityOptions<'_>) -> Result<Capabilities, String> {
+    pub async fn open(options: CapabilityOptions<'_>) -> Result<Capabilities, CapabilityError> {
         let plugin = options.plugin.to_string();
         let granted = options.granted.clone();
         let auditor = options.auditor;
@@ -107,35 +107,41 @@ impl Capabilities {
             let migrations = options.plugin_dir.map(|d| d.join("migrations"));
             let (name, root, files) = (plugin.clone(), root.clone(), files.clone());
             let migrations = tokio::task::spawn_blocking(move || {
-                make_private_dir(&root).map_err(|e| e.to_string())?;
+                make_private_dir(&root)?;
                 if let Some(files) = &files {
-                    make_private_dir(files).map_err(|e| e.to_string())?;
+                    make_private_dir(files)?;
                 }
-                match migrations {
-                    Some(dir) => Migration::read_dir(&name, &dir).map_err(|e| e.to_string()),
-                    None => Ok(Vec::new()),
-                }
+                Ok::<_, CapabilityError>(match migrations {
+                    Some(dir) => Migration::read_dir(&name, &dir)?,
+                    None => Vec::new(),
+                })
             })
             .await
-            .map_err(|e| format!("opening the database of plugin '{plugin}': {e}"))??;
-            let database = Database::open(&plugin, backend.as_ref(), &migrations, auditor.clone())
-                .await
-                .map_err(|e| e.to_string())?;
+            .map_err(|source| CapabilityError::Task {
+                plugin: plugin.clone(),
+                source,
+            })??;
+            let database =
+                Database::open(&plugin, backend.as_ref(), &migrations, auditor.clone()).await?;
             Some(database)
         } else {
             if wants_dir {
-                make_private_dir(&root).map_err(|e| e.to_string())?;
+                make_private_dir(&root)?;
             }
             if let Some(files) = &files {
-                make_private_dir(files).map_err(|e| e.to_string())?;
+                make_private_dir(files)?;
             }
             None
         };
         let entry = options.entry;
         let outbound = if granted.contains(&Permission::Network) {
             let allow_list = entry.map(|e| e.network.allow.as_slice()).unwrap_or(&[]);
-            let allow = NetworkAllow::parse(allow_list)
-                .map_err(|e| format!("network.allow of plugin '{plugin}': {e}"))?;
+            let allow = NetworkAllow::parse(allow_list).map_err(|source| {
+                CapabilityError::NetworkAllow {
+                    plugin: plugin.clone(),
+                    source,
+                }
+            })?;
             let client = options
                 .http
                 .ok_or_else(|| missing(&plugin, "network", "outbound HTTP", "http", "std"))?;
@@ -219,12 +225,66 @@ impl Capabilities {
 }
 
 /// The load error of a plugin granted a capability whose backend the host lacks.
-/// The load error of a grant whose backend the host lacks: what to set, and which feature of the
-/// `plugd` façade sets it.
-fn missing(plugin: &str, permission: &str, what: &str, method: &str, feature: &str) -> String {
-    format!(
+/// Why a plugin's capabilities could not be opened (its load fails with this as the reason).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CapabilityError {
+    /// The plugin is granted a capability the host has no backend for: what to set, and which
+    /// feature of the `plugd` façade sets it.
+    #[error(
         "plugin '{plugin}' is granted '{permission}', but this host has no {what} backend: set one with HostBuilder::{method} (the plugd façade's \"{feature}\" feature does)"
-    )
+    )]
+    NoBackend {
+        /// The plugin.
+        plugin: String,
+        /// The permission granted.
+        permission: &'static str,
+        /// The kind of backend missing.
+        what: &'static str,
+        /// The `HostBuilder` method that sets one.
+        method: &'static str,
+        /// The façade feature that sets one.
+        feature: &'static str,
+    },
+    /// Its folders under `data_dir` could not be made.
+    #[error(transparent)]
+    Files(#[from] FileError),
+    /// Its database (or its migrations) could not be opened.
+    #[error(transparent)]
+    Database(#[from] DatabaseOpenError),
+    /// An entry of its `network.allow` is invalid.
+    #[error("network.allow of plugin '{plugin}': {source}")]
+    NetworkAllow {
+        /// The plugin.
+        plugin: String,
+        /// The entry and why.
+        source: AllowRuleError,
+    },
+    /// The blocking task that prepared its database ended abnormally.
+    #[error("opening the database of plugin '{plugin}': {source}")]
+    Task {
+        /// The plugin.
+        plugin: String,
+        /// What the runtime said.
+        source: tokio::task::JoinError,
+    },
+}
+
+/// The error of a grant whose backend the host lacks.
+fn missing(
+    plugin: &str,
+    permission: &'static str,
+    what: &'static str,
+    method: &'static str,
+    feature: &'static str,
+) -> CapabilityError {
+    CapabilityError::NoBackend {
+        plugin: plugin.to_string(),
+        permission,
+        what,
+        method,
+        feature,
+    }
 }
 
 fn opened<T: Clone>(slot: &Option<T>, what: &str) -> Result<T, HostError> {
@@ -315,7 +375,8 @@ mod tests {
             sql: None,
         })
         .await
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(e.starts_with("network.allow of plugin 'p': "), "{e}");
         assert!(e.contains("api.example.com/v1"), "{e}");
     }
@@ -337,7 +398,8 @@ mod tests {
             sql: None,
         })
         .await
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert_eq!(
             e,
             "plugin 'p' is granted 'network', but this host has no outbound HTTP backend: set one with HostBuilder::http (the plugd façade's \"std\" feature does)"
@@ -361,7 +423,8 @@ mod tests {
             sql: None,
         })
         .await
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(
             e.starts_with("plugin 'notes' is granted 'database', but this host has no SQL backend"),
             "{e}"

@@ -115,38 +115,33 @@ impl Response {
     /// assert_eq!(r.headers["x-a"], "1");
     /// let many = (0..30_000).map(|i| (format!("x-{i}"), "v".to_string())).collect();
     /// let e = Response::from_parts(200, many, Vec::new()).unwrap_err();
-    /// assert_eq!(e, "the response has 30000 headers, over the cap of 256");
+    /// assert_eq!(e.to_string(), "the response has 30000 headers, over the cap of 256");
     /// ```
     pub fn from_parts(
         status: u16,
         headers: Vec<(String, String)>,
         body: Vec<u8>,
-    ) -> Result<Response, String> {
+    ) -> Result<Response, InvalidResponse> {
         let status = final_status(status)?;
         if headers.len() > MAX_HEADERS {
-            return Err(format!(
-                "the response has {} headers, over the cap of {MAX_HEADERS}",
-                headers.len()
-            ));
+            return Err(InvalidResponse::TooManyHeaders(headers.len()));
         }
         let mut map = HeaderMap::with_capacity(headers.len());
         let mut bytes = 0;
         for (k, v) in headers {
             let name = HeaderName::from_bytes(k.as_bytes())
-                .map_err(|_| format!("invalid header name {k:?}"))?;
+                .map_err(|_| InvalidResponse::HeaderName(k.clone()))?;
             let value =
-                HeaderValue::from_str(&v).map_err(|_| format!("invalid value for header {k}"))?;
+                HeaderValue::from_str(&v).map_err(|_| InvalidResponse::HeaderValue(k.clone()))?;
             if value.len() > MAX_HEADER_VALUE_BYTES {
-                return Err(format!(
-                    "the value of header {name} is {} bytes, over the cap of {MAX_HEADER_VALUE_BYTES}",
-                    value.len()
-                ));
+                return Err(InvalidResponse::HeaderValueTooLong {
+                    name: name.to_string(),
+                    bytes: value.len(),
+                });
             }
             bytes += name.as_str().len() + value.len();
             if bytes > MAX_HEADER_BYTES {
-                return Err(format!(
-                    "the response's headers are over the cap of {MAX_HEADER_BYTES} bytes"
-                ));
+                return Err(InvalidResponse::HeadersTooLarge);
             }
             map.append(name, value);
         }
@@ -619,8 +614,8 @@ impl Exchange {
     /// Change the response status: a final status, 200 to 599 (an informational 1xx would
     /// switch the connection's protocol or end it: that is the host's).
     pub fn set_status(&mut self, status: u16) -> Result<(), HostError> {
-        let code =
-            final_status(status).map_err(|e| self.refuse("framing", HostError::Invalid(e)))?;
+        let code = final_status(status)
+            .map_err(|e| self.refuse("framing", HostError::Invalid(e.to_string())))?;
         self.response_mut()?.status = code;
         Ok(())
     }
@@ -662,12 +657,41 @@ fn take(headers: &mut HeaderMap, name: &HeaderName, into: &mut Vec<(HeaderName, 
 }
 
 /// A final status (200–599) from a plugin, or why not.
-fn final_status(status: u16) -> Result<StatusCode, String> {
+/// A response a plugin built that the host will not send: what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InvalidResponse {
+    /// Not a final status.
+    #[error("invalid status code {0}: a plugin answers a final status, 200 to 599")]
+    Status(u16),
+    /// More headers than [`MAX_HEADERS`].
+    #[error("the response has {0} headers, over the cap of {MAX_HEADERS}")]
+    TooManyHeaders(usize),
+    /// A header name that is not a token.
+    #[error("invalid header name {0:?}")]
+    HeaderName(String),
+    /// A header value with bytes a header may not hold.
+    #[error("invalid value for header {0}")]
+    HeaderValue(String),
+    /// A header value over [`MAX_HEADER_VALUE_BYTES`].
+    #[error(
+        "the value of header {name} is {bytes} bytes, over the cap of {MAX_HEADER_VALUE_BYTES}"
+    )]
+    HeaderValueTooLong {
+        /// The header.
+        name: String,
+        /// Its value's length.
+        bytes: usize,
+    },
+    /// Headers over [`MAX_HEADER_BYTES`] together.
+    #[error("the response's headers are over the cap of {MAX_HEADER_BYTES} bytes")]
+    HeadersTooLarge,
+}
+
+fn final_status(status: u16) -> Result<StatusCode, InvalidResponse> {
     match StatusCode::from_u16(status) {
         Ok(code) if (200..600).contains(&status) => Ok(code),
-        _ => Err(format!(
-            "invalid status code {status}: a plugin answers a final status, 200 to 599"
-        )),
+        _ => Err(InvalidResponse::Status(status)),
     }
 }
 
@@ -923,12 +947,14 @@ mod tests {
     #[test]
     fn a_plugins_response_is_checked_before_it_is_built() {
         assert_eq!(
-            Response::from_parts(99, Vec::new(), Vec::new()).unwrap_err(),
+            Response::from_parts(99, Vec::new(), Vec::new())
+                .unwrap_err()
+                .to_string(),
             "invalid status code 99: a plugin answers a final status, 200 to 599"
         );
         let e = Response::from_parts(200, vec![("bad name".into(), "v".into())], Vec::new())
             .unwrap_err();
-        assert_eq!(e, "invalid header name \"bad name\"");
+        assert_eq!(e.to_string(), "invalid header name \"bad name\"");
         let mut r = Response::from_parts(
             200,
             vec![

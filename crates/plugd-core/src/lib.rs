@@ -71,7 +71,7 @@ pub use cache::{
     CacheBackend, CacheQuota, CacheSetError, MAX_BYTES_PER_PLUGIN, MAX_ENTRIES_PER_PLUGIN,
     MemoryCache, PluginCache,
 };
-pub use capabilities::{Capabilities, CapabilityOptions};
+pub use capabilities::{Capabilities, CapabilityError, CapabilityOptions};
 pub use check::{CheckReport, Checked, ConfigProblems, GrantReport, check_config, check_entry};
 pub use cpu::{CPU_WINDOW, CpuStatus, Throttle};
 pub use database::{
@@ -85,8 +85,8 @@ pub use events::{
     QUEUE_CAPACITY, SubscriptionInfo, topic_matches,
 };
 pub use exchange::{
-    Exchange, FRAMING_HEADERS, Identity, MAX_HEADER_BYTES, MAX_HEADER_VALUE_BYTES, MAX_HEADERS,
-    Refusal, Response, Stage, is_framing_header,
+    Exchange, FRAMING_HEADERS, Identity, InvalidResponse, MAX_HEADER_BYTES, MAX_HEADER_VALUE_BYTES,
+    MAX_HEADERS, Refusal, Response, Stage, is_framing_header,
 };
 pub use exec::{CommandOutput, CommandRunner, CommandSpec, Exec, RunError};
 pub use gate::{Gate, GateError, OwnedPass, Pass};
@@ -104,8 +104,8 @@ pub use metrics::{
 };
 pub use order::{OrderError, OrderNode, dependency_graph, order_nodes, start_order};
 pub use outbound::{
-    AllowRule, HttpClient, HttpError, HttpRequest, HttpResponse, IncomingResponse, NetworkAllow,
-    Outbound, OutgoingRequest,
+    AllowRule, AllowRuleError, HttpClient, HttpError, HttpRequest, HttpResponse, IncomingResponse,
+    NetworkAllow, Outbound, OutgoingRequest,
 };
 pub use plugin::{Action, InitContext, Plugin, Resources};
 pub use private::{FileError, make_private_dir};

@@ -118,11 +118,26 @@ pub struct AllowRule {
     port: Option<u16>,
 }
 
-impl std::str::FromStr for AllowRule {
-    type Err = String;
+/// An entry of `network.allow` that is not a host with an optional scheme and port: which
+/// entry, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("'{entry}' is not a valid entry: {reason}")]
+#[non_exhaustive]
+pub struct AllowRuleError {
+    /// The entry as written.
+    pub entry: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
 
-    fn from_str(entry: &str) -> Result<AllowRule, String> {
-        let bad = |why: &str| format!("'{entry}' is not a valid entry: {why}");
+impl std::str::FromStr for AllowRule {
+    type Err = AllowRuleError;
+
+    fn from_str(entry: &str) -> Result<AllowRule, AllowRuleError> {
+        let bad = |why: &str| AllowRuleError {
+            entry: entry.to_string(),
+            reason: why.to_string(),
+        };
         let text = entry.trim();
         if text.is_empty() {
             return Err(bad("it is empty"));
@@ -238,11 +253,11 @@ pub struct NetworkAllow {
 
 impl NetworkAllow {
     /// Parse every entry; the first bad one is the error.
-    pub fn parse(entries: &[String]) -> Result<NetworkAllow, String> {
+    pub fn parse(entries: &[String]) -> Result<NetworkAllow, AllowRuleError> {
         let rules = entries
             .iter()
             .map(|e| e.parse())
-            .collect::<Result<Vec<AllowRule>, String>>()?;
+            .collect::<Result<Vec<AllowRule>, AllowRuleError>>()?;
         Ok(NetworkAllow { rules })
     }
 
@@ -681,7 +696,8 @@ mod tests {
             let e = entry
                 .parse::<AllowRule>()
                 .expect_err(&format!("{entry:?} must be refused"));
-            assert!(e.contains(&format!("'{entry}'")), "{e}");
+            assert!(e.to_string().contains(&format!("'{entry}'")), "{e}");
+            assert_eq!(e.entry, entry);
         }
     }
 

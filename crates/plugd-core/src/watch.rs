@@ -103,7 +103,7 @@ pub fn watch(
     plugins: &[(String, PathBuf)],
     config: Option<&Path>,
     delay: Duration,
-) -> Result<(Watch, mpsc::UnboundedReceiver<Change>), String> {
+) -> Result<(Watch, mpsc::UnboundedReceiver<Change>), WatchError> {
     let (raw_tx, mut raw_rx) = mpsc::unbounded_channel::<Vec<PathBuf>>();
 
     // Canonical folders, so that event paths (which the OS reports canonical) compare equal.
@@ -112,7 +112,7 @@ pub fn watch(
     for (name, dir) in plugins {
         let dir = dir
             .canonicalize()
-            .map_err(|e| format!("cannot watch {}: {e}", dir.display()))?;
+            .map_err(|e| WatchError(format!("cannot watch {}: {e}", dir.display())))?;
         targets.push(WatchTarget {
             path: dir.clone(),
             recursive: true,
@@ -123,7 +123,7 @@ pub fn watch(
         Some(file) => {
             let file = file
                 .canonicalize()
-                .map_err(|e| format!("cannot watch {}: {e}", file.display()))?;
+                .map_err(|e| WatchError(format!("cannot watch {}: {e}", file.display())))?;
             let parent = file.parent().unwrap_or(Path::new("/")).to_path_buf();
             targets.push(WatchTarget {
                 path: parent,
@@ -133,14 +133,12 @@ pub fn watch(
         }
         None => None,
     };
-    let watching = watcher
-        .watch(
-            &targets,
-            Arc::new(move |paths| {
-                let _ = raw_tx.send(paths);
-            }),
-        )
-        .map_err(|e| e.to_string())?;
+    let watching = watcher.watch(
+        &targets,
+        Arc::new(move |paths| {
+            let _ = raw_tx.send(paths);
+        }),
+    )?;
 
     let (tx, rx) = mpsc::unbounded_channel();
     let task = tokio::spawn(async move {

@@ -185,7 +185,7 @@ impl Host {
     /// Watch every plugin folder and the config file; reload what changes, debounced by
     /// `plugins.reload_delay`. Runs until the host shuts down. Started by [`Host::start`] when
     /// `plugins.hot_reload` is on.
-    pub fn watch_for_changes(&self) -> Result<(), String> {
+    pub fn watch_for_changes(&self) -> Result<(), crate::watch::WatchError> {
         let plugins: Vec<(String, PathBuf)> = self
             .inner
             .plugins
@@ -198,7 +198,9 @@ impl Host {
             .collect();
         let config = self.inner.config.source.clone();
         let watcher = self.inner.watcher.as_deref().ok_or_else(|| {
-            "this host has no file watcher: set one with HostBuilder::watcher (the plugd façade's \"std\" feature does)".to_string()
+            crate::watch::WatchError(
+                "this host has no file watcher: set one with HostBuilder::watcher (the plugd façade's \"std\" feature does)".to_string(),
+            )
         })?;
         let (watch, mut changes) = crate::watch::watch(
             watcher,
