@@ -19,7 +19,7 @@ use async_trait::async_trait;
 use parking_lot::{Mutex, RwLock};
 
 use crate::error::BackendError;
-use crate::error::HostError;
+use crate::error::{HostError, within};
 
 /// Entries one plugin may keep.
 pub const MAX_ENTRIES_PER_PLUGIN: usize = 100_000;
@@ -165,14 +165,9 @@ impl PluginCache {
         what: &str,
         call: impl Future<Output = Result<T, E>>,
     ) -> Result<T, HostError> {
-        match tokio::time::timeout(self.timeout, call).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(HostError::Failed(format!("cache.{what}: {e}"))),
-            Err(_) => Err(HostError::Failed(format!(
-                "cache.{what} did not finish within {}",
-                humantime::format_duration(self.timeout)
-            ))),
-        }
+        within("cache", what, self.timeout, call)
+            .await?
+            .map_err(|e| HostError::Failed(format!("cache.{what}: {e}")))
     }
 
     /// A value, unless absent or expired.
@@ -203,15 +198,12 @@ impl PluginCache {
         let call = self
             .backend
             .set(&self.plugin, key, value.to_vec(), ttl, self.quota);
-        match tokio::time::timeout(self.timeout, call).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e @ CacheSetError::Full { .. })) => Err(HostError::Invalid(e.to_string())),
-            Ok(Err(e)) => Err(HostError::Failed(format!("cache.set: {e}"))),
-            Err(_) => Err(HostError::Failed(format!(
-                "cache.set did not finish within {}",
-                humantime::format_duration(self.timeout)
-            ))),
-        }
+        within("cache", "set", self.timeout, call)
+            .await?
+            .map_err(|e| match e {
+                CacheSetError::Full { .. } => HostError::Invalid(e.to_string()),
+                e => HostError::Failed(format!("cache.set: {e}")),
+            })
     }
 
     /// Remove a key; true when it was there (and not expired).

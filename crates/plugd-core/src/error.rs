@@ -256,3 +256,20 @@ impl BackendError {
         }
     }
 }
+
+/// Wait for a backend's `call` at most `timeout`. An overrun is `HostError::Failed`
+/// (`storage.get did not finish within 5s`, from `area` and `what`); the call's own result is
+/// the caller's to map. Shared by the ports whose calls the caller's deadline bounds.
+pub(crate) async fn within<T>(
+    area: &str,
+    what: &str,
+    timeout: std::time::Duration,
+    call: impl std::future::Future<Output = T>,
+) -> Result<T, HostError> {
+    tokio::time::timeout(timeout, call).await.map_err(|_| {
+        HostError::Failed(format!(
+            "{area}.{what} did not finish within {}",
+            humantime::format_duration(timeout)
+        ))
+    })
+}

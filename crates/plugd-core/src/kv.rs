@@ -15,7 +15,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use parking_lot::{Mutex, RwLock};
 
-use crate::error::{BackendError, HostError};
+use crate::error::{BackendError, HostError, within};
 
 /// Longest key accepted.
 pub const MAX_KEY_BYTES: usize = 1024;
@@ -111,14 +111,9 @@ impl PluginStore {
         what: &str,
         call: impl Future<Output = Result<T, BackendError>>,
     ) -> Result<T, HostError> {
-        match tokio::time::timeout(self.timeout, call).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(HostError::Failed(format!("storage.{what}: {e}"))),
-            Err(_) => Err(HostError::Failed(format!(
-                "storage.{what} did not finish within {}",
-                humantime::format_duration(self.timeout)
-            ))),
-        }
+        within("storage", what, self.timeout, call)
+            .await?
+            .map_err(|e| HostError::Failed(format!("storage.{what}: {e}")))
     }
 
     /// Read a value.
