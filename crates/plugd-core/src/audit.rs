@@ -1,7 +1,8 @@
-//! The audit log of denied capability calls: plugin, capability, time, detail. Kept in memory
-//! (the newest [`AUDIT_CAPACITY`] entries) and written to the host log.
+//! The audit log of denied capability calls and broken limits: plugin, capability, time,
+//! detail. Kept in memory (the newest `limits.audit_entries` of each plugin, default
+//! [`AUDIT_CAPACITY`]) and written to the host log.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -78,22 +79,29 @@ impl Auditor {
         Err(e)
     }
 
-    /// Pass a result on; a [`HostError::Denied`] is recorded (detail: `call: message`).
+    /// Pass a result on; a [`HostError::Denied`] is recorded (detail: `call: message`), and so
+    /// is a [`HostError::OverLimit`] (capability: the limit's name).
     pub fn check<T>(
         &self,
         r: Result<T, HostError>,
         capability: &str,
         call: &str,
     ) -> Result<T, HostError> {
-        if let Err(HostError::Denied(m)) = &r {
-            self.record(capability, &format!("{call}: {m}"), m);
+        match &r {
+            Err(HostError::Denied(m)) => self.record(capability, &format!("{call}: {m}"), m),
+            Err(HostError::OverLimit { limit, message }) => {
+                self.record(limit, &format!("{call}: {message}"), message)
+            }
+            _ => {}
         }
         r
     }
 }
 
-/// Entries kept.
-pub const AUDIT_CAPACITY: usize = 10_000;
+/// Entries kept of one plugin when its limits do not say (`limits.audit_entries`).
+pub const AUDIT_CAPACITY: usize = 1_000;
+/// Longest detail kept, bytes: details hold plugin strings (a command, a URL, a file name).
+pub const MAX_AUDIT_DETAIL_BYTES: usize = 1024;
 
 /// One denied call.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -109,7 +117,8 @@ pub struct AuditEntry {
     pub detail: String,
 }
 
-/// The audit log.
+/// The audit log: each plugin has a share of its own (the newest `limits.audit_entries` of its
+/// entries), so that one plugin's thousands of denials never push another's out.
 #[derive(Debug, Default)]
 pub struct AuditLog {
     entries: Mutex<Entries>,
@@ -117,47 +126,89 @@ pub struct AuditLog {
 
 #[derive(Debug, Default)]
 struct Entries {
-    kept: VecDeque<AuditEntry>,
+    /// Per plugin: its share and its entries with their sequence numbers, oldest first.
+    plugins: HashMap<String, Share>,
     /// Entries ever recorded: the sequence number of the next one.
     recorded: u64,
 }
 
+#[derive(Debug)]
+struct Share {
+    capacity: usize,
+    kept: VecDeque<(u64, AuditEntry)>,
+}
+
 impl AuditLog {
+    /// Set how many entries of `plugin` are kept (its `limits.audit_entries`).
+    pub fn set_share(&self, plugin: &str, capacity: usize) {
+        let mut entries = self.entries.lock();
+        let share = entries
+            .plugins
+            .entry(plugin.to_string())
+            .or_insert_with(|| Share {
+                capacity,
+                kept: VecDeque::new(),
+            });
+        share.capacity = capacity.max(1);
+        while share.kept.len() > share.capacity {
+            share.kept.pop_front();
+        }
+    }
+
     /// Record a denied call.
     pub fn record(&self, plugin: &str, capability: &str, detail: &str) {
+        let detail = crate::logs::clean(detail, MAX_AUDIT_DETAIL_BYTES);
         tracing::warn!(target: "plugd::audit", plugin, capability, detail, "denied");
         let mut entries = self.entries.lock();
-        if entries.kept.len() == AUDIT_CAPACITY {
-            entries.kept.pop_front();
-        }
+        let seq = entries.recorded;
         entries.recorded += 1;
-        entries.kept.push_back(AuditEntry {
-            plugin: plugin.to_string(),
-            capability: capability.to_string(),
-            at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
-            detail: detail.to_string(),
-        });
+        let share = entries
+            .plugins
+            .entry(plugin.to_string())
+            .or_insert_with(|| Share {
+                capacity: AUDIT_CAPACITY,
+                kept: VecDeque::new(),
+            });
+        if share.kept.len() >= share.capacity {
+            share.kept.pop_front();
+        }
+        share.kept.push_back((
+            seq,
+            AuditEntry {
+                plugin: plugin.to_string(),
+                capability: capability.to_string(),
+                at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+                detail,
+            },
+        ));
+    }
+
+    /// The entries kept with a sequence number of at least `from`, oldest first, optionally of
+    /// one plugin.
+    fn kept(&self, plugin: Option<&str>, from: u64) -> (Vec<AuditEntry>, u64) {
+        let entries = self.entries.lock();
+        let mut found: Vec<(u64, AuditEntry)> = entries
+            .plugins
+            .iter()
+            .filter(|(name, _)| plugin.is_none_or(|p| p == name.as_str()))
+            .flat_map(|(_, share)| share.kept.iter().filter(|(seq, _)| *seq >= from).cloned())
+            .collect();
+        found.sort_unstable_by_key(|(seq, _)| *seq);
+        (
+            found.into_iter().map(|(_, e)| e).collect(),
+            entries.recorded,
+        )
     }
 
     /// The entries, oldest first, optionally of one plugin.
     pub fn entries(&self, plugin: Option<&str>) -> Vec<AuditEntry> {
-        self.entries
-            .lock()
-            .kept
-            .iter()
-            .filter(|e| plugin.is_none_or(|p| e.plugin == p))
-            .cloned()
-            .collect()
+        self.kept(plugin, 0).0
     }
 
     /// The entries recorded after the first `seen` ones (those still kept), and the number
     /// recorded so far, to pass as `seen` next time.
     pub fn since(&self, seen: u64) -> (Vec<AuditEntry>, u64) {
-        let entries = self.entries.lock();
-        let first_kept = entries.recorded - entries.kept.len() as u64;
-        let skip = seen.saturating_sub(first_kept) as usize;
-        let new = entries.kept.iter().skip(skip).cloned().collect();
-        (new, entries.recorded)
+        self.kept(None, seen)
     }
 }
 
@@ -176,6 +227,28 @@ pub(crate) fn bytes_text(n: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_plugin_cannot_push_out_another_plugins_entries() {
+        let log = AuditLog::default();
+        log.record("quiet", "database", "the one that matters");
+        for i in 0..20_000 {
+            log.record("noisy", "exec", &i.to_string());
+        }
+        assert_eq!(log.entries(Some("quiet")).len(), 1);
+        let noisy = log.entries(Some("noisy"));
+        assert_eq!(noisy.len(), AUDIT_CAPACITY);
+        assert_eq!(noisy[0].detail, (20_000 - AUDIT_CAPACITY).to_string());
+        log.set_share("noisy", 10);
+        assert_eq!(log.entries(Some("noisy")).len(), 10);
+        let big = "\n".repeat(MAX_AUDIT_DETAIL_BYTES * 4);
+        log.record("quiet", "network", &big);
+        let detail = &log.entries(Some("quiet"))[1].detail;
+        assert!(
+            detail.len() < MAX_AUDIT_DETAIL_BYTES * 3 && !detail.contains('\n'),
+            "{detail}"
+        );
+    }
 
     #[test]
     fn keeps_the_newest_entries() {

@@ -21,6 +21,16 @@ pub enum HostError {
     /// The host tried and failed.
     #[error("{0}")]
     Failed(String),
+    /// The call would take the plugin over one of its limits (a quota, a cap): `limit` names
+    /// it (`limits.storage_bytes`, `events.queue_bytes`, …). The contract calls it `invalid`;
+    /// the host audits it like a denial.
+    #[error("{message}")]
+    OverLimit {
+        /// The limit, as the operator would look it up.
+        limit: &'static str,
+        /// What happened, for the plugin and the audit log.
+        message: String,
+    },
 }
 
 impl HostError {

@@ -22,6 +22,11 @@ use crate::error::{HostError, PluginError};
 
 /// Events a subscriber's queue holds before further events for it are dropped (and counted).
 pub const QUEUE_CAPACITY: usize = 1024;
+/// Bytes (payload and topic) a subscriber's queue holds when its limits do not say
+/// (`limits.event_queue_bytes`); an event that would go over is dropped for it (and counted).
+pub const QUEUE_BYTES: u64 = 16 * 1024 * 1024;
+/// Largest payload a plugin may publish.
+pub const MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
 
 /// One published event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,6 +69,8 @@ pub struct SubscriberStats {
     delivered: AtomicU64,
     dropped: AtomicU64,
     failed: AtomicU64,
+    /// Bytes of the events in its queue.
+    queued_bytes: AtomicU64,
 }
 
 /// A snapshot of one subscription's counters, for health and metrics.
@@ -82,6 +89,8 @@ pub struct SubscriptionInfo {
     pub failed: u64,
     /// Events waiting in its queue.
     pub queued: usize,
+    /// Bytes of the events waiting in its queue.
+    pub queued_bytes: u64,
 }
 
 struct Subscriber {
@@ -89,6 +98,13 @@ struct Subscriber {
     pattern: String,
     tx: mpsc::Sender<Event>,
     stats: Arc<SubscriberStats>,
+    /// The bytes its queue may hold.
+    max_bytes: u64,
+}
+
+/// What an event weighs in a queue.
+fn weight(event: &Event) -> u64 {
+    (event.payload.len() + event.topic.len()) as u64
 }
 
 /// The bus. Publishing reads an immutable snapshot of the subscribers: no lock.
@@ -193,14 +209,22 @@ impl EventBus {
     }
 
     /// Subscribe `plugin` to `pattern`; `deliver` runs for each matching event, one at a time, on
-    /// a task of its own, fed by a queue of [`QUEUE_CAPACITY`] events.
+    /// a task of its own, fed by a queue of [`QUEUE_CAPACITY`] events and [`QUEUE_BYTES`].
     pub fn subscribe(&self, plugin: &str, pattern: &str, deliver: Deliver) {
+        self.subscribe_bounded(plugin, pattern, QUEUE_BYTES, deliver)
+    }
+
+    /// [`EventBus::subscribe`] with a queue of at most `max_bytes` (payloads and topics).
+    pub fn subscribe_bounded(&self, plugin: &str, pattern: &str, max_bytes: u64, deliver: Deliver) {
         let (tx, mut rx) = mpsc::channel::<Event>(QUEUE_CAPACITY);
         let stats = Arc::new(SubscriberStats::default());
         let task_stats = stats.clone();
         let name = plugin.to_string();
         tokio::spawn(async move {
             while let Some(event) = rx.recv().await {
+                task_stats
+                    .queued_bytes
+                    .fetch_sub(weight(&event), Ordering::Relaxed);
                 let topic = event.topic.clone();
                 match deliver(event).await {
                     Ok(()) => {
@@ -221,6 +245,7 @@ impl EventBus {
             pattern: pattern.to_string(),
             tx,
             stats,
+            max_bytes,
         }));
         self.subscribers.store(Arc::new(list));
     }
@@ -263,15 +288,28 @@ impl EventBus {
             .iter()
             .filter(|s| topic_matches(&s.pattern, &event.topic))
         {
-            match s.tx.try_send(event.clone()) {
+            let w = weight(event);
+            let before = s.stats.queued_bytes.fetch_add(w, Ordering::Relaxed);
+            let sent = if before + w > s.max_bytes {
+                Err(mpsc::error::TrySendError::Full(()))
+            } else {
+                s.tx.try_send(event.clone()).map_err(|e| match e {
+                    mpsc::error::TrySendError::Full(_) => mpsc::error::TrySendError::Full(()),
+                    mpsc::error::TrySendError::Closed(_) => mpsc::error::TrySendError::Closed(()),
+                })
+            };
+            if sent.is_err() {
+                s.stats.queued_bytes.fetch_sub(w, Ordering::Relaxed);
+            }
+            match sent {
                 Ok(()) => queued += 1,
-                Err(mpsc::error::TrySendError::Full(_)) => {
+                Err(mpsc::error::TrySendError::Full(())) => {
                     let n = s.stats.dropped.fetch_add(1, Ordering::Relaxed) + 1;
                     if n.is_power_of_two() {
-                        tracing::warn!(plugin = %s.plugin, topic = %event.topic, dropped = n, "event queue full: event dropped for this subscriber");
+                        tracing::warn!(plugin = %s.plugin, topic = %event.topic, dropped = n, "event queue full (events or bytes, limits.event_queue_bytes): event dropped for this subscriber");
                     }
                 }
-                Err(mpsc::error::TrySendError::Closed(_)) => {}
+                Err(mpsc::error::TrySendError::Closed(())) => {}
             }
         }
         queued
@@ -289,6 +327,7 @@ impl EventBus {
                 dropped: s.stats.dropped.load(Ordering::Relaxed),
                 failed: s.stats.failed.load(Ordering::Relaxed),
                 queued: QUEUE_CAPACITY - s.tx.capacity(),
+                queued_bytes: s.stats.queued_bytes.load(Ordering::Relaxed),
             })
             .collect()
     }
@@ -344,9 +383,19 @@ impl Publisher {
                 "invalid event topic: {topic:?}"
             )));
         }
+        let payload = payload.into();
+        if !is_host && payload.len() > MAX_PAYLOAD_BYTES {
+            return Err(HostError::OverLimit {
+                limit: "events.max_payload_bytes",
+                message: format!(
+                    "event payload of {} bytes is over the {MAX_PAYLOAD_BYTES}-byte limit",
+                    payload.len()
+                ),
+            });
+        }
         Ok(self.bus.publish(Event {
             topic: topic.to_string(),
-            payload: payload.into(),
+            payload,
             source: self.plugin.to_string(),
             at: SystemTime::now(),
         }))
@@ -576,6 +625,39 @@ mod tests {
         settle(|| logs.lock().len() == 1 && users.lock().len() == 1).await;
         assert_eq!(*logs.lock(), ["logs.error"]);
         assert_eq!(*users.lock(), ["user.created"]);
+    }
+
+    #[tokio::test]
+    async fn a_queue_is_bounded_in_bytes_and_a_payload_in_size() {
+        let bus = Arc::new(EventBus::default());
+        let gate = Arc::new(tokio::sync::Notify::new());
+        let g = gate.clone();
+        let stuck: Deliver = Arc::new(move |_e| {
+            let g = g.clone();
+            Box::pin(async move {
+                g.notified().await;
+                Ok(())
+            })
+        });
+        bus.subscribe_bounded("slow", "big.t", 4 * MAX_PAYLOAD_BYTES as u64, stuck);
+        let p = Publisher::new(bus.clone(), "pub", &["big.t".into()]);
+        let e = p
+            .publish("big.t", vec![0u8; MAX_PAYLOAD_BYTES + 1])
+            .unwrap_err();
+        assert!(matches!(e, HostError::OverLimit { .. }), "{e}");
+        for _ in 0..20 {
+            p.publish("big.t", vec![0u8; MAX_PAYLOAD_BYTES - 10])
+                .unwrap();
+        }
+        let info = &bus.subscriptions()[0];
+        // One event is in the handler, at most four wait: far from the 20 MiB published.
+        assert!(info.queued <= 4, "{info:?}");
+        assert!(
+            info.queued_bytes <= 4 * MAX_PAYLOAD_BYTES as u64,
+            "{info:?}"
+        );
+        assert!(info.dropped >= 15, "{info:?}");
+        gate.notify_waiters();
     }
 
     #[tokio::test]

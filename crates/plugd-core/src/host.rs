@@ -27,7 +27,7 @@ use crate::database::SqlBackend;
 use crate::dispatch::Dispatcher;
 use crate::events::{EventBus, Publisher};
 use crate::exec::CommandRunner;
-use crate::kv::{KvBackend, PluginStore};
+use crate::kv::{KvBackend, PluginStore, StorageQuota};
 use crate::loaded::Loaded;
 use crate::loader::Loader;
 use crate::outbound::HttpClient;
@@ -63,6 +63,8 @@ pub use watching::ConfigReloadReport;
 pub(crate) struct Inner {
     pub(crate) config: HostConfig,
     pub(crate) kv: Arc<dyn KvBackend>,
+    /// One storage handle per plugin, so that its quota counts every write once.
+    stores: parking_lot::Mutex<std::collections::HashMap<String, PluginStore>>,
     sql: Option<Arc<dyn SqlBackend>>,
     pub(crate) status_sink: Arc<dyn StatusSink>,
     loader: Option<Arc<dyn Loader>>,
@@ -124,9 +126,32 @@ impl Host {
         &self.inner.dispatcher
     }
 
-    /// The key/value storage of plugin `name`, as the plugin sees it.
+    /// The limits of plugin `name`: its config entry's over the global ones.
+    pub(crate) fn plugin_limits(&self, name: &str) -> plugd_manifest::Limits {
+        let plugins = &self.inner.config.plugins;
+        match plugins.plugins.iter().find(|e| e.name == name) {
+            Some(e) => plugins.limits_for(e),
+            None => plugins.limits.clone(),
+        }
+    }
+
+    /// The key/value storage of plugin `name`, as the plugin sees it: under its quota
+    /// (`limits.storage_bytes`, `limits.storage_keys`), one count shared by every handle.
     pub fn storage(&self, name: &str) -> PluginStore {
-        PluginStore::new(name, self.inner.kv.clone())
+        let limits = self.plugin_limits(name);
+        let quota = StorageQuota {
+            bytes: limits.storage_bytes,
+            keys: limits.storage_keys,
+        };
+        let mut stores = self.inner.stores.lock();
+        match stores.get(name) {
+            Some(s) if s.quota() == quota => s.clone(),
+            _ => {
+                let s = PluginStore::with_quota(name, self.inner.kv.clone(), quota);
+                stores.insert(name.to_string(), s.clone());
+                s
+            }
+        }
     }
 
     /// When the host was built.

@@ -1,7 +1,8 @@
 //! Plugin key/value storage (the WIT `storage` interface, `InitContext::store`): the port a
 //! backend implements ([`KvBackend`]), the policy the core keeps in front of it
-//! ([`PluginStore`]: one key space per plugin, key and value caps, a deadline), and the
-//! in-memory backend ([`MemoryKv`], the default of a bare `Host::builder()` and of tests).
+//! ([`PluginStore`]: one key space per plugin, key and value caps, a quota of bytes and keys,
+//! a bounded `list`, a deadline), and the in-memory backend ([`MemoryKv`], the default of a bare
+//! `Host::builder()` and of tests).
 //!
 //! A backend only moves bytes: it never sees a key another plugin could name (the plugin is a
 //! separate argument), and it is never reached without the caps checked. A backend must not hold
@@ -23,6 +24,37 @@ pub const MAX_KEY_BYTES: usize = 1024;
 pub const MAX_VALUE_BYTES: usize = 16 * 1024 * 1024;
 /// How long a storage call may take when the caller gives no deadline.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Most keys one `list` answers: a longer list is refused (list a longer prefix).
+pub const MAX_LIST_KEYS: usize = 10_000;
+
+/// What one plugin's key space may hold (`limits.storage_bytes`, `limits.storage_keys`): a key
+/// counts its key's and its value's bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StorageQuota {
+    /// Bytes of keys and values.
+    pub bytes: u64,
+    /// Keys.
+    pub keys: u64,
+}
+
+impl Default for StorageQuota {
+    /// The defaults of `limits`: 256 MiB and 100,000 keys.
+    fn default() -> Self {
+        StorageQuota {
+            bytes: 256 * 1024 * 1024,
+            keys: 100_000,
+        }
+    }
+}
+
+/// What one plugin's key space holds, as a backend counts it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KvUsage {
+    /// Keys.
+    pub keys: u64,
+    /// Bytes of keys and values.
+    pub bytes: u64,
+}
 
 /// Where plugins' key/value storage lives. The core has checked the key and value sizes before
 /// a call reaches it, and bounds each call by the caller's deadline; `plugin` is the plugin's
@@ -35,10 +67,31 @@ pub trait KvBackend: Send + Sync + fmt::Debug + 'static {
     async fn set(&self, plugin: &str, key: &str, value: Vec<u8>) -> Result<(), BackendError>;
     /// Delete `key`; whether it existed.
     async fn delete(&self, plugin: &str, key: &str) -> Result<bool, BackendError>;
-    /// The keys that start with `prefix` (literally: no wildcards), sorted.
-    async fn list(&self, plugin: &str, prefix: &str) -> Result<Vec<String>, BackendError>;
+    /// The first `limit` keys that start with `prefix` (literally: no wildcards), sorted.
+    async fn list(
+        &self,
+        plugin: &str,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<String>, BackendError>;
     /// Delete every key of `plugin`.
     async fn clear(&self, plugin: &str) -> Result<(), BackendError>;
+    /// The length of `key`'s value, if it has one (without reading the value, where the engine
+    /// can).
+    async fn value_len(&self, plugin: &str, key: &str) -> Result<Option<u64>, BackendError>;
+    /// What `plugin`'s key space holds: read once per key space, then kept up to date by the
+    /// core.
+    async fn usage(&self, plugin: &str) -> Result<KvUsage, BackendError>;
+}
+
+/// The quota of one key space and what it holds: shared by every handle on the key space, so
+/// that writes through any of them are counted once. Writes are counted one at a time (the
+/// lock), which is what makes the count exact.
+#[derive(Debug)]
+struct Metered {
+    quota: StorageQuota,
+    /// `None` until the first write reads the usage from the backend.
+    usage: tokio::sync::Mutex<Option<KvUsage>>,
 }
 
 /// One plugin's key space: what a plugin (or the host on its behalf) holds. Cheap to clone.
@@ -60,6 +113,7 @@ pub struct PluginStore {
     plugin: Arc<str>,
     backend: Arc<dyn KvBackend>,
     timeout: Duration,
+    metered: Arc<Metered>,
 }
 
 impl fmt::Debug for PluginStore {
@@ -68,6 +122,7 @@ impl fmt::Debug for PluginStore {
             .field("plugin", &self.plugin)
             .field("backend", &self.backend)
             .field("timeout", &self.timeout)
+            .field("quota", &self.metered.quota)
             .finish()
     }
 }
@@ -83,13 +138,46 @@ fn check_key(key: &str) -> Result<(), HostError> {
 }
 
 impl PluginStore {
-    /// The key space of `plugin` in `backend`.
+    /// The key space of `plugin` in `backend`, under the default [`StorageQuota`].
     pub fn new(plugin: &str, backend: Arc<dyn KvBackend>) -> PluginStore {
+        PluginStore::with_quota(plugin, backend, StorageQuota::default())
+    }
+
+    /// The key space of `plugin` in `backend`, under `quota`. Keep one handle per key space
+    /// (clones share the count): two handles made separately each count only their own writes.
+    pub fn with_quota(plugin: &str, backend: Arc<dyn KvBackend>, quota: StorageQuota) -> Self {
         PluginStore {
             plugin: Arc::from(plugin),
             backend,
             timeout: DEFAULT_TIMEOUT,
+            metered: Arc::new(Metered {
+                quota,
+                usage: tokio::sync::Mutex::new(None),
+            }),
         }
+    }
+
+    /// Its quota.
+    pub fn quota(&self) -> StorageQuota {
+        self.metered.quota
+    }
+
+    /// What it holds: keys and bytes, as counted by the backend.
+    pub async fn usage(&self) -> Result<KvUsage, HostError> {
+        let mut usage = self.metered.usage.lock().await;
+        self.counted(&mut usage).await
+    }
+
+    /// The usage under the lock, read from the backend the first time.
+    async fn counted(&self, usage: &mut Option<KvUsage>) -> Result<KvUsage, HostError> {
+        if let Some(u) = *usage {
+            return Ok(u);
+        }
+        let u = self
+            .bounded("usage", self.backend.usage(&self.plugin))
+            .await?;
+        *usage = Some(u);
+        Ok(u)
     }
 
     /// The same key space, each call limited to `timeout` (never longer than this handle's):
@@ -123,7 +211,9 @@ impl PluginStore {
             .await
     }
 
-    /// Write a value (at most [`MAX_VALUE_BYTES`]).
+    /// Write a value (at most [`MAX_VALUE_BYTES`]), within the quota: a write that would take
+    /// the key space over its bytes or keys is refused ("storage quota
+    /// exceeded", [`HostError::OverLimit`]) and changes nothing. Replacing a value counts only the difference.
     pub async fn set(&self, key: &str, value: &[u8]) -> Result<(), HostError> {
         check_key(key)?;
         if value.len() > MAX_VALUE_BYTES {
@@ -132,27 +222,85 @@ impl PluginStore {
                 value.len()
             )));
         }
+        let mut usage = self.metered.usage.lock().await;
+        let held = self.counted(&mut usage).await?;
+        let old = self
+            .bounded("set", self.backend.value_len(&self.plugin, key))
+            .await?;
+        let entry = |len: u64| key.len() as u64 + len;
+        let after = KvUsage {
+            keys: held.keys + u64::from(old.is_none()),
+            bytes: (held.bytes + entry(value.len() as u64)).saturating_sub(old.map_or(0, entry)),
+        };
+        let quota = self.metered.quota;
+        // Only growth is refused: a plugin over a quota lowered since can still shrink.
+        if (after.bytes > quota.bytes && after.bytes > held.bytes)
+            || (after.keys > quota.keys && after.keys > held.keys)
+        {
+            return Err(HostError::OverLimit {
+                limit: "limits.storage_bytes",
+                message: format!(
+                    "storage quota exceeded: plugin '{}' holds {} keys of {} bytes; this write would make it {} keys of {} bytes, over its limits of {} keys and {} bytes (limits.storage_keys, limits.storage_bytes)",
+                    self.plugin,
+                    held.keys,
+                    held.bytes,
+                    after.keys,
+                    after.bytes,
+                    quota.keys,
+                    quota.bytes
+                ),
+            });
+        }
         self.bounded("set", self.backend.set(&self.plugin, key, value.to_vec()))
-            .await
+            .await?;
+        *usage = Some(after);
+        Ok(())
     }
 
     /// Delete a key; true when it existed.
     pub async fn delete(&self, key: &str) -> Result<bool, HostError> {
         check_key(key)?;
-        self.bounded("delete", self.backend.delete(&self.plugin, key))
-            .await
+        let mut usage = self.metered.usage.lock().await;
+        let held = self.counted(&mut usage).await?;
+        let old = self
+            .bounded("delete", self.backend.value_len(&self.plugin, key))
+            .await?;
+        let existed = self
+            .bounded("delete", self.backend.delete(&self.plugin, key))
+            .await?;
+        if let Some(len) = old.filter(|_| existed) {
+            *usage = Some(KvUsage {
+                keys: held.keys.saturating_sub(1),
+                bytes: held.bytes.saturating_sub(key.len() as u64 + len),
+            });
+        }
+        Ok(existed)
     }
 
-    /// Keys that start with `prefix` (literally), sorted.
+    /// Keys that start with `prefix` (literally), sorted; more than [`MAX_LIST_KEYS`] of them
+    /// is refused ([`HostError::Invalid`]): list a longer prefix.
     pub async fn list(&self, prefix: &str) -> Result<Vec<String>, HostError> {
-        self.bounded("list", self.backend.list(&self.plugin, prefix))
-            .await
+        let keys = self
+            .bounded(
+                "list",
+                self.backend.list(&self.plugin, prefix, MAX_LIST_KEYS + 1),
+            )
+            .await?;
+        if keys.len() > MAX_LIST_KEYS {
+            return Err(HostError::Invalid(format!(
+                "storage.list: more than {MAX_LIST_KEYS} keys start with {prefix:?}; list a longer prefix"
+            )));
+        }
+        Ok(keys)
     }
 
     /// Delete every key.
     pub async fn clear(&self) -> Result<(), HostError> {
+        let mut usage = self.metered.usage.lock().await;
         self.bounded("clear", self.backend.clear(&self.plugin))
-            .await
+            .await?;
+        *usage = Some(KvUsage::default());
+        Ok(())
     }
 }
 
@@ -193,12 +341,18 @@ impl KvBackend for MemoryKv {
         Ok(self.space(plugin).lock().remove(key).is_some())
     }
 
-    async fn list(&self, plugin: &str, prefix: &str) -> Result<Vec<String>, BackendError> {
+    async fn list(
+        &self,
+        plugin: &str,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<String>, BackendError> {
         Ok(self
             .space(plugin)
             .lock()
             .range(prefix.to_string()..)
             .take_while(|(k, _)| k.starts_with(prefix))
+            .take(limit)
             .map(|(k, _)| k.clone())
             .collect())
     }
@@ -206,6 +360,19 @@ impl KvBackend for MemoryKv {
     async fn clear(&self, plugin: &str) -> Result<(), BackendError> {
         self.space(plugin).lock().clear();
         Ok(())
+    }
+
+    async fn value_len(&self, plugin: &str, key: &str) -> Result<Option<u64>, BackendError> {
+        Ok(self.space(plugin).lock().get(key).map(|v| v.len() as u64))
+    }
+
+    async fn usage(&self, plugin: &str) -> Result<KvUsage, BackendError> {
+        let space = self.space(plugin);
+        let space = space.lock();
+        Ok(KvUsage {
+            keys: space.len() as u64,
+            bytes: space.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum(),
+        })
     }
 }
 
@@ -220,7 +387,46 @@ pub mod conformance {
         key_spaces_are_separate(backend.clone()).await;
         values_are_bytes_and_replace(backend.clone()).await;
         list_is_literal_and_sorted(backend.clone()).await;
+        usage_is_counted_and_the_quota_holds(backend.clone()).await;
         clear_empties_one_plugin(backend).await;
+    }
+
+    async fn usage_is_counted_and_the_quota_holds(backend: Arc<dyn KvBackend>) {
+        let quota = StorageQuota {
+            bytes: 100,
+            keys: 3,
+        };
+        let s = PluginStore::with_quota("conformance-quota", backend.clone(), quota);
+        s.set("a", &[1; 40]).await.unwrap();
+        s.set("b", &[2; 40]).await.unwrap();
+        assert_eq!(s.usage().await.unwrap(), KvUsage { keys: 2, bytes: 82 });
+        let e = s.set("c", &[3; 40]).await.unwrap_err();
+        assert!(
+            matches!(&e, HostError::OverLimit { message, .. } if message.starts_with("storage quota exceeded")),
+            "{e}"
+        );
+        assert_eq!(
+            s.get("c").await.unwrap(),
+            None,
+            "a refused write changes nothing"
+        );
+        s.set("a", &[1; 10]).await.unwrap();
+        s.set("c", &[3; 10]).await.unwrap();
+        assert_eq!(s.usage().await.unwrap(), KvUsage { keys: 3, bytes: 63 });
+        assert!(
+            s.set("d", b"").await.is_err(),
+            "the key count is a quota too"
+        );
+        assert!(s.delete("c").await.unwrap());
+        s.set("d", b"").await.unwrap();
+        // A fresh handle reads the same usage from the backend.
+        let again = PluginStore::with_quota("conformance-quota", backend.clone(), quota);
+        assert_eq!(again.usage().await.unwrap(), KvUsage { keys: 3, bytes: 53 });
+        // list is bounded by the backend, not after the fact.
+        let keys = backend.list("conformance-quota", "", 2).await.unwrap();
+        assert_eq!(keys, ["a", "b"]);
+        again.clear().await.unwrap();
+        assert_eq!(again.usage().await.unwrap(), KvUsage::default());
     }
 
     async fn key_spaces_are_separate(backend: Arc<dyn KvBackend>) {
@@ -301,6 +507,19 @@ mod tests {
         assert!(matches!(s.set("k", &big).await, Err(HostError::Invalid(_))));
     }
 
+    #[tokio::test]
+    async fn a_list_longer_than_the_cap_is_refused() {
+        let s = PluginStore::new("p", Arc::new(MemoryKv::default()));
+        for i in 0..=MAX_LIST_KEYS {
+            s.set(&format!("k{i:05}"), b"").await.unwrap();
+        }
+        s.set("other", b"").await.unwrap();
+        let e = s.list("k").await.unwrap_err().to_string();
+        assert!(e.contains("more than 10000 keys start with \"k\""), "{e}");
+        assert_eq!(s.list("k0000").await.unwrap().len(), 10);
+        assert_eq!(s.list("o").await.unwrap(), ["other"]);
+    }
+
     /// A backend that never answers: the caller's deadline holds.
     #[derive(Debug)]
     struct Stuck;
@@ -316,10 +535,16 @@ mod tests {
         async fn delete(&self, _: &str, _: &str) -> Result<bool, BackendError> {
             std::future::pending().await
         }
-        async fn list(&self, _: &str, _: &str) -> Result<Vec<String>, BackendError> {
+        async fn list(&self, _: &str, _: &str, _: usize) -> Result<Vec<String>, BackendError> {
             std::future::pending().await
         }
         async fn clear(&self, _: &str) -> Result<(), BackendError> {
+            std::future::pending().await
+        }
+        async fn value_len(&self, _: &str, _: &str) -> Result<Option<u64>, BackendError> {
+            std::future::pending().await
+        }
+        async fn usage(&self, _: &str) -> Result<KvUsage, BackendError> {
             std::future::pending().await
         }
     }

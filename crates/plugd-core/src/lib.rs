@@ -49,6 +49,7 @@ mod host_config;
 mod kv;
 mod loaded;
 mod loader;
+mod logs;
 mod metrics;
 mod order;
 mod outbound;
@@ -66,7 +67,7 @@ mod watch;
 pub use access::RequestAccess;
 pub use admission::{Admission, Admitted, NoAdmission, Refused};
 pub use assets::content_type;
-pub use audit::{AUDIT_CAPACITY, AuditEntry, AuditLog, Auditor};
+pub use audit::{AUDIT_CAPACITY, AuditEntry, AuditLog, Auditor, MAX_AUDIT_DETAIL_BYTES};
 pub use cache::{
     CacheBackend, CacheQuota, CacheSetError, MAX_BYTES_PER_PLUGIN, MAX_ENTRIES_PER_PLUGIN,
     MemoryCache, PluginCache,
@@ -81,8 +82,8 @@ pub use database::{
 pub use dispatch::{DispatchTable, Dispatcher};
 pub use error::{BackendError, BoxError, HostError, LoadError, PluginError};
 pub use events::{
-    BoxFuture, Deliver, Event, EventBus, EventTransport, Inbox, MemoryHub, Publisher,
-    QUEUE_CAPACITY, SubscriptionInfo, topic_matches,
+    BoxFuture, Deliver, Event, EventBus, EventTransport, Inbox, MAX_PAYLOAD_BYTES, MemoryHub,
+    Publisher, QUEUE_BYTES, QUEUE_CAPACITY, SubscriptionInfo, topic_matches,
 };
 pub use exchange::{
     Exchange, FRAMING_HEADERS, Identity, InvalidResponse, MAX_HEADER_BYTES, MAX_HEADER_VALUE_BYTES,
@@ -97,10 +98,18 @@ pub use host::{
 };
 pub use host::{HealthSummary, PluginSummary};
 pub use host_config::HostConfigView;
-pub use kv::{KvBackend, MAX_KEY_BYTES, MAX_VALUE_BYTES, MemoryKv, PluginStore};
+pub use kv::{
+    KvBackend, KvUsage, MAX_KEY_BYTES, MAX_LIST_KEYS, MAX_VALUE_BYTES, MemoryKv, PluginStore,
+    StorageQuota,
+};
 pub use loader::{Loader, LoaderContext};
+pub use logs::{
+    LogLevel, LogLimits, MAX_FIELD_NAME_BYTES, MAX_FIELD_VALUE_BYTES, MAX_FIELDS,
+    MAX_MESSAGE_BYTES, MAX_OUTPUT_LINE_BYTES, OutputLines, OutputStream, PluginLog,
+};
 pub use metrics::{
-    BUCKETS_MS, DurationHistogram, MAX_SERIES_PER_PLUGIN, MetricSample, PluginMetrics,
+    BUCKETS_MS, DurationHistogram, MAX_LABEL_VALUE_BYTES, MAX_LABELS, MAX_SERIES_PER_PLUGIN,
+    MetricSample, PluginMetrics,
 };
 pub use order::{OrderError, OrderNode, dependency_graph, order_nodes, start_order};
 pub use outbound::{
@@ -110,10 +119,14 @@ pub use outbound::{
 pub use plugin::{Action, InitContext, Plugin, Resources};
 pub use private::{FileError, make_private_dir};
 pub use registrations::{
-    MIN_TIMER_INTERVAL, MiddlewareReg, Registrations, RouteOptions, RouteReg, glob_matches,
+    MAX_GLOB_BYTES, MAX_GLOBS, MAX_MIDDLEWARE, MAX_ROUTE_BYTES, MAX_ROUTES, MAX_SUBSCRIPTIONS,
+    MAX_TIMERS, MIN_TIMER_INTERVAL, MiddlewareReg, Registrations, RouteOptions, RouteReg,
+    glob_matches,
 };
 pub use services::Services;
-pub use state::{DisabledBy, ErrorRecord, HookMetrics, Phase, PluginState, Status};
+pub use state::{
+    DisabledBy, ErrorRecord, HookMetrics, MAX_ERROR_BYTES, Phase, PluginState, Status,
+};
 pub use status::{
     MemoryStatus, MetricEvent, PluginStatus, StatusBatch, StatusReport, StatusSink,
     events_by_plugin,

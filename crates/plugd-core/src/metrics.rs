@@ -52,6 +52,10 @@ impl DurationHistogram {
 
 /// Series one plugin may record about itself.
 pub const MAX_SERIES_PER_PLUGIN: usize = 1000;
+/// Most labels on one series.
+pub const MAX_LABELS: usize = 8;
+/// Longest label value, bytes: every value is rendered on every scrape.
+pub const MAX_LABEL_VALUE_BYTES: usize = 256;
 
 #[derive(Debug, Clone, PartialEq)]
 enum Value {
@@ -113,11 +117,29 @@ fn check(name: &str, labels: &[(String, String)]) -> Result<(), HostError> {
             "invalid metric name {name:?}: use [a-z_][a-z0-9_]*, at most 64 characters"
         )));
     }
-    for (k, _) in labels {
+    if labels.len() > MAX_LABELS {
+        return Err(HostError::OverLimit {
+            limit: "metrics.max_labels",
+            message: format!(
+                "metric '{name}' has {} labels: at most {MAX_LABELS}",
+                labels.len()
+            ),
+        });
+    }
+    for (k, v) in labels {
         if !valid_name(k) || k == "plugin" || k == "le" {
             return Err(HostError::Invalid(format!(
                 "invalid metric label {k:?}: use [a-z_][a-z0-9_]*, not 'plugin' or 'le'"
             )));
+        }
+        if v.len() > MAX_LABEL_VALUE_BYTES {
+            return Err(HostError::OverLimit {
+                limit: "metrics.max_label_value_bytes",
+                message: format!(
+                    "metric '{name}': the value of label '{k}' is {} bytes, at most {MAX_LABEL_VALUE_BYTES}",
+                    v.len()
+                ),
+            });
         }
     }
     Ok(())
@@ -138,9 +160,12 @@ impl PluginMetrics {
         let key = (name.to_string(), labels);
         if !series.contains_key(&key) {
             if series.len() >= MAX_SERIES_PER_PLUGIN {
-                return Err(HostError::Invalid(format!(
-                    "a plugin may record at most {MAX_SERIES_PER_PLUGIN} metric series"
-                )));
+                return Err(HostError::OverLimit {
+                    limit: "metrics.max_series",
+                    message: format!(
+                        "a plugin may record at most {MAX_SERIES_PER_PLUGIN} metric series"
+                    ),
+                });
             }
             // One name, one type: a counter cannot become a gauge.
             let new = make();
@@ -381,6 +406,20 @@ mod tests {
             out.contains("plugd_plugin_my_plugin_size_bucket{plugin=\"my-plugin\",le=\"+Inf\"} 1"),
             "{out}"
         );
+    }
+
+    #[test]
+    fn labels_are_capped_in_count_and_size() {
+        let m = PluginMetrics::default();
+        let long = vec![("k".to_string(), "v".repeat(MAX_LABEL_VALUE_BYTES + 1))];
+        let e = m.counter_add("c", 1.0, &long).unwrap_err();
+        assert!(matches!(e, HostError::OverLimit { .. }), "{e}");
+        let many: Vec<_> = (0..=MAX_LABELS)
+            .map(|i| (format!("l{i}"), "v".to_string()))
+            .collect();
+        assert!(m.counter_add("c", 1.0, &many).is_err());
+        let fits = vec![("k".to_string(), "v".repeat(MAX_LABEL_VALUE_BYTES))];
+        m.counter_add("c", 1.0, &fits).unwrap();
     }
 
     #[test]

@@ -316,6 +316,15 @@ impl<'a> InitContext<'a> {
         }
         for route in other.routes {
             if !self.registrations.routes.contains(&route) {
+                if self.registrations.routes.len() >= crate::registrations::MAX_ROUTES {
+                    return Err(HostError::OverLimit {
+                        limit: "registrations",
+                        message: format!(
+                            "a plugin may register at most {} routes",
+                            crate::registrations::MAX_ROUTES
+                        ),
+                    });
+                }
                 self.registrations.routes.push(route);
             }
         }

@@ -10,6 +10,28 @@ use crate::error::HostError;
 
 /// The shortest timer interval accepted.
 pub const MIN_TIMER_INTERVAL: std::time::Duration = std::time::Duration::from_millis(10);
+/// Most routes of one plugin.
+pub const MAX_ROUTES: usize = 1_000;
+/// Longest route pattern, bytes.
+pub const MAX_ROUTE_BYTES: usize = 1024;
+/// Most middleware of one plugin.
+pub const MAX_MIDDLEWARE: usize = 64;
+/// Most globs of one middleware.
+pub const MAX_GLOBS: usize = 32;
+/// Longest glob, bytes: every glob is matched against every request's path.
+pub const MAX_GLOB_BYTES: usize = 256;
+/// Most timers of one plugin.
+pub const MAX_TIMERS: usize = 64;
+/// Most subscriptions of one plugin.
+pub const MAX_SUBSCRIPTIONS: usize = 256;
+
+/// A registration past one of the caps above.
+fn too_many(what: &str, max: usize) -> HostError {
+    HostError::OverLimit {
+        limit: "registrations",
+        message: format!("a plugin may register at most {max} {what}"),
+    }
+}
 
 /// Options of a route.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -120,6 +142,9 @@ impl Registrations {
             )));
         }
         if !self.subscriptions.iter().any(|s| s == topic) {
+            if self.subscriptions.len() >= MAX_SUBSCRIPTIONS {
+                return Err(too_many("subscriptions", MAX_SUBSCRIPTIONS));
+            }
             self.subscriptions.push(topic.to_string());
         }
         Ok(())
@@ -135,10 +160,24 @@ impl Registrations {
         if !granted.contains(&Permission::Router) {
             return Err(HostError::permission_denied(plugin, Permission::Router));
         }
-        if middleware.name.is_empty() {
-            return Err(HostError::Invalid(
-                "middleware name must not be empty".into(),
-            ));
+        if middleware.name.is_empty() || middleware.name.len() > 64 {
+            return Err(HostError::Invalid(format!(
+                "middleware name must be 1 to 64 bytes: {:?}",
+                crate::logs::clean(&middleware.name, 80)
+            )));
+        }
+        if middleware.routes.len() > MAX_GLOBS {
+            return Err(too_many("globs per middleware", MAX_GLOBS));
+        }
+        if let Some(g) = middleware.routes.iter().find(|g| g.len() > MAX_GLOB_BYTES) {
+            return Err(HostError::OverLimit {
+                limit: "registrations",
+                message: format!(
+                    "middleware '{}': a glob of {} bytes is over the {MAX_GLOB_BYTES}-byte limit",
+                    middleware.name,
+                    g.len()
+                ),
+            });
         }
         match self.middleware.iter().find(|m| m.name == middleware.name) {
             Some(m) if *m == middleware => Ok(()),
@@ -146,6 +185,9 @@ impl Registrations {
                 "middleware '{}' is already registered",
                 middleware.name
             ))),
+            None if self.middleware.len() >= MAX_MIDDLEWARE => {
+                Err(too_many("middleware", MAX_MIDDLEWARE))
+            }
             None => {
                 self.middleware.push(middleware);
                 Ok(())
@@ -198,6 +240,7 @@ impl Registrations {
             Some((_, e)) => Err(HostError::Invalid(format!(
                 "timer '{name}' is already registered every {e:?}"
             ))),
+            None if self.timers.len() >= MAX_TIMERS => Err(too_many("timers", MAX_TIMERS)),
             None => {
                 self.timers.push((name.to_string(), every));
                 Ok(())
@@ -219,6 +262,18 @@ impl Registrations {
         }
         let method = Method::from_bytes(method.to_ascii_uppercase().as_bytes())
             .map_err(|_| HostError::Invalid(format!("invalid method: {method:?}")))?;
+        if path.len() > MAX_ROUTE_BYTES {
+            return Err(HostError::OverLimit {
+                limit: "registrations",
+                message: format!(
+                    "a route path of {} bytes is over the {MAX_ROUTE_BYTES}-byte limit",
+                    path.len()
+                ),
+            });
+        }
+        if self.routes.len() >= MAX_ROUTES {
+            return Err(too_many("routes", MAX_ROUTES));
+        }
         if !path.starts_with('/')
             || path.contains("//")
             || path.contains("..")
@@ -243,5 +298,74 @@ impl Registrations {
             options,
         });
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registrations_are_capped() {
+        let granted: BTreeSet<Permission> = [Permission::Router].into();
+        let mut r = Registrations::default();
+        for i in 0..MAX_ROUTES {
+            r.add_route(
+                "p",
+                &granted,
+                "GET",
+                &format!("/r{i}"),
+                RouteOptions::default(),
+            )
+            .unwrap();
+        }
+        let e = r
+            .add_route("p", &granted, "GET", "/one-more", RouteOptions::default())
+            .unwrap_err();
+        assert!(matches!(e, HostError::OverLimit { .. }), "{e}");
+        let long = format!("/{}", "a".repeat(MAX_ROUTE_BYTES));
+        let mut r = Registrations::default();
+        assert!(
+            r.add_route("p", &granted, "GET", &long, RouteOptions::default())
+                .is_err()
+        );
+
+        let mw = |name: String, routes: Vec<String>| MiddlewareReg {
+            name,
+            priority: 0,
+            routes,
+        };
+        for i in 0..MAX_MIDDLEWARE {
+            r.add_middleware("p", &granted, mw(format!("m{i}"), vec![]))
+                .unwrap();
+        }
+        assert!(
+            r.add_middleware("p", &granted, mw("x".into(), vec![]))
+                .is_err()
+        );
+        let mut r = Registrations::default();
+        let globs = vec!["/a/*".to_string(); MAX_GLOBS + 1];
+        assert!(
+            r.add_middleware("p", &granted, mw("g".into(), globs))
+                .is_err()
+        );
+        let glob = vec![format!("/{}", "*a".repeat(MAX_GLOB_BYTES))];
+        assert!(
+            r.add_middleware("p", &granted, mw("g".into(), glob))
+                .is_err()
+        );
+
+        for i in 0..MAX_TIMERS {
+            r.add_timer(&format!("t{i}"), MIN_TIMER_INTERVAL).unwrap();
+        }
+        assert!(r.add_timer("one-more", MIN_TIMER_INTERVAL).is_err());
+        let topics: Vec<String> = (0..=MAX_SUBSCRIPTIONS).map(|i| format!("t.{i}")).collect();
+        for t in &topics[..MAX_SUBSCRIPTIONS] {
+            r.add_subscription("p", &topics, t).unwrap();
+        }
+        assert!(
+            r.add_subscription("p", &topics, &topics[MAX_SUBSCRIPTIONS])
+                .is_err()
+        );
     }
 }

@@ -191,6 +191,9 @@ pub enum DisabledBy {
     ErrorThreshold = 2,
 }
 
+/// Longest last error kept, bytes (the rest is cut, and the cut said).
+pub const MAX_ERROR_BYTES: usize = 4 * 1024;
+
 /// The live state of one plugin: read on the request path without locks.
 #[derive(Debug)]
 pub struct PluginState {
@@ -217,6 +220,8 @@ pub struct PluginState {
     pub(crate) disable_handled: AtomicBool,
     /// Where threshold actions and failures are reported to the host's supervisor task.
     notices: OnceLock<tokio::sync::mpsc::Sender<Notice>>,
+    /// Its log stream (rate, caps, the dropped-lines counter).
+    log: crate::logs::PluginLog,
 }
 
 impl Default for PluginState {
@@ -230,6 +235,7 @@ impl PluginState {
     pub fn new(name: &str) -> Self {
         PluginState {
             name: name.to_string(),
+            log: crate::logs::PluginLog::new(name, crate::logs::LogLimits::default()),
             status: AtomicU8::new(Status::Unloaded as u8),
             phase: AtomicU8::new(Phase::Idle as u8),
             error_count: AtomicU64::new(0),
@@ -286,7 +292,8 @@ impl PluginState {
     pub fn record_error(&self, message: impl Into<String>) {
         self.error_count.fetch_add(1, Ordering::Relaxed);
         *self.last_error.lock() = Some(ErrorRecord {
-            message: message.into(),
+            // A guest's text: kept, but not without bound.
+            message: crate::logs::cut(message.into(), MAX_ERROR_BYTES),
             at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
         });
         let Some(crossing) = self.threshold.record(Instant::now()) else {
@@ -420,6 +427,11 @@ impl PluginState {
     /// Set the CPU budget (percent of one core; `None`: unmetered).
     pub fn set_cpu_budget(&self, percent: Option<u8>) {
         self.cpu.set_budget(percent);
+    }
+
+    /// Its log stream: what its `log` calls and its stdout/stderr go through.
+    pub fn log(&self) -> &crate::logs::PluginLog {
+        &self.log
     }
 
     /// `Some` while the plugin is throttled for going over its CPU budget. Lock-free; one atomic

@@ -623,6 +623,36 @@ pub struct Limits {
     #[serde(deserialize_with = "de_byte_size")]
     #[schemars(with = "ByteSize")]
     pub max_response_bytes: u64,
+    /// Bytes of key/value storage the plugin may hold (keys and values), default 256 MiB.
+    #[serde(deserialize_with = "de_byte_size")]
+    #[schemars(with = "ByteSize")]
+    pub storage_bytes: u64,
+    /// Keys of key/value storage the plugin may hold, default 100,000.
+    pub storage_keys: u64,
+    /// Bytes under the plugin's `/data` directory (`filesystem`), default 256 MiB.
+    #[serde(deserialize_with = "de_byte_size")]
+    #[schemars(with = "ByteSize")]
+    pub disk_bytes: u64,
+    /// Files and directories under the plugin's `/data` directory, default 10,000.
+    pub disk_files: u64,
+    /// Files and directories one instance may hold open at once, default 256.
+    pub open_files: u32,
+    /// Bytes of events waiting in each of the plugin's subscription queues, default 16 MiB
+    /// (the queue also holds at most 1,024 events).
+    #[serde(deserialize_with = "de_byte_size")]
+    #[schemars(with = "ByteSize")]
+    pub event_queue_bytes: u64,
+    /// Log lines per second the plugin may write (its `log` calls and its stdout/stderr lines),
+    /// default 100; lines over the rate are dropped and counted.
+    pub log_lines_per_second: u32,
+    /// Log bytes per second, default 64 KiB.
+    #[serde(deserialize_with = "de_byte_size")]
+    #[schemars(with = "ByteSize")]
+    pub log_bytes_per_second: u64,
+    /// Seconds of the log rates a quiet plugin may save up and spend at once, default 5.
+    pub log_burst_seconds: u32,
+    /// Audit entries of this plugin the audit log keeps (its share of the log), default 1,000.
+    pub audit_entries: u32,
 }
 
 /// Default of [`Limits::max_response_bytes`].
@@ -638,6 +668,16 @@ impl Default for Limits {
             max_cpu_percent: None,
             fuel: None,
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            storage_bytes: 256 * 1024 * 1024,
+            storage_keys: 100_000,
+            disk_bytes: 256 * 1024 * 1024,
+            disk_files: 10_000,
+            open_files: 256,
+            event_queue_bytes: 16 * 1024 * 1024,
+            log_lines_per_second: 100,
+            log_bytes_per_second: 64 * 1024,
+            log_burst_seconds: 5,
+            audit_entries: 1_000,
         }
     }
 }
@@ -663,6 +703,16 @@ impl Limits {
             max_cpu_percent: o.max_cpu_percent.or(self.max_cpu_percent),
             fuel: o.fuel.or(self.fuel),
             max_response_bytes: o.max_response_bytes.unwrap_or(self.max_response_bytes),
+            storage_bytes: o.storage_bytes.unwrap_or(self.storage_bytes),
+            storage_keys: o.storage_keys.unwrap_or(self.storage_keys),
+            disk_bytes: o.disk_bytes.unwrap_or(self.disk_bytes),
+            disk_files: o.disk_files.unwrap_or(self.disk_files),
+            open_files: o.open_files.unwrap_or(self.open_files),
+            event_queue_bytes: o.event_queue_bytes.unwrap_or(self.event_queue_bytes),
+            log_lines_per_second: o.log_lines_per_second.unwrap_or(self.log_lines_per_second),
+            log_bytes_per_second: o.log_bytes_per_second.unwrap_or(self.log_bytes_per_second),
+            log_burst_seconds: o.log_burst_seconds.unwrap_or(self.log_burst_seconds),
+            audit_entries: o.audit_entries.unwrap_or(self.audit_entries),
         }
     }
 }
@@ -697,6 +747,34 @@ pub struct LimitsOverride {
     #[serde(deserialize_with = "de_opt_byte_size")]
     #[schemars(with = "Option<ByteSize>")]
     pub max_response_bytes: Option<u64>,
+    /// See [`Limits::storage_bytes`].
+    #[serde(deserialize_with = "de_opt_byte_size")]
+    #[schemars(with = "Option<ByteSize>")]
+    pub storage_bytes: Option<u64>,
+    /// See [`Limits::storage_keys`].
+    pub storage_keys: Option<u64>,
+    /// See [`Limits::disk_bytes`].
+    #[serde(deserialize_with = "de_opt_byte_size")]
+    #[schemars(with = "Option<ByteSize>")]
+    pub disk_bytes: Option<u64>,
+    /// See [`Limits::disk_files`].
+    pub disk_files: Option<u64>,
+    /// See [`Limits::open_files`].
+    pub open_files: Option<u32>,
+    /// See [`Limits::event_queue_bytes`].
+    #[serde(deserialize_with = "de_opt_byte_size")]
+    #[schemars(with = "Option<ByteSize>")]
+    pub event_queue_bytes: Option<u64>,
+    /// See [`Limits::log_lines_per_second`].
+    pub log_lines_per_second: Option<u32>,
+    /// See [`Limits::log_bytes_per_second`].
+    #[serde(deserialize_with = "de_opt_byte_size")]
+    #[schemars(with = "Option<ByteSize>")]
+    pub log_bytes_per_second: Option<u64>,
+    /// See [`Limits::log_burst_seconds`].
+    pub log_burst_seconds: Option<u32>,
+    /// See [`Limits::audit_entries`].
+    pub audit_entries: Option<u32>,
 }
 
 /// `plugins.pool`: wasmtime's pooling allocator, from which wasm instances are allocated.

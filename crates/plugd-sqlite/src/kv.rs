@@ -16,7 +16,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use parking_lot::{Mutex, RwLock};
-use plugd_core::{BackendError, KvBackend};
+use plugd_core::{BackendError, KvBackend, KvUsage};
 use rusqlite::{Connection, InterruptHandle, OptionalExtension, params};
 
 /// How many plugins' files stay open at once; past it the least recently used idle one is
@@ -256,14 +256,48 @@ impl KvBackend for SqliteKv {
         .await
     }
 
-    async fn list(&self, plugin: &str, prefix: &str) -> Result<Vec<String>, BackendError> {
+    async fn list(
+        &self,
+        plugin: &str,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<String>, BackendError> {
         let prefix = prefix.to_string();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.run(plugin, move |c| {
             c.prepare_cached(
-                "SELECT key FROM kv WHERE substr(key, 1, length(?1)) = ?1 ORDER BY key",
+                "SELECT key FROM kv WHERE substr(key, 1, length(?1)) = ?1 ORDER BY key LIMIT ?2",
             )?
-            .query_map([prefix], |r| r.get(0))?
+            .query_map(params![prefix, limit], |r| r.get(0))?
             .collect()
+        })
+        .await
+    }
+
+    async fn value_len(&self, plugin: &str, key: &str) -> Result<Option<u64>, BackendError> {
+        let key = key.to_string();
+        self.run(plugin, move |c| {
+            c.prepare_cached("SELECT length(value) FROM kv WHERE key = ?1")?
+                .query_row([key], |r| r.get::<_, i64>(0))
+                .optional()
+                .map(|n| n.map(|n| n.max(0) as u64))
+        })
+        .await
+    }
+
+    async fn usage(&self, plugin: &str) -> Result<KvUsage, BackendError> {
+        self.run(plugin, |c| {
+            // Bytes, not characters: a key is counted as the core counts it (UTF-8 length).
+            c.query_row(
+                "SELECT count(*), coalesce(sum(length(CAST(key AS BLOB)) + length(value)), 0) FROM kv",
+                [],
+                |r| {
+                    Ok(KvUsage {
+                        keys: r.get::<_, i64>(0)?.max(0) as u64,
+                        bytes: r.get::<_, i64>(1)?.max(0) as u64,
+                    })
+                },
+            )
         })
         .await
     }

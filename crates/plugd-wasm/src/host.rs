@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use parking_lot::RwLock;
 use plugd_core::{
     Capabilities, CommandOutput, Exchange, HookType, HostError, Identity, IncomingResponse,
-    MiddlewareReg, OutgoingRequest, Permission, PluginCache, PluginMetrics, PluginStore, Publisher,
-    Registrations, RouteOptions, Rows, Services, SqlValue, Statement,
+    LogLevel, MiddlewareReg, OutgoingRequest, Permission, PluginCache, PluginLog, PluginMetrics,
+    PluginStore, Publisher, Registrations, RouteOptions, Rows, Services, SqlValue, Statement,
 };
 use wasmtime::ResourceLimiter;
 use wasmtime::component::{Resource, ResourceTable};
@@ -38,6 +38,8 @@ pub(crate) struct Shared {
     pub(crate) capabilities: Capabilities,
     /// The largest response body it may set.
     pub(crate) max_response_bytes: usize,
+    /// Its log stream: `log` calls and its stdout/stderr.
+    pub(crate) log: PluginLog,
 }
 
 /// The data of one wasm instance's store.
@@ -146,7 +148,9 @@ pub(crate) fn to_wit(e: HostError) -> types::HostError {
         HostError::Denied(m) => types::HostError::Denied(m),
         HostError::Unsupported(m) => types::HostError::Unsupported(m),
         HostError::NotFound(m) => types::HostError::NotFound(m),
-        HostError::Invalid(m) => types::HostError::Invalid(m),
+        HostError::Invalid(m) | HostError::OverLimit { message: m, .. } => {
+            types::HostError::Invalid(m)
+        }
         HostError::Failed(m) => types::HostError::Failed(m),
         // A kind of error this build of the contract has no name for.
         other => types::HostError::Failed(other.to_string()),
@@ -314,29 +318,16 @@ impl wit::http::HostExchange for InstanceState {
 
 impl wit::log::Host for InstanceState {
     fn log(&mut self, level: types::LogLevel, message: String, fields: Vec<(String, String)>) {
-        let plugin = self.shared.name.as_str();
-        // `fields="k=v k=v"` only when the plugin gave some: no empty field on every line.
-        macro_rules! emit {
-            ($level:expr) => {
-                if fields.is_empty() {
-                    tracing::event!(target: "plugin", $level, plugin, "{message}")
-                } else {
-                    let fields = fields
-                        .iter()
-                        .map(|(k, v)| format!("{k}={v}"))
-                        .collect::<Vec<_>>()
-                        .join(" ");
-                    tracing::event!(target: "plugin", $level, plugin, fields, "{message}")
-                }
-            };
-        }
-        match level {
-            types::LogLevel::Trace => emit!(tracing::Level::TRACE),
-            types::LogLevel::Debug => emit!(tracing::Level::DEBUG),
-            types::LogLevel::Info => emit!(tracing::Level::INFO),
-            types::LogLevel::Warn => emit!(tracing::Level::WARN),
-            types::LogLevel::Error => emit!(tracing::Level::ERROR),
-        }
+        // Rate-limited, capped and escaped by the plugin's log stream: a line over its rate is
+        // dropped and counted (`plugd_plugin_log_dropped_lines_total`).
+        let level = match level {
+            types::LogLevel::Trace => LogLevel::Trace,
+            types::LogLevel::Debug => LogLevel::Debug,
+            types::LogLevel::Info => LogLevel::Info,
+            types::LogLevel::Warn => LogLevel::Warn,
+            types::LogLevel::Error => LogLevel::Error,
+        };
+        self.shared.log.write(level, &message, &fields);
     }
 }
 
@@ -347,8 +338,10 @@ impl wit::metrics::Host for InstanceState {
         value: f64,
         labels: Vec<(String, String)>,
     ) -> Result<(), types::HostError> {
-        self.metrics()?
-            .counter_add(&name, value, &labels)
+        let r = self.metrics()?.counter_add(&name, value, &labels);
+        let auditor = self.shared.capabilities.auditor();
+        auditor
+            .check(r, "metrics", "metrics.counter-add")
             .map_err(to_wit)
     }
     fn gauge_set(
@@ -357,8 +350,10 @@ impl wit::metrics::Host for InstanceState {
         value: f64,
         labels: Vec<(String, String)>,
     ) -> Result<(), types::HostError> {
-        self.metrics()?
-            .gauge_set(&name, value, &labels)
+        let r = self.metrics()?.gauge_set(&name, value, &labels);
+        let auditor = self.shared.capabilities.auditor();
+        auditor
+            .check(r, "metrics", "metrics.gauge-set")
             .map_err(to_wit)
     }
     fn histogram_observe(
@@ -367,8 +362,10 @@ impl wit::metrics::Host for InstanceState {
         value: f64,
         labels: Vec<(String, String)>,
     ) -> Result<(), types::HostError> {
-        self.metrics()?
-            .histogram_observe(&name, value, &labels)
+        let r = self.metrics()?.histogram_observe(&name, value, &labels);
+        let auditor = self.shared.capabilities.auditor();
+        auditor
+            .check(r, "metrics", "metrics.histogram-observe")
             .map_err(to_wit)
     }
 }
@@ -385,7 +382,9 @@ impl wit::storage::Host for InstanceState {
         self.storage().get(&key).await.map_err(to_wit)
     }
     async fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), types::HostError> {
-        self.storage().set(&key, &value).await.map_err(to_wit)
+        let r = self.storage().set(&key, &value).await;
+        let auditor = self.shared.capabilities.auditor();
+        auditor.check(r, "storage", "storage.set").map_err(to_wit)
     }
     async fn delete(&mut self, key: String) -> Result<bool, types::HostError> {
         self.storage().delete(&key).await.map_err(to_wit)

@@ -15,6 +15,7 @@ mod contract;
 mod error;
 mod host;
 mod limits;
+mod output;
 mod plugin;
 mod runtime;
 

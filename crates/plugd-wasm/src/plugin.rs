@@ -14,8 +14,8 @@ use async_trait::async_trait;
 use parking_lot::{Mutex, RwLock};
 use plugd_core::{
     Action, AuditLog, Auditor, Capabilities, Event, Exchange, Health, HookType, InitContext,
-    Permission, Plugin, PluginCache, PluginError, PluginMetrics, PluginState, PluginStore,
-    Publisher, Registrations, Response, Services,
+    LogLimits, OutputStream, Permission, Plugin, PluginCache, PluginError, PluginLog,
+    PluginMetrics, PluginState, PluginStore, Publisher, Registrations, Response, Services,
 };
 use serde_json::{Map, Value};
 use tokio::sync::Semaphore;
@@ -26,6 +26,7 @@ use wasmtime_wasi::WasiCtxBuilder;
 use crate::bindings::{Plugin as World, PluginPre, types};
 use crate::host::{InstanceState, Shared, hook_to_wit};
 use crate::limits::{Allocator, Limiter, MAX_WASM_STACK_BYTES, Refusal, mib, response_too_large};
+use crate::output::GuestOutput;
 
 /// What the loader tells a plugin about itself.
 #[derive(Debug, Clone)]
@@ -234,6 +235,10 @@ impl WasmPlugin {
                 )
             }),
             max_response_bytes: options.max_response_bytes,
+            log: match &options.state {
+                Some(state) => state.log().clone(),
+                None => PluginLog::new(&options.name, LogLimits::default()),
+            },
         });
         WasmPlugin {
             engine,
@@ -361,7 +366,9 @@ impl WasmPlugin {
 
     async fn instantiate(&self) -> Result<Pooled, PluginError> {
         let mut wasi = WasiCtxBuilder::new();
-        wasi.inherit_stderr();
+        // Its stdout and stderr are lines of its log stream, not the host's own streams.
+        wasi.stdout(GuestOutput::new(&self.shared.log, OutputStream::Stdout));
+        wasi.stderr(GuestOutput::new(&self.shared.log, OutputStream::Stderr));
         // `filesystem`: the plugin's own files directory at /data, and nothing else.
         if let Some(dir) = self.shared.capabilities.files_dir() {
             wasi.preopened_dir(dir, "/data", wasmtime_wasi::FsPerms::ReadWrite)

@@ -182,6 +182,7 @@ impl HostBuilder {
             inner: Arc::new(Inner {
                 config,
                 kv,
+                stores: Default::default(),
                 sql: self.sql,
                 status_sink,
                 loader: self.loader,

@@ -67,11 +67,13 @@ impl Host {
 
     /// Connect a running plugin's subscriptions to the bus.
     pub(super) fn attach_subscriptions(&self, p: &Arc<Loaded>) {
+        let queue_bytes = self.plugin_limits(&p.name).event_queue_bytes;
         for topic in &p.registrations.load().subscriptions {
             let plugin = p.clone();
-            self.inner.bus.subscribe(
+            self.inner.bus.subscribe_bounded(
                 &p.name,
                 topic,
+                queue_bytes,
                 Arc::new(move |event: Event| {
                     let plugin = plugin.clone();
                     Box::pin(async move {

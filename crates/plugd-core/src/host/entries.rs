@@ -233,6 +233,12 @@ impl Host {
         state.set_error_threshold(threshold);
         state.set_supervision(supervision);
         state.set_cpu_budget(limits.max_cpu_percent);
+        state
+            .log()
+            .set_limits(crate::logs::LogLimits::from(&limits));
+        self.inner
+            .audit
+            .set_share(name, limits.audit_entries as usize);
         state.connect(self.inner.notices.clone());
         Arc::new(state)
     }

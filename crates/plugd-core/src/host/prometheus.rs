@@ -91,6 +91,34 @@ impl Host {
         }
         family(
             &mut out,
+            "plugd_plugin_log_lines_total",
+            "counter",
+            "Log lines the plugin wrote (log calls, stdout and stderr lines) that reached the host's log.",
+        );
+        for p in &plugins {
+            sample(
+                &mut out,
+                "plugd_plugin_log_lines_total",
+                &label(p),
+                p.state.log().written() as f64,
+            );
+        }
+        family(
+            &mut out,
+            "plugd_plugin_log_dropped_lines_total",
+            "counter",
+            "Log lines of the plugin dropped for going over its rate (limits.log_lines_per_second, limits.log_bytes_per_second).",
+        );
+        for p in &plugins {
+            sample(
+                &mut out,
+                "plugd_plugin_log_dropped_lines_total",
+                &label(p),
+                p.state.log().dropped() as f64,
+            );
+        }
+        family(
+            &mut out,
             "plugd_plugin_hook_execution_count",
             "counter",
             "Hook calls.",
