@@ -87,7 +87,7 @@ pub use events::{
 };
 pub use exchange::{
     Exchange, FRAMING_HEADERS, Identity, InvalidResponse, MAX_HEADER_BYTES, MAX_HEADER_VALUE_BYTES,
-    MAX_HEADERS, Refusal, Response, Stage, is_framing_header,
+    MAX_HEADERS, MAX_LOCALS, MAX_LOCALS_BYTES, Refusal, Response, Stage, is_framing_header,
 };
 pub use exec::{CommandOutput, CommandRunner, CommandSpec, Exec, RunError};
 pub use gate::{Gate, GateError, OwnedPass, Pass};

@@ -383,8 +383,7 @@ impl wit::storage::Host for InstanceState {
     }
     async fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), types::HostError> {
         let r = self.storage().set(&key, &value).await;
-        let auditor = self.shared.capabilities.auditor();
-        auditor.check(r, "storage", "storage.set").map_err(to_wit)
+        self.audited(r, "storage", "storage.set")
     }
     async fn delete(&mut self, key: String) -> Result<bool, types::HostError> {
         self.storage().delete(&key).await.map_err(to_wit)

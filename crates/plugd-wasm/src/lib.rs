@@ -12,6 +12,7 @@
 mod bindings;
 mod cache;
 mod contract;
+mod disk;
 mod error;
 mod host;
 mod limits;
@@ -20,6 +21,7 @@ mod plugin;
 mod runtime;
 
 pub use contract::{CONTRACT, GUEST_INTERFACE};
+pub use disk::FileLimits;
 pub use error::{UnknownProfiler, WasmError};
 pub use limits::Allocator;
 pub use plugin::WasmPlugin;

@@ -24,6 +24,7 @@ use wasmtime::{Engine, PoolConcurrencyLimitError, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::WasiCtxBuilder;
 
 use crate::bindings::{Plugin as World, PluginPre, types};
+use crate::disk::{DiskQuota, FileLimits};
 use crate::host::{InstanceState, Shared, hook_to_wit};
 use crate::limits::{Allocator, Limiter, MAX_WASM_STACK_BYTES, Refusal, mib, response_too_large};
 use crate::output::GuestOutput;
@@ -71,11 +72,15 @@ pub struct PluginOptions {
     /// Its gated capabilities (database, network, exec, config, filesystem); `None`: checked
     /// but not opened (a granted one answers unsupported).
     pub capabilities: Option<Capabilities>,
+    /// The quota of its files (`filesystem`) and the open handles of an instance.
+    pub files: FileLimits,
 }
 
 struct Instance {
     store: Store<InstanceState>,
     world: World,
+    /// Whether its `/data` was preopened read-only (the plugin was over its disk quota).
+    read_only: bool,
     /// Its bytes of memories and tables as last counted into `memory`.
     counted: usize,
     /// The plugin's total over its live instances.
@@ -127,6 +132,8 @@ pub struct WasmPlugin {
     pub(crate) metered: bool,
     /// Bytes of memories and tables over its live instances.
     memory: Arc<AtomicUsize>,
+    /// The quota of its `/data` (`filesystem` only).
+    disk: Option<Arc<DiskQuota>>,
 }
 
 impl std::fmt::Debug for WasmPlugin {
@@ -240,7 +247,12 @@ impl WasmPlugin {
                 None => PluginLog::new(&options.name, LogLimits::default()),
             },
         });
+        let disk = shared
+            .capabilities
+            .files_dir()
+            .map(|dir| DiskQuota::new(dir, options.files, shared.capabilities.auditor().clone()));
         WasmPlugin {
+            disk,
             engine,
             pre,
             shared,
@@ -254,6 +266,11 @@ impl WasmPlugin {
             metered: false,
             memory: Arc::new(AtomicUsize::new(0)),
         }
+    }
+
+    /// Whether its `/data` is read-only now (over its disk quota).
+    fn read_only(&self) -> bool {
+        self.disk.as_ref().is_some_and(|d| d.read_only())
     }
 
     /// Where its instances are allocated.
@@ -369,16 +386,26 @@ impl WasmPlugin {
         // Its stdout and stderr are lines of its log stream, not the host's own streams.
         wasi.stdout(GuestOutput::new(&self.shared.log, OutputStream::Stdout));
         wasi.stderr(GuestOutput::new(&self.shared.log, OutputStream::Stderr));
-        // `filesystem`: the plugin's own files directory at /data, and nothing else.
+        // `filesystem`: the plugin's own files directory at /data, and nothing else; read-only
+        // while the plugin is over its disk quota.
+        let read_only = self.read_only();
         if let Some(dir) = self.shared.capabilities.files_dir() {
-            wasi.preopened_dir(dir, "/data", wasmtime_wasi::FsPerms::ReadWrite)
-                .map_err(|e| {
-                    PluginError::Failed(format!("cannot preopen {} at /data: {e}", dir.display()))
-                })?;
+            let perms = if read_only {
+                wasmtime_wasi::FsPerms::ReadOnly
+            } else {
+                wasmtime_wasi::FsPerms::ReadWrite
+            };
+            wasi.preopened_dir(dir, "/data", perms).map_err(|e| {
+                PluginError::Failed(format!("cannot preopen {} at /data: {e}", dir.display()))
+            })?;
         }
+        // Open files, directories and streams: a cap of its own, beside the few handles every
+        // instance holds (stdio, the preopen).
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(self.options.files.open_files as usize + 16);
         let state = InstanceState {
             wasi: wasi.build(),
-            table: ResourceTable::new(),
+            table,
             lent: Exchange::default(),
             limits: Limiter::new(self.memory_cap()),
             shared: self.shared.clone(),
@@ -426,6 +453,7 @@ impl WasmPlugin {
         let mut instance = Box::new(Instance {
             store,
             world,
+            read_only,
             counted: 0,
             memory: self.memory.clone(),
         });
@@ -511,7 +539,12 @@ impl WasmPlugin {
                 )));
             }
         };
-        let pooled = self.idle.lock().pop();
+        // An instance made before /data turned read-only (or writable again) is not reused.
+        let pooled = self
+            .idle
+            .lock()
+            .pop()
+            .filter(|i| i.read_only == self.read_only());
         let mut inst = match pooled {
             Some(i) => i,
             None => self.fresh().await?,
@@ -522,6 +555,9 @@ impl WasmPlugin {
         );
         let result = invoke(&mut inst, call, &self.shared).await;
         inst.count_memory();
+        if let Some(disk) = &self.disk {
+            disk.after_call();
+        }
         match result {
             Ok(reply) => {
                 // A body over the cap (returned, or refused by set-response-body) is the

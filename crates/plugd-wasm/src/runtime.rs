@@ -13,6 +13,7 @@ use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAlloc
 
 use crate::bindings::Plugin as World;
 use crate::cache::{Cache, CacheError, Source};
+use crate::disk::FileLimits;
 use crate::error::{UnknownProfiler, WasmError};
 use crate::host::InstanceState;
 use crate::limits::{Allocator, MAX_WASM_STACK_BYTES};
@@ -580,6 +581,17 @@ impl Loader for WasmRuntime {
             cache: Some(ctx.cache.clone()),
             audit: Some(ctx.audit.clone()),
             capabilities: Some(ctx.capabilities.clone()),
+            files: {
+                let l = match overrides {
+                    Some(o) => limits.with_override(o),
+                    None => limits.clone(),
+                };
+                FileLimits {
+                    disk_bytes: l.disk_bytes,
+                    disk_files: l.disk_files,
+                    open_files: l.open_files,
+                }
+            },
         };
         // A folder installed from a package: compile the bytes the package check hashed, not
         // the file again (it may have changed since; security review L7).

@@ -40,6 +40,7 @@ fn options(memory_mb: u64) -> PluginOptions {
         cache: None,
         audit: None,
         capabilities: None,
+        files: Default::default(),
     }
 }
 

@@ -7,6 +7,7 @@ mod capabilities;
 mod cli;
 mod dashboard;
 mod events;
+mod exhaustion;
 mod failure;
 mod hostile_plugins;
 mod packages;

@@ -52,6 +52,7 @@ fn options(name: &str) -> PluginOptions {
         cache: None,
         audit: None,
         capabilities: None,
+        files: Default::default(),
     }
 }
 

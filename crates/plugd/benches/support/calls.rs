@@ -131,6 +131,7 @@ pub async fn wasm_hook(cache_dir: &Path) -> WasmPlugin {
         cache: None,
         audit: None,
         capabilities: None,
+        files: Default::default(),
     };
     let plugin = runtime
         .load_file(root().join("benches/plugins/hook/plugin.wasm"), options)
