@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Crash drill: kills `plugd serve` with SIGKILL KILLS times (default 100) at random moments while
 # the `ledger` test plugin (tests/plugins/ledger) writes storage keys and runs database
-# transactions and the status writer flushes host.db every 50 ms; restarts it on the same data
+# transactions and the status writer flushes host.db every 50 ms (one kill in ten lands while plugd
+# is starting instead: STARTUP_KILLS=0.1); restarts it on the same data
 # dir each time and checks, with the server down, that every acknowledged write is there, that
 # every transaction is all-or-nothing, that `PRAGMA integrity_check` is ok on every SQLite
 # database of the data dir, and that plugd answers /healthz again within START_TIMEOUT seconds.
@@ -30,6 +31,6 @@ if [[ -z "${PLUGD:-}" ]]; then
 fi
 
 args=(--plugd "$PLUGD" --plugin "$root/tests/plugins/ledger" --kills "$kills" --workers "$workers"
-    --start-timeout "${START_TIMEOUT:-30}")
+    --start-timeout "${START_TIMEOUT:-30}" --startup-kills "${STARTUP_KILLS:-0.1}")
 [[ -z "${WORK:-}" ]] || args+=(--work "$WORK")
 exec python3 "$root/scripts/lib/crash-drill.py" "${args[@]}"

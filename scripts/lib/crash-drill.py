@@ -4,7 +4,9 @@
 Starts plugd with the `ledger` test plugin (tests/plugins/ledger) and the status writer flushing
 every 50 ms, then, KILLS times: waits for /healthz, lets WORKERS threads write (storage keys
 through POST /plugins/ledger/put, database transactions through POST /plugins/ledger/tx) for a
-random while, sends SIGKILL to the process, and — with the server down — checks the data dir:
+random while and sends SIGKILL to the process (a share of the kills, --startup-kills, lands at a
+random moment of the start instead, before anything is written); then, with the server down, it
+checks the data dir and starts plugd again on it:
 
   acknowledged   every write whose request answered 200 is there, with its value (unique keys;
                  for a key each worker overwrites, the stored value is at least the last
@@ -238,6 +240,8 @@ def main():
     p.add_argument("--min-run", type=float, default=0.2, help="seconds of load before a kill, at least")
     p.add_argument("--max-run", type=float, default=2.0, help="seconds of load before a kill, at most")
     p.add_argument("--start-timeout", type=float, default=30.0, help="bound on a restart, seconds")
+    p.add_argument("--startup-kills", type=float, default=0.1,
+                   help="the share of kills that land while plugd starts (before /healthz answers)")
     p.add_argument("--status-interval", default="50ms", help="status.interval of the host config")
     p.add_argument("--work", help="working directory (default: a new temp dir, removed on success)")
     args = p.parse_args()
@@ -264,6 +268,8 @@ plugins:
     state = State()
     starts, runs = [], []
     print(f"crash drill: {args.kills} kills, {args.workers} writers, work dir {work}", flush=True)
+    databases = 0
+    startup_kills = 0
     for round_no in range(1, args.kills + 1):
         log.write(f"--- round {round_no}\n".encode())
         log.flush()
@@ -273,30 +279,44 @@ plugins:
             stderr=log,
             env=env,
         )
-        ready = wait_ready(port, proc, args.start_timeout)
-        if ready is None:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            print(f"FAIL round {round_no}: plugd did not answer within {args.start_timeout}s "
-                  f"(exit {proc.returncode}); log: {work / 'plugd.log'}", file=sys.stderr)
-            return 1
-        starts.append(ready)
-        stop = threading.Event()
-        workers = [Worker(n, port, stop, state) for n in range(args.workers)]
-        for w in workers:
-            w.start()
-        run = random.uniform(args.min_run, args.max_run)
-        time.sleep(run)
+        during_start = round_no > 1 and random.random() < args.startup_kills
+        if during_start:
+            # A kill while plugd starts: opening the databases, loading the plugin, the first
+            # status write. The next round's start must recover from it.
+            run = random.uniform(0, statistics.median(starts) * 1.2)
+            time.sleep(run)
+            startup_kills += 1
+        else:
+            ready = wait_ready(port, proc, args.start_timeout)
+            if ready is None:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+                print(f"FAIL round {round_no}: plugd did not answer within {args.start_timeout}s "
+                      f"(exit {proc.returncode}); log: {work / 'plugd.log'}", file=sys.stderr)
+                return 1
+            starts.append(ready)
+            stop = threading.Event()
+            workers = [Worker(n, port, stop, state) for n in range(args.workers)]
+            for w in workers:
+                w.start()
+            run = random.uniform(args.min_run, args.max_run)
+            time.sleep(run)
         os.kill(proc.pid, signal.SIGKILL)  # this drill's own plugd, by the PID it started
         proc.wait()
-        runs.append(run)
-        stop.set()
-        for w in workers:
-            w.join()
+        if not during_start:
+            runs.append(run)
+            stop.set()
+            for w in workers:
+                w.join()
         problems, figures = check(data, work / "check", state)
+        what = (
+            f"killed {run * 1000:4.0f} ms into its start"
+            if during_start
+            else f"up in {ready * 1000:5.0f} ms, killed after {run:4.2f} s"
+        )
         print(
-            f"round {round_no:3}: up in {ready * 1000:6.0f} ms, killed after {run:4.2f} s; "
+            f"round {round_no:3}: {what}; "
             f"acknowledged {state.acked_puts} storage writes, {len(state.acked_tx)} transactions; "
             f"stored {figures.get('keys', 0)} keys, {figures.get('entries', 0)} transactions; "
             f"{figures.get('status_rows', 0)} status rows; {figures['databases']} databases ok"
@@ -341,16 +361,18 @@ plugins:
         print(f"FAIL final start or read-back; kept {work}", file=sys.stderr)
         return 1
 
-    ms = sorted(s * 1000 for s in starts)
+    first, restarts = starts[0] * 1000, sorted(s * 1000 for s in starts[1:] or starts)
     print()
-    print(f"| kills | storage writes acknowledged | transactions acknowledged | lost | partial "
-          f"transactions | integrity_check | restarts | restart ms median / max |")
+    print("| kills (during a start) | storage writes acknowledged | transactions acknowledged | "
+          "lost | partial transactions | integrity_check | starts answered | "
+          "restart ms median / max |")
     print("|---|---|---|---|---|---|---|---|")
-    print(f"| {args.kills} | {state.acked_puts} | {len(state.acked_tx)} | 0 | 0 | "
-          f"ok × {databases} databases × {args.kills} | {len(starts)}/{len(starts)} | "
-          f"{statistics.median(ms):.0f} / {ms[-1]:.0f} |")
-    print(f"\n(requests sent: {state.counter}; answered other than 200: {state.refused}; "
-          f"load per round {min(runs):.2f}–{max(runs):.2f} s, {args.workers} writers)")
+    print(f"| {args.kills} ({startup_kills}) | {state.acked_puts} | {len(state.acked_tx)} | 0 | 0 | "
+          f"ok, {databases} databases × {args.kills} kills | {len(starts)}/{len(starts)} | "
+          f"{statistics.median(restarts):.0f} / {restarts[-1]:.0f} |")
+    print(f"\n(first start, compiling the component: {first:.0f} ms; requests sent: {state.counter}; "
+          f"answered other than 200: {state.refused}; load before a kill {min(runs):.2f}–"
+          f"{max(runs):.2f} s, {args.workers} writers)")
     if not args.work:
         shutil.rmtree(work, ignore_errors=True)
     return 0
