@@ -161,6 +161,7 @@ impl Cache {
         #[cfg(unix)]
         // SAFETY: as in `check_private`.
         private_to(&self.dir, unsafe { libc::geteuid() }, true)?;
+        remove_stale_temporaries(&self.dir);
         let tmp = path.with_extension(format!("tmp{}", std::process::id()));
         let _ = std::fs::remove_file(&tmp);
         let mut options = std::fs::OpenOptions::new();
@@ -182,6 +183,34 @@ impl Cache {
             let _ = std::fs::remove_file(&tmp);
             e.to_string()
         })
+    }
+}
+
+/// Remove the temporaries (`<entry>.tmp<pid>`) that a plugd killed while writing an entry left
+/// in the cache directory: their names carry the dead process's id, so nothing would ever
+/// overwrite or remove them, and every crash during a compile would leave a whole compiled
+/// component behind. A plugd writing the same directory at this moment loses only its rename
+/// (it warns and keeps the code it compiled).
+fn remove_stale_temporaries(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let stale = name.to_str().is_some_and(|n| {
+            n.rsplit_once(".tmp")
+                .is_some_and(|(_, pid)| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
+        });
+        if stale && entry.file_type().is_ok_and(|t| t.is_file()) {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => {
+                    tracing::info!(path = %entry.path().display(), "removed a compiled component left half-written by a crash")
+                }
+                Err(e) => {
+                    tracing::warn!(path = %entry.path().display(), error = %e, "could not remove a stale temporary of the compiled-component cache")
+                }
+            }
+        }
     }
 }
 
@@ -236,6 +265,39 @@ mod tests {
 
     fn chmod(path: &Path, mode: u32) {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    /// A plugd killed between writing an entry's temporary and renaming it (the crash drills,
+    /// RELIABILITY.md) leaves `<entry>.tmp<pid>`; the next write removes it, and nothing else.
+    #[test]
+    fn a_write_removes_the_temporaries_a_crash_left() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("cache/components");
+        let engine = Engine::default();
+        let cache = Cache::new(&engine, dir.clone(), false);
+        let old = cache.path_for(b"an older component");
+        cache.store(&old, b"compiled before").unwrap();
+        let stale = [
+            old.with_extension("tmp4242"),
+            cache.path_for(b"component").with_extension("tmp7"),
+        ];
+        for file in &stale {
+            std::fs::write(file, b"half a compiled comp").unwrap();
+        }
+        let keep = dir.join("notes.tmp");
+        std::fs::write(&keep, b"not ours").unwrap();
+
+        let path = cache.path_for(b"component");
+        cache.store(&path, b"compiled").unwrap();
+        for file in &stale {
+            assert!(!file.exists(), "{} is left", file.display());
+        }
+        assert_eq!(std::fs::read(&path).unwrap(), b"compiled");
+        assert_eq!(std::fs::read(&old).unwrap(), b"compiled before");
+        assert!(
+            keep.exists(),
+            "a file of another shape is not the cache's to remove"
+        );
     }
 
     /// Security review L6: what the cache refuses to deserialize, and what it says.

@@ -5,6 +5,7 @@ mod support;
 mod admin;
 mod capabilities;
 mod cli;
+mod crash;
 mod dashboard;
 mod events;
 mod exhaustion;
