@@ -202,6 +202,17 @@ impl Guard {
             | AuthAction::CreateTempIndex { .. }
             | AuthAction::CreateTempView { .. }
             | AuthAction::CreateTempTrigger { .. } => self.deny(TEMP_DENIED.into()),
+            // `CREATE TABLE temp.t` is a CREATE in the temp schema, not a CREATE TEMP.
+            AuthAction::CreateTable { .. }
+            | AuthAction::CreateIndex { .. }
+            | AuthAction::CreateView { .. }
+            | AuthAction::CreateTrigger { .. }
+                if ctx
+                    .database_name
+                    .is_some_and(|d| d.eq_ignore_ascii_case("temp")) =>
+            {
+                self.deny(TEMP_DENIED.into())
+            }
             AuthAction::Insert { table_name }
             | AuthAction::Delete { table_name }
             | AuthAction::Update { table_name, .. }
@@ -963,17 +974,20 @@ mod tests {
     async fn past_its_size_cap_an_insert_is_refused_and_what_is_stored_stays() {
         let connection = Arc::new(SqliteConnection::in_memory().unwrap());
         {
+            // As the host: the plugin may not run these PRAGMAs.
+            connection.inner.guard.host.store(true, Ordering::Release);
             let conn = connection.inner.conn.lock();
             let pragma = |name: &str| -> u64 {
-                conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get(0))
-                    .unwrap()
+                let n: i64 = conn
+                    .query_row(&format!("PRAGMA {name}"), [], |r| r.get(0))
+                    .unwrap();
+                n as u64
             };
             assert_eq!(
                 pragma("max_page_count") * pragma("page_size"),
                 MAX_DATABASE_BYTES
             );
             // The same rule with a cap of 64 pages, quick to reach.
-            connection.inner.guard.host.store(true, Ordering::Release);
             conn.execute_batch("PRAGMA max_page_count = 64").unwrap();
             connection.inner.guard.host.store(false, Ordering::Release);
         }
