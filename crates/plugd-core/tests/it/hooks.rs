@@ -181,6 +181,29 @@ async fn a_slow_native_hook_gets_the_hook_execution_timeout_message() {
 /// did not: it never answers its hook.
 struct Unresponsive(Journal);
 
+/// A recorder that calls itself sandboxed: the host leaves its deadline to its runtime.
+struct Sandboxed(Recorder);
+
+#[async_trait::async_trait]
+impl plugd_core::Plugin for Sandboxed {
+    async fn init(
+        &self,
+        ctx: &mut plugd_core::InitContext<'_>,
+    ) -> Result<(), plugd_core::PluginError> {
+        plugd_core::Plugin::init(&self.0, ctx).await
+    }
+    async fn on_hook(
+        &self,
+        hook: HookType,
+        ex: &mut Exchange,
+    ) -> Result<plugd_core::Action, plugd_core::PluginError> {
+        plugd_core::Plugin::on_hook(&self.0, hook, ex).await
+    }
+    fn kind(&self) -> &'static str {
+        "wasm"
+    }
+}
+
 #[async_trait::async_trait]
 impl plugd_core::Loader for Unresponsive {
     async fn load(
@@ -190,7 +213,7 @@ impl plugd_core::Loader for Unresponsive {
         let mut p = Recorder::new("stuck", &self.0);
         p.hooks = vec![(HookType::PreRequest, 100)];
         p.hook_sleep = Some(Duration::from_secs(3600));
-        Ok(Arc::new(p))
+        Ok(Arc::new(Sandboxed(p)))
     }
 }
 
