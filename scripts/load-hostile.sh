@@ -10,6 +10,15 @@
 # With PER_ATTACK=1, also one row per attack (each attacker's route hammered alone).
 # Prints a table (Markdown). Figures for BENCHMARKS.md ("Hostile plugins").
 #
+# It also checks that every attack was contained as designed, counting the status of every attack
+# request (wrk's response callback), and exits 1 naming the phase and the statuses when one was
+# not: looper 504 (interrupted at its deadline); hog, crasher, recurser and bigbody 500 (out of
+# memory, trap, stack overflow, body over the cap); gossip and nogrant 403 (an undeclared event, a
+# denied database call); snoop 200 (its probes find nothing: the hostile suite checks the body);
+# hanger's spinning hook 200 (fail_open: the hook is interrupted, the request goes on). In the
+# rotation an answer may be missing for each attack connection (in flight when wrk stops), never
+# more, and no status may come more often than the requests designed to get it.
+#
 #   scripts/load-hostile.sh                       # 10 s per phase
 #   PER_ATTACK=1 DURATION=5s scripts/load-hostile.sh
 #   DURATION=30s CONNECTIONS=32 scripts/load-hostile.sh
@@ -63,30 +72,87 @@ EOF
 base="http://127.0.0.1:$port"
 start_server "$work/plugd.yaml" "$base/plugins/hello/greet?name=Ada"
 
-# The attackers' requests, in rotation.
-cat >"$work/attack.lua" <<'EOF'
-local paths = {
-    "/plugins/looper/spin",           -- loops until its 500 ms deadline: 504
-    "/plugins/hog/alloc",             -- allocates until its 64 MiB cap: 500
-    "/plugins/crasher/panic",         -- traps: 500
-    "/plugins/recurser/deep",         -- overflows its stack: 500
-    "/plugins/bigbody/huge?mib=16",   -- 16 MiB body over its 8 MiB cap: 500
-    "/plugins/snoop/snoop",           -- probes other plugins' storage keys: 200
-    "/plugins/gossip/publish?topic=admin.secret", -- undeclared event: 403
-    "/plugins/nogrant/attack",        -- nogrant's hook makes a denied database call: 403
+# Counts the status of every answer (per wrk thread) and writes, to $STATUS_FILE, "answered STATUS
+# N" lines, and "issued STATUS N" for the requests the rotation sent designed to get STATUS.
+cat >"$work/count.lua" <<'EOF'
+issued = {}
+answered = {}
+local threads = {}
+setup = function(thread)
+    table.insert(threads, thread)
+end
+response = function(status, headers, body)
+    answered[status] = (answered[status] or 0) + 1
+end
+done = function(summary, latency, requests)
+    local out = assert(io.open(os.getenv("STATUS_FILE"), "w"))
+    for _, thread in ipairs(threads) do
+        for _, kind in ipairs({ "issued", "answered" }) do
+            for status, n in pairs(thread:get(kind) or {}) do
+                out:write(string.format("%s %d %d\n", kind, status, n))
+            end
+        end
+    end
+    out:close()
+end
+EOF
+
+# The attackers' requests, in rotation, each with the status it is answered with by design.
+{
+    cat <<'EOF'
+local attacks = {
+    { "/plugins/looper/spin", 504 },          -- loops until its 500 ms deadline
+    { "/plugins/hog/alloc", 500 },            -- allocates until its 64 MiB cap
+    { "/plugins/crasher/panic", 500 },        -- traps
+    { "/plugins/recurser/deep", 500 },        -- overflows its stack
+    { "/plugins/bigbody/huge?mib=16", 500 },  -- 16 MiB body over its 8 MiB cap
+    { "/plugins/snoop/snoop", 200 },          -- probes other plugins' storage keys, finds nothing
+    { "/plugins/gossip/publish?topic=admin.secret", 403 }, -- undeclared event
+    { "/plugins/nogrant/attack", 403 },       -- nogrant's hook makes a denied database call
 }
 local i = 0
 request = function()
     i = i + 1
-    local path = paths[(i % #paths) + 1]
+    local attack = attacks[(i % #attacks) + 1]
+    issued[attack[2]] = (issued[attack[2]] or 0) + 1
     -- Read by nogrant's pre_request hook, which sees only its own path (no `intercept`).
-    return wrk.format("GET", path, { ["x-attack"] = "database" })
+    return wrk.format("GET", attack[1], { ["x-attack"] = "database" })
 end
 EOF
-cat >"$work/hook.lua" <<'EOF'
-wrk.headers["x-loop"] = "1"
-EOF
+    cat "$work/count.lua"
+} >"$work/attack.lua"
+{
+    echo 'wrk.headers["x-loop"] = "1"'
+    cat "$work/count.lua"
+} >"$work/hook.lua"
 
+# check_statuses PHASE FILE DESIGNED: with DESIGNED a status, every answer had it; with DESIGNED
+# "rotation", each status came at most as often as the requests designed to get it, and at most
+# one less per attack connection. Exits 1 with the statuses when not.
+check_statuses() {
+    local phase="$1" file="$2" designed="$3" verdict
+    verdict="$(awk -v designed="$designed" -v slack="$attack_connections" '
+        $1 == "issued" { issued[$2] += $3 }
+        $1 == "answered" { answered[$2] += $3; total += $3 }
+        END {
+            if (total == 0) { print "no attack request was answered"; exit }
+            for (s in answered) {
+                if (designed != "rotation" && s != designed)
+                    bad = bad sprintf(" %d x %s (designed: %s)", answered[s], s, designed)
+                if (designed == "rotation" && answered[s] > issued[s] + 0)
+                    bad = bad sprintf(" %d x %s for %d requests designed to get it", answered[s], s, issued[s] + 0)
+            }
+            if (designed == "rotation")
+                for (s in issued)
+                    if (answered[s] + slack < issued[s])
+                        bad = bad sprintf(" only %d x %s for %d requests designed to get it", answered[s] + 0, s, issued[s])
+            print (bad == "" ? "ok" : "statuses:" bad)
+        }' "$file")"
+    if [[ "$verdict" != ok ]]; then
+        echo "load-hostile: the attack on $phase was not contained as designed: $verdict" >&2
+        exit 1
+    fi
+}
 
 hello_url="$base/plugins/hello/greet?name=Ada"
 run_hello() {
@@ -95,13 +161,18 @@ run_hello() {
 
 # hello measured while a second wrk runs with the given arguments; prints "p50 p99 rps bad
 # attack-rps".
+# under_attack PHASE DESIGNED WRK-ARGS...: the attack's statuses are checked against DESIGNED
+# (see check_statuses).
 under_attack() {
-    wrk -t1 -c"$attack_connections" -d"$duration" "$@" >"$work/attack.out" &
+    local phase="$1" designed="$2"
+    shift 2
+    STATUS_FILE="$work/statuses" wrk -t1 -c"$attack_connections" -d"$duration" "$@" >"$work/attack.out" &
     local attack_pid=$!
     sleep 1
     local hello
     hello="$(run_hello)"
     wait "$attack_pid"
+    check_statuses "$phase" "$work/statuses" "$designed"
     echo "$hello $(summarize <"$work/attack.out" | awk '{print $3}')"
 }
 
@@ -109,13 +180,17 @@ under_attack() {
 wrk -t1 -c4 -d2s "$hello_url" >/dev/null
 
 alone="$(run_hello) -"
-routes="$(under_attack -s "$work/attack.lua" "$base")"
-hook="$(under_attack -s "$work/hook.lua" "$base/plugins/hanger/ok")"
+# Each phase runs in a command substitution: a failed check ends it with status 1, and set -e
+# ends the script with it (the message is already on stderr).
+routes="$(under_attack "all attackers' routes" rotation -s "$work/attack.lua" "$base")"
+hook="$(under_attack "hanger's spinning hook" 200 -s "$work/hook.lua" "$base/plugins/hanger/ok")"
 singles=()
 if [[ "${PER_ATTACK:-0}" == 1 ]]; then
-    for path in /plugins/looper/spin /plugins/hog/alloc /plugins/crasher/panic /plugins/recurser/deep \
-        "/plugins/bigbody/huge?mib=16" /plugins/snoop/snoop "/plugins/gossip/publish?topic=admin.secret"; do
-        singles+=("$path|$(under_attack "$base$path")")
+    for single in /plugins/looper/spin:504 /plugins/hog/alloc:500 /plugins/crasher/panic:500 \
+        /plugins/recurser/deep:500 "/plugins/bigbody/huge?mib=16:500" /plugins/snoop/snoop:200 \
+        "/plugins/gossip/publish?topic=admin.secret:403"; do
+        path="${single%:*}"
+        singles+=("$path|$(under_attack "$path" "${single##*:}" -s "$work/count.lua" "$base$path")")
     done
 fi
 curl -fsS "$base/healthz" >/dev/null || { echo "load-hostile: /healthz failed after the attacks" >&2; exit 1; }

@@ -127,6 +127,21 @@ impl Call<'_> {
         }
     }
 
+    /// The error of a sandboxed call that its runtime did not interrupt at the deadline, which
+    /// the host stopped waiting for [`DEADLINE_GRACE`] later. It reads differently from the
+    /// runtime's own timeout, so that an operator (and a test) can tell which one stopped it.
+    fn backstop_stopped(&self, timeout: Duration) -> PluginError {
+        let what = match self {
+            Call::Hook(h) => format!("hook execution timeout: {} hook", h.as_str()),
+            other => other.describe(),
+        };
+        PluginError::Timeout(format!(
+            "{what} exceeded {} timeout and was not interrupted by its runtime: the host's backstop stopped waiting for it {} later",
+            humantime::format_duration(timeout),
+            humantime::format_duration(DEADLINE_GRACE)
+        ))
+    }
+
     /// How the plugin's last error names the call: `pre_request hook`, `route GET /x`.
     fn describe(&self) -> String {
         match self {
@@ -198,7 +213,8 @@ pub(crate) async fn guarded<T>(
         .await
     {
         Ok(r) => r,
-        Err(_) => Err(call.timed_out(timeout)),
+        Err(_) if p.kind == "native" => Err(call.timed_out(timeout)),
+        Err(_) => Err(call.backstop_stopped(timeout)),
     };
     let took = started.elapsed();
     close_span(&span, took, result.is_ok());

@@ -14,7 +14,12 @@
 //!   the async workers and interrupts it at the deadline, and the caller stops waiting then in any
 //!   case.
 //! - **Capped results.** At most [`MAX_ROWS`] rows and [`MAX_RESULT_BYTES`] bytes per query
-//!   ([`ResultLimits`]); the backend stops reading past them, and the core checks again.
+//!   ([`ResultLimits`]); the backend stops reading at the first value past them (it measures a
+//!   value before it copies it), and the core checks again.
+//! - **Capped input.** SQL text of at most [`MAX_SQL_BYTES`], bound text and blobs of at most
+//!   [`MAX_VALUE_BYTES`] (no query could return a longer value), checked before the backend sees
+//!   them; a backend refuses a longer value the SQL computes (`zeroblob(1e9)`) before it builds
+//!   it, and keeps the plugin's data within [`MAX_DATABASE_BYTES`], temporary objects included.
 //! - **Refusals are audited.** SQL the backend's rules refuse is [`HostError::Denied`]
 //!   (`database access denied: plugin 'x' may not attach another database ('/etc/x.db')`),
 //!   counted against the plugin and written to the audit log.
@@ -46,6 +51,11 @@ pub const MIGRATION_TIMEOUT: Duration = Duration::from_secs(60);
 pub const MAX_ROWS: usize = 10_000;
 /// Bytes one query may return (text and blobs at their length, numbers at 8, NULL at 1).
 pub const MAX_RESULT_BYTES: usize = 8 * 1024 * 1024;
+/// The longest text or blob a plugin may bind, store or compute: the result cap, since no query
+/// could return a longer one.
+pub const MAX_VALUE_BYTES: usize = MAX_RESULT_BYTES;
+/// The longest SQL text of one statement a plugin may send (values travel as parameters).
+pub const MAX_SQL_BYTES: usize = 1024 * 1024;
 /// Statements one [`Database::transaction`] may hold.
 pub const MAX_TRANSACTION_STATEMENTS: usize = 1_000;
 /// The largest a plugin's database may grow.
@@ -482,6 +492,7 @@ impl Database {
 
     /// Run one statement with bound parameters; the number of rows it changed.
     pub async fn execute(&self, sql: &str, params: &[SqlValue]) -> Result<u64, HostError> {
+        self.input_fits("database.execute", sql, params, None)?;
         let deadline = Instant::now() + self.timeout;
         let call = self
             .connection
@@ -491,6 +502,7 @@ impl Database {
 
     /// Run one statement that returns rows (a `SELECT`, or a write with `RETURNING`).
     pub async fn query(&self, sql: &str, params: &[SqlValue]) -> Result<Rows, HostError> {
+        self.input_fits("database.query", sql, params, None)?;
         let deadline = Instant::now() + self.timeout;
         let limits = ResultLimits::default();
         let call = async {
@@ -520,6 +532,9 @@ impl Database {
                 call,
             )?);
         }
+        for (i, s) in statements.iter().enumerate() {
+            self.input_fits(call, &s.sql, &s.params, Some((i, statements.len())))?;
+        }
         let deadline = Instant::now() + self.timeout;
         let total = statements.len();
         let work = self.connection.transaction(statements.to_vec(), deadline);
@@ -531,6 +546,53 @@ impl Database {
             Err(_) => Err(self.host_error(call, SqlError::Timeout)),
         };
         self.auditor.check(result, "database", call)
+    }
+
+    /// Refuse SQL longer than [`MAX_SQL_BYTES`] and a bound value longer than
+    /// [`MAX_VALUE_BYTES`] before the backend sees them; `statement` is the index and count in a
+    /// transaction.
+    fn input_fits(
+        &self,
+        call: &str,
+        sql: &str,
+        params: &[SqlValue],
+        statement: Option<(usize, usize)>,
+    ) -> Result<(), HostError> {
+        use crate::audit::bytes_text;
+        let problem = if sql.len() > MAX_SQL_BYTES {
+            Some(format!(
+                "the SQL is {} bytes, more than the limit of {}; bind values as parameters",
+                sql.len(),
+                bytes_text(MAX_SQL_BYTES)
+            ))
+        } else {
+            params
+                .iter()
+                .position(|p| {
+                    matches!(p, SqlValue::Text(_) | SqlValue::Blob(_))
+                        && p.result_bytes() > MAX_VALUE_BYTES
+                })
+                .map(|i| {
+                    format!(
+                        "parameter {} is {} bytes, more than the {} one value may hold (no query could return it)",
+                        i + 1,
+                        params[i].result_bytes(),
+                        bytes_text(MAX_VALUE_BYTES)
+                    )
+                })
+        };
+        match (problem, statement) {
+            (None, _) => Ok(()),
+            (Some(p), None) => Err(HostError::Invalid(format!(
+                "{call} of plugin '{}': {p}",
+                self.plugin
+            ))),
+            (Some(p), Some((index, total))) => Err(HostError::Invalid(format!(
+                "{call} of plugin '{}': statement {} of {total} failed, nothing was committed: {p}",
+                self.plugin,
+                index + 1
+            ))),
+        }
     }
 
     /// Wait for `work` until shortly past `deadline` (the backend interrupts it at the deadline;
@@ -670,6 +732,8 @@ pub mod conformance {
         one_statement_per_call_in_autocommit(backend.as_ref()).await;
         a_transaction_is_all_or_nothing(backend.as_ref()).await;
         results_are_capped(backend.as_ref()).await;
+        input_and_computed_values_are_capped(backend.as_ref()).await;
+        temporary_objects_are_refused(backend.as_ref()).await;
         a_call_is_interrupted_at_its_deadline(backend.as_ref()).await;
         migrations_apply_once_in_order(backend.as_ref()).await;
         a_failed_migration_leaves_nothing(backend.as_ref()).await;
@@ -852,6 +916,94 @@ pub mod conformance {
             matches!(&e, HostError::Invalid(m) if m.contains("larger than 8 MiB")),
             "{e:?}"
         );
+    }
+
+    async fn input_and_computed_values_are_capped(backend: &dyn SqlBackend) {
+        let db = open(backend, "conformance-input", &[]).await;
+        db.execute("CREATE TABLE t (b BLOB)", &[]).await.unwrap();
+        // At the cap: stored and returned.
+        db.execute(
+            "INSERT INTO t (b) VALUES (?1)",
+            &[SqlValue::Blob(vec![7; MAX_VALUE_BYTES])],
+        )
+        .await
+        .unwrap();
+        let rows = db.query("SELECT length(b) FROM t", &[]).await.unwrap();
+        assert_eq!(
+            rows.rows,
+            vec![vec![SqlValue::Integer(MAX_VALUE_BYTES as i64)]]
+        );
+        // Past it: refused before the backend sees it.
+        let e = db
+            .execute(
+                "INSERT INTO t (b) VALUES (?1)",
+                &[SqlValue::Blob(vec![7; MAX_VALUE_BYTES + 1])],
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e,
+            HostError::Invalid(format!(
+                "database.execute of plugin 'conformance-input': parameter 1 is {} bytes, more than the 8 MiB one value may hold (no query could return it)",
+                MAX_VALUE_BYTES + 1
+            ))
+        );
+        let long = format!("SELECT 1 /* {} */", "x".repeat(MAX_SQL_BYTES));
+        let e = db.query(&long, &[]).await.unwrap_err();
+        assert!(
+            matches!(&e, HostError::Invalid(m) if m.contains("more than the limit of 1 MiB; bind values as parameters")),
+            "{e:?}"
+        );
+        let e = db
+            .transaction(&[
+                Statement::new("INSERT INTO t (b) VALUES (x'00')", vec![]),
+                Statement::new(
+                    "INSERT INTO t (b) VALUES (?1)",
+                    vec![SqlValue::Text("x".repeat(MAX_VALUE_BYTES + 1))],
+                ),
+            ])
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, HostError::Invalid(m) if m.contains("statement 2 of 2 failed, nothing was committed: parameter 1 is")),
+            "{e:?}"
+        );
+        // Computed by the SQL: refused, quickly, without the host or the engine holding it.
+        let e = db
+            .query("SELECT zeroblob(999999999), zeroblob(999999999)", &[])
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, HostError::Invalid(m) if m.contains("larger than 8 MiB")),
+            "{e:?}"
+        );
+        let e = db
+            .execute("INSERT INTO t (b) VALUES (zeroblob(999999999))", &[])
+            .await
+            .unwrap_err();
+        assert!(matches!(&e, HostError::Invalid(_)), "{e:?}");
+        let rows = db.query("SELECT count(*) FROM t", &[]).await.unwrap();
+        assert_eq!(
+            rows.rows,
+            vec![vec![SqlValue::Integer(1)]],
+            "nothing else was stored"
+        );
+    }
+
+    async fn temporary_objects_are_refused(backend: &dyn SqlBackend) {
+        let db = open(backend, "conformance-temp", &[]).await;
+        db.execute("CREATE TABLE t (v INTEGER)", &[]).await.unwrap();
+        for sql in [
+            "CREATE TEMP TABLE x (v INTEGER)",
+            "CREATE TEMPORARY TABLE x (v INTEGER)",
+            "CREATE TEMP VIEW x AS SELECT 1",
+        ] {
+            let e = db.execute(sql, &[]).await.unwrap_err();
+            assert!(
+                matches!(&e, HostError::Denied(m) if m.starts_with("database access denied: plugin 'conformance-temp' may not create TEMP tables")),
+                "{sql}: {e:?}"
+            );
+        }
     }
 
     async fn a_call_is_interrupted_at_its_deadline(backend: &dyn SqlBackend) {

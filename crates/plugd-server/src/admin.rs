@@ -80,6 +80,14 @@ impl AdminToken {
     /// `admin.token`, else `PLUGD_ADMIN_TOKEN`, else a new random token written to
     /// `<data_dir>/admin-token` with mode 0600.
     pub fn resolve(config: &HostConfig) -> Result<AdminToken, AdminTokenError> {
+        AdminToken::resolve_with(config, |name| std::env::var(name).ok())
+    }
+
+    /// [`AdminToken::resolve`] with the environment read through `env` (tests give their own).
+    fn resolve_with(
+        config: &HostConfig,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<AdminToken, AdminTokenError> {
         if let Some(t) = config
             .admin
             .token
@@ -91,7 +99,7 @@ impl AdminToken {
                 source: TokenSource::Config,
             });
         }
-        if let Ok(t) = std::env::var("PLUGD_ADMIN_TOKEN")
+        if let Some(t) = env("PLUGD_ADMIN_TOKEN")
             && !t.trim().is_empty()
         {
             return Ok(AdminToken {
@@ -921,12 +929,11 @@ mod tests {
             data_dir: dir.clone(),
             ..HostConfig::default()
         };
-        // The environment may carry PLUGD_ADMIN_TOKEN; only check the generated path without it.
-        if std::env::var("PLUGD_ADMIN_TOKEN").is_ok() {
-            return;
-        }
-        let a = AdminToken::resolve(&config).unwrap();
-        let b = AdminToken::resolve(&config).unwrap();
+        // Whatever this process's environment holds: none here.
+        let no_env = |_: &str| -> Option<String> { None };
+        let a = AdminToken::resolve_with(&config, no_env).unwrap();
+        let b = AdminToken::resolve_with(&config, no_env).unwrap();
+        assert_eq!(b.source(), &TokenSource::Generated(token_file(&dir)));
         assert_ne!(a.secret(), b.secret());
         assert_eq!(a.secret().len(), 64);
         let path = token_file(&dir);
@@ -937,6 +944,29 @@ mod tests {
             let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, 0o600);
         }
+    }
+
+    #[test]
+    fn the_config_comes_before_the_environment_and_a_blank_one_is_skipped() {
+        let dir = tempfile_dir().join("sources");
+        let mut config = HostConfig {
+            data_dir: dir.clone(),
+            ..HostConfig::default()
+        };
+        let env = |name: &str| (name == "PLUGD_ADMIN_TOKEN").then(|| "from-env".to_string());
+        let t = AdminToken::resolve_with(&config, env).unwrap();
+        assert_eq!(
+            (t.secret(), t.source()),
+            ("from-env", &TokenSource::Environment)
+        );
+        let blank = AdminToken::resolve_with(&config, |_| Some("  ".into())).unwrap();
+        assert_eq!(blank.source(), &TokenSource::Generated(token_file(&dir)));
+        config.admin.token = Some("from-config".into());
+        let t = AdminToken::resolve_with(&config, env).unwrap();
+        assert_eq!(
+            (t.secret(), t.source()),
+            ("from-config", &TokenSource::Config)
+        );
     }
 
     /// Security review L6: a temporary left by a crash (or by someone who could write there)

@@ -13,11 +13,24 @@
 //! - extension loading (the `load_extension` SQL function; the C API is off as well);
 //! - `BEGIN`, `COMMIT`, `ROLLBACK`, `SAVEPOINT` and `RELEASE`: every call runs in autocommit, so
 //!   a transaction never spans two guest calls;
-//! - writes to the host's migration record, [`MIGRATIONS_TABLE`].
+//! - writes to the host's migration record, [`MIGRATIONS_TABLE`];
+//! - `CREATE TEMP` tables, indexes, views and triggers: the `temp` schema lives outside the file
+//!   and its size cap.
 //!
 //! Besides: no attached database at all (`SQLITE_LIMIT_ATTACHED` 0), `SQLITE_DBCONFIG_DEFENSIVE`,
 //! `trusted_schema` off, foreign keys on, and the file capped at [`MAX_DATABASE_BYTES`]
-//! (`max_page_count`).
+//! (`max_page_count`; past it an insert fails with "the database is full" and what is stored
+//! stays).
+//!
+//! Memory and disk (security review H4): no string, blob or row longer than [`MAX_VALUE_BYTES`]
+//! and a row's header (`SQLITE_LIMIT_LENGTH`; SQLite refuses `zeroblob(1e9)` before allocating
+//! it), no statement
+//! longer than [`MAX_SQL_BYTES`] (`SQLITE_LIMIT_SQL_LENGTH`), the result cap counted value by
+//! value while the rows are stepped (a value is measured before it is copied), and temporary
+//! data (sorts, `UNION`s, materialised subqueries) in temporary files with at most the page
+//! cache in memory, for no longer than the call's deadline. No heap limit: SQLite's are
+//! process-wide, so one plugin's query at the limit would fail every other plugin's database and
+//! storage, and the host's status tables.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -26,7 +39,9 @@ use std::time::{Instant, SystemTime};
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
-use plugd_core::database_limits::{MAX_DATABASE_BYTES, MIGRATIONS_TABLE};
+use plugd_core::database_limits::{
+    MAX_DATABASE_BYTES, MAX_SQL_BYTES, MAX_VALUE_BYTES, MIGRATIONS_TABLE,
+};
 use plugd_core::{
     BackendError, Migration, ResultLimits, Rows, SqlBackend, SqlConnection, SqlError, SqlValue,
     Statement,
@@ -58,6 +73,13 @@ pub const READ_ONLY_PRAGMAS: &[&str] = &[
     "freelist_count",
 ];
 const READ_ONLY_WITHOUT_VALUE: &[&str] = &["user_version", "schema_version", "page_size"];
+
+/// `SQLITE_LIMIT_LENGTH` bounds rows as well as values: room for a row's header and small
+/// columns beside a value of [`MAX_VALUE_BYTES`].
+const ROW_SLACK: usize = 64 * 1024;
+
+/// What a plugin may not do when it creates a TEMP object.
+const TEMP_DENIED: &str = "create TEMP tables, indexes, views or triggers (they live outside the database and its size cap; create them in the database)";
 
 /// Plugins' SQL databases in SQLite: a file per plugin under `data_dir`.
 ///
@@ -176,6 +198,21 @@ impl Guard {
             AuthAction::Savepoint { savepoint_name, .. } => self.deny(format!(
                 "use savepoints ('{savepoint_name}') (use database.transaction, which runs its statements all-or-nothing)"
             )),
+            AuthAction::CreateTempTable { .. }
+            | AuthAction::CreateTempIndex { .. }
+            | AuthAction::CreateTempView { .. }
+            | AuthAction::CreateTempTrigger { .. } => self.deny(TEMP_DENIED.into()),
+            // `CREATE TABLE temp.t` is a CREATE in the temp schema, not a CREATE TEMP.
+            AuthAction::CreateTable { .. }
+            | AuthAction::CreateIndex { .. }
+            | AuthAction::CreateView { .. }
+            | AuthAction::CreateTrigger { .. }
+                if ctx
+                    .database_name
+                    .is_some_and(|d| d.eq_ignore_ascii_case("temp")) =>
+            {
+                self.deny(TEMP_DENIED.into())
+            }
             AuthAction::Insert { table_name }
             | AuthAction::Delete { table_name }
             | AuthAction::Update { table_name, .. }
@@ -264,6 +301,28 @@ impl SqliteConnection {
             .map_err(context)?;
         let max_pages = MAX_DATABASE_BYTES / page_size.max(512) as u64;
         conn.execute_batch(&format!("PRAGMA max_page_count = {max_pages};"))
+            .map_err(context)?;
+        // Memory and disk (security review H4). No value, and so no result column, larger than
+        // a result may be: SQLite refuses `zeroblob(1e9)` or `randomblob(1e9)` before it
+        // allocates. Temporary data (sorts, UNION, materialised views) in files, where SQLite
+        // keeps at most its page cache in memory; its size is bounded by the call's deadline,
+        // and TEMP objects, which outlive a call, are refused by the authorizer. The bundled
+        // SQLite keeps temporary data in memory otherwise (SQLITE_TEMP_STORE=2), where a sort
+        // of endless rows would grow the host until the deadline.
+        //
+        // No heap limit: sqlite3_hard_heap_limit64 and sqlite3_soft_heap_limit64 are
+        // process-wide, not per connection. A hard limit would let one plugin's query make every
+        // other plugin's database, every plugin's storage and the host's own status tables fail
+        // with "out of memory" until it ends; a soft one only asks SQLite to shrink its caches.
+        // The bounds above are per connection and per call instead.
+        conn.set_limit(
+            Limit::SQLITE_LIMIT_LENGTH,
+            limit_i32(MAX_VALUE_BYTES + ROW_SLACK),
+        )
+        .map_err(context)?;
+        conn.set_limit(Limit::SQLITE_LIMIT_SQL_LENGTH, limit_i32(MAX_SQL_BYTES))
+            .map_err(context)?;
+        conn.execute_batch("PRAGMA temp_store = FILE;")
             .map_err(context)?;
         // Belt and braces beside the authorizer: no attached databases at all, no writable
         // schema tricks.
@@ -423,8 +482,15 @@ impl SqlConnection for SqliteConnection {
     ) -> Result<(), SqlError> {
         self.run(deadline, move |conn, guard| {
             host_statement(conn, guard, "BEGIN IMMEDIATE")?;
-            // The plugin's SQL, under the authorizer.
-            if let Err(e) = conn.execute_batch(&migration.sql) {
+            // The plugin's SQL, under the authorizer. A migration file is one batch, which SQLite
+            // measures whole against SQLITE_LIMIT_SQL_LENGTH: the limit is the file's for it.
+            conn.set_limit(
+                Limit::SQLITE_LIMIT_SQL_LENGTH,
+                limit_i32(migration.sql.len().max(MAX_SQL_BYTES)),
+            )?;
+            let applied = conn.execute_batch(&migration.sql);
+            conn.set_limit(Limit::SQLITE_LIMIT_SQL_LENGTH, limit_i32(MAX_SQL_BYTES))?;
+            if let Err(e) = applied {
                 rollback(conn, guard);
                 return Err(e.into());
             }
@@ -501,6 +567,14 @@ fn describe(e: &rusqlite::Error) -> String {
         E::InvalidParameterCount(given, expected) => {
             format!("the statement takes {expected} parameters, {given} were given")
         }
+        E::SqliteFailure(f, _) if f.code == ErrorCode::TooBig => format!(
+            "a string, blob or row is larger than {} MiB, the most one value may hold (no query could return it)",
+            MAX_VALUE_BYTES >> 20
+        ),
+        E::SqliteFailure(f, _) if f.code == ErrorCode::DiskFull => format!(
+            "the database is full: it may hold at most {} MiB (nothing was written; delete rows to make room)",
+            MAX_DATABASE_BYTES >> 20
+        ),
         E::SqliteFailure(_, Some(m)) => m.clone(),
         E::SqlInputError { msg, offset, .. } => format!("{msg} (at byte {offset})"),
         other => other.to_string(),
@@ -527,6 +601,30 @@ fn from_sql(v: ValueRef<'_>) -> SqlValue {
     }
 }
 
+/// What `v` counts for against the result cap, as [`SqlValue::result_bytes`] counts it, read
+/// without copying it.
+fn value_bytes(v: &ValueRef<'_>) -> usize {
+    match v {
+        ValueRef::Null => 1,
+        ValueRef::Integer(_) | ValueRef::Real(_) => 8,
+        ValueRef::Text(b) | ValueRef::Blob(b) => b.len(),
+    }
+}
+
+/// A value SQLite refused to build while stepping (over `SQLITE_LIMIT_LENGTH`, about the result
+/// cap): the result is too large.
+fn value_too_big(e: rusqlite::Error) -> Failure {
+    match sql_code(&e) {
+        Some(ErrorCode::TooBig) => Failure::Limit(SqlError::TooLarge),
+        _ => Failure::Sql(e),
+    }
+}
+
+/// A byte limit as SQLite's `int`.
+fn limit_i32(bytes: usize) -> i32 {
+    i32::try_from(bytes).unwrap_or(i32::MAX)
+}
+
 fn execute_one(conn: &Connection, sql: &str, params: &[SqlValue]) -> rusqlite::Result<u64> {
     let mut stmt = conn.prepare(sql)?;
     let n = stmt.execute(params_from_iter(params.iter().map(to_sql)))?;
@@ -546,18 +644,20 @@ fn query_rows(
     let mut rows = stmt.query(params_from_iter(params.iter().map(to_sql)))?;
     let mut out = Vec::new();
     let mut bytes = 0usize;
-    while let Some(row) = rows.next()? {
+    let too_large = || Failure::Limit(SqlError::TooLarge);
+    while let Some(row) = rows.next().map_err(value_too_big)? {
         if out.len() == limits.max_rows {
             return Err(Failure::Limit(SqlError::TooManyRows));
         }
         let mut values = Vec::with_capacity(width);
         for i in 0..width {
-            let v = from_sql(row.get_ref(i)?);
-            bytes += v.result_bytes();
-            values.push(v);
-        }
-        if bytes > limits.max_bytes {
-            return Err(Failure::Limit(SqlError::TooLarge));
+            // Measured before it is copied: the first value past the cap ends the query.
+            let v = row.get_ref(i)?;
+            bytes = bytes
+                .checked_add(value_bytes(&v))
+                .filter(|b| *b <= limits.max_bytes)
+                .ok_or_else(too_large)?;
+            values.push(from_sql(v));
         }
         out.push(values);
     }
@@ -867,6 +967,111 @@ mod tests {
         assert!(
             matches!(&e, HostError::Invalid(m) if m.contains("larger than 8 MiB")),
             "{e:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn past_its_size_cap_an_insert_is_refused_and_what_is_stored_stays() {
+        let connection = Arc::new(SqliteConnection::in_memory().unwrap());
+        {
+            // As the host: the plugin may not run these PRAGMAs.
+            connection.inner.guard.host.store(true, Ordering::Release);
+            let conn = connection.inner.conn.lock();
+            let pragma = |name: &str| -> u64 {
+                let n: i64 = conn
+                    .query_row(&format!("PRAGMA {name}"), [], |r| r.get(0))
+                    .unwrap();
+                n as u64
+            };
+            assert_eq!(
+                pragma("max_page_count") * pragma("page_size"),
+                MAX_DATABASE_BYTES
+            );
+            // The same rule with a cap of 64 pages, quick to reach.
+            conn.execute_batch("PRAGMA max_page_count = 64").unwrap();
+            connection.inner.guard.host.store(false, Ordering::Release);
+        }
+        let db = Database::new("p", connection, Auditor::new("p", None, None));
+        db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, b BLOB)", &[])
+            .await
+            .unwrap();
+        db.execute("INSERT INTO t (b) VALUES (x'2a')", &[])
+            .await
+            .unwrap();
+        let mut stored = 1;
+        let full = loop {
+            match db
+                .execute("INSERT INTO t (b) VALUES (randomblob(20000))", &[])
+                .await
+            {
+                Ok(_) => stored += 1,
+                Err(e) => break e,
+            }
+            assert!(stored < 100, "64 pages never filled");
+        };
+        assert_eq!(
+            full,
+            HostError::Failed(
+                "database.execute of plugin 'p': the database is full: it may hold at most 1024 MiB (nothing was written; delete rows to make room)".into()
+            )
+        );
+        // A transaction past the cap is rolled back whole.
+        let e = db
+            .transaction(&[
+                Statement::new("DELETE FROM t WHERE id = 1", vec![]),
+                Statement::new("INSERT INTO t (b) VALUES (randomblob(200000))", vec![]),
+            ])
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, HostError::Failed(m) if m.contains("statement 2 of 2 failed, nothing was committed: the database is full")),
+            "{e:?}"
+        );
+        let rows = db.query("SELECT count(*) FROM t", &[]).await.unwrap();
+        assert_eq!(rows.rows, vec![vec![SqlValue::Integer(stored)]]);
+        let first = db.query("SELECT b FROM t WHERE id = 1", &[]).await.unwrap();
+        assert_eq!(first.rows, vec![vec![SqlValue::Blob(vec![42])]]);
+        // Room made, room used.
+        db.execute("DELETE FROM t WHERE id > 2", &[]).await.unwrap();
+        db.execute("INSERT INTO t (b) VALUES (randomblob(20000))", &[])
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_value_is_measured_before_it_is_copied_and_the_first_past_the_cap_ends_the_query() {
+        let (db, _, _) = db();
+        // 8 MiB in three values: the third is one byte too many.
+        let half = MAX_VALUE_BYTES / 2;
+        let e = db
+            .query(
+                &format!("SELECT zeroblob({half}), zeroblob({half}), 1"),
+                &[],
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, HostError::Invalid(m) if m.contains("the result is larger than 8 MiB")),
+            "{e:?}"
+        );
+        let ok = db
+            .query(
+                &format!("SELECT zeroblob({half}), zeroblob({})", half - 1),
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(ok.rows.len(), 1);
+        // SQLite's own limits are set on the connection.
+        let connection = SqliteConnection::in_memory().unwrap();
+        let conn = connection.inner.conn.lock();
+        assert_eq!(
+            conn.limit(Limit::SQLITE_LIMIT_LENGTH).unwrap(),
+            (MAX_VALUE_BYTES + ROW_SLACK) as i32
+        );
+        assert_eq!(
+            conn.limit(Limit::SQLITE_LIMIT_SQL_LENGTH).unwrap(),
+            MAX_SQL_BYTES as i32
         );
     }
 

@@ -566,10 +566,15 @@ fn contract_errors_in_every_format() {
             &[("app", &[]), ("db", &[])],
         )
         .unwrap_or_else(|e| panic!("{format}: {e}"));
-        assert!(
-            ok.contains(r#""start_order": ["#) && ok.find("\"db\"") < ok.find("\"app\""),
-            "{format}: {ok}"
-        );
+        let order = ok
+            .find(r#""start_order": ["#)
+            .unwrap_or_else(|| panic!("{format}: no start_order: {ok}"));
+        let position = |name: &str| {
+            ok[order..]
+                .find(&format!("\"{name}\""))
+                .unwrap_or_else(|| panic!("{format}: {name} is not in start_order: {ok}"))
+        };
+        assert!(position("db") < position("app"), "{format}: {ok}");
 
         let cases: Vec<Case> = vec![
             (

@@ -108,6 +108,29 @@ where
     panic!("timed out waiting until {what}");
 }
 
+/// A counter the reloader guest keeps in its storage: `served` (every request, counted as it
+/// starts) or `slow_entered` (the `/slow` requests that entered the guest, counted before they
+/// sleep).
+async fn counter(server: &TestServer, key: &str) -> u64 {
+    server
+        .host
+        .storage("reloader")
+        .get(key)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|v| serde_json::from_slice(&v).ok())
+        .unwrap_or(0)
+}
+
+/// Wait until the counter `key` reaches `n`.
+async fn counted(server: &TestServer, key: &str, n: u64) {
+    eventually(&format!("{key} reaches {n}"), || async move {
+        counter(server, key).await >= n
+    })
+    .await;
+}
+
 /// Clients that request `/version` in a loop until stopped; each keeps what it saw, in order.
 struct Load {
     stop: Arc<AtomicBool>,
@@ -160,25 +183,29 @@ async fn block_strategy_serves_every_request_and_switches_versions_at_one_point(
     assert_eq!(version(&server).await.1["label"], "v1");
 
     let load = Load::start(&server, 4);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Every client has made a few requests to v1 (`served` counts them as they start).
+    counted(&server, "served", 1 + 16).await;
     // A request in flight when the reload starts is finished by the old version, not dropped.
     let slow = {
         let (client, url) = (
             server.client.clone(),
-            format!("{}/plugins/reloader/slow?ms=400", server.url),
+            format!("{}/plugins/reloader/slow?ms=1000", server.url),
         );
         tokio::spawn(async move {
             let r = client.get(url).send().await.unwrap();
             (r.status().as_u16(), r.json::<Value>().await.unwrap())
         })
     };
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // It is in v1's guest (the guest counts it before it sleeps).
+    counted(&server, "slow_entered", 1).await;
     dir.write_version("2.0.0", "v2", "ok", true);
     let (status, body) = admin_post(&server, "/admin/plugins/reloader/reload", None).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["from_version"], "1.0.0");
     assert_eq!(body["to_version"], "2.0.0");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Every client has made a few requests to v2.
+    let swapped = counter(&server, "served").await;
+    counted(&server, "served", swapped + 16).await;
     let seen = load.finish().await;
 
     let (slow_status, slow_body) = slow.await.unwrap();
@@ -212,7 +239,10 @@ async fn block_strategy_serves_every_request_and_switches_versions_at_one_point(
             }
         }
     }
-    // Storage carried over: v2 went on counting where v1 stopped.
+    // Storage carried over: v2 went on counting where v1 stopped. The bound is loose on
+    // purpose: `served` is a read-then-write from several instances at once, so a write can
+    // land over a later one and the count step back by a few; without the carry-over v2 would
+    // start again from 1.
     assert!(
         first_served_v2 > last_served_v1 / 2,
         "storage carries over a reload ({last_served_v1} then {first_served_v2})"
@@ -240,7 +270,8 @@ async fn reject_strategy_answers_503_only_while_the_swap_runs() {
         );
         tokio::spawn(async move { client.get(url).send().await.unwrap().status().as_u16() })
     };
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // It is in the guest (the guest counts it before it sleeps): the reload must wait for it.
+    counted(&server, "slow_entered", 1).await;
     dir.write_version("2.0.0", "v2", "ok", true);
     let reload = {
         let (client, url) = (

@@ -110,9 +110,10 @@ async fn a_hook_that_loops_forever_is_interrupted_while_others_answer() {
     );
     let info = server.host.plugin_info("spinner").unwrap();
     let last = info.last_error.expect("timeout recorded").message;
-    assert!(
-        last.contains("hook execution timeout: pre_request hook exceeded 1s timeout"),
-        "{last}"
+    // The wasm runtime's own deadline, not the host's backstop a second later.
+    assert_eq!(
+        last,
+        "pre_request hook: hook execution timeout: pre_request hook exceeded 1s timeout"
     );
     assert_eq!(info.status, plugd::Status::Running);
     // And it still works without the spin header.
@@ -122,10 +123,14 @@ async fn a_hook_that_loops_forever_is_interrupted_while_others_answer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fail_closed_turns_a_spinning_hook_into_503() {
-    let yaml = config("").replace(
-        "    - name: spinner\n",
-        "    - name: spinner\n      failure_policy: fail_closed\n",
-    );
+    // The answer carries the plugin's error text (expose_errors), so that the test reads which
+    // deadline stopped the hook.
+    let yaml = config("")
+        .replace(
+            "    - name: spinner\n",
+            "    - name: spinner\n      failure_policy: fail_closed\n",
+        )
+        .replace("data_dir:", "server: { expose_errors: true }\ndata_dir:");
     let server = TestServer::start(&yaml).await;
     let r = server
         .client
@@ -135,6 +140,18 @@ async fn fail_closed_turns_a_spinning_hook_into_503() {
         .await
         .unwrap();
     assert_eq!(r.status(), 503);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(
+        body["message"],
+        "plugin 'spinner' failed: hook execution timeout: pre_request hook exceeded 1s timeout",
+        "the wasm runtime's deadline stopped the hook, not the host's backstop: {body}"
+    );
+    let info = server.host.plugin_info("spinner").unwrap();
+    assert_eq!(info.error_count, 1);
+    assert_eq!(
+        info.last_error.expect("timeout recorded").message,
+        "pre_request hook: hook execution timeout: pre_request hook exceeded 1s timeout"
+    );
     server.stop().await;
 }
 

@@ -2,7 +2,9 @@
 //!
 //! - `GET /version` → `{"label": <config label>, "served": <storage counter>}`; the counter lives
 //!   in storage, so it carries over a reload while in-memory state does not.
-//! - `GET /slow?ms=N` sleeps N ms before answering (a request in flight during a reload).
+//! - `GET /slow?ms=N` sleeps N ms before answering (a request in flight during a reload); it
+//!   counts the slow requests that entered the guest in the storage key `slow_entered` before
+//!   it sleeps, so that a test knows when one is in flight.
 //! - `mode`: `fail_init` or `fail_start` refuse to come up; `trap` traps on every request;
 //!   `refuse` answers every request with an error (what a client can make a correct plugin do).
 use std::time::Duration;
@@ -63,6 +65,8 @@ impl Plugin for Reloader {
                     .query_param("ms")
                     .and_then(|v| v.parse::<u64>().ok())
                     .unwrap_or(100);
+                let entered = storage::get_json::<u64>("slow_entered")?.unwrap_or(0) + 1;
+                storage::set_json("slow_entered", &entered)?;
                 std::thread::sleep(Duration::from_millis(ms));
                 Ok(Response::json(200, &json!({ "label": self.label, "slept_ms": ms })))
             }
