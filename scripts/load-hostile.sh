@@ -6,7 +6,11 @@
 #   2. hello while a second wrk hammers the attackers' routes (loops to the deadline, unbounded
 #      allocation, traps, stack overflows, bodies over the cap, denied capability calls);
 #   3. hello while the second wrk keeps hanger's pre_request hook spinning (x-loop: 1): every
-#      request, hello's included, passes that hook and needs a free hanger instance.
+#      request, hello's included, passes that hook and needs a free hanger instance;
+#   4. hello while the second wrk runs exhauster's floods: log lines and stdout/stderr over its
+#      rate, request locals over the cap, storage past its quota, header bombs, events to a slow
+#      subscriber, metric labels over the cap (each answered as designed: 200 with the refusal in
+#      the body, or 500 for a header bomb).
 # With PER_ATTACK=1, also one row per attack (each attacker's route hammered alone).
 # Prints a table (Markdown). Figures for BENCHMARKS.md ("Hostile plugins").
 #
@@ -67,6 +71,9 @@ EOF
 "
     attacker gossip "      permissions: { router: true }
 "
+    attacker exhauster "      permissions: { router: true, filesystem: true }
+      limits: { timeout: 5s, storage_bytes: 16MiB }
+"
 } >"$work/plugd.yaml"
 
 base="http://127.0.0.1:$port"
@@ -125,6 +132,28 @@ EOF
     echo 'wrk.headers["x-loop"] = "1"'
     cat "$work/count.lua"
 } >"$work/hook.lua"
+# exhauster's floods, in rotation, each with its designed status.
+{
+    cat <<'EOF'
+local attacks = {
+    { "/plugins/exhauster/log?n=200&kib=64", 200 },       -- 12.5 MiB of log lines: its rate drops them
+    { "/plugins/exhauster/stdio?mib=4", 200 },            -- 4 MiB to stdout and stderr: same rate
+    { "/plugins/exhauster/locals?n=512&kib=64", 200 },    -- 32 MiB of locals: the 256 KiB cap keeps 3
+    { "/plugins/exhauster/store?n=64&kib=256", 200 },     -- 16 MiB of storage: its quota refuses
+    { "/plugins/exhauster/bomb?n=30000", 500 },           -- 30,000 headers: the plugin's error
+    { "/plugins/exhauster/publish?n=32&kib=512", 200 },   -- 16 MiB of events to its slow subscriber
+    { "/plugins/exhauster/label?kib=64", 200 },           -- a 64 KiB label and 2,000 series: refused
+}
+local i = 0
+request = function()
+    i = i + 1
+    local attack = attacks[(i % #attacks) + 1]
+    issued[attack[2]] = (issued[attack[2]] or 0) + 1
+    return wrk.format("GET", attack[1])
+end
+EOF
+    cat "$work/count.lua"
+} >"$work/exhaust.lua"
 
 # check_statuses PHASE FILE DESIGNED: with DESIGNED a status, every answer had it; with DESIGNED
 # "rotation", each status came at most as often as the requests designed to get it, and at most
@@ -155,6 +184,7 @@ check_statuses() {
 }
 
 hello_url="$base/plugins/hello/greet?name=Ada"
+server_rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$server_pid/status"; }
 run_hello() {
     wrk -t2 -c"$connections" -d"$duration" --latency "$hello_url" | summarize
 }
@@ -184,6 +214,9 @@ alone="$(run_hello) -"
 # ends the script with it (the message is already on stderr).
 routes="$(under_attack "all attackers' routes" rotation -s "$work/attack.lua" "$base")"
 hook="$(under_attack "hanger's spinning hook" 200 -s "$work/hook.lua" "$base/plugins/hanger/ok")"
+rss_before_floods="$(server_rss_kib)"
+floods="$(under_attack "exhauster's floods" rotation -s "$work/exhaust.lua" "$base")"
+rss_after_floods="$(server_rss_kib)"
 singles=()
 if [[ "${PER_ATTACK:-0}" == 1 ]]; then
     for single in /plugins/looper/spin:504 /plugins/hog/alloc:500 /plugins/crasher/panic:500 \
@@ -207,6 +240,9 @@ echo "|---|---|---|---|---|---|"
 row "alone" "$alone"
 row "all attackers' routes hammered" "$routes"
 row "hanger's pre_request hook kept spinning (x-loop: 1)" "$hook"
+row "exhauster's floods (logs, stdio, locals, storage, header bombs, events, labels)" "$floods"
 for single in "${singles[@]}"; do
     row "\`${single%%|*}\` hammered" "${single#*|}"
 done
+echo
+echo "plugd serve's RSS: $((rss_before_floods / 1024)) MiB before exhauster's floods, $((rss_after_floods / 1024)) MiB after"

@@ -339,7 +339,12 @@ impl WasmPlugin {
                 self.options.fuel.unwrap_or(u64::MAX)
             )),
             Some(trap) => PluginError::Trap(format!("{what}: {trap}")),
-            None => PluginError::Trap(format!("{what}: {}", first_line(&format!("{e:#}")))),
+            // A host call that failed the instance (a full resource table, say): the outer
+            // context is only "error while executing at wasm backtrace", the cause is inside.
+            None => PluginError::Trap(format!(
+                "{what}: {}",
+                first_line(&e.root_cause().to_string())
+            )),
         }
     }
 
