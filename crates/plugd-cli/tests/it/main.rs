@@ -14,5 +14,6 @@ mod reload;
 mod roles;
 mod sandbox;
 mod serve;
+mod server_abuse;
 mod templates;
 mod trust;
