@@ -249,6 +249,60 @@ pub struct Dispatcher {
     table: ArcSwap<DispatchTable>,
     /// `server.expose_errors`: send plugins' error texts to clients (development only).
     expose_errors: AtomicBool,
+    /// Where post_response hooks run: in the background, up to a bound.
+    post_response: Background,
+}
+
+/// Most requests whose post_response hooks run in the background at once (see [`Background`]).
+pub const POST_RESPONSE_TASKS: usize = 1024;
+
+/// The background runs of post_response hooks, bounded: a flood of requests cannot pile up an
+/// unbounded number of tasks. Over the bound a request's hooks run before its response is
+/// returned: nothing is lost, and the wait falls on the clients producing the flood. Each such
+/// run is counted ([`Dispatcher::post_response_inline`]) and logged.
+#[derive(Debug)]
+struct Background {
+    slots: Arc<tokio::sync::Semaphore>,
+    inline: AtomicU64,
+}
+
+impl Default for Background {
+    fn default() -> Self {
+        Background::new(POST_RESPONSE_TASKS)
+    }
+}
+
+impl Background {
+    fn new(bound: usize) -> Self {
+        Background {
+            slots: Arc::new(tokio::sync::Semaphore::new(bound)),
+            inline: AtomicU64::new(0),
+        }
+    }
+
+    /// Spawn `work` if a slot is free, else run it here.
+    async fn run(&self, work: impl Future<Output = ()> + Send + 'static) {
+        match self.slots.clone().try_acquire_owned() {
+            Ok(slot) => {
+                tokio::spawn(async move {
+                    let _slot = slot;
+                    work.await;
+                });
+            }
+            Err(_) => {
+                let n = self.inline.fetch_add(1, Ordering::Relaxed) + 1;
+                // The first, then every power of two: a flood does not flood the log too.
+                if n.is_power_of_two() {
+                    tracing::warn!(
+                        inline = n,
+                        bound = POST_RESPONSE_TASKS,
+                        "post_response hooks ran before the response: the background bound is reached"
+                    );
+                }
+                work.await;
+            }
+        }
+    }
 }
 
 /// A request id for an error answer: unique in this process, and named in the log line that
@@ -456,12 +510,19 @@ impl Dispatcher {
         self.expose_errors.load(Ordering::Relaxed)
     }
 
+    /// How many requests had their post_response hooks run before their response, because
+    /// [`POST_RESPONSE_TASKS`] were already running in the background.
+    pub fn post_response_inline(&self) -> u64 {
+        self.post_response.inline.load(Ordering::Relaxed)
+    }
+
     pub(crate) fn publish(&self, table: DispatchTable) {
         self.table.store(Arc::new(table));
     }
 
     /// Run one request through hooks and routes and produce its response. `post_response` hooks
-    /// are spawned to run after this returns.
+    /// are spawned to run after this returns (before it, when [`POST_RESPONSE_TASKS`] are
+    /// already running).
     pub async fn handle(&self, mut ex: Exchange) -> Response {
         if let Some(refused) = refuse_request(&ex) {
             return refused;
@@ -506,8 +567,8 @@ impl Dispatcher {
             .response
             .clone()
             .unwrap_or_else(|| Response::new(StatusCode::INTERNAL_SERVER_ERROR));
-        {
-            tokio::spawn(async move {
+        self.post_response
+            .run(async move {
                 // The passes stay taken until post_response is done: a reload waits for it.
                 let _passes = passes;
                 ex.stage = Stage::Hook(HookType::PostResponse);
@@ -519,8 +580,8 @@ impl Dispatcher {
                         let _ = call_hook(h, HookType::PostResponse, &mut ex).await;
                     }
                 }
-            });
-        }
+            })
+            .await;
         response
     }
 
@@ -907,5 +968,32 @@ mod tests {
         ] {
             assert_eq!(path_problem(path), None, "{path}");
         }
+    }
+
+    #[tokio::test]
+    async fn post_response_runs_are_bounded_and_run_inline_over_the_bound() {
+        let background = Background::new(1);
+        let (release, held) = tokio::sync::oneshot::channel::<()>();
+        // The one slot: taken by a run that waits.
+        background
+            .run(async move {
+                let _ = held.await;
+            })
+            .await;
+        let ran = Arc::new(AtomicBool::new(false));
+        let flag = ran.clone();
+        background
+            .run(async move { flag.store(true, Ordering::Relaxed) })
+            .await;
+        assert!(
+            ran.load(Ordering::Relaxed),
+            "over the bound: ran before returning"
+        );
+        assert_eq!(background.inline.load(Ordering::Relaxed), 1);
+        let _ = release.send(());
+        // The slot comes back once the background run is done.
+        let slot = background.slots.clone().acquire_owned().await.unwrap();
+        drop(slot);
+        assert_eq!(background.slots.available_permits(), 1);
     }
 }

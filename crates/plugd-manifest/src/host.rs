@@ -133,6 +133,37 @@ pub struct ServerConfig {
     /// client gets the plugin's name and a request id, and the log line with that id holds the
     /// details). For development: the text can hold another request's data.
     pub expose_errors: bool,
+    /// How long a client may take to send a request's line and headers (default 10s), counted
+    /// from its first byte; a client still sending them then (a slowloris) has its connection
+    /// closed. Applies to the admin listener too.
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
+    #[schemars(with = "DurationValue")]
+    pub header_read_timeout: Duration,
+    /// How long a connection may sit with no request in progress before the server closes it
+    /// (default 60s): a kept-alive connection between two requests, or a new one that has sent
+    /// nothing.
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
+    #[schemars(with = "DurationValue")]
+    pub idle_timeout: Duration,
+    /// How long a client may take to send a request's body, counted from the end of its headers
+    /// (default 30s); a body still arriving then is cut: the client gets 408 and the connection
+    /// is closed.
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
+    #[schemars(with = "DurationValue")]
+    pub body_read_timeout: Duration,
+    /// Most connections served at once on each listener (default 10000; keep it under the
+    /// process's open-file limit, `ulimit -n`). A connection over the cap is not accepted until
+    /// one closes: it waits in the kernel's listen queue, and the connections already open are
+    /// served as before.
+    pub max_connections: usize,
+    /// Most header fields in one request (default 100); a request with more gets 431 and its
+    /// connection is closed.
+    pub max_headers: usize,
+    /// Largest request line and headers of one request, in bytes (default 64KiB); written like
+    /// `body_limit`. A request over it gets 431 and its connection is closed.
+    #[serde(deserialize_with = "de_byte_size")]
+    #[schemars(with = "ByteSize")]
+    pub max_header_bytes: u64,
 }
 
 impl Default for ServerConfig {
@@ -141,6 +172,12 @@ impl Default for ServerConfig {
             listen: "127.0.0.1:8080".into(),
             body_limit: 2 * 1024 * 1024,
             expose_errors: false,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            body_read_timeout: Duration::from_secs(30),
+            max_connections: 10_000,
+            max_headers: 100,
+            max_header_bytes: 64 * 1024,
         }
     }
 }
@@ -1356,6 +1393,29 @@ fn check_names(field: &str, names: &[String]) -> Result<(), HostConfigErrorKind>
     Ok(())
 }
 
+/// `server`'s timeouts and caps: a zero would refuse every request.
+fn check_server(server: &ServerConfig) -> Result<(), HostConfigErrorKind> {
+    for (field, value) in [
+        ("server.header_read_timeout", server.header_read_timeout),
+        ("server.idle_timeout", server.idle_timeout),
+        ("server.body_read_timeout", server.body_read_timeout),
+    ] {
+        if value.is_zero() {
+            return Err(invalid(field, "must be longer than 0"));
+        }
+    }
+    for (field, value) in [
+        ("server.max_connections", server.max_connections as u64),
+        ("server.max_headers", server.max_headers as u64),
+        ("server.max_header_bytes", server.max_header_bytes),
+    ] {
+        if value == 0 {
+            return Err(invalid(field, "must be at least 1"));
+        }
+    }
+    Ok(())
+}
+
 impl RawHostConfig {
     fn resolve(self, base: Option<&Path>) -> Result<HostConfig, HostConfigErrorKind> {
         let defaults = PluginsConfig::default();
@@ -1377,6 +1437,7 @@ impl RawHostConfig {
         )?;
         let supervision = raw.supervision.unwrap_or_default();
         check_supervision("plugins.supervision", &supervision)?;
+        check_server(&self.server)?;
         if self.status.interval.is_zero() {
             return Err(invalid("status.interval", "must be longer than 0"));
         }
@@ -1974,6 +2035,39 @@ exec = { allow = ["/usr/bin/convert"] }
         let supervision = p.supervision_for(e);
         assert!(!supervision.enabled);
         assert_eq!(supervision.max_restarts, 7);
+    }
+
+    #[test]
+    fn server_timeouts_and_caps() {
+        let c = HostConfig::default().server;
+        assert_eq!(c.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(c.idle_timeout, Duration::from_secs(60));
+        assert_eq!(c.body_read_timeout, Duration::from_secs(30));
+        assert_eq!(
+            (c.max_connections, c.max_headers, c.max_header_bytes),
+            (10_000, 100, 64 * 1024)
+        );
+        let c = parse(
+            "server:\n  header_read_timeout: 2s\n  idle_timeout: 1m\n  body_read_timeout: 500ms\n  max_connections: 8\n  max_headers: 20\n  max_header_bytes: 16KiB\n",
+            Format::Yaml,
+        )
+        .unwrap()
+        .server;
+        assert_eq!(c.header_read_timeout, Duration::from_secs(2));
+        assert_eq!(c.idle_timeout, Duration::from_secs(60));
+        assert_eq!(c.body_read_timeout, Duration::from_millis(500));
+        assert_eq!(
+            (c.max_connections, c.max_headers, c.max_header_bytes),
+            (8, 20, 16 * 1024)
+        );
+        for (text, field) in [
+            ("server: { idle_timeout: 0s }", "server.idle_timeout"),
+            ("server: { max_connections: 0 }", "server.max_connections"),
+            ("server: { max_header_bytes: 0 }", "server.max_header_bytes"),
+        ] {
+            let e = parse(text, Format::Yaml).unwrap_err().to_string();
+            assert!(e.contains(field), "{text}: {e}");
+        }
     }
 
     #[test]

@@ -20,13 +20,14 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, any, get};
 use plugd_core::{Exchange, Host, Status};
-use plugd_manifest::Protected;
+use plugd_manifest::{Protected, ServerConfig};
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::admin::{self, AdminToken, AppState, json_error};
+use crate::listener::{Limits, serve_listener};
 
 /// Largest admin request body.
 pub(crate) const ADMIN_BODY_LIMIT: usize = 64 * 1024;
@@ -193,7 +194,8 @@ pub async fn serve(
 }
 
 /// [`serve`], with the admin API and dashboard on `admin_listener` (bound to `admin.listen`).
-/// Both stop when `shutdown` resolves; then every plugin is stopped.
+/// Both stop when `shutdown` resolves; then every plugin is stopped. Both listeners apply the
+/// timeouts and caps of the config's `server:` section (see [`serve_router`]).
 pub async fn serve_with_admin(
     host: Host,
     admin: AdminToken,
@@ -202,11 +204,9 @@ pub async fn serve_with_admin(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let limits = Limits::new(&host.config().server);
     let app = router(host.clone(), admin.clone());
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
-    let main = axum::serve(listener, app).with_graceful_shutdown(stopped(stop_rx.clone()));
+    let main = serve_listener(listener, app, limits.clone(), stop_rx.clone());
     let trigger = async move {
         shutdown.await;
         let _ = stop_tx.send(true);
@@ -214,18 +214,57 @@ pub async fn serve_with_admin(
     let result = match admin_listener {
         Some(admin_listener) => {
             let admin_app = admin_router(host.clone(), admin);
-            let second = axum::serve(admin_listener, admin_app)
-                .with_graceful_shutdown(stopped(stop_rx.clone()));
-            let (a, b, ()) = tokio::join!(main.into_future(), second.into_future(), trigger);
+            let second = serve_listener(admin_listener, admin_app, limits, stop_rx);
+            let (a, b, ()) = tokio::join!(main, second, trigger);
             a.and(b)
         }
         None => {
-            let (a, ()) = tokio::join!(main.into_future(), trigger);
+            let (a, ()) = tokio::join!(main, trigger);
             a
         }
     };
     host.shutdown().await;
     result
+}
+
+/// Serve any axum application on `listener` with the timeouts and caps of `server` (the config's
+/// `server:` section) until `shutdown` resolves, then let requests in progress finish and
+/// return. For an embedding application that merges its own routes with [`router`]; unlike
+/// [`serve`], it does not stop the host.
+///
+/// What it applies: `header_read_timeout` (a client slow to send its headers is disconnected),
+/// `idle_timeout` (a connection with no request in progress is closed), `body_read_timeout`
+/// (408), `max_headers` and `max_header_bytes` (431), and `max_connections` (over the cap a new
+/// connection waits in the listen queue until one closes; open connections are served as
+/// before).
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let config = plugd_manifest::HostConfig::default();
+/// let app = axum::Router::new().route("/", axum::routing::get(|| async { "hi" }));
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+/// plugd_server::serve_router(listener, app, &config.server, async {
+///     let _ = tokio::signal::ctrl_c().await;
+/// })
+/// .await?;
+/// # Ok(()) }
+/// ```
+pub fn serve_router(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    server: &ServerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> impl Future<Output = std::io::Result<()>> + Send + 'static {
+    let limits = Limits::new(server);
+    async move {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let trigger = async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        };
+        let (result, ()) = tokio::join!(serve_listener(listener, app, limits, stop_rx), trigger);
+        result
+    }
 }
 
 /// `GET /healthz`: `ok` or `degraded` (a plugin failed, was disabled by its error threshold,

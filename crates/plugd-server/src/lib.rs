@@ -16,7 +16,8 @@
 
 mod admin;
 mod app;
+mod listener;
 
 pub use admin::ApiError;
 pub use admin::{AdminToken, AdminTokenError, TokenSource, token_file};
-pub use app::{admin_router, openapi, router, serve, serve_with_admin};
+pub use app::{admin_router, openapi, router, serve, serve_router, serve_with_admin};

@@ -73,13 +73,20 @@ async fn main() -> anyhow::Result<()> {
         let admin_listener = tokio::net::TcpListener::bind(&at).await?;
         tracing::info!("admin API and dashboard on http://{at}/admin/");
         let admin_app = plugd::server::admin_router(host.clone(), admin);
-        tokio::spawn(async move { axum::serve(admin_listener, admin_app).await });
+        let served = plugd::server::serve_router(
+            admin_listener,
+            admin_app,
+            &host.config().server,
+            std::future::pending(),
+        );
+        tokio::spawn(served);
     }
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
+    // The timeouts and caps of the config's `server:` section (slow clients, header caps, the
+    // connection cap), as `plugd serve` applies them.
+    plugd::server::serve_router(listener, app, &host.config().server, async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await?;
     host.shutdown().await;
     Ok(())
 }

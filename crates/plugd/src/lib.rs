@@ -13,7 +13,7 @@
 //! | `wasm` | yes | `plugd::wasm`: the wasmtime runtime, a [`Loader`] of wasm plugins |
 //! | `sqlite` | yes | `plugd::sqlite`: plugin storage, plugin databases and the status tables in SQLite; `with_embedded_backends` |
 //! | `std` | yes | `plugd::std_backends`: outbound HTTP (reqwest), exec, file watching; package admission; `with_std_backends`, [`check_config_with_packages`] |
-//! | `server` | yes | `plugd::server`: the axum router, the admin API and dashboard, `serve_with_admin` |
+//! | `server` | yes | `plugd::server`: the axum router, the admin API and dashboard, `serve_with_admin`, `serve_router` |
 //! | `test` | no | `plugd::test`: the `plugd-test` harness for plugin authors (`TestHost`, `tests.yaml` suites) |
 //!
 //! `host_from_config` (`wasm` and `sqlite`) builds the host `plugd serve` runs. With

@@ -16,5 +16,6 @@ mod reload;
 mod roles;
 mod sandbox;
 mod serve;
+mod server_abuse;
 mod templates;
 mod trust;
