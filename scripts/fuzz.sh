@@ -129,7 +129,7 @@ package_inputs
 # of their own, so they never invalidate the workspace's.
 cd "$root/fuzz"
 export CARGO_TARGET_DIR="$root/fuzz/target"
-cargo +nightly fuzz build -O -a "${targets[@]}"
+cargo +nightly fuzz build -O -a
 
 declare -A execs took size failed
 status=0
@@ -155,7 +155,7 @@ for t in "${targets[@]}"; do
     rm -f "$log"
     echo "==> minimise corpus/$t"
     cargo +nightly fuzz cmin -O -a "$t" "corpus/$t" >/dev/null 2>&1 || echo "fuzz: cmin of $t failed" >&2
-    size[$t]="$(ls "corpus/$t" | wc -l) files, $(du -sh "corpus/$t" | cut -f1)"
+    size[$t]="$(ls "corpus/$t" | wc -l) files, $(du -sh --apparent-size "corpus/$t" | cut -f1)"
 done
 
 echo
