@@ -657,11 +657,17 @@ pub(crate) async fn unload(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct LoadRequest {
-    /// The plugin's name (must equal its manifest's).
-    #[schema(example = "hello")]
+    /// The plugin's name (must equal its manifest's): what `plugd_manifest::is_valid_plugin_name`
+    /// accepts, or the request is a 400.
+    #[schema(
+        example = "hello",
+        pattern = "^[a-z0-9][a-z0-9_-]*$",
+        min_length = 1,
+        max_length = 64
+    )]
     name: String,
     /// The plugin's folder (manifest + component) on the host.
-    #[schema(value_type = String, example = "/srv/plugd/plugins/hello")]
+    #[schema(value_type = String, example = "/srv/plugd/plugins/hello", min_length = 1)]
     path: std::path::PathBuf,
     /// Permissions granted.
     #[serde(default)]
@@ -774,10 +780,26 @@ pub(crate) struct HostInfo {
     /// Each loaded plugin's present dependencies.
     dependency_graph: BTreeMap<String, Vec<String>>,
     /// Exported services as `[plugin, service]` pairs.
-    #[schema(value_type = Vec<Vec<String>>)]
+    #[schema(schema_with = service_pairs)]
     services: Vec<(String, String)>,
     /// Event subscriptions with their counters.
     subscriptions: Vec<SubscriptionInfo>,
+}
+
+/// The schema of [`HostInfo::services`]: `[plugin, service]` pairs, each an array of exactly
+/// two strings (not utoipa's `prefixItems` tuple, which schemathesis cannot read: see
+/// `ConfigReloadReport`'s `rejected`).
+fn service_pairs() -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ArrayItems, ObjectBuilder, Type};
+    let pair = ArrayBuilder::new()
+        .items(ObjectBuilder::new().schema_type(Type::String))
+        .min_items(Some(2))
+        .max_items(Some(2))
+        .description(Some("`[plugin, service]`"));
+    ArrayBuilder::new()
+        .items(ArrayItems::RefOrSchema(Box::new(pair.into())))
+        .description(Some("Exported services as `[plugin, service]` pairs."))
+        .build()
 }
 
 /// The host itself.

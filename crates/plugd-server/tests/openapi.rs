@@ -310,3 +310,85 @@ async fn healthz_and_metrics_are_public_unless_protected() {
         HostConfig::from_str("admin:\n  protect: [metric]\n", Format::Yaml, None).unwrap_err();
     assert!(err.to_string().contains("metric"), "{err}");
 }
+
+/// Every `items` of the document, with where it is (JSON pointer).
+fn collect_items<'a>(v: &'a Value, at: String, out: &mut Vec<(String, &'a Value)>) {
+    match v {
+        Value::Object(m) => {
+            if let Some(items) = m.get("items") {
+                out.push((format!("{at}/items"), items));
+            }
+            for (k, v) in m {
+                collect_items(v, format!("{at}/{k}"), out);
+            }
+        }
+        Value::Array(a) => {
+            for (i, v) in a.iter().enumerate() {
+                collect_items(v, format!("{at}/{i}"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The document is as strict as the server, so that a schemathesis run (scripts/schemathesis.sh,
+/// RELIABILITY.md) ends clean: what the document allows the server accepts, and what the server
+/// answers the document describes.
+#[test]
+fn the_document_says_what_the_server_accepts_and_answers() {
+    let doc = serde_json::to_value(plugd_server::openapi()).unwrap();
+    let schemas = &doc["components"]["schemas"];
+
+    // No tuple form at all: neither `items: [..]` (not OpenAPI 3.1) nor `prefixItems` (which
+    // schemathesis rewrites into `items: [..]` and then rejects).
+    let text = doc.to_string();
+    assert!(
+        !text.contains("prefixItems"),
+        "a prefixItems tuple is in the document"
+    );
+    let mut items = Vec::new();
+    collect_items(&doc, String::new(), &mut items);
+    assert!(!items.is_empty());
+    for (at, v) in &items {
+        assert!(v.is_object(), "{at}: `items` must be one schema: {v}");
+    }
+    // The pairs the server answers: arrays of exactly two strings.
+    for pairs in [
+        &schemas["ConfigReloadReport"]["properties"]["rejected"],
+        &schemas["HostInfo"]["properties"]["services"],
+    ] {
+        let pair = &pairs["items"];
+        assert_eq!(pair["type"], "array", "{pairs}");
+        assert_eq!(pair["items"]["type"], "string", "{pairs}");
+        assert_eq!(
+            (&pair["minItems"], &pair["maxItems"]),
+            (&2.into(), &2.into()),
+            "{pairs}"
+        );
+    }
+
+    // POST /admin/plugins: the name is a plugin name (a 400 otherwise), the path is not empty.
+    let load = &schemas["LoadRequest"]["properties"];
+    assert_eq!(load["name"]["pattern"], "^[a-z0-9][a-z0-9_-]*$");
+    assert_eq!(
+        load["name"]["maxLength"],
+        plugd_manifest::MAX_NAME_LEN as u64
+    );
+    assert_eq!(load["name"]["minLength"], 1);
+    assert_eq!(load["path"]["minLength"], 1);
+    // The pattern and the length are the server's own rule.
+    for (name, ok) in [
+        ("hello", true),
+        ("a", true),
+        ("0-x_y", true),
+        ("Hello", false),
+        ("-x", false),
+        ("_x", false),
+        ("a b", false),
+        ("", false),
+    ] {
+        assert_eq!(plugd_manifest::is_valid_plugin_name(name), ok, "{name}");
+    }
+    assert!(plugd_manifest::is_valid_plugin_name(&"a".repeat(64)));
+    assert!(!plugd_manifest::is_valid_plugin_name(&"a".repeat(65)));
+}

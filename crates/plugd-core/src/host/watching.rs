@@ -33,9 +33,30 @@ pub struct ConfigReloadReport {
     /// Plugins whose config changed live (`on_config_change`).
     pub reconfigured: Vec<String>,
     /// Changes refused, with why; the previous state of each of these plugins stays in force.
+    #[cfg_attr(feature = "openapi", schema(schema_with = rejected_schema))]
     pub rejected: Vec<(String, String)>,
     /// Host-level settings that changed and need a restart to apply.
     pub restart_required: Vec<String>,
+}
+
+/// The schema of [`ConfigReloadReport::rejected`]: `[plugin, why]` pairs, each an array of
+/// exactly two strings. Not the `prefixItems` tuple utoipa derives for `(String, String)`:
+/// schemathesis rewrites that into the pre-3.1 `items: [..]` form and then rejects the document
+/// (RELIABILITY.md, "Admin API conformance").
+#[cfg(feature = "openapi")]
+fn rejected_schema() -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ArrayItems, ObjectBuilder, Type};
+    let pair = ArrayBuilder::new()
+        .items(ObjectBuilder::new().schema_type(Type::String))
+        .min_items(Some(2))
+        .max_items(Some(2))
+        .description(Some("`[plugin, why the change was refused]`"));
+    ArrayBuilder::new()
+        .items(ArrayItems::RefOrSchema(Box::new(pair.into())))
+        .description(Some(
+            "Changes refused, with why; the previous state of each of these plugins stays in force.",
+        ))
+        .build()
 }
 
 impl ConfigReloadReport {
