@@ -72,7 +72,7 @@ EOF
     attacker gossip "      permissions: { router: true }
 "
     attacker exhauster "      permissions: { router: true, filesystem: true }
-      limits: { timeout: 5s, storage_bytes: 16MiB }
+      limits: { timeout: 5s, storage_bytes: 16MiB, instances: 4 }
 "
 } >"$work/plugd.yaml"
 
@@ -141,7 +141,7 @@ local attacks = {
     { "/plugins/exhauster/locals?n=512&kib=64", 200 },    -- 32 MiB of locals: the 256 KiB cap keeps 3
     { "/plugins/exhauster/store?n=64&kib=256", 200 },     -- 16 MiB of storage: its quota refuses
     { "/plugins/exhauster/bomb?n=30000", 500 },           -- 30,000 headers: the plugin's error
-    { "/plugins/exhauster/publish?n=32&kib=512", 200 },   -- 16 MiB of events to its slow subscriber
+    { "/plugins/exhauster/publish?n=4&kib=256", 200 },    -- 1 MiB of events to its slow subscriber (its queue: 16 MiB)
     { "/plugins/exhauster/label?kib=64", 200 },           -- a 64 KiB label and 2,000 series: refused
 }
 local i = 0
