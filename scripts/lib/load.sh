@@ -1,5 +1,6 @@
 # Shared by the load scripts (scripts/load-*.sh): source it after setting `root`.
-#   load_setup NAME      install wrk if missing, build the guests and a release plugd; sets
+#   load_setup NAME      install wrk if missing, build the guests and a release plugd (or use
+#                        $PLUGD_BIN); sets
 #                        $plugd, $work (a temp dir removed on exit) and the cleanup trap
 #   start_server CONFIG URL   start `plugd serve --config CONFIG`, wait until URL answers
 #   summarize            wrk --latency output -> "p50 p99 rps failed" (ms; failed = non-2xx +
@@ -15,8 +16,12 @@ load_setup() {
         "${sudo_cmd[@]}" apt-get install -y -qq wrk >/dev/null
     fi
     bash "$root/scripts/build-examples.sh" >/dev/null
-    (cd "$root" && cargo build --release -q -p plugd-cli --bin plugd)
-    plugd="${CARGO_TARGET_DIR:-$root/target}/release/plugd"
+    if [[ -n "${PLUGD_BIN:-}" ]]; then
+        plugd="$PLUGD_BIN" # a release plugd built before (say, of the commit being measured)
+    else
+        (cd "$root" && cargo build --release -q -p plugd-cli --bin plugd)
+        plugd="${CARGO_TARGET_DIR:-$root/target}/release/plugd"
+    fi
     work="$(mktemp -d)"
     server_pid=""
     trap load_cleanup EXIT

@@ -44,7 +44,17 @@ impl Auditor {
             state.record_error(message);
         }
         if let Some(log) = &self.log {
-            log.record(&self.plugin, capability, detail);
+            // The entry is always kept; its line in the host's log is under the plugin's log
+            // rate (a plugin denied 100,000 times a second must not flood the log).
+            let say = self
+                .state
+                .as_ref()
+                .is_none_or(|s| s.log().admit(capability.len() + detail.len().min(MAX_AUDIT_DETAIL_BYTES)));
+            if say {
+                log.record(&self.plugin, capability, detail);
+            } else {
+                log.keep(&self.plugin, capability, detail);
+            }
         }
     }
 
@@ -155,10 +165,20 @@ impl AuditLog {
         }
     }
 
-    /// Record a denied call.
+    /// Record a denied call: an entry, and a line in the host's log.
     pub fn record(&self, plugin: &str, capability: &str, detail: &str) {
-        let detail = crate::logs::clean(detail, MAX_AUDIT_DETAIL_BYTES);
+        let detail = crate::logs::clean_text(detail, MAX_AUDIT_DETAIL_BYTES);
         tracing::warn!(target: "plugd::audit", plugin, capability, detail, "denied");
+        self.keep_clean(plugin, capability, detail);
+    }
+
+    /// Record a denied call without a line in the host's log (over the plugin's log rate).
+    pub fn keep(&self, plugin: &str, capability: &str, detail: &str) {
+        let detail = crate::logs::clean_text(detail, MAX_AUDIT_DETAIL_BYTES);
+        self.keep_clean(plugin, capability, detail);
+    }
+
+    fn keep_clean(&self, plugin: &str, capability: &str, detail: String) {
         let mut entries = self.entries.lock();
         let seq = entries.recorded;
         entries.recorded += 1;

@@ -145,8 +145,11 @@ impl Host {
         };
         let mut stores = self.inner.stores.lock();
         match stores.get(name) {
-            Some(s) if s.quota() == quota => s.clone(),
-            _ => {
+            Some(s) => {
+                s.set_quota(quota);
+                s.clone()
+            }
+            None => {
                 let s = PluginStore::with_quota(name, self.inner.kv.clone(), quota);
                 stores.insert(name.to_string(), s.clone());
                 s

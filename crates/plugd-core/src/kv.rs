@@ -84,14 +84,22 @@ pub trait KvBackend: Send + Sync + fmt::Debug + 'static {
     async fn usage(&self, plugin: &str) -> Result<KvUsage, BackendError>;
 }
 
+/// Writes of one key space that may be under way at once, the caller waiting or not: a write
+/// whose caller stopped waiting still runs to its end (so that it is counted), and this bounds
+/// what such writes hold.
+pub const MAX_PENDING_WRITES: usize = 4;
+
 /// The quota of one key space and what it holds: shared by every handle on the key space, so
 /// that writes through any of them are counted once. Writes are counted one at a time (the
-/// lock), which is what makes the count exact.
+/// lock), which is what makes the count exact; each runs on a task of its own to its end, even
+/// when its caller stops waiting, so that no write reaches the backend uncounted.
 #[derive(Debug)]
 struct Metered {
-    quota: StorageQuota,
+    quota: parking_lot::Mutex<StorageQuota>,
     /// `None` until the first write reads the usage from the backend.
     usage: tokio::sync::Mutex<Option<KvUsage>>,
+    /// Writes under way ([`MAX_PENDING_WRITES`]).
+    pending: Arc<tokio::sync::Semaphore>,
 }
 
 /// One plugin's key space: what a plugin (or the host on its behalf) holds. Cheap to clone.
@@ -151,21 +159,31 @@ impl PluginStore {
             backend,
             timeout: DEFAULT_TIMEOUT,
             metered: Arc::new(Metered {
-                quota,
+                quota: parking_lot::Mutex::new(quota),
                 usage: tokio::sync::Mutex::new(None),
+                pending: Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_WRITES)),
             }),
         }
     }
 
     /// Its quota.
     pub fn quota(&self) -> StorageQuota {
-        self.metered.quota
+        *self.metered.quota.lock()
+    }
+
+    /// Change the quota (new limits); the count goes on, shared by every handle.
+    pub fn set_quota(&self, quota: StorageQuota) {
+        *self.metered.quota.lock() = quota;
     }
 
     /// What it holds: keys and bytes, as counted by the backend.
     pub async fn usage(&self) -> Result<KvUsage, HostError> {
-        let mut usage = self.metered.usage.lock().await;
-        self.counted(&mut usage).await
+        let store = self.clone();
+        self.counted_write("usage", move || async move {
+            let mut usage = store.metered.usage.lock().await;
+            store.counted(&mut usage).await
+        })
+        .await
     }
 
     /// The usage under the lock, read from the backend the first time.
@@ -173,11 +191,44 @@ impl PluginStore {
         if let Some(u) = *usage {
             return Ok(u);
         }
-        let u = self
-            .bounded("usage", self.backend.usage(&self.plugin))
-            .await?;
+        let u = self.unbounded("usage", self.backend.usage(&self.plugin)).await?;
         *usage = Some(u);
         Ok(u)
+    }
+
+    /// Run `write` (which takes the count's lock) on a task of its own: the caller waits at
+    /// most its deadline, the write runs to its end either way, and at most
+    /// [`MAX_PENDING_WRITES`] are under way.
+    async fn counted_write<T, F, Fut>(&self, what: &str, write: F) -> Result<T, HostError>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, HostError>> + Send + 'static,
+    {
+        let permit = self.metered.pending.clone().try_acquire_owned().map_err(|_| {
+            HostError::Failed(format!(
+                "storage.{what}: {MAX_PENDING_WRITES} writes of plugin '{}' are still under way",
+                self.plugin
+            ))
+        })?;
+        let work = write();
+        let task = tokio::spawn(async move {
+            let result = work.await;
+            drop(permit);
+            result
+        });
+        within("storage", what, self.timeout, task)
+            .await?
+            .map_err(|e| HostError::Failed(format!("storage.{what}: {e}")))?
+    }
+
+    async fn unbounded<T>(
+        &self,
+        what: &str,
+        call: impl Future<Output = Result<T, BackendError>>,
+    ) -> Result<T, HostError> {
+        call.await
+            .map_err(|e| HostError::Failed(format!("storage.{what}: {e}")))
     }
 
     /// The same key space, each call limited to `timeout` (never longer than this handle's):
@@ -222,17 +273,24 @@ impl PluginStore {
                 value.len()
             )));
         }
+        let store = self.clone();
+        let (key, value) = (key.to_string(), value.to_vec());
+        self.counted_write("set", move || async move { store.set_counted(&key, value).await })
+            .await
+    }
+
+    async fn set_counted(&self, key: &str, value: Vec<u8>) -> Result<(), HostError> {
         let mut usage = self.metered.usage.lock().await;
         let held = self.counted(&mut usage).await?;
         let old = self
-            .bounded("set", self.backend.value_len(&self.plugin, key))
+            .unbounded("set", self.backend.value_len(&self.plugin, key))
             .await?;
         let entry = |len: u64| key.len() as u64 + len;
         let after = KvUsage {
             keys: held.keys + u64::from(old.is_none()),
             bytes: (held.bytes + entry(value.len() as u64)).saturating_sub(old.map_or(0, entry)),
         };
-        let quota = self.metered.quota;
+        let quota = self.quota();
         // Only growth is refused: a plugin over a quota lowered since can still shrink.
         if (after.bytes > quota.bytes && after.bytes > held.bytes)
             || (after.keys > quota.keys && after.keys > held.keys)
@@ -251,7 +309,7 @@ impl PluginStore {
                 ),
             });
         }
-        self.bounded("set", self.backend.set(&self.plugin, key, value.to_vec()))
+        self.unbounded("set", self.backend.set(&self.plugin, key, value))
             .await?;
         *usage = Some(after);
         Ok(())
@@ -260,13 +318,20 @@ impl PluginStore {
     /// Delete a key; true when it existed.
     pub async fn delete(&self, key: &str) -> Result<bool, HostError> {
         check_key(key)?;
+        let store = self.clone();
+        let key = key.to_string();
+        self.counted_write("delete", move || async move { store.delete_counted(&key).await })
+            .await
+    }
+
+    async fn delete_counted(&self, key: &str) -> Result<bool, HostError> {
         let mut usage = self.metered.usage.lock().await;
         let held = self.counted(&mut usage).await?;
         let old = self
-            .bounded("delete", self.backend.value_len(&self.plugin, key))
+            .unbounded("delete", self.backend.value_len(&self.plugin, key))
             .await?;
         let existed = self
-            .bounded("delete", self.backend.delete(&self.plugin, key))
+            .unbounded("delete", self.backend.delete(&self.plugin, key))
             .await?;
         if let Some(len) = old.filter(|_| existed) {
             *usage = Some(KvUsage {
@@ -296,11 +361,16 @@ impl PluginStore {
 
     /// Delete every key.
     pub async fn clear(&self) -> Result<(), HostError> {
-        let mut usage = self.metered.usage.lock().await;
-        self.bounded("clear", self.backend.clear(&self.plugin))
-            .await?;
-        *usage = Some(KvUsage::default());
-        Ok(())
+        let store = self.clone();
+        self.counted_write("clear", move || async move {
+            let mut usage = store.metered.usage.lock().await;
+            store
+                .unbounded("clear", store.backend.clear(&store.plugin))
+                .await?;
+            *usage = Some(KvUsage::default());
+            Ok(())
+        })
+        .await
     }
 }
 
@@ -518,6 +588,59 @@ mod tests {
         assert!(e.contains("more than 10000 keys start with \"k\""), "{e}");
         assert_eq!(s.list("k0000").await.unwrap().len(), 10);
         assert_eq!(s.list("o").await.unwrap(), ["other"]);
+    }
+
+    /// Memory, with writes that take a while.
+    #[derive(Debug, Default)]
+    struct Slow(MemoryKv);
+
+    #[async_trait]
+    impl KvBackend for Slow {
+        async fn get(&self, p: &str, k: &str) -> Result<Option<Vec<u8>>, BackendError> {
+            self.0.get(p, k).await
+        }
+        async fn set(&self, p: &str, k: &str, v: Vec<u8>) -> Result<(), BackendError> {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            self.0.set(p, k, v).await
+        }
+        async fn delete(&self, p: &str, k: &str) -> Result<bool, BackendError> {
+            self.0.delete(p, k).await
+        }
+        async fn list(&self, p: &str, x: &str, n: usize) -> Result<Vec<String>, BackendError> {
+            self.0.list(p, x, n).await
+        }
+        async fn clear(&self, p: &str) -> Result<(), BackendError> {
+            self.0.clear(p).await
+        }
+        async fn value_len(&self, p: &str, k: &str) -> Result<Option<u64>, BackendError> {
+            self.0.value_len(p, k).await
+        }
+        async fn usage(&self, p: &str) -> Result<KvUsage, BackendError> {
+            self.0.usage(p).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_write_the_caller_stopped_waiting_for_is_still_counted() {
+        let quota = StorageQuota {
+            bytes: 150,
+            keys: 10,
+        };
+        let s = PluginStore::with_quota("p", Arc::new(Slow::default()), quota);
+        let hurried = s.with_timeout(Duration::from_millis(10));
+        let e = hurried.set("a", &[0; 99]).await.unwrap_err().to_string();
+        assert!(e.contains("did not finish within"), "{e}");
+        // The write lands after the caller gave up, and it is counted: the next one that would
+        // go over the quota is refused.
+        assert_eq!(s.usage().await.unwrap(), KvUsage { keys: 1, bytes: 100 });
+        let e = s.set("b", &[0; 99]).await.unwrap_err();
+        assert!(matches!(e, HostError::OverLimit { .. }), "{e}");
+        // Writes still under way are bounded.
+        for i in 0..MAX_PENDING_WRITES {
+            let _ = hurried.set(&format!("x{i}"), b"").await;
+        }
+        let e = hurried.set("one-more", b"").await.unwrap_err().to_string();
+        assert!(e.contains("still under way"), "{e}");
     }
 
     /// A backend that never answers: the caller's deadline holds.

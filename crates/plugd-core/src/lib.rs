@@ -99,13 +99,14 @@ pub use host::{
 pub use host::{HealthSummary, PluginSummary};
 pub use host_config::HostConfigView;
 pub use kv::{
-    KvBackend, KvUsage, MAX_KEY_BYTES, MAX_LIST_KEYS, MAX_VALUE_BYTES, MemoryKv, PluginStore,
+    KvBackend, KvUsage, MAX_KEY_BYTES, MAX_LIST_KEYS, MAX_PENDING_WRITES, MAX_VALUE_BYTES, MemoryKv,
+    PluginStore,
     StorageQuota,
 };
 pub use loader::{Loader, LoaderContext};
 pub use logs::{
     LogLevel, LogLimits, MAX_FIELD_NAME_BYTES, MAX_FIELD_VALUE_BYTES, MAX_FIELDS,
-    MAX_MESSAGE_BYTES, MAX_OUTPUT_LINE_BYTES, OutputLines, OutputStream, PluginLog,
+    MAX_MESSAGE_BYTES, MAX_OUTPUT_LINE_BYTES, OutputLines, OutputStream, PluginLog, clean_text,
 };
 pub use metrics::{
     BUCKETS_MS, DurationHistogram, MAX_LABEL_VALUE_BYTES, MAX_LABELS, MAX_SERIES_PER_PLUGIN,

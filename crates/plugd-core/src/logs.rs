@@ -196,35 +196,8 @@ impl PluginLog {
     /// Write one line: `message` and `fields`, capped and escaped. False when the line was over
     /// the rate and dropped.
     pub fn write(&self, level: LogLevel, message: &str, fields: &[(String, String)]) -> bool {
-        let size = message.len().min(MAX_MESSAGE_BYTES)
-            + fields
-                .iter()
-                .take(MAX_FIELDS)
-                .map(|(k, v)| {
-                    k.len().min(MAX_FIELD_NAME_BYTES) + v.len().min(MAX_FIELD_VALUE_BYTES)
-                })
-                .sum::<usize>();
-        let unsaid = {
-            let mut b = self.buckets.lock();
-            if !b.take(size, Instant::now()) {
-                b.unsaid += 1;
-                drop(b);
-                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
-                return false;
-            }
-            std::mem::take(&mut b.unsaid)
-        };
-        self.counters.written.fetch_add(1, Ordering::Relaxed);
-        let plugin = &*self.plugin;
-        if unsaid > 0 {
-            tracing::warn!(
-                target: "plugd::logs",
-                plugin,
-                dropped = unsaid,
-                "dropped {unsaid} log lines of plugin '{plugin}' over its rate (limits.log_lines_per_second, limits.log_bytes_per_second)"
-            );
-        }
-        let message = clean(message, MAX_MESSAGE_BYTES);
+        // Escaped first: the rate is charged for what reaches the log.
+        let message = clean_text(message, MAX_MESSAGE_BYTES);
         let fields = if fields.is_empty() {
             None
         } else {
@@ -234,8 +207,8 @@ impl PluginLog {
                 .map(|(k, v)| {
                     format!(
                         "{}={}",
-                        clean(k, MAX_FIELD_NAME_BYTES),
-                        clean(v, MAX_FIELD_VALUE_BYTES)
+                        clean_text(k, MAX_FIELD_NAME_BYTES),
+                        clean_text(v, MAX_FIELD_VALUE_BYTES)
                     )
                 })
                 .collect::<Vec<_>>()
@@ -245,6 +218,10 @@ impl PluginLog {
             }
             Some(text)
         };
+        if !self.admit(message.len() + fields.as_ref().map_or(0, String::len)) {
+            return false;
+        }
+        let plugin = &*self.plugin;
         macro_rules! emit {
             ($level:expr) => {
                 match &fields {
@@ -261,6 +238,33 @@ impl PluginLog {
             LogLevel::Info => emit!(tracing::Level::INFO),
             LogLevel::Warn => emit!(tracing::Level::WARN),
             LogLevel::Error => emit!(tracing::Level::ERROR),
+        }
+        true
+    }
+
+    /// Take one line of `bytes` from the rate, for a line the host writes on the plugin's
+    /// behalf (its audit entries): false when it is over the rate (then it is counted as
+    /// dropped). Says how many lines were dropped before, when lines flow again.
+    pub fn admit(&self, bytes: usize) -> bool {
+        let unsaid = {
+            let mut b = self.buckets.lock();
+            if !b.take(bytes, Instant::now()) {
+                b.unsaid += 1;
+                drop(b);
+                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                return false;
+            }
+            std::mem::take(&mut b.unsaid)
+        };
+        self.counters.written.fetch_add(1, Ordering::Relaxed);
+        if unsaid > 0 {
+            let plugin = &*self.plugin;
+            tracing::warn!(
+                target: "plugd::logs",
+                plugin,
+                dropped = unsaid,
+                "dropped {unsaid} log lines of plugin '{plugin}' over its rate (limits.log_lines_per_second, limits.log_bytes_per_second)"
+            );
         }
         true
     }
@@ -344,7 +348,7 @@ pub(crate) fn cut(mut text: String, max: usize) -> String {
 /// `text` cut to `max` bytes (at a character boundary, the cut said) with every control
 /// character escaped (`\n`, `\u{1b}`, …): one call is one line, and no escape sequence reaches
 /// a terminal.
-pub fn clean(text: &str, max: usize) -> String {
+pub fn clean_text(text: &str, max: usize) -> String {
     let mut cut = text.len().min(max);
     while !text.is_char_boundary(cut) {
         cut -= 1;
@@ -355,7 +359,15 @@ pub fn clean(text: &str, max: usize) -> String {
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
-            c if c.is_control() => out.push_str(&c.escape_unicode().to_string()),
+            // Control characters, and the separators and direction marks that a log viewer
+            // shows as a line break or uses to reorder what follows.
+            c if c.is_control()
+                || matches!(c, '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}')
+                || ('\u{202a}'..='\u{202e}').contains(&c)
+                || ('\u{2066}'..='\u{2069}').contains(&c) =>
+            {
+                out.push_str(&c.escape_unicode().to_string())
+            }
             c => out.push(c),
         }
     }
@@ -381,11 +393,15 @@ mod tests {
     #[test]
     fn control_characters_are_escaped_and_long_text_cut() {
         assert_eq!(
-            clean("a\n{\"target\":\"plugd::audit\"}\r\t\u{1b}[31m", 100),
+            clean_text("a\n{\"target\":\"plugd::audit\"}\r\t\u{1b}[31m", 100),
             "a\\n{\"target\":\"plugd::audit\"}\\r\\t\\u{1b}[31m"
         );
-        assert_eq!(clean("héllo", 2), "h… (5 bytes cut)");
-        assert_eq!(clean("plain", 5), "plain");
+        assert_eq!(clean_text("héllo", 2), "h… (5 bytes cut)");
+        assert_eq!(clean_text("plain", 5), "plain");
+        assert_eq!(
+            clean_text("a\u{2028}b\u{202e}c", 100),
+            "a\\u{2028}b\\u{202e}c"
+        );
         assert_eq!(cut("héllo".into(), 2), "h… (5 bytes cut)");
         assert_eq!(cut("héllo".into(), 6), "héllo");
     }

@@ -163,7 +163,7 @@ impl Registrations {
         if middleware.name.is_empty() || middleware.name.len() > 64 {
             return Err(HostError::Invalid(format!(
                 "middleware name must be 1 to 64 bytes: {:?}",
-                crate::logs::clean(&middleware.name, 80)
+                crate::logs::clean_text(&middleware.name, 80)
             )));
         }
         if middleware.routes.len() > MAX_GLOBS {
@@ -227,7 +227,8 @@ impl Registrations {
     pub fn add_timer(&mut self, name: &str, every: std::time::Duration) -> Result<(), HostError> {
         if name.is_empty() || name.len() > 64 {
             return Err(HostError::Invalid(format!(
-                "timer name must be 1 to 64 bytes: {name:?}"
+                "timer name must be 1 to 64 bytes: {:?}",
+                crate::logs::clean_text(name, 80)
             )));
         }
         if every < MIN_TIMER_INTERVAL {

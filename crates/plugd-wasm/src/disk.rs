@@ -72,6 +72,29 @@ pub(crate) fn usage(dir: &Path, max_files: u64) -> DiskUsage {
     total
 }
 
+/// Bytes of files under `dir` that were deleted while this process still holds them open: a
+/// guest can keep writing to such a file, and no walk of the directory sees it. Read from
+/// `/proc/self/fd` (0 where there is none).
+pub(crate) fn deleted_but_open(dir: &Path) -> u64 {
+    let Ok(fds) = std::fs::read_dir("/proc/self/fd") else {
+        return 0;
+    };
+    let mut total = 0;
+    for fd in fds.flatten() {
+        let Ok(target) = std::fs::read_link(fd.path()) else {
+            continue;
+        };
+        let target = target.to_string_lossy();
+        if let Some(path) = target.strip_suffix(" (deleted)")
+            && Path::new(path).starts_with(dir)
+            && let Ok(meta) = std::fs::metadata(fd.path())
+        {
+            total += meta.len();
+        }
+    }
+    total
+}
+
 /// One plugin's `/data` under its quota.
 #[derive(Debug)]
 pub(crate) struct DiskQuota {
@@ -86,7 +109,8 @@ pub(crate) struct DiskQuota {
 impl DiskQuota {
     pub(crate) fn new(dir: &Path, limits: FileLimits, auditor: Auditor) -> Arc<Self> {
         let quota = Arc::new(DiskQuota {
-            dir: dir.to_path_buf(),
+            // As `/proc/self/fd` names it.
+            dir: dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf()),
             limits,
             over: AtomicBool::new(false),
             counting: AtomicBool::new(false),
@@ -124,7 +148,8 @@ impl DiskQuota {
     }
 
     fn count(&self) {
-        let used = usage(&self.dir, self.limits.disk_files);
+        let mut used = usage(&self.dir, self.limits.disk_files);
+        used.bytes += deleted_but_open(&self.dir);
         *self.counted.lock() = Some(Instant::now());
         let over = used.bytes > self.limits.disk_bytes || used.files > self.limits.disk_files;
         let was = self.over.swap(over, Ordering::AcqRel);
@@ -188,6 +213,15 @@ mod tests {
         assert!(quota.read_only());
         assert_eq!(log.entries(Some("p"))[0].capability, "limits.disk_bytes");
         std::fs::remove_file(dir.path().join("big")).unwrap();
+        quota.count();
+        assert!(!quota.read_only());
+        // A file deleted while held open still counts.
+        let mut held = std::fs::File::create(dir.path().join("hidden")).unwrap();
+        std::fs::remove_file(dir.path().join("hidden")).unwrap();
+        std::io::Write::write_all(&mut held, &[0u8; 200]).unwrap();
+        quota.count();
+        assert!(quota.read_only(), "a deleted file still open is counted");
+        drop(held);
         quota.count();
         assert!(!quota.read_only());
     }

@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use parking_lot::{Mutex, RwLock};
 use plugd_core::{
     Action, AuditLog, Auditor, Capabilities, Event, Exchange, Health, HookType, InitContext,
-    LogLimits, OutputStream, Permission, Plugin, PluginCache, PluginError, PluginLog,
+    LogLimits, MAX_ERROR_BYTES, clean_text, OutputStream, Permission, Plugin, PluginCache, PluginError, PluginLog,
     PluginMetrics, PluginState, PluginStore, Publisher, Registrations, Response, Services,
 };
 use serde_json::{Map, Value};
@@ -507,7 +507,9 @@ impl WasmPlugin {
         };
         let refused = inst.store.data().limits.refused();
         let reply = reply.map_err(|e| self.failure(e, kind, timeout, refused))?;
-        let guest_error = |m: String| PluginError::Failed(format!("{kind}: {m}"));
+        let guest_error = |m: String| {
+            PluginError::Failed(format!("{kind}: {}", clean_text(&m, MAX_ERROR_BYTES)))
+        };
         match reply {
             Reply::Unit(r) => r.map_err(guest_error)?,
             Reply::Health(_)
@@ -701,9 +703,15 @@ fn action_from(reply: Reply) -> Result<Action, PluginError> {
     match reply {
         Reply::Action(Ok(types::Action::Continue)) => Ok(Action::Continue),
         Reply::Action(Ok(types::Action::Respond(r))) => Ok(Action::Respond(response_from_wit(r)?)),
-        Reply::Action(Err(m)) => Err(PluginError::Failed(m)),
+        Reply::Action(Err(m)) => Err(guest_failed(m)),
         _ => Ok(Action::Continue),
     }
+}
+
+/// A guest's own error text as the host keeps, logs and shows it: capped and escaped, so that
+/// it cannot forge a line of the host's log.
+fn guest_failed(m: String) -> PluginError {
+    PluginError::Failed(clean_text(&m, MAX_ERROR_BYTES))
 }
 
 /// A guest's response, checked by the host before anything is allocated for it (status, header
@@ -812,14 +820,14 @@ impl Plugin for WasmPlugin {
     ) -> Result<Response, PluginError> {
         match self.with_instance(Call::Handle(route, ex)).await? {
             Reply::Response(Ok(r)) => response_from_wit(r),
-            Reply::Response(Err(m)) => Err(PluginError::Failed(m)),
+            Reply::Response(Err(m)) => Err(guest_failed(m)),
             _ => Err(PluginError::Failed("unexpected reply".into())),
         }
     }
 
     async fn on_event(&self, event: &Event) -> Result<(), PluginError> {
         match self.with_instance(Call::Event(event)).await? {
-            Reply::Unit(Err(m)) => Err(PluginError::Failed(m)),
+            Reply::Unit(Err(m)) => Err(guest_failed(m)),
             _ => Ok(()),
         }
     }
@@ -862,14 +870,14 @@ impl Plugin for WasmPlugin {
             .with_instance(Call::MiddlewareResponse(middleware, ex))
             .await?
         {
-            Reply::Unit(Err(m)) => Err(PluginError::Failed(m)),
+            Reply::Unit(Err(m)) => Err(guest_failed(m)),
             _ => Ok(()),
         }
     }
 
     async fn on_tick(&self, timer: &str) -> Result<(), PluginError> {
         match self.with_instance(Call::Tick(timer)).await? {
-            Reply::Unit(Err(m)) => Err(PluginError::Failed(m)),
+            Reply::Unit(Err(m)) => Err(guest_failed(m)),
             _ => Ok(()),
         }
     }
