@@ -46,10 +46,10 @@ impl Auditor {
         if let Some(log) = &self.log {
             // The entry is always kept; its line in the host's log is under the plugin's log
             // rate (a plugin denied 100,000 times a second must not flood the log).
-            let say = self
-                .state
-                .as_ref()
-                .is_none_or(|s| s.log().admit(capability.len() + detail.len().min(MAX_AUDIT_DETAIL_BYTES)));
+            let say = self.state.as_ref().is_none_or(|s| {
+                s.log()
+                    .admit(capability.len() + detail.len().min(MAX_AUDIT_DETAIL_BYTES))
+            });
             if say {
                 log.record(&self.plugin, capability, detail);
             } else {

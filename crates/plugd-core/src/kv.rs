@@ -191,7 +191,9 @@ impl PluginStore {
         if let Some(u) = *usage {
             return Ok(u);
         }
-        let u = self.unbounded("usage", self.backend.usage(&self.plugin)).await?;
+        let u = self
+            .unbounded("usage", self.backend.usage(&self.plugin))
+            .await?;
         *usage = Some(u);
         Ok(u)
     }
@@ -275,8 +277,10 @@ impl PluginStore {
         }
         let store = self.clone();
         let (key, value) = (key.to_string(), value.to_vec());
-        self.counted_write("set", move || async move { store.set_counted(&key, value).await })
-            .await
+        self.counted_write("set", move || async move {
+            store.set_counted(&key, value).await
+        })
+        .await
     }
 
     async fn set_counted(&self, key: &str, value: Vec<u8>) -> Result<(), HostError> {
@@ -320,8 +324,11 @@ impl PluginStore {
         check_key(key)?;
         let store = self.clone();
         let key = key.to_string();
-        self.counted_write("delete", move || async move { store.delete_counted(&key).await })
-            .await
+        self.counted_write(
+            "delete",
+            move || async move { store.delete_counted(&key).await },
+        )
+        .await
     }
 
     async fn delete_counted(&self, key: &str) -> Result<bool, HostError> {
@@ -632,7 +639,13 @@ mod tests {
         assert!(e.contains("did not finish within"), "{e}");
         // The write lands after the caller gave up, and it is counted: the next one that would
         // go over the quota is refused.
-        assert_eq!(s.usage().await.unwrap(), KvUsage { keys: 1, bytes: 100 });
+        assert_eq!(
+            s.usage().await.unwrap(),
+            KvUsage {
+                keys: 1,
+                bytes: 100
+            }
+        );
         let e = s.set("b", &[0; 99]).await.unwrap_err();
         assert!(matches!(e, HostError::OverLimit { .. }), "{e}");
         // Writes still under way are bounded.

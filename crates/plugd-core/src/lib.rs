@@ -99,9 +99,8 @@ pub use host::{
 pub use host::{HealthSummary, PluginSummary};
 pub use host_config::HostConfigView;
 pub use kv::{
-    KvBackend, KvUsage, MAX_KEY_BYTES, MAX_LIST_KEYS, MAX_PENDING_WRITES, MAX_VALUE_BYTES, MemoryKv,
-    PluginStore,
-    StorageQuota,
+    KvBackend, KvUsage, MAX_KEY_BYTES, MAX_LIST_KEYS, MAX_PENDING_WRITES, MAX_VALUE_BYTES,
+    MemoryKv, PluginStore, StorageQuota,
 };
 pub use loader::{Loader, LoaderContext};
 pub use logs::{

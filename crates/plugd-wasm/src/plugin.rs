@@ -14,8 +14,9 @@ use async_trait::async_trait;
 use parking_lot::{Mutex, RwLock};
 use plugd_core::{
     Action, AuditLog, Auditor, Capabilities, Event, Exchange, Health, HookType, InitContext,
-    LogLimits, MAX_ERROR_BYTES, clean_text, OutputStream, Permission, Plugin, PluginCache, PluginError, PluginLog,
-    PluginMetrics, PluginState, PluginStore, Publisher, Registrations, Response, Services,
+    LogLimits, MAX_ERROR_BYTES, OutputStream, Permission, Plugin, PluginCache, PluginError,
+    PluginLog, PluginMetrics, PluginState, PluginStore, Publisher, Registrations, Response,
+    Services, clean_text,
 };
 use serde_json::{Map, Value};
 use tokio::sync::Semaphore;
@@ -507,9 +508,8 @@ impl WasmPlugin {
         };
         let refused = inst.store.data().limits.refused();
         let reply = reply.map_err(|e| self.failure(e, kind, timeout, refused))?;
-        let guest_error = |m: String| {
-            PluginError::Failed(format!("{kind}: {}", clean_text(&m, MAX_ERROR_BYTES)))
-        };
+        let guest_error =
+            |m: String| PluginError::Failed(format!("{kind}: {}", clean_text(&m, MAX_ERROR_BYTES)));
         match reply {
             Reply::Unit(r) => r.map_err(guest_error)?,
             Reply::Health(_)
