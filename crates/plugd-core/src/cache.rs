@@ -201,7 +201,10 @@ impl PluginCache {
         within("cache", "set", self.timeout, call)
             .await?
             .map_err(|e| match e {
-                CacheSetError::Full { .. } => HostError::Invalid(e.to_string()),
+                CacheSetError::Full { .. } => HostError::OverLimit {
+                    limit: "cache.max_bytes",
+                    message: e.to_string(),
+                },
                 e => HostError::Failed(format!("cache.set: {e}")),
             })
     }
@@ -390,14 +393,15 @@ pub mod conformance {
         }
         let full = c.set("d", b"1", None).await.unwrap_err();
         assert_eq!(
-            full,
-            HostError::Invalid("cache is full: at most 3 entries per plugin".into())
+            full.to_string(),
+            "cache is full: at most 3 entries per plugin"
         );
+        assert!(matches!(full, HostError::OverLimit { .. }), "{full:?}");
         c.set("a", b"1234", None).await.unwrap();
         let full = c.set("b", b"12345678", None).await.unwrap_err();
         assert_eq!(
-            full,
-            HostError::Invalid("cache is full: at most 10 bytes per plugin".into())
+            full.to_string(),
+            "cache is full: at most 10 bytes per plugin"
         );
         // Another plugin's quota is its own.
         let other = PluginCache::new("cache-conformance-quota-2", backend).with_quota(quota);

@@ -612,10 +612,11 @@ impl wit::cache::Host for InstanceState {
     ) -> Result<(), types::HostError> {
         self.require(Permission::Cache, "cache.set")
             .map_err(to_wit)?;
-        self.cache()?
+        let r = self
+            .cache()?
             .set(&key, &value, ttl_ms.map(std::time::Duration::from_millis))
-            .await
-            .map_err(to_wit)
+            .await;
+        self.audited(r, "cache", "cache.set")
     }
     async fn delete(&mut self, key: String) -> Result<bool, types::HostError> {
         self.require(Permission::Cache, "cache.delete")

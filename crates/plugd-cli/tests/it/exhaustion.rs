@@ -15,6 +15,9 @@
 //! | a metric label of 1 MiB, 2,000 series | rendered on every scrape | label and series caps |
 //! | 5,000 files held open | the process's descriptors | `limits.open_files` |
 //! | writing past the disk quota | the host's disk | `/data` read-only, audited |
+//! | 20,000 denied calls | pushed every other plugin's audit entries out, 20,000 log lines | its own share of the audit log; its audit lines under its log rate |
+//! | 256 cache entries of 1 MiB | (capped before) | refused past 64 MiB, audited |
+//! | `SELECT zeroblob(999999999)` × 4 | gigabytes allocated before the result cap | refused by SQLite before it allocates |
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -27,7 +30,7 @@ use crate::support::{TestServer, example, guests_built, repo_root, test_plugin};
 
 fn config(exhauster_lines: &str) -> String {
     format!(
-        "data_dir: \"{{data}}\"\nplugins:\n  limits:\n    timeout: 20s\n  plugins:\n    - name: hello\n      path: \"{hello}\"\n      permissions: {{ router: true }}\n    - name: exhauster\n      path: \"{exhauster}\"\n      permissions: {{ router: true, filesystem: true }}\n{exhauster_lines}",
+        "data_dir: \"{{data}}\"\nplugins:\n  limits:\n    timeout: 20s\n  plugins:\n    - name: hello\n      path: \"{hello}\"\n      permissions: {{ router: true }}\n    - name: exhauster\n      path: \"{exhauster}\"\n      permissions: {{ router: true, filesystem: true, cache: true, database: true }}\n{exhauster_lines}",
         hello = example("hello").display(),
         exhauster = test_plugin("exhauster").display(),
     )
@@ -415,4 +418,71 @@ async fn logs_and_stdio_cannot_flood_or_forge_the_servers_log() {
         "{}",
         &log[log.len().saturating_sub(2000)..]
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn denials_keep_to_the_plugins_own_share_of_the_audit_log() {
+    let gossip = format!(
+        "    - name: gossip\n      path: \"{}\"\n      permissions: {{ router: true }}\n",
+        test_plugin("gossip").display()
+    );
+    let server = TestServer::start(&config(&gossip)).await;
+    let r = server
+        .get("/plugins/gossip/publish?topic=admin.secret")
+        .await;
+    assert_eq!(r.status(), 403);
+    let (status, body, _) = while_hello_answers(&server, "/plugins/exhauster/deny?n=20000").await;
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["denied"], 20_000, "{v}");
+    assert_eq!(
+        server.host.audit_log(Some("exhauster")).len(),
+        plugd::AUDIT_CAPACITY,
+        "its own share"
+    );
+    assert_eq!(
+        server.host.audit_log(Some("gossip")).len(),
+        1,
+        "another plugin's entry stays"
+    );
+    // 20,000 audit lines were not all written to the host's log: its rate dropped most.
+    let log = server.host.plugin_state("exhauster").unwrap();
+    assert!(log.log().dropped() > 15_000, "{}", log.log().dropped());
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_cache_refuses_past_its_budget_and_audits() {
+    let server = TestServer::start(&config("")).await;
+    let (status, body, _) =
+        while_hello_answers(&server, "/plugins/exhauster/cache?n=256&kib=1024").await;
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let cached = v["cached"].as_u64().unwrap();
+    assert!((32..=64).contains(&cached), "64 MiB at most: {v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("cache is full"),
+        "{v}"
+    );
+    assert_eq!(audited(&server, "cache.max_bytes"), 1);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_query_cannot_make_sqlite_allocate_gigabytes() {
+    let server = TestServer::start(&config("")).await;
+    let before = rss();
+    let (status, body, _) = while_hello_answers(&server, "/plugins/exhauster/sql").await;
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let error = v["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("the query ran: {v}"));
+    assert!(
+        error.contains("too big") || error.contains("larger than"),
+        "{error}"
+    );
+    let grown = rss().saturating_sub(before);
+    assert!(grown < 256 << 20, "RSS grew by {grown} bytes");
+    server.stop().await;
 }

@@ -10,6 +10,9 @@
 //! - `GET /label?kib=K`: a metric whose label value is K KiB, and 2,000 distinct series.
 //! - `GET /files?n=N`: opens N files under /data and keeps them open.
 //! - `GET /disk?mib=M`: writes M MiB under /data, 1 MiB per file.
+//! - `GET /deny?n=N`: N denied calls (an undeclared event), each one an audit entry.
+//! - `GET /cache?n=N&kib=K`: N cache entries of K KiB (`cache`).
+//! - `GET /sql`: a query whose values SQLite would make gigabytes of (`database`).
 //! - `GET /ok`: answers 200.
 use std::io::Write;
 
@@ -37,7 +40,7 @@ impl Plugin for Exhauster {
     fn init(&mut self, _config: &Config) -> Result<()> {
         for path in [
             "/log", "/stdio", "/locals", "/store", "/bomb", "/publish", "/label", "/files",
-            "/disk", "/ok",
+            "/disk", "/deny", "/cache", "/sql", "/ok",
         ] {
             register::route("GET", path)?;
         }
@@ -193,6 +196,40 @@ impl Plugin for Exhauster {
                     200,
                     &json!({ "written_mib": written, "error": error }),
                 ))
+            }
+            "/deny" => {
+                let n = param(exchange, "n", 20_000);
+                let denied = (0..n)
+                    .filter(|_| events::publish("exhauster.undeclared", b"x").is_err())
+                    .count();
+                Ok(Response::json(200, &json!({ "denied": denied })))
+            }
+            "/cache" => {
+                let (n, kib) = (param(exchange, "n", 256), param(exchange, "kib", 1024));
+                let value = vec![b'c'; kib * 1024];
+                let (mut cached, mut first_error) = (0, None);
+                for i in 0..n {
+                    match plugd_guest::cache::set(&format!("c-{i}"), &value, None) {
+                        Ok(()) => cached += 1,
+                        Err(e) => {
+                            first_error = Some(error_text(&e));
+                            break;
+                        }
+                    }
+                }
+                Ok(Response::json(
+                    200,
+                    &json!({ "cached": cached, "error": first_error }),
+                ))
+            }
+            "/sql" => {
+                let error = plugd_guest::db::query(
+                    "SELECT zeroblob(999999999) a, zeroblob(999999999) b, zeroblob(999999999) c, zeroblob(999999999) d",
+                    &[],
+                )
+                .err()
+                .map(|e| error_text(&e));
+                Ok(Response::json(200, &json!({ "error": error })))
             }
             "/ok" => Ok(Response::text(200, "exhauster ok")),
             other => bail!("no handler for route {other}"),
