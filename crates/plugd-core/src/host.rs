@@ -126,6 +126,18 @@ impl Host {
         &self.inner.dispatcher
     }
 
+    /// The cache namespace of plugin `name`, under its `limits.cache_bytes` and
+    /// `limits.cache_entries`.
+    pub(crate) fn plugin_cache(&self, name: &str) -> crate::cache::PluginCache {
+        let limits = self.plugin_limits(name);
+        crate::cache::PluginCache::new(name, self.inner.cache.clone()).with_quota(
+            crate::cache::CacheQuota {
+                max_entries: usize::try_from(limits.cache_entries).unwrap_or(usize::MAX),
+                max_bytes: usize::try_from(limits.cache_bytes).unwrap_or(usize::MAX),
+            },
+        )
+    }
+
     /// The limits of plugin `name`: its config entry's over the global ones.
     pub(crate) fn plugin_limits(&self, name: &str) -> plugd_manifest::Limits {
         let plugins = &self.inner.config.plugins;

@@ -690,6 +690,12 @@ pub struct Limits {
     pub log_burst_seconds: u32,
     /// Audit entries of this plugin the audit log keeps (its share of the log), default 1,000.
     pub audit_entries: u32,
+    /// Bytes of values the plugin may keep in the cache (`cache`), default 64 MiB.
+    #[serde(deserialize_with = "de_byte_size")]
+    #[schemars(with = "ByteSize")]
+    pub cache_bytes: u64,
+    /// Entries the plugin may keep in the cache, default 100,000.
+    pub cache_entries: u64,
 }
 
 /// Default of [`Limits::max_response_bytes`].
@@ -715,6 +721,8 @@ impl Default for Limits {
             log_bytes_per_second: 64 * 1024,
             log_burst_seconds: 5,
             audit_entries: 1_000,
+            cache_bytes: 64 * 1024 * 1024,
+            cache_entries: 100_000,
         }
     }
 }
@@ -750,6 +758,8 @@ impl Limits {
             log_bytes_per_second: o.log_bytes_per_second.unwrap_or(self.log_bytes_per_second),
             log_burst_seconds: o.log_burst_seconds.unwrap_or(self.log_burst_seconds),
             audit_entries: o.audit_entries.unwrap_or(self.audit_entries),
+            cache_bytes: o.cache_bytes.unwrap_or(self.cache_bytes),
+            cache_entries: o.cache_entries.unwrap_or(self.cache_entries),
         }
     }
 }
@@ -812,6 +822,12 @@ pub struct LimitsOverride {
     pub log_burst_seconds: Option<u32>,
     /// See [`Limits::audit_entries`].
     pub audit_entries: Option<u32>,
+    /// See [`Limits::cache_bytes`].
+    #[serde(deserialize_with = "de_opt_byte_size")]
+    #[schemars(with = "Option<ByteSize>")]
+    pub cache_bytes: Option<u64>,
+    /// See [`Limits::cache_entries`].
+    pub cache_entries: Option<u64>,
 }
 
 /// `plugins.pool`: wasmtime's pooling allocator, from which wasm instances are allocated.

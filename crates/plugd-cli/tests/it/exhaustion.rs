@@ -16,7 +16,7 @@
 //! | 5,000 files held open | the process's descriptors | `limits.open_files` |
 //! | writing past the disk quota | the host's disk | `/data` read-only, audited |
 //! | 20,000 denied calls | pushed every other plugin's audit entries out, 20,000 log lines | its own share of the audit log; its audit lines under its log rate |
-//! | 256 cache entries of 1 MiB | (capped before) | refused past 64 MiB, audited |
+//! | 256 cache entries of 1 MiB | (capped at 64 MiB before) | `limits.cache_bytes`, audited |
 //! | `SELECT zeroblob(999999999)` × 4 | gigabytes allocated before the result cap | refused by SQLite before it allocates |
 
 use std::path::Path;
@@ -453,17 +453,14 @@ async fn denials_keep_to_the_plugins_own_share_of_the_audit_log() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_cache_refuses_past_its_budget_and_audits() {
-    let server = TestServer::start(&config("")).await;
+    let server = TestServer::start(&config("      limits: { cache_bytes: 8MiB }\n")).await;
     let (status, body, _) =
         while_hello_answers(&server, "/plugins/exhauster/cache?n=256&kib=1024").await;
     assert_eq!(status, 200, "{body}");
     let v: Value = serde_json::from_str(&body).unwrap();
-    let cached = v["cached"].as_u64().unwrap();
-    assert!((32..=64).contains(&cached), "64 MiB at most: {v}");
-    assert!(
-        v["error"].as_str().unwrap().contains("cache is full"),
-        "{v}"
-    );
+    assert_eq!(v["cached"], 8, "its limits.cache_bytes: {v}");
+    let error = v["error"].as_str().unwrap();
+    assert_eq!(error, "cache is full: at most 8388608 bytes per plugin");
     assert_eq!(audited(&server, "cache.max_bytes"), 1);
     server.stop().await;
 }

@@ -8,7 +8,6 @@ use std::time::{Instant, SystemTime};
 use plugd_manifest::{HookType, OnFailure, Permission, PluginEntry};
 
 use crate::audit::Auditor;
-use crate::cache::PluginCache;
 use crate::call::{Call, guarded};
 use crate::capabilities::{Capabilities, CapabilityOptions};
 use crate::check::framework_error;
@@ -398,7 +397,7 @@ impl Host {
                     publisher: self.publisher_for(&c.loaded),
                     services: self.inner.services.clone(),
                     metrics: c.loaded.state.metrics().clone(),
-                    cache: PluginCache::new(&name, self.inner.cache.clone()),
+                    cache: self.plugin_cache(&name),
                     audit: self.inner.audit.clone(),
                     capabilities,
                     state: c.loaded.state.clone(),
@@ -465,7 +464,7 @@ impl Host {
             .with_services(&exports, &self.inner.services)
             .with_tasks(&p.tasks)
             .with_metrics(p.state.metrics())
-            .with_cache(PluginCache::new(&name, self.inner.cache.clone()));
+            .with_cache(self.plugin_cache(&name));
         if let Some(capabilities) = &p.capabilities {
             ctx = ctx.with_capabilities(capabilities.clone());
         }
@@ -535,9 +534,7 @@ impl Host {
             self.inner.services.remove_plugin(&p.name);
         }
         if how == Teardown::Unload
-            && let Err(e) = PluginCache::new(&p.name, self.inner.cache.clone())
-                .clear()
-                .await
+            && let Err(e) = self.plugin_cache(&p.name).clear().await
         {
             tracing::warn!(plugin = %p.name, error = %e, "could not forget the unloaded plugin's cache entries");
         }
