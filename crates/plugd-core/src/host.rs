@@ -64,7 +64,7 @@ pub(crate) struct Inner {
     pub(crate) config: HostConfig,
     pub(crate) kv: Arc<dyn KvBackend>,
     /// One storage handle per plugin, so that its quota counts every write once.
-    stores: parking_lot::Mutex<std::collections::HashMap<String, PluginStore>>,
+    pub(crate) stores: parking_lot::Mutex<std::collections::HashMap<String, PluginStore>>,
     sql: Option<Arc<dyn SqlBackend>>,
     pub(crate) status_sink: Arc<dyn StatusSink>,
     loader: Option<Arc<dyn Loader>>,

@@ -171,6 +171,12 @@ impl PluginStore {
         *self.metered.quota.lock()
     }
 
+    /// What it holds as last counted, without waiting (`None` before its first write, or while a
+    /// write holds the count): for metrics.
+    pub fn counted_usage(&self) -> Option<KvUsage> {
+        self.metered.usage.try_lock().ok().and_then(|u| *u)
+    }
+
     /// Change the quota (new limits); the count goes on, shared by every handle.
     pub fn set_quota(&self, quota: StorageQuota) {
         *self.metered.quota.lock() = quota;

@@ -159,6 +159,17 @@ async fn storage_has_a_quota_that_refuses_and_audits() {
         server.get("/plugins/hello/greet?name=Ada").await.status(),
         200
     );
+    // What it holds is in /metrics.
+    let scrape = server.get("/metrics").await.text().await.unwrap();
+    let held: f64 = scrape
+        .lines()
+        .find_map(|l| l.strip_prefix("plugd_plugin_storage_bytes{plugin=\"exhauster\"} "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no storage gauge for exhauster:\n{scrape}"));
+    assert!(
+        (15.0 * 1048576.0..16.0 * 1048576.0).contains(&held),
+        "{held}"
+    );
     // The key quota holds too.
     let v = json(&server, "/plugins/exhauster/store?n=2000&kib=0").await;
     assert!(

@@ -89,6 +89,43 @@ impl Host {
                 p.state.error_count() as f64,
             );
         }
+        let stored: Vec<(String, crate::kv::KvUsage)> = {
+            let stores = self.inner.stores.lock();
+            plugins
+                .iter()
+                .filter_map(|p| Some((p.name.clone(), stores.get(&p.name)?.counted_usage()?)))
+                .collect()
+        };
+        for (name, help, value) in [
+            (
+                "plugd_plugin_storage_bytes",
+                "Bytes of keys and values the plugin holds in storage (limits.storage_bytes), as last counted.",
+                (|u: &crate::kv::KvUsage| u.bytes) as fn(&crate::kv::KvUsage) -> u64,
+            ),
+            (
+                "plugd_plugin_storage_keys",
+                "Keys the plugin holds in storage (limits.storage_keys), as last counted.",
+                |u: &crate::kv::KvUsage| u.keys,
+            ),
+        ] {
+            family(&mut out, name, "gauge", help);
+            for (plugin, usage) in &stored {
+                let l = vec![("plugin".to_string(), plugin.clone())];
+                sample(&mut out, name, &l, value(usage) as f64);
+            }
+        }
+        family(
+            &mut out,
+            "plugd_post_response_inline_total",
+            "counter",
+            "Requests whose post_response hooks ran before their response, the background bound being reached.",
+        );
+        sample(
+            &mut out,
+            "plugd_post_response_inline_total",
+            &[],
+            self.inner.dispatcher.post_response_inline() as f64,
+        );
         family(
             &mut out,
             "plugd_plugin_log_lines_total",
