@@ -627,18 +627,24 @@ mod tests {
         assert_eq!(*users.lock(), ["user.created"]);
     }
 
-    #[tokio::test]
-    async fn a_queue_is_bounded_in_bytes_and_a_payload_in_size() {
-        let bus = Arc::new(EventBus::default());
+    /// A subscriber that holds each event until the gate is opened.
+    fn stuck() -> (Deliver, Arc<tokio::sync::Notify>) {
         let gate = Arc::new(tokio::sync::Notify::new());
         let g = gate.clone();
-        let stuck: Deliver = Arc::new(move |_e| {
+        let deliver: Deliver = Arc::new(move |_e| {
             let g = g.clone();
             Box::pin(async move {
                 g.notified().await;
                 Ok(())
             })
         });
+        (deliver, gate)
+    }
+
+    #[tokio::test]
+    async fn a_queue_is_bounded_in_bytes_and_a_payload_in_size() {
+        let bus = Arc::new(EventBus::default());
+        let (stuck, gate) = stuck();
         bus.subscribe_bounded("slow", "big.t", 4 * MAX_PAYLOAD_BYTES as u64, stuck);
         let p = Publisher::new(bus.clone(), "pub", &["big.t".into()]);
         let e = p
@@ -671,15 +677,7 @@ mod tests {
     #[tokio::test]
     async fn a_slow_subscriber_neither_blocks_the_publisher_nor_delays_the_others() {
         let bus = Arc::new(EventBus::default());
-        let gate = Arc::new(tokio::sync::Notify::new());
-        let g = gate.clone();
-        let stuck: Deliver = Arc::new(move |_e| {
-            let g = g.clone();
-            Box::pin(async move {
-                g.notified().await;
-                Ok(())
-            })
-        });
+        let (stuck, gate) = stuck();
         let failing: Deliver =
             Arc::new(|_e| Box::pin(async { Err(PluginError::Failed("boom".into())) }));
         let (fast, seen) = collector();
