@@ -34,21 +34,30 @@ enum Scope {
 /// One plugin's request authority, fixed when it is loaded.
 #[derive(Debug, Clone)]
 pub struct RequestAccess {
-    /// `/plugins/<name>`.
+    name: String,
+    /// Its mount prefix: `/plugins/<name>` unless the operator mounted it elsewhere; `""` when
+    /// it is mounted at `/` (then its own routes are the ones it registered, nothing more).
     own: String,
     scope: Scope,
     identity: bool,
+    client: bool,
     hidden: Arc<[HeaderName]>,
+    request_body: bool,
+    response_body: bool,
 }
 
 impl Default for RequestAccess {
     /// No authority: no path, no identity, nothing hidden (an exchange outside any plugin call).
     fn default() -> Self {
         RequestAccess {
+            name: String::new(),
             own: String::new(),
             scope: Scope::Own,
             identity: false,
+            client: false,
             hidden: Arc::from([]),
+            request_body: false,
+            response_body: false,
         }
     }
 }
@@ -99,12 +108,44 @@ impl RequestAccess {
         if hidden.contains(&http::header::COOKIE) && !hidden.contains(&http::header::SET_COOKIE) {
             hidden.push(http::header::SET_COOKIE);
         }
+        let own = match entry.and_then(|e| e.mount.as_deref()) {
+            Some("/") => String::new(),
+            Some(mount) => mount.to_string(),
+            None => format!("/plugins/{name}"),
+        };
+        let intercept = entry.map(|e| &e.intercept);
         RequestAccess {
-            own: format!("/plugins/{name}"),
-            scope,
+            name: name.to_string(),
+            own,
             identity: granted.contains(&Permission::Identity),
+            client: granted.contains(&Permission::Client),
             hidden: Arc::from(hidden),
+            request_body: scope != Scope::Own && intercept.is_some_and(|i| i.request_body),
+            response_body: scope != Scope::Own && intercept.is_some_and(|i| i.response_body),
+            scope,
         }
+    }
+
+    /// Its mount prefix: `/plugins/<name>`, the operator's `mount`, or `""` at top level.
+    pub fn mount(&self) -> &str {
+        &self.own
+    }
+
+    /// Whether it reads the client's address and the request attributes (`client`).
+    pub fn sees_client(&self) -> bool {
+        self.client
+    }
+
+    /// Whether its hooks and middleware get the bodies of requests to others' routes
+    /// (`intercept.request_body`).
+    pub fn reads_request_bodies(&self) -> bool {
+        self.request_body
+    }
+
+    /// Whether its hooks and middleware get the bodies of an application's responses
+    /// (`intercept.response_body`).
+    pub fn reads_response_bodies(&self) -> bool {
+        self.response_body
     }
 
     /// Whether the plugin's hooks and middleware see a request to `path`.
@@ -117,7 +158,9 @@ impl RequestAccess {
         }
     }
 
-    /// Whether `path` is one of the plugin's own routes (`/plugins/<name>` and below).
+    /// Whether `path` is under the plugin's mount (`/plugins/<name>` and below). A plugin mounted
+    /// at `/` has no prefix of its own: the request path the host routes to it is its own
+    /// (the dispatcher knows that one).
     fn is_own(&self, path: &str) -> bool {
         !self.own.is_empty()
             && path
@@ -127,7 +170,7 @@ impl RequestAccess {
 
     /// The plugin's name ("" for no plugin).
     pub fn plugin(&self) -> &str {
-        self.own.strip_prefix("/plugins/").unwrap_or("")
+        &self.name
     }
 
     /// Whether the plugin may see requests beyond its own routes (`intercept`).
@@ -153,9 +196,10 @@ impl RequestAccess {
         &self.hidden
     }
 
-    /// A middleware glob that stays inside its own routes: `/plugins/<name>/…`.
+    /// A middleware glob that stays inside its own routes: `/plugins/<name>/…` (none for a
+    /// plugin mounted at `/`: its globs need the grant).
     fn glob_is_own(&self, glob: &str) -> bool {
-        glob == self.own
+        !self.own.is_empty() && glob == self.own
             || glob
                 .strip_prefix(self.own.as_str())
                 .is_some_and(|rest| rest.starts_with('/'))

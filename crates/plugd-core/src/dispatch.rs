@@ -44,10 +44,16 @@ struct MiddlewareEntry {
 
 impl MiddlewareEntry {
     /// Whether it runs for `path`: its globs cover it, and its plugin may see it.
-    fn covers(&self, path: &str) -> bool {
+    fn covers(&self, path: &str, owner: Option<&Arc<Loaded>>) -> bool {
         (self.reg.routes.is_empty() || self.reg.routes.iter().any(|g| glob_matches(g, path)))
-            && self.plugin.access.sees(path)
+            && visible(&self.plugin, path, owner)
     }
+}
+
+/// Whether `plugin`'s hooks and middleware see a request to `path` whose route (or mount) is
+/// `owner`'s: its own routes always, others' with its `intercept` grant.
+fn visible(plugin: &Arc<Loaded>, path: &str, owner: Option<&Arc<Loaded>>) -> bool {
+    owner.is_some_and(|o| Arc::ptr_eq(o, plugin)) || plugin.access.sees(path)
 }
 
 /// The reload-gate passes one request holds: inline up to 8 (a request's plugins: its hooks'
@@ -60,7 +66,11 @@ pub struct DispatchTable {
     hooks: [Vec<HookEntry>; 7],
     middleware: Vec<MiddlewareEntry>,
     routes: matchit::Router<Vec<RouteEntry>>,
-    /// Every loaded plugin by name, to answer 503 for a plugin that is not running.
+    /// The plugins mounted under a prefix of their own (not `/`), longest prefix first.
+    mounts: Vec<(String, Arc<Loaded>)>,
+    /// Each full route path and the name of its plugin, for conflict messages.
+    route_owners: Vec<(String, String)>,
+    /// Every loaded plugin, in start order.
     plugins: Vec<Arc<Loaded>>,
     /// The reload gates of the plugins with request-path hooks: every request passes them.
     hook_gates: Vec<Arc<Gate>>,
@@ -80,15 +90,21 @@ impl std::fmt::Debug for DispatchTable {
 
 impl DispatchTable {
     /// Build a table from plugins in start order. Hooks sort by priority, higher first; equal
-    /// priorities keep start order.
-    pub(crate) fn build(plugins: &[Arc<Loaded>]) -> Result<DispatchTable, String> {
+    /// priorities keep start order. A plugin whose mount or routes conflict with an earlier
+    /// plugin's is left out of the table and returned with the reason: one plugin's conflict
+    /// never keeps the others' routes from being served.
+    pub(crate) fn build(plugins: &[Arc<Loaded>]) -> (DispatchTable, Vec<(Arc<Loaded>, String)>) {
         let mut table = DispatchTable {
             plugins: plugins.to_vec(),
             ..DispatchTable::default()
         };
-        let mut by_path: Vec<(String, Vec<RouteEntry>)> = Vec::new();
+        let mut refused = Vec::new();
         for p in plugins {
             let regs = guarded_registrations(p);
+            if let Err(why) = table.add_routes(p, &regs) {
+                refused.push((p.clone(), why));
+                continue;
+            }
             for (hook, priority) in &regs.hooks {
                 table.hooks[hook_index(*hook)].push(HookEntry {
                     plugin: p.clone(),
@@ -101,20 +117,10 @@ impl DispatchTable {
                     reg: m.clone(),
                 });
             }
-            for r in &regs.routes {
-                let full = format!("/plugins/{}{}", p.name, r.path);
-                let entry = RouteEntry {
-                    method: r.method.clone(),
-                    plugin: p.clone(),
-                    pattern: r.path.clone(),
-                    options: r.options.clone(),
-                };
-                match by_path.iter_mut().find(|(k, _)| *k == full) {
-                    Some((_, v)) => v.push(entry),
-                    None => by_path.push((full, vec![entry])),
-                }
-            }
         }
+        table
+            .mounts
+            .sort_by_key(|(m, _)| std::cmp::Reverse(m.len()));
         for hook in HookType::ALL {
             if matches!(hook, HookType::Startup | HookType::Shutdown) {
                 continue;
@@ -136,13 +142,54 @@ impl DispatchTable {
         table
             .middleware
             .sort_by_key(|m| std::cmp::Reverse(m.reg.priority));
-        for (path, entries) in by_path {
-            table
-                .routes
-                .insert(path.clone(), entries)
-                .map_err(|e| format!("route {path}: {e}"))?;
+        (table, refused)
+    }
+
+    /// Add `p`'s mount and routes, all or none: refused when another plugin has its mount, when
+    /// a route is one the host serves itself, or when a route cannot be told apart from one
+    /// already in the table.
+    fn add_routes(
+        &mut self,
+        p: &Arc<Loaded>,
+        regs: &crate::registrations::Registrations,
+    ) -> Result<(), String> {
+        let mount = p.access.mount();
+        check_mount(
+            mount,
+            self.mounts
+                .iter()
+                .map(|(m, o)| (m.as_str(), o.name.as_str())),
+        )?;
+        let mut by_path: Vec<(String, Vec<RouteEntry>)> = Vec::new();
+        for r in &regs.routes {
+            let full = full_route(mount, r)?;
+            let entry = RouteEntry {
+                method: r.method.clone(),
+                plugin: p.clone(),
+                pattern: r.path.clone(),
+                options: r.options.clone(),
+            };
+            match by_path.iter_mut().find(|(k, _)| *k == full) {
+                Some((_, v)) => v.push(entry),
+                None => by_path.push((full, vec![entry])),
+            }
         }
-        Ok(table)
+        if !by_path.is_empty() {
+            let mut routes = self.routes.clone();
+            let mut added = Vec::new();
+            for (path, entries) in by_path {
+                routes
+                    .insert(path.clone(), entries)
+                    .map_err(|e| conflict(&path, e, &self.route_owners))?;
+                added.push((path, p.name.clone()));
+            }
+            self.routes = routes;
+            self.route_owners.extend(added);
+        }
+        if !mount.is_empty() {
+            self.mounts.push((mount.to_string(), p.clone()));
+        }
+        Ok(())
     }
 
     fn hooks(&self, hook: HookType) -> &[HookEntry] {
@@ -164,13 +211,18 @@ impl DispatchTable {
     /// so far are given back and the closed gate is returned.
     fn enter_gates(&self, path: &str) -> Result<Passes, Arc<Gate>> {
         let mut passes = Passes::new();
-        let owner = self.owner(path).map(|p| &p.gate);
+        let owner = self.owner(path);
         let middleware = self
             .middleware
             .iter()
-            .filter(|m| m.covers(path))
+            .filter(|m| m.covers(path, owner))
             .map(|m| &m.plugin.gate);
-        for gate in self.hook_gates.iter().chain(middleware).chain(owner) {
+        for gate in self
+            .hook_gates
+            .iter()
+            .chain(middleware)
+            .chain(owner.map(|p| &p.gate))
+        {
             if passes
                 .iter()
                 .any(|p: &OwnedPass| std::ptr::eq(p.gate(), &**gate))
@@ -185,12 +237,157 @@ impl DispatchTable {
         Ok(passes)
     }
 
-    /// The plugin that owns `/plugins/<name>/…`, if the path is under a plugin's mount.
-    fn owner(&self, path: &str) -> Option<&Arc<Loaded>> {
-        let rest = path.strip_prefix("/plugins/")?;
-        let name = rest.split('/').next()?;
-        self.plugins.iter().find(|p| p.name == name)
+    /// Whether `p`'s mount and routes `regs` would conflict with those of the plugins in this
+    /// table (other than an earlier version of `p`): the reason, for its load error.
+    pub(crate) fn route_conflict(
+        &self,
+        p: &Loaded,
+        regs: &crate::registrations::Registrations,
+    ) -> Result<(), String> {
+        let mount = p.access.mount();
+        check_mount(
+            mount,
+            self.mounts
+                .iter()
+                .filter(|(_, o)| o.name != p.name)
+                .map(|(m, o)| (m.as_str(), o.name.as_str())),
+        )?;
+        let others: Vec<(String, String)> = self
+            .route_owners
+            .iter()
+            .filter(|(_, n)| *n != p.name)
+            .cloned()
+            .collect();
+        let mut trial = matchit::Router::new();
+        for (path, _) in &others {
+            // They were inserted together once: they still go together.
+            let _ = trial.insert(path.clone(), ());
+        }
+        let mut seen: Vec<String> = Vec::new();
+        for r in &regs.routes {
+            let full = full_route(mount, r)?;
+            if seen.contains(&full) {
+                continue;
+            }
+            trial
+                .insert(full.clone(), ())
+                .map_err(|e| conflict(&full, e, &others))?;
+            seen.push(full);
+        }
+        Ok(())
     }
+
+    /// The plugin a request to `path` is for: the one whose route matches it, else the one
+    /// mounted at the longest prefix of it (its static files, its 503 while it is not running).
+    fn owner(&self, path: &str) -> Option<&Arc<Loaded>> {
+        if let Ok(m) = self.routes.at(path)
+            && let Some(e) = m.value.first()
+        {
+            return Some(&e.plugin);
+        }
+        self.mounted(path)
+    }
+
+    /// The plugin mounted at the longest prefix of `path` (not `/`).
+    fn mounted(&self, path: &str) -> Option<&Arc<Loaded>> {
+        self.mounts
+            .iter()
+            .find(|(m, _)| under(path, m))
+            .map(|(_, p)| p)
+    }
+
+    /// Whether a plugin answers `path` rather than whatever is behind plugd: one of its routes
+    /// matches it, it is one of its static files, or it is under the mount of a plugin that is
+    /// not running (503).
+    pub fn takes(&self, path: &str) -> bool {
+        if self.routes.at(path).is_ok() {
+            return true;
+        }
+        self.mounted(path).is_some_and(|p| {
+            p.state.status() != Status::Running
+                || (p.assets.is_some() && static_file(path, p).is_some())
+        })
+    }
+
+    /// Whether a plugin that sees a request to `path` reads request bodies beyond its routes
+    /// (`intercept.request_body`), or (`response`) an application's response bodies
+    /// (`intercept.response_body`).
+    fn bodies_read(&self, path: &str, response: bool) -> bool {
+        let reads = |p: &Arc<Loaded>| {
+            let a = &p.access;
+            (if response {
+                a.reads_response_bodies()
+            } else {
+                a.reads_request_bodies()
+            }) && a.sees(path)
+        };
+        self.hooks.iter().flatten().any(|h| reads(&h.plugin))
+            || self.middleware.iter().any(|m| reads(&m.plugin))
+    }
+}
+
+/// A mount no other plugin has (`/` is everyone's: plugins mounted there share it route by
+/// route).
+fn check_mount<'a>(
+    mount: &str,
+    mut taken: impl Iterator<Item = (&'a str, &'a str)>,
+) -> Result<(), String> {
+    match taken.find(|(m, _)| *m == mount) {
+        Some((_, other)) if !mount.is_empty() => {
+            Err(format!("its mount {mount} is plugin '{other}''s already"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The path a route is served at under `mount`, unless it is one the host serves itself.
+fn full_route(mount: &str, r: &crate::registrations::RouteReg) -> Result<String, String> {
+    let full = format!("{mount}{}", r.path);
+    match reserved_path(&full) {
+        Some(reserved) => Err(format!(
+            "route {} {full} is under {reserved}, which the host serves itself",
+            r.method
+        )),
+        None => Ok(full),
+    }
+}
+
+/// The reason a route at `path` cannot be added: the route it cannot be told apart from, and
+/// that route's plugin.
+fn conflict(path: &str, e: matchit::InsertError, owners: &[(String, String)]) -> String {
+    match e {
+        matchit::InsertError::Conflict { with } => {
+            let of = owners
+                .iter()
+                .find(|(r, _)| *r == with)
+                .map(|(_, n)| format!(" of plugin '{n}'"))
+                .unwrap_or_default();
+            format!("route {path} conflicts with route {with}{of}")
+        }
+        e => format!("route {path}: {e}"),
+    }
+}
+
+/// Whether `path` is `prefix` or under it.
+fn under(path: &str, prefix: &str) -> bool {
+    path.strip_prefix(prefix)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+/// The host path a route at `path` would shadow, if any (see [`plugd_manifest::RESERVED_PATHS`]).
+fn reserved_path(path: &str) -> Option<&'static str> {
+    plugd_manifest::RESERVED_PATHS
+        .into_iter()
+        .find(|r| under(path, r))
+}
+
+/// The file a request for `<mount>/static/<file>` names, if `path` is one.
+fn static_file<'a>(path: &'a str, owner: &Loaded) -> Option<&'a str> {
+    let mount = owner.access.mount();
+    if mount.is_empty() {
+        return None;
+    }
+    path.strip_prefix(mount)?.strip_prefix("/static/")
 }
 
 /// Whether a plugin's routes can all be routed: two patterns that the router cannot tell apart
@@ -241,6 +438,70 @@ fn guarded_registrations(p: &Loaded) -> Arc<crate::registrations::Registrations>
         hooks,
         ..crate::registrations::Registrations::default()
     })
+}
+
+/// A request let into the dispatch table by [`Dispatcher::enter`]: the table it runs on and the
+/// reload gates it passed (held until its response hooks are done, so a reload waits for it).
+pub struct Entered {
+    table: Arc<DispatchTable>,
+    passes: Passes,
+}
+
+impl std::fmt::Debug for Entered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Entered")
+            .field("passes", &self.passes.len())
+            .finish()
+    }
+}
+
+impl Entered {
+    /// Whether a plugin answers `path` (one of its routes or static files, or 503 for a plugin
+    /// that is not running) rather than the service behind plugd.
+    pub fn routed(&self, path: &str) -> bool {
+        self.table.takes(path)
+    }
+
+    /// Whether the request body must be read before plugins run: a plugin route takes the
+    /// path, or a plugin that sees it was granted `intercept.request_body`.
+    pub fn reads_request_body(&self, path: &str) -> bool {
+        self.routed(path) || self.table.bodies_read(path, false)
+    }
+
+    /// Whether a plugin that sees a request to `path` was granted `intercept.response_body`:
+    /// the inner service's response body must then be read before the response hooks run.
+    pub fn reads_response_body(&self, path: &str) -> bool {
+        self.table.bodies_read(path, true)
+    }
+}
+
+/// The answer to a request no plugin route takes, on plugd's own server.
+fn no_route(ex: &Exchange) -> Response {
+    Response::error(StatusCode::NOT_FOUND, format!("no route for {}", ex.path))
+}
+
+/// Note that a plugin failed on this request, for the `error` hooks: the first failure's text,
+/// as the client is sent it (the answer's message), or the plugin's own text with
+/// `server.expose_errors`.
+fn note_failure(
+    ex: &mut Exchange,
+    expose: bool,
+    plugin: &Loaded,
+    what: &str,
+    error: &PluginError,
+    answer: Option<&Response>,
+) {
+    if ex.error.is_some() {
+        return;
+    }
+    ex.error = Some(if expose {
+        format!("plugin '{}' failed: {error}", plugin.name)
+    } else {
+        answer
+            .and_then(|a| serde_json::from_slice::<serde_json::Value>(&a.body).ok())
+            .and_then(|v| v["message"].as_str().map(str::to_string))
+            .unwrap_or_else(|| format!("plugin '{}' failed ({what})", plugin.name))
+    });
 }
 
 /// Runs requests through the current [`DispatchTable`].
@@ -520,43 +781,108 @@ impl Dispatcher {
         self.table.store(Arc::new(table));
     }
 
-    /// Run one request through hooks and routes and produce its response. `post_response` hooks
-    /// are spawned to run after this returns (before it, when [`POST_RESPONSE_TASKS`] are
+    /// Run one request through hooks and routes and produce its response: [`Dispatcher::enter`]
+    /// then [`Dispatcher::run`], with a 404 for a path no plugin route takes. `post_response`
+    /// hooks are spawned to run after this returns (before it, when [`POST_RESPONSE_TASKS`] are
     /// already running).
-    pub async fn handle(&self, mut ex: Exchange) -> Response {
-        if let Some(refused) = refuse_request(&ex) {
-            return refused;
+    pub async fn handle(&self, ex: Exchange) -> Response {
+        match self.enter(&ex).await {
+            Ok(entered) => {
+                self.run(entered, ex, async |ex: &mut Exchange| no_route(ex))
+                    .await
+            }
+            Err(refused) => refused,
+        }
+    }
+
+    /// Whether no plugin has anything to do with a request to `path` as the table stands: no
+    /// plugin route takes it, and no request hook or middleware sees it. An embedding's layer
+    /// then hands the request to the service behind plugd as it came.
+    pub fn bypasses(&self, path: &str) -> bool {
+        let table = self.table.load();
+        if table.takes(path) {
+            return false;
+        }
+        let request_path = [
+            HookType::PreRequest,
+            HookType::PostRequest,
+            HookType::PreResponse,
+            HookType::PostResponse,
+            HookType::Error,
+        ];
+        !request_path
+            .into_iter()
+            .flat_map(|h| table.hooks(h))
+            .any(|h| h.plugin.access.sees(path))
+            && !table.middleware.iter().any(|m| m.covers(path, None))
+    }
+
+    /// Let a request into the dispatch table: refused (400, 431) when its path is not in its one
+    /// spelling or its headers are over the caps; waits while a plugin it touches reloads (or is
+    /// refused with 503 when the reload queue says so). The [`Entered`] request holds the
+    /// table it runs on until its response hooks are done.
+    pub async fn enter(&self, ex: &Exchange) -> Result<Entered, Response> {
+        if let Some(refused) = refuse_request(ex) {
+            return Err(refused);
         }
         // A request that touches a reloading plugin waits here (or is refused) before it touches
         // anything, then runs on the table that holds the new version.
-        let (table, passes) = loop {
+        loop {
             let table = self.table.load_full();
             match table.enter_gates(&ex.path) {
-                Ok(passes) => break (table, passes),
+                Ok(passes) => return Ok(Entered { table, passes }),
                 Err(gate) => match gate.enter().await {
                     Ok(pass) => drop(pass),
                     Err(e) => {
-                        return Response::error(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
+                        return Err(Response::error(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            e.to_string(),
+                        ));
                     }
                 },
             }
-        };
+        }
+    }
+
+    /// Run an entered request: pre_request hooks, the middleware chain around the plugin route
+    /// that takes the path — or, when none does, around `inner` (the service an embedding
+    /// application put behind plugd) —, then `error` hooks if anything failed, post_request,
+    /// pre_response, and post_response off the response path.
+    pub async fn run(
+        &self,
+        entered: Entered,
+        mut ex: Exchange,
+        inner: impl AsyncFnOnce(&mut Exchange) -> Response,
+    ) -> Response {
+        let Entered { table, passes } = entered;
         let expose = self.expose();
-        let early = run_pre_request(&table, &mut ex, expose).await;
+        let owner = table.owner(&ex.path).cloned();
+        let early = run_pre_request(&table, &mut ex, expose, owner.as_ref()).await;
         let response = match early {
             Some(r) => r,
-            None => through_middleware(&table, &mut ex, expose).await,
+            None => through_middleware(&table, &mut ex, expose, owner.as_ref(), inner).await,
         };
         ex.response = Some(response);
+        let mut errors_handled = false;
+        if ex.error.is_some() {
+            run_response_hooks(&table, HookType::Error, &mut ex, expose, owner.as_ref()).await;
+            errors_handled = true;
+        }
         for hook in [HookType::PostRequest, HookType::PreResponse] {
-            run_response_hooks(&table, hook, &mut ex, expose).await;
+            run_response_hooks(&table, hook, &mut ex, expose, owner.as_ref()).await;
+        }
+        if !errors_handled && ex.error.is_some() {
+            run_response_hooks(&table, HookType::Error, &mut ex, expose, owner.as_ref()).await;
         }
         // A native plugin can write the response directly: the framing stays the host's.
         if let Some(r) = &mut ex.response {
             r.drop_framing_headers();
         }
         let posts = table.hooks(HookType::PostResponse);
-        if !posts.iter().any(|h| h.plugin.access.sees(&ex.path)) {
+        if !posts
+            .iter()
+            .any(|h| visible(&h.plugin, &ex.path, owner.as_ref()))
+        {
             drop(passes);
             return ex
                 .response
@@ -575,7 +901,7 @@ impl Dispatcher {
                 for h in table.hooks(HookType::PostResponse) {
                     if h.plugin.state.status() == Status::Running
                         && h.plugin.state.throttled().is_none()
-                        && h.plugin.access.sees(&ex.path)
+                        && visible(&h.plugin, &ex.path, owner.as_ref())
                     {
                         let _ = call_hook(h, HookType::PostResponse, &mut ex).await;
                     }
@@ -625,9 +951,10 @@ async fn run_pre_request(
     table: &DispatchTable,
     ex: &mut Exchange,
     expose: bool,
+    owner: Option<&Arc<Loaded>>,
 ) -> Option<Response> {
     for h in table.hooks(HookType::PreRequest) {
-        if !h.plugin.access.sees(&ex.path) {
+        if !visible(&h.plugin, &ex.path, owner) {
             continue;
         }
         let closed = h.plugin.failure_policy == FailurePolicy::FailClosed;
@@ -648,15 +975,12 @@ async fn run_pre_request(
             Ok(Action::Continue) => {}
             Ok(Action::Respond(r)) => return Some(r),
             Err(e) if closed => {
-                return Some(failure(
-                    expose,
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    &h.plugin,
-                    "its pre_request hook could not check the request",
-                    &e,
-                ));
+                let what = "its pre_request hook could not check the request";
+                let answer = failure(expose, StatusCode::SERVICE_UNAVAILABLE, &h.plugin, what, &e);
+                note_failure(ex, expose, &h.plugin, what, &e, Some(&answer));
+                return Some(answer);
             }
-            Err(_) => {}
+            Err(e) => note_failure(ex, expose, &h.plugin, "its pre_request hook", &e, None),
         }
     }
     None
@@ -664,14 +988,20 @@ async fn run_pre_request(
 
 /// The middleware chain around the route: `on_request` in priority order (one may answer early),
 /// the handler, then `on_response` of those that ran, in reverse order.
-async fn through_middleware(table: &DispatchTable, ex: &mut Exchange, expose: bool) -> Response {
+async fn through_middleware(
+    table: &DispatchTable,
+    ex: &mut Exchange,
+    expose: bool,
+    owner: Option<&Arc<Loaded>>,
+    inner: impl AsyncFnOnce(&mut Exchange) -> Response,
+) -> Response {
     if table.middleware.is_empty() {
-        return route(table, ex, expose).await;
+        return terminal(table, ex, expose, inner).await;
     }
     let mut ran: Vec<&MiddlewareEntry> = Vec::new();
     let mut answer = None;
     let path = ex.path.clone();
-    for m in table.middleware.iter().filter(|m| m.covers(&path)) {
+    for m in table.middleware.iter().filter(|m| m.covers(&path, owner)) {
         let closed = m.plugin.failure_policy == FailurePolicy::FailClosed;
         if m.plugin.state.status() != Status::Running {
             if closed {
@@ -703,21 +1033,18 @@ async fn through_middleware(table: &DispatchTable, ex: &mut Exchange, expose: bo
                 break;
             }
             Err(e) if closed => {
-                answer = Some(failure(
-                    expose,
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    &m.plugin,
-                    "its middleware could not check the request",
-                    &e,
-                ));
+                let what = "its middleware could not check the request";
+                let r = failure(expose, StatusCode::SERVICE_UNAVAILABLE, &m.plugin, what, &e);
+                note_failure(ex, expose, &m.plugin, what, &e, Some(&r));
+                answer = Some(r);
                 break;
             }
-            Err(_) => {}
+            Err(e) => note_failure(ex, expose, &m.plugin, "its middleware on-request", &e, None),
         }
     }
     let response = match answer {
         Some(r) => r,
-        None => route(table, ex, expose).await,
+        None => terminal(table, ex, expose, inner).await,
     };
     ex.response = Some(response);
     for m in ran.iter().rev() {
@@ -726,16 +1053,22 @@ async fn through_middleware(table: &DispatchTable, ex: &mut Exchange, expose: bo
             m.plugin.plugin.on_response(&m.reg.name, ex).await
         })
         .await;
-        if let Err(e) = result
-            && m.plugin.failure_policy == FailurePolicy::FailClosed
-        {
-            ex.response = Some(failure(
+        match result {
+            Err(e) if m.plugin.failure_policy == FailurePolicy::FailClosed => {
+                let what = "its middleware could not check the response";
+                let r = failure(expose, StatusCode::SERVICE_UNAVAILABLE, &m.plugin, what, &e);
+                note_failure(ex, expose, &m.plugin, what, &e, Some(&r));
+                ex.response = Some(r);
+            }
+            Err(e) => note_failure(
+                ex,
                 expose,
-                StatusCode::SERVICE_UNAVAILABLE,
                 &m.plugin,
-                "its middleware could not check the response",
+                "its middleware on-response",
                 &e,
-            ));
+                None,
+            ),
+            Ok(()) => {}
         }
     }
     ex.response
@@ -769,9 +1102,10 @@ async fn run_response_hooks(
     hook: HookType,
     ex: &mut Exchange,
     expose: bool,
+    owner: Option<&Arc<Loaded>>,
 ) {
     for h in table.hooks(hook) {
-        if !h.plugin.access.sees(&ex.path) {
+        if !visible(&h.plugin, &ex.path, owner) {
             continue;
         }
         let closed =
@@ -793,38 +1127,49 @@ async fn run_response_hooks(
             Ok(Action::Respond(r)) => ex.response = Some(r),
             Ok(Action::Continue) => {}
             Err(e) if closed => {
-                ex.response = Some(failure(
-                    expose,
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    &h.plugin,
-                    "its response hook could not check the response",
-                    &e,
-                ));
+                let what = "its response hook could not check the response";
+                let r = failure(expose, StatusCode::SERVICE_UNAVAILABLE, &h.plugin, what, &e);
+                note_failure(ex, expose, &h.plugin, what, &e, Some(&r));
+                ex.response = Some(r);
+            }
+            // An error hook's own failure is not another error to handle.
+            Err(e) if hook != HookType::Error => {
+                note_failure(ex, expose, &h.plugin, hook.as_str(), &e, None);
             }
             Err(_) => {}
         }
     }
 }
 
-/// Find and run the route handler.
-async fn route(table: &DispatchTable, ex: &mut Exchange, expose: bool) -> Response {
+/// What answers inside the middleware chain: the plugin route that takes the path, else
+/// `inner`.
+async fn terminal(
+    table: &DispatchTable,
+    ex: &mut Exchange,
+    expose: bool,
+    inner: impl AsyncFnOnce(&mut Exchange) -> Response,
+) -> Response {
+    match route(table, ex, expose).await {
+        Some(r) => r,
+        None => inner(ex).await,
+    }
+}
+
+/// Find and run the route handler: `None` when no plugin takes the path.
+async fn route(table: &DispatchTable, ex: &mut Exchange, expose: bool) -> Option<Response> {
     // Only a path with a static segment can name a static file: no owner lookup otherwise.
     if ex.path.contains("/static/")
-        && let Some(owner) = table.owner(&ex.path)
+        && let Some(owner) = table.mounted(&ex.path)
         && let Some(root) = &owner.assets
-        && let Some(rest) = ex
-            .path
-            .strip_prefix("/plugins/")
-            .and_then(|p| p.strip_prefix(owner.name.as_str()))
-            .and_then(|p| p.strip_prefix("/static/"))
+        && let Some(rest) = static_file(&ex.path, owner)
     {
         if owner.state.status() != Status::Running {
-            return unavailable(owner, expose);
+            return Some(unavailable(owner, expose));
         }
-        return match crate::assets::serve(root, rest, &ex.method).await {
+        return Some(match crate::assets::serve(root, rest, &ex.method).await {
             Some(r) => r,
             None => Response::error(StatusCode::NOT_FOUND, format!("no static file {}", ex.path)),
-        };
+        });
     }
     // The match borrows the path: take what the handler needs (entry, parameters) before the
     // exchange is lent out, instead of copying the path for every request.
@@ -832,12 +1177,12 @@ async fn route(table: &DispatchTable, ex: &mut Exchange, expose: bool) -> Respon
         let matched = match table.routes.at(&ex.path) {
             Ok(m) => m,
             Err(_) => {
-                if let Some(owner) = table.owner(&ex.path)
+                if let Some(owner) = table.mounted(&ex.path)
                     && owner.state.status() != Status::Running
                 {
-                    return unavailable(owner, expose);
+                    return Some(unavailable(owner, expose));
                 }
-                return Response::error(StatusCode::NOT_FOUND, format!("no route for {}", ex.path));
+                return None;
             }
         };
         let Some(entry) = matched.value.iter().find(|e| e.method == ex.method) else {
@@ -849,7 +1194,7 @@ async fn route(table: &DispatchTable, ex: &mut Exchange, expose: bool) -> Respon
             if let Ok(v) = http::HeaderValue::from_str(&allowed.join(", ")) {
                 r.headers.insert(http::header::ALLOW, v);
             }
-            return r;
+            return Some(r);
         };
         let params: Vec<(String, String)> = matched
             .params
@@ -861,13 +1206,13 @@ async fn route(table: &DispatchTable, ex: &mut Exchange, expose: bool) -> Respon
     ex.route_params = params;
     let plugin = entry.plugin.clone();
     if plugin.state.status() != Status::Running {
-        return unavailable(&plugin, expose);
+        return Some(unavailable(&plugin, expose));
     }
     if let Some(t) = plugin.state.throttled() {
-        return throttled(&plugin, t);
+        return Some(throttled(&plugin, t));
     }
     if let Some(r) = check_roles(&entry.options, ex) {
-        return r;
+        return Some(r);
     }
     ex.stage = Stage::Handler;
     let what = Call::Route {
@@ -882,7 +1227,7 @@ async fn route(table: &DispatchTable, ex: &mut Exchange, expose: bool) -> Respon
         .await
     })
     .await;
-    match result {
+    Some(match result {
         Ok(r) => r,
         Err(e) => {
             let (status, what) = match e {
@@ -891,21 +1236,10 @@ async fn route(table: &DispatchTable, ex: &mut Exchange, expose: bool) -> Respon
             };
             let answer = failure(expose, status, &plugin, what, &e);
             // The `error` hooks (other plugins, with `intercept`) get what the client gets.
-            ex.error = Some(if expose {
-                format!("plugin '{}' failed: {e}", plugin.name)
-            } else {
-                serde_json::from_slice::<serde_json::Value>(&answer.body)
-                    .ok()
-                    .and_then(|v| v["message"].as_str().map(str::to_string))
-                    .unwrap_or_else(|| format!("plugin '{}' failed", plugin.name))
-            });
-            ex.response = Some(answer);
-            run_response_hooks(table, HookType::Error, ex, expose).await;
-            ex.response
-                .take()
-                .unwrap_or_else(|| Response::new(StatusCode::INTERNAL_SERVER_ERROR))
+            note_failure(ex, expose, &plugin, what, &e, Some(&answer));
+            answer
         }
-    }
+    })
 }
 
 fn check_roles(options: &RouteOptions, ex: &Exchange) -> Option<Response> {

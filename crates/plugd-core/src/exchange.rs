@@ -74,6 +74,9 @@ pub struct Response {
     pub headers: HeaderMap,
     /// Body.
     pub body: Bytes,
+    /// Whether this is the answer of the service an embedding application put behind plugd,
+    /// whose body the host holds outside (see [`Response::from_inner`]).
+    inner: bool,
 }
 
 impl Response {
@@ -83,7 +86,33 @@ impl Response {
             status,
             headers: HeaderMap::new(),
             body: Bytes::new(),
+            inner: false,
         }
+    }
+
+    /// The answer of the inner service of an embedding (plugd's tower layer): its status and
+    /// headers, with `body` when a plugin asked to read it, or empty while the body itself
+    /// streams outside the exchange. Plugins' response hooks change it in place; one that
+    /// answers anew replaces it, and then [`Response::is_inner`] is false.
+    ///
+    /// ```
+    /// use plugd_core::Response;
+    /// let r = Response::from_inner(http::StatusCode::OK, http::HeaderMap::new(), bytes::Bytes::new());
+    /// assert!(r.is_inner());
+    /// assert!(!Response::new(http::StatusCode::OK).is_inner());
+    /// ```
+    pub fn from_inner(status: StatusCode, headers: HeaderMap, body: Bytes) -> Self {
+        Response {
+            status,
+            headers,
+            body,
+            inner: true,
+        }
+    }
+
+    /// Whether this is still the inner service's answer (see [`Response::from_inner`]).
+    pub fn is_inner(&self) -> bool {
+        self.inner
     }
 
     /// A JSON response.
@@ -149,6 +178,7 @@ impl Response {
             status,
             headers: map,
             body: Bytes::from(body),
+            inner: false,
         })
     }
 
@@ -262,6 +292,15 @@ pub struct Exchange {
     pub error: Option<String>,
     /// Where the current call happens.
     pub stage: Stage,
+    /// The client's address, when the server knows it (read with [`Exchange::peer_addr`]).
+    pub(crate) peer: Option<std::net::SocketAddr>,
+    /// Request attributes an embedding application exposes to plugins granted `client` (an
+    /// authenticated user, a tenant): read with [`Exchange::attribute`].
+    pub(crate) attributes: Vec<(String, String)>,
+    /// The request's extensions as the layers in front of plugd set them (`ConnectInfo`, an
+    /// application's authenticated user type). Native plugins are compiled in and trusted
+    /// with them; wasm plugins see the [`attributes`](Exchange::attribute) instead.
+    pub extensions: http::Extensions,
     /// The authority of the plugin being called (set by the host around each call); `None`
     /// outside a plugin call.
     pub(crate) access: Option<Arc<RequestAccess>>,
@@ -283,6 +322,9 @@ impl Default for Exchange {
             locals: HashMap::new(),
             error: None,
             stage: Stage::Handler,
+            peer: None,
+            attributes: Vec::new(),
+            extensions: http::Extensions::new(),
             access: None,
             refusals: Vec::new(),
         }
@@ -538,6 +580,74 @@ impl Exchange {
         }
         self.locals.insert(key.to_string(), value.to_string());
         Ok(())
+    }
+
+    /// Whether the caller may read the client's address and the attributes: the host outside
+    /// a plugin call, or a plugin granted `client`.
+    fn client_visible(&self) -> bool {
+        self.access.as_ref().is_none_or(|a| a.sees_client())
+    }
+
+    /// The client's address, to the host and to plugins granted `client` (`None` to others, and
+    /// when the server does not know it).
+    ///
+    /// ```
+    /// let ex = plugd_core::Exchange::new(http::Method::GET, "/")
+    ///     .with_peer("192.0.2.7:51000".parse().unwrap());
+    /// assert_eq!(ex.peer_addr().unwrap().ip().to_string(), "192.0.2.7");
+    /// ```
+    pub fn peer_addr(&self) -> Option<std::net::SocketAddr> {
+        self.client_visible().then_some(self.peer).flatten()
+    }
+
+    /// The request as it came from the client at `peer`.
+    #[must_use]
+    pub fn with_peer(mut self, peer: std::net::SocketAddr) -> Self {
+        self.peer = Some(peer);
+        self
+    }
+
+    /// Set the client's address (the server that accepted the connection).
+    pub fn set_peer(&mut self, peer: Option<std::net::SocketAddr>) {
+        self.peer = peer;
+    }
+
+    /// A request attribute the embedding application exposed, to the host and to plugins
+    /// granted `client`.
+    ///
+    /// ```
+    /// let mut ex = plugd_core::Exchange::new(http::Method::GET, "/");
+    /// ex.set_attribute("user", "ada");
+    /// assert_eq!(ex.attribute("user"), Some("ada"));
+    /// ```
+    pub fn attribute(&self, name: &str) -> Option<&str> {
+        if !self.client_visible() {
+            return None;
+        }
+        self.attributes
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every request attribute (empty to a plugin not granted `client`).
+    pub fn attributes(&self) -> &[(String, String)] {
+        if self.client_visible() {
+            &self.attributes
+        } else {
+            &[]
+        }
+    }
+
+    /// Expose an attribute of the request to plugins granted `client` (the embedding
+    /// application, through the layer's attribute functions). Replaces one of the same name.
+    pub fn set_attribute(&mut self, name: impl Into<String>, value: impl Into<String>) {
+        let name = name.into();
+        let value = value.into();
+        match self.attributes.iter_mut().find(|(k, _)| *k == name) {
+            Some(slot) => slot.1 = value,
+            None => self.attributes.push((name, value)),
+        }
     }
 
     /// The identity an authentication hook attached.

@@ -79,7 +79,7 @@ pub use database::{
     Database, DatabaseOpenError, Migration, ResultLimits, Rows, SqlBackend, SqlConnection,
     SqlError, SqlValue, Statement,
 };
-pub use dispatch::{DispatchTable, Dispatcher, POST_RESPONSE_TASKS};
+pub use dispatch::{DispatchTable, Dispatcher, Entered, POST_RESPONSE_TASKS};
 pub use error::{BackendError, BoxError, HostError, LoadError, PluginError};
 pub use events::{
     BoxFuture, Deliver, Event, EventBus, EventTransport, Inbox, MAX_PAYLOAD_BYTES, MemoryHub,

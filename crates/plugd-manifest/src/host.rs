@@ -908,9 +908,73 @@ pub struct PluginEntry {
     /// Request headers it never sees, lower-case (`cookie`, `authorization`): removed from
     /// every request before its hooks, middleware and routes run, and put back after.
     pub hide_headers: Vec<String>,
+    /// Where its routes are served: `None` for `/plugins/<name>` (see [`PluginEntry::mount`]),
+    /// `/` for top level, or a prefix such as `/api/v1/reports`.
+    pub mount: Option<String>,
+}
+
+/// Paths the host keeps for itself: no plugin is mounted at or under them, and no plugin
+/// mounted at `/` may route them.
+pub const RESERVED_PATHS: [&str; 4] = ["/admin", "/healthz", "/readyz", "/metrics"];
+
+/// Why `mount` cannot be a plugin's mount prefix, if it cannot: it starts with `/`, has no
+/// trailing `/` (except `/` itself), no empty, `.` or `..` segment, only unreserved characters,
+/// and is not at or under one of [`RESERVED_PATHS`].
+///
+/// ```
+/// use plugd_manifest::mount_problem;
+///
+/// assert_eq!(mount_problem("/api/v1/reports"), None);
+/// assert_eq!(mount_problem("/"), None);
+/// assert!(mount_problem("/api/").is_some());
+/// assert!(mount_problem("/admin/x").unwrap().contains("/admin"));
+/// assert!(mount_problem("/a/{id}").is_some());
+/// ```
+pub fn mount_problem(mount: &str) -> Option<String> {
+    if mount == "/" {
+        return None;
+    }
+    let Some(rest) = mount.strip_prefix('/') else {
+        return Some(format!("'{mount}' does not start with '/'"));
+    };
+    if rest.ends_with('/') {
+        return Some(format!("'{mount}' ends with '/' (write it without)"));
+    }
+    for segment in rest.split('/') {
+        if segment.is_empty() || segment == "." || segment == ".." {
+            return Some(format!("'{mount}' holds an empty, '.' or '..' segment"));
+        }
+        if let Some(c) = segment
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || "-._~".contains(*c)))
+        {
+            return Some(format!(
+                "'{mount}' holds '{c}': a mount is letters, digits, '-', '.', '_' and '~' between slashes"
+            ));
+        }
+    }
+    RESERVED_PATHS
+        .iter()
+        .find(|r| mount == **r || mount.strip_prefix(**r).is_some_and(|t| t.starts_with('/')))
+        .map(|r| format!("'{mount}' is at or under {r}, which the host serves itself"))
 }
 
 impl PluginEntry {
+    /// Where its routes are served: the `mount` it was given, or `/plugins/<name>`.
+    ///
+    /// ```
+    /// let mut entry = plugd_manifest::PluginEntry::new("reports", "plugins/reports");
+    /// assert_eq!(entry.mount(), "/plugins/reports");
+    /// entry.mount = Some("/api/v1/reports".into());
+    /// assert_eq!(entry.mount(), "/api/v1/reports");
+    /// ```
+    pub fn mount(&self) -> String {
+        match &self.mount {
+            Some(m) => m.clone(),
+            None => format!("/plugins/{}", self.name),
+        }
+    }
+
     /// An enabled entry with no grants, config or overrides.
     pub fn new(name: impl Into<String>, path: impl Into<PathBuf>) -> Self {
         PluginEntry {
@@ -930,6 +994,7 @@ impl PluginEntry {
             exec: ExecGrant::default(),
             intercept: InterceptGrant::default(),
             hide_headers: Vec::new(),
+            mount: None,
         }
     }
 
@@ -952,6 +1017,16 @@ pub struct InterceptGrant {
     /// Globs over the request path (`/api/**`; `*` matches any run of characters, `/`
     /// included). Empty: every path plugins are reached on.
     pub paths: Vec<String>,
+    /// Its hooks and middleware see the body of requests to routes that are not its own (an
+    /// embedding application's, another plugin's): the host buffers the body (up to
+    /// `server.body_limit`) for a request such a plugin sees. Without it they see an empty body,
+    /// and a request to an application's route streams through untouched.
+    pub request_body: bool,
+    /// Its response hooks and middleware see the body an embedding application's handler
+    /// answered (buffered up to `server.body_limit`; a longer one streams through and they see
+    /// an empty body). Without it they see the status and headers only; a body it sets
+    /// replaces the application's.
+    pub response_body: bool,
 }
 
 /// `network` of a plugin.
@@ -1279,6 +1354,9 @@ struct RawPluginEntry {
     intercept: InterceptGrant,
     /// Request headers it never sees (`cookie`, `authorization`).
     hide_headers: Vec<String>,
+    /// Where its routes are served: `/plugins/<name>` when not given, `/` for top level, or a
+    /// prefix such as `/api/v1/reports`.
+    mount: Option<String>,
 }
 
 /// `base.join(path)` when `path` is relative and there is a base; `.` components dropped.
@@ -1518,6 +1596,9 @@ impl RawHostConfig {
             };
             check_intercept(&field, &entry.permissions, &entry.intercept)?;
             let hide_headers = check_hidden_headers(&field, &entry.hide_headers)?;
+            if let Some(why) = entry.mount.as_deref().and_then(mount_problem) {
+                return Err(invalid(format!("{field}.mount"), why));
+            }
             plugins.push(PluginEntry {
                 name,
                 enabled: entry.enabled.unwrap_or(true),
@@ -1535,6 +1616,7 @@ impl RawHostConfig {
                 exec: entry.exec,
                 intercept: entry.intercept,
                 hide_headers,
+                mount: entry.mount,
             });
         }
 

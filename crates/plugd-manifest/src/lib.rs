@@ -36,7 +36,6 @@ pub use exec::{ExecGrant, ExecGrantError, ExecLimits, ExecRule, exec_arg_matches
 pub use failure::FailurePolicy;
 pub use format::Format;
 pub use hook::{HookType, UnknownHookType};
-pub use host::DEFAULT_MAX_RESPONSE_BYTES;
 pub use host::{
     AdminConfig, Blocked, ErrorThreshold, ErrorThresholdOverride, HostConfig, HostConfigError,
     HostConfigErrorKind, InterceptGrant, Limits, LimitsOverride, NetworkGrant, OnFailure,
@@ -44,6 +43,7 @@ pub use host::{
     ReloadSettings, ServerConfig, StatusSettings, Supervision, SupervisionOverride,
     ThresholdAction, effective_permissions, host_config_json_schema,
 };
+pub use host::{DEFAULT_MAX_RESPONSE_BYTES, RESERVED_PATHS, mount_problem};
 pub use manifest::{
     DEFAULT_COMPONENT, Dependency, Events, ExportDecl, HookDecl, MAX_NAME_LEN, Manifest,
     ManifestError, ManifestErrorKind, is_valid_plugin_name, is_valid_topic, manifest_json_schema,

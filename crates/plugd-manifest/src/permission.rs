@@ -43,12 +43,15 @@ pub enum Permission {
     Intercept,
     /// plugd's own: setting the request identity (`set-identity`), which `required_roles` checks.
     Identity,
+    /// plugd's own: reading the client's address and the request attributes an embedding
+    /// application exposes (an authenticated user, a tenant) on the requests the plugin sees.
+    Client,
 }
 
 impl Permission {
-    /// Every permission: the contract's seven, then plugd's own (`intercept`, `identity`); see
-    /// docs/design.md#permissions.
-    pub const ALL: [Permission; 9] = [
+    /// Every permission: the contract's seven, then plugd's own (`intercept`, `identity`,
+    /// `client`); see docs/design.md#permissions.
+    pub const ALL: [Permission; 10] = [
         Permission::Database,
         Permission::Cache,
         Permission::Router,
@@ -58,10 +61,11 @@ impl Permission {
         Permission::Exec,
         Permission::Intercept,
         Permission::Identity,
+        Permission::Client,
     ];
 
     /// The names of [`Permission::ALL`].
-    pub const NAMES: [&'static str; 9] = [
+    pub const NAMES: [&'static str; 10] = [
         "database",
         "cache",
         "router",
@@ -71,6 +75,7 @@ impl Permission {
         "exec",
         "intercept",
         "identity",
+        "client",
     ];
 
     /// The lowercase name: `database`.
@@ -85,13 +90,17 @@ impl Permission {
             Permission::Exec => "exec",
             Permission::Intercept => "intercept",
             Permission::Identity => "identity",
+            Permission::Client => "client",
         }
     }
 
     /// Whether this is one of plugd's own permissions rather than one of the contract's seven
     /// (docs/design.md#permissions).
     pub fn is_plugd_addition(self) -> bool {
-        matches!(self, Permission::Intercept | Permission::Identity)
+        matches!(
+            self,
+            Permission::Intercept | Permission::Identity | Permission::Client
+        )
     }
 }
 

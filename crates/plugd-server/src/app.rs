@@ -141,6 +141,24 @@ fn host_routes(state: &AppState) -> Router<AppState> {
         .route("/metrics", protect(Protected::Metrics, get(metrics)))
 }
 
+/// The host's own routes on their own: `/healthz` (liveness and the plugins' health),
+/// `/metrics` (Prometheus), each behind the admin token when `admin.protect` lists it. Merge it
+/// into an application that has none of its own, or nest it (`app.nest("/plugd", …)`) when the
+/// application has its own `/healthz` or `/metrics`.
+///
+/// ```
+/// let host = plugd_core::Host::builder().build().unwrap();
+/// let token = plugd_server::AdminToken::new("a-long-enough-admin-token-0123456789").unwrap();
+/// let app: axum::Router = axum::Router::new()
+///     .route("/healthz", axum::routing::get(|| async { "the application's own" }))
+///     .nest("/plugd", plugd_server::health_router(host, token));
+/// # let _ = app;
+/// ```
+pub fn health_router(host: Host, admin: AdminToken) -> Router {
+    let state = state(host, admin);
+    host_routes(&state).with_state(state)
+}
+
 fn state(host: Host, admin: AdminToken) -> AppState {
     let body_limit = usize::try_from(host.config().server.body_limit).unwrap_or(usize::MAX);
     let shared_origin = host.config().admin.is_shared();
@@ -329,6 +347,13 @@ async fn dispatch(State(state): State<AppState>, request: Request) -> Response {
     let mut ex = Exchange::new(parts.method, parts.uri.path());
     ex.query = parts.uri.query().unwrap_or("").to_string();
     ex.headers = parts.headers;
+    ex.set_peer(
+        parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0),
+    );
+    ex.extensions = parts.extensions;
     // Plugins never see admin credentials, even when a client sends them to a plugin route.
     if admin::bearer(&ex.headers).is_some_and(|t| state.admin.accepts(t)) {
         ex.headers.remove(axum::http::header::AUTHORIZATION);

@@ -16,8 +16,12 @@
 
 mod admin;
 mod app;
+mod layer;
 mod listener;
 
 pub use admin::ApiError;
 pub use admin::{AdminToken, AdminTokenError, TokenSource, token_file};
-pub use app::{admin_router, openapi, router, serve, serve_router, serve_with_admin};
+pub use app::{
+    admin_router, health_router, openapi, router, serve, serve_router, serve_with_admin,
+};
+pub use layer::{NoRoute, PlugdLayer, PlugdService, dispatch_service};

@@ -283,6 +283,12 @@ impl wit::http::HostExchange for InstanceState {
     fn error(&mut self, r: Resource<Exchange>) -> Option<String> {
         self.exchange(&r).error.clone()
     }
+    fn peer_address(&mut self, r: Resource<Exchange>) -> Option<String> {
+        self.exchange(&r).peer_addr().map(|a| a.to_string())
+    }
+    fn attribute(&mut self, r: Resource<Exchange>, name: String) -> Option<String> {
+        self.exchange(&r).attribute(&name).map(str::to_string)
+    }
     fn identity(&mut self, r: Resource<Exchange>) -> Option<types::Identity> {
         self.exchange(&r).identity().map(|i| types::Identity {
             subject: i.subject.clone(),

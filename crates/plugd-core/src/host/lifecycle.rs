@@ -478,7 +478,9 @@ impl Host {
             .manifest
             .as_ref()
             .is_some_and(|m| m.permissions.contains(&Permission::Intercept));
-        if let Err(message) = crate::dispatch::check_routes(&name, &regs) {
+        if let Err(message) = crate::dispatch::check_routes(&name, &regs)
+            .and_then(|()| self.inner.dispatcher.table().route_conflict(p, &regs))
+        {
             return Err(LoadError::Registration {
                 plugin: name.clone(),
                 message,
@@ -500,12 +502,19 @@ impl Host {
         Ok(())
     }
 
+    /// Build the dispatch table of `plugins` and swap it in. A plugin whose mount or routes
+    /// conflict with an earlier plugin's is left out and put in `error` with the reason; the
+    /// others are served.
     pub(crate) fn publish(&self, plugins: &[Arc<Loaded>]) {
-        match DispatchTable::build(plugins) {
-            Ok(table) => self.inner.dispatcher.publish(table),
-            Err(e) => {
-                tracing::error!(error = %e, "dispatch table rejected; keeping the previous one")
+        let (table, refused) = DispatchTable::build(plugins);
+        self.inner.dispatcher.publish(table);
+        for (p, why) in refused {
+            if p.state.status() == Status::Error {
+                continue;
             }
+            let message = format!("its routes are not served: {why}");
+            tracing::error!(plugin = %p.name, "{message}");
+            p.state.fail(message);
         }
     }
 
