@@ -445,7 +445,7 @@ impl Service<http::Request<Body>> for NoRoute {
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 /// let host = plugd_core::Host::builder().build()?;
 /// host.start().await?;
-/// let app = axum::Router::new()
+/// let app: axum::Router = axum::Router::new()
 ///     .route("/", axum::routing::get(|| async { "the application" }))
 ///     .route_service("/plugins/{*rest}", plugd_server::dispatch_service(host.clone()));
 /// # let _ = app;
