@@ -25,6 +25,10 @@
 #              (scripts/lib/callgrind-groups.py); callgrind files stay in target/bench/profile.
 #              Where perf can sample, also the guests' code by function (PLUGD_WASM_PROFILER=perfmap,
 #              scripts/lib/perf-guest-groups.py).
+#   layer      the cost of plugd's tower layer (crates/plugd/examples/bench_layer.rs): one axum
+#              application alone and behind PlugdLayer with no plugins (wrk rounds and callgrind
+#              instructions per request), and the benchmark's wasm stack behind the layer in an
+#              axum application vs the same stack on plugd's own server (`plugd serve`).
 #   reload     hot reload under load: scripts/load-reload.sh (issue 5's script; quick: 3 s phases,
 #              10 reloads under load, 50 after).
 #   scale      plugd start time and RSS with 1/10/100/1000 wasm plugins (cold and warm compile
@@ -46,7 +50,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck source=lib/load.sh
 source "$root/scripts/lib/load.sh" # summarize
 quick=0
-only="http,calls,callgrind,reload,scale"
+only="http,calls,callgrind,layer,reload,scale"
 while (($#)); do
     case "$1" in
         --quick) quick=1 ;;
@@ -101,7 +105,7 @@ if want http; then
     command -v nginx >/dev/null 2>&1 || apt_need+=(nginx)
     [[ -f /usr/lib/nginx/modules/ngx_http_lua_module.so ]] || apt_need+=(libnginx-mod-http-lua)
 fi
-if want callgrind || want profile; then command -v valgrind >/dev/null 2>&1 || apt_need+=(valgrind); fi
+if want callgrind || want profile || want layer; then command -v valgrind >/dev/null 2>&1 || apt_need+=(valgrind); fi
 if want profile; then command -v perf >/dev/null 2>&1 || apt_need+=(linux-perf); fi
 if ((${#apt_need[@]})); then
     note "apt-get install ${apt_need[*]}"
@@ -116,6 +120,7 @@ note "building guests and release binaries"
 bash "$root/scripts/build-examples.sh" benches/plugins >/dev/null
 (cd "$root" && cargo build --release -q -p plugd-cli --bin plugd)
 (cd "$root" && cargo build --release -q -p plugd --example bench_native --example call_count)
+if want layer; then (cd "$root" && cargo build --release -q -p plugd --example bench_layer); fi
 plugd="$target/release/plugd"
 peer_packages=() # only what the sections need: Extism's wasmtime 43 is a long first build
 if want http; then peer_packages+=(-p axum-stack); fi
@@ -405,6 +410,125 @@ if want callgrind; then
         say "| $label | $n | $(awk -v v="$n" -v e="$ext" 'BEGIN { printf "%.2f", v / e }') |"
     done <"$work/cg.txt"
     say ""
+fi
+
+# --- layer ---------------------------------------------------------------------------------
+# One axum application (GET /app/hello, a small JSON body) alone and behind PlugdLayer with no
+# plugins; the wasm stack (reqid, auth, ratelimit, accesslog, headers, api) behind the layer and
+# on plugd's own server. Same listener code for all (serve_router), interleaved wrk rounds.
+if want layer; then
+    declare -A lport=([bare]=18311 [layer-empty]=18312 [layer-stack]=18313 [plugd-stack]=18314)
+    declare -A lpath=([bare]=/app/hello [layer-empty]=/app/hello [layer-stack]=/plugins/api/hello [plugd-stack]=/plugins/api/hello)
+    lservers=(bare layer-empty layer-stack plugd-stack)
+    stack_config() { # port data-dir
+        echo "server: { listen: \"127.0.0.1:$1\" }"
+        echo "admin: { token: \"bench-admin-token-0123456789abcdef\", listen: \"127.0.0.1:$(($1 + 1000))\" }"
+        echo "data_dir: \"$2\""
+        echo "plugins:"
+        echo "  plugins:"
+        for p in reqid auth ratelimit accesslog headers api; do
+            local name="bench-$p" grant="      permissions: { intercept: true }"
+            [[ "$p" == api ]] && name=api grant="      permissions: { router: true }"
+            [[ "$p" == ratelimit ]] && grant="      permissions: { cache: true, intercept: true }"
+            echo "    - name: $name"
+            echo "      path: \"$root/benches/plugins/$p\""
+            echo "$grant"
+        done
+    }
+    mkdir -p "$work/layer-empty" "$work/layer-stack" "$work/plugd-stack"
+    echo "data_dir: \"$work/layer-empty\"" >"$work/layer-empty.yaml"
+    stack_config "${lport[layer-stack]}" "$work/layer-stack" >"$work/layer-stack.yaml"
+    stack_config "${lport[plugd-stack]}" "$work/plugd-stack" >"$work/plugd-stack.yaml"
+    layer_bin="$target/release/examples/bench_layer"
+    lcmd() { # name: the command line that serves it
+        case "$1" in
+            bare) echo "$layer_bin bare 127.0.0.1:${lport[bare]}" ;;
+            layer-empty) echo "$layer_bin layer 127.0.0.1:${lport[layer-empty]} $work/layer-empty.yaml" ;;
+            layer-stack) echo "$layer_bin layer 127.0.0.1:${lport[layer-stack]} $work/layer-stack.yaml" ;;
+            plugd-stack) echo "$plugd serve --config $work/plugd-stack.yaml" ;;
+        esac
+    }
+    declare -A lpid=()
+    for s in "${lservers[@]}"; do
+        # shellcheck disable=SC2046
+        PLUGD_LOG="warn,plugin=info" $(lcmd "$s") 2>/dev/null >"$work/$s.log" &
+        pids+=($!)
+        lpid[$s]=$!
+    done
+    for s in "${lservers[@]}"; do
+        up=0
+        for _ in $(seq 1 150); do
+            curl -fsS "http://127.0.0.1:${lport[$s]}/healthz" >/dev/null 2>&1 && { up=1; break; }
+            sleep 0.2
+        done
+        ((up)) || { echo "bench: $s did not come up" >&2; cat "$work/$s.log" >&2; exit 1; }
+        code="$(curl -s -o "$work/body" -w '%{http_code}' -H "Authorization: Bearer $token" "http://127.0.0.1:${lport[$s]}${lpath[$s]}")"
+        [[ "$code" == 200 ]] || { echo "bench: $s answered $code: $(cat "$work/body")" >&2; exit 1; }
+    done
+    # The stack behind the layer guards the application as on plugd's own server.
+    code="$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:${lport[layer-stack]}/plugins/api/hello")"
+    [[ "$code" == 401 ]] || { echo "bench: layer-stack answered $code without a token (want 401)" >&2; exit 1; }
+    note "layer: $rounds rounds of wrk -t$threads -c$connections -d$duration on each server"
+    : >"$work/layer.txt"
+    for r in $(seq 1 "$rounds"); do
+        order=("${lservers[@]:$(((r - 1) % 4))}" "${lservers[@]:0:$(((r - 1) % 4))}")
+        for s in "${order[@]}"; do
+            wrk -t"$threads" -c"$connections" -d"$duration" --latency -H "Authorization: Bearer $token" \
+                "http://127.0.0.1:${lport[$s]}${lpath[$s]}" >"$work/wrk.out"
+            read -r p50 p99 rps bad <<<"$(summarize <"$work/wrk.out")"
+            echo "$r $s $rps $p50 $p99 $bad" >>"$work/layer.txt"
+            note "layer round $r $s: $rps req/s p50 $p50 ms p99 $p99 ms failed $bad"
+        done
+    done
+    for s in "${lservers[@]}"; do kill "${lpid[$s]}" 2>/dev/null; wait "${lpid[$s]}" 2>/dev/null || true; done
+    lratio() { # a b: the median over rounds of a's req/s / b's in the same round
+        awk -v a="$1" -v b="$2" '$2 == a { x[$1] = $3 } $2 == b { y[$1] = $3 } END { for (r in x) if (y[r] > 0) print x[r] / y[r] }' "$work/layer.txt" | median
+    }
+    say ""
+    say "## The layer"
+    say ""
+    say "| server | req/s (median) | p50 ms | p99 ms | failed |"
+    say "|---|---|---|---|---|"
+    for s in "${lservers[@]}"; do
+        rps="$(awk -v s="$s" '$2 == s { print $3 }' "$work/layer.txt" | median)"
+        p50="$(awk -v s="$s" '$2 == s { print $4 }' "$work/layer.txt" | median)"
+        p99="$(awk -v s="$s" '$2 == s { print $5 }' "$work/layer.txt" | median)"
+        bad="$(awk -v s="$s" '$2 == s { t += $6 } END { print t + 0 }' "$work/layer.txt")"
+        say "| $s | $(printf '%.0f' "$rps") | $p50 | $p99 | $bad |"
+    done
+    say ""
+    say "- layer, no plugins × bare axum (median of the rounds' ratios): $(printf '%.3f' "$(lratio layer-empty bare)")"
+    say "- wasm stack behind the layer × the same stack on plugd's own server: $(printf '%.3f' "$(lratio layer-stack plugd-stack)")"
+    # Instructions per request, bare vs the empty layer: (I(1200) - I(200)) / 1000.
+    lprof="$out_dir/layer-profile"
+    mkdir -p "$lprof"
+    : >"$work/layer-profile.txt"
+    for s in bare layer-empty; do
+        for n in 200 1200; do
+            # shellcheck disable=SC2046
+            valgrind --tool=callgrind --callgrind-out-file="$lprof/$s.$n.out" $(lcmd "$s") >/dev/null 2>"$lprof/$s.$n.log" &
+            vp=$!
+            for _ in $(seq 1 300); do curl -fsS "http://127.0.0.1:${lport[$s]}/healthz" >/dev/null 2>&1 && break; sleep 0.5; done
+            python3 - "$n" "${lport[$s]}" <<'PY'
+import http.client, sys
+n, port = int(sys.argv[1]), int(sys.argv[2])
+c = http.client.HTTPConnection("127.0.0.1", port)
+for _ in range(n):
+    c.request("GET", "/app/hello")
+    r = c.getresponse()
+    r.read()
+    assert r.status == 200, r.status
+PY
+            kill -INT "$vp"
+            wait "$vp" || true
+        done
+        i1="$(awk '/^summary:/ { print $2 }' "$lprof/$s.200.out")"
+        i2="$(awk '/^summary:/ { print $2 }' "$lprof/$s.1200.out")"
+        echo "$s $(((i2 - i1) / 1000))" >>"$work/layer-profile.txt"
+    done
+    bare_i="$(awk '$1 == "bare" { print $2 }' "$work/layer-profile.txt")"
+    empty_i="$(awk '$1 == "layer-empty" { print $2 }' "$work/layer-profile.txt")"
+    say "- instructions per request (callgrind): bare axum $bare_i, behind the layer with no plugins $empty_i ($(awk -v a="$empty_i" -v b="$bare_i" 'BEGIN { printf "%.3f", a / b }')×)"
 fi
 
 # --- reload --------------------------------------------------------------------------------

@@ -151,6 +151,8 @@ pub struct GrantReport {
     pub permissions: Vec<Permission>,
     /// Declared by its manifest, not granted: calls that need them are refused.
     pub not_granted: Vec<Permission>,
+    /// Where its routes are served: `/plugins/<name>`, the entry's `mount`, or `/`.
+    pub mount: String,
     /// Which requests its hooks and middleware see: `own routes` (`/plugins/<name>/…`),
     /// `every path`, or the `intercept.paths` globs (and its own routes).
     pub requests: Vec<String>,
@@ -172,7 +174,7 @@ impl GrantReport {
     fn new(entry: &PluginEntry, c: &Checked) -> GrantReport {
         let access = crate::access::RequestAccess::new(&entry.name, &c.granted, Some(entry));
         let requests = if !access.intercepts() {
-            vec![format!("own routes (/plugins/{}/…)", entry.name)]
+            vec![format!("own routes ({}/…)", access.mount())]
         } else if access.paths().is_empty() {
             vec!["every path".to_string()]
         } else {
@@ -180,6 +182,7 @@ impl GrantReport {
         };
         let has = |p: Permission| c.granted.contains(&p);
         GrantReport {
+            mount: entry.mount(),
             permissions: c.granted.iter().copied().collect(),
             not_granted: c
                 .manifest
@@ -240,6 +243,25 @@ fn overreach(entry: &PluginEntry, c: &Checked) -> Option<String> {
     })
 }
 
+/// Two enabled plugins at one mount other than `/` (the later one would be put in `error` at
+/// start): one problem per plugin that would be.
+fn mount_conflicts(checked: &[(&PluginEntry, Checked)]) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (i, (entry, _)) in checked.iter().enumerate() {
+        let mount = entry.mount();
+        if mount == "/" {
+            continue;
+        }
+        if let Some((first, _)) = checked[..i].iter().find(|(e, _)| e.mount() == mount) {
+            problems.push(format!(
+                "plugin '{}': its mount {mount} is plugin '{}''s already (set mount: in one of their entries)",
+                entry.name, first.name
+            ));
+        }
+    }
+    problems
+}
+
 /// Everything [`check_config`] found wrong, each problem naming its plugin; displayed one per
 /// line.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -279,6 +301,7 @@ pub fn check_config(
             }
         }
     }
+    errors.extend(mount_conflicts(&checked));
     if !errors.is_empty() {
         return Err(ConfigProblems { problems: errors });
     }

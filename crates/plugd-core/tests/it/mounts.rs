@@ -214,3 +214,40 @@ async fn the_error_hook_runs_for_a_failing_hook_a_failing_middleware_and_a_faili
         host.shutdown().await;
     }
 }
+
+#[test]
+fn plugd_check_reports_two_plugins_at_one_mount() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["a", "b", "c"] {
+        let p = dir.path().join(name);
+        std::fs::create_dir_all(&p).unwrap();
+        std::fs::write(
+            p.join("plugin.yaml"),
+            format!(
+                "name: {name}\nversion: 1.0.0\ndescription: d\nauthor: a\npermissions: [router]\n"
+            ),
+        )
+        .unwrap();
+    }
+    let yaml = format!(
+        "plugins:\n  directory: {}\n  plugins:\n    - name: a\n      permissions: [router]\n      mount: /shop\n    - name: b\n      permissions: [router]\n      mount: /shop\n    - name: c\n      permissions: [router]\n      mount: /plugins/a\n",
+        dir.path().display()
+    );
+    let config =
+        plugd_manifest::HostConfig::from_str(&yaml, plugd_manifest::Format::Yaml, None).unwrap();
+    let problems = plugd_core::check_config(&config, &plugd_core::NoAdmission)
+        .unwrap_err()
+        .problems;
+    assert_eq!(
+        problems,
+        [
+            "plugin 'b': its mount /shop is plugin 'a''s already (set mount: in one of their entries)"
+        ]
+    );
+    // c at /plugins/a is not a's mount any more (a is at /shop): no problem.
+    let mut fixed = config.clone();
+    fixed.plugins.plugins[1].mount = Some("/basket".into());
+    let report = plugd_core::check_config(&fixed, &plugd_core::NoAdmission).unwrap();
+    assert_eq!(report.grants["b"].mount, "/basket");
+    assert_eq!(report.grants["c"].requests, ["own routes (/plugins/a/…)"]);
+}
