@@ -184,7 +184,9 @@ fn admin_routes_at_admin(state: &AppState) -> Router<AppState> {
 /// prefix.
 ///
 /// `/healthz`, `/metrics` and plugin dispatch are not part of it. The admin listener
-/// ([`admin_router`]) serves it at `/admin/`.
+/// ([`admin_router`]) serves it at `/admin/`. Mounted in the same application as [`router`], the
+/// dashboard shares its origin with plugin content: give that host `admin.listen: shared`, so
+/// that [`router`] refuses plugins' service workers, or serve it on a listener of its own.
 ///
 /// ```
 /// # let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
