@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use axum::Json;
-use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{Path as UrlPath, Query, Request, State};
+use axum::extract::rejection::{JsonRejection, NestedPathRejection, QueryRejection};
+use axum::extract::{NestedPath, OriginalUri, Path as UrlPath, Query, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -28,8 +28,9 @@ pub(crate) struct AppState {
     pub(crate) body_limit: usize,
     /// `admin.listen: shared`: the dashboard shares this origin with the plugins.
     pub(crate) shared_origin: bool,
-    /// The admin API's OpenAPI document as JSON text (built from these handlers by the router).
-    pub(crate) openapi: fn() -> &'static str,
+    /// The admin API's OpenAPI document as JSON text (built from these handlers by the router),
+    /// for the API mounted at the given prefix.
+    pub(crate) openapi: fn(&str) -> std::borrow::Cow<'static, str>,
 }
 
 /// Where the admin token came from.
@@ -200,7 +201,7 @@ fn write_private(path: &Path, contents: &str) -> Result<(), AdminTokenError> {
 
 // ---------------------------------------------------------------------------------------------
 // The admin API. Every handler carries a `#[utoipa::path]` annotation and is registered through
-// `utoipa_axum::routes!` in `app::admin_api`, so the OpenAPI document (`/admin/openapi.json`) and
+// `utoipa_axum::routes!` in `app::admin_operations`, so the OpenAPI document (`openapi.json`) and
 // the router come from the same list and cannot drift apart.
 
 /// Every error of plugd's own endpoints: a machine-readable kind and a message for people.
@@ -340,7 +341,7 @@ fn detail(state: &AppState, name: &str) -> Response {
 
 /// List every plugin, in start order (failed ones included).
 #[utoipa::path(
-    get, path = "/admin/plugins", tag = "plugins",
+    get, path = "/plugins", tag = "plugins",
     responses(
         (status = 200, description = "Every plugin, in start order", body = Vec<PluginDetail>),
         (status = 401, description = "No or wrong admin token", body = ApiError),
@@ -353,7 +354,7 @@ pub(crate) async fn list_plugins(State(state): State<AppState>) -> Response {
 
 /// One plugin: info, status, errors, hook metrics, health, dependencies.
 #[utoipa::path(
-    get, path = "/admin/plugins/{name}", tag = "plugins",
+    get, path = "/plugins/{name}", tag = "plugins",
     params(("name" = String, Path, description = "Plugin name")),
     responses(
         (status = 200, description = "The plugin", body = PluginDetail),
@@ -370,7 +371,7 @@ pub(crate) async fn get_plugin(
 
 /// A plugin's health; a running plugin is asked now, within its call timeout.
 #[utoipa::path(
-    get, path = "/admin/plugins/{name}/health", tag = "plugins",
+    get, path = "/plugins/{name}/health", tag = "plugins",
     params(("name" = String, Path, description = "Plugin name")),
     responses(
         (status = 200, description = "Its health", body = PluginHealth),
@@ -386,7 +387,7 @@ pub(crate) async fn get_health(
 }
 
 #[utoipa::path(
-    get, path = "/admin/plugins/{name}/metrics", tag = "plugins",
+    get, path = "/plugins/{name}/metrics", tag = "plugins",
     params(("name" = String, Path, description = "Plugin name")),
     responses(
         (status = 200, description = "Its metrics (the contract's GetPluginMetrics): load, errors, hooks, routes, its own series", body = PluginMetricsReport),
@@ -413,7 +414,7 @@ pub(crate) struct HealthOverview {
 
 /// Every plugin's health as last polled (no plugin is called), with the overall status.
 #[utoipa::path(
-    get, path = "/admin/health", tag = "host",
+    get, path = "/health", tag = "host",
     responses(
         (status = 200, description = "Overall and per-plugin health", body = HealthOverview),
         (status = 401, description = "No or wrong admin token", body = ApiError),
@@ -429,7 +430,7 @@ pub(crate) async fn all_health(State(state): State<AppState>) -> Response {
 
 /// Start a disabled (or failed, or given-up) plugin again.
 #[utoipa::path(
-    post, path = "/admin/plugins/{name}/enable", tag = "plugins",
+    post, path = "/plugins/{name}/enable", tag = "plugins",
     params(("name" = String, Path, description = "Plugin name")),
     responses(
         (status = 200, description = "The plugin, enabled", body = PluginDetail),
@@ -453,7 +454,7 @@ pub(crate) async fn enable(
 
 /// Stop serving a plugin until it is enabled again (its routes answer 404, its hooks are skipped).
 #[utoipa::path(
-    post, path = "/admin/plugins/{name}/disable", tag = "plugins",
+    post, path = "/plugins/{name}/disable", tag = "plugins",
     params(("name" = String, Path, description = "Plugin name")),
     responses(
         (status = 200, description = "The plugin, disabled", body = PluginDetail),
@@ -476,7 +477,7 @@ pub(crate) async fn disable(
 /// Hot-reload a plugin: load its new version from its folder and swap it in without dropping a
 /// request; a failure rolls back to the previous version.
 #[utoipa::path(
-    post, path = "/admin/plugins/{name}/reload", tag = "plugins",
+    post, path = "/plugins/{name}/reload", tag = "plugins",
     params(("name" = String, Path, description = "Plugin name")),
     responses(
         (status = 200, description = "What the reload did", body = ReloadOutcome),
@@ -513,7 +514,7 @@ pub(crate) struct ConfigReloadRefused {
 
 /// Read the host config file again and apply what changed, plugin by plugin.
 #[utoipa::path(
-    post, path = "/admin/config/reload", tag = "host",
+    post, path = "/config/reload", tag = "host",
     responses(
         (status = 200, description = "Every change was applied", body = ConfigReloadReport),
         (status = 400, description = "The config file cannot be read or is invalid", body = ApiError),
@@ -548,7 +549,7 @@ pub(crate) async fn reload_config(State(state): State<AppState>) -> Response {
 /// A plugin's config in force (its manifest's defaults filled in), with its `secret: true`
 /// values shown as `"[redacted]"`.
 #[utoipa::path(
-    get, path = "/admin/plugins/{name}/config", tag = "plugins",
+    get, path = "/plugins/{name}/config", tag = "plugins",
     params(("name" = String, Path, description = "Plugin name")),
     responses(
         (status = 200, description = "The config, a JSON object", body = Object),
@@ -572,7 +573,7 @@ pub(crate) async fn get_config(
 /// host's environment (`${VAR}` is refused; write `$${` for a literal `${`), and a secret key
 /// sent back as `"[redacted]"` keeps its value.
 #[utoipa::path(
-    put, path = "/admin/plugins/{name}/config", tag = "plugins",
+    put, path = "/plugins/{name}/config", tag = "plugins",
     params(("name" = String, Path, description = "Plugin name")),
     request_body(content = Object, description = "The new config, a JSON object (at most 64 KiB)", content_type = "application/json"),
     responses(
@@ -625,7 +626,7 @@ pub(crate) struct UnloadQuery {
 
 /// Unload a plugin: stop it, remove its hooks, routes and subscriptions, clean it up.
 #[utoipa::path(
-    delete, path = "/admin/plugins/{name}", tag = "plugins",
+    delete, path = "/plugins/{name}", tag = "plugins",
     params(("name" = String, Path, description = "Plugin name"), UnloadQuery),
     responses(
         (status = 204, description = "Unloaded"),
@@ -680,7 +681,7 @@ pub(crate) struct LoadRequest {
 
 /// Load a plugin from a path on the host, initialize and start it.
 #[utoipa::path(
-    post, path = "/admin/plugins", tag = "plugins",
+    post, path = "/plugins", tag = "plugins",
     request_body(content = LoadRequest, content_type = "application/json"),
     responses(
         (status = 201, description = "Loaded and running", body = PluginDetail),
@@ -742,7 +743,7 @@ pub(crate) struct AuditQuery {
 
 /// The audit log: capability calls plugins were denied, oldest first.
 #[utoipa::path(
-    get, path = "/admin/audit", tag = "host",
+    get, path = "/audit", tag = "host",
     params(AuditQuery),
     responses(
         (status = 200, description = "Denied calls, oldest first", body = Vec<AuditEntry>),
@@ -804,7 +805,7 @@ fn service_pairs() -> utoipa::openapi::schema::Array {
 
 /// The host itself.
 #[utoipa::path(
-    get, path = "/admin/info", tag = "host",
+    get, path = "/info", tag = "host",
     responses(
         (status = 200, description = "The host", body = HostInfo),
         (status = 401, description = "No or wrong admin token", body = ApiError),
@@ -832,20 +833,25 @@ pub(crate) async fn info(State(state): State<AppState>) -> Response {
 
 /// The OpenAPI document of the admin API (this document). Needs no token.
 #[utoipa::path(
-    get, path = "/admin/openapi.json", tag = "host", security(()),
+    get, path = "/openapi.json", tag = "host", security(()),
     responses((status = 200, description = "The OpenAPI 3.1 document", content_type = "application/json", body = Object))
 )]
-pub(crate) async fn openapi_json(State(state): State<AppState>) -> Response {
+pub(crate) async fn openapi_json(
+    State(state): State<AppState>,
+    nested: Result<NestedPath, NestedPathRejection>,
+) -> Response {
+    // The paths it lists are under the prefix the API is mounted at, as this server sees it.
+    let prefix = nested.as_ref().map(NestedPath::as_str).unwrap_or("");
     (
         [(header::CONTENT_TYPE, "application/json")],
-        (state.openapi)(),
+        (state.openapi)(prefix),
     )
         .into_response()
 }
 
 /// The dashboard: one HTML page; it asks for the token and calls this API with it. Needs no token.
 #[utoipa::path(
-    get, path = "/admin/", tag = "host", security(()),
+    get, path = "/", tag = "host", security(()),
     responses((status = 200, description = "The dashboard page", content_type = "text/html", body = String))
 )]
 pub(crate) async fn dashboard() -> Response {
@@ -916,26 +922,29 @@ pub(crate) async fn elsewhere(State(state): State<AppState>, request: Request) -
     )
 }
 
-/// Any other `/admin` path: a JSON 404.
-pub(crate) async fn unknown(request: Request) -> Response {
+/// Any other path of the admin API (or of the admin listener): a JSON 404 naming the path as the
+/// client sent it.
+pub(crate) async fn unknown(OriginalUri(uri): OriginalUri, request: Request) -> Response {
     json_error(
         StatusCode::NOT_FOUND,
-        format!(
-            "no admin endpoint {} {}",
-            request.method(),
-            request.uri().path()
-        ),
+        format!("no admin endpoint {} {}", request.method(), uri.path()),
     )
 }
 
 /// A known admin path with another method: a JSON 405.
-pub(crate) async fn wrong_method(request: Request) -> Response {
+pub(crate) async fn wrong_method(
+    OriginalUri(uri): OriginalUri,
+    nested: Result<NestedPath, NestedPathRejection>,
+    request: Request,
+) -> Response {
+    let prefix = nested.as_ref().map(NestedPath::as_str).unwrap_or("");
     json_error(
         StatusCode::METHOD_NOT_ALLOWED,
         format!(
-            "{} is not allowed on {} (see /admin/openapi.json)",
+            "{} is not allowed on {} (see {}/openapi.json)",
             request.method(),
-            request.uri().path()
+            uri.path(),
+            prefix.trim_end_matches('/'),
         ),
     )
 }

@@ -8,6 +8,7 @@
 //! main listener instead, and the host refuses service worker scripts from plugins and strips
 //! `Service-Worker-Allowed` from their responses.
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::sync::LazyLock;
 use std::time::SystemTime;
@@ -69,10 +70,11 @@ impl utoipa::Modify for BearerScheme {
     }
 }
 
-/// The admin API: every route and its OpenAPI operation, from one list. The protected part needs
-/// the token (the middleware is left out when only the document is wanted, `state` `None`); the
+/// The admin API: every route and its OpenAPI operation, from one list, with paths relative to
+/// where it is mounted (`/plugins`, `/info`, `/` for the dashboard). The protected part needs the
+/// token (the middleware is left out when only the document is wanted, `state` `None`); the
 /// dashboard page and the document do not.
-fn admin_api(state: Option<&AppState>) -> OpenApiRouter<AppState> {
+fn admin_operations(state: Option<&AppState>) -> OpenApiRouter<AppState> {
     let mut protected = OpenApiRouter::new()
         .routes(routes!(admin::list_plugins, admin::load))
         .routes(routes!(admin::get_plugin, admin::unload))
@@ -101,27 +103,109 @@ fn admin_api(state: Option<&AppState>) -> OpenApiRouter<AppState> {
         .merge(public)
 }
 
-/// The admin API's OpenAPI 3.1 document, as served at `GET /admin/openapi.json`.
+/// The admin API's OpenAPI 3.1 document, as served at `GET /admin/openapi.json` (the admin
+/// listener, or the main one with `admin.listen: shared`). Mounted elsewhere with [`admin_api`],
+/// the document served lists the paths under that prefix instead.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    admin_api(None).split_for_parts().1
+    openapi_at(ADMIN_PREFIX)
 }
 
-/// The document as JSON text, built once.
-pub(crate) fn openapi_text() -> &'static str {
-    static TEXT: LazyLock<String> = LazyLock::new(|| {
+/// Where the standard servers mount the admin API.
+const ADMIN_PREFIX: &str = "/admin";
+
+/// The document with every path under `prefix` (`""` or a path without a trailing slash): the
+/// dashboard at `<prefix>/`, the rest at `<prefix><path>`.
+fn openapi_at(prefix: &str) -> utoipa::openapi::OpenApi {
+    static RELATIVE: LazyLock<utoipa::openapi::OpenApi> =
+        LazyLock::new(|| admin_operations(None).split_for_parts().1);
+    let mut doc = RELATIVE.clone();
+    doc.paths.paths = std::mem::take(&mut doc.paths.paths)
+        .into_iter()
+        .map(|(path, item)| {
+            let path = match path.as_str() {
+                "/" => format!("{prefix}/"),
+                _ => format!("{prefix}{path}"),
+            };
+            (path, item)
+        })
+        .collect();
+    doc
+}
+
+/// The document as JSON text for the admin API mounted at `prefix` (as [`NestedPath`] gives
+/// it; empty when not nested). The standard `/admin` one is built once.
+///
+/// [`NestedPath`]: axum::extract::NestedPath
+pub(crate) fn openapi_text(prefix: &str) -> Cow<'static, str> {
+    static ADMIN: LazyLock<String> = LazyLock::new(|| {
         openapi()
             .to_pretty_json()
             .expect("the OpenAPI document serializes")
     });
-    &TEXT
+    let prefix = prefix.trim_end_matches('/');
+    if prefix == ADMIN_PREFIX {
+        return Cow::Borrowed(ADMIN.as_str());
+    }
+    Cow::Owned(
+        openapi_at(prefix)
+            .to_pretty_json()
+            .expect("the OpenAPI document serializes"),
+    )
 }
 
-/// The admin routes (API, document, dashboard, JSON 404/405) for either listener.
+/// The admin routes (API, document, dashboard, JSON 404/405), relative to where they are
+/// mounted.
 fn admin_routes(state: &AppState) -> Router<AppState> {
-    let (api, _) = admin_api(Some(state)).split_for_parts();
-    api.route("/admin", get(admin::dashboard_redirect))
-        .route("/admin/{*rest}", any(admin::unknown))
+    let (api, _) = admin_operations(Some(state)).split_for_parts();
+    api.fallback(admin::unknown)
         .method_not_allowed_fallback(admin::wrong_method)
+}
+
+/// The admin routes at `/admin/` for either listener: `/admin` redirects to the dashboard at
+/// `/admin/`, and any other `/admin/...` path is a JSON 404.
+fn admin_routes_at_admin(state: &AppState) -> Router<AppState> {
+    // Nested at `/admin/` (not `/admin`): the dashboard's route `/` becomes `/admin/`, and
+    // `/admin` stays free for the redirect.
+    Router::new()
+        .route(ADMIN_PREFIX, get(admin::dashboard_redirect))
+        .nest(&format!("{ADMIN_PREFIX}/"), admin_routes(state))
+}
+
+/// The admin API, its OpenAPI document and the dashboard, with routes relative to where the
+/// application mounts it: the dashboard at `/`, the API at `/plugins`, `/plugins/{name}`,
+/// `/info`, `/audit`, ..., the document at `/openapi.json` (listing the paths under the prefix
+/// it is nested at), and a JSON 404 or 405 for anything else under it. Every endpoint but the
+/// dashboard and the document needs `Authorization: Bearer <token>`.
+///
+/// Mount it with [`Router::nest_service`], which serves the dashboard at both `/ops/plugd` and
+/// `/ops/plugd/`; [`Router::nest`] works too, but axum's `nest` never matches the prefix with a
+/// trailing slash, so the dashboard is then at `/ops/plugd` only. The dashboard computes its
+/// API's address from its own, so it also works behind a reverse proxy that strips or adds a
+/// prefix.
+///
+/// `/healthz`, `/metrics` and plugin dispatch are not part of it. The admin listener
+/// ([`admin_router`]) serves it at `/admin/`. Mounted in the same application as [`router`], the
+/// dashboard shares its origin with plugin content: give that host `admin.listen: shared`, so
+/// that [`router`] refuses plugins' service workers, or serve it on a listener of its own.
+///
+/// ```
+/// # let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+/// # rt.block_on(async {
+/// # let dir = std::env::temp_dir().join(format!("plugd-admin-api-doc-{}", std::process::id()));
+/// let host = plugd_core::Host::builder().data_dir(&dir).build().unwrap();
+/// host.start().await.unwrap();
+/// let token = plugd_server::AdminToken::new("s3cret").unwrap();
+/// let app: axum::Router = axum::Router::new()
+///     .route("/healthz", axum::routing::get(|| async { "my app is fine" }))
+///     .nest_service("/ops/plugd", plugd_server::admin_api(host.clone(), token))
+///     .fallback(|| async { "my app's own 404" });
+/// # let _ = app;
+/// # host.shutdown().await;
+/// # });
+/// ```
+pub fn admin_api(host: Host, admin: AdminToken) -> Router {
+    let state = state(host, admin);
+    admin_routes(&state).with_state(state)
 }
 
 /// `/healthz` and `/metrics`, each behind the token when `admin.protect` lists it.
@@ -178,7 +262,7 @@ pub fn router(host: Host, admin: AdminToken) -> Router {
     let state = state(host, admin);
     let mut app = host_routes(&state);
     app = if state.shared_origin {
-        app.merge(admin_routes(&state))
+        app.merge(admin_routes_at_admin(&state))
     } else {
         // The admin API lives on its own listener: `/admin` is nobody's here, not a plugin's.
         // `/admin/` needs a route of its own: the catch-all does not match an empty rest.
@@ -194,7 +278,7 @@ pub fn router(host: Host, admin: AdminToken) -> Router {
 pub fn admin_router(host: Host, admin: AdminToken) -> Router {
     let state = state(host, admin);
     host_routes(&state)
-        .merge(admin_routes(&state))
+        .merge(admin_routes_at_admin(&state))
         .fallback(admin::unknown)
         .with_state(state)
 }

@@ -3,6 +3,8 @@
 //! Every request outside `/admin`, `/healthz` and `/metrics` goes through the host's
 //! [`Dispatcher`](plugd_core::Dispatcher): pre_request hooks, the plugin route, and the response
 //! hooks. Those three paths never pass through plugins, and plugins never see admin credentials.
+//! [`admin_api`] is the admin API and dashboard alone, to mount under any prefix of an axum
+//! application.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -22,6 +24,7 @@ mod listener;
 pub use admin::ApiError;
 pub use admin::{AdminToken, AdminTokenError, TokenSource, token_file};
 pub use app::{
-    admin_router, health_router, openapi, router, serve, serve_router, serve_with_admin,
+    admin_api, admin_router, health_router, openapi, router, serve, serve_router,
+    serve_with_admin,
 };
 pub use layer::{NoRoute, PlugdLayer, PlugdService, dispatch_service};

@@ -1,7 +1,10 @@
 //! The dashboard in a real headless Chromium (Debian's `chromium` + `chromium-driver`, installed by
 //! scripts/browser.sh), driven over WebDriver: load the page, enter the token, see the example
 //! plugins running, click reload on one and see its load time change. Saves a screenshot to
-//! target/artifacts/dashboard.png. Fails (never skips) when the browser is missing.
+//! target/artifacts/dashboard.png. The same under a prefix of another axum application
+//! (`/ops/plugd/`, `plugd_server::admin_api`) and behind a reverse proxy that serves the admin
+//! listener's `/admin/` at `/proxy/` (dashboard-prefix.png, dashboard-proxy.png). Fails (never
+//! skips) when the browser is missing.
 
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -184,6 +187,20 @@ fn row<'a>(rows: &'a Value, name: &str) -> Option<&'a Value> {
     rows.as_array()?.iter().find(|r| r["name"] == name)
 }
 
+/// Save the page's screenshot as target/artifacts/<name>.
+async fn screenshot(driver: &Driver, name: &str) {
+    let png = driver.call("GET", "/screenshot", Value::Null).await;
+    let png = base64_decode(png.as_str().unwrap());
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .unwrap()
+        .join("artifacts");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(name), &png).unwrap();
+    eprintln!("dashboard: screenshot {}", dir.join(name).display());
+}
+
 fn base64_decode(s: &str) -> Vec<u8> {
     let value = |c: u8| match c {
         b'A'..=b'Z' => c - b'A',
@@ -308,21 +325,228 @@ async fn dashboard_in_headless_chromium() {
         .unwrap();
     assert_eq!(info["load_time"], row(&rows, "hello").unwrap()["load_time"]);
 
-    let png = driver.call("GET", "/screenshot", Value::Null).await;
-    let png = base64_decode(png.as_str().unwrap());
-    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .parent()
-        .unwrap()
-        .join("artifacts");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("dashboard.png"), &png).unwrap();
-    eprintln!(
-        "dashboard: screenshot {}",
-        dir.join("dashboard.png").display()
-    );
+    screenshot(&driver, "dashboard.png").await;
 
     driver.call("DELETE", "", Value::Null).await;
+    server.stop().await;
+}
+
+/// An application of its own on a real port: `/` and `/healthz` of its own, a fallback of its
+/// own, plugd's admin API and dashboard at `/ops/plugd` (`plugd_server::admin_api`), and a
+/// reverse proxy that serves the admin listener's `/admin/...` at `/proxy/...`.
+async fn application(server: &TestServer) -> (String, tokio::task::JoinHandle<()>) {
+    use axum::routing::{any, get};
+    let admin = plugd::server::AdminToken::new(TOKEN).unwrap();
+    let backend = format!("{}/admin", server.admin_url);
+    let app = axum::Router::new()
+        .route("/", get(|| async { "the application's home" }))
+        .route("/healthz", get(|| async { "the application is fine" }))
+        .nest_service(
+            "/ops/plugd",
+            plugd::server::admin_api(server.host.clone(), admin),
+        )
+        .route("/proxy/", any(proxy))
+        .route("/proxy/{*rest}", any(proxy))
+        .with_state(backend)
+        .fallback(|| async {
+            (
+                axum::http::StatusCode::IM_A_TEAPOT,
+                "the application's fallback",
+            )
+        });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    (url, task)
+}
+
+/// The reverse proxy: `/proxy/<rest>` is `<admin listener>/admin/<rest>`, with the request's
+/// method, `Authorization`, `Accept` and body, and the answer's status, `Content-Type`,
+/// `Content-Security-Policy` and body.
+async fn proxy(
+    axum::extract::State(backend): axum::extract::State<String>,
+    request: axum::extract::Request,
+) -> axum::response::Response {
+    let rest = request.uri().path().strip_prefix("/proxy").unwrap_or("/");
+    let url = format!("{backend}{rest}");
+    let client = reqwest::Client::new();
+    let method = reqwest::Method::from_bytes(request.method().as_str().as_bytes()).unwrap();
+    let mut out = client.request(method, url);
+    for name in ["authorization", "accept", "content-type"] {
+        if let Some(v) = request.headers().get(name) {
+            out = out.header(name, v.to_str().unwrap());
+        }
+    }
+    let body = axum::body::to_bytes(request.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let answer = out.body(body.to_vec()).send().await.unwrap();
+    let mut response = http::Response::builder().status(answer.status().as_u16());
+    for name in ["content-type", "content-security-policy"] {
+        if let Some(v) = answer.headers().get(name) {
+            response = response.header(name, v.to_str().unwrap());
+        }
+    }
+    response
+        .body(axum::body::Body::from(answer.bytes().await.unwrap()))
+        .unwrap()
+}
+
+/// Log in to the dashboard at `page`, see the example plugins running, reload hello and see
+/// its load time change; every call the page made went to `api` (the page's own folder).
+/// Returns hello's row after the reload.
+async fn log_in_and_reload(driver: &Driver, page: &str, api: &str) -> Value {
+    driver.call("POST", "/url", json!({"url": page})).await;
+    let title = driver.call("GET", "/title", Value::Null).await;
+    assert_eq!(title, "plugd dashboard", "{page}");
+    let input = driver.find("#token").await;
+    driver
+        .call(
+            "POST",
+            &format!("/element/{input}/value"),
+            json!({"text": TOKEN}),
+        )
+        .await;
+    let connect = driver.find("#connect").await;
+    driver
+        .call("POST", &format!("/element/{connect}/click"), json!({}))
+        .await;
+    let rows = driver
+        .wait_for(
+            &format!("{page}: the example plugins listed as running"),
+            ROWS,
+            |rows| {
+                ["hello", "gatekeeper", "auth"]
+                    .iter()
+                    .all(|n| row(rows, n).is_some_and(|r| r["status"] == "running"))
+            },
+        )
+        .await;
+    let before = row(&rows, "hello").unwrap()["load_time"].clone();
+    let reload = driver
+        .find("button[data-action=reload][data-plugin=hello]")
+        .await;
+    driver
+        .call("POST", &format!("/element/{reload}/click"), json!({}))
+        .await;
+    let rows = driver
+        .wait_for(
+            &format!("{page}: hello's load time to change after reload"),
+            ROWS,
+            |rows| {
+                row(rows, "hello")
+                    .is_some_and(|r| r["load_time"] != before && r["status"] == "running")
+            },
+        )
+        .await;
+    driver
+        .wait_for(
+            &format!("{page}: the reload message"),
+            "return document.querySelector('#message').textContent;",
+            |m| m.as_str().is_some_and(|m| m.contains("reload hello: done")),
+        )
+        .await;
+    // Every call the page's script made (not the browser's own favicon request): all under
+    // `api`.
+    let fetched = driver
+        .script(
+            "return performance.getEntriesByType('resource').filter(e => e.initiatorType === 'fetch').map(e => e.name);",
+        )
+        .await;
+    let fetched: Vec<&str> = fetched
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(
+        fetched.iter().any(|u| *u == format!("{api}plugins")),
+        "{page}: {fetched:?}"
+    );
+    assert!(
+        fetched.iter().all(|u| u.starts_with(api)),
+        "{page}: a call outside {api}: {fetched:?}"
+    );
+    // The token is in sessionStorage, never in the address.
+    let href = driver.script("return location.href;").await;
+    assert!(!href.as_str().unwrap().contains(TOKEN), "{href}");
+    row(&rows, "hello").unwrap().clone()
+}
+
+/// The dashboard under `/ops/plugd/` of another application, and behind a reverse proxy that
+/// serves it at `/proxy/` (the admin listener's `/admin/`): logged in, listing the plugins and
+/// reloading one, its calls going to the prefix it is served under. The application's own
+/// routes are untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_under_a_prefix_and_behind_a_proxy_in_headless_chromium() {
+    let server = TestServer::start(&config()).await;
+    let (app, task) = application(&server).await;
+    let driver = Driver::start().await;
+
+    let hello = log_in_and_reload(
+        &driver,
+        &format!("{app}/ops/plugd/"),
+        &format!("{app}/ops/plugd/"),
+    )
+    .await;
+    // The server agrees, asked under the prefix.
+    let info: Value = server
+        .client
+        .get(format!("{app}/ops/plugd/plugins/hello"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(info["load_time"], hello["load_time"]);
+    screenshot(&driver, "dashboard-prefix.png").await;
+
+    // Without the trailing slash the page still calls /ops/plugd/... (the token is still in
+    // this tab's sessionStorage).
+    driver
+        .call("POST", "/url", json!({"url": format!("{app}/ops/plugd")}))
+        .await;
+    driver
+        .wait_for("/ops/plugd: the plugins listed", ROWS, |rows| {
+            row(rows, "hello").is_some_and(|r| r["status"] == "running")
+        })
+        .await;
+
+    // Behind the proxy: the page is the admin listener's, its calls go to /proxy/.
+    let hello =
+        log_in_and_reload(&driver, &format!("{app}/proxy/"), &format!("{app}/proxy/")).await;
+    let info: Value = server
+        .admin_get("/admin/plugins/hello")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(info["load_time"], hello["load_time"]);
+    screenshot(&driver, "dashboard-proxy.png").await;
+
+    // The application's own routes.
+    for (path, status, body) in [
+        ("/", 200, "the application's home"),
+        ("/healthz", 200, "the application is fine"),
+        ("/admin/", 418, "the application's fallback"),
+        ("/ops/plugdx", 418, "the application's fallback"),
+    ] {
+        let r = server
+            .client
+            .get(format!("{app}{path}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "{path}");
+        assert_eq!(r.text().await.unwrap(), body, "{path}");
+    }
+
+    driver.call("DELETE", "", Value::Null).await;
+    task.abort();
     server.stop().await;
 }
 

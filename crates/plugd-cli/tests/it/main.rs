@@ -12,6 +12,7 @@ mod exhaustion;
 mod failure;
 mod hostile_plugins;
 mod packages;
+mod ratelimit;
 mod reload;
 mod roles;
 mod sandbox;
