@@ -31,6 +31,6 @@ pub async fn with_plugd(
     let admin = plugd::server::AdminToken::resolve(host.config())?;
     let app = routes()
         .layer(plugd::server::PlugdLayer::new(host.clone()).admin_token(admin.clone()))
-        .nest("/ops/plugd", plugd::server::admin_api(host.clone(), admin));
+        .nest_service("/ops/plugd", plugd::server::admin_api(host.clone(), admin));
     Ok((app, host))
 }
