@@ -908,6 +908,9 @@ pub struct PluginEntry {
     /// Request headers it never sees, lower-case (`cookie`, `authorization`): removed from
     /// every request before its hooks, middleware and routes run, and put back after.
     pub hide_headers: Vec<String>,
+    /// The least level of its own log lines kept (`None`: every level; the host's log filter
+    /// still applies). The admin API can change it while it runs.
+    pub log_level: Option<crate::LogLevel>,
 }
 
 impl PluginEntry {
@@ -930,6 +933,7 @@ impl PluginEntry {
             exec: ExecGrant::default(),
             intercept: InterceptGrant::default(),
             hide_headers: Vec::new(),
+            log_level: None,
         }
     }
 
@@ -1279,6 +1283,9 @@ struct RawPluginEntry {
     intercept: InterceptGrant,
     /// Request headers it never sees (`cookie`, `authorization`).
     hide_headers: Vec<String>,
+    /// The least level of its own log lines kept: trace, debug, info, warn or error (default:
+    /// every level; the host's log filter still applies).
+    log_level: Option<crate::LogLevel>,
 }
 
 /// `base.join(path)` when `path` is relative and there is a base; `.` components dropped.
@@ -1535,6 +1542,7 @@ impl RawHostConfig {
                 exec: entry.exec,
                 intercept: entry.intercept,
                 hide_headers,
+                log_level: entry.log_level,
             });
         }
 

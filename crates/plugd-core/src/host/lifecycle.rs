@@ -464,7 +464,9 @@ impl Host {
             .with_services(&exports, &self.inner.services)
             .with_tasks(&p.tasks)
             .with_metrics(p.state.metrics())
-            .with_cache(self.plugin_cache(&name));
+            .with_cache(self.plugin_cache(&name))
+            .with_registrar(self.registrar_for(&name, &p.granted, &p.plugin))
+            .with_log(p.state.log().clone());
         if let Some(capabilities) = &p.capabilities {
             ctx = ctx.with_capabilities(capabilities.clone());
         }
@@ -501,6 +503,7 @@ impl Host {
     }
 
     pub(crate) fn publish(&self, plugins: &[Arc<Loaded>]) {
+        let _publishing = self.inner.publishing.lock();
         match DispatchTable::build(plugins) {
             Ok(table) => self.inner.dispatcher.publish(table),
             Err(e) => {
@@ -577,7 +580,10 @@ impl Host {
             .run_lifecycle_hook(HookType::Shutdown)
             .await;
         let plugins = self.inner.plugins.read().clone();
-        self.inner.dispatcher.publish(DispatchTable::default());
+        {
+            let _publishing = self.inner.publishing.lock();
+            self.inner.dispatcher.publish(DispatchTable::default());
+        }
         self.stop_plugins(&plugins).await;
         // Disabled by a threshold just now, before the supervisor stopped them.
         for p in plugins
