@@ -9,6 +9,7 @@ mod hooks;
 mod lifecycle;
 mod log_level;
 mod manage;
+mod messages;
 mod policy;
 mod reload;
 mod reload_paths;
