@@ -129,7 +129,7 @@ pub enum LoadError {
     #[error(transparent)]
     Manifest(#[from] plugd_manifest::ManifestError),
     /// The plugin's path does not exist (the contract's wording, docs/design.md#errors).
-    #[error("plugin file not found: {}", .0.display())]
+    #[error("failed to load plugin: plugin file not found: {}", .0.display())]
     NotFound(PathBuf),
     /// The config entry names a plugin whose manifest says otherwise.
     #[error("plugin name mismatch: config entry '{entry}' points at {} whose manifest is named '{manifest}'", .path.display())]

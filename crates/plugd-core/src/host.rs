@@ -7,6 +7,8 @@
 //! - `lifecycle`: load, init, start, stop, unload and the one teardown sequence;
 //! - `calls`: commands, a single hook, event delivery and timers, outside the request path;
 //! - `reload`: hot reload with rollback; `watching`: the file watcher and config reloads;
+//! - `registrar`: plugins' middleware changes at run time, published as a new dispatch table;
+//! - `resolve`: the start order of the plugins held now, or with one more (`ResolveDependencies`);
 //! - `supervisor`: restarts, threshold actions and health polls; `config`: plugins' config
 //!   at run time;
 //! - `views`, `health`, `status`, `prometheus`: what the host shows and writes of its plugins.
@@ -25,11 +27,13 @@ use crate::audit::{AuditEntry, AuditLog};
 use crate::cache::CacheBackend;
 use crate::database::SqlBackend;
 use crate::dispatch::Dispatcher;
+use crate::error::LoadError;
 use crate::events::{EventBus, Publisher};
 use crate::exec::CommandRunner;
 use crate::kv::{KvBackend, PluginStore, StorageQuota};
 use crate::loaded::Loaded;
 use crate::loader::Loader;
+use crate::logs::LogLevel;
 use crate::outbound::HttpClient;
 use crate::services::Services;
 use crate::state::PluginState;
@@ -47,7 +51,9 @@ mod health;
 mod lifecycle;
 mod prometheus;
 mod providers;
+mod registrar;
 mod reload;
+mod resolve;
 mod status;
 mod supervisor;
 mod views;
@@ -92,6 +98,9 @@ pub(crate) struct Inner {
     pub(crate) supervisor: parking_lot::Mutex<SupervisorSlot>,
     /// Between the end of start and the beginning of stop: supervised restarts may run.
     pub(crate) supervising: std::sync::atomic::AtomicBool,
+    /// Held while a dispatch table is built and published, so that a run-time registration
+    /// and a lifecycle change never publish over each other's newer table.
+    pub(crate) publishing: parking_lot::Mutex<()>,
     /// The writer of the status tables and its background task.
     pub(crate) status: crate::status::StatusSlot,
 }
@@ -197,6 +206,41 @@ impl Host {
     /// The live state of a plugin.
     pub fn plugin_state(&self, name: &str) -> Option<Arc<PluginState>> {
         self.find(name).map(|p| p.state.clone())
+    }
+
+    /// Keep only the lines of plugin `name`'s own log (its `log` calls, its stdout and stderr, a
+    /// native plugin's [`InitContext::log`](crate::InitContext::log)) at `level` or above, from
+    /// now on; the plugin's `log_level:` in the host config sets it at load. Lines under it are
+    /// dropped before its log rate counts them.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// use plugd_core::{Host, LogLevel, Plugin};
+    /// use plugd_manifest::{Format, Manifest};
+    ///
+    /// struct Quiet;
+    /// impl Plugin for Quiet {}
+    /// let text = "name: quiet\nversion: 1.0.0\ndescription: d\nauthor: a\n";
+    /// let manifest = Manifest::from_str(text, Format::Yaml, None).unwrap();
+    /// let host = Host::builder().native(manifest, Quiet).build().unwrap();
+    /// host.start().await.unwrap();
+    /// host.set_log_level("quiet", LogLevel::Warn).unwrap();
+    /// assert_eq!(host.log_level("quiet"), Some(LogLevel::Warn));
+    /// assert!(host.set_log_level("nope", LogLevel::Warn).is_err());
+    /// # });
+    /// ```
+    pub fn set_log_level(&self, name: &str, level: LogLevel) -> Result<(), LoadError> {
+        let p = self
+            .find(name)
+            .ok_or_else(|| LoadError::UnknownPlugin(name.to_string()))?;
+        p.state.log().set_level(level);
+        tracing::info!(plugin = %name, level = %level, "plugin log level set");
+        Ok(())
+    }
+
+    /// The least level of plugin `name`'s own log lines kept; `None` for an unknown plugin.
+    pub fn log_level(&self, name: &str) -> Option<LogLevel> {
+        self.find(name).map(|p| p.state.log().level())
     }
 
     pub(crate) fn find(&self, name: &str) -> Option<Arc<Loaded>> {

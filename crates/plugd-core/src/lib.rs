@@ -116,7 +116,7 @@ pub use outbound::{
     AllowRule, AllowRuleError, HttpClient, HttpError, HttpRequest, HttpResponse, IncomingResponse,
     NetworkAllow, Outbound, OutgoingRequest,
 };
-pub use plugin::{Action, InitContext, Plugin, Resources};
+pub use plugin::{Action, InitContext, Plugin, Registrar, Resources};
 pub use private::{FileError, make_private_dir};
 pub use registrations::{
     MAX_GLOB_BYTES, MAX_GLOBS, MAX_MIDDLEWARE, MAX_ROUTE_BYTES, MAX_ROUTES, MAX_SUBSCRIPTIONS,

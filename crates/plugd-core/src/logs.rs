@@ -3,10 +3,12 @@
 //! bytes per second with a burst, `limits.log_*`; what is over it is dropped and counted), write
 //! a huge line (message and fields are capped), or forge a line of the host's (control
 //! characters are escaped, so one call is one line, and the line is always marked with the
-//! plugin's name under the `plugin` target).
+//! plugin's name under the `plugin` target). A plugin, or the operator, can raise the least level
+//! of its lines the host keeps ([`PluginLog::set_level`]); lines under it are dropped before the
+//! rate counts them.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::Instant;
 
 use parking_lot::Mutex;
@@ -50,20 +52,7 @@ impl From<&Limits> for LogLimits {
     }
 }
 
-/// The level of a line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogLevel {
-    /// `trace`.
-    Trace,
-    /// `debug`.
-    Debug,
-    /// `info`.
-    Info,
-    /// `warn`.
-    Warn,
-    /// `error`.
-    Error,
-}
+pub use plugd_manifest::LogLevel;
 
 /// Which output stream of the guest a line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,17 +138,33 @@ impl Buckets {
 /// assert!(!log.write(LogLevel::Info, "three: over the rate", &[]));
 /// assert_eq!((log.written(), log.dropped()), (2, 1));
 /// ```
+///
+/// The least level kept is shared by the clones too:
+///
+/// ```
+/// use plugd_core::{LogLevel, LogLimits, PluginLog};
+///
+/// let log = PluginLog::new("quiet", LogLimits { lines_per_second: 1, bytes_per_second: 1024, burst_seconds: 1 });
+/// log.clone().set_level(LogLevel::Warn);
+/// assert_eq!(log.level(), LogLevel::Warn);
+/// assert!(!log.write(LogLevel::Debug, "under the level: dropped, not counted", &[]));
+/// assert!(log.write(LogLevel::Error, "kept, and charged to the rate", &[]));
+/// assert_eq!((log.written(), log.dropped(), log.filtered()), (1, 0, 1));
+/// ```
 #[derive(Debug, Clone)]
 pub struct PluginLog {
     plugin: Arc<str>,
     buckets: Arc<Mutex<Buckets>>,
     counters: Arc<Counters>,
+    /// The least level kept, as its index in [`LogLevel::ALL`].
+    level: Arc<AtomicU8>,
 }
 
 #[derive(Debug, Default)]
 struct Counters {
     written: AtomicU64,
     dropped: AtomicU64,
+    filtered: AtomicU64,
 }
 
 impl PluginLog {
@@ -169,7 +174,29 @@ impl PluginLog {
             plugin: Arc::from(plugin),
             buckets: Arc::new(Mutex::new(Buckets::new(limits, Instant::now()))),
             counters: Arc::default(),
+            level: Arc::new(AtomicU8::new(0)),
         }
+    }
+
+    /// Keep only lines at `level` or above from now on (every clone of this log). The default,
+    /// [`LogLevel::Trace`], keeps every line; the host's own log filter applies after this.
+    pub fn set_level(&self, level: LogLevel) {
+        let index = LogLevel::ALL.iter().position(|l| *l == level).unwrap_or(0);
+        self.level.store(index as u8, Ordering::Relaxed);
+    }
+
+    /// The least level kept.
+    pub fn level(&self) -> LogLevel {
+        LogLevel::ALL
+            .get(usize::from(self.level.load(Ordering::Relaxed)))
+            .copied()
+            .unwrap_or(LogLevel::Trace)
+    }
+
+    /// Lines dropped for being under the level ([`PluginLog::set_level`]); they never count
+    /// against the rate.
+    pub fn filtered(&self) -> u64 {
+        self.counters.filtered.load(Ordering::Relaxed)
     }
 
     /// Change the limits (a reload with new `limits`); the counters go on.
@@ -193,9 +220,13 @@ impl PluginLog {
         self.counters.dropped.load(Ordering::Relaxed)
     }
 
-    /// Write one line: `message` and `fields`, capped and escaped. False when the line was over
-    /// the rate and dropped.
+    /// Write one line: `message` and `fields`, capped and escaped. False when the line was
+    /// dropped: under the level (not charged to the rate), or over the rate.
     pub fn write(&self, level: LogLevel, message: &str, fields: &[(String, String)]) -> bool {
+        if level < self.level() {
+            self.counters.filtered.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
         // Escaped first: the rate is charged for what reaches the log.
         let message = clean_text(message, MAX_MESSAGE_BYTES);
         let fields = if fields.is_empty() {

@@ -1,7 +1,7 @@
 //! The [`Plugin`] trait every plugin implements, native or wasm, and what it registers.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use async_trait::async_trait;
 use plugd_manifest::{HookType, Permission};
@@ -17,6 +17,7 @@ use crate::exec::Exec;
 use crate::health::Health;
 use crate::host_config::HostConfigView;
 use crate::kv::PluginStore;
+use crate::logs::PluginLog;
 use crate::metrics::PluginMetrics;
 use crate::outbound::Outbound;
 use crate::registrations::{MiddlewareReg, Registrations, RouteOptions};
@@ -49,6 +50,8 @@ pub struct InitContext<'a> {
     pub(crate) metrics: Option<&'a Arc<PluginMetrics>>,
     pub(crate) cache: Option<PluginCache>,
     pub(crate) capabilities: Option<Capabilities>,
+    pub(crate) registrar: Option<Registrar>,
+    pub(crate) log: Option<PluginLog>,
 }
 
 impl<'a> InitContext<'a> {
@@ -74,7 +77,41 @@ impl<'a> InitContext<'a> {
             metrics: None,
             cache: None,
             capabilities: None,
+            registrar: None,
+            log: None,
         }
+    }
+
+    /// The same, with the handle that changes the plugin's middleware once it runs.
+    pub(crate) fn with_registrar(mut self, registrar: Registrar) -> Self {
+        self.registrar = Some(registrar);
+        self
+    }
+
+    /// The same, with the plugin's log stream.
+    pub(crate) fn with_log(mut self, log: PluginLog) -> Self {
+        self.log = Some(log);
+        self
+    }
+
+    /// A handle to register and unregister middleware while the plugin runs (from a route
+    /// handler, a timer, an event): keep it from `init`. Its calls pass the same checks and
+    /// caps as the ones in `init`, and each publishes a new dispatch table at once; requests
+    /// already in flight finish with the table they started with. The changes last until the
+    /// plugin's next `init` (a restart or a reload registers anew).
+    pub fn registrar(&self) -> Result<Registrar, HostError> {
+        self.registrar.clone().ok_or_else(|| {
+            HostError::unsupported("run-time registrations (no host in this context)")
+        })
+    }
+
+    /// The plugin's own log stream: lines carry its name, go through its rate limit and are
+    /// kept only at or above its log level ([`PluginLog::set_level`]). Keep the handle. Without a
+    /// host it still writes, under the default limits.
+    pub fn log(&self) -> PluginLog {
+        self.log
+            .clone()
+            .unwrap_or_else(|| PluginLog::new(self.name, crate::logs::LogLimits::default()))
     }
 
     /// The same, with the plugin's cache namespace.
@@ -344,6 +381,109 @@ impl<'a> InitContext<'a> {
                 .add_subscription(self.name, self.subscribes, &topic)?;
         }
         Ok(())
+    }
+}
+
+/// Where a [`Registrar`]'s changes go: the host, which finds the plugin's running version,
+/// applies the change to a copy of its registrations, checks the copy against what the plugin
+/// may intercept, and stores it and publishes a new dispatch table together.
+pub(crate) trait RegistrationSink: Send + Sync {
+    /// Apply `change` to the registrations of plugin `name` when `code` is the code serving
+    /// under that name; nothing changes when `change` or a check fails.
+    fn change(
+        &self,
+        name: &str,
+        code: &Weak<dyn Plugin>,
+        change: &mut dyn FnMut(&mut Registrations) -> Result<(), HostError>,
+    ) -> Result<(), HostError>;
+}
+
+/// A running plugin's handle on its middleware ([`InitContext::registrar`]): register and
+/// unregister middleware after `init`, from a route handler, a timer or an event. Cheap to
+/// clone.
+///
+/// ```no_run
+/// use plugd_core::{InitContext, Plugin, PluginError, Registrar, Exchange, Response};
+/// use std::sync::OnceLock;
+///
+/// #[derive(Default)]
+/// struct Maintenance { registrar: OnceLock<Registrar> }
+///
+/// #[async_trait::async_trait]
+/// impl Plugin for Maintenance {
+///     async fn init(&self, ctx: &mut InitContext<'_>) -> Result<(), PluginError> {
+///         ctx.register_route("POST", "/off", Default::default())?;
+///         let _ = self.registrar.set(ctx.registrar()?);
+///         Ok(())
+///     }
+///     async fn handle_request(&self, _route: &str, _ex: &mut Exchange) -> Result<Response, PluginError> {
+///         if let Some(r) = self.registrar.get() {
+///             r.register_middleware("maintenance", 500, &["/plugins/maintenance/*"])?;
+///         }
+///         Ok(Response::new(http::StatusCode::NO_CONTENT))
+///     }
+/// }
+/// ```
+#[derive(Clone)]
+pub struct Registrar {
+    name: Arc<str>,
+    granted: Arc<BTreeSet<Permission>>,
+    code: Weak<dyn Plugin>,
+    sink: Arc<dyn RegistrationSink>,
+}
+
+impl std::fmt::Debug for Registrar {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registrar")
+            .field("plugin", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Registrar {
+    pub(crate) fn new(
+        name: &str,
+        granted: &BTreeSet<Permission>,
+        code: &Arc<dyn Plugin>,
+        sink: Arc<dyn RegistrationSink>,
+    ) -> Self {
+        Registrar {
+            name: Arc::from(name),
+            granted: Arc::new(granted.clone()),
+            code: Arc::downgrade(code),
+            sink,
+        }
+    }
+
+    /// Register a middleware now, as [`InitContext::register_middleware`] does in `init` (the
+    /// `router` permission, the caps, what it may intercept): the next request sees it.
+    pub fn register_middleware(
+        &self,
+        name: &str,
+        priority: i32,
+        routes: &[&str],
+    ) -> Result<(), HostError> {
+        let reg = MiddlewareReg {
+            name: name.to_string(),
+            priority,
+            routes: routes.iter().map(|r| r.to_string()).collect(),
+        };
+        self.register(reg)
+    }
+
+    /// The same, with the registration spelled out (the wasm adapter's call).
+    pub fn register(&self, middleware: MiddlewareReg) -> Result<(), HostError> {
+        self.sink.change(&self.name, &self.code, &mut |regs| {
+            regs.add_middleware(&self.name, &self.granted, middleware.clone())
+        })
+    }
+
+    /// Remove one of the plugin's own middleware now: the next request no longer runs it. A
+    /// name the plugin has not registered is [`HostError::NotFound`].
+    pub fn unregister_middleware(&self, name: &str) -> Result<(), HostError> {
+        self.sink.change(&self.name, &self.code, &mut |regs| {
+            regs.remove_middleware(name)
+        })
     }
 }
 

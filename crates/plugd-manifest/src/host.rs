@@ -911,6 +911,9 @@ pub struct PluginEntry {
     /// Where its routes are served: `None` for `/plugins/<name>` (see [`PluginEntry::mount`]),
     /// `/` for top level, or a prefix such as `/api/v1/reports`.
     pub mount: Option<String>,
+    /// The least level of its own log lines kept (`None`: every level; the host's log filter
+    /// still applies). The admin API can change it while it runs.
+    pub log_level: Option<crate::LogLevel>,
 }
 
 /// Paths the host keeps for itself: no plugin is mounted at or under them, and no plugin
@@ -995,6 +998,7 @@ impl PluginEntry {
             intercept: InterceptGrant::default(),
             hide_headers: Vec::new(),
             mount: None,
+            log_level: None,
         }
     }
 
@@ -1357,6 +1361,9 @@ struct RawPluginEntry {
     /// Where its routes are served: `/plugins/<name>` when not given, `/` for top level, or a
     /// prefix such as `/api/v1/reports`.
     mount: Option<String>,
+    /// The least level of its own log lines kept: trace, debug, info, warn or error (default:
+    /// every level; the host's log filter still applies).
+    log_level: Option<crate::LogLevel>,
 }
 
 /// `base.join(path)` when `path` is relative and there is a base; `.` components dropped.
@@ -1617,6 +1624,7 @@ impl RawHostConfig {
                 intercept: entry.intercept,
                 hide_headers,
                 mount: entry.mount,
+                log_level: entry.log_level,
             });
         }
 

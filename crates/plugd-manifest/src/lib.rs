@@ -16,7 +16,7 @@
 //! use plugd_manifest::{Format, Manifest};
 //!
 //! let err = Manifest::from_str("version: 1.0.0\n", Format::Yaml, None).unwrap_err();
-//! assert_eq!(err.to_string(), "missing required field: name");
+//! assert_eq!(err.to_string(), "failed to parse manifest: missing required field: name");
 //! ```
 
 #![warn(missing_docs)]
@@ -26,6 +26,7 @@ mod failure;
 mod format;
 mod hook;
 mod host;
+mod log_level;
 mod manifest;
 mod permission;
 mod priority;
@@ -44,6 +45,7 @@ pub use host::{
     ThresholdAction, effective_permissions, host_config_json_schema,
 };
 pub use host::{DEFAULT_MAX_RESPONSE_BYTES, RESERVED_PATHS, mount_problem};
+pub use log_level::{LogLevel, UnknownLogLevel};
 pub use manifest::{
     DEFAULT_COMPONENT, Dependency, Events, ExportDecl, HookDecl, MAX_NAME_LEN, Manifest,
     ManifestError, ManifestErrorKind, is_valid_plugin_name, is_valid_topic, manifest_json_schema,

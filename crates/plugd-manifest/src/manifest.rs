@@ -315,7 +315,7 @@ impl From<ManifestErrorKind> for ManifestError {
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestErrorKind {
     /// `name`, `version`, `description` or `author` is missing or empty.
-    #[error("missing required field: {0}")]
+    #[error("failed to parse manifest: missing required field: {0}")]
     MissingField(&'static str),
     /// The version is not strict `X.Y.Z`; holds the value as written.
     #[error("invalid version format: must be semantic version (X.Y.Z), got '{0}'")]
@@ -385,11 +385,11 @@ pub enum ManifestErrorKind {
         reason: String,
     },
     /// The path does not exist.
-    #[error("plugin file not found: {}", .0.display())]
+    #[error("failed to load plugin: plugin file not found: {}", .0.display())]
     NotFound(PathBuf),
     /// The directory holds none of [`Manifest::FILE_NAMES`].
     #[error(
-        "plugin file not found: {} has no plugin.yaml, plugin.yml, plugin.json or plugin.toml",
+        "failed to load plugin: plugin file not found: {} has no plugin.yaml, plugin.yml, plugin.json or plugin.toml",
         .0.display()
     )]
     NoManifest(PathBuf),
@@ -1213,23 +1213,23 @@ description = "Token management service"
         for field in ["name", "version", "description", "author"] {
             assert_eq!(
                 error_in_all_formats(&without(field)),
-                format!("missing required field: {field}")
+                format!("failed to parse manifest: missing required field: {field}")
             );
             assert_eq!(
                 error_in_all_formats(&with(field, json!(""))),
-                format!("missing required field: {field}")
+                format!("failed to parse manifest: missing required field: {field}")
             );
         }
         // Required fields are checked in the contract's order (name, version, description,
         // author): name first.
         assert_eq!(
             error_in_all_formats(&json!({"author": "x"})),
-            "missing required field: name"
+            "failed to parse manifest: missing required field: name"
         );
         for format in Format::ALL {
             assert_eq!(
                 parse("", format).unwrap_err().to_string(),
-                "missing required field: name"
+                "failed to parse manifest: missing required field: name"
             );
         }
     }
@@ -1379,7 +1379,7 @@ description = "Token management service"
         );
         assert_eq!(
             error_in_all_formats(&with("framework", json!({}))),
-            "missing required field: framework.version"
+            "failed to parse manifest: missing required field: framework.version"
         );
     }
 
@@ -1472,7 +1472,7 @@ description = "Token management service"
             .unwrap_err();
         assert_eq!(
             err.to_string(),
-            "p/plugin.yaml: missing required field: version"
+            "p/plugin.yaml: failed to parse manifest: missing required field: version"
         );
     }
 
@@ -1488,7 +1488,8 @@ description = "Token management service"
             "{err}"
         );
         assert!(
-            err.to_string().starts_with("plugin file not found: "),
+            err.to_string()
+                .starts_with("failed to load plugin: plugin file not found: "),
             "{err}"
         );
 
@@ -1518,7 +1519,10 @@ description = "Token management service"
         let err = Manifest::from_path(&missing).unwrap_err();
         assert_eq!(
             err.to_string(),
-            format!("plugin file not found: {}", missing.display())
+            format!(
+                "failed to load plugin: plugin file not found: {}",
+                missing.display()
+            )
         );
 
         let bad = plugin.join("plugin.yaml");
@@ -1526,7 +1530,10 @@ description = "Token management service"
         let err = Manifest::from_path(&bad).unwrap_err();
         assert_eq!(
             err.to_string(),
-            format!("{}: missing required field: description", bad.display())
+            format!(
+                "{}: failed to parse manifest: missing required field: description",
+                bad.display()
+            )
         );
 
         let other = plugin.join("manifest.txt");

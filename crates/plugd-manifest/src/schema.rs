@@ -479,7 +479,7 @@ pub(crate) struct RawConfigField {
 ///
 /// [`ConfigSchema::validate`] leaves `plugin` empty; the caller names the plugin with
 /// [`ConfigError::for_plugin`], and the message becomes
-/// `config of plugin 'x': missing required key 'jwt_secret'`.
+/// `config of plugin 'x': Configuration key missing and no default value provided: 'jwt_secret'`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct ConfigError {
     /// The plugin whose config it is, when known.
@@ -515,8 +515,8 @@ impl From<ConfigErrorKind> for ConfigError {
 /// What is wrong with a plugin's config.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigErrorKind {
-    /// A required key without value or default.
-    #[error("missing required key '{0}'")]
+    /// A required key without value or default (the contract's wording, then the key).
+    #[error("Configuration key missing and no default value provided: '{0}'")]
     MissingKey(String),
     /// A key the schema does not have.
     #[error("unknown key '{key}'{}", suggest(.suggestion))]
@@ -773,13 +773,16 @@ mod tests {
         assert_eq!(err.kind, ConfigErrorKind::MissingKey("jwt_secret".into()));
         assert_eq!(
             err.for_plugin("auth-plugin").to_string(),
-            "config of plugin 'auth-plugin': missing required key 'jwt_secret'"
+            "config of plugin 'auth-plugin': Configuration key missing and no default value provided: 'jwt_secret'"
         );
         // null counts as missing
         let err = schema()
             .validate_with_env(&obj(json!({"jwt_secret": null})), no_env)
             .unwrap_err();
-        assert_eq!(err.to_string(), "missing required key 'jwt_secret'");
+        assert_eq!(
+            err.to_string(),
+            "Configuration key missing and no default value provided: 'jwt_secret'"
+        );
     }
 
     #[test]

@@ -501,6 +501,71 @@ pub(crate) async fn reload(
     }
 }
 
+/// The least level of a plugin's own log lines that the host keeps.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LogLevelBody {
+    /// `trace`, `debug`, `info`, `warn` or `error`: lines under it are dropped before the
+    /// plugin's log rate counts them.
+    #[schema(example = "warn", pattern = "^(trace|debug|info|warn|error)$")]
+    level: String,
+}
+
+/// The least level of a plugin's own log lines kept (its `log_level:`, or the last one set).
+#[utoipa::path(
+    get, path = "/plugins/{name}/log-level", tag = "plugins",
+    params(("name" = String, Path, description = "Plugin name")),
+    responses(
+        (status = 200, description = "The level in force", body = LogLevelBody),
+        (status = 401, description = "No or wrong admin token", body = ApiError),
+        (status = 404, description = "No plugin by that name", body = ApiError),
+    )
+)]
+pub(crate) async fn get_log_level(
+    State(state): State<AppState>,
+    UrlPath(name): UrlPath<String>,
+) -> Response {
+    let level = state.host.log_level(&name).map(|l| LogLevelBody {
+        level: l.as_str().to_string(),
+    });
+    json_or_404(&name, level)
+}
+
+/// Set the least level of a plugin's own log lines kept, at once and until the next change or
+/// restart of the host (a reload keeps it).
+#[utoipa::path(
+    put, path = "/plugins/{name}/log-level", tag = "plugins",
+    params(("name" = String, Path, description = "Plugin name")),
+    request_body(content = LogLevelBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The level now in force", body = LogLevelBody),
+        (status = 400, description = "The body is not `{\"level\": \"<level>\"}` with a known level", body = ApiError),
+        (status = 401, description = "No or wrong admin token", body = ApiError),
+        (status = 404, description = "No plugin by that name", body = ApiError),
+        (status = 413, description = "The body is over 64 KiB", body = ApiError),
+        (status = 415, description = "The body is not `application/json`", body = ApiError),
+    )
+)]
+pub(crate) async fn put_log_level(
+    State(state): State<AppState>,
+    UrlPath(name): UrlPath<String>,
+    body: Result<Json<LogLevelBody>, JsonRejection>,
+) -> Response {
+    let Json(body) = match body {
+        Ok(b) => b,
+        Err(e) => return bad_body(e),
+    };
+    let level = match body.level.parse::<plugd_manifest::LogLevel>() {
+        Ok(l) => l,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, format!("request body: {e}")),
+    };
+    match state.host.set_log_level(&name, level) {
+        Ok(()) => get_log_level(State(state), UrlPath(name)).await,
+        Err(e @ LoadError::UnknownPlugin(_)) => json_error(StatusCode::NOT_FOUND, e.to_string()),
+        Err(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
 /// A config reload that refused some changes: the error, and what was applied.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct ConfigReloadRefused {

@@ -83,6 +83,7 @@ fn admin_operations(state: Option<&AppState>) -> OpenApiRouter<AppState> {
         .routes(routes!(admin::enable))
         .routes(routes!(admin::disable))
         .routes(routes!(admin::reload))
+        .routes(routes!(admin::get_log_level, admin::put_log_level))
         .routes(routes!(admin::get_config, admin::put_config))
         .routes(routes!(admin::reload_config))
         .routes(routes!(admin::all_health))

@@ -11,7 +11,8 @@ use parking_lot::RwLock;
 use plugd_core::{
     Capabilities, CommandOutput, Exchange, HookType, HostError, Identity, IncomingResponse,
     LogLevel, MiddlewareReg, OutgoingRequest, Permission, PluginCache, PluginLog, PluginMetrics,
-    PluginStore, Publisher, Registrations, RouteOptions, Rows, Services, SqlValue, Statement,
+    PluginStore, Publisher, Registrar, Registrations, RouteOptions, Rows, Services, SqlValue,
+    Statement,
 };
 use wasmtime::ResourceLimiter;
 use wasmtime::component::{Resource, ResourceTable};
@@ -40,6 +41,9 @@ pub(crate) struct Shared {
     pub(crate) max_response_bytes: usize,
     /// Its log stream: `log` calls and its stdout/stderr.
     pub(crate) log: PluginLog,
+    /// Where `register-middleware` and `unregister-middleware` go outside `init`: set by each
+    /// `init` (the host's handle on the version that serves).
+    pub(crate) registrar: RwLock<Option<Registrar>>,
 }
 
 /// The data of one wasm instance's store.
@@ -114,6 +118,26 @@ impl InstanceState {
             .metrics
             .clone()
             .ok_or_else(|| to_wit(HostError::unsupported("metrics")))
+    }
+
+    /// A middleware change: into the registrations being collected during `init`, or, once the
+    /// plugin runs, through its registrar (published to the dispatch table at once).
+    fn change_middleware(
+        &mut self,
+        change: impl FnOnce(&mut Registrations, &Shared) -> Result<(), HostError>,
+        later: impl FnOnce(&Registrar) -> Result<(), HostError>,
+    ) -> Result<(), HostError> {
+        let shared = self.shared.clone();
+        if let Some(regs) = self.registering.as_mut() {
+            return change(regs, &shared);
+        }
+        let registrar = shared.registrar.read().clone();
+        match registrar {
+            Some(r) => later(&r),
+            None => Err(HostError::Invalid(
+                "middleware can be changed during init and while the plugin runs, not before its init".into(),
+            )),
+        }
     }
 
     fn registering(&mut self) -> Result<&mut Registrations, HostError> {
@@ -322,18 +346,26 @@ impl wit::http::HostExchange for InstanceState {
     }
 }
 
+fn level_from_wit(level: types::LogLevel) -> LogLevel {
+    match level {
+        types::LogLevel::Trace => LogLevel::Trace,
+        types::LogLevel::Debug => LogLevel::Debug,
+        types::LogLevel::Info => LogLevel::Info,
+        types::LogLevel::Warn => LogLevel::Warn,
+        types::LogLevel::Error => LogLevel::Error,
+    }
+}
+
 impl wit::log::Host for InstanceState {
     fn log(&mut self, level: types::LogLevel, message: String, fields: Vec<(String, String)>) {
         // Rate-limited, capped and escaped by the plugin's log stream: a line over its rate is
         // dropped and counted (`plugd_plugin_log_dropped_lines_total`).
-        let level = match level {
-            types::LogLevel::Trace => LogLevel::Trace,
-            types::LogLevel::Debug => LogLevel::Debug,
-            types::LogLevel::Info => LogLevel::Info,
-            types::LogLevel::Warn => LogLevel::Warn,
-            types::LogLevel::Error => LogLevel::Error,
-        };
-        self.shared.log.write(level, &message, &fields);
+        self.shared
+            .log
+            .write(level_from_wit(level), &message, &fields);
+    }
+    fn set_log_level(&mut self, level: types::LogLevel) {
+        self.shared.log.set_level(level_from_wit(level));
     }
 }
 
@@ -448,21 +480,24 @@ impl wit::registry::Host for InstanceState {
         priority: i32,
         routes: Vec<String>,
     ) -> Result<(), types::HostError> {
-        let shared = self.shared.clone();
         let reg = MiddlewareReg {
             name,
             priority,
             routes,
         };
-        let r = self
-            .registering()
-            .and_then(|r| r.add_middleware(&shared.name, &shared.granted, reg));
+        let later = reg.clone();
+        let r = self.change_middleware(
+            |regs, shared| regs.add_middleware(&shared.name, &shared.granted, reg),
+            |registrar| registrar.register(later),
+        );
         self.audited(r, "router", "registry.register-middleware")
     }
     fn unregister_middleware(&mut self, name: String) -> Result<(), types::HostError> {
-        self.registering()
-            .and_then(|r| r.remove_middleware(&name))
-            .map_err(to_wit)
+        self.change_middleware(
+            |regs, _| regs.remove_middleware(&name),
+            |registrar| registrar.unregister_middleware(&name),
+        )
+        .map_err(to_wit)
     }
     fn subscribe(&mut self, topic: String) -> Result<(), types::HostError> {
         let shared = self.shared.clone();
@@ -692,5 +727,115 @@ impl wit::exec::Host for InstanceState {
             stdout,
             stderr,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wit::registry::Host as _;
+
+    /// A native plugin that keeps its registrar: the handle a wasm plugin's `init` stores in
+    /// `Shared`.
+    struct Keeper(Arc<parking_lot::Mutex<Option<Registrar>>>);
+
+    #[async_trait::async_trait]
+    impl plugd_core::Plugin for Keeper {
+        async fn init(
+            &self,
+            ctx: &mut plugd_core::InitContext<'_>,
+        ) -> Result<(), plugd_core::PluginError> {
+            ctx.register_middleware("guard", 1, &["/plugins/guest/*"])?;
+            *self.0.lock() = Some(ctx.registrar()?);
+            Ok(())
+        }
+    }
+
+    fn state(registrar: Option<Registrar>) -> InstanceState {
+        let granted: BTreeSet<Permission> = [Permission::Router].into();
+        let store = PluginStore::new("guest", Arc::new(plugd_core::MemoryKv::default()));
+        let shared = Shared {
+            name: "guest".into(),
+            granted: granted.clone(),
+            config_json: RwLock::new("{}".into()),
+            store,
+            publisher: None,
+            subscribes: Vec::new(),
+            services: None,
+            exports: Vec::new(),
+            metrics: None,
+            cache: None,
+            capabilities: Capabilities::unopened(
+                granted,
+                plugd_core::Auditor::new("guest", None, None),
+            ),
+            max_response_bytes: 1024,
+            log: PluginLog::new("guest", plugd_core::LogLimits::default()),
+            registrar: RwLock::new(registrar),
+        };
+        InstanceState {
+            wasi: WasiCtx::builder().build(),
+            table: ResourceTable::new(),
+            limits: crate::limits::Limiter::new(1 << 20),
+            shared: Arc::new(shared),
+            registering: None,
+            deadline: Instant::now() + Duration::from_secs(5),
+            violation: None,
+            lent: Exchange::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn middleware_imports_work_in_init_and_while_the_plugin_runs_and_not_before() {
+        let manifest = plugd_manifest::Manifest::from_str(
+            "name: guest\nversion: 1.0.0\ndescription: d\nauthor: a\npermissions: [router]\n",
+            plugd_manifest::Format::Yaml,
+            None,
+        )
+        .unwrap();
+        let kept = Arc::new(parking_lot::Mutex::new(None));
+        let host = plugd_core::Host::builder()
+            .native(manifest, Keeper(kept.clone()))
+            .build()
+            .unwrap();
+        host.start().await.unwrap();
+        let table = || host.dispatcher().table().middleware_count();
+        assert_eq!(table(), 1);
+
+        // Before any init gave it a registrar: refused.
+        let mut early = state(None);
+        let e = early.unregister_middleware("guard".into()).unwrap_err();
+        assert!(matches!(e, types::HostError::Invalid(_)), "{e:?}");
+        assert_eq!(table(), 1);
+
+        // While it runs: published at once.
+        let registrar = kept.lock().clone();
+        let mut running = state(registrar);
+        running.unregister_middleware("guard".into()).unwrap();
+        assert_eq!(table(), 0);
+        running
+            .register_middleware("late".into(), 5, vec!["/plugins/guest/x".into()])
+            .unwrap();
+        assert_eq!(table(), 1);
+        let e = running.unregister_middleware("guard".into()).unwrap_err();
+        assert!(matches!(e, types::HostError::NotFound(_)), "{e:?}");
+        let e = running
+            .register_middleware("wide".into(), 5, vec!["/api/*".into()])
+            .unwrap_err();
+        assert!(matches!(e, types::HostError::Denied(_)), "{e:?}");
+
+        // During init: collected, not published.
+        running.registering = Some(Registrations::default());
+        running
+            .register_middleware("in-init".into(), 1, vec!["/plugins/guest/*".into()])
+            .unwrap();
+        assert_eq!(table(), 1);
+        let collected = running.registering.take().unwrap();
+        assert_eq!(collected.middleware[0].name, "in-init");
+
+        // set-log-level reaches the plugin's log stream.
+        wit::log::Host::set_log_level(&mut running, types::LogLevel::Warn);
+        assert_eq!(running.shared.log.level(), LogLevel::Warn);
+        host.shutdown().await;
     }
 }

@@ -247,6 +247,7 @@ impl WasmPlugin {
                 Some(state) => state.log().clone(),
                 None => PluginLog::new(&options.name, LogLimits::default()),
             },
+            registrar: RwLock::new(None),
         });
         let disk = shared
             .capabilities
@@ -752,6 +753,7 @@ impl Plugin for WasmPlugin {
             instances.push(inst);
         }
         *self.registrations.write() = first;
+        *self.shared.registrar.write() = ctx.registrar().ok();
         *self.idle.lock() = instances;
         Ok(())
     }

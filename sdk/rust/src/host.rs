@@ -57,6 +57,12 @@ pub mod log {
     pub fn error(message: impl AsRef<str>) {
         wit::log::log(Level::Error, message.as_ref(), &[]);
     }
+
+    /// Keeps only this plugin's lines at `level` or above from now on (the operator can change
+    /// it too); lines under it never count against its log rate.
+    pub fn set_level(level: Level) {
+        wit::log::set_log_level(level);
+    }
 }
 
 /// The plugin's own metrics, namespaced and labelled with the plugin by the host. Always available.
@@ -234,7 +240,7 @@ pub mod register {
     }
 
     /// Registers a middleware at `priority` for the routes matching `routes` (globs; empty means
-    /// every plugin-handled request). Needs `router`.
+    /// every plugin-handled request). Needs `router`. Valid in `init` and while the plugin runs.
     pub fn middleware(name: &str, priority: i32, routes: &[&str]) -> Result<()> {
         Ok(wit::registry::register_middleware(
             name,
@@ -243,7 +249,9 @@ pub mod register {
         )?)
     }
 
-    /// Removes a middleware registered by this plugin.
+    /// Removes a middleware registered by this plugin. Like [`middleware`], valid in `init` and
+    /// while the plugin runs (from a route handler, a timer, an event): the next request sees the
+    /// change.
     pub fn unregister_middleware(name: &str) -> Result<()> {
         Ok(wit::registry::unregister_middleware(name)?)
     }

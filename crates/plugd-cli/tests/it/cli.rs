@@ -33,7 +33,10 @@ fn validate_names_the_file_and_the_fault() {
     let out = plugd().arg("validate").arg(dir.path()).output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("missing required field: name"), "{err}");
+    assert!(
+        err.contains("failed to parse manifest: missing required field: name"),
+        "{err}"
+    );
     assert!(err.contains(&path.display().to_string()), "{err}");
     assert!(out.stdout.is_empty());
 

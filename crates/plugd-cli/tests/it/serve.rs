@@ -141,7 +141,7 @@ async fn a_broken_plugin_does_not_stop_the_others() {
     assert_eq!(info.status, plugd::Status::Error);
     let message = info.last_error.expect("last error").message;
     assert!(
-        message.contains("plugin file not found: /nonexistent/ghost"),
+        message.contains("failed to load plugin: plugin file not found: /nonexistent/ghost"),
         "{message}"
     );
     let body: Value = server.get("/healthz").await.json().await.unwrap();

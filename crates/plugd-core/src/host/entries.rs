@@ -236,6 +236,9 @@ impl Host {
         state
             .log()
             .set_limits(crate::logs::LogLimits::from(&limits));
+        if let Some(level) = entry.and_then(|e| e.log_level) {
+            state.log().set_level(level);
+        }
         self.inner
             .audit
             .set_share(name, limits.audit_entries as usize);

@@ -464,7 +464,9 @@ impl Host {
             .with_services(&exports, &self.inner.services)
             .with_tasks(&p.tasks)
             .with_metrics(p.state.metrics())
-            .with_cache(self.plugin_cache(&name));
+            .with_cache(self.plugin_cache(&name))
+            .with_registrar(self.registrar_for(&name, &p.granted, &p.plugin))
+            .with_log(p.state.log().clone());
         if let Some(capabilities) = &p.capabilities {
             ctx = ctx.with_capabilities(capabilities.clone());
         }
@@ -506,6 +508,7 @@ impl Host {
     /// conflict with an earlier plugin's is left out and put in `error` with the reason; the
     /// others are served.
     pub(crate) fn publish(&self, plugins: &[Arc<Loaded>]) {
+        let _publishing = self.inner.publishing.lock();
         let (table, refused) = DispatchTable::build(plugins);
         self.inner.dispatcher.publish(table);
         for (p, why) in refused {
@@ -586,7 +589,10 @@ impl Host {
             .run_lifecycle_hook(HookType::Shutdown)
             .await;
         let plugins = self.inner.plugins.read().clone();
-        self.inner.dispatcher.publish(DispatchTable::default());
+        {
+            let _publishing = self.inner.publishing.lock();
+            self.inner.dispatcher.publish(DispatchTable::default());
+        }
         self.stop_plugins(&plugins).await;
         // Disabled by a threshold just now, before the supervisor stopped them.
         for p in plugins

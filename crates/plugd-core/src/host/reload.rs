@@ -262,17 +262,27 @@ impl Host {
                 Some(_) => {}
             }
         }
-        // … and the plugins that depend on it must accept the new version.
+        // … the plugins that depend on it must accept the new version (they are not reloaded
+        // with it) …
         for p in plugins.iter().filter(|p| !Arc::ptr_eq(p, old)) {
             let Some(m) = &p.manifest else { continue };
             if let Some(dep) = m.dependencies.iter().find(|d| d.name == old.name)
                 && !dep.version.matches(&manifest.version)
             {
-                return Err(LoadError::Invalid(format!(
-                    "plugin '{}' requires {} {}, and the new version is {}",
-                    p.name, old.name, dep.version_text, manifest.version
-                )));
+                return Err(LoadError::Invalid(
+                    OrderError::Version {
+                        plugin: p.name.clone(),
+                        dependency: old.name.clone(),
+                        requirement: dep.version_text.clone(),
+                        found: manifest.version.to_string(),
+                    }
+                    .to_string(),
+                ));
             }
+        }
+        // … and its new `dependencies`, `before` and `after` must not close a cycle.
+        if let Err(e @ OrderError::Cycle(_)) = self.resolve_with(&manifest) {
+            return Err(LoadError::Invalid(e.to_string()));
         }
         self.load_one(&mut c, &HashSet::new()).await?;
         Ok(Arc::new(c.loaded))
@@ -353,7 +363,8 @@ impl Host {
 
         // Roll back: the previous version is still in memory.
         let (old_version, new_version) = (version_of(old), version_of(new));
-        tracing::error!(plugin = %name, error = %error, "Plugin reload failed: {name} v{new_version}: {error}");
+        let what = stage_error(&error);
+        tracing::error!(plugin = %name, error = %error, "Plugin reload failed: {name} v{new_version}: {what}");
         tracing::info!(plugin = %name, "Rolling back to previous version: {name} v{old_version}");
         self.count(&name, Count::Failed);
         self.count(&name, Count::RolledBack);
@@ -539,6 +550,16 @@ impl Host {
     /// `plugd_plugin_reloads_total{result}` and `plugd_plugin_reload_duration_ms`).
     pub fn reload_stats(&self) -> std::collections::BTreeMap<String, ReloadCounters> {
         self.inner.reloads.counters.lock().clone()
+    }
+}
+
+/// A failed bring-up in the contract's words: `initialization error: <cause>` or `start error:
+/// <cause>`; any other failure as it is.
+fn stage_error(error: &LoadError) -> String {
+    match error {
+        LoadError::Init { error, .. } => format!("initialization error: {error}"),
+        LoadError::Start { error, .. } => format!("start error: {error}"),
+        other => other.to_string(),
     }
 }
 

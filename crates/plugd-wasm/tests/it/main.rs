@@ -96,6 +96,26 @@ async fn the_full_contract_links_and_is_cached_on_the_second_load() {
     }
 }
 
+/// Imports added to the contract are additive: a component built against the contract before
+/// `log.set-log-level` existed still links.
+#[tokio::test]
+async fn a_component_built_before_set_log_level_still_links() {
+    let dir = tempfile::tempdir().unwrap();
+    let current = contract_wit();
+    let start = current
+        .find("    /// Keep only the plugin's lines at `level` or above")
+        .expect("set-log-level is documented");
+    let end = current[start..]
+        .find("set-log-level: func(level: log-level);\n")
+        .map(|i| start + i + "set-log-level: func(level: log-level);\n".len())
+        .expect("set-log-level is in the contract");
+    let older = format!("{}{}", &current[..start], &current[end..]);
+    assert!(!older.contains("set-log-level"));
+    load(dir.path(), &component(&older, "plugin"))
+        .await
+        .expect("a component without set-log-level links");
+}
+
 #[tokio::test]
 async fn a_corrupt_cache_entry_is_recompiled() {
     let dir = tempfile::tempdir().unwrap();
