@@ -17,7 +17,9 @@
 mod admin;
 mod app;
 mod listener;
+mod tls;
 
 pub use admin::ApiError;
 pub use admin::{AdminToken, AdminTokenError, TokenSource, token_file};
 pub use app::{admin_router, openapi, router, serve, serve_router, serve_with_admin};
+pub use tls::{TlsError, check_tls};
