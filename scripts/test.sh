@@ -42,7 +42,7 @@ step "cargo deny (licenses, bans, sources; advisories when the database is reach
 # Installed once (a long compile; docs/maintainers.md), then found on the PATH.
 command -v cargo-deny >/dev/null 2>&1 || cargo install --locked cargo-deny
 # The advisory database comes from GitHub; where it cannot be fetched the other checks still run.
-if cargo deny fetch db >/dev/null 2>&1; then
+if timeout 120 cargo deny fetch db >/dev/null 2>&1; then
     cargo deny --locked check
 else
     echo "cargo deny: the advisory database could not be fetched: advisories NOT checked" >&2
