@@ -31,13 +31,17 @@ struct Server {
 }
 
 async fn serve(files: &TlsConfig) -> std::io::Result<Server> {
+    serve_with(ServerConfig {
+        tls: Some(files.clone()),
+        ..ServerConfig::default()
+    })
+    .await
+}
+
+async fn serve_with(server: ServerConfig) -> std::io::Result<Server> {
     let app = axum::Router::new().route("/hello", axum::routing::get(|| async { "hello" }));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let server = ServerConfig {
-        tls: Some(files.clone()),
-        ..ServerConfig::default()
-    };
     let (stop, stopped) = oneshot::channel::<()>();
     let serving = plugd_server::serve_router(listener, app, &server, async {
         let _ = stopped.await;
@@ -171,5 +175,31 @@ async fn a_plain_http_client_gets_no_response() {
     assert!(
         !String::from_utf8_lossy(&response).contains("hello"),
         "plain HTTP is not served on a TLS listener"
+    );
+}
+
+#[tokio::test]
+async fn a_stalled_handshake_is_closed_after_the_header_read_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = files(dir.path());
+    let first = write_pair(&files);
+    let server = serve_with(ServerConfig {
+        tls: Some(files.clone()),
+        header_read_timeout: Duration::from_millis(500),
+        ..ServerConfig::default()
+    })
+    .await
+    .unwrap();
+    // Connected, never says hello.
+    let mut stalled = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    // Others are served meanwhile.
+    let (_, _, response) = get(server.addr, std::slice::from_ref(&first)).await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let mut rest = Vec::new();
+    let closed =
+        tokio::time::timeout(Duration::from_secs(30), stalled.read_to_end(&mut rest)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "the server did not close a connection that never sent its TLS hello: {closed:?}"
     );
 }
