@@ -252,6 +252,9 @@ fn validate(path: &Path) -> anyhow::Result<()> {
 
 fn check(path: &Path, json: bool) -> anyhow::Result<()> {
     let config = HostConfig::from_path(path)?;
+    if let Some(tls) = &config.server.tls {
+        plugd_server::check_tls(tls)?;
+    }
     let report = plugd::check_config_with_packages(&config)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -390,6 +393,15 @@ async fn serve(
     if let Some(listen) = admin_listen {
         config.admin.listen = Some(listen);
     }
+    // A certificate or key that cannot be used stops the start before any plugin loads.
+    if let Some(tls) = &config.server.tls {
+        plugd_server::check_tls(tls)?;
+    }
+    let scheme = if config.server.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let listen = config.server.listen.clone();
     let admin_listen = config.admin.listen_addr();
     let admin = AdminToken::resolve(&config)?;
@@ -429,11 +441,11 @@ async fn serve(
                 .await
                 .with_context(|| format!("cannot listen on {admin_listen} for the admin API (admin.listen, default {}; choose another address with admin.listen or --admin-listen)", plugd::manifest::AdminConfig::DEFAULT_LISTEN))?;
             let admin_addr = l.local_addr()?;
-            tracing::info!(%addr, %admin_addr, "plugd listening on http://{addr}; admin API and dashboard on http://{admin_addr}/admin/");
+            tracing::info!(%addr, %admin_addr, "plugd listening on {scheme}://{addr}; admin API and dashboard on {scheme}://{admin_addr}/admin/");
             Some(l)
         }
         None => {
-            tracing::warn!(%addr, "plugd listening; admin API and dashboard on http://{addr}/admin/, the origin plugins answer on (admin.listen: shared): plugins' service workers are refused");
+            tracing::warn!(%addr, "plugd listening; admin API and dashboard on {scheme}://{addr}/admin/, the origin plugins answer on (admin.listen: shared): plugins' service workers are refused");
             None
         }
     };

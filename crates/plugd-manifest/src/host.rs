@@ -14,6 +14,7 @@ use crate::exec::ExecGrant;
 use crate::failure::FailurePolicy;
 use crate::format::{DecodeError, Format, at_position, decode};
 use crate::manifest::is_valid_plugin_name;
+use crate::tls::TlsConfig;
 use crate::units::{
     ByteSize, DurationValue, de_byte_size, de_duration, de_hook_durations, de_opt_byte_size,
     de_opt_duration, ser_duration, ser_hook_durations, ser_opt_duration,
@@ -23,7 +24,7 @@ use crate::{HookType, Manifest, Permission, Priority};
 /// The host's configuration.
 ///
 /// Every key has a default, so an empty file is a valid config. Relative paths (`data_dir`,
-/// `plugins.directory`, a plugin's `path`, `plugins.trusted_keys`) are resolved against the
+/// `plugins.directory`, a plugin's `path`, `plugins.trusted_keys`, `server.tls`) are resolved against the
 /// config file's folder; without a file they stay relative, that is, relative to the current
 /// directory.
 ///
@@ -164,6 +165,12 @@ pub struct ServerConfig {
     #[serde(deserialize_with = "de_byte_size")]
     #[schemars(with = "ByteSize")]
     pub max_header_bytes: u64,
+    /// HTTPS on this listener (default none: plain HTTP), and on the admin API with
+    /// `admin.listen: shared`; a separate admin listener stays plain HTTP, for loopback. The PEM
+    /// certificate chain and private key, relative to the config file; a server reads them
+    /// again when either file changes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for ServerConfig {
@@ -178,6 +185,7 @@ impl Default for ServerConfig {
             max_connections: 10_000,
             max_headers: 100,
             max_header_bytes: 64 * 1024,
+            tls: None,
         }
     }
 }
@@ -1629,8 +1637,12 @@ impl RawHostConfig {
         }
 
         let default_data = HostConfig::default().data_dir;
+        let mut server = self.server;
+        if let Some(tls) = &mut server.tls {
+            *tls = tls.resolve(|p| resolve_path(base, p));
+        }
         Ok(HostConfig {
-            server: self.server,
+            server,
             admin: self.admin,
             data_dir: resolve_path(base, self.data_dir.as_deref().unwrap_or(&default_data)),
             plugins: PluginsConfig {

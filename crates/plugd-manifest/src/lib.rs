@@ -31,6 +31,7 @@ mod manifest;
 mod permission;
 mod priority;
 mod schema;
+mod tls;
 mod units;
 
 pub use exec::{ExecGrant, ExecGrantError, ExecLimits, ExecRule, exec_arg_matches};
@@ -55,6 +56,7 @@ pub use priority::{Priority, PriorityError, parse_priority};
 pub use schema::{
     ConfigError, ConfigErrorKind, ConfigField, ConfigSchema, ConfigType, REDACTED, env_reference,
 };
+pub use tls::TlsConfig;
 pub use units::{UnitError, parse_byte_size, parse_duration};
 
 /// OpenAPI schemas of the types with a hand-written `Serialize` (they serialize as their name).

@@ -108,11 +108,23 @@ fn host_errors(value: &serde_json::Value) -> Vec<String> {
 
 #[test]
 fn the_example_host_config_validates() {
-    let file = root().join("examples/plugd.yaml");
-    let text = std::fs::read_to_string(&file).unwrap();
-    let value: serde_json::Value = serde_saphyr::from_str(&text).unwrap();
-    assert_eq!(host_errors(&value), Vec::<String>::new());
-    plugd_manifest::HostConfig::from_path(&file).unwrap();
+    // The example, and the production config the container image and systemd unit use.
+    for file in ["examples/plugd.yaml", "deploy/plugd.yaml"] {
+        let file = root().join(file);
+        let text = std::fs::read_to_string(&file).unwrap();
+        let value: serde_json::Value = serde_saphyr::from_str(&text).unwrap();
+        assert_eq!(
+            host_errors(&value),
+            Vec::<String>::new(),
+            "{}",
+            file.display()
+        );
+        let config = plugd_manifest::HostConfig::from_path(&file).unwrap();
+        if file.ends_with("deploy/plugd.yaml") {
+            assert_eq!(config.data_dir, std::path::Path::new("/var/lib/plugd"));
+            assert_eq!(config.admin.listen.as_deref(), Some("127.0.0.1:8081"));
+        }
+    }
     // An empty file is a valid config for both.
     assert_eq!(host_errors(&serde_json::json!({})), Vec::<String>::new());
 }
@@ -121,7 +133,7 @@ fn the_example_host_config_validates() {
 #[test]
 fn the_host_schema_accepts_every_key_the_reader_takes() {
     let yaml = r#"
-server: { listen: "0.0.0.0:8080", body_limit: 2MiB }
+server: { listen: "0.0.0.0:8080", body_limit: 2MiB, tls: { cert: tls/cert.pem, key: tls/key.pem } }
 admin: { listen: ":9090", token: "t0ken-0123456789abcdef", protect: [healthz, metrics] }
 data_dir: ./data
 status: { enabled: true, interval: 5s, retention: 7d }

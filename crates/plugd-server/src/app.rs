@@ -298,7 +298,10 @@ pub async fn serve(
 
 /// [`serve`], with the admin API and dashboard on `admin_listener` (bound to `admin.listen`).
 /// Both stop when `shutdown` resolves; then every plugin is stopped. Both listeners apply the
-/// timeouts and caps of the config's `server:` section (see [`serve_router`]).
+/// timeouts and caps of the config's `server:` section (see [`serve_router`]). With
+/// `server.tls`, `listener` serves HTTPS (a pair that cannot be used is an error of kind
+/// `InvalidInput` before anything is served, and the host is stopped); the admin listener stays
+/// plain HTTP, meant for loopback (a warning is logged when it is not).
 pub async fn serve_with_admin(
     host: Host,
     admin: AdminToken,
@@ -306,10 +309,17 @@ pub async fn serve_with_admin(
     admin_listener: Option<tokio::net::TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let tls = match tls_acceptor(&host.config().server) {
+        Ok(tls) => tls,
+        Err(e) => {
+            host.shutdown().await;
+            return Err(e);
+        }
+    };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let limits = Limits::new(&host.config().server);
     let app = router(host.clone(), admin.clone());
-    let main = serve_listener(listener, app, limits.clone(), stop_rx.clone());
+    let main = serve_listener(listener, app, limits.clone(), tls.clone(), stop_rx.clone());
     let trigger = async move {
         shutdown.await;
         let _ = stop_tx.send(true);
@@ -317,7 +327,18 @@ pub async fn serve_with_admin(
     let result = match admin_listener {
         Some(admin_listener) => {
             let admin_app = admin_router(host.clone(), admin);
-            let second = serve_listener(admin_listener, admin_app, limits, stop_rx);
+            // server.tls is the plugins' listener's: the admin listener stays plain HTTP, for
+            // loopback (the `plugd` command's admin calls) or a proxy that ends TLS.
+            if tls.is_some()
+                && admin_listener
+                    .local_addr()
+                    .is_ok_and(|a| !a.ip().is_loopback())
+            {
+                tracing::warn!(
+                    "the admin listener is not on loopback and serves plain HTTP (server.tls covers the main listener only): put it behind a proxy that ends TLS, or on 127.0.0.1"
+                );
+            }
+            let second = serve_listener(admin_listener, admin_app, limits, None, stop_rx);
             let (a, b, ()) = tokio::join!(main, second, trigger);
             a.and(b)
         }
@@ -339,7 +360,8 @@ pub async fn serve_with_admin(
 /// `idle_timeout` (a connection with no request in progress is closed), `body_read_timeout`
 /// (408), `max_headers` and `max_header_bytes` (431), and `max_connections` (over the cap a new
 /// connection waits in the listen queue until one closes; open connections are served as
-/// before).
+/// before). With `tls` set it serves HTTPS, the certificate read again when its files change;
+/// a pair that cannot be used is an error of kind `InvalidInput` before anything is served.
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -359,15 +381,28 @@ pub fn serve_router(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> impl Future<Output = std::io::Result<()>> + Send + 'static {
     let limits = Limits::new(server);
+    let tls = tls_acceptor(server);
     async move {
+        let tls = tls?;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let trigger = async move {
             shutdown.await;
             let _ = stop_tx.send(true);
         };
-        let (result, ()) = tokio::join!(serve_listener(listener, app, limits, stop_rx), trigger);
+        let served = serve_listener(listener, app, limits, tls, stop_rx);
+        let (result, ()) = tokio::join!(served, trigger);
         result
     }
+}
+
+/// The TLS acceptor of `server.tls`, if set; a pair that cannot be used is `InvalidInput`.
+fn tls_acceptor(server: &ServerConfig) -> std::io::Result<Option<tokio_rustls::TlsAcceptor>> {
+    server
+        .tls
+        .as_ref()
+        .map(crate::tls::acceptor)
+        .transpose()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
 }
 
 /// `GET /healthz`: `ok` or `degraded` (a plugin failed, was disabled by its error threshold,

@@ -20,6 +20,7 @@ mod admin;
 mod app;
 mod layer;
 mod listener;
+mod tls;
 
 pub use admin::ApiError;
 pub use admin::{AdminToken, AdminTokenError, TokenSource, token_file};
@@ -28,3 +29,4 @@ pub use app::{
     serve_with_admin,
 };
 pub use layer::{NoRoute, PlugdLayer, PlugdService, dispatch_service};
+pub use tls::{TlsError, check_tls};

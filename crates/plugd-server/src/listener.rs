@@ -11,6 +11,8 @@
 //!   either, hyper answers 431 and closes the connection.
 //! - A request body must be read whole within `body_read_timeout` of the headers: the handler's
 //!   read fails and the client gets 408 with `Connection: close`.
+//! - With `server.tls`, each connection's TLS handshake runs in its own task and must end within
+//!   `header_read_timeout` of the accept; the certificate comes from [`crate::tls`].
 //! - Graceful shutdown: when `stop` turns true the loop stops accepting, requests in progress
 //!   finish, idle connections close, and [`serve_listener`] returns once every connection is
 //!   gone.
@@ -31,10 +33,11 @@ use hyper::body::{Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use plugd_manifest::ServerConfig;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
 use tower::Service;
 
 use crate::admin::json_error;
@@ -65,11 +68,13 @@ impl Limits {
     }
 }
 
-/// Serve `app` on `listener` until `stop` turns true, then drain (see the module doc).
+/// Serve `app` on `listener` until `stop` turns true, then drain (see the module doc); HTTPS
+/// when there is a `tls` acceptor.
 pub(crate) async fn serve_listener(
     listener: TcpListener,
     app: Router,
     limits: Limits,
+    tls: Option<TlsAcceptor>,
     mut stop: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let limits = Arc::new(limits);
@@ -101,14 +106,27 @@ pub(crate) async fn serve_listener(
         };
         match accepted {
             Ok((stream, peer)) => {
-                connections.spawn(serve_connection(
-                    stream,
-                    peer,
-                    app.clone(),
-                    limits.clone(),
-                    stop.clone(),
-                    slot,
-                ));
+                let _ = stream.set_nodelay(true);
+                let (app, limits, stop) = (app.clone(), limits.clone(), stop.clone());
+                match tls.clone() {
+                    None => connections.spawn(serve_connection(stream, peer, app, limits, stop, slot)),
+                    Some(tls) => connections.spawn(async move {
+                        // A client that stalls its handshake is a slowloris too.
+                        let handshake = tokio::time::timeout(
+                            limits.header_read_timeout,
+                            tls.accept(stream),
+                        );
+                        match handshake.await {
+                            Ok(Ok(stream)) => {
+                                serve_connection(stream, peer, app, limits, stop, slot).await;
+                            }
+                            Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                            Err(_) => tracing::debug!(
+                                "closed a connection: its TLS handshake took longer than server.header_read_timeout"
+                            ),
+                        }
+                    }),
+                };
             }
             Err(e) => accept_failed(&e).await,
         }
@@ -138,16 +156,18 @@ async fn accept_failed(e: &std::io::Error) {
     tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
-/// One connection, from accept to close; `_slot` is its place under the cap.
-async fn serve_connection(
-    stream: TcpStream,
+/// One connection, from accept (or the end of its TLS handshake) to close; `_slot` is its place
+/// under the cap.
+async fn serve_connection<S>(
+    stream: S,
     peer: std::net::SocketAddr,
     app: Router,
     limits: Arc<Limits>,
     mut stop: watch::Receiver<bool>,
     _slot: OwnedSemaphorePermit,
-) {
-    let _ = stream.set_nodelay(true);
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let activity = Arc::new(Activity::new());
     let io = TokioIo::new(Watched {
         inner: stream,
@@ -357,13 +377,14 @@ impl Drop for InProgress {
     }
 }
 
-/// The socket, reporting its reads and writes to the connection's [`Activity`].
-struct Watched {
-    inner: TcpStream,
+/// The socket (or the TLS stream over it), reporting its reads and writes to the connection's
+/// [`Activity`].
+struct Watched<S> {
+    inner: S,
     activity: Arc<Activity>,
 }
 
-impl AsyncRead for Watched {
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -379,7 +400,7 @@ impl AsyncRead for Watched {
     }
 }
 
-impl AsyncWrite for Watched {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,

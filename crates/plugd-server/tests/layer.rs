@@ -271,7 +271,7 @@ async fn the_applications_bodies_stream_through_while_plugins_run() {
             "/stream",
             get(move || {
                 let rx = rx.lock().take().unwrap();
-                async move { Body::from_stream(tokio_stream(rx)) }
+                async move { Body::new(Channel(rx)) }
             }),
         )
         .route("/api/echo", post(|body: String| async move { body }))
@@ -314,11 +314,21 @@ async fn the_applications_bodies_stream_through_while_plugins_run() {
     host.shutdown().await;
 }
 
-/// A stream of what `rx` receives.
-fn tokio_stream(
-    mut rx: tokio::sync::mpsc::Receiver<Result<bytes::Bytes, std::io::Error>>,
-) -> impl futures::Stream<Item = Result<bytes::Bytes, std::io::Error>> {
-    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+/// A body of what the channel receives, chunk by chunk, as the sender writes it.
+struct Channel(tokio::sync::mpsc::Receiver<Result<bytes::Bytes, std::io::Error>>);
+
+impl http_body::Body for Channel {
+    type Data = bytes::Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, std::io::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(|c| c.map(http_body::Frame::data)))
+    }
 }
 
 #[tokio::test]

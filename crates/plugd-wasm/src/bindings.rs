@@ -1,7 +1,9 @@
-//! Host bindings generated from `wit/plugin.wit`.
+//! Host bindings generated from `wit/plugin.wit` (this crate's copy of the repository's).
 
 wasmtime::component::bindgen!({
-    path: "../../wit",
+    // The crate's own copy of the repository's wit/ (a published crate holds its files; the
+    // wit_copies test keeps it equal).
+    path: "wit",
     world: "plugin",
     exports: { default: async },
     // Imports that await: a service call runs another plugin's guest; storage, the cache, the

@@ -58,7 +58,9 @@ mod plugin_config;
 pub mod bindings {
     wit_bindgen::generate!({
         world: "plugin",
-        path: "../../wit",
+        // The SDK's own copy of the repository's wit/ (the published crate holds its files;
+        // crates/plugd-wasm/tests/wit_copies.rs keeps it equal).
+        path: "wit",
         pub_export_macro: true,
         default_bindings_module: "plugd_guest::bindings",
         export_macro_name: "__export_world",

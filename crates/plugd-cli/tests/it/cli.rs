@@ -746,3 +746,30 @@ fn schema_prints_the_manifest_or_the_host_config_schema() {
     let out = plugd().args(["schema", "catalog"]).output().unwrap();
     assert!(!out.status.success(), "an unknown schema is refused");
 }
+
+#[test]
+fn check_and_serve_refuse_an_unusable_tls_pair() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("cert.pem"), "not a certificate").unwrap();
+    std::fs::write(dir.path().join("key.pem"), "not a key").unwrap();
+    let config = "server:\n  tls: { cert: cert.pem, key: key.pem }\n";
+    let out = check(dir.path(), config, false);
+    assert!(!out.status.success(), "plugd check accepted the pair");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("server.tls.cert")
+            && err.contains(&*dir.path().join("cert.pem").to_string_lossy()),
+        "{err}"
+    );
+
+    // serve stops before it loads a plugin or listens.
+    let out = plugd()
+        .args(["serve", "--config"])
+        .arg(dir.path().join("plugd.yaml"))
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "plugd serve started with the pair");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("server.tls.cert"), "{err}");
+}
