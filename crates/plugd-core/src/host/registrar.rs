@@ -61,19 +61,16 @@ impl RegistrationSink for HostSink {
             )));
         }
         p.registrations.store(Arc::new(regs));
-        match DispatchTable::build(&plugins) {
-            Ok(table) => {
-                host.inner.dispatcher.publish(table);
-                tracing::info!(plugin = %name, "plugin changed its middleware; dispatch table published");
-                Ok(())
-            }
-            Err(e) => {
-                p.registrations.store(before);
-                Err(HostError::Invalid(format!(
-                    "plugin '{name}': the change was refused: {e}"
-                )))
-            }
+        let (table, refused) = DispatchTable::build(&plugins);
+        if let Some((_, why)) = refused.iter().find(|(r, _)| Arc::ptr_eq(r, &p)) {
+            p.registrations.store(before);
+            return Err(HostError::Invalid(format!(
+                "plugin '{name}': the change was refused: {why}"
+            )));
         }
+        host.inner.dispatcher.publish(table);
+        tracing::info!(plugin = %name, "plugin changed its middleware; dispatch table published");
+        Ok(())
     }
 }
 
