@@ -44,6 +44,7 @@ pub use host::{
     ReloadSettings, ServerConfig, StatusSettings, Supervision, SupervisionOverride,
     ThresholdAction, effective_permissions, host_config_json_schema,
 };
+pub use manifest::ManifestBuilder;
 pub use manifest::{
     DEFAULT_COMPONENT, Dependency, Events, ExportDecl, HookDecl, MAX_NAME_LEN, Manifest,
     ManifestError, ManifestErrorKind, is_valid_plugin_name, is_valid_topic, manifest_json_schema,
