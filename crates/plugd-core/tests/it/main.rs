@@ -8,6 +8,7 @@ mod health;
 mod hooks;
 mod lifecycle;
 mod manage;
+mod native;
 mod policy;
 mod reload;
 mod resolver;
