@@ -14,10 +14,14 @@
 //! # Ok(()) }
 //! ```
 
+#![warn(missing_docs)]
+
 mod admin;
 mod app;
 mod listener;
+mod tower_plugin;
 
 pub use admin::ApiError;
 pub use admin::{AdminToken, AdminTokenError, TokenSource, token_file};
 pub use app::{admin_router, openapi, router, serve, serve_router, serve_with_admin};
+pub use tower_plugin::{router_plugin, service_plugin};
