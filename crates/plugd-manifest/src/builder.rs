@@ -134,7 +134,7 @@ impl ManifestBuilder {
     ///     .config_field("retries", ConfigField::integer().with_default("three"))
     ///     .build()
     ///     .unwrap_err();
-    /// assert_eq!(err.to_string(), "invalid config schema: default of 'retries' must be an integer, got a string");
+    /// assert_eq!(err.to_string(), "invalid config schema: default of 'retries' must be an integer, got string \"three\"");
     /// ```
     pub fn config_field(mut self, key: impl Into<String>, field: ConfigField) -> Self {
         let key = key.into();
