@@ -240,7 +240,8 @@ pub struct NativePlugin {
     on_init: Option<InitStep>,
     on_start: Option<Step>,
     on_stop: Option<Step>,
-    context: std::sync::OnceLock<PluginContext>,
+    /// The context of the latest `init`.
+    context: parking_lot::RwLock<Option<PluginContext>>,
 }
 
 impl std::fmt::Debug for NativePlugin {
@@ -303,7 +304,7 @@ impl NativePlugin {
             on_init: None,
             on_start: None,
             on_stop: None,
-            context: std::sync::OnceLock::new(),
+            context: parking_lot::RwLock::new(None),
         }
     }
 
@@ -602,7 +603,7 @@ impl NativePlugin {
 
     /// The context made in `init`; a call before it is the host's mistake, reported as one.
     fn context(&self) -> Result<PluginContext, PluginError> {
-        self.context.get().cloned().ok_or_else(|| {
+        self.context.read().clone().ok_or_else(|| {
             PluginError::Unavailable(format!(
                 "native plugin '{}' was called before init",
                 self.manifest.name
@@ -662,14 +663,8 @@ impl Plugin for NativePlugin {
                 services: ctx.services().ok(),
             }),
         };
-        match self.context.get() {
-            // Initialized again (a restart): the first context's storage and handles stand;
-            // the config is the one given now.
-            Some(existing) => *existing.inner.config.write() = context.config(),
-            None => {
-                let _ = self.context.set(context);
-            }
-        }
+        // Initialized again (a reload, a restart): the handlers get what this init gave.
+        *self.context.write() = Some(context);
         if let Some(on_init) = &self.on_init {
             on_init(ctx)?;
         }

@@ -213,3 +213,19 @@ async fn a_panicking_route_is_that_plugins_error_and_the_others_go_on() {
     assert_eq!(host.plugin_info("greeter").unwrap().error_count, 0);
     host.shutdown().await;
 }
+
+#[tokio::test]
+async fn handlers_see_the_config_given_live() {
+    let (host, _dir) = host_with(vec![greeter()]).await;
+    let config = serde_json::json!({ "greeting": "bonjour" });
+    host.update_plugin_config("greeter", config.as_object().unwrap())
+        .await
+        .unwrap();
+    let answer = host
+        .services()
+        .call("app", "greeter", "Greeter", "greet", b"Ada")
+        .await
+        .unwrap();
+    assert_eq!(answer, b"bonjour Ada from app");
+    host.shutdown().await;
+}
