@@ -3,6 +3,9 @@
 //! service, timer, health check, command; native and wasm alike — goes through [`guarded`],
 //! which applies, in one place:
 //!
+//! - panic isolation: a call that panics (a native plugin's bug, or the adapter's) ends as a
+//!   [`PluginError::Trap`] of that plugin — counted as a crash, its error policy applied — and the
+//!   request task and the host go on;
 //! - the deadline: the call's own timeout (per hook type for hooks), plus a grace for plugins
 //!   whose runtime interrupts them itself (wasm), so the runtime's precise error wins; for `init`
 //!   of a wasm plugin, once per instance (each is instantiated and initialized in turn);
@@ -15,6 +18,8 @@
 //! (crate::LoadError) and the plugin's status.
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use http::Method;
@@ -208,7 +213,7 @@ pub(crate) async fn guarded<T>(
     let span = call.span(&p.name);
     let timeout = call.timeout(p);
     let started = Instant::now();
-    let result = match tokio::time::timeout(call.backstop(p, timeout), fut)
+    let result = match tokio::time::timeout(call.backstop(p, timeout), caught(fut))
         .instrument(span.clone())
         .await
     {
@@ -222,6 +227,34 @@ pub(crate) async fn guarded<T>(
         account(p, &call, took, &result);
     }
     result
+}
+
+/// `fut`, with a panic while it is polled turned into the plugin's [`PluginError::Trap`]. The
+/// future is not polled again after it panicked. What the call changed before it panicked (an
+/// exchange's headers) stays, as it does when a call returns an error after changing it.
+async fn caught<T>(fut: impl Future<Output = Result<T, PluginError>>) -> Result<T, PluginError> {
+    let mut fut = std::pin::pin!(fut);
+    std::future::poll_fn(move |cx| {
+        match std::panic::catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
+            Ok(poll) => poll,
+            Err(panic) => Poll::Ready(Err(PluginError::Trap(format!(
+                "panicked: {}",
+                panic_message(panic.as_ref())
+            )))),
+        }
+    })
+    .await
+}
+
+/// The message a panic was raised with (`panic!("…")`, `unwrap` on an error), when it is text.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    if let Some(s) = panic.downcast_ref::<&'static str>() {
+        s
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s
+    } else {
+        "a non-text panic payload"
+    }
 }
 
 /// What a call made while the plugin serves counts for: busy time, success or failure, the

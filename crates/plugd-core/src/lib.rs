@@ -27,6 +27,8 @@
 //! # }
 //! ```
 
+#![warn(missing_docs)]
+
 mod access;
 mod admission;
 mod assets;
@@ -51,6 +53,7 @@ mod loaded;
 mod loader;
 mod logs;
 mod metrics;
+mod native;
 mod order;
 mod outbound;
 mod plugin;
@@ -111,6 +114,7 @@ pub use metrics::{
     BUCKETS_MS, DurationHistogram, MAX_LABEL_VALUE_BYTES, MAX_LABELS, MAX_SERIES_PER_PLUGIN,
     MetricSample, PluginMetrics,
 };
+pub use native::{Flow, NativePlugin, PluginContext, ServiceCall};
 pub use order::{OrderError, OrderNode, dependency_graph, order_nodes, start_order};
 pub use outbound::{
     AllowRule, AllowRuleError, HttpClient, HttpError, HttpRequest, HttpResponse, IncomingResponse,

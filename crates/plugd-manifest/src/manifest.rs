@@ -11,6 +11,11 @@ use crate::format::{DecodeError, Format, at_position, decode};
 use crate::schema::{ConfigSchema, RawConfigField};
 use crate::{HookType, Permission, Priority};
 
+// The builder is a child module: it fills in the manifest as written and checks it here.
+#[path = "builder.rs"]
+mod builder;
+pub use builder::ManifestBuilder;
+
 /// The component file a manifest names when it has no `component` key.
 pub const DEFAULT_COMPONENT: &str = "plugin.wasm";
 

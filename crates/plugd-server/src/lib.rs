@@ -16,11 +16,14 @@
 //! # Ok(()) }
 //! ```
 
+#![warn(missing_docs)]
+
 mod admin;
 mod app;
 mod layer;
 mod listener;
 mod tls;
+mod tower_plugin;
 
 pub use admin::ApiError;
 pub use admin::{AdminToken, AdminTokenError, TokenSource, token_file};
@@ -30,3 +33,4 @@ pub use app::{
 };
 pub use layer::{NoRoute, PlugdLayer, PlugdService, dispatch_service};
 pub use tls::{TlsError, check_tls};
+pub use tower_plugin::{router_plugin, service_plugin};

@@ -13,33 +13,27 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::routing::get;
-use plugd::manifest::{Format, HostConfig, Manifest};
-use plugd::{Exchange, InitContext, Plugin, PluginError, Response, RouteOptions};
+use plugd::manifest::{HostConfig, Manifest, Permission};
+use plugd::{NativePlugin, Response};
 
-/// A native plugin: a route that tells the time, in a dozen lines.
-struct Clock;
-
-#[async_trait::async_trait]
-impl Plugin for Clock {
-    async fn init(&self, ctx: &mut InitContext<'_>) -> Result<(), PluginError> {
-        ctx.register_route("GET", "/now", RouteOptions::default())
-            .map_err(|e| PluginError::Failed(e.to_string()))
-    }
-
-    async fn handle_request(
-        &self,
-        _route: &str,
-        _ex: &mut Exchange,
-    ) -> Result<Response, PluginError> {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        Ok(Response::json(
-            http::StatusCode::OK,
-            &serde_json::json!({ "unix": now }),
-        ))
-    }
+/// A native plugin: a route that tells the time (docs/native-plugins.md).
+fn clock() -> Result<NativePlugin, plugd::manifest::ManifestError> {
+    let manifest = Manifest::builder("clock", "1.0.0")
+        .description("Tells the time")
+        .author("you")
+        .permission(Permission::Router)
+        .build()?;
+    Ok(
+        NativePlugin::new(manifest).route(http::Method::GET, "/now", |_ctx, _ex| async {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            Ok(Response::json(
+                http::StatusCode::OK,
+                &serde_json::json!({ "unix": now }),
+            ))
+        }),
+    )
 }
 
 #[tokio::main]
@@ -47,17 +41,12 @@ async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt().with_env_filter("info").init();
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let config = HostConfig::from_path(&root.join("examples/plugd.yaml"))?;
-    let manifest = Manifest::from_str(
-        "name: clock\nversion: 1.0.0\ndescription: Tells the time\nauthor: you\npermissions: { router: true }\n",
-        Format::Yaml,
-        None,
-    )?;
     let runtime = plugd::wasm::WasmRuntime::new(plugd::wasm::RuntimeOptions::from_config(&config))?;
     // SQLite storage and status tables under data_dir, as `plugd serve` has them.
     let host = plugd::with_embedded_backends(plugd::Host::builder(), &config)?
         .config(config)
         .loader(runtime)
-        .native(manifest, Clock)
+        .plugin(clock()?)
         .build()?;
     host.start().await?;
 

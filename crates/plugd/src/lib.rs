@@ -30,6 +30,27 @@
 //! host.shutdown().await;
 //! # });
 //! ```
+//!
+//! A native plugin is a manifest ([`manifest::Manifest::builder`]) and `async` closures
+//! ([`NativePlugin`]); docs/native-plugins.md is the guide:
+//!
+//! ```
+//! use plugd::manifest::{Manifest, Permission};
+//! use plugd::{NativePlugin, Response};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let manifest = Manifest::builder("clock", "1.0.0").description("Tells the time").author("you")
+//!     .permission(Permission::Router)
+//!     .build()?;
+//! let clock = NativePlugin::new(manifest).route(http::Method::GET, "/now", |_ctx, _ex| async {
+//!     Ok(Response::json(http::StatusCode::OK, &serde_json::json!({ "unix": 1_700_000_000 })))
+//! });
+//! # let dir = std::env::temp_dir().join(format!("plugd-facade-native-doc-{}", std::process::id()));
+//! let host = plugd::Host::builder().data_dir(&dir).plugin(clock).build()?;
+//! # Ok(()) }
+//! ```
+
+#![warn(missing_docs)]
 
 pub use plugd_core::*;
 pub use plugd_manifest as manifest;
@@ -70,6 +91,17 @@ pub fn host_from_config(config: plugd_manifest::HostConfig) -> Result<Host, Setu
 }
 
 /// Why [`host_from_config`] or [`with_embedded_backends`] could not set a host up.
+///
+/// ```
+/// # #[cfg(feature = "sqlite")] {
+/// let file = std::env::temp_dir().join(format!("plugd-setup-error-doc-{}", std::process::id()));
+/// std::fs::write(&file, "a file where the data directory should be").unwrap();
+/// let config = plugd::manifest::HostConfig { data_dir: file.clone(), ..Default::default() };
+/// let err = plugd::with_embedded_backends(plugd::Host::builder(), &config).unwrap_err();
+/// assert!(matches!(err, plugd::SetupError::Sqlite(_)), "{err}");
+/// # std::fs::remove_file(&file).unwrap();
+/// # }
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SetupError {
@@ -95,6 +127,17 @@ pub enum SetupError {
 /// tables in `host.db`, under `data_dir` ([`plugd_sqlite`]), and with feature `std` the standard
 /// backends ([`with_std_backends`]). Feature `sqlite`; without it a host keeps storage and status
 /// in memory and has no SQL backend (a plugin granted `database` fails to load).
+///
+/// ```
+/// let dir = std::env::temp_dir().join(format!("plugd-embedded-doc-{}", std::process::id()));
+/// let config = plugd::manifest::HostConfig { data_dir: dir.clone(), ..Default::default() };
+/// let host = plugd::with_embedded_backends(plugd::Host::builder(), &config)
+///     .unwrap()
+///     .config(config)
+///     .build()
+///     .unwrap();
+/// assert_eq!(host.config().data_dir, dir);
+/// ```
 #[cfg(feature = "sqlite")]
 pub fn with_embedded_backends(
     builder: plugd_core::HostBuilder,
