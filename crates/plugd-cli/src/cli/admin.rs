@@ -19,7 +19,7 @@ pub struct Remote {
     /// http://127.0.0.1:8081; server.listen when admin.listen is `shared`).
     #[arg(long, global = true)]
     pub server: Option<String>,
-    /// The admin token (default: admin.token, PLUGD_ADMIN_TOKEN, or <data_dir>/admin-token).
+    /// The admin token (default: PLUGD_ADMIN_TOKEN, admin.token, or <data_dir>/admin-token).
     #[arg(long, global = true)]
     pub token: Option<String>,
     /// Print the server's JSON answer.
@@ -43,7 +43,7 @@ impl AdminClient {
     ) -> anyhow::Result<AdminClient> {
         let (server, token) = super::server_and_token(server, token, config);
         let token = token.context(
-            "no admin token: pass --token, or set admin.token or PLUGD_ADMIN_TOKEN, or point --config at the server's config (its data_dir holds the generated token)",
+            "no admin token: pass --token, or set PLUGD_ADMIN_TOKEN or admin.token, or point --config at the server's config (its data_dir holds the generated token)",
         )?;
         Ok(AdminClient {
             server,
