@@ -108,8 +108,8 @@ pub use logs::{
     MAX_MESSAGE_BYTES, MAX_OUTPUT_LINE_BYTES, OutputLines, OutputStream, PluginLog, clean_text,
 };
 pub use metrics::{
-    BUCKETS_MS, DurationHistogram, MAX_LABEL_VALUE_BYTES, MAX_LABELS, MAX_SERIES_PER_PLUGIN,
-    MetricSample, PluginMetrics,
+    BUCKETS_SECONDS, CUSTOM_PREFIX, DurationHistogram, MAX_LABEL_VALUE_BYTES, MAX_LABELS,
+    MAX_SERIES_PER_PLUGIN, MetricSample, PLUGIN_BUCKETS, PluginMetrics, RESERVED_SUFFIXES,
 };
 pub use order::{OrderError, OrderNode, dependency_graph, order_nodes, start_order};
 pub use outbound::{

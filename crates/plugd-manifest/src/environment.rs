@@ -20,7 +20,6 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
-use crate::host::HostConfigErrorKind;
 use crate::schema::substitute;
 
 /// The environment variables a host config is read with: the process's
@@ -78,6 +77,15 @@ impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for Environment {
     }
 }
 
+/// Why the environment could not be applied (the host config's error kinds wrap it).
+#[derive(Debug)]
+pub(crate) enum EnvError {
+    /// `${VAR}` at `field` names a variable that is not set.
+    Unset { field: String, var: String },
+    /// A `PLUGD_*` variable that names no key, or cannot be applied.
+    Override { var: String, reason: String },
+}
+
 /// What [`apply`] did: whether the tree changed, and which key each override set (to name the
 /// variable when the value is then refused).
 #[derive(Debug, Default)]
@@ -106,7 +114,7 @@ pub(crate) fn apply(
     tree: &mut Value,
     env: &Environment,
     schema: &Value,
-) -> Result<Applied, HostConfigErrorKind> {
+) -> Result<Applied, EnvError> {
     let mut applied = Applied::default();
     if tree.is_null() {
         *tree = Value::Object(Map::new());
@@ -228,7 +236,7 @@ impl Walk<'_> {
         schema: &Value,
         path: &mut String,
         changed: &mut bool,
-    ) -> Result<(), HostConfigErrorKind> {
+    ) -> Result<(), EnvError> {
         match value {
             Value::String(s) => {
                 if !s.contains('$') {
@@ -236,7 +244,7 @@ impl Walk<'_> {
                 }
                 let (text, replaced) =
                     substitute(s, &|name: &str| self.env.get(name).map(str::to_owned)).map_err(
-                        |var| HostConfigErrorKind::UnsetEnv {
+                        |var| EnvError::Unset {
                             field: path.clone(),
                             var,
                         },
@@ -296,8 +304,8 @@ impl Walk<'_> {
         path: &[String],
         var: &str,
         text: &str,
-    ) -> Result<String, HostConfigErrorKind> {
-        let bad = |reason: String| HostConfigErrorKind::Env {
+    ) -> Result<String, EnvError> {
+        let bad = |reason: String| EnvError::Override {
             var: var.to_owned(),
             reason,
         };

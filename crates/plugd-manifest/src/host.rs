@@ -10,7 +10,7 @@ use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::environment::{self, Applied, Environment};
+use crate::environment::{self, Applied, EnvError, Environment};
 use crate::exec::ExecGrant;
 use crate::failure::FailurePolicy;
 use crate::format::{DecodeError, Format, at_position, decode, decode_value, parse_tree};
@@ -1363,7 +1363,11 @@ fn decode_with_env(
             column: None,
         });
     };
-    let applied = environment::apply(&mut tree, env, &host_config_json_schema())?;
+    let applied =
+        environment::apply(&mut tree, env, &host_config_json_schema()).map_err(|e| match e {
+            EnvError::Unset { field, var } => HostConfigErrorKind::UnsetEnv { field, var },
+            EnvError::Override { var, reason } => HostConfigErrorKind::Env { var, reason },
+        })?;
     let raw = if applied.changed {
         decode_value(tree).map_err(|e| name_variable(e.into(), &applied))?
     } else {

@@ -4,6 +4,7 @@ mod authority;
 mod capabilities;
 mod cpu;
 mod events;
+mod exposition;
 mod health;
 mod hooks;
 mod lifecycle;
