@@ -54,7 +54,7 @@ mod views;
 mod watching;
 
 pub use builder::HostBuilder;
-pub use health::{HealthSummary, PluginSummary};
+pub use health::{HealthSummary, PluginSummary, Readiness};
 pub(crate) use lifecycle::Teardown;
 pub use reload::{ReloadCounters, ReloadOutcome};
 pub use views::{HookInfo, PluginHealth, PluginInfo, PluginMetricsReport};
@@ -92,6 +92,8 @@ pub(crate) struct Inner {
     pub(crate) supervisor: parking_lot::Mutex<SupervisorSlot>,
     /// Between the end of start and the beginning of stop: supervised restarts may run.
     pub(crate) supervising: std::sync::atomic::AtomicBool,
+    /// Set when stop begins: the host is shutting down (not ready).
+    pub(crate) stopping: std::sync::atomic::AtomicBool,
     /// The writer of the status tables and its background task.
     pub(crate) status: crate::status::StatusSlot,
 }

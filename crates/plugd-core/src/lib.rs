@@ -96,7 +96,7 @@ pub use host::{
     ConfigReloadReport, HookInfo, Host, HostBuilder, PluginHealth, PluginInfo, PluginMetricsReport,
     ReloadCounters, ReloadOutcome,
 };
-pub use host::{HealthSummary, PluginSummary};
+pub use host::{HealthSummary, PluginSummary, Readiness};
 pub use host_config::HostConfigView;
 pub use kv::{
     KvBackend, KvUsage, MAX_KEY_BYTES, MAX_LIST_KEYS, MAX_PENDING_WRITES, MAX_VALUE_BYTES,

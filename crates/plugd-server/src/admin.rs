@@ -1031,10 +1031,10 @@ mod tests {
     }
 
     #[test]
-    fn config_token_wins() {
+    fn a_config_token_is_used_and_compared_exactly() {
         let mut config = HostConfig::default();
         config.admin.token = Some("s3cret".into());
-        let t = AdminToken::resolve(&config).unwrap();
+        let t = AdminToken::resolve_with(&config, |_| None).unwrap();
         assert_eq!(t.source(), &TokenSource::Config);
         assert!(t.accepts("s3cret"));
         assert!(!t.accepts("s3cre"));

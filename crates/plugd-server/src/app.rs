@@ -124,7 +124,7 @@ fn admin_routes(state: &AppState) -> Router<AppState> {
         .method_not_allowed_fallback(admin::wrong_method)
 }
 
-/// `/healthz` and `/metrics`, each behind the token when `admin.protect` lists it.
+/// `/healthz`, `/readyz` and `/metrics`, each behind the token when `admin.protect` lists it.
 fn host_routes(state: &AppState) -> Router<AppState> {
     let protect = |endpoint: Protected, route: MethodRouter<AppState>| {
         if state.host.config().admin.protects(endpoint) {
@@ -138,6 +138,7 @@ fn host_routes(state: &AppState) -> Router<AppState> {
     };
     Router::new()
         .route("/healthz", protect(Protected::Healthz, get(healthz)))
+        .route("/readyz", protect(Protected::Readyz, get(readyz)))
         .route("/metrics", protect(Protected::Metrics, get(metrics)))
 }
 
@@ -206,6 +207,7 @@ pub async fn serve_with_admin(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let limits = Limits::new(&host.config().server);
     let app = router(host.clone(), admin.clone());
+    let app = crate::access_log::when_configured(app, &host.config().server);
     let main = serve_listener(listener, app, limits.clone(), stop_rx.clone());
     let trigger = async move {
         shutdown.await;
@@ -214,6 +216,7 @@ pub async fn serve_with_admin(
     let result = match admin_listener {
         Some(admin_listener) => {
             let admin_app = admin_router(host.clone(), admin);
+            let admin_app = crate::access_log::when_configured(admin_app, &host.config().server);
             let second = serve_listener(admin_listener, admin_app, limits, stop_rx);
             let (a, b, ()) = tokio::join!(main, second, trigger);
             a.and(b)
@@ -256,6 +259,7 @@ pub fn serve_router(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> impl Future<Output = std::io::Result<()>> + Send + 'static {
     let limits = Limits::new(server);
+    let app = crate::access_log::when_configured(app, server);
     async move {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let trigger = async move {
@@ -342,4 +346,17 @@ async fn dispatch(State(state): State<AppState>, request: Request) -> Response {
     *response.status_mut() = r.status;
     *response.headers_mut() = r.headers;
     response
+}
+
+/// `GET /readyz`: 200 `{"status":"ready"}` once the host has started and every plugin the
+/// operator did not disable runs; else 503 `{"status":"not_ready","reasons":[…]}` (also while
+/// starting and shutting down). `/healthz` is liveness: 200 while the process serves.
+async fn readyz(State(state): State<AppState>) -> Response {
+    let readiness = state.host.readiness();
+    if readiness.ready {
+        Json(serde_json::json!({ "status": "ready" })).into_response()
+    } else {
+        let body = serde_json::json!({ "status": "not_ready", "reasons": readiness.reasons });
+        (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+    }
 }

@@ -14,10 +14,12 @@
 //! # Ok(()) }
 //! ```
 
+mod access_log;
 mod admin;
 mod app;
 mod listener;
 
+pub use access_log::{ACCESS_LOG_TARGET, AccessLog, AccessLogLayer};
 pub use admin::ApiError;
 pub use admin::{AdminToken, AdminTokenError, TokenSource, token_file};
 pub use app::{admin_router, openapi, router, serve, serve_router, serve_with_admin};

@@ -100,9 +100,10 @@ pub(crate) async fn serve_listener(
             () = stopped(&mut stop) => break,
         };
         match accepted {
-            Ok((stream, _)) => {
+            Ok((stream, peer)) => {
                 connections.spawn(serve_connection(
                     stream,
+                    peer,
                     app.clone(),
                     limits.clone(),
                     stop.clone(),
@@ -140,6 +141,7 @@ async fn accept_failed(e: &std::io::Error) {
 /// One connection, from accept to close; `_slot` is its place under the cap.
 async fn serve_connection(
     stream: TcpStream,
+    peer: std::net::SocketAddr,
     app: Router,
     limits: Arc<Limits>,
     mut stop: watch::Receiver<bool>,
@@ -154,7 +156,11 @@ async fn serve_connection(
     let service = {
         let activity = activity.clone();
         let limits = limits.clone();
-        hyper::service::service_fn(move |request: Request<Incoming>| {
+        hyper::service::service_fn(move |mut request: Request<Incoming>| {
+            // The peer's address, for handlers and the access log (axum's `ConnectInfo`).
+            request
+                .extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
             answer(
                 app.clone(),
                 request,

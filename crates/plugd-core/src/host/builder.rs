@@ -208,6 +208,7 @@ impl HostBuilder {
                     ..SupervisorSlot::default()
                 }),
                 supervising: std::sync::atomic::AtomicBool::new(false),
+                stopping: std::sync::atomic::AtomicBool::new(false),
                 status: Default::default(),
                 http: self.http,
                 commands: self.commands,

@@ -10,6 +10,7 @@ mod hooks;
 mod lifecycle;
 mod manage;
 mod policy;
+mod readiness;
 mod reload;
 mod resolver;
 mod roles;
