@@ -209,7 +209,7 @@ static bool handle_request(plugin_string_t *route,
     snprintf(number, sizeof number, "%ld", count);
     plugin_list_u8_t bytes = {(uint8_t *)number, strlen(number)};
     if (!plugd_plugin_storage_set(&key, &bytes, &herr)) { free(name); return host_failed(&herr, err); }
-    // plugd_plugin_{{ident}}_greetings at /metrics, the {{name}}.greeted event, a log line.
+    // plugd_custom_greetings_total at /metrics, the {{name}}.greeted event, a log line.
     plugin_string_t metric = view("greetings");
     plugd_plugin_metrics_list_pair_t labels = {NULL, 0};
     if (!plugd_plugin_metrics_counter_add(&metric, 1.0, &labels, &herr)) { free(name); return host_failed(&herr, err); }

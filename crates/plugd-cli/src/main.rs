@@ -226,7 +226,9 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            // `plugd health` chooses its status (1 degraded or not ready, 2 no answer).
+            e.downcast_ref::<cli::admin::Exit>()
+                .map_or(ExitCode::FAILURE, |exit| ExitCode::from(exit.code))
         }
     }
 }

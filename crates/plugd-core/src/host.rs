@@ -60,7 +60,7 @@ mod views;
 mod watching;
 
 pub use builder::HostBuilder;
-pub use health::{HealthSummary, PluginSummary};
+pub use health::{HealthSummary, PluginSummary, Readiness};
 pub(crate) use lifecycle::Teardown;
 pub use reload::{ReloadCounters, ReloadOutcome};
 pub use views::{HookInfo, PluginHealth, PluginInfo, PluginMetricsReport};
@@ -101,6 +101,8 @@ pub(crate) struct Inner {
     /// Held while a dispatch table is built and published, so that a run-time registration
     /// and a lifecycle change never publish over each other's newer table.
     pub(crate) publishing: parking_lot::Mutex<()>,
+    /// Set when stop begins: the host is shutting down (not ready).
+    pub(crate) stopping: std::sync::atomic::AtomicBool,
     /// The writer of the status tables and its background task.
     pub(crate) status: crate::status::StatusSlot,
 }

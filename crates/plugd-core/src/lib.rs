@@ -99,7 +99,7 @@ pub use host::{
     ConfigReloadReport, HookInfo, Host, HostBuilder, PluginHealth, PluginInfo, PluginMetricsReport,
     ReloadCounters, ReloadOutcome,
 };
-pub use host::{HealthSummary, PluginSummary};
+pub use host::{HealthSummary, PluginSummary, Readiness};
 pub use host_config::HostConfigView;
 pub use kv::{
     KvBackend, KvUsage, MAX_KEY_BYTES, MAX_LIST_KEYS, MAX_PENDING_WRITES, MAX_VALUE_BYTES,
@@ -111,8 +111,8 @@ pub use logs::{
     MAX_MESSAGE_BYTES, MAX_OUTPUT_LINE_BYTES, OutputLines, OutputStream, PluginLog, clean_text,
 };
 pub use metrics::{
-    BUCKETS_MS, DurationHistogram, MAX_LABEL_VALUE_BYTES, MAX_LABELS, MAX_SERIES_PER_PLUGIN,
-    MetricSample, PluginMetrics,
+    BUCKETS_SECONDS, CUSTOM_PREFIX, DurationHistogram, MAX_LABEL_VALUE_BYTES, MAX_LABELS,
+    MAX_SERIES_PER_PLUGIN, MetricSample, PLUGIN_BUCKETS, PluginMetrics, RESERVED_SUFFIXES,
 };
 pub use native::{Flow, NativePlugin, PluginContext, ServiceCall};
 pub use order::{OrderError, OrderNode, dependency_graph, order_nodes, start_order};

@@ -1,6 +1,11 @@
 //! Metrics: lock-free histograms for hook and route timings, the metrics plugins record about
-//! themselves, and the Prometheus text exposition of all of it (the contract's names, `plugd_`
-//! prefix).
+//! themselves, and the Prometheus text exposition of all of it.
+//!
+//! Naming (README, "Metrics"): every family starts with `plugd_`; durations are in seconds
+//! (`_seconds`), counters end in `_total`, and a plugin's name is only ever a label value
+//! (`plugin="…"`), never part of a family name. What plugins record about themselves lives in
+//! the namespace [`CUSTOM_PREFIX`] (`plugd_custom_<name>`), which no host family uses, so no
+//! plugin can write into, or break, a host family.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -11,11 +16,29 @@ use parking_lot::Mutex;
 
 use crate::error::HostError;
 
-/// Upper bounds of the duration histograms, in milliseconds (`+Inf` is implied).
-pub const BUCKETS_MS: [f64; 16] = [
-    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0,
-    5000.0,
+/// Upper bounds of the duration histograms, in seconds (`+Inf` is implied): 50µs to 5s.
+pub const BUCKETS_SECONDS: [f64; 16] = [
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0,
 ];
+
+/// Upper bounds of the histograms plugins record (`+Inf` is implied), unit-free, in 1–5 steps
+/// from 0.0001 to 10000: a duration in seconds (the convention) or a size or count fits.
+pub const PLUGIN_BUCKETS: [f64; 17] = [
+    0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 50.0, 100.0, 500.0, 1000.0,
+    5000.0, 10000.0,
+];
+
+/// The namespace of the series plugins record: `plugd_custom_<name>` (a counter
+/// `plugd_custom_<name>_total`), with the plugin in the `plugin` label. No host family starts
+/// with it.
+pub const CUSTOM_PREFIX: &str = "plugd_custom_";
+
+/// Endings of a plugin's metric name that are refused: the host adds `_total` to counters, and
+/// `_bucket`, `_sum` and `_count` are a histogram's series (`_created` and `_info` are
+/// OpenMetrics's).
+pub const RESERVED_SUFFIXES: [&str; 6] =
+    ["_total", "_bucket", "_sum", "_count", "_created", "_info"];
 
 /// A fixed-bucket histogram of durations; recording is two atomic adds and a bucket search.
 #[derive(Debug, Default)]
@@ -27,17 +50,18 @@ pub struct DurationHistogram {
 impl DurationHistogram {
     /// Record one duration.
     pub fn record(&self, d: Duration) {
-        let ms = d.as_secs_f64() * 1000.0;
-        let i = BUCKETS_MS
+        let secs = d.as_secs_f64();
+        let i = BUCKETS_SECONDS
             .iter()
-            .position(|b| ms <= *b)
-            .unwrap_or(BUCKETS_MS.len());
+            .position(|b| secs <= *b)
+            .unwrap_or(BUCKETS_SECONDS.len());
         self.buckets[i].fetch_add(1, Ordering::Relaxed);
         self.sum_nanos
             .fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
     }
 
-    /// Cumulative counts per bucket (the last is `+Inf`), the sum in ms, and the count.
+    /// Cumulative counts per bucket of [`BUCKETS_SECONDS`] (the last is `+Inf`), the sum in
+    /// ms, and the count.
     pub fn snapshot(&self) -> (Vec<u64>, f64, u64) {
         let mut cumulative = Vec::with_capacity(self.buckets.len());
         let mut total = 0;
@@ -61,7 +85,7 @@ pub const MAX_LABEL_VALUE_BYTES: usize = 256;
 enum Value {
     Counter(f64),
     Gauge(f64),
-    /// Cumulative bucket counts (unit-free values, same bounds as [`BUCKETS_MS`]), sum, count.
+    /// Cumulative bucket counts (bounds [`PLUGIN_BUCKETS`]), sum, count.
     Histogram(Vec<u64>, f64, u64),
 }
 
@@ -81,7 +105,8 @@ type Labels = Vec<(String, String)>;
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MetricSample {
-    /// Its name, as the plugin gave it (exposed as `plugd_plugin_<plugin>_<name>`).
+    /// Its name, as the plugin gave it (exposed as `plugd_custom_<name>`, a counter as
+    /// `plugd_custom_<name>_total`, with the `plugin` label).
     pub name: String,
     /// Its labels, `plugin` not included.
     pub labels: std::collections::BTreeMap<String, String>,
@@ -95,16 +120,21 @@ pub struct MetricSample {
 }
 
 /// The metrics a plugin records through its context (the WIT `metrics` interface): each series
-/// is exposed as `plugd_plugin_<plugin>_<name>{plugin="<plugin>",…}`, so no plugin can write
-/// another's series.
+/// is exposed as `plugd_custom_<name>{plugin="<plugin>",…}` (a counter as
+/// `plugd_custom_<name>_total`), so no plugin can write another's series or a host family.
 #[derive(Debug, Default)]
 pub struct PluginMetrics {
     series: Mutex<BTreeMap<(String, Labels), Value>>,
+    /// Names already reported as taken by another plugin with another type (warned once).
+    conflicts: Mutex<std::collections::BTreeSet<String>>,
 }
 
+/// `[a-z_][a-z0-9_]*`, at most 64 characters, not starting with `__` (reserved by Prometheus):
+/// a subset of the Prometheus metric and label name grammar.
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
+        && !name.starts_with("__")
         && name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
         && name
             .chars()
@@ -114,7 +144,12 @@ fn valid_name(name: &str) -> bool {
 fn check(name: &str, labels: &[(String, String)]) -> Result<(), HostError> {
     if !valid_name(name) {
         return Err(HostError::Invalid(format!(
-            "invalid metric name {name:?}: use [a-z_][a-z0-9_]*, at most 64 characters"
+            "invalid metric name {name:?}: use [a-z_][a-z0-9_]*, at most 64 characters, not starting with __"
+        )));
+    }
+    if let Some(suffix) = RESERVED_SUFFIXES.iter().find(|s| name.ends_with(*s)) {
+        return Err(HostError::Invalid(format!(
+            "invalid metric name {name:?}: a name ending in {suffix} is reserved (the host adds _total to a counter's name, and _bucket, _sum and _count are a histogram's series)"
         )));
     }
     if labels.len() > MAX_LABELS {
@@ -129,7 +164,7 @@ fn check(name: &str, labels: &[(String, String)]) -> Result<(), HostError> {
     for (k, v) in labels {
         if !valid_name(k) || k == "plugin" || k == "le" {
             return Err(HostError::Invalid(format!(
-                "invalid metric label {k:?}: use [a-z_][a-z0-9_]*, not 'plugin' or 'le'"
+                "invalid metric label {k:?}: use [a-z_][a-z0-9_]*, not starting with __, not 'plugin' or 'le'"
             )));
         }
         if v.len() > MAX_LABEL_VALUE_BYTES {
@@ -234,7 +269,7 @@ impl PluginMetrics {
         )
     }
 
-    /// Observe a value in a histogram (buckets as [`BUCKETS_MS`]).
+    /// Observe a value in a histogram (buckets [`PLUGIN_BUCKETS`]; record durations in seconds).
     pub fn histogram_observe(
         &self,
         name: &str,
@@ -247,11 +282,11 @@ impl PluginMetrics {
         self.update(
             name,
             labels,
-            || Value::Histogram(vec![0; BUCKETS_MS.len() + 1], 0.0, 0),
+            || Value::Histogram(vec![0; PLUGIN_BUCKETS.len() + 1], 0.0, 0),
             |value| match value {
                 Value::Histogram(buckets, sum, count) => {
                     for (i, b) in buckets.iter_mut().enumerate() {
-                        if i == BUCKETS_MS.len() || v <= BUCKETS_MS[i] {
+                        if i == PLUGIN_BUCKETS.len() || v <= PLUGIN_BUCKETS[i] {
                             *b += 1;
                         }
                     }
@@ -284,23 +319,58 @@ impl PluginMetrics {
             })
             .collect()
     }
+}
 
-    /// Write every series, for `plugin`, in the Prometheus text format.
-    pub(crate) fn render(&self, plugin: &str, out: &mut String) {
-        let prefix = format!("plugd_plugin_{}_", plugin.replace('-', "_"));
-        let mut typed = std::collections::HashSet::new();
-        for ((name, labels), value) in self.series.lock().iter() {
-            let full = format!("{prefix}{name}");
-            if typed.insert(full.clone()) {
-                let _ = writeln!(out, "# TYPE {full} {}", value.kind());
+/// The family a plugin's metric is exposed under: `plugd_custom_<name>`, `…_total` for a counter.
+fn custom_family(name: &str, value: &Value) -> String {
+    match value {
+        Value::Counter(_) => format!("{CUSTOM_PREFIX}{name}_total"),
+        _ => format!("{CUSTOM_PREFIX}{name}"),
+    }
+}
+
+/// Write what every plugin recorded about itself, in the Prometheus text format: one family per
+/// metric name across plugins, the plugin in the `plugin` label. A name means one type: when
+/// plugins record one name with different types, the first plugin (in `plugins` order) sets it,
+/// and the others' series of that name are left out (a warning is logged once per plugin and
+/// name; the admin API still shows them).
+pub(crate) fn render_custom(plugins: &[(&str, &PluginMetrics)], out: &mut String) {
+    type Series = (String, Labels, Value);
+    let mut families: BTreeMap<String, (&'static str, Vec<Series>)> = BTreeMap::new();
+    for (plugin, metrics) in plugins {
+        for ((name, labels), value) in metrics.series.lock().iter() {
+            let (kind, series) = families
+                .entry(name.clone())
+                .or_insert_with(|| (value.kind(), Vec::new()));
+            if *kind != value.kind() {
+                if metrics.conflicts.lock().insert(name.clone()) {
+                    tracing::warn!(
+                        plugin = %plugin,
+                        metric = %name,
+                        "metric '{name}' of plugin '{plugin}' is a {}, but another plugin records it as a {kind}: its series are left out of /metrics (give it another name)",
+                        value.kind()
+                    );
+                }
+                continue;
             }
-            let mut base: Labels = vec![("plugin".into(), plugin.into())];
+            series.push((plugin.to_string(), labels.clone(), value.clone()));
+        }
+    }
+    for (name, (kind, series)) in &families {
+        let Some((_, _, first)) = series.first() else {
+            continue;
+        };
+        let full = custom_family(name, first);
+        let _ = writeln!(out, "# HELP {full} Recorded by plugins (metric '{name}').");
+        let _ = writeln!(out, "# TYPE {full} {kind}");
+        for (plugin, labels, value) in series {
+            let mut base: Labels = vec![("plugin".into(), plugin.clone())];
             base.extend(labels.iter().cloned());
             match value {
                 Value::Counter(v) | Value::Gauge(v) => sample(out, &full, &base, *v),
                 Value::Histogram(buckets, sum, count) => {
                     for (i, c) in buckets.iter().enumerate() {
-                        let le = BUCKETS_MS
+                        let le = PLUGIN_BUCKETS
                             .get(i)
                             .map_or("+Inf".to_string(), |b| b.to_string());
                         let mut l = base.clone();
@@ -389,23 +459,75 @@ mod tests {
         );
         assert_eq!(samples[1].labels["route"], "/a");
         let mut out = String::new();
-        m.render("my-plugin", &mut out);
+        render_custom(&[("my-plugin", &m)], &mut out);
         assert!(
-            out.contains("# TYPE plugd_plugin_my_plugin_requests counter"),
+            out.contains("# TYPE plugd_custom_requests_total counter"),
             "{out}"
         );
         assert!(
-            out.contains("plugd_plugin_my_plugin_requests{plugin=\"my-plugin\",route=\"/a\"} 3"),
+            out.contains("plugd_custom_requests_total{plugin=\"my-plugin\",route=\"/a\"} 3"),
             "{out}"
         );
         assert!(
-            out.contains("plugd_plugin_my_plugin_queue{plugin=\"my-plugin\"} 7"),
+            out.contains("plugd_custom_queue{plugin=\"my-plugin\"} 7"),
             "{out}"
         );
         assert!(
-            out.contains("plugd_plugin_my_plugin_size_bucket{plugin=\"my-plugin\",le=\"+Inf\"} 1"),
+            out.contains("plugd_custom_size_bucket{plugin=\"my-plugin\",le=\"+Inf\"} 1"),
             "{out}"
         );
+        assert!(
+            !out.contains("my_plugin"),
+            "the plugin name is only a label value: {out}"
+        );
+    }
+
+    #[test]
+    fn names_outside_the_grammar_or_with_a_derived_suffix_are_refused() {
+        let m = PluginMetrics::default();
+        for bad in [
+            "",
+            "9lives",
+            "Upper",
+            "dot.ted",
+            "da-sh",
+            "__reserved",
+            "hits_total",
+            "size_bucket",
+            "size_sum",
+            "size_count",
+            "x_created",
+            "build_info",
+        ] {
+            let e = m.counter_add(bad, 1.0, &[]).unwrap_err();
+            assert!(matches!(e, HostError::Invalid(_)), "{bad:?}: {e}");
+        }
+        let long = "a".repeat(65);
+        assert!(m.gauge_set(&long, 1.0, &[]).is_err());
+        let e = m
+            .gauge_set("g", 1.0, &[("__name__".into(), "x".into())])
+            .unwrap_err();
+        assert!(e.to_string().contains("__name__"), "{e}");
+        assert!(m.samples().is_empty());
+    }
+
+    #[test]
+    fn one_name_one_type_across_plugins() {
+        let a = PluginMetrics::default();
+        let b = PluginMetrics::default();
+        a.gauge_set("depth", 1.0, &[]).unwrap();
+        b.histogram_observe("depth", 0.5, &[]).unwrap();
+        b.gauge_set("other", 2.0, &[]).unwrap();
+        let mut out = String::new();
+        render_custom(&[("a", &a), ("b", &b)], &mut out);
+        assert_eq!(
+            out.matches("# TYPE plugd_custom_depth ").count(),
+            1,
+            "{out}"
+        );
+        assert!(out.contains("# TYPE plugd_custom_depth gauge"), "{out}");
+        assert!(!out.contains("plugd_custom_depth_bucket"), "{out}");
+        assert!(out.contains("plugd_custom_other{plugin=\"b\"} 2"), "{out}");
     }
 
     #[test]

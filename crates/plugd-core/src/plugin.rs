@@ -318,7 +318,7 @@ impl<'a> InitContext<'a> {
         self.granted
     }
 
-    /// The metrics the plugin records about itself (exposed as `plugd_plugin_<name>_…`).
+    /// The metrics the plugin records about itself (exposed as `plugd_custom_…{plugin="<name>"}`).
     pub fn metrics(&self) -> Result<Arc<PluginMetrics>, HostError> {
         self.metrics
             .cloned()

@@ -94,6 +94,34 @@ where
     Ok(value.unwrap_or_default())
 }
 
+/// `text` in `format` as a plain value tree (YAML anchors resolved), or `None` when it does not
+/// parse; [`decode`] then reports the syntax error with its position.
+pub(crate) fn parse_tree(text: &str, format: Format) -> Option<serde_json::Value> {
+    if text.trim().is_empty() {
+        return Some(serde_json::Value::Null);
+    }
+    match format {
+        Format::Json => serde_json::from_str(text).ok(),
+        Format::Toml => toml::from_str(text).ok(),
+        Format::Yaml => serde_saphyr::from_str(text).ok(),
+    }
+}
+
+/// Decode a value tree into `T`, with the same dotted paths and "did you mean" as [`decode`]
+/// (a tree has no lines and columns).
+pub(crate) fn decode_value<T>(value: serde_json::Value) -> Result<T, DecodeError>
+where
+    T: DeserializeOwned + Default,
+{
+    if value.is_null() {
+        return Ok(T::default());
+    }
+    serde_path_to_error::deserialize::<_, T>(value).map_err(|e| {
+        let path = e.path().to_string();
+        classify(json_located(e.inner()), Some(path))
+    })
+}
+
 /// Where a decoder put an error.
 struct Located {
     message: String,

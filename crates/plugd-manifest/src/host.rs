@@ -10,9 +10,10 @@ use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::environment::{self, Applied, EnvError, Environment};
 use crate::exec::ExecGrant;
 use crate::failure::FailurePolicy;
-use crate::format::{DecodeError, Format, at_position, decode};
+use crate::format::{DecodeError, Format, at_position, decode, decode_value, parse_tree};
 use crate::manifest::is_valid_plugin_name;
 use crate::tls::TlsConfig;
 use crate::units::{
@@ -171,6 +172,10 @@ pub struct ServerConfig {
     /// again when either file changes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsConfig>,
+    /// Log one line per request (default false): method, path (the query left out), status,
+    /// duration, response bytes, peer address and request id, at `info` on the tracing target
+    /// `plugd::access`.
+    pub access_log: bool,
 }
 
 impl Default for ServerConfig {
@@ -186,6 +191,7 @@ impl Default for ServerConfig {
             max_headers: 100,
             max_header_bytes: 64 * 1024,
             tls: None,
+            access_log: false,
         }
     }
 }
@@ -201,12 +207,13 @@ pub struct AdminConfig {
     /// explicit choice with a risk (README, "Security model"): the host then refuses service
     /// worker scripts from plugins and strips `Service-Worker-Allowed` from their responses.
     pub listen: Option<String>,
-    /// The bearer token (else `PLUGD_ADMIN_TOKEN`, else generated). Never serialized: it
-    /// serializes as `"[redacted]"`.
+    /// The bearer token (`PLUGD_ADMIN_TOKEN` wins over it; without either, a generated one).
+    /// `${VAR}` is expanded. Never serialized: it serializes as `"[redacted]"`.
     #[serde(serialize_with = "ser_redacted")]
     pub token: Option<String>,
-    /// Host endpoints that need the admin token too: `healthz`, `metrics`. Empty by default:
-    /// `/healthz` and `/metrics` are public (load balancers and Prometheus scrape them).
+    /// Host endpoints that need the admin token too: `healthz`, `readyz`, `metrics`. Empty by
+    /// default: `/healthz`, `/readyz` and `/metrics` are public (load balancers, orchestrators
+    /// and Prometheus call them).
     pub protect: Vec<Protected>,
 }
 
@@ -228,6 +235,8 @@ pub struct AdminConfig {
 pub enum Protected {
     /// `GET /healthz`.
     Healthz,
+    /// `GET /readyz`.
+    Readyz,
     /// `GET /metrics`.
     Metrics,
 }
@@ -1100,8 +1109,17 @@ pub fn effective_permissions(
 }
 
 impl HostConfig {
-    /// Read the config file (format by extension).
+    /// Read the config file (format by extension), with the process's environment: `${VAR}`
+    /// expanded and `PLUGD_*` overrides applied ([`HostConfig::from_str_with_env`]).
     pub fn from_path(path: &Path) -> Result<HostConfig, HostConfigError> {
+        HostConfig::from_path_with_env(path, &Environment::process())
+    }
+
+    /// [`HostConfig::from_path`] with the given environment.
+    pub fn from_path_with_env(
+        path: &Path,
+        env: &Environment,
+    ) -> Result<HostConfig, HostConfigError> {
         if !path.exists() {
             return Err(HostConfigErrorKind::NotFound(path.to_path_buf()).into());
         }
@@ -1113,25 +1131,54 @@ impl HostConfig {
             .ok_or_else(|| with_file(HostConfigErrorKind::UnsupportedFormat))?;
         let text =
             std::fs::read_to_string(path).map_err(|e| with_file(HostConfigErrorKind::Io(e)))?;
-        HostConfig::from_str(&text, format, Some(path))
+        HostConfig::from_str_with_env(&text, format, Some(path), env)
     }
 
-    /// Parse a config. `origin` (the file it came from) is the base of relative paths and is
-    /// named in errors.
+    /// Parse a config, with the process's environment ([`HostConfig::from_str_with_env`]).
+    /// `origin` (the file it came from) is the base of relative paths and is named in errors.
     pub fn from_str(
         text: &str,
         format: Format,
         origin: Option<&Path>,
     ) -> Result<HostConfig, HostConfigError> {
+        HostConfig::from_str_with_env(text, format, origin, &Environment::process())
+    }
+
+    /// Parse a config with `env` applied before it is checked: `${VAR}` in every string is
+    /// replaced (`$${` is a literal `${`; a plugin's `config:` block is expanded when the plugin
+    /// loads), then each `PLUGD_<KEY>__<KEY>…` variable overrides its key (README, "Config from
+    /// the environment"). Errors name the key and the variable.
+    ///
+    /// ```
+    /// use plugd_manifest::{Environment, Format, HostConfig};
+    ///
+    /// let env = Environment::from_iter([("PLUGD_PLUGINS__HOT_RELOAD", "true")]);
+    /// let config = HostConfig::from_str_with_env("", Format::Yaml, None, &env).unwrap();
+    /// assert!(config.plugins.hot_reload);
+    /// let env = Environment::from_iter([("PLUGD_SERVER__LISTN", "0.0.0.0:80")]);
+    /// let e = HostConfig::from_str_with_env("", Format::Yaml, None, &env).unwrap_err();
+    /// assert_eq!(
+    ///     e.to_string(),
+    ///     "environment variable PLUGD_SERVER__LISTN: unknown key 'listn' in server; did you mean 'listen'?"
+    /// );
+    /// ```
+    pub fn from_str_with_env(
+        text: &str,
+        format: Format,
+        origin: Option<&Path>,
+        env: &Environment,
+    ) -> Result<HostConfig, HostConfigError> {
         let with_file = |kind| HostConfigError {
             file: origin.map(Path::to_path_buf),
             kind,
         };
-        let raw: RawHostConfig = decode(text, format).map_err(|e| with_file(e.into()))?;
+        let (raw, applied) = decode_with_env(text, format, env).map_err(with_file)?;
         let base = origin
             .and_then(Path::parent)
             .filter(|p| !p.as_os_str().is_empty());
-        let mut config = raw.resolve(base).map_err(with_file)?;
+        let mut config = raw
+            .resolve(base)
+            .map_err(|e| with_file(name_variable(e, &applied)))?;
         config.source = origin.map(Path::to_path_buf);
         Ok(config)
     }
@@ -1207,6 +1254,24 @@ pub enum HostConfigErrorKind {
     Invalid {
         /// The dotted path (`plugins.plugins[0].name`).
         field: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// `${VAR}` names a variable that is not set.
+    #[error(
+        "{field} refers to environment variable '{var}', which is not set (write $${{ for a literal ${{)"
+    )]
+    UnsetEnv {
+        /// The dotted path of the value (`admin.token`).
+        field: String,
+        /// The variable.
+        var: String,
+    },
+    /// A `PLUGD_*` variable that names no key, or cannot be applied.
+    #[error("environment variable {var}: {reason}")]
+    Env {
+        /// The variable.
+        var: String,
         /// What is wrong.
         reason: String,
     },
@@ -1372,6 +1437,68 @@ struct RawPluginEntry {
     /// The least level of its own log lines kept: trace, debug, info, warn or error (default:
     /// every level; the host's log filter still applies).
     log_level: Option<crate::LogLevel>,
+}
+
+/// Decode the config with the environment applied to its value tree. A config the environment
+/// leaves unchanged is decoded from its text, so that errors keep their line and column.
+fn decode_with_env(
+    text: &str,
+    format: Format,
+    env: &Environment,
+) -> Result<(RawHostConfig, Applied), HostConfigErrorKind> {
+    let Some(mut tree) = parse_tree(text, format) else {
+        // A syntax error: the decoder reports it with its position.
+        decode::<RawHostConfig>(text, format)?;
+        return Err(HostConfigErrorKind::Parse {
+            message: "the config cannot be read as a tree of values to apply the environment to"
+                .into(),
+            line: None,
+            column: None,
+        });
+    };
+    let applied =
+        environment::apply(&mut tree, env, &host_config_json_schema()).map_err(|e| match e {
+            EnvError::Unset { field, var } => HostConfigErrorKind::UnsetEnv { field, var },
+            EnvError::Override { var, reason } => HostConfigErrorKind::Env { var, reason },
+        })?;
+    let raw = if applied.changed {
+        decode_value(tree).map_err(|e| name_variable(e.into(), &applied))?
+    } else {
+        decode(text, format)?
+    };
+    Ok((raw, applied))
+}
+
+/// An error about a key an environment variable set, naming the variable.
+fn name_variable(kind: HostConfigErrorKind, applied: &Applied) -> HostConfigErrorKind {
+    match kind {
+        HostConfigErrorKind::Parse {
+            message,
+            line,
+            column,
+        } => match applied.variable_for(&message) {
+            Some(var) => HostConfigErrorKind::Parse {
+                message: format!("{message} (set by environment variable {var})"),
+                line,
+                column,
+            },
+            None => HostConfigErrorKind::Parse {
+                message,
+                line,
+                column,
+            },
+        },
+        HostConfigErrorKind::Invalid { field, reason } => {
+            match applied.variable_for(&format!("{field}:")) {
+                Some(var) => HostConfigErrorKind::Invalid {
+                    field,
+                    reason: format!("{reason} (set by environment variable {var})"),
+                },
+                None => HostConfigErrorKind::Invalid { field, reason },
+            }
+        }
+        other => other,
+    }
 }
 
 /// `base.join(path)` when `path` is relative and there is a base; `.` components dropped.

@@ -21,6 +21,7 @@
 
 #![warn(missing_docs)]
 
+mod environment;
 mod exec;
 mod failure;
 mod format;
@@ -34,6 +35,7 @@ mod schema;
 mod tls;
 mod units;
 
+pub use environment::{ENV_PREFIX, Environment};
 pub use exec::{ExecGrant, ExecGrantError, ExecLimits, ExecRule, exec_arg_matches};
 pub use failure::FailurePolicy;
 pub use format::Format;

@@ -670,7 +670,10 @@ fn substitute_value(
 }
 
 /// Replace `${VAR}` in `text`; `$${` is a literal `${`. The error is the unset variable.
-fn substitute(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<(String, bool), String> {
+pub(crate) fn substitute(
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(String, bool), String> {
     if !text.contains("${") {
         return Ok((text.to_owned(), false));
     }

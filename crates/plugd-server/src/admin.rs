@@ -78,7 +78,8 @@ impl AdminToken {
         })
     }
 
-    /// `admin.token`, else `PLUGD_ADMIN_TOKEN`, else a new random token written to
+    /// `PLUGD_ADMIN_TOKEN`, else `admin.token` (the environment wins over the file), else a new
+    /// random token written to
     /// `<data_dir>/admin-token` with mode 0600.
     pub fn resolve(config: &HostConfig) -> Result<AdminToken, AdminTokenError> {
         AdminToken::resolve_with(config, |name| std::env::var(name).ok())
@@ -89,6 +90,14 @@ impl AdminToken {
         config: &HostConfig,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<AdminToken, AdminTokenError> {
+        if let Some(t) = env("PLUGD_ADMIN_TOKEN")
+            && !t.trim().is_empty()
+        {
+            return Ok(AdminToken {
+                token: t,
+                source: TokenSource::Environment,
+            });
+        }
         if let Some(t) = config
             .admin
             .token
@@ -98,14 +107,6 @@ impl AdminToken {
             return Ok(AdminToken {
                 token: t.to_string(),
                 source: TokenSource::Config,
-            });
-        }
-        if let Some(t) = env("PLUGD_ADMIN_TOKEN")
-            && !t.trim().is_empty()
-        {
-            return Ok(AdminToken {
-                token: t,
-                source: TokenSource::Environment,
             });
         }
         let mut bytes = [0u8; 32];
@@ -254,7 +255,7 @@ pub(crate) async fn require_token(
         Some(t) if state.admin.accepts(t) => next.run(request).await,
         Some(_) => unauthorized("the admin token is wrong"),
         None => unauthorized(
-            "this endpoint needs 'Authorization: Bearer <token>' (admin.token, PLUGD_ADMIN_TOKEN or <data_dir>/admin-token)",
+            "this endpoint needs 'Authorization: Bearer <token>' (PLUGD_ADMIN_TOKEN, admin.token or <data_dir>/admin-token)",
         ),
     }
 }
@@ -1043,7 +1044,7 @@ mod tests {
     }
 
     #[test]
-    fn the_config_comes_before_the_environment_and_a_blank_one_is_skipped() {
+    fn the_environment_comes_before_the_config_and_a_blank_one_is_skipped() {
         let dir = tempfile_dir().join("sources");
         let mut config = HostConfig {
             data_dir: dir.clone(),
@@ -1059,6 +1060,12 @@ mod tests {
         assert_eq!(blank.source(), &TokenSource::Generated(token_file(&dir)));
         config.admin.token = Some("from-config".into());
         let t = AdminToken::resolve_with(&config, env).unwrap();
+        assert_eq!(
+            (t.secret(), t.source()),
+            ("from-env", &TokenSource::Environment),
+            "the environment wins over the file"
+        );
+        let t = AdminToken::resolve_with(&config, |_| None).unwrap();
         assert_eq!(
             (t.secret(), t.source()),
             ("from-config", &TokenSource::Config)
@@ -1098,10 +1105,10 @@ mod tests {
     }
 
     #[test]
-    fn config_token_wins() {
+    fn a_config_token_is_used_and_compared_exactly() {
         let mut config = HostConfig::default();
         config.admin.token = Some("s3cret".into());
-        let t = AdminToken::resolve(&config).unwrap();
+        let t = AdminToken::resolve_with(&config, |_| None).unwrap();
         assert_eq!(t.source(), &TokenSource::Config);
         assert!(t.accepts("s3cret"));
         assert!(!t.accepts("s3cre"));

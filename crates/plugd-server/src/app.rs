@@ -209,7 +209,7 @@ pub fn admin_api(host: Host, admin: AdminToken) -> Router {
     admin_routes(&state).with_state(state)
 }
 
-/// `/healthz` and `/metrics`, each behind the token when `admin.protect` lists it.
+/// `/healthz`, `/readyz` and `/metrics`, each behind the token when `admin.protect` lists it.
 fn host_routes(state: &AppState) -> Router<AppState> {
     let protect = |endpoint: Protected, route: MethodRouter<AppState>| {
         if state.host.config().admin.protects(endpoint) {
@@ -223,6 +223,7 @@ fn host_routes(state: &AppState) -> Router<AppState> {
     };
     Router::new()
         .route("/healthz", protect(Protected::Healthz, get(healthz)))
+        .route("/readyz", protect(Protected::Readyz, get(readyz)))
         .route("/metrics", protect(Protected::Metrics, get(metrics)))
 }
 
@@ -319,6 +320,7 @@ pub async fn serve_with_admin(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let limits = Limits::new(&host.config().server);
     let app = router(host.clone(), admin.clone());
+    let app = crate::access_log::when_configured(app, &host.config().server);
     let main = serve_listener(listener, app, limits.clone(), tls.clone(), stop_rx.clone());
     let trigger = async move {
         shutdown.await;
@@ -338,6 +340,7 @@ pub async fn serve_with_admin(
                     "the admin listener is not on loopback and serves plain HTTP (server.tls covers the main listener only): put it behind a proxy that ends TLS, or on 127.0.0.1"
                 );
             }
+            let admin_app = crate::access_log::when_configured(admin_app, &host.config().server);
             let second = serve_listener(admin_listener, admin_app, limits, None, stop_rx);
             let (a, b, ()) = tokio::join!(main, second, trigger);
             a.and(b)
@@ -382,6 +385,7 @@ pub fn serve_router(
 ) -> impl Future<Output = std::io::Result<()>> + Send + 'static {
     let limits = Limits::new(server);
     let tls = tls_acceptor(server);
+    let app = crate::access_log::when_configured(app, server);
     async move {
         let tls = tls?;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -487,4 +491,17 @@ async fn dispatch(State(state): State<AppState>, request: Request) -> Response {
     *response.status_mut() = r.status;
     *response.headers_mut() = r.headers;
     response
+}
+
+/// `GET /readyz`: 200 `{"status":"ready"}` once the host has started and every plugin the
+/// operator did not disable runs; else 503 `{"status":"not_ready","reasons":[…]}` (also while
+/// starting and shutting down). `/healthz` is liveness: 200 while the process serves.
+async fn readyz(State(state): State<AppState>) -> Response {
+    let readiness = state.host.readiness();
+    if readiness.ready {
+        Json(serde_json::json!({ "status": "ready" })).into_response()
+    } else {
+        let body = serde_json::json!({ "status": "not_ready", "reasons": readiness.reasons });
+        (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+    }
 }

@@ -18,6 +18,7 @@
 
 #![warn(missing_docs)]
 
+mod access_log;
 mod admin;
 mod app;
 mod layer;
@@ -25,6 +26,7 @@ mod listener;
 mod tls;
 mod tower_plugin;
 
+pub use access_log::{ACCESS_LOG_TARGET, AccessLog, AccessLogLayer};
 pub use admin::ApiError;
 pub use admin::{AdminToken, AdminTokenError, TokenSource, token_file};
 pub use app::{

@@ -352,7 +352,7 @@ impl HookOutcome {
 /// res.assert_status(200);
 /// assert_eq!(res.json()["message"], "Hello, Ada!");
 /// assert_eq!(t.storage("hello").get("greetings").await.unwrap().as_deref(), Some(&b"1"[..]));
-/// assert_eq!(t.metric("plugd_plugin_hello_greetings", &[]), Some(1.0));
+/// assert_eq!(t.metric("plugd_custom_greetings_total", &[]), Some(1.0));
 /// t.shutdown().await;
 /// # Ok(()) }
 /// ```

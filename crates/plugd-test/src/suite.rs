@@ -13,7 +13,7 @@
 //!       status: 200
 //!       json: { message: "Hi, Ada!" }         # a subset of the JSON body
 //!       storage: { greetings: "1" }           # waited for (up to 20 s)
-//!       metrics: { plugd_plugin_hello_greetings: 1 }
+//!       metrics: { plugd_custom_greetings_total: 1 }
 //!   - name: the hook lets requests through
 //!     hook: { type: pre_request, request: { path: /anything } }
 //!     expect: { action: continue }

@@ -54,7 +54,7 @@ async fn requests_storage_logs_and_metrics_of_hello() {
     t.get("/plugins/hello/greet").await.assert_status(200);
     assert_eq!(t.stored("hello", "greetings").await.as_deref(), Some("2"));
     assert_eq!(
-        t.metric("plugd_plugin_hello_greetings", &[("plugin", "hello")]),
+        t.metric("plugd_custom_greetings_total", &[("plugin", "hello")]),
         Some(2.0)
     );
     assert!(t.logs_captured(), "no other subscriber in this test binary");
@@ -150,7 +150,7 @@ async fn hooks_directly_and_through_the_request_path() {
     let metrics = t.metrics();
     assert!(
         metrics.contains(
-            "plugd_plugin_hook_execution_count{plugin=\"gatekeeper\",hook=\"pre_request\"}"
+            "plugd_plugin_hook_executions_total{plugin=\"gatekeeper\",hook=\"pre_request\"}"
         ),
         "{metrics}"
     );
@@ -267,7 +267,7 @@ tests:
       headers: { content-type: application/json }
       json: { message: "Howdy, Ada!", count: 1 }
       storage: { greetings: "1" }
-      metrics: { plugd_plugin_hello_greetings: 1 }
+      metrics: { plugd_custom_greetings_total: 1 }
       logs: [hello ready]
   - name: a wrong expectation fails
     request: { path: /plugins/hello/greet }

@@ -19,7 +19,7 @@ pub struct Remote {
     /// http://127.0.0.1:8081; server.listen when admin.listen is `shared`).
     #[arg(long, global = true)]
     pub server: Option<String>,
-    /// The admin token (default: admin.token, PLUGD_ADMIN_TOKEN, or <data_dir>/admin-token).
+    /// The admin token (default: PLUGD_ADMIN_TOKEN, admin.token, or <data_dir>/admin-token).
     #[arg(long, global = true)]
     pub token: Option<String>,
     /// Print the server's JSON answer.
@@ -43,7 +43,7 @@ impl AdminClient {
     ) -> anyhow::Result<AdminClient> {
         let (server, token) = super::server_and_token(server, token, config);
         let token = token.context(
-            "no admin token: pass --token, or set admin.token or PLUGD_ADMIN_TOKEN, or point --config at the server's config (its data_dir holds the generated token)",
+            "no admin token: pass --token, or set PLUGD_ADMIN_TOKEN or admin.token, or point --config at the server's config (its data_dir holds the generated token)",
         )?;
         Ok(AdminClient {
             server,
@@ -68,6 +68,21 @@ impl AdminClient {
     /// Send a request; a non-2xx answer is an error carrying the server's message.
     pub fn call(&self, method: reqwest::Method, path: &str) -> anyhow::Result<Value> {
         let url = format!("{}{path}", self.server);
+        let (status, body) = self.send(method.clone(), path)?;
+        if !status.is_success() {
+            let message = body["message"].as_str().unwrap_or("(no message)");
+            bail!("{method} {url}: the server answered {status}: {message}");
+        }
+        Ok(body)
+    }
+
+    /// Send a request; the status and the JSON answer, whatever the status.
+    fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+    ) -> anyhow::Result<(reqwest::StatusCode, Value)> {
+        let url = format!("{}{path}", self.server);
         let response = self
             .http
             .request(method.clone(), &url)
@@ -83,13 +98,34 @@ impl AdminClient {
         let body: Value = response
             .json()
             .with_context(|| format!("{method} {url}: the answer is not JSON"))?;
-        if !status.is_success() {
-            let message = body["message"].as_str().unwrap_or("(no message)");
-            bail!("the server answered {status}: {message}");
-        }
-        Ok(body)
+        Ok((status, body))
     }
 }
+
+/// A command that ran to its end with a given exit status: `plugd health` exits 1 when the
+/// server is degraded or not ready, 2 when it gives no answer. `main` exits with `code`.
+#[derive(Debug)]
+pub struct Exit {
+    /// The process's exit status.
+    pub code: u8,
+    /// What it means, for stderr.
+    pub message: String,
+}
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Exit {}
+
+/// `plugd health`'s exit status when the server is degraded, not ready, or the plugin is not
+/// healthy.
+pub const EXIT_DEGRADED: u8 = 1;
+/// `plugd health`'s exit status when the server gives no answer (unreachable, or it refused the
+/// request: a wrong token, an unknown plugin).
+pub const EXIT_NO_ANSWER: u8 = 2;
 
 /// The admin commands.
 #[derive(Debug, Subcommand)]
@@ -105,7 +141,12 @@ pub enum AdminCommand {
         #[command(flatten)]
         remote: Remote,
     },
-    /// Health of a running server's plugins (one, or all as last polled)
+    /// Health of a running server's plugins (one, or all as last polled), and its readiness
+    ///
+    /// Exit status: 0 when healthy (and, without NAME, ready: `GET /readyz`); 1 when degraded
+    /// (a plugin failed, reports itself degraded or unhealthy, or is throttled), not ready, or
+    /// NAME is not running or not healthy; 2 when the server gives no answer (it cannot be
+    /// reached, or it refused the request: a wrong token, an unknown plugin).
     Health {
         name: Option<String>,
         #[command(flatten)]
@@ -187,6 +228,9 @@ pub fn run(command: AdminCommand) -> anyhow::Result<()> {
         }
     };
     let client = AdminClient::from_remote(remote)?;
+    if let AdminCommand::Health { name, .. } = &command {
+        return health(&client, remote, name.as_deref(), &path);
+    }
     let body = client.call(method, &path)?;
     if remote.json {
         println!("{}", serde_json::to_string_pretty(&body)?);
@@ -233,23 +277,7 @@ pub fn run(command: AdminCommand) -> anyhow::Result<()> {
                 );
             }
         }
-        AdminCommand::Health { name: Some(_), .. } => {
-            for key in ["status", "phase", "error_count", "reported", "checked_at"] {
-                println!("{key:<14} {}", text(&body[key]));
-            }
-        }
-        AdminCommand::Health { name: None, .. } => {
-            println!("overall: {}", text(&body["status"]));
-            if let Some(plugins) = body["plugins"].as_object() {
-                for (name, h) in plugins {
-                    println!(
-                        "{name:<20} {:<12} errors {}",
-                        text(&h["status"]),
-                        text(&h["error_count"])
-                    );
-                }
-            }
-        }
+        AdminCommand::Health { .. } => unreachable!("answered by health()"),
         AdminCommand::Logs { .. } => {
             for e in body.as_array().into_iter().flatten() {
                 println!(
@@ -263,4 +291,83 @@ pub fn run(command: AdminCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `plugd health [NAME]`: print the health, then end with its exit status (see
+/// [`AdminCommand::Health`]).
+fn health(
+    client: &AdminClient,
+    remote: &Remote,
+    name: Option<&str>,
+    path: &str,
+) -> anyhow::Result<()> {
+    let no_answer = |e: anyhow::Error| Exit {
+        code: EXIT_NO_ANSWER,
+        message: format!("{e:#}"),
+    };
+    let body = client.call(reqwest::Method::GET, path).map_err(no_answer)?;
+    let mut trouble = Vec::new();
+    match name {
+        Some(name) => {
+            let reported = body["reported"]["state"].as_str();
+            if body["status"] != "running" {
+                trouble.push(format!("plugin '{name}' is {}", text(&body["status"])));
+            } else if let Some(state @ ("degraded" | "unhealthy")) = reported {
+                trouble.push(format!("plugin '{name}' reports itself {state}"));
+            }
+            if remote.json {
+                println!("{}", serde_json::to_string_pretty(&body)?);
+            } else {
+                for key in ["status", "phase", "error_count", "reported", "checked_at"] {
+                    println!("{key:<14} {}", text(&body[key]));
+                }
+            }
+        }
+        None => {
+            if body["status"] != "ok" {
+                trouble.push(format!("the server is {}", text(&body["status"])));
+            }
+            let (status, ready) = client
+                .send(reqwest::Method::GET, "/readyz")
+                .map_err(no_answer)?;
+            if status == reqwest::StatusCode::SERVICE_UNAVAILABLE {
+                let reasons: Vec<String> = ready["reasons"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(text)
+                    .collect();
+                trouble.push(format!("not ready: {}", reasons.join("; ")));
+            } else if !status.is_success() {
+                return Err(no_answer(anyhow::anyhow!(
+                    "GET /readyz: the server answered {status}"
+                ))
+                .into());
+            }
+            if remote.json {
+                println!("{}", serde_json::to_string_pretty(&body)?);
+            } else {
+                println!("overall: {}", text(&body["status"]));
+                println!("ready: {}", if status.is_success() { "yes" } else { "no" });
+                if let Some(plugins) = body["plugins"].as_object() {
+                    for (name, h) in plugins {
+                        println!(
+                            "{name:<20} {:<12} errors {}",
+                            text(&h["status"]),
+                            text(&h["error_count"])
+                        );
+                    }
+                }
+            }
+        }
+    }
+    if trouble.is_empty() {
+        Ok(())
+    } else {
+        Err(Exit {
+            code: EXIT_DEGRADED,
+            message: trouble.join("; "),
+        }
+        .into())
+    }
 }

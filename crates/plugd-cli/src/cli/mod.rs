@@ -10,8 +10,8 @@ use plugd::manifest::HostConfig;
 
 /// The running server's base URL and admin token, as `plugd serve` with `config` would have
 /// them: `--server`, else `admin.listen` (default 127.0.0.1:8081), else `server.listen` when
-/// `admin.listen` is `shared` (a wildcard address becomes loopback); `--token`, else `admin.token`, else `PLUGD_ADMIN_TOKEN`, else the token file a
-/// server writes into its data directory.
+/// `admin.listen` is `shared` (a wildcard address becomes loopback); `--token`, else `PLUGD_ADMIN_TOKEN`,
+/// else `admin.token`, else the token file a server writes into its data directory.
 pub fn server_and_token(
     server: Option<&str>,
     token: Option<&str>,
@@ -32,8 +32,8 @@ pub fn server_and_token(
     });
     let token = token
         .map(str::to_string)
-        .or_else(|| config.and_then(|c| c.admin.token.clone()))
         .or_else(|| std::env::var("PLUGD_ADMIN_TOKEN").ok())
+        .or_else(|| config.and_then(|c| c.admin.token.clone()))
         .or_else(|| {
             config.and_then(|c| {
                 std::fs::read_to_string(plugd::server::token_file(&c.data_dir))

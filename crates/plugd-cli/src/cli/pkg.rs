@@ -140,7 +140,7 @@ pub struct ReloadArgs {
     /// http://127.0.0.1:8081; server.listen when admin.listen is `shared`).
     #[arg(long)]
     server: Option<String>,
-    /// The admin token (default: admin.token of --config, PLUGD_ADMIN_TOKEN, or
+    /// The admin token (default: PLUGD_ADMIN_TOKEN, admin.token of --config, or
     /// <data_dir>/admin-token).
     #[arg(long)]
     token: Option<String>,
@@ -758,7 +758,7 @@ fn reload_all(s: &Settings, r: &ReloadArgs, plugins: &[(String, semver::Version)
     let Some(token) = token else {
         for (name, version) in plugins {
             println!(
-                "not reloading {name}: no admin token (--token, admin.token, PLUGD_ADMIN_TOKEN or <data_dir>/admin-token); {name} {version} is installed on disk and runs after the next reload or restart"
+                "not reloading {name}: no admin token (--token, PLUGD_ADMIN_TOKEN, admin.token or <data_dir>/admin-token); {name} {version} is installed on disk and runs after the next reload or restart"
             );
         }
         return false;

@@ -20,7 +20,7 @@ pub struct ReloadCommand {
     /// http://127.0.0.1:8081; server.listen when admin.listen is `shared`).
     #[arg(long)]
     server: Option<String>,
-    /// The admin token (default: admin.token, PLUGD_ADMIN_TOKEN, or <data_dir>/admin-token).
+    /// The admin token (default: PLUGD_ADMIN_TOKEN, admin.token, or <data_dir>/admin-token).
     #[arg(long)]
     token: Option<String>,
     /// Print the server's JSON answer.

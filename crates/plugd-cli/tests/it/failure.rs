@@ -249,7 +249,7 @@ async fn a_wasm_plugin_over_its_cpu_budget_is_throttled_then_recovers() {
     assert!(info.cpu.throttled_windows >= 1);
     let metrics = server.get("/metrics").await.text().await.unwrap();
     assert!(
-        metrics.contains("plugd_plugin_cpu_throttled_total{plugin=\"spinner\"} "),
+        metrics.contains("plugd_plugin_cpu_throttled_seconds_total{plugin=\"spinner\"} "),
         "{metrics}"
     );
     server.stop().await;

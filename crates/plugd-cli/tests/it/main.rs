@@ -11,6 +11,7 @@ mod events;
 mod exhaustion;
 mod failure;
 mod hostile_plugins;
+mod operations;
 mod packages;
 mod ratelimit;
 mod reload;

@@ -612,6 +612,6 @@ async fn reloads_are_counted_in_the_metrics() {
     ] {
         assert!(metrics.contains(line), "{line} in:\n{metrics}");
     }
-    assert!(metrics.contains("plugd_plugin_reload_duration_ms{plugin=\"reloader\"}"));
+    assert!(metrics.contains("plugd_plugin_reload_duration_seconds{plugin=\"reloader\"}"));
     server.stop().await;
 }

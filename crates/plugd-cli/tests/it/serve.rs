@@ -337,22 +337,22 @@ async fn metrics_use_the_contract_metric_names_after_real_traffic() {
         "plugd_plugin_load_success{plugin=\"hello\"} 1",
         "plugd_plugin_status{plugin=\"hello\",status=\"running\"} 1",
         "plugd_plugin_status{plugin=\"hello\",status=\"error\"} 0",
-        "plugd_plugin_hook_execution_count{plugin=\"gatekeeper\",hook=\"pre_request\"} 3",
-        "plugd_plugin_hook_error_count{plugin=\"gatekeeper\",hook=\"pre_request\"} 0",
-        "plugd_plugin_hook_duration_ms_count{plugin=\"gatekeeper\",hook=\"pre_request\"} 3",
-        "plugd_plugin_hook_duration_ms_bucket{plugin=\"gatekeeper\",hook=\"pre_request\",le=\"+Inf\"} 3",
-        "plugd_plugin_error_count{plugin=\"hello\"} 0",
-        "plugd_plugin_route_request_count{plugin=\"hello\"} 3",
-        "# TYPE plugd_plugin_hook_duration_ms histogram",
+        "plugd_plugin_hook_executions_total{plugin=\"gatekeeper\",hook=\"pre_request\"} 3",
+        "plugd_plugin_hook_errors_total{plugin=\"gatekeeper\",hook=\"pre_request\"} 0",
+        "plugd_plugin_hook_duration_seconds_count{plugin=\"gatekeeper\",hook=\"pre_request\"} 3",
+        "plugd_plugin_hook_duration_seconds_bucket{plugin=\"gatekeeper\",hook=\"pre_request\",le=\"+Inf\"} 3",
+        "plugd_plugin_errors_total{plugin=\"hello\"} 0",
+        "plugd_plugin_route_requests_total{plugin=\"hello\"} 3",
+        "# TYPE plugd_plugin_hook_duration_seconds histogram",
         // What the plugin records about itself, namespaced under it.
-        "plugd_plugin_hello_greetings{plugin=\"hello\"} 3",
+        "plugd_custom_greetings_total{plugin=\"hello\"} 3",
     ] {
         assert!(
             text.lines().any(|l| l == line),
             "missing {line:?} in:\n{text}"
         );
     }
-    assert!(text.contains("plugd_plugin_load_duration_ms{plugin=\"hello\"} "));
+    assert!(text.contains("plugd_plugin_load_duration_seconds{plugin=\"hello\"} "));
     // Instances and memory per wasm plugin, and the engine's pool.
     let value = |prefix: &str| -> f64 {
         text.lines()

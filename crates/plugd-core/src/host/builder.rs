@@ -209,6 +209,7 @@ impl HostBuilder {
                 }),
                 supervising: std::sync::atomic::AtomicBool::new(false),
                 publishing: parking_lot::Mutex::new(()),
+                stopping: std::sync::atomic::AtomicBool::new(false),
                 status: Default::default(),
                 http: self.http,
                 commands: self.commands,

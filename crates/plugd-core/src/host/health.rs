@@ -84,6 +84,64 @@ impl Host {
     }
 }
 
+impl Host {
+    /// Whether the host is ready for traffic (the answer of `GET /readyz`): it has started and
+    /// is not shutting down, and every plugin not disabled by the operator is running. Not
+    /// ready, the reasons say why. No plugin is called.
+    ///
+    /// ```
+    /// # tokio_test_block_on(async {
+    /// let host = plugd_core::Host::builder().build().unwrap();
+    /// assert!(!host.readiness().ready, "not started yet");
+    /// host.start().await.unwrap();
+    /// assert!(host.readiness().ready);
+    /// host.shutdown().await;
+    /// assert_eq!(host.readiness().reasons, ["the host is shutting down"]);
+    /// # });
+    /// # fn tokio_test_block_on(f: impl std::future::Future<Output = ()>) {
+    /// #     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+    /// # }
+    /// ```
+    pub fn readiness(&self) -> Readiness {
+        let mut reasons = Vec::new();
+        if self.inner.stopping.load(Ordering::Acquire) {
+            reasons.push("the host is shutting down".to_string());
+        } else if !self.inner.supervising.load(Ordering::Acquire) {
+            reasons.push("the host is starting".to_string());
+        }
+        let plugins: Vec<Arc<Loaded>> = self.inner.plugins.read().clone();
+        if reasons.is_empty() {
+            for p in &plugins {
+                let status = p.state.status();
+                let by = p.state.disabled_by();
+                if status == Status::Running || by == Some(DisabledBy::Operator) {
+                    continue;
+                }
+                reasons.push(match by {
+                    Some(DisabledBy::ErrorThreshold) => {
+                        format!("plugin '{}' is disabled by its error threshold", p.name)
+                    }
+                    _ => format!("plugin '{}' is {}", p.name, status.as_str()),
+                });
+            }
+        }
+        Readiness {
+            ready: reasons.is_empty(),
+            reasons,
+        }
+    }
+}
+
+/// Whether the host is ready for traffic, from [`Host::readiness`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Readiness {
+    /// Started, not shutting down, and every plugin not disabled by the operator running.
+    pub ready: bool,
+    /// Why not, one line each (`plugin 'auth' is error`); empty when ready.
+    pub reasons: Vec<String>,
+}
+
 /// One plugin in the host's overall health.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -49,6 +49,9 @@ impl Host {
     pub async fn start(&self) -> Result<(), LoadError> {
         let abort = self.inner.config.plugins.on_failure == OnFailure::Abort;
         self.inner
+            .stopping
+            .store(false, std::sync::atomic::Ordering::Release);
+        self.inner
             .bus
             .start_transport()
             .await
@@ -581,6 +584,9 @@ impl Host {
     /// clean up every plugin in reverse start order, each within its deadline (forced past it).
     /// Failures are recorded on the plugins and never stop the others.
     pub async fn stop_all(&self) {
+        self.inner
+            .stopping
+            .store(true, std::sync::atomic::Ordering::Release);
         self.stop_watching();
         self.stop_supervisor().await;
         let _lifecycle = self.inner.lifecycle.lock().await;

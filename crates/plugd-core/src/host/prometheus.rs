@@ -15,8 +15,9 @@ use super::Host;
 
 impl Host {
     /// Every metric in the Prometheus text format (version 0.0.4): the contract's plugin metrics
-    /// (docs/design.md#observability) with the `plugd_` prefix, the event bus's queues, and what
-    /// plugins record about themselves.
+    /// (docs/design.md#observability) named by the Prometheus conventions (seconds, `_total` on
+    /// counters, the plugin in the `plugin` label), the event bus's queues, and what plugins
+    /// record about themselves (`plugd_custom_*`, [`crate::metrics::CUSTOM_PREFIX`]).
     pub fn render_metrics(&self) -> String {
         use crate::metrics::sample;
         use std::fmt::Write as _;
@@ -29,16 +30,16 @@ impl Host {
         };
         family(
             &mut out,
-            "plugd_plugin_load_duration_ms",
+            "plugd_plugin_load_duration_seconds",
             "gauge",
-            "Time to load, initialize and start a plugin.",
+            "Time to load, initialize and start a plugin, in seconds.",
         );
         for p in &plugins {
             sample(
                 &mut out,
-                "plugd_plugin_load_duration_ms",
+                "plugd_plugin_load_duration_seconds",
                 &label(p),
-                p.state.load_duration().as_secs_f64() * 1000.0,
+                p.state.load_duration().as_secs_f64(),
             );
         }
         family(
@@ -77,14 +78,14 @@ impl Host {
         }
         family(
             &mut out,
-            "plugd_plugin_error_count",
+            "plugd_plugin_errors_total",
             "counter",
             "Errors of the plugin since it loaded.",
         );
         for p in &plugins {
             sample(
                 &mut out,
-                "plugd_plugin_error_count",
+                "plugd_plugin_errors_total",
                 &label(p),
                 p.state.error_count() as f64,
             );
@@ -156,7 +157,7 @@ impl Host {
         }
         family(
             &mut out,
-            "plugd_plugin_hook_execution_count",
+            "plugd_plugin_hook_executions_total",
             "counter",
             "Hook calls.",
         );
@@ -169,7 +170,7 @@ impl Host {
             for (hook, m) in p.state.hook_metrics() {
                 sample(
                     &mut out,
-                    "plugd_plugin_hook_execution_count",
+                    "plugd_plugin_hook_executions_total",
                     &hook_label(p, hook),
                     m.execution_count as f64,
                 );
@@ -177,7 +178,7 @@ impl Host {
         }
         family(
             &mut out,
-            "plugd_plugin_hook_error_count",
+            "plugd_plugin_hook_errors_total",
             "counter",
             "Hook calls that failed.",
         );
@@ -185,7 +186,7 @@ impl Host {
             for (hook, m) in p.state.hook_metrics() {
                 sample(
                     &mut out,
-                    "plugd_plugin_hook_error_count",
+                    "plugd_plugin_hook_errors_total",
                     &hook_label(p, hook),
                     m.error_count as f64,
                 );
@@ -193,35 +194,35 @@ impl Host {
         }
         family(
             &mut out,
-            "plugd_plugin_hook_duration_ms",
+            "plugd_plugin_hook_duration_seconds",
             "histogram",
-            "Hook call durations.",
+            "Hook call durations, in seconds.",
         );
         for p in &plugins {
             for (hook, _) in p.state.hook_metrics() {
                 let (buckets, sum, count) = p.state.hook(hook).durations().snapshot();
                 for (i, c) in buckets.iter().enumerate() {
                     let mut l = hook_label(p, hook);
-                    let le = crate::BUCKETS_MS
+                    let le = crate::BUCKETS_SECONDS
                         .get(i)
                         .map_or("+Inf".to_string(), |b| b.to_string());
                     l.push(("le".into(), le));
                     sample(
                         &mut out,
-                        "plugd_plugin_hook_duration_ms_bucket",
+                        "plugd_plugin_hook_duration_seconds_bucket",
                         &l,
                         *c as f64,
                     );
                 }
                 sample(
                     &mut out,
-                    "plugd_plugin_hook_duration_ms_sum",
+                    "plugd_plugin_hook_duration_seconds_sum",
                     &hook_label(p, hook),
-                    sum,
+                    sum / 1000.0,
                 );
                 sample(
                     &mut out,
-                    "plugd_plugin_hook_duration_ms_count",
+                    "plugd_plugin_hook_duration_seconds_count",
                     &hook_label(p, hook),
                     count as f64,
                 );
@@ -229,7 +230,7 @@ impl Host {
         }
         family(
             &mut out,
-            "plugd_plugin_route_request_count",
+            "plugd_plugin_route_requests_total",
             "counter",
             "Requests handled by the plugin's routes.",
         );
@@ -237,7 +238,7 @@ impl Host {
             let m = p.state.routes().snapshot();
             sample(
                 &mut out,
-                "plugd_plugin_route_request_count",
+                "plugd_plugin_route_requests_total",
                 &label(p),
                 m.execution_count as f64,
             );
@@ -310,16 +311,16 @@ impl Host {
             .collect();
         family(
             &mut out,
-            "plugd_plugin_cpu_percent",
+            "plugd_plugin_cpu_ratio",
             "gauge",
-            "Percent of one core the plugin's calls took in the last complete 1s window (wall-clock time inside calls).",
+            "Share of one core (0 to 1) the plugin's calls took in the last complete 1s window (wall-clock time inside calls).",
         );
         for (p, c) in &budgeted {
             sample(
                 &mut out,
-                "plugd_plugin_cpu_percent",
+                "plugd_plugin_cpu_ratio",
                 &label(p),
-                c.last_window_percent as f64,
+                c.last_window_percent as f64 / 100.0,
             );
         }
         family(
@@ -338,14 +339,14 @@ impl Host {
         }
         family(
             &mut out,
-            "plugd_plugin_cpu_throttled_total",
+            "plugd_plugin_cpu_throttled_seconds_total",
             "counter",
-            "1s windows the plugin was throttled for.",
+            "Seconds (whole 1s windows) the plugin was throttled for.",
         );
         for (p, c) in &budgeted {
             sample(
                 &mut out,
-                "plugd_plugin_cpu_throttled_total",
+                "plugd_plugin_cpu_throttled_seconds_total",
                 &label(p),
                 c.throttled_windows as f64,
             );
@@ -447,17 +448,17 @@ impl Host {
         }
         family(
             &mut out,
-            "plugd_plugin_reload_duration_ms",
+            "plugd_plugin_reload_duration_seconds",
             "gauge",
-            "Duration of the plugin's last successful reload.",
+            "Duration of the plugin's last successful reload, in seconds.",
         );
         for (name, c) in &reloads {
             let l = vec![("plugin".to_string(), name.clone())];
             sample(
                 &mut out,
-                "plugd_plugin_reload_duration_ms",
+                "plugd_plugin_reload_duration_seconds",
                 &l,
-                c.last_duration_ms,
+                c.last_duration_ms / 1000.0,
             );
         }
         let resources: Vec<(&str, crate::plugin::Resources)> = plugins
@@ -513,9 +514,11 @@ impl Host {
         if let Some(loader) = &self.inner.loader {
             loader.render_metrics(&mut out);
         }
-        for p in &plugins {
-            p.state.metrics().render(&p.name, &mut out);
-        }
+        let recorded: Vec<(&str, &crate::metrics::PluginMetrics)> = plugins
+            .iter()
+            .map(|p| (p.name.as_str(), p.state.metrics().as_ref()))
+            .collect();
+        crate::metrics::render_custom(&recorded, &mut out);
         out
     }
 }

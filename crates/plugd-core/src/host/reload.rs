@@ -547,7 +547,7 @@ impl Host {
     }
 
     /// Reload counters of every plugin that was ever reloaded (metrics
-    /// `plugd_plugin_reloads_total{result}` and `plugd_plugin_reload_duration_ms`).
+    /// `plugd_plugin_reloads_total{result}` and `plugd_plugin_reload_duration_seconds`).
     pub fn reload_stats(&self) -> std::collections::BTreeMap<String, ReloadCounters> {
         self.inner.reloads.counters.lock().clone()
     }

@@ -113,13 +113,13 @@ pub struct PluginHealth {
 pub struct PluginMetricsReport {
     /// The plugin.
     pub plugin: String,
-    /// `plugd_plugin_load_duration_ms`.
+    /// In ms (`/metrics` has it in seconds: `plugd_plugin_load_duration_seconds`).
     pub load_duration_ms: f64,
     /// `plugd_plugin_load_success`.
     pub load_success: bool,
     /// `plugd_plugin_status`.
     pub status: Status,
-    /// `plugd_plugin_error_count`.
+    /// `plugd_plugin_errors_total`.
     pub error_count: u64,
     /// `plugd_plugin_hook_*` per hook type that ran.
     pub hooks: BTreeMap<HookType, HookMetrics>,

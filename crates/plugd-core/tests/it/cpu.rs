@@ -85,7 +85,7 @@ async fn routes_of_a_plugin_over_its_budget_answer_503_then_recover() {
     );
     let metrics = host.render_metrics();
     assert!(
-        metrics.contains("plugd_plugin_cpu_throttled_total{plugin=\"hog\"} "),
+        metrics.contains("plugd_plugin_cpu_throttled_seconds_total{plugin=\"hog\"} "),
         "{metrics}"
     );
     // The next window is idle: it serves again.

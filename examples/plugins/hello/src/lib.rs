@@ -34,7 +34,7 @@ impl Plugin for Hello {
                 // Shared by every instance of the plugin, so it lives in storage, not in `self`.
                 let count = storage::get_json::<u64>("greetings")?.unwrap_or(0) + 1;
                 storage::set_json("greetings", &count)?;
-                // Exposed as plugd_plugin_hello_greetings{plugin="hello"} at /metrics.
+                // Exposed as plugd_custom_greetings_total{plugin="hello"} at /metrics.
                 metrics::counter("greetings", 1.0)?;
                 Ok(Response::json(
                     200,
