@@ -30,8 +30,7 @@ pub use access_log::{ACCESS_LOG_TARGET, AccessLog, AccessLogLayer};
 pub use admin::ApiError;
 pub use admin::{AdminToken, AdminTokenError, TokenSource, token_file};
 pub use app::{
-    admin_api, admin_router, health_router, openapi, router, serve, serve_router,
-    serve_with_admin,
+    admin_api, admin_router, health_router, openapi, router, serve, serve_router, serve_with_admin,
 };
 pub use layer::{NoRoute, PlugdLayer, PlugdService, dispatch_service};
 pub use tls::{TlsError, check_tls};

@@ -27,16 +27,32 @@ async fn serve(limit: u32) -> (String, plugd::Host, tempfile::TempDir) {
     let mut config = plugd::manifest::HostConfig::from_path(&here.join("plugd.yaml")).unwrap();
     config.data_dir = dir.path().to_path_buf();
     config.admin.token = Some(TOKEN.into());
-    let ratelimit = config.plugins.plugins.iter_mut().find(|p| p.name == "ratelimit").unwrap();
+    let ratelimit = config
+        .plugins
+        .plugins
+        .iter_mut()
+        .find(|p| p.name == "ratelimit")
+        .unwrap();
     ratelimit.config.insert("limit".into(), limit.into());
     let server = config.server.clone();
     let (app, host) = axum_app::with_plugd(config).await.unwrap();
     for p in host.list_plugins() {
-        assert_eq!(p.status, plugd::Status::Running, "{}: {:?}", p.name, p.last_error);
+        assert_eq!(
+            p.status,
+            plugd::Status::Running,
+            "{}: {:?}",
+            p.name,
+            p.last_error
+        );
     }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(plugd::server::serve_router(listener, app, &server, std::future::pending()));
+    tokio::spawn(plugd::server::serve_router(
+        listener,
+        app,
+        &server,
+        std::future::pending(),
+    ));
     (base, host, dir)
 }
 
@@ -44,7 +60,11 @@ async fn serve(limit: u32) -> (String, plugd::Host, tempfile::TempDir) {
 async fn the_gatekeeper_plugin_guards_the_applications_own_route() {
     let (base, host, _dir) = serve(100).await;
     let client = reqwest::Client::new();
-    let r = client.get(format!("{base}/api/orders")).send().await.unwrap();
+    let r = client
+        .get(format!("{base}/api/orders"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401, "without a key: {:?}", r.text().await);
     let r = client
         .get(format!("{base}/api/orders"))
@@ -54,12 +74,19 @@ async fn the_gatekeeper_plugin_guards_the_applications_own_route() {
         .unwrap();
     assert_eq!(r.status(), 200);
     let body: serde_json::Value = r.json().await.unwrap();
-    assert_eq!(body["orders"][0]["item"], "tea", "the application's own handler answered");
+    assert_eq!(
+        body["orders"][0]["item"], "tea",
+        "the application's own handler answered"
+    );
 
     // The application's own /healthz and fallback, untouched by the plugins.
     let r = client.get(format!("{base}/healthz")).send().await.unwrap();
     assert_eq!(r.text().await.unwrap(), "the application is fine");
-    let r = client.get(format!("{base}/no/such/page")).send().await.unwrap();
+    let r = client
+        .get(format!("{base}/no/such/page"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
     assert_eq!(r.text().await.unwrap(), "the application has no such page");
     host.shutdown().await;
@@ -81,7 +108,11 @@ async fn the_ratelimit_plugin_answers_429_past_the_limit() {
     let r = get("k1").await.unwrap();
     assert_eq!(r.status(), 429);
     assert!(r.headers().contains_key("retry-after"));
-    assert_eq!(get("k2").await.unwrap().status(), 200, "another key has its own budget");
+    assert_eq!(
+        get("k2").await.unwrap().status(),
+        200,
+        "another key has its own budget"
+    );
     host.shutdown().await;
 }
 
@@ -112,7 +143,11 @@ async fn a_plugin_route_is_served_at_the_mount_the_operator_chose() {
 async fn the_admin_api_is_nested_under_ops_plugd() {
     let (base, host, _dir) = serve(100).await;
     let client = reqwest::Client::new();
-    let r = client.get(format!("{base}/ops/plugd/plugins")).send().await.unwrap();
+    let r = client
+        .get(format!("{base}/ops/plugd/plugins"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
     let r = client
         .get(format!("{base}/ops/plugd/plugins"))
@@ -123,7 +158,11 @@ async fn the_admin_api_is_nested_under_ops_plugd() {
     assert_eq!(r.status(), 200);
     let plugins: serde_json::Value = r.json().await.unwrap();
     assert_eq!(plugins.as_array().unwrap().len(), 3);
-    let page = client.get(format!("{base}/ops/plugd/")).send().await.unwrap();
+    let page = client
+        .get(format!("{base}/ops/plugd/"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(page.status(), 200);
     assert!(page.text().await.unwrap().contains("<html"));
     host.shutdown().await;
