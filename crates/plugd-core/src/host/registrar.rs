@@ -62,7 +62,7 @@ impl RegistrationSink for HostSink {
         }
         p.registrations.store(Arc::new(regs));
         let (table, refused) = DispatchTable::build(&plugins);
-        if let Some((_, why)) = refused.iter().find(|(r, _)| Arc::ptr_eq(r, &p)) {
+        if let Some((_, why)) = refused.iter().find(|(r, _)| Arc::ptr_eq(r, p)) {
             p.registrations.store(before);
             return Err(HostError::Invalid(format!(
                 "plugin '{name}': the change was refused: {why}"
