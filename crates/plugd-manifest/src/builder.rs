@@ -380,7 +380,7 @@ impl ManifestBuilder {
     ///
     /// ```
     /// let err = plugd_manifest::Manifest::builder("clock", "1.0.0").build().unwrap_err();
-    /// assert_eq!(err.to_string(), "missing required field: description");
+    /// assert_eq!(err.to_string(), "failed to parse manifest: missing required field: description");
     /// ```
     pub fn build(self) -> Result<Manifest, ManifestError> {
         if let Some(message) = self.config_error {
@@ -567,7 +567,7 @@ failure_policy: fail_closed
             ),
             (
                 Manifest::builder("clock", "1.0.0").author("a"),
-                "missing required field: description",
+                "failed to parse manifest: missing required field: description",
             ),
             (
                 Manifest::builder("clock", "1.0.0")

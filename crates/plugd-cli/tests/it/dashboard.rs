@@ -122,6 +122,13 @@ impl Driver {
 
     /// One WebDriver command; panics with the driver's message on an error.
     async fn call(&self, method: &str, path: &str, body: Value) -> Value {
+        self.try_call(method, path, body)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// One WebDriver command; the driver's message on an error.
+    async fn try_call(&self, method: &str, path: &str, body: Value) -> Result<Value, String> {
         let url = match &self.session {
             Some(s) if path != "/session" => format!("{}/session/{s}{path}", self.url),
             _ => format!("{}{path}", self.url),
@@ -137,8 +144,30 @@ impl Driver {
             .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
         let status = r.status();
         let v: Value = r.json().await.unwrap();
-        assert!(status.is_success(), "{method} {path}: {status} {v}");
-        v["value"].clone()
+        if !status.is_success() {
+            return Err(format!("{method} {path}: {status} {v}"));
+        }
+        Ok(v["value"].clone())
+    }
+
+    /// Click the element `css` selects. The page redraws its table on a timer: an element found
+    /// just before a redraw is stale by the click, so it is found again (a few times) until the
+    /// click lands.
+    async fn click(&self, css: &str) {
+        let mut last = String::new();
+        for _ in 0..10 {
+            let element = self.find(css).await;
+            match self
+                .try_call("POST", &format!("/element/{element}/click"), json!({}))
+                .await
+            {
+                Ok(_) => return,
+                Err(e) if e.contains("stale element reference") => last = e,
+                Err(e) => panic!("{e}"),
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("clicking {css}: {last}");
     }
 
     async fn find(&self, css: &str) -> String {
@@ -294,11 +323,8 @@ async fn dashboard_in_headless_chromium() {
     let before = row(&rows, "hello").unwrap()["load_time"].clone();
     assert!(before.as_str().unwrap().ends_with('Z'), "{before}");
 
-    let reload = driver
-        .find("button[data-action=reload][data-plugin=hello]")
-        .await;
     driver
-        .call("POST", &format!("/element/{reload}/click"), json!({}))
+        .click("button[data-action=reload][data-plugin=hello]")
         .await;
     let rows = driver
         .wait_for("hello's load time to change after reload", ROWS, |rows| {
@@ -425,11 +451,8 @@ async fn log_in_and_reload(driver: &Driver, page: &str, api: &str) -> Value {
         )
         .await;
     let before = row(&rows, "hello").unwrap()["load_time"].clone();
-    let reload = driver
-        .find("button[data-action=reload][data-plugin=hello]")
-        .await;
     driver
-        .call("POST", &format!("/element/{reload}/click"), json!({}))
+        .click("button[data-action=reload][data-plugin=hello]")
         .await;
     let rows = driver
         .wait_for(
