@@ -451,13 +451,13 @@ if want layer; then
     declare -A lpid=()
     for s in "${lservers[@]}"; do
         # shellcheck disable=SC2046
-        PLUGD_LOG="warn,plugin=info" $(lcmd "$s") 2>/dev/null >"$work/$s.log" &
+        PLUGD_LOG="warn" $(lcmd "$s") >"$work/$s.log" 2>&1 &
         pids+=($!)
         lpid[$s]=$!
     done
     for s in "${lservers[@]}"; do
         up=0
-        for _ in $(seq 1 150); do
+        for _ in $(seq 1 600); do # compiling the stack's components can take a while on a busy machine
             curl -fsS "http://127.0.0.1:${lport[$s]}/healthz" >/dev/null 2>&1 && { up=1; break; }
             sleep 0.2
         done

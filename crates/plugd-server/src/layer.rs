@@ -177,25 +177,67 @@ where
 {
     type Response = http::Response<Body>;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
+    type Future = ResponseFuture<S::Future, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let request = request.map(Body::new);
+        if self.shared.host.dispatcher().bypasses(request.uri().path()) {
+            // No plugin has anything to do with it: the ready service answers it as it came.
+            return ResponseFuture::Bypass {
+                future: self.inner.call(request),
+            };
+        }
         // The ready service serves this request; the clone waits for the next one.
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
         let shared = self.shared.clone();
-        let request = request.map(Body::new);
-        if shared.host.dispatcher().bypasses(request.uri().path()) {
-            return Box::pin(async move {
-                let response = inner.oneshot(request).await?;
-                Ok(response.map(Body::new))
-            });
+        ResponseFuture::Dispatch {
+            future: Box::pin(async move { shared.serve(request, inner).await }),
         }
-        Box::pin(async move { shared.serve(request, inner).await })
+    }
+}
+
+/// A boxed future of the dispatched path.
+type Dispatching<E> = Pin<Box<dyn Future<Output = Result<http::Response<Body>, E>> + Send>>;
+
+pin_project_lite::pin_project! {
+    /// The future of [`PlugdService`]: the inner service's own future when no plugin sees the
+    /// request (nothing allocated for it), or the plugins' request path around it.
+    // pin-project-lite takes no doc comments on variant fields: the variants say what they hold.
+    #[allow(missing_docs)]
+    #[project = Projected]
+    pub enum ResponseFuture<F, E> {
+        /// Handed to the inner service as it came: its future.
+        Bypass {
+            #[pin]
+            future: F,
+        },
+        /// Through the plugins: their request path around the inner service.
+        Dispatch {
+            future: Dispatching<E>,
+        },
+    }
+}
+
+impl<F, E, ResBody> Future for ResponseFuture<F, E>
+where
+    F: Future<Output = Result<http::Response<ResBody>, E>>,
+    ResBody: http_body::Body<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<axum::BoxError>,
+{
+    type Output = Result<http::Response<Body>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            Projected::Bypass { future } => future
+                .poll(cx)
+                .map(|answer| answer.map(|response| response.map(Body::new))),
+            Projected::Dispatch { future } => future.as_mut().poll(cx),
+        }
     }
 }
 

@@ -32,6 +32,6 @@ pub use admin::{AdminToken, AdminTokenError, TokenSource, token_file};
 pub use app::{
     admin_api, admin_router, health_router, openapi, router, serve, serve_router, serve_with_admin,
 };
-pub use layer::{NoRoute, PlugdLayer, PlugdService, dispatch_service};
+pub use layer::{NoRoute, PlugdLayer, PlugdService, ResponseFuture, dispatch_service};
 pub use tls::{TlsError, check_tls};
 pub use tower_plugin::{router_plugin, service_plugin};
