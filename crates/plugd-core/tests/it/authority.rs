@@ -5,31 +5,10 @@
 
 use std::sync::Arc;
 
-use http::Method;
 use parking_lot::Mutex;
-use plugd_core::{Exchange, HookType, Host, Response, Status};
+use plugd_core::{HookType, Host, Status};
 
-use crate::{Journal, Recorder, config, manifest_with};
-
-async fn start(
-    yaml: &str,
-    plugins: Vec<(plugd_manifest::Manifest, Recorder)>,
-) -> (Host, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let mut builder = Host::builder().config(config(dir.path(), yaml));
-    for (m, p) in plugins {
-        builder = builder.native(m, p);
-    }
-    let host = builder.build().unwrap();
-    host.start().await.unwrap();
-    (host, dir)
-}
-
-async fn get(host: &Host, path: &str) -> Response {
-    host.dispatcher()
-        .handle(Exchange::new(Method::GET, path))
-        .await
-}
+use crate::{Journal, Recorder, config, get, manifest_with, start_natives as start};
 
 /// The paths `name`'s pre_request hook ran for.
 fn seen(j: &Journal, name: &str) -> usize {

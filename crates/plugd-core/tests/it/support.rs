@@ -323,3 +323,26 @@ pub fn config(dir: &std::path::Path, yaml: &str) -> HostConfig {
     c.data_dir = dir.to_path_buf();
     c
 }
+
+/// A started host with the config `yaml` and these native plugins; the data directory lives as
+/// long as the returned guard.
+pub async fn start_natives(
+    yaml: &str,
+    plugins: Vec<(Manifest, Recorder)>,
+) -> (plugd_core::Host, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut builder = plugd_core::Host::builder().config(config(dir.path(), yaml));
+    for (m, p) in plugins {
+        builder = builder.native(m, p);
+    }
+    let host = builder.build().unwrap();
+    host.start().await.unwrap();
+    (host, dir)
+}
+
+/// `GET path` through the host's dispatcher.
+pub async fn get(host: &plugd_core::Host, path: &str) -> plugd_core::Response {
+    host.dispatcher()
+        .handle(plugd_core::Exchange::new(http::Method::GET, path))
+        .await
+}
