@@ -177,6 +177,23 @@ check_server() { # name: 401 without a token, 200 + headers + JSON with one
     grep -q '"client":"client42"' "$work/body" || { echo "bench: $1 answered $(cat "$work/body")" >&2; exit 1; }
 }
 
+# The host config of the benchmark's wasm stack on 127.0.0.1:PORT (admin on PORT + 1000).
+stack_config() { # port data-dir
+    echo "server: { listen: \"127.0.0.1:$1\" }"
+    echo "admin: { token: \"bench-admin-token-0123456789abcdef\", listen: \"127.0.0.1:$(($1 + 1000))\" }"
+    echo "data_dir: \"$2\""
+    echo "plugins:"
+    echo "  plugins:"
+    for p in reqid auth ratelimit accesslog headers api; do
+        local name="bench-$p" grant="      permissions: { intercept: true }"
+        [[ "$p" == api ]] && name=api grant="      permissions: { router: true }"
+        [[ "$p" == ratelimit ]] && grant="      permissions: { cache: true, intercept: true }"
+        echo "    - name: $name"
+        echo "      path: \"$root/benches/plugins/$p\""
+        echo "$grant"
+    done
+}
+
 start_http_servers() {
     local sink=/dev/null
     # plugd, native plugins (the access log: tracing to stderr, like the wasm plugins' log calls).
@@ -186,21 +203,7 @@ start_http_servers() {
     spid[plugd-native]=$!
     # plugd, wasm plugins.
     mkdir -p "$work/wasm-data"
-    {
-        echo "server: { listen: \"127.0.0.1:${port[plugd-wasm]}\" }"
-        echo "admin: { token: \"bench-admin-token-0123456789abcdef\", listen: \"127.0.0.1:$((port[plugd-wasm] + 1000))\" }"
-        echo "data_dir: \"$work/wasm-data\""
-        echo "plugins:"
-        echo "  plugins:"
-        for p in reqid auth ratelimit accesslog headers api; do
-            local name="bench-$p" grant="      permissions: { intercept: true }"
-            [[ "$p" == api ]] && name=api grant="      permissions: { router: true }"
-            [[ "$p" == ratelimit ]] && grant="      permissions: { cache: true, intercept: true }"
-            echo "    - name: $name"
-            echo "      path: \"$root/benches/plugins/$p\""
-            [[ -z "$grant" ]] || echo "$grant"
-        done
-    } >"$work/plugd-wasm.yaml"
+    stack_config "${port[plugd-wasm]}" "$work/wasm-data" >"$work/plugd-wasm.yaml"
     PLUGD_LOG="warn,plugin=info" "$plugd" serve --config "$work/plugd-wasm.yaml" 2>"$sink" >"$work/plugd-wasm.log" &
     pids+=($!)
     spid[plugd-wasm]=$!
@@ -420,21 +423,6 @@ if want layer; then
     declare -A lport=([bare]=18311 [layer-empty]=18312 [layer-stack]=18313 [plugd-stack]=18314)
     declare -A lpath=([bare]=/app/hello [layer-empty]=/app/hello [layer-stack]=/plugins/api/hello [plugd-stack]=/plugins/api/hello)
     lservers=(bare layer-empty layer-stack plugd-stack)
-    stack_config() { # port data-dir
-        echo "server: { listen: \"127.0.0.1:$1\" }"
-        echo "admin: { token: \"bench-admin-token-0123456789abcdef\", listen: \"127.0.0.1:$(($1 + 1000))\" }"
-        echo "data_dir: \"$2\""
-        echo "plugins:"
-        echo "  plugins:"
-        for p in reqid auth ratelimit accesslog headers api; do
-            local name="bench-$p" grant="      permissions: { intercept: true }"
-            [[ "$p" == api ]] && name=api grant="      permissions: { router: true }"
-            [[ "$p" == ratelimit ]] && grant="      permissions: { cache: true, intercept: true }"
-            echo "    - name: $name"
-            echo "      path: \"$root/benches/plugins/$p\""
-            echo "$grant"
-        done
-    }
     mkdir -p "$work/layer-empty" "$work/layer-stack" "$work/plugd-stack"
     echo "data_dir: \"$work/layer-empty\"" >"$work/layer-empty.yaml"
     stack_config "${lport[layer-stack]}" "$work/layer-stack" >"$work/layer-stack.yaml"
