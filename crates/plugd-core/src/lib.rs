@@ -44,6 +44,8 @@ mod error;
 mod events;
 mod exchange;
 mod exec;
+#[cfg(any(test, feature = "testing"))]
+mod fault;
 mod gate;
 mod health;
 mod host;
@@ -153,8 +155,11 @@ pub use plugd_manifest::{ExecGrant, ExecLimits, ExecRule, HookType, Permission};
 /// command_runner   CommandRunner     plugd-std (process groups)
 /// file_watcher     FileWatcher       plugd-std (notify)
 /// ```
+///
+/// [`testing::CutProxy`] cuts a backend's connections to its server for the fault tests.
 #[cfg(feature = "testing")]
 pub mod testing {
+    pub use crate::fault::CutProxy;
 
     pub use crate::cache::conformance::cache_backend;
     pub use crate::database::conformance::sql_backend;
