@@ -10,6 +10,7 @@ use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::backends::{BackendsConfig, FleetSettings};
 use crate::environment::{self, Applied, EnvError, Environment};
 use crate::exec::ExecGrant;
 use crate::failure::FailurePolicy;
@@ -53,6 +54,10 @@ pub struct HostConfig {
     pub plugins: PluginsConfig,
     /// The status tables in `host.db`.
     pub status: StatusSettings,
+    /// The engine of each capability's state: the embedded defaults, or the fleet's servers.
+    pub backends: BackendsConfig,
+    /// This instance as a member of a fleet.
+    pub fleet: FleetSettings,
     /// The config file, when read from one.
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -66,6 +71,8 @@ impl Default for HostConfig {
             data_dir: PathBuf::from("./data"),
             plugins: PluginsConfig::default(),
             status: StatusSettings::default(),
+            backends: BackendsConfig::default(),
+            fleet: FleetSettings::default(),
             source: None,
         }
     }
@@ -1338,6 +1345,10 @@ struct RawHostConfig {
     plugins: RawPlugins,
     /// The status tables in `host.db`.
     status: StatusSettings,
+    /// The engine of each capability's state (default: SQLite, memory, in-process).
+    backends: BackendsConfig,
+    /// This instance as a member of a fleet (needs `backends.nats`).
+    fleet: FleetSettings,
 }
 
 /// `plugins`: which plugins run, and how.
@@ -1677,6 +1688,8 @@ impl RawHostConfig {
         if self.status.interval.is_zero() {
             return Err(invalid("status.interval", "must be longer than 0"));
         }
+        crate::backends::check(&self.backends, &self.fleet)
+            .map_err(|(field, reason)| invalid(field, reason))?;
         let pool = raw.pool.unwrap_or_default();
         if !(1..=4096).contains(&pool.memory_per_slot_mb) {
             return Err(invalid(
@@ -1800,6 +1813,8 @@ impl RawHostConfig {
                 plugins,
             },
             status: self.status,
+            backends: self.backends,
+            fleet: self.fleet,
             source: None,
         })
     }

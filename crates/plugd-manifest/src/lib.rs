@@ -21,6 +21,7 @@
 
 #![warn(missing_docs)]
 
+mod backends;
 mod environment;
 mod exec;
 mod failure;
@@ -35,6 +36,10 @@ mod schema;
 mod tls;
 mod units;
 
+pub use backends::{
+    BackendsConfig, CacheEngine, EventsEngine, FleetSettings, NatsSettings, PostgresSettings,
+    RedisAcl, RedisSettings, RolloutSettings, StoreEngine, redact_url,
+};
 pub use environment::{ENV_PREFIX, Environment};
 pub use exec::{ExecGrant, ExecGrantError, ExecLimits, ExecRule, exec_arg_matches};
 pub use failure::FailurePolicy;
