@@ -2,7 +2,7 @@
 # The README's second command: the whole test suite, from a fresh clone.
 # Installs the wasm guest toolchain and headless Chromium (scripts/browser.sh) when missing,
 # builds every guest plugin, then runs formatting and lint checks, the dependency rules
-# (scripts/check-deps.sh), the deployment files (scripts/check-deploy.sh), `cargo package` of the
+# (scripts/check-deps.sh), the fleet's servers (scripts/services.sh: PostgreSQL, Redis, NATS), the deployment files (scripts/check-deploy.sh), `cargo package` of the
 # published crates (scripts/package.sh), cargo deny (installing it when missing), and every test
 # of the workspace (unit, integration, doc, and the dashboard in a real browser).
 set -euo pipefail
@@ -48,6 +48,9 @@ else
     echo "cargo deny: the advisory database could not be fetched: advisories NOT checked" >&2
     cargo deny --locked check licenses bans sources
 fi
+
+step "PostgreSQL, Redis, NATS JetStream, nginx, wrk (the fleet backends' tests; scripts/services.sh)"
+bash scripts/services.sh
 
 step "sqlite3 (the backup script's test)"
 command -v sqlite3 >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq sqlite3; }
