@@ -96,6 +96,9 @@ enum Command {
     /// Ask a running server to hot-reload a plugin (`plugd reload NAME`) or to apply its changed
     /// host config (`plugd reload --config [FILE]`), through its admin API
     Reload(cli::reload::ReloadCommand),
+    /// Move a fleet's plugin to a version one instance at a time, watching error rate and p99,
+    /// rolling the whole fleet back when the new version is worse (`fleet.rollout`)
+    Rollout(cli::rollout::RolloutCommand),
     #[command(flatten)]
     Admin(cli::admin::AdminCommand),
     /// Print a shell completion script: `plugd completions bash > /etc/bash_completion.d/plugd`
@@ -169,6 +172,7 @@ fn main() -> ExitCode {
         Command::Discover { dir, json } => discover(&dir, json),
         Command::Package(command) => cli::pkg::run(command),
         Command::Reload(command) => cli::reload::run(command),
+        Command::Rollout(command) => cli::rollout::run(command),
         Command::Admin(command) => cli::admin::run(command),
         Command::New(args) => cli::author::new(&args).map(|dir| {
             println!("created {}", dir.display());
@@ -433,6 +437,30 @@ async fn serve(
         host.start().await?;
         host
     };
+    // A member of a fleet: the others see this instance, its changes reach them, theirs reach it.
+    let fleet = if host.config().fleet.enabled {
+        let nats = host
+            .config()
+            .backends
+            .nats
+            .clone()
+            .context("fleet.enabled needs backends.nats")?;
+        let client = plugd_fleet::connect(&nats).await?;
+        let fleet = plugd_fleet::Fleet::join(
+            host.clone(),
+            client,
+            plugd_fleet::FleetOptions::from_config(host.config()),
+        )
+        .await?;
+        tracing::info!(fleet = %fleet.name(), instance = %fleet.instance(), "in the fleet");
+        Some(fleet)
+    } else {
+        None
+    };
+    let admin = match &fleet {
+        Some(f) => admin.with_fleet(std::sync::Arc::new(f.clone())),
+        None => admin,
+    };
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
@@ -453,6 +481,9 @@ async fn serve(
     };
     plugd_server::serve_with_admin(host, admin, listener, admin_listener, shutdown_signal())
         .await?;
+    if let Some(fleet) = fleet {
+        fleet.leave().await;
+    }
     tracing::info!("plugd stopped");
     Ok(())
 }

@@ -49,6 +49,9 @@ pub enum TokenSource {
 pub struct AdminToken {
     token: String,
     source: TokenSource,
+    /// The fleet this instance belongs to, if any: the admin API shows it and tells it of the
+    /// reloads and config changes made here.
+    fleet: Option<std::sync::Arc<dyn crate::fleet::FleetControl>>,
 }
 
 impl std::fmt::Debug for AdminToken {
@@ -75,6 +78,7 @@ impl AdminToken {
         Ok(AdminToken {
             token,
             source: TokenSource::Config,
+            fleet: None,
         })
     }
 
@@ -96,6 +100,7 @@ impl AdminToken {
             return Ok(AdminToken {
                 token: t,
                 source: TokenSource::Environment,
+                fleet: None,
             });
         }
         if let Some(t) = config
@@ -107,6 +112,7 @@ impl AdminToken {
             return Ok(AdminToken {
                 token: t.to_string(),
                 source: TokenSource::Config,
+                fleet: None,
             });
         }
         let mut bytes = [0u8; 32];
@@ -117,7 +123,20 @@ impl AdminToken {
         Ok(AdminToken {
             token,
             source: TokenSource::Generated(path),
+            fleet: None,
         })
+    }
+
+    /// This token's admin API with the fleet this instance belongs to: `GET /fleet`, rollouts,
+    /// and every reload or config change made through it told to the other instances.
+    pub fn with_fleet(mut self, fleet: std::sync::Arc<dyn crate::fleet::FleetControl>) -> Self {
+        self.fleet = Some(fleet);
+        self
+    }
+
+    /// The fleet this instance belongs to, if any.
+    pub fn fleet(&self) -> Option<&std::sync::Arc<dyn crate::fleet::FleetControl>> {
+        self.fleet.as_ref()
     }
 
     /// Where the token came from.
@@ -271,7 +290,7 @@ fn unauthorized(message: &str) -> Response {
 
 /// A body that could not be read: 413 when too large, 415 without a JSON content type, 400 for
 /// anything else (syntax or shape), always with a JSON message.
-fn bad_body(e: JsonRejection) -> Response {
+pub(crate) fn bad_body(e: JsonRejection) -> Response {
     let status = match e.status() {
         s @ (StatusCode::PAYLOAD_TOO_LARGE | StatusCode::UNSUPPORTED_MEDIA_TYPE) => s,
         _ => StatusCode::BAD_REQUEST,
@@ -493,7 +512,10 @@ pub(crate) async fn reload(
     UrlPath(name): UrlPath<String>,
 ) -> Response {
     match state.host.reload_plugin(&name).await {
-        Ok(outcome) => Json(outcome).into_response(),
+        Ok(outcome) => {
+            crate::fleet::announce_version(&state, &name).await;
+            Json(outcome).into_response()
+        }
         Err(e @ LoadError::UnknownPlugin(_)) => json_error(StatusCode::NOT_FOUND, e.to_string()),
         Err(e @ (LoadError::NotReloadable(_) | LoadError::Invalid(_))) => {
             json_error(StatusCode::CONFLICT, e.to_string())
@@ -669,7 +691,10 @@ pub(crate) async fn put_config(
         );
     };
     match state.host.update_plugin_config(&name, config).await {
-        Ok(()) => get_config(State(state), UrlPath(name)).await,
+        Ok(()) => {
+            crate::fleet::announce_config(&state, &name, config).await;
+            get_config(State(state), UrlPath(name)).await
+        }
         Err(e @ LoadError::UnknownPlugin(_)) => json_error(StatusCode::NOT_FOUND, e.to_string()),
         Err(e @ LoadError::ConfigRejected { .. }) => {
             json_error(StatusCode::CONFLICT, e.to_string())

@@ -89,6 +89,9 @@ fn admin_operations(state: Option<&AppState>) -> OpenApiRouter<AppState> {
         .routes(routes!(admin::all_health))
         .routes(routes!(admin::audit))
         .routes(routes!(admin::info))
+        .routes(routes!(crate::fleet::view))
+        .routes(routes!(crate::fleet::rollouts, crate::fleet::start_rollout))
+        .routes(routes!(crate::fleet::rollout))
         .layer(axum::extract::DefaultBodyLimit::max(ADMIN_BODY_LIMIT));
     if let Some(state) = state {
         protected = protected.route_layer(axum::middleware::from_fn_with_state(

@@ -76,6 +76,29 @@ impl AdminClient {
         Ok(body)
     }
 
+    /// POST `body` as JSON; a non-2xx answer is an error carrying the server's message.
+    pub fn post_json(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        let url = format!("{}{path}", self.server);
+        let response = self
+            .http
+            .post(&url)
+            .bearer_auth(&self.token)
+            .json(body)
+            .send()
+            .with_context(|| {
+                format!("POST {url}: is a plugd server running at {}?", self.server)
+            })?;
+        let status = response.status();
+        let answer: Value = response
+            .json()
+            .with_context(|| format!("POST {url}: the answer is not JSON"))?;
+        if !status.is_success() {
+            let message = answer["message"].as_str().unwrap_or("(no message)");
+            bail!("POST {url}: the server answered {status}: {message}");
+        }
+        Ok(answer)
+    }
+
     /// Send a request; the status and the JSON answer, whatever the status.
     fn send(
         &self,

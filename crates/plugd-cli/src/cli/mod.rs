@@ -5,6 +5,7 @@ pub mod author;
 pub mod pkg;
 pub mod progress;
 pub mod reload;
+pub mod rollout;
 
 use plugd::manifest::HostConfig;
 

@@ -125,6 +125,10 @@ pub struct PluginMetricsReport {
     pub hooks: BTreeMap<HookType, HookMetrics>,
     /// Its routes' counters.
     pub routes: HookMetrics,
+    /// Its routes' durations: cumulative counts per bound of [`crate::BUCKETS_SECONDS`], the
+    /// last one `+Inf` (the total), as `plugd_plugin_route_duration_seconds_bucket`. Two
+    /// snapshots subtracted give a window's histogram (a fleet rollout compares p99s so).
+    pub route_durations: Vec<u64>,
     /// The series it recorded through its context.
     pub recorded: Vec<crate::metrics::MetricSample>,
 }
@@ -284,6 +288,7 @@ impl Host {
             error_count: state.error_count(),
             hooks: state.hook_metrics().into_iter().collect(),
             routes: state.routes().snapshot(),
+            route_durations: state.routes().durations().snapshot().0,
             recorded: state.metrics().samples(),
         })
     }
