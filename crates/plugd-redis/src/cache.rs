@@ -261,7 +261,12 @@ impl RedisCache {
     pub async fn ping(&self) -> Result<(), RedisError> {
         let mut conn = self.shared();
         let ping = redis::cmd("PING");
-        let call = ping.query_async::<()>(&mut conn);
+        let call = async {
+            match ping.query_async::<()>(&mut conn).await {
+                Err(e) if e.is_io_error() => ping.query_async::<()>(&mut conn).await,
+                result => result,
+            }
+        };
         match tokio::time::timeout(self.inner.timeout, call).await {
             Err(_) => Err(self.timed_out("ping")),
             Ok(Err(e)) => Err(self.failed("ping", &e)),
@@ -399,8 +404,8 @@ impl RedisCache {
             .set_password(&password)
             .set_skip_set_lib_name();
         let info = self.inner.info.clone().set_redis_settings(redis);
-        let client = Client::open(info)
-            .map_err(|e| Some(self.failed(&format!("connect as {user}"), &e)))?;
+        let client =
+            Client::open(info).map_err(|e| Some(self.failed(&format!("connect as {user}"), &e)))?;
         let config = manager_config(self.inner.connect_timeout, self.inner.timeout);
         let conn = ConnectionManager::new_with_config(client, config)
             .await
@@ -420,14 +425,20 @@ impl RedisCache {
     /// command and the plugin.
     async fn run<T, F, Fut>(&self, what: &str, plugin: &str, call: F) -> Result<T, BackendError>
     where
-        F: FnOnce(ConnectionManager) -> Fut,
+        F: Fn(ConnectionManager) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         check_plugin(plugin)?;
         let what = format!("{what} of plugin '{plugin}'");
         let work = async {
             let conn = self.connection(plugin).await?;
-            call(conn).await.map_err(|e| {
+            let result = match call(conn.clone()).await {
+                // A connection that died while idle fails its first call before it reconnects:
+                // once more on the new one (the calls are scripts that are safe to repeat).
+                Err(e) if e.is_io_error() => call(conn).await,
+                result => result,
+            };
+            result.map_err(|e| {
                 self.after_error(plugin, &e);
                 self.failed(&what, &e)
             })
@@ -442,7 +453,7 @@ impl RedisCache {
 #[async_trait]
 impl CacheBackend for RedisCache {
     async fn get(&self, plugin: &str, key: &str) -> Result<Option<Vec<u8>>, BackendError> {
-        let entry = self.entry(plugin, key);
+        let entry = &self.entry(plugin, key);
         self.run("get", plugin, |mut conn| async move {
             redis::cmd("GET").arg(entry).query_async(&mut conn).await
         })
@@ -467,6 +478,8 @@ impl CacheBackend for RedisCache {
             quota.max_bytes.to_string(),
         );
         let script = &self.inner.set;
+        let (entry, k, value) = (&entry, &k, &value);
+        let (ttl_ms, entries, bytes) = (&ttl_ms, &entries, &bytes);
         let outcome: i64 = self
             .run("set", plugin, |mut conn| async move {
                 eval(
@@ -474,14 +487,14 @@ impl CacheBackend for RedisCache {
                     script,
                     SET_LUA,
                     &[
-                        &entry,
+                        entry.as_slice(),
                         k.sizes.as_bytes(),
                         k.expiry.as_bytes(),
                         k.bytes.as_bytes(),
                     ],
                     &[
                         key.as_bytes(),
-                        &value,
+                        value.as_slice(),
                         ttl_ms.as_bytes(),
                         entries.as_bytes(),
                         bytes.as_bytes(),
@@ -507,6 +520,7 @@ impl CacheBackend for RedisCache {
         let entry = self.entry(plugin, key);
         let k = self.keys(plugin);
         let script = &self.inner.delete;
+        let (entry, k) = (&entry, &k);
         let removed: i64 = self
             .run("delete", plugin, |mut conn| async move {
                 eval(
@@ -514,7 +528,7 @@ impl CacheBackend for RedisCache {
                     script,
                     DELETE_LUA,
                     &[
-                        &entry,
+                        entry.as_slice(),
                         k.sizes.as_bytes(),
                         k.expiry.as_bytes(),
                         k.bytes.as_bytes(),
@@ -531,6 +545,7 @@ impl CacheBackend for RedisCache {
         let entries = format!("{}:cache:{plugin}:", self.inner.prefix);
         let k = self.keys(plugin);
         let script = &self.inner.clear;
+        let (entries, k) = (&entries, &k);
         self.run("clear", plugin, |mut conn| async move {
             let mut cursor = "0".to_string();
             loop {
