@@ -579,6 +579,29 @@ impl CacheBackend for RedisCache {
                 Ok(Err(e)) => return Err(self.failed(&what, &e).into()),
                 Ok(Ok(())) => {}
             }
+            // No instance uses the user any more: drop it. (An instance that added its password
+            // meanwhile loses its connection and sets the user up again on its next call.)
+            let unused = async {
+                let mut getuser = redis::cmd("ACL");
+                getuser.arg("GETUSER").arg(&user);
+                let rules: HashMap<String, redis::Value> = getuser.query_async(&mut admin).await?;
+                let passwords = rules.get("passwords").map_or(0, |p| match p {
+                    redis::Value::Array(a) => a.len(),
+                    _ => 0,
+                });
+                if passwords == 0 {
+                    let mut deluser = redis::cmd("ACL");
+                    deluser.arg("DELUSER").arg(&user);
+                    deluser.query_async::<()>(&mut admin).await?;
+                }
+                Ok::<_, redis::RedisError>(())
+            };
+            let what = format!("ACL DELUSER {user}");
+            match tokio::time::timeout(self.inner.timeout, unused).await {
+                Err(_) => return Err(self.timed_out(&what).into()),
+                Ok(Err(e)) => return Err(self.failed(&what, &e).into()),
+                Ok(Ok(())) => {}
+            }
         }
         Ok(())
     }

@@ -208,6 +208,22 @@ async fn two_instances_see_each_others_entries() {
     one.clear("p").await.unwrap();
     two.set("p", "k3", b"y".to_vec(), None, q).await.unwrap();
     assert_eq!(two.get("p", "k3").await.unwrap(), Some(b"y".to_vec()));
+    // The last instance to unload it drops the plugin's user.
+    let mut admin = admin().await;
+    let user = format!("{prefix}-cache-p");
+    let exists = |admin: &mut ConnectionManager| {
+        let mut getuser = redis::cmd("ACL");
+        getuser.arg("GETUSER").arg(&user);
+        let admin = admin.clone();
+        async move {
+            let mut admin = admin;
+            let rules: Option<Vec<redis::Value>> = getuser.query_async(&mut admin).await.unwrap();
+            rules.is_some()
+        }
+    };
+    assert!(exists(&mut admin).await);
+    two.clear("p").await.unwrap();
+    assert!(!exists(&mut admin).await, "the user is dropped");
     cleanup(&prefix).await;
 }
 
