@@ -44,9 +44,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or(2);
     let run_for = Duration::from_secs(seconds);
     let server = std::env::var("PLUGD_TEST_REDIS").unwrap_or_else(|_| "127.0.0.1:6379".into());
-    let mut suffix = [0u8; 4];
-    getrandom::fill(&mut suffix)?;
-    let prefix = format!("bench_{}", hex::encode(suffix));
+    let prefix = format!("bench_{}", std::process::id());
     let redis = |acl| RedisOptions {
         url: format!("redis://{}", server.trim_start_matches("redis://")),
         prefix: prefix.clone(),

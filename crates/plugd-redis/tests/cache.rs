@@ -81,31 +81,48 @@ async fn cleanup(prefix: &str) {
     }
 }
 
+/// Runs [`cleanup`] when a test ends, passed or failed.
+struct Cleanup(String);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let prefix = self.0.clone();
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(cleanup(&prefix));
+        })
+        .join();
+    }
+}
+
 #[tokio::test]
 async fn conforms_with_an_acl_user_per_plugin() {
     let prefix = unique_prefix();
+    let _cleanup = Cleanup(prefix.clone());
     let cache = connect(&options(&prefix, AclMode::On)).await;
     assert!(cache.acl_users());
     cache.ping().await.unwrap();
     cache_backend(Arc::new(cache)).await;
-    cleanup(&prefix).await;
 }
 
 #[tokio::test]
 async fn conforms_on_the_shared_connection() {
     let prefix = unique_prefix();
+    let _cleanup = Cleanup(prefix.clone());
     let cache = connect(&options(&prefix, AclMode::Off)).await;
     assert!(!cache.acl_users());
     cache_backend(Arc::new(cache)).await;
-    cleanup(&prefix).await;
 }
 
 #[tokio::test]
 async fn auto_uses_acl_users_on_redis_7() {
     let prefix = unique_prefix();
+    let _cleanup = Cleanup(prefix.clone());
     let cache = connect(&options(&prefix, AclMode::Auto)).await;
     assert!(cache.acl_users(), "the test server is Redis 7");
-    cleanup(&prefix).await;
 }
 
 const HOSTILE: &[&str] = &[
@@ -114,6 +131,7 @@ const HOSTILE: &[&str] = &[
 
 async fn hostile_keys_stay_in_their_plugin(acl: AclMode) {
     let prefix = unique_prefix();
+    let _cleanup = Cleanup(prefix.clone());
     let backend: Arc<dyn CacheBackend> = Arc::new(connect(&options(&prefix, acl)).await);
     let a = PluginCache::new("a", backend.clone());
     let b = PluginCache::new("b", backend.clone());
@@ -163,7 +181,6 @@ async fn hostile_keys_stay_in_their_plugin(acl: AclMode) {
         .await
         .unwrap();
     assert!(left.is_empty(), "{left:?}");
-    cleanup(&prefix).await;
 }
 
 #[tokio::test]
@@ -179,17 +196,18 @@ async fn hostile_keys_stay_in_their_plugin_on_the_shared_connection() {
 #[tokio::test]
 async fn bad_plugin_names_are_refused() {
     let prefix = unique_prefix();
+    let _cleanup = Cleanup(prefix.clone());
     let cache = connect(&options(&prefix, AclMode::On)).await;
     for plugin in ["", "a:b", "A", "a*", "a b"] {
         let e = cache.get(plugin, "k").await.unwrap_err();
         assert!(e.to_string().contains("invalid plugin name"), "{e}");
     }
-    cleanup(&prefix).await;
 }
 
 #[tokio::test]
 async fn two_instances_see_each_others_entries() {
     let prefix = unique_prefix();
+    let _cleanup = Cleanup(prefix.clone());
     let one = connect(&options(&prefix, AclMode::On)).await;
     let two = connect(&options(&prefix, AclMode::On)).await;
     let q = CacheQuota::default();
@@ -224,7 +242,6 @@ async fn two_instances_see_each_others_entries() {
     assert!(exists(&mut admin).await);
     two.clear("p").await.unwrap();
     assert!(!exists(&mut admin).await, "the user is dropped");
-    cleanup(&prefix).await;
 }
 
 /// Many writes of new keys at once from two instances: exactly `limit` of them get in.
@@ -252,6 +269,7 @@ async fn race(one: &RedisCache, two: &RedisCache, quota: CacheQuota, value: usiz
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_quota_holds_across_instances_racing() {
     let prefix = unique_prefix();
+    let _cleanup = Cleanup(prefix.clone());
     let one = connect(&options(&prefix, AclMode::On)).await;
     let two = connect(&options(&prefix, AclMode::On)).await;
     let by_entries = CacheQuota {
@@ -278,12 +296,12 @@ async fn the_quota_holds_across_instances_racing() {
         .await
         .unwrap();
     assert_eq!((entries, bytes), (23, 230));
-    cleanup(&prefix).await;
 }
 
 #[tokio::test]
 async fn expired_entries_leave_the_quota() {
     let prefix = unique_prefix();
+    let _cleanup = Cleanup(prefix.clone());
     let cache = connect(&options(&prefix, AclMode::On)).await;
     let quota = CacheQuota {
         max_entries: 2,
@@ -331,7 +349,6 @@ async fn expired_entries_leave_the_quota() {
         .unwrap();
     tokio::time::sleep(Duration::from_millis(60)).await;
     assert_eq!(cache.get("p", "c").await.unwrap(), Some(b"33".to_vec()));
-    cleanup(&prefix).await;
 }
 
 fn is_noperm(result: redis::RedisResult<redis::Value>) -> bool {
@@ -349,6 +366,7 @@ fn is_noperm(result: redis::RedisResult<redis::Value>) -> bool {
 #[tokio::test]
 async fn a_plugins_acl_user_reaches_nothing_else() {
     let prefix = unique_prefix();
+    let _cleanup = Cleanup(prefix.clone());
     let cache = connect(&options(&prefix, AclMode::On)).await;
     let q = CacheQuota::default();
     cache.set("a", "k", b"a".to_vec(), None, q).await.unwrap();
@@ -400,12 +418,12 @@ async fn a_plugins_acl_user_reaches_nothing_else() {
         Some(b"b".to_vec()),
         "untouched"
     );
-    cleanup(&prefix).await;
 }
 
 #[tokio::test]
 async fn a_plugin_whose_acl_user_was_dropped_gets_it_back() {
     let prefix = unique_prefix();
+    let _cleanup = Cleanup(prefix.clone());
     let cache = connect(&options(&prefix, AclMode::On)).await;
     let q = CacheQuota::default();
     cache.set("p", "k", b"1".to_vec(), None, q).await.unwrap();
@@ -428,13 +446,13 @@ async fn a_plugin_whose_acl_user_was_dropped_gets_it_back() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    cleanup(&prefix).await;
 }
 
 #[tokio::test]
 async fn a_cut_is_a_clear_error_and_the_same_value_recovers() {
     let proxy = CutProxy::start(&server()).await.unwrap();
     let prefix = unique_prefix();
+    let _cleanup = Cleanup(prefix.clone());
     let cache = connect(&RedisOptions {
         url: format!("redis://{}", proxy.addr()),
         timeout: Duration::from_millis(800),
@@ -478,7 +496,6 @@ async fn a_cut_is_a_clear_error_and_the_same_value_recovers() {
     }
     assert_eq!(cache.get("p", "k").await.unwrap(), Some(b"3".to_vec()));
     cache.ping().await.unwrap();
-    cleanup(&prefix).await;
 }
 
 #[tokio::test]
