@@ -606,3 +606,53 @@ impl CacheBackend for RedisCache {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plugin_names_are_the_manifests_own() {
+        for good in ["a", "my-plugin-2", "0"] {
+            assert!(check_plugin(good).is_ok(), "{good}");
+        }
+        for bad in ["", "A", "a:b", "a*", "a_b", "a b", "é", &"a".repeat(129)] {
+            let e = check_plugin(bad).unwrap_err();
+            assert_eq!(e.backend, "redis");
+            assert!(e.message.contains("invalid plugin name"), "{e}");
+        }
+    }
+
+    #[test]
+    fn the_acl_rules_name_no_admin_command() {
+        for command in PLUGIN_COMMANDS {
+            assert!(command.starts_with('+'), "{command}");
+            let admin = [
+                "keys",
+                "scan",
+                "flushall",
+                "flushdb",
+                "config",
+                "acl",
+                "script",
+                "publish",
+                "subscribe",
+                "debug",
+                "shutdown",
+                "client",
+                "function",
+            ];
+            assert!(!admin.contains(&&command[1..]), "{command}");
+        }
+        // Every command the scripts call is allowed (ACL applies inside scripts too).
+        for script in [SET_LUA, DELETE_LUA, CLEAR_LUA] {
+            for call in script.split("redis.call('").skip(1) {
+                let name = call.split('\'').next().unwrap().to_ascii_lowercase();
+                assert!(
+                    PLUGIN_COMMANDS.contains(&format!("+{name}").as_str()),
+                    "{name} is called but not allowed"
+                );
+            }
+        }
+    }
+}
