@@ -579,3 +579,62 @@ async fn bad_options_are_refused_before_connecting() {
         assert!(!e.to_string().contains("pw@"), "{e}");
     }
 }
+
+/// A user like a managed Redis gives: every command but `ACL SETUSER`.
+async fn limited_user(prefix: &str) -> String {
+    let (user, password) = (format!("{prefix}-admin"), format!("pw{prefix}"));
+    let mut admin = admin().await;
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg(&user)
+        .arg("on")
+        .arg(format!(">{password}"))
+        .arg("~*")
+        .arg("&*")
+        .arg("+@all")
+        .arg("-acl|setuser")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    format!("redis://{user}:{password}@{}", server())
+}
+
+#[tokio::test]
+async fn auto_falls_back_to_the_shared_connection_when_acl_setuser_is_refused() {
+    let prefix = unique_prefix();
+    let _cleanup = Cleanup(prefix.clone());
+    let url = limited_user(&prefix).await;
+    let cache = connect(&RedisOptions {
+        url,
+        ..options(&prefix, AclMode::Auto)
+    })
+    .await;
+    assert!(cache.acl_users(), "ACL WHOAMI works");
+    let q = CacheQuota::default();
+    cache.set("p", "k", b"1".to_vec(), None, q).await.unwrap();
+    assert!(!cache.acl_users(), "ACL SETUSER was refused");
+    assert_eq!(cache.get("p", "k").await.unwrap(), Some(b"1".to_vec()));
+    cache_backend(Arc::new(cache)).await;
+}
+
+#[tokio::test]
+async fn acl_on_fails_clearly_when_acl_setuser_is_refused() {
+    let prefix = unique_prefix();
+    let _cleanup = Cleanup(prefix.clone());
+    let url = limited_user(&prefix).await;
+    let cache = connect(&RedisOptions {
+        url,
+        ..options(&prefix, AclMode::On)
+    })
+    .await;
+    let e = cache
+        .set("p", "k", b"1".to_vec(), None, CacheQuota::default())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains(&format!("ACL SETUSER {prefix}-cache-p")), "{e}");
+    assert!(e.contains("NOPERM") || e.contains("no permissions"), "{e}");
+    assert!(e.contains(&format!("{prefix}-admin:***@")), "{e}");
+    assert!(!e.contains(&format!("pw{prefix}")), "{e}");
+    assert!(cache.acl_users(), "acl: on never falls back");
+}
