@@ -66,23 +66,7 @@ impl FleetOptions {
     /// The options `config` gives (`fleet`, `backends.nats.timeout`); the instance is named
     /// after the host name and the listen port when `fleet.instance` does not name it.
     pub fn from_config(config: &HostConfig) -> FleetOptions {
-        let port = config
-            .server
-            .listen
-            .rsplit_once(':')
-            .map_or("0", |(_, p)| p);
-        let instance = config.fleet.instance.clone().unwrap_or_else(|| {
-            let host = std::fs::read_to_string("/etc/hostname")
-                .ok()
-                .map(|h| h.trim().to_string())
-                .filter(|h| !h.is_empty())
-                .unwrap_or_else(|| "plugd".to_string());
-            let host: String = host
-                .chars()
-                .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-                .collect();
-            format!("{host}-{port}")
-        });
+        let instance = config.instance_name();
         let advertise = config.fleet.advertise.clone().unwrap_or_else(|| {
             let listen = config
                 .admin
@@ -583,8 +567,17 @@ impl Fleet {
         if from == version {
             return Ok((from.clone(), from));
         }
-        let package = self.fetch_package(plugin, version).await?;
-        self.install(&package).await?;
+        // Installed on disk already (`plugd install --no-reload`): only the reload is missing.
+        let installed = self
+            .plugins_dir()
+            .get(plugin)
+            .ok()
+            .flatten()
+            .is_some_and(|e| e.version.to_string() == version);
+        if !installed {
+            let package = self.fetch_package(plugin, version).await?;
+            self.install(&package).await?;
+        }
         match self.inner.host.reload_plugin(plugin).await {
             Ok(outcome) => {
                 tracing::info!(plugin, from = %outcome.from_version, to = %outcome.to_version, "fleet: version applied");

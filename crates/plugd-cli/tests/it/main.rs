@@ -10,6 +10,7 @@ mod dashboard;
 mod events;
 mod exhaustion;
 mod failure;
+mod fleet;
 mod hostile_plugins;
 mod operations;
 mod packages;
