@@ -284,6 +284,13 @@ pub trait SqlBackend: Send + Sync + fmt::Debug + 'static {
     /// Open (creating when missing) the database of `plugin`, ready for its migrations. Blocking
     /// work runs off the async workers.
     async fn open(&self, plugin: &str) -> Result<Arc<dyn SqlConnection>, BackendError>;
+
+    /// The SQL dialect of its engine, as a manifest's `database.dialects` names it (`sqlite`,
+    /// `postgres`): a plugin whose manifest does not list it is refused at load, and its
+    /// migrations are read from `migrations/<dialect>/` when that folder exists.
+    fn dialect(&self) -> &'static str {
+        "sqlite"
+    }
 }
 
 /// One plugin's open database. Every call runs off the async workers, stops at `deadline`
@@ -713,15 +720,75 @@ pub mod conformance {
         SqlValue::Text(s.into())
     }
 
-    async fn open(backend: &dyn SqlBackend, plugin: &str, migrations: &[Migration]) -> Database {
-        Database::open(
+    /// The suite's SQL (SQLite's) in the backend's dialect: for `postgres`, `$1` parameters,
+    /// `BYTEA` blobs, `SERIAL` keys and its spelling of blob literals; the same checks run on
+    /// every engine.
+    fn in_dialect(dialect: &str, sql: &str) -> String {
+        if dialect != "postgres" {
+            return sql.to_string();
+        }
+        let mut out = String::with_capacity(sql.len());
+        let mut chars = sql.chars().peekable();
+        while let Some(c) = chars.next() {
+            if c == '?' && chars.peek().is_some_and(|d| d.is_ascii_digit()) {
+                out.push('$');
+            } else {
+                out.push(c);
+            }
+        }
+        out.replace(" BLOB", " BYTEA")
+            .replace("INTEGER PRIMARY KEY", "SERIAL PRIMARY KEY")
+            .replace("x'00'", "'\\x00'::bytea")
+            .replace("zeroblob(999999999)", "decode(repeat('00', 999999999), 'hex')")
+    }
+
+    /// A plugin's database through the suite: its SQL put in the backend's dialect.
+    #[derive(Clone)]
+    struct Db {
+        db: Database,
+        dialect: &'static str,
+    }
+
+    impl Db {
+        async fn execute(&self, sql: &str, params: &[SqlValue]) -> Result<u64, HostError> {
+            self.db
+                .execute(&in_dialect(self.dialect, sql), params)
+                .await
+        }
+
+        async fn query(&self, sql: &str, params: &[SqlValue]) -> Result<Rows, HostError> {
+            self.db.query(&in_dialect(self.dialect, sql), params).await
+        }
+
+        async fn transaction(&self, statements: &[Statement]) -> Result<Vec<u64>, HostError> {
+            let statements: Vec<Statement> = statements
+                .iter()
+                .map(|s| Statement::new(in_dialect(self.dialect, &s.sql), s.params.clone()))
+                .collect();
+            self.db.transaction(&statements).await
+        }
+
+        fn with_timeout(&self, timeout: Duration) -> Db {
+            Db {
+                db: self.db.with_timeout(timeout),
+                dialect: self.dialect,
+            }
+        }
+    }
+
+    async fn open(backend: &dyn SqlBackend, plugin: &str, migrations: &[Migration]) -> Db {
+        let db = Database::open(
             plugin,
             backend,
             migrations,
             Auditor::new(plugin, None, None),
         )
         .await
-        .unwrap_or_else(|e| panic!("open {plugin}: {e}"))
+        .unwrap_or_else(|e| panic!("open {plugin}: {e}"));
+        Db {
+            db,
+            dialect: backend.dialect(),
+        }
     }
 
     /// Run every check against `backend`, which must start empty (a fresh directory or
@@ -1033,7 +1100,10 @@ pub mod conformance {
         let first = [
             Migration::new(
                 "0001_notes.sql",
-                "CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT);",
+                in_dialect(
+                    backend.dialect(),
+                    "CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT);",
+                ),
             ),
             Migration::new("0002_tag.sql", "ALTER TABLE notes ADD COLUMN tag TEXT;"),
             Migration::new(
