@@ -418,7 +418,7 @@ fn sql_error(pg: &Postgres, e: &tokio_postgres::Error) -> SqlError {
             );
         }
         return SqlError::Denied(format!(
-            "do what its role has no privilege for: PostgreSQL refused it ({message})"
+            "use what PostgreSQL has not granted its role ({message})"
         ));
     }
     if *code == SqlState::QUERY_CANCELED {
