@@ -100,7 +100,10 @@ pub(crate) async fn fleet_plugins(pg: &Postgres) -> Result<Vec<FleetPlugin>, Pos
     );
     pg.run(async |c| c.query(&sql, &[]).await)
         .await
-        .map_err(|e| pg.query_error(e.message))
+        .map_err(|e| {
+            let prefix = format!("PostgreSQL at {}: ", pg.server());
+            pg.query_error(e.message.strip_prefix(&prefix).unwrap_or(&e.message))
+        })
         .map(|rows| {
             rows.iter()
                 .map(|r| FleetPlugin {
