@@ -189,6 +189,30 @@ impl Migration {
         }
     }
 
+    /// The migrations folder of the plugin in `plugin_dir` for `dialect`:
+    /// `migrations/<dialect>/` when that folder exists, else `migrations/` itself for `sqlite`
+    /// (the flat layout of a plugin written for SQLite only), else `migrations/<dialect>/`
+    /// (which does not exist: no migrations). Blocking.
+    ///
+    /// ```
+    /// use std::path::Path;
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let m = |d| plugd_core::Migration::dir(dir.path(), d);
+    /// assert_eq!(m("sqlite"), dir.path().join("migrations"));
+    /// std::fs::create_dir_all(dir.path().join("migrations/sqlite")).unwrap();
+    /// assert_eq!(m("sqlite"), dir.path().join("migrations/sqlite"));
+    /// assert_eq!(m("postgres"), dir.path().join("migrations/postgres"));
+    /// ```
+    pub fn dir(plugin_dir: &Path, dialect: &str) -> PathBuf {
+        let flat = plugin_dir.join("migrations");
+        let own = flat.join(dialect);
+        if own.is_dir() || dialect != "sqlite" {
+            own
+        } else {
+            flat
+        }
+    }
+
     /// The `*.sql` files of `dir`, in lexical order of their names (none when the folder does
     /// not exist). Blocking.
     pub fn read_dir(plugin: &str, dir: &Path) -> Result<Vec<Migration>, DatabaseOpenError> {
