@@ -763,7 +763,10 @@ pub mod conformance {
         out.replace(" BLOB", " BYTEA")
             .replace("INTEGER PRIMARY KEY", "SERIAL PRIMARY KEY")
             .replace("x'00'", "'\\x00'::bytea")
-            .replace("zeroblob(999999999)", "decode(repeat('00', 999999999), 'hex')")
+            .replace(
+                "zeroblob(999999999)",
+                "decode(repeat('00', 999999999), 'hex')",
+            )
     }
 
     /// A plugin's database through the suite: its SQL put in the backend's dialect.

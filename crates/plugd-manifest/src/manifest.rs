@@ -1223,7 +1223,10 @@ description = "Token management service"
             "invalid database.dialects: list at least one SQL dialect (known: sqlite, postgres)"
         );
         assert_eq!(
-            error_in_all_formats(&with("database", json!({"dialects": ["postgres", "postgres"]}))),
+            error_in_all_formats(&with(
+                "database",
+                json!({"dialects": ["postgres", "postgres"]})
+            )),
             "invalid database.dialects[1]: 'postgres' is listed twice"
         );
     }

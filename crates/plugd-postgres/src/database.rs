@@ -266,8 +266,11 @@ impl SqlBackend for PostgresSql {
         let mut client = pg.client().await?;
         let work = async {
             let tx = client.transaction().await?;
-            tx.execute("SELECT pg_advisory_xact_lock(hashtext($1)::bigint)", &[&role])
-                .await?;
+            tx.execute(
+                "SELECT pg_advisory_xact_lock(hashtext($1)::bigint)",
+                &[&role],
+            )
+            .await?;
             // The statements carry the password: they never reach a log or an error of ours.
             tx.batch_execute(&setup).await?;
             tx.commit().await
@@ -285,7 +288,7 @@ impl SqlBackend for PostgresSql {
         drop(client);
         let mut config = pg.config().clone();
         config.user(&role);
-        config.application_name(&format!("plugd plugin {plugin}"));
+        config.application_name(format!("plugd plugin {plugin}"));
         let connect = RoleConnect {
             admin: pg.pool().clone(),
             role: role.clone(),
@@ -394,12 +397,10 @@ fn first_keyword(sql: &str) -> &str {
 /// What PostgreSQL said, as the core's [`SqlError`].
 fn sql_error(pg: &Postgres, e: &tokio_postgres::Error) -> SqlError {
     let Some(db) = e.as_db_error() else {
-        if e.is_closed() || std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
-        {
-            return SqlError::Backend(pg.backend_error(format!(
-                "the connection was lost: {}",
-                pg_message(e)
-            )));
+        if e.is_closed() || std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>()) {
+            return SqlError::Backend(
+                pg.backend_error(format!("the connection was lost: {}", pg_message(e))),
+            );
         }
         // The client's own checks: the number of parameters, a value it cannot send.
         return SqlError::Invalid(pg_message(e));
@@ -688,19 +689,18 @@ impl PostgresSqlConnection {
         work: impl AsyncFnOnce(&mut deadpool_postgres::Object) -> Result<T, SqlError>,
     ) -> Result<T, SqlError> {
         let inner = &self.inner;
-        let mut client =
-            match tokio::time::timeout_at(deadline.into(), inner.pool.get()).await {
-                Ok(Ok(c)) => c,
-                Ok(Err(e)) => {
-                    return Err(SqlError::Backend(inner.pg.backend_error(format!(
-                        "the connection of plugin '{}' (role {}): {}",
-                        inner.plugin,
-                        inner.role,
-                        crate::pool_error(&e)
-                    ))));
-                }
-                Err(_) => return Err(SqlError::Timeout),
-            };
+        let mut client = match tokio::time::timeout_at(deadline.into(), inner.pool.get()).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                return Err(SqlError::Backend(inner.pg.backend_error(format!(
+                    "the connection of plugin '{}' (role {}): {}",
+                    inner.plugin,
+                    inner.role,
+                    crate::pool_error(&e)
+                ))));
+            }
+            Err(_) => return Err(SqlError::Timeout),
+        };
         let cancel = client.cancel_token();
         match tokio::time::timeout_at(deadline.into(), work(&mut client)).await {
             Ok(result) => result,
@@ -808,7 +808,11 @@ impl SqlConnection for PostgresSqlConnection {
                 .await
                 .map_err(|e| sql_error(&pg, &e))?;
             let mut stream = std::pin::pin!(stream);
-            let columns: Vec<String> = stmt.columns().iter().map(|c| c.name().to_string()).collect();
+            let columns: Vec<String> = stmt
+                .columns()
+                .iter()
+                .map(|c| c.name().to_string())
+                .collect();
             let mut rows = Vec::new();
             let mut bytes = 0usize;
             while let Some(row) = stream.try_next().await.map_err(|e| sql_error(&pg, &e))? {
@@ -816,9 +820,9 @@ impl SqlConnection for PostgresSqlConnection {
                     return Err(SqlError::TooManyRows);
                 }
                 let mut values = Vec::with_capacity(columns.len());
-                for i in 0..columns.len() {
+                for (i, column) in columns.iter().enumerate() {
                     let Value(v) = row.try_get(i).map_err(|e| {
-                        SqlError::Invalid(format!("column '{}': {}", columns[i], pg_message(&e)))
+                        SqlError::Invalid(format!("column '{column}': {}", pg_message(&e)))
                     })?;
                     bytes += v.result_bytes();
                     if bytes > limits.max_bytes {
@@ -933,7 +937,12 @@ mod tests {
         ] {
             assert!(refused_keyword(sql).is_some(), "{sql}");
         }
-        for sql in ["SELECT 1", "(SELECT 1)", "INSERT INTO begin VALUES (1)", "-- BEGIN\nSELECT 1"] {
+        for sql in [
+            "SELECT 1",
+            "(SELECT 1)",
+            "INSERT INTO begin VALUES (1)",
+            "-- BEGIN\nSELECT 1",
+        ] {
             assert!(refused_keyword(sql).is_none(), "{sql}");
         }
     }
@@ -951,7 +960,10 @@ mod tests {
             .flat_map(|w| w.to_be_bytes())
             .collect();
         assert_eq!(numeric(&raw).unwrap(), SqlValue::Integer(-123400));
-        let zero: Vec<u8> = [0u16, 0, 0, 0].iter().flat_map(|w| w.to_be_bytes()).collect();
+        let zero: Vec<u8> = [0u16, 0, 0, 0]
+            .iter()
+            .flat_map(|w| w.to_be_bytes())
+            .collect();
         assert_eq!(numeric(&zero).unwrap(), SqlValue::Integer(0));
     }
 }

@@ -274,7 +274,7 @@ impl fmt::Debug for Postgres {
 
 /// The advisory lock the host's schema set-up holds (`pg_advisory_xact_lock`): hosts that start
 /// at once create the tables one after the other. "plugd" in ASCII.
-const SETUP_LOCK: i64 = 0x706c_7567_64;
+const SETUP_LOCK: i64 = i64::from_be_bytes(*b"\0\0\0plugd");
 
 impl Postgres {
     /// Connect to the server of `options` (checking that a connection opens within
@@ -380,10 +380,7 @@ impl Postgres {
     /// The backend error of a failed call, naming the server: `postgres: PostgreSQL at
     /// postgres://u:***@h/db: ...`.
     pub(crate) fn backend_error(&self, message: impl fmt::Display) -> plugd_core::BackendError {
-        plugd_core::BackendError::new(
-            BACKEND,
-            format!("PostgreSQL at {}: {message}", self.server),
-        )
+        plugd_core::BackendError::new(BACKEND, format!("PostgreSQL at {}: {message}", self.server))
     }
 
     /// A connection of the pool within the call timeout, or the backend error naming the
@@ -409,14 +406,18 @@ impl Postgres {
         let timeout = self.options.timeout;
         let call = async {
             let client = self.client().await?;
-            work(&client).await.map_err(|e| self.backend_error(pg_message(&e)))
+            work(&client)
+                .await
+                .map_err(|e| self.backend_error(pg_message(&e)))
         };
-        tokio::time::timeout(timeout, call).await.unwrap_or_else(|_| {
-            Err(self.backend_error(format!(
-                "no answer within {}",
-                humantime::format_duration(timeout)
-            )))
-        })
+        tokio::time::timeout(timeout, call)
+            .await
+            .unwrap_or_else(|_| {
+                Err(self.backend_error(format!(
+                    "no answer within {}",
+                    humantime::format_duration(timeout)
+                )))
+            })
     }
 
     /// Create the host schema and its tables under the set-up lock, and take from PUBLIC what

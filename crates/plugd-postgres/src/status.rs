@@ -149,7 +149,9 @@ impl StatusSink for PostgresStatus {
         let mut client = pg.client().await?;
         let work = write(pg, &mut client, &self.instance, report);
         match tokio::time::timeout(pg.options().timeout, work).await {
-            Ok(r) => r.map_err(|e| pg.backend_error(format!("writing the status: {}", pg_message(&e)))),
+            Ok(r) => {
+                r.map_err(|e| pg.backend_error(format!("writing the status: {}", pg_message(&e))))
+            }
             Err(_) => Err(pg.backend_error(format!(
                 "writing the status took longer than {} and was rolled back",
                 humantime::format_duration(pg.options().timeout)

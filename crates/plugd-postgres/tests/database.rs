@@ -77,11 +77,20 @@ async fn postgres_values_map_to_sql_values() {
     .await
     .unwrap();
     let e = d
-        .execute("INSERT INTO typed (small) VALUES ($1)", &[SqlValue::Integer(1 << 20)])
+        .execute(
+            "INSERT INTO typed (small) VALUES ($1)",
+            &[SqlValue::Integer(1 << 20)],
+        )
         .await
         .unwrap_err();
-    assert!(matches!(&e, HostError::Invalid(m) if m.contains("out of range")), "{e:?}");
-    let e = d.query("SELECT interval '1 day' AS i", &[]).await.unwrap_err();
+    assert!(
+        matches!(&e, HostError::Invalid(m) if m.contains("out of range")),
+        "{e:?}"
+    );
+    let e = d
+        .query("SELECT interval '1 day' AS i", &[])
+        .await
+        .unwrap_err();
     assert!(
         matches!(&e, HostError::Invalid(m) if m.contains("column 'i' is of PostgreSQL type interval") && m.contains("i::text")),
         "{e:?}"
@@ -94,14 +103,25 @@ async fn postgres_values_map_to_sql_values() {
 async fn hostile_sql_is_refused_by_postgresql_and_changes_nothing() {
     let db = TestDb::new().await;
     let pg = db.connect().await;
-    pg.kv().set("victim", "secret", b"kept".to_vec()).await.unwrap();
+    pg.kv()
+        .set("victim", "secret", b"kept".to_vec())
+        .await
+        .unwrap();
     let backend = pg.sql(SqlOptions::default());
     let a = open(&backend, "plugin-a").await;
     let b = open(&backend, "b").await;
-    b.execute("CREATE TABLE notes (text TEXT)", &[]).await.unwrap();
-    b.execute("INSERT INTO notes VALUES ('b''s note')", &[]).await.unwrap();
+    b.execute("CREATE TABLE notes (text TEXT)", &[])
+        .await
+        .unwrap();
+    b.execute("INSERT INTO notes VALUES ('b''s note')", &[])
+        .await
+        .unwrap();
     let admin = db.admin().await;
-    let admin_pid: i32 = admin.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+    let admin_pid: i32 = admin
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
 
     let denied = |sql: &str, e: &HostError| {
         assert!(
@@ -136,7 +156,10 @@ async fn hostile_sql_is_refused_by_postgresql_and_changes_nothing() {
     }
     // RESET ROLE only goes back to the plugin's own login role.
     a.execute("RESET ROLE", &[]).await.unwrap();
-    let who = a.query("SELECT current_user::text, session_user::text", &[]).await.unwrap();
+    let who = a
+        .query("SELECT current_user::text, session_user::text", &[])
+        .await
+        .unwrap();
     assert_eq!(
         who.rows,
         vec![vec![
@@ -145,14 +168,24 @@ async fn hostile_sql_is_refused_by_postgresql_and_changes_nothing() {
         ]]
     );
     let e = a
-        .query("SELECT pg_terminate_backend($1)", &[SqlValue::Integer(admin_pid.into())])
+        .query(
+            "SELECT pg_terminate_backend($1)",
+            &[SqlValue::Integer(admin_pid.into())],
+        )
         .await
         .unwrap_err();
     denied("pg_terminate_backend", &e);
-    let e = a.with_timeout(Duration::from_millis(300)).execute("SELECT pg_sleep(60)", &[]).await.unwrap_err();
+    let e = a
+        .with_timeout(Duration::from_millis(300))
+        .execute("SELECT pg_sleep(60)", &[])
+        .await
+        .unwrap_err();
     assert_eq!(
         e,
-        HostError::Failed("database.execute of plugin 'plugin-a' timed out after 300ms and was interrupted".into())
+        HostError::Failed(
+            "database.execute of plugin 'plugin-a' timed out after 300ms and was interrupted"
+                .into()
+        )
     );
     // Nothing changed.
     assert_eq!(
@@ -161,7 +194,10 @@ async fn hostile_sql_is_refused_by_postgresql_and_changes_nothing() {
     );
     let notes = b.query("SELECT text FROM notes", &[]).await.unwrap();
     assert_eq!(notes.rows, vec![vec![SqlValue::Text("b's note".into())]]);
-    admin.query_one("SELECT 1", &[]).await.expect("the admin connection lives");
+    admin
+        .query_one("SELECT 1", &[])
+        .await
+        .expect("the admin connection lives");
     let role: (bool, bool, bool) = {
         let r = admin
             .query_one(
@@ -193,7 +229,10 @@ async fn a_reopened_plugin_keeps_its_schema_and_reopens_with_a_fresh_password() 
     let backend = pg.sql(SqlOptions::default());
     let first = open(&backend, "again").await;
     first.execute("CREATE TABLE t (v INT)", &[]).await.unwrap();
-    first.execute("INSERT INTO t VALUES (1)", &[]).await.unwrap();
+    first
+        .execute("INSERT INTO t VALUES (1)", &[])
+        .await
+        .unwrap();
     // A second host opens the same plugin (a fresh password): both keep working.
     let other = db.connect().await;
     let second = open(&other.sql(SqlOptions::default()), "again").await;
@@ -201,6 +240,10 @@ async fn a_reopened_plugin_keeps_its_schema_and_reopens_with_a_fresh_password() 
     assert_eq!(rows.rows, vec![vec![SqlValue::Integer(1)]]);
     let rows = first.query("SELECT count(*) FROM t", &[]).await.unwrap();
     assert_eq!(rows.rows, vec![vec![SqlValue::Integer(1)]]);
-    assert!(first.location().starts_with("schema plugin_again (role plugd_plugin_again) on PostgreSQL at postgres://"));
+    assert!(
+        first.location().starts_with(
+            "schema plugin_again (role plugd_plugin_again) on PostgreSQL at postgres://"
+        )
+    );
     db.drop_now().await;
 }

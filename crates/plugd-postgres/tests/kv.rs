@@ -23,7 +23,10 @@ async fn an_acknowledged_write_is_seen_by_another_host() {
     let a = PluginStore::new("shared", Arc::new(one.kv()));
     a.set("k", b"v").await.unwrap();
     // Another host of the fleet, its own pool: the write is committed.
-    assert_eq!(two.kv().get("shared", "k").await.unwrap(), Some(b"v".to_vec()));
+    assert_eq!(
+        two.kv().get("shared", "k").await.unwrap(),
+        Some(b"v".to_vec())
+    );
     db.drop_now().await;
 }
 
@@ -71,6 +74,9 @@ async fn an_unreachable_server_is_named_without_its_password() {
         schema: "Bad-Schema".into(),
         ..options
     };
-    let e = plugd_postgres::Postgres::connect(&bad).await.unwrap_err().to_string();
+    let e = plugd_postgres::Postgres::connect(&bad)
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("the host schema 'Bad-Schema' must be"), "{e}");
 }

@@ -52,7 +52,12 @@ fn view(fleet: &[plugd_postgres::FleetPlugin]) -> Vec<(String, String, String, S
 }
 
 fn row(instance: &str, plugin: &str, status: &str) -> (String, String, String, String) {
-    (instance.into(), plugin.into(), "1.2.3".into(), status.into())
+    (
+        instance.into(),
+        plugin.into(),
+        "1.2.3".into(),
+        status.into(),
+    )
 }
 
 #[tokio::test]
@@ -86,7 +91,11 @@ async fn each_instance_writes_and_unloads_only_its_own_rows() {
             row("b", "shared", "unloaded"),
         ]
     );
-    assert!(fleet.iter().all(|p| p.updated_at.elapsed().unwrap().as_secs() < 60));
+    assert!(
+        fleet
+            .iter()
+            .all(|p| p.updated_at.elapsed().unwrap().as_secs() < 60)
+    );
     // Events carry their instance.
     let admin = db.admin().await;
     let instances: Vec<String> = admin
@@ -132,8 +141,14 @@ async fn a_report_that_fails_leaves_nothing_and_the_next_one_writes_it_all() {
         .unwrap();
     let batch = a.write_status().await.unwrap();
     assert_eq!(batch.plugins, 1);
-    assert!(batch.metric_events >= 1, "the events of the failed report: {batch:?}");
-    assert_eq!(view(&pg.fleet_plugins().await.unwrap()), [row("a", "one", "running")]);
+    assert!(
+        batch.metric_events >= 1,
+        "the events of the failed report: {batch:?}"
+    );
+    assert_eq!(
+        view(&pg.fleet_plugins().await.unwrap()),
+        [row("a", "one", "running")]
+    );
     a.shutdown().await;
     db.drop_now().await;
 }

@@ -298,7 +298,11 @@ mod dialects {
         let plugin = tempfile::tempdir().unwrap();
         let migrations = plugin.path().join("migrations");
         std::fs::create_dir_all(migrations.join("postgres")).unwrap();
-        std::fs::write(migrations.join("0001_flat.sql"), "CREATE TABLE flat (v TEXT);").unwrap();
+        std::fs::write(
+            migrations.join("0001_flat.sql"),
+            "CREATE TABLE flat (v TEXT);",
+        )
+        .unwrap();
         std::fs::write(
             migrations.join("postgres/0001_pg.sql"),
             "CREATE TABLE from_pg (v TEXT);",
@@ -318,11 +322,15 @@ mod dialects {
         };
         // SQLite without migrations/sqlite/: the flat files (backward compatible).
         let data = tempfile::tempdir().unwrap();
-        let caps = open_notes(data.path(), plugin.path(), &both, "sqlite").await.unwrap();
+        let caps = open_notes(data.path(), plugin.path(), &both, "sqlite")
+            .await
+            .unwrap();
         assert_eq!(tables(caps).await, [r#"Text("flat")"#]);
         // Another dialect: its own folder only.
         let data = tempfile::tempdir().unwrap();
-        let caps = open_notes(data.path(), plugin.path(), &both, "postgres").await.unwrap();
+        let caps = open_notes(data.path(), plugin.path(), &both, "postgres")
+            .await
+            .unwrap();
         assert_eq!(tables(caps).await, [r#"Text("from_pg")"#]);
         // SQLite with migrations/sqlite/: that folder, not the flat files.
         std::fs::create_dir_all(migrations.join("sqlite")).unwrap();
@@ -332,7 +340,9 @@ mod dialects {
         )
         .unwrap();
         let data = tempfile::tempdir().unwrap();
-        let caps = open_notes(data.path(), plugin.path(), &both, "sqlite").await.unwrap();
+        let caps = open_notes(data.path(), plugin.path(), &both, "sqlite")
+            .await
+            .unwrap();
         assert_eq!(tables(caps).await, [r#"Text("from_sqlite")"#]);
     }
 }

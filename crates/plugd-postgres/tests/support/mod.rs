@@ -90,7 +90,10 @@ impl TestDb {
     /// A connection to this database as the admin user.
     pub async fn admin(&self) -> tokio_postgres::Client {
         let config = tokio_postgres::Config::from_str(&self.url).expect("a URL");
-        let (client, connection) = config.connect(tokio_postgres::NoTls).await.expect("connect");
+        let (client, connection) = config
+            .connect(tokio_postgres::NoTls)
+            .await
+            .expect("connect");
         tokio::spawn(connection);
         client
     }
@@ -99,7 +102,10 @@ impl TestDb {
     pub async fn drop_now(self) {
         let _ = admin()
             .await
-            .batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))
+            .batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
             .await;
     }
 }
