@@ -895,9 +895,34 @@ impl SqlConnection for PostgresSqlConnection {
             "SELECT {}._plugd_record_migration($1, $2)",
             quoted(&self.inner.schema)
         );
+        let recorded = format!(
+            "SELECT sha256 FROM {}.{} WHERE name = $1",
+            quoted(&self.inner.schema),
+            quoted(MIGRATIONS_TABLE)
+        );
+        let lock = format!("plugd migrations of {}", self.inner.schema);
         let this = self.clone();
         self.run(deadline, async move |c| {
             let tx = c.transaction().await.map_err(|e| this.error(&e))?;
+            // Hosts of a fleet that load the plugin at once apply its migrations one at a
+            // time: past the lock, one another host applied already is done.
+            tx.execute("SELECT pg_advisory_xact_lock(hashtext($1)::bigint)", &[&lock])
+                .await
+                .map_err(|e| this.error(&e))?;
+            let applied: Option<String> = tx
+                .query_opt(&recorded, &[&migration.name])
+                .await
+                .map_err(|e| this.error(&e))?
+                .map(|r| r.get(0));
+            match applied {
+                Some(sha) if sha == migration.sha256 => return Ok(()),
+                Some(sha) => {
+                    return Err(SqlError::Failed(format!(
+                        "another host applied it meanwhile with another content (sha256 {sha}); the hosts of a fleet must run the same version of the plugin"
+                    )));
+                }
+                None => {}
+            }
             // The plugin's SQL, several statements, as its role.
             tx.batch_execute(&migration.sql)
                 .await

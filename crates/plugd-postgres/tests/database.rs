@@ -247,3 +247,39 @@ async fn a_reopened_plugin_keeps_its_schema_and_reopens_with_a_fresh_password() 
     );
     db.drop_now().await;
 }
+
+#[tokio::test]
+async fn three_hosts_that_open_the_same_plugin_at_once_all_get_it() {
+    let db = TestDb::new().await;
+    let mut opens = tokio::task::JoinSet::new();
+    for _ in 0..3 {
+        let backend = db.connect().await.sql(SqlOptions::default());
+        opens.spawn(async move {
+            let d = Database::open(
+                "fleet-notes",
+                &backend,
+                &[plugd_core::Migration::new(
+                    "0001_notes.sql",
+                    "CREATE TABLE IF NOT EXISTS notes (id SERIAL PRIMARY KEY, text TEXT NOT NULL);",
+                )],
+                Auditor::new("fleet-notes", None, None),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+            d.execute("INSERT INTO notes (text) VALUES ('hi')", &[])
+                .await
+                .unwrap();
+        });
+    }
+    opens.join_all().await;
+    let backend = db.connect().await.sql(SqlOptions::default());
+    let d = open(&backend, "fleet-notes").await;
+    let rows = d.query("SELECT count(*) FROM notes", &[]).await.unwrap();
+    assert_eq!(rows.rows, vec![vec![SqlValue::Integer(3)]]);
+    let applied = d
+        .query("SELECT count(*) FROM _plugd_migrations", &[])
+        .await
+        .unwrap();
+    assert_eq!(applied.rows, vec![vec![SqlValue::Integer(1)]]);
+    db.drop_now().await;
+}
