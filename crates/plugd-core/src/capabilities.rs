@@ -15,7 +15,9 @@
 //! ```
 //!
 //! The `database` capability is the host's [`SqlBackend`] (`HostBuilder::sql`); the SQLite one
-//! keeps `plugins/<name>/db.sqlite` (mode 0600).
+//! keeps `plugins/<name>/db.sqlite` (mode 0600). A plugin whose manifest's `database.dialects`
+//! does not list the backend's dialect is refused at load ([`CapabilityError::Dialect`]), and
+//! its migrations are read from the folder of that dialect ([`Migration::dir`]).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

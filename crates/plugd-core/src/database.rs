@@ -27,8 +27,14 @@
 //!   are applied at load in lexical order of their names, each in its own transaction with its
 //!   record in [`MIGRATIONS_TABLE`] (name, sha256, time). A migration that was applied and has
 //!   changed since is a load error that names the file; the plugin may not change the record.
+//! - **Dialects.** A backend speaks one SQL dialect ([`SqlBackend::dialect`]); a plugin lists
+//!   those it is written in (manifest `database: { dialects: [sqlite, postgres] }`, default
+//!   `[sqlite]`) and is refused at load when the backend's is not among them. Its migrations
+//!   for a dialect are in `migrations/<dialect>/` ([`Migration::dir`]); the flat
+//!   `migrations/*.sql` are the SQLite ones.
 //!
-//! Backends: `plugd_sqlite::SqliteDatabase` (a SQLite file per plugin, the embedded default).
+//! Backends: `plugd_sqlite::SqliteDatabase` (a SQLite file per plugin, the embedded default),
+//! `plugd_postgres::PostgresSql` (a schema and a role per plugin).
 //! Every backend runs the conformance suite, `plugd_core::testing::sql_backend` (feature
 //! `testing`).
 
