@@ -177,6 +177,9 @@ pub struct Migration {
     pub sql: String,
     /// The SHA-256 of the file, lowercase hex: a changed migration is refused.
     pub sha256: String,
+    /// The file in the plugin's folder, for messages: `migrations/0001_notes.sql`, or
+    /// `migrations/postgres/0001_notes.sql` in a dialect's folder.
+    pub file: String,
 }
 
 impl Migration {
@@ -187,9 +190,10 @@ impl Migration {
     /// assert_eq!(m.sha256.len(), 64);
     /// ```
     pub fn new(name: impl Into<String>, sql: impl Into<String>) -> Migration {
-        let sql = sql.into();
+        let (name, sql) = (name.into(), sql.into());
         Migration {
-            name: name.into(),
+            file: format!("migrations/{name}"),
+            name,
             sha256: hex::encode(Sha256::digest(sql.as_bytes())),
             sql,
         }
@@ -248,10 +252,19 @@ impl Migration {
             files.push((name, path));
         }
         files.sort();
+        // `migrations/` itself, or a dialect's folder in it.
+        let in_migrations = dir
+            .parent()
+            .and_then(Path::file_name)
+            .is_some_and(|p| p == "migrations");
+        let folder = match dir.file_name().and_then(|f| f.to_str()) {
+            Some(dialect) if in_migrations => format!("migrations/{dialect}/"),
+            _ => "migrations/".to_string(),
+        };
         files
             .into_iter()
             .map(|(name, path)| {
-                let file = format!("migrations/{name}");
+                let file = format!("{folder}{name}");
                 let bytes =
                     std::fs::read(&path).map_err(|source| DatabaseOpenError::ReadMigration {
                         plugin: plugin.to_string(),
@@ -261,9 +274,12 @@ impl Migration {
                 let sql =
                     String::from_utf8(bytes).map_err(|_| DatabaseOpenError::MigrationNotText {
                         plugin: plugin.to_string(),
-                        file,
+                        file: file.clone(),
                     })?;
-                Ok(Migration::new(name, sql))
+                Ok(Migration {
+                    file,
+                    ..Migration::new(name, sql)
+                })
             })
             .collect()
     }
@@ -697,7 +713,7 @@ async fn migrate(
     connection: &dyn SqlConnection,
     m: &Migration,
 ) -> Result<(), DatabaseOpenError> {
-    let file = format!("migrations/{}", m.name);
+    let file = m.file.clone();
     let failed = |reason: String| DatabaseOpenError::MigrationFailed {
         plugin: plugin.to_string(),
         file: file.clone(),
@@ -1407,6 +1423,27 @@ mod tests {
             e,
             HostError::Failed("database.transaction of plugin 'p': statement 2 of 2 failed, nothing was committed: NOT NULL constraint failed: a.v".into())
         );
+    }
+
+    #[test]
+    fn a_migration_of_a_dialects_folder_is_named_with_its_folder() {
+        let plugin = tempfile::tempdir().unwrap();
+        let dir = Migration::dir(plugin.path(), "postgres");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("0001_notes.sql"), "CREATE TABLE notes (v TEXT);").unwrap();
+        let migrations = Migration::read_dir("p", &dir).unwrap();
+        assert_eq!(migrations[0].name, "0001_notes.sql", "the record's key");
+        assert_eq!(migrations[0].file, "migrations/postgres/0001_notes.sql");
+        std::fs::write(dir.join("0002_bin.sql"), [0xff]).unwrap();
+        let e = Migration::read_dir("p", &dir).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "migration migrations/postgres/0002_bin.sql of plugin 'p' is not UTF-8 text"
+        );
+        let flat = Migration::dir(plugin.path(), "sqlite");
+        std::fs::write(flat.join("0001_flat.sql"), "SELECT 1;").unwrap();
+        let migrations = Migration::read_dir("p", &flat).unwrap();
+        assert_eq!(migrations[0].file, "migrations/0001_flat.sql");
     }
 
     #[test]
