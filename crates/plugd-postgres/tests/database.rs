@@ -158,6 +158,25 @@ async fn hostile_sql_is_refused_by_postgresql_and_changes_nothing() {
         let e = a.execute(sql, &[]).await.unwrap_err();
         denied(sql, &e);
     }
+    // No transaction outlives a call, even from inside a DO block (a COMMIT there ends the
+    // block's own transaction; BEGIN is refused by PL/pgSQL).
+    let _ = a.execute("DO $$ BEGIN COMMIT; END $$", &[]).await;
+    let e = a
+        .execute("DO $$ BEGIN EXECUTE 'BEGIN'; END $$", &[])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, HostError::Failed(_) | HostError::Invalid(_)),
+        "{e:?}"
+    );
+    let open = a
+        .query(
+            "SELECT count(*) FROM pg_stat_activity WHERE usename = current_user AND state LIKE 'idle in transaction%'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(open.rows, vec![vec![SqlValue::Integer(0)]]);
     // RESET ROLE only goes back to the plugin's own login role.
     a.execute("RESET ROLE", &[]).await.unwrap();
     let who = a
