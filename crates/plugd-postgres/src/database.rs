@@ -398,9 +398,7 @@ fn first_keyword(sql: &str) -> &str {
 fn sql_error(pg: &Postgres, e: &tokio_postgres::Error) -> SqlError {
     let Some(db) = e.as_db_error() else {
         if e.is_closed() || std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>()) {
-            return SqlError::Backend(
-                pg.backend_error(format!("the connection was lost: {}", pg_message(e))),
-            );
+            return SqlError::Backend(pg.backend_error(pg_message(e)));
         }
         // The client's own checks: the number of parameters, a value it cannot send.
         return SqlError::Invalid(pg_message(e));
@@ -425,7 +423,9 @@ fn sql_error(pg: &Postgres, e: &tokio_postgres::Error) -> SqlError {
     if *code == SqlState::QUERY_CANCELED {
         return SqlError::Timeout;
     }
-    if *code == SqlState::PROGRAM_LIMIT_EXCEEDED {
+    // A value the SQL computes past PostgreSQL's own 1 GB (`repeat('x', 2e9)`): refused before
+    // it is built. Other program limits (an index row too long) are the plugin's to fix.
+    if *code == SqlState::PROGRAM_LIMIT_EXCEEDED && message.contains("requested length too large") {
         return SqlError::TooLarge;
     }
     let class = &code.code()[..2];

@@ -243,6 +243,9 @@ pub(crate) fn pg_message(e: &tokio_postgres::Error) -> String {
     if let Some(db) = e.as_db_error() {
         return db.message().to_string();
     }
+    if e.is_closed() {
+        return "the connection was closed (is the server reachable?)".into();
+    }
     let mut text = e.to_string();
     if let Some(source) = std::error::Error::source(e) {
         let cause = source.to_string();
