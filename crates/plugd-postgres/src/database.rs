@@ -10,7 +10,8 @@
 //!   database ([`crate::Postgres::connect`]).
 //! - **The plugin's statements run logged in as its role**, on a small pool of its own: `SET
 //!   ROLE`, `RESET ROLE` or `SET SESSION AUTHORIZATION` have nowhere to go. Each open sets a
-//!   fresh random password (on an admin connection) that the pool logs in with; when another
+//!   fresh random password (on an admin connection, as its SCRAM verifier: the password itself
+//!   never reaches the server's log) that the pool logs in with; when another
 //!   host of the fleet has set a newer one since, a refused login sets a fresh one again.
 //! - **One statement per call**: the extended protocol refuses several. Transaction control
 //!   (`BEGIN`, `COMMIT`, `SAVEPOINT`, …), `COPY` and `PREPARE` are refused before they are
@@ -136,13 +137,21 @@ fn fresh_password() -> String {
         .collect()
 }
 
+/// The SCRAM-SHA-256 verifier of `password` (`SCRAM-SHA-256$4096:…`): what `ALTER ROLE`
+/// sends, so that the password itself never reaches the server's statement log. Letters,
+/// digits and `$:+/=` only: safe inside a literal.
+fn verifier(password: &str) -> String {
+    postgres_protocol::password::scram_sha_256(password.as_bytes())
+}
+
 /// What the admin connection does to (re)create a plugin's role, schema and record; run under
 /// the role's advisory lock, so hosts that open the same plugin at once take turns.
 fn setup_sql(role: &str, schema: &str, options: &SqlOptions, password: &str) -> String {
     let (r, s) = (quoted(role), quoted(schema));
     let attributes = format!(
-        "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT NOREPLICATION NOBYPASSRLS CONNECTION LIMIT {} PASSWORD '{password}'",
-        options.connection_limit
+        "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT NOREPLICATION NOBYPASSRLS CONNECTION LIMIT {} PASSWORD '{}'",
+        options.connection_limit,
+        verifier(password)
     );
     let timeout_ms = options.statement_timeout.as_millis();
     let m = quoted(MIGRATIONS_TABLE);
@@ -209,8 +218,9 @@ impl RoleConnect {
         };
         admin
             .batch_execute(&format!(
-                "ALTER ROLE {} PASSWORD '{fresh}'",
-                quoted(&self.role)
+                "ALTER ROLE {} PASSWORD '{}'",
+                quoted(&self.role),
+                verifier(&fresh)
             ))
             .await?;
         *self.password.lock() = fresh;
@@ -271,7 +281,7 @@ impl SqlBackend for PostgresSql {
                 &[&role],
             )
             .await?;
-            // The statements carry the password: they never reach a log or an error of ours.
+            // The statements carry the password's verifier, never the password itself.
             tx.batch_execute(&setup).await?;
             tx.commit().await
         };

@@ -251,6 +251,19 @@ async fn a_reopened_plugin_keeps_its_schema_and_reopens_with_a_fresh_password() 
     let pg = db.connect().await;
     let backend = pg.sql(SqlOptions::default());
     let first = open(&backend, "again").await;
+    let admin = db.admin().await;
+    let verifier = async || -> String {
+        admin
+            .query_one(
+                "SELECT rolpassword FROM pg_authid WHERE rolname = 'plugd_plugin_again'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0)
+    };
+    let before = verifier().await;
+    assert!(before.starts_with("SCRAM-SHA-256$4096:"), "{before}");
     first.execute("CREATE TABLE t (v INT)", &[]).await.unwrap();
     first
         .execute("INSERT INTO t VALUES (1)", &[])
@@ -259,6 +272,7 @@ async fn a_reopened_plugin_keeps_its_schema_and_reopens_with_a_fresh_password() 
     // A second host opens the same plugin (a fresh password): both keep working.
     let other = db.connect().await;
     let second = open(&other.sql(SqlOptions::default()), "again").await;
+    assert_ne!(verifier().await, before, "a fresh password");
     let rows = second.query("SELECT v FROM t", &[]).await.unwrap();
     assert_eq!(rows.rows, vec![vec![SqlValue::Integer(1)]]);
     let rows = first.query("SELECT count(*) FROM t", &[]).await.unwrap();
