@@ -15,13 +15,15 @@
 //! ```
 //!
 //! The `database` capability is the host's [`SqlBackend`] (`HostBuilder::sql`); the SQLite one
-//! keeps `plugins/<name>/db.sqlite` (mode 0600).
+//! keeps `plugins/<name>/db.sqlite` (mode 0600). A plugin whose manifest's `database.dialects`
+//! does not list the backend's dialect is refused at load ([`CapabilityError::Dialect`]), and
+//! its migrations are read from the folder of that dialect ([`Migration::dir`]).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use plugd_manifest::{HostConfig, Permission, PluginEntry};
+use plugd_manifest::{DatabaseDecl, HostConfig, Permission, PluginEntry};
 
 use crate::audit::Auditor;
 use crate::database::{Database, DatabaseOpenError, Migration, SqlBackend};
@@ -44,6 +46,9 @@ pub struct CapabilityOptions<'a> {
     pub entry: Option<&'a PluginEntry>,
     /// Its directory, the parent of `migrations/` (none for native plugins).
     pub plugin_dir: Option<&'a Path>,
+    /// Its manifest's `database` key (the SQL dialects it is written in); none without a
+    /// manifest, which means `[sqlite]`.
+    pub database: Option<&'a DatabaseDecl>,
     /// Where denials go.
     pub auditor: Auditor,
     /// The backend of outbound HTTP (`network`); a plugin granted `network` on a host without
@@ -104,15 +109,24 @@ impl Capabilities {
             let backend = options
                 .sql
                 .ok_or_else(|| missing(&plugin, "database", "SQL", "sql", "sqlite"))?;
-            let migrations = options.plugin_dir.map(|d| d.join("migrations"));
+            let decl = options.database.cloned().unwrap_or_default();
+            let dialect = backend.dialect();
+            if !decl.supports(dialect) {
+                return Err(CapabilityError::Dialect {
+                    plugin,
+                    dialects: decl.dialects,
+                    backend: dialect,
+                });
+            }
+            let plugin_dir = options.plugin_dir.map(Path::to_path_buf);
             let (name, root, files) = (plugin.clone(), root.clone(), files.clone());
             let migrations = tokio::task::spawn_blocking(move || {
                 make_private_dir(&root)?;
                 if let Some(files) = &files {
                     make_private_dir(files)?;
                 }
-                Ok::<_, CapabilityError>(match migrations {
-                    Some(dir) => Migration::read_dir(&name, &dir)?,
+                Ok::<_, CapabilityError>(match plugin_dir {
+                    Some(dir) => Migration::read_dir(&name, &Migration::dir(&dir, dialect))?,
                     None => Vec::new(),
                 })
             })
@@ -246,6 +260,19 @@ pub enum CapabilityError {
         /// The façade feature that sets one.
         feature: &'static str,
     },
+    /// Its manifest does not list the SQL dialect of the host's database backend.
+    #[error(
+        "plugin '{plugin}' supports the SQL dialects [{}]; this host's database backend is {backend} (declare `database: {{ dialects: [..., {backend}] }}` and ship migrations/{backend}/)",
+        .dialects.join(", ")
+    )]
+    Dialect {
+        /// The plugin.
+        plugin: String,
+        /// The dialects its manifest lists.
+        dialects: Vec<String>,
+        /// The backend's dialect.
+        backend: &'static str,
+    },
     /// Its folders under `data_dir` could not be made.
     #[error(transparent)]
     Files(#[from] FileError),
@@ -319,6 +346,7 @@ mod tests {
             host: &host,
             entry: None,
             plugin_dir: None,
+            database: None,
             auditor: Auditor::new("p", Some(state.clone()), Some(log.clone())),
             http: None,
             commands: None,
@@ -369,6 +397,7 @@ mod tests {
             host: &host,
             entry: Some(&entry),
             plugin_dir: None,
+            database: None,
             auditor: Auditor::new("p", None, None),
             http: None,
             commands: None,
@@ -392,6 +421,7 @@ mod tests {
             host: &host,
             entry: None,
             plugin_dir: None,
+            database: None,
             auditor: Auditor::new("p", None, None),
             http: None,
             commands: None,
@@ -417,6 +447,7 @@ mod tests {
             host: &host,
             entry: None,
             plugin_dir: None,
+            database: None,
             auditor: Auditor::new("notes", None, None),
             http: None,
             commands: None,

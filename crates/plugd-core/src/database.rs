@@ -27,8 +27,14 @@
 //!   are applied at load in lexical order of their names, each in its own transaction with its
 //!   record in [`MIGRATIONS_TABLE`] (name, sha256, time). A migration that was applied and has
 //!   changed since is a load error that names the file; the plugin may not change the record.
+//! - **Dialects.** A backend speaks one SQL dialect ([`SqlBackend::dialect`]); a plugin lists
+//!   those it is written in (manifest `database: { dialects: [sqlite, postgres] }`, default
+//!   `[sqlite]`) and is refused at load when the backend's is not among them. Its migrations
+//!   for a dialect are in `migrations/<dialect>/` ([`Migration::dir`]); the flat
+//!   `migrations/*.sql` are the SQLite ones.
 //!
-//! Backends: `plugd_sqlite::SqliteDatabase` (a SQLite file per plugin, the embedded default).
+//! Backends: `plugd_sqlite::SqliteDatabase` (a SQLite file per plugin, the embedded default),
+//! `plugd_postgres::PostgresSql` (a schema and a role per plugin).
 //! Every backend runs the conformance suite, `plugd_core::testing::sql_backend` (feature
 //! `testing`).
 
@@ -171,6 +177,9 @@ pub struct Migration {
     pub sql: String,
     /// The SHA-256 of the file, lowercase hex: a changed migration is refused.
     pub sha256: String,
+    /// The file in the plugin's folder, for messages: `migrations/0001_notes.sql`, or
+    /// `migrations/postgres/0001_notes.sql` in a dialect's folder.
+    pub file: String,
 }
 
 impl Migration {
@@ -181,11 +190,36 @@ impl Migration {
     /// assert_eq!(m.sha256.len(), 64);
     /// ```
     pub fn new(name: impl Into<String>, sql: impl Into<String>) -> Migration {
-        let sql = sql.into();
+        let (name, sql) = (name.into(), sql.into());
         Migration {
-            name: name.into(),
+            file: format!("migrations/{name}"),
+            name,
             sha256: hex::encode(Sha256::digest(sql.as_bytes())),
             sql,
+        }
+    }
+
+    /// The migrations folder of the plugin in `plugin_dir` for `dialect`:
+    /// `migrations/<dialect>/` when that folder exists, else `migrations/` itself for `sqlite`
+    /// (the flat layout of a plugin written for SQLite only), else `migrations/<dialect>/`
+    /// (which does not exist: no migrations). Blocking.
+    ///
+    /// ```
+    /// use std::path::Path;
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let m = |d| plugd_core::Migration::dir(dir.path(), d);
+    /// assert_eq!(m("sqlite"), dir.path().join("migrations"));
+    /// std::fs::create_dir_all(dir.path().join("migrations/sqlite")).unwrap();
+    /// assert_eq!(m("sqlite"), dir.path().join("migrations/sqlite"));
+    /// assert_eq!(m("postgres"), dir.path().join("migrations/postgres"));
+    /// ```
+    pub fn dir(plugin_dir: &Path, dialect: &str) -> PathBuf {
+        let flat = plugin_dir.join("migrations");
+        let own = flat.join(dialect);
+        if own.is_dir() || dialect != "sqlite" {
+            own
+        } else {
+            flat
         }
     }
 
@@ -218,10 +252,19 @@ impl Migration {
             files.push((name, path));
         }
         files.sort();
+        // `migrations/` itself, or a dialect's folder in it.
+        let in_migrations = dir
+            .parent()
+            .and_then(Path::file_name)
+            .is_some_and(|p| p == "migrations");
+        let folder = match dir.file_name().and_then(|f| f.to_str()) {
+            Some(dialect) if in_migrations => format!("migrations/{dialect}/"),
+            _ => "migrations/".to_string(),
+        };
         files
             .into_iter()
             .map(|(name, path)| {
-                let file = format!("migrations/{name}");
+                let file = format!("{folder}{name}");
                 let bytes =
                     std::fs::read(&path).map_err(|source| DatabaseOpenError::ReadMigration {
                         plugin: plugin.to_string(),
@@ -231,9 +274,12 @@ impl Migration {
                 let sql =
                     String::from_utf8(bytes).map_err(|_| DatabaseOpenError::MigrationNotText {
                         plugin: plugin.to_string(),
-                        file,
+                        file: file.clone(),
                     })?;
-                Ok(Migration::new(name, sql))
+                Ok(Migration {
+                    file,
+                    ..Migration::new(name, sql)
+                })
             })
             .collect()
     }
@@ -284,6 +330,13 @@ pub trait SqlBackend: Send + Sync + fmt::Debug + 'static {
     /// Open (creating when missing) the database of `plugin`, ready for its migrations. Blocking
     /// work runs off the async workers.
     async fn open(&self, plugin: &str) -> Result<Arc<dyn SqlConnection>, BackendError>;
+
+    /// The SQL dialect of its engine, as a manifest's `database.dialects` names it (`sqlite`,
+    /// `postgres`): a plugin whose manifest does not list it is refused at load, and its
+    /// migrations are read from `migrations/<dialect>/` when that folder exists.
+    fn dialect(&self) -> &'static str {
+        "sqlite"
+    }
 }
 
 /// One plugin's open database. Every call runs off the async workers, stops at `deadline`
@@ -660,7 +713,7 @@ async fn migrate(
     connection: &dyn SqlConnection,
     m: &Migration,
 ) -> Result<(), DatabaseOpenError> {
-    let file = format!("migrations/{}", m.name);
+    let file = m.file.clone();
     let failed = |reason: String| DatabaseOpenError::MigrationFailed {
         plugin: plugin.to_string(),
         file: file.clone(),
@@ -713,15 +766,78 @@ pub mod conformance {
         SqlValue::Text(s.into())
     }
 
-    async fn open(backend: &dyn SqlBackend, plugin: &str, migrations: &[Migration]) -> Database {
-        Database::open(
+    /// The suite's SQL (SQLite's) in the backend's dialect: for `postgres`, `$1` parameters,
+    /// `BYTEA` blobs, `SERIAL` keys and its spelling of blob literals; the same checks run on
+    /// every engine.
+    fn in_dialect(dialect: &str, sql: &str) -> String {
+        if dialect != "postgres" {
+            return sql.to_string();
+        }
+        let mut out = String::with_capacity(sql.len());
+        let mut chars = sql.chars().peekable();
+        while let Some(c) = chars.next() {
+            if c == '?' && chars.peek().is_some_and(|d| d.is_ascii_digit()) {
+                out.push('$');
+            } else {
+                out.push(c);
+            }
+        }
+        out.replace(" BLOB", " BYTEA")
+            .replace("INTEGER PRIMARY KEY", "SERIAL PRIMARY KEY")
+            .replace("x'00'", "'\\x00'::bytea")
+            .replace(
+                "zeroblob(999999999)",
+                "decode(repeat('00', 999999999), 'hex')",
+            )
+    }
+
+    /// A plugin's database through the suite: its SQL put in the backend's dialect.
+    #[derive(Clone)]
+    struct Db {
+        db: Database,
+        dialect: &'static str,
+    }
+
+    impl Db {
+        async fn execute(&self, sql: &str, params: &[SqlValue]) -> Result<u64, HostError> {
+            self.db
+                .execute(&in_dialect(self.dialect, sql), params)
+                .await
+        }
+
+        async fn query(&self, sql: &str, params: &[SqlValue]) -> Result<Rows, HostError> {
+            self.db.query(&in_dialect(self.dialect, sql), params).await
+        }
+
+        async fn transaction(&self, statements: &[Statement]) -> Result<Vec<u64>, HostError> {
+            let statements: Vec<Statement> = statements
+                .iter()
+                .map(|s| Statement::new(in_dialect(self.dialect, &s.sql), s.params.clone()))
+                .collect();
+            self.db.transaction(&statements).await
+        }
+
+        fn with_timeout(&self, timeout: Duration) -> Db {
+            Db {
+                db: self.db.with_timeout(timeout),
+                dialect: self.dialect,
+            }
+        }
+    }
+
+    async fn open(backend: &dyn SqlBackend, plugin: &str, migrations: &[Migration]) -> Db {
+        let db = Database::open(
             plugin,
             backend,
             migrations,
             Auditor::new(plugin, None, None),
         )
         .await
-        .unwrap_or_else(|e| panic!("open {plugin}: {e}"))
+        .unwrap_or_else(|e| panic!("open {plugin}: {e}"));
+        Db {
+            db,
+            dialect: backend.dialect(),
+        }
     }
 
     /// Run every check against `backend`, which must start empty (a fresh directory or
@@ -1033,7 +1149,10 @@ pub mod conformance {
         let first = [
             Migration::new(
                 "0001_notes.sql",
-                "CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT);",
+                in_dialect(
+                    backend.dialect(),
+                    "CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT);",
+                ),
             ),
             Migration::new("0002_tag.sql", "ALTER TABLE notes ADD COLUMN tag TEXT;"),
             Migration::new(
@@ -1304,6 +1423,27 @@ mod tests {
             e,
             HostError::Failed("database.transaction of plugin 'p': statement 2 of 2 failed, nothing was committed: NOT NULL constraint failed: a.v".into())
         );
+    }
+
+    #[test]
+    fn a_migration_of_a_dialects_folder_is_named_with_its_folder() {
+        let plugin = tempfile::tempdir().unwrap();
+        let dir = Migration::dir(plugin.path(), "postgres");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("0001_notes.sql"), "CREATE TABLE notes (v TEXT);").unwrap();
+        let migrations = Migration::read_dir("p", &dir).unwrap();
+        assert_eq!(migrations[0].name, "0001_notes.sql", "the record's key");
+        assert_eq!(migrations[0].file, "migrations/postgres/0001_notes.sql");
+        std::fs::write(dir.join("0002_bin.sql"), [0xff]).unwrap();
+        let e = Migration::read_dir("p", &dir).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "migration migrations/postgres/0002_bin.sql of plugin 'p' is not UTF-8 text"
+        );
+        let flat = Migration::dir(plugin.path(), "sqlite");
+        std::fs::write(flat.join("0001_flat.sql"), "SELECT 1;").unwrap();
+        let migrations = Migration::read_dir("p", &flat).unwrap();
+        assert_eq!(migrations[0].file, "migrations/0001_flat.sql");
     }
 
     #[test]

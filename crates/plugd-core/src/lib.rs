@@ -148,7 +148,8 @@ pub use plugd_manifest::{ExecGrant, ExecLimits, ExecRule, HookType, Permission};
 /// `testing`): `plugd_core::testing::kv_backend(Arc::new(MyKv::new()))` in its tests.
 ///
 /// ```text
-/// kv_backend       KvBackend         plugd-sqlite, MemoryKv
+/// kv_backend       KvBackend         plugd-sqlite, plugd-postgres, MemoryKv
+/// sql_backend      SqlBackend        plugd-sqlite, plugd-postgres
 /// cache_backend    CacheBackend      MemoryCache
 /// event_transport  EventTransport    MemoryHub
 /// http_client      HttpClient        plugd-std (reqwest)

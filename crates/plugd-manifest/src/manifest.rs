@@ -113,6 +113,8 @@ pub struct Manifest {
     pub hooks: Vec<HookDecl>,
     /// The event topics it publishes and subscribes to.
     pub events: Events,
+    /// What its use of the `database` capability needs (manifest key `database`).
+    pub database: DatabaseDecl,
     /// The services it exports.
     pub exports: Vec<ExportDecl>,
     /// Optional features it supports, such as `hot_reload`.
@@ -166,6 +168,46 @@ pub struct Events {
     pub publishes: Vec<String>,
     /// Topics it subscribes to (`*` matches one segment).
     pub subscribes: Vec<String>,
+}
+
+/// The SQL dialects plugd's database backends speak, as `database.dialects` names them.
+pub const SQL_DIALECTS: &[&str] = &["sqlite", "postgres"];
+
+/// What a plugin's SQL needs of the `database` capability (manifest key `database`).
+///
+/// ```
+/// use plugd_manifest::{Format, Manifest};
+/// let m = Manifest::from_str(
+///     "name: notes\nversion: 1.0.0\ndescription: d\nauthor: a\ndatabase: { dialects: [sqlite, postgres] }\n",
+///     Format::Yaml,
+///     None,
+/// )
+/// .unwrap();
+/// assert!(m.database.supports("postgres"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DatabaseDecl {
+    /// The SQL dialects its statements and migrations are written in ([`SQL_DIALECTS`]);
+    /// `[sqlite]` when the manifest does not say. Its migrations for a dialect are in
+    /// `migrations/<dialect>/`, or `migrations/` itself for `sqlite` when that folder does not
+    /// exist.
+    pub dialects: Vec<String>,
+}
+
+impl Default for DatabaseDecl {
+    /// `[sqlite]`: what a manifest without the key means.
+    fn default() -> Self {
+        DatabaseDecl {
+            dialects: vec!["sqlite".to_string()],
+        }
+    }
+}
+
+impl DatabaseDecl {
+    /// Whether its SQL is written for `dialect`.
+    pub fn supports(&self, dialect: &str) -> bool {
+        self.dialects.iter().any(|d| d == dialect)
+    }
 }
 
 /// A service a plugin exports.
@@ -470,6 +512,8 @@ struct RawManifest {
     hooks: Option<Vec<RawHook>>,
     /// Event topics it publishes and subscribes to.
     events: Option<RawEvents>,
+    /// What its use of the `database` capability needs: the SQL dialects it is written in.
+    database: Option<RawDatabase>,
     /// Services it exports to other plugins.
     exports: Option<Vec<RawExport>>,
     /// Optional features it supports: `hot_reload`.
@@ -526,6 +570,14 @@ struct RawEvents {
     publishes: Option<Vec<String>>,
     /// Topics it receives in `on-event` (`user.*`).
     subscribes: Option<Vec<String>>,
+}
+
+/// What the plugin's SQL needs of the `database` capability.
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct RawDatabase {
+    /// The SQL dialects its statements and migrations are written in: `sqlite`, `postgres` (default `[sqlite]`). Migrations of a dialect live in `migrations/<dialect>/` (for `sqlite`, `migrations/` itself when that folder does not exist).
+    dialects: Option<Vec<String>>,
 }
 
 /// A service the plugin exports.
@@ -807,6 +859,39 @@ impl RawManifest {
             }
         }
 
+        let database = match self.database.and_then(|d| d.dialects) {
+            None => DatabaseDecl::default(),
+            Some(dialects) => {
+                if dialects.is_empty() {
+                    return Err(invalid(
+                        "database.dialects",
+                        format!(
+                            "list at least one SQL dialect (known: {})",
+                            SQL_DIALECTS.join(", ")
+                        ),
+                    ));
+                }
+                for (i, d) in dialects.iter().enumerate() {
+                    if !SQL_DIALECTS.contains(&d.as_str()) {
+                        return Err(invalid(
+                            format!("database.dialects[{i}]"),
+                            format!(
+                                "unknown SQL dialect '{d}' (known: {})",
+                                SQL_DIALECTS.join(", ")
+                            ),
+                        ));
+                    }
+                    if dialects[..i].contains(d) {
+                        return Err(invalid(
+                            format!("database.dialects[{i}]"),
+                            format!("'{d}' is listed twice"),
+                        ));
+                    }
+                }
+                DatabaseDecl { dialects }
+            }
+        };
+
         let mut exports: Vec<ExportDecl> = Vec::new();
         for (i, raw) in self.exports.unwrap_or_default().into_iter().enumerate() {
             let export_name = raw
@@ -859,6 +944,7 @@ impl RawManifest {
             config,
             hooks,
             events,
+            database,
             exports,
             capabilities,
             priority: self.priority.map(|p| p.0),
@@ -1109,6 +1195,40 @@ description = "Token management service"
         assert_eq!(messages[0], messages[1], "yaml vs json");
         assert_eq!(messages[0], messages[2], "yaml vs toml");
         messages.remove(0)
+    }
+
+    #[test]
+    fn database_dialects_parse_in_three_formats_and_default_to_sqlite() {
+        for (format, text) in in_formats(&base()) {
+            let m = parse(&text, format).unwrap();
+            assert_eq!(m.database.dialects, ["sqlite"], "{format}");
+        }
+        let both = with("database", json!({"dialects": ["sqlite", "postgres"]}));
+        for (format, text) in in_formats(&both) {
+            let m = parse(&text, format).unwrap();
+            assert_eq!(m.database.dialects, ["sqlite", "postgres"], "{format}");
+            assert!(m.database.supports("postgres") && m.database.supports("sqlite"));
+        }
+        let only_pg = with("database", json!({"dialects": ["postgres"]}));
+        for (format, text) in in_formats(&only_pg) {
+            let m = parse(&text, format).unwrap();
+            assert!(!m.database.supports("sqlite"), "{format}");
+        }
+        assert_eq!(
+            error_in_all_formats(&with("database", json!({"dialects": ["sqlite", "mysql"]}))),
+            "invalid database.dialects[1]: unknown SQL dialect 'mysql' (known: sqlite, postgres)"
+        );
+        assert_eq!(
+            error_in_all_formats(&with("database", json!({"dialects": []}))),
+            "invalid database.dialects: list at least one SQL dialect (known: sqlite, postgres)"
+        );
+        assert_eq!(
+            error_in_all_formats(&with(
+                "database",
+                json!({"dialects": ["postgres", "postgres"]})
+            )),
+            "invalid database.dialects[1]: 'postgres' is listed twice"
+        );
     }
 
     #[test]

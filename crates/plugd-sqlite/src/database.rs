@@ -115,6 +115,10 @@ impl SqliteDatabase {
 
 #[async_trait]
 impl SqlBackend for SqliteDatabase {
+    fn dialect(&self) -> &'static str {
+        "sqlite"
+    }
+
     async fn open(&self, plugin: &str) -> Result<Arc<dyn SqlConnection>, BackendError> {
         if plugin.is_empty() || plugin.contains(['/', '\\', '\0']) || plugin.starts_with('.') {
             return Err(failed(format!("'{plugin}' is not a plugin name")));

@@ -366,6 +366,7 @@ impl Host {
             host: &self.inner.config,
             entry: c.entry.as_ref(),
             plugin_dir: c.dir.as_deref(),
+            database: c.loaded.manifest.as_ref().map(|m| &m.database),
             http: self.inner.http.clone(),
             commands: self.inner.commands.clone(),
             auditor: Auditor::new(

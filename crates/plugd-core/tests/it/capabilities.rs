@@ -198,3 +198,151 @@ async fn a_database_grant_on_a_host_without_an_sql_backend_fails_the_load_naming
     assert!(seen.lock().is_empty(), "init never ran");
     host.shutdown().await;
 }
+
+mod dialects {
+    //! The SQL dialects a plugin declares, against the host's database backend: the refusal at
+    //! load, and the migrations folder of the backend's dialect.
+
+    use std::collections::BTreeSet;
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use plugd_core::{
+        Auditor, Capabilities, CapabilityError, CapabilityOptions, Permission, SqlBackend,
+    };
+
+    /// SQLite files under another dialect's name: what a plugin's manifest and migrations
+    /// folder are matched against.
+    #[derive(Debug)]
+    struct Speaking(plugd_sqlite::SqliteDatabase, &'static str);
+
+    #[async_trait::async_trait]
+    impl SqlBackend for Speaking {
+        async fn open(
+            &self,
+            plugin: &str,
+        ) -> Result<Arc<dyn plugd_core::SqlConnection>, plugd_core::BackendError> {
+            self.0.open(plugin).await
+        }
+        fn dialect(&self) -> &'static str {
+            self.1
+        }
+    }
+
+    fn manifest(extra: &str) -> plugd_manifest::Manifest {
+        plugd_manifest::Manifest::from_str(
+            &format!("name: notes\nversion: 1.0.0\ndescription: d\nauthor: a\n{extra}"),
+            plugd_manifest::Format::Yaml,
+            None,
+        )
+        .unwrap()
+    }
+
+    async fn open_notes(
+        data: &Path,
+        plugin_dir: &Path,
+        manifest: &plugd_manifest::Manifest,
+        dialect: &'static str,
+    ) -> Result<Capabilities, CapabilityError> {
+        let host = plugd_manifest::HostConfig {
+            data_dir: data.to_path_buf(),
+            ..plugd_manifest::HostConfig::default()
+        };
+        let granted: BTreeSet<Permission> = [Permission::Database].into();
+        let backend = Speaking(plugd_sqlite::SqliteDatabase::new(data), dialect);
+        Capabilities::open(CapabilityOptions {
+            plugin: "notes",
+            granted: &granted,
+            host: &host,
+            entry: None,
+            plugin_dir: Some(plugin_dir),
+            database: Some(&manifest.database),
+            auditor: Auditor::new("notes", None, None),
+            http: None,
+            commands: None,
+            sql: Some(Arc::new(backend)),
+        })
+        .await
+    }
+
+    #[tokio::test]
+    async fn a_plugin_whose_dialects_lack_the_backends_is_refused_at_load() {
+        let (data, plugin) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let e = open_notes(data.path(), plugin.path(), &manifest(""), "postgres")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "plugin 'notes' supports the SQL dialects [sqlite]; this host's database backend is postgres (declare `database: { dialects: [..., postgres] }` and ship migrations/postgres/)"
+        );
+        let sqlite_only = manifest("database: { dialects: [sqlite] }");
+        assert!(
+            open_notes(data.path(), plugin.path(), &sqlite_only, "sqlite")
+                .await
+                .is_ok()
+        );
+        let pg_only = manifest("database: { dialects: [postgres] }");
+        let e = open_notes(data.path(), plugin.path(), &pg_only, "sqlite")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("plugin 'notes' supports the SQL dialects [postgres]; this host's database backend is sqlite"),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn migrations_come_from_the_backends_dialect_folder_or_the_flat_one_for_sqlite() {
+        let plugin = tempfile::tempdir().unwrap();
+        let migrations = plugin.path().join("migrations");
+        std::fs::create_dir_all(migrations.join("postgres")).unwrap();
+        std::fs::write(
+            migrations.join("0001_flat.sql"),
+            "CREATE TABLE flat (v TEXT);",
+        )
+        .unwrap();
+        std::fs::write(
+            migrations.join("postgres/0001_pg.sql"),
+            "CREATE TABLE from_pg (v TEXT);",
+        )
+        .unwrap();
+        let both = manifest("database: { dialects: [sqlite, postgres] }");
+        let tables = |caps: Capabilities| async move {
+            let db = caps.database("database.query").unwrap();
+            let rows = db
+                .query("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE '\\_%' ESCAPE '\\' ORDER BY name", &[])
+                .await
+                .unwrap();
+            rows.rows
+                .into_iter()
+                .map(|r| format!("{:?}", r[0]))
+                .collect::<Vec<_>>()
+        };
+        // SQLite without migrations/sqlite/: the flat files (backward compatible).
+        let data = tempfile::tempdir().unwrap();
+        let caps = open_notes(data.path(), plugin.path(), &both, "sqlite")
+            .await
+            .unwrap();
+        assert_eq!(tables(caps).await, [r#"Text("flat")"#]);
+        // Another dialect: its own folder only.
+        let data = tempfile::tempdir().unwrap();
+        let caps = open_notes(data.path(), plugin.path(), &both, "postgres")
+            .await
+            .unwrap();
+        assert_eq!(tables(caps).await, [r#"Text("from_pg")"#]);
+        // SQLite with migrations/sqlite/: that folder, not the flat files.
+        std::fs::create_dir_all(migrations.join("sqlite")).unwrap();
+        std::fs::write(
+            migrations.join("sqlite/0001_lite.sql"),
+            "CREATE TABLE from_sqlite (v TEXT);",
+        )
+        .unwrap();
+        let data = tempfile::tempdir().unwrap();
+        let caps = open_notes(data.path(), plugin.path(), &both, "sqlite")
+            .await
+            .unwrap();
+        assert_eq!(tables(caps).await, [r#"Text("from_sqlite")"#]);
+    }
+}
