@@ -262,11 +262,29 @@ fn check(path: &Path, json: bool) -> anyhow::Result<()> {
         plugd_server::check_tls(tls)?;
     }
     let report = plugd::check_config_with_packages(&config)?;
+    // The engines of `backends`: each connected to and asked how it is.
+    let engines = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(plugd::check_backends(&config));
+    let unreachable: Vec<String> = engines
+        .iter()
+        .filter(|e| !e.ok)
+        .map(|e| format!("backends.{} ({}): {}", e.engine, e.server, e.detail))
+        .collect();
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        let mut value = serde_json::to_value(&report)?;
+        value["backends"] = serde_json::to_value(&engines)?;
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        anyhow::ensure!(unreachable.is_empty(), "{}", unreachable.join("; "));
         return Ok(());
     }
+    anyhow::ensure!(unreachable.is_empty(), "{}", unreachable.join("; "));
     println!("ok: {} plugin(s)", report.start_order.len());
+    for e in &engines {
+        println!("backend {}: {} {}", e.engine, e.server, e.detail);
+    }
     println!("start order: {}", report.start_order.join(", "));
     println!("dependency graph:");
     for (name, deps) in &report.dependency_graph {
@@ -418,34 +436,30 @@ async fn serve(
         TokenSource::Config => tracing::info!("admin token from admin.token"),
         TokenSource::Environment => tracing::info!("admin token from PLUGD_ADMIN_TOKEN"),
     }
-    let host = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+    let (host, connected) = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         // On a terminal: a line per plugin while the start compiles and loads them.
         let total = config.plugins.plugins.iter().filter(|p| p.enabled).count();
         let runtime =
             plugd::wasm::WasmRuntime::new(plugd::wasm::RuntimeOptions::from_config(&config))?;
         let (loader, active) = cli::progress::Progress::new(runtime, total);
-        let host = plugd::with_embedded_backends(plugd::Host::builder(), &config)?
-            .config(config)
-            .loader(loader)
-            .build()?;
+        let (builder, connected) =
+            plugd::connect_backends(plugd::Host::builder(), &config).await?;
+        let host = builder.config(config).loader(loader).build()?;
         let started = host.start().await;
         active.store(false, std::sync::atomic::Ordering::Relaxed);
         started?;
-        host
+        (host, connected)
     } else {
-        let host = plugd::host_from_config(config)?;
+        let (host, connected) = plugd::connect_host(config).await?;
         host.start().await?;
-        host
+        (host, connected)
     };
     // A member of a fleet: the others see this instance, its changes reach them, theirs reach it.
     let fleet = if host.config().fleet.enabled {
-        let nats = host
-            .config()
-            .backends
+        let client = connected
             .nats
             .clone()
             .context("fleet.enabled needs backends.nats")?;
-        let client = plugd_fleet::connect(&nats).await?;
         let fleet = plugd_fleet::Fleet::join(
             host.clone(),
             client,

@@ -14,6 +14,7 @@
 //! | `sqlite` | yes | `plugd::sqlite`: plugin storage, plugin databases and the status tables in SQLite; `with_embedded_backends` |
 //! | `std` | yes | `plugd::std_backends`: outbound HTTP (reqwest), exec, file watching; package admission; `with_std_backends`, [`check_config_with_packages`] |
 //! | `server` | yes | `plugd::server`: the axum router, the admin API and dashboard, `serve_with_admin`, `serve_router` |
+//! | `fleet` | no | the fleet's engines as `backends:` names them: PostgreSQL (`plugd::postgres`), Redis (`plugd::redis`), NATS JetStream (`plugd::nats`), and fleet control (`plugd::fleet`); `connect_backends`, `connect_host`, `check_backends` |
 //! | `test` | no | `plugd::test`: the `plugd-test` harness for plugin authors (`TestHost`, `tests.yaml` suites) |
 //!
 //! `host_from_config` (`wasm` and `sqlite`) builds the host `plugd serve` runs. With
@@ -52,6 +53,13 @@
 
 #![warn(missing_docs)]
 
+#[cfg(feature = "fleet")]
+mod backends;
+#[cfg(feature = "fleet")]
+pub use backends::{BackendSetupError, Connected, EngineCheck, check_backends, connect_backends, connect_host};
+#[cfg(feature = "fleet")]
+pub use plugd_fleet as fleet;
+
 pub use plugd_core::*;
 pub use plugd_manifest as manifest;
 #[cfg(feature = "server")]
@@ -60,6 +68,8 @@ pub use plugd_server as server;
 pub use plugd_sqlite as sqlite;
 #[cfg(feature = "std")]
 pub use plugd_std as std_backends;
+#[cfg(feature = "fleet")]
+pub use {plugd_nats as nats, plugd_postgres as postgres, plugd_redis as redis};
 #[cfg(feature = "test")]
 pub use plugd_test as test;
 #[cfg(feature = "wasm")]
@@ -80,14 +90,20 @@ pub use plugd_wasm as wasm;
 /// ```
 #[cfg(all(feature = "wasm", feature = "sqlite"))]
 pub fn host_from_config(config: plugd_manifest::HostConfig) -> Result<Host, SetupError> {
-    let mut options = plugd_wasm::RuntimeOptions::from_config(&config);
+    let runtime = wasm_runtime(&config)?;
+    let builder = with_embedded_backends(Host::builder(), &config)?;
+    Ok(builder.config(config).loader(runtime).build()?)
+}
+
+/// The wasm runtime `config` asks for, with the native profiler `PLUGD_WASM_PROFILER` names.
+#[cfg(feature = "wasm")]
+fn wasm_runtime(config: &plugd_manifest::HostConfig) -> Result<plugd_wasm::WasmRuntime, SetupError> {
+    let mut options = plugd_wasm::RuntimeOptions::from_config(config);
     options.profiler = plugd_wasm::Profiler::from_env()?;
     if options.profiler != plugd_wasm::Profiler::None {
         tracing::info!(profiler = ?options.profiler, "guest code is described to native profilers");
     }
-    let runtime = plugd_wasm::WasmRuntime::new(options)?;
-    let builder = with_embedded_backends(Host::builder(), &config)?;
-    Ok(builder.config(config).loader(runtime).build()?)
+    Ok(plugd_wasm::WasmRuntime::new(options)?)
 }
 
 /// Why [`host_from_config`] or [`with_embedded_backends`] could not set a host up.
@@ -117,6 +133,10 @@ pub enum SetupError {
     #[cfg(feature = "std")]
     #[error(transparent)]
     Std(#[from] plugd_std::ClientError),
+    /// An engine of `backends` (PostgreSQL, Redis, NATS) could not be reached or set up.
+    #[cfg(feature = "fleet")]
+    #[error(transparent)]
+    Backend(#[from] backends::BackendSetupError),
     /// The host refused its config.
     #[error(transparent)]
     Host(#[from] LoadError),

@@ -11,6 +11,7 @@ mod events;
 mod exhaustion;
 mod failure;
 mod fleet;
+mod fleet_faults;
 mod hostile_plugins;
 mod operations;
 mod packages;

@@ -34,15 +34,18 @@ impl Plugin for Fleetwise {
         let key = param(exchange, "key").unwrap_or_default();
         let value = param(exchange, "value");
         match route {
+            // A storage or cache error (its server away) is answered as 503 with the host's
+            // message, for the fault tests to read.
             "/kv" => match value {
-                Some(v) => {
-                    storage::set(&key, v.as_bytes())?;
-                    Ok(Response::text(200, "stored"))
-                }
-                None => Ok(match storage::get(&key)? {
-                    Some(v) => Response::text(200, String::from_utf8_lossy(&v)),
-                    None => Response::text(404, "absent"),
-                }),
+                Some(v) => match storage::set(&key, v.as_bytes()) {
+                    Ok(()) => Ok(Response::text(200, "stored")),
+                    Err(e) => Ok(Response::text(503, e.to_string())),
+                },
+                None => match storage::get(&key) {
+                    Ok(Some(v)) => Ok(Response::text(200, String::from_utf8_lossy(&v))),
+                    Ok(None) => Ok(Response::text(404, "absent")),
+                    Err(e) => Ok(Response::text(503, e.to_string())),
+                },
             },
             "/cache" => match value {
                 Some(v) => match cache::set(&key, v.as_bytes(), None) {
