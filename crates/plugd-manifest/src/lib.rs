@@ -51,7 +51,7 @@ pub use host::{DEFAULT_MAX_RESPONSE_BYTES, RESERVED_PATHS, mount_problem};
 pub use log_level::{LogLevel, UnknownLogLevel};
 pub use manifest::ManifestBuilder;
 pub use manifest::{
-    DEFAULT_COMPONENT, Dependency, Events, ExportDecl, HookDecl, MAX_NAME_LEN, Manifest,
+    DEFAULT_COMPONENT, Delivery, Dependency, Events, ExportDecl, HookDecl, MAX_NAME_LEN, Manifest,
     ManifestError, ManifestErrorKind, is_valid_plugin_name, is_valid_topic, manifest_json_schema,
 };
 pub use permission::{Permission, UnknownPermission};
