@@ -42,7 +42,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     a.start_transport().await?;
     b.start_transport().await?;
     println!("{n} events of {size} bytes, from instance a to a subscriber on instance b");
-    for (round, delivery) in [Delivery::Instance, Delivery::Fleet].into_iter().enumerate() {
+    for (round, delivery) in [Delivery::Instance, Delivery::Fleet]
+        .into_iter()
+        .enumerate()
+    {
         let handled = Arc::new(AtomicU64::new(0));
         let h = handled.clone();
         let deliver: Deliver = Arc::new(move |_e: Event| {
@@ -50,7 +53,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             Box::pin(async { Ok(()) })
         });
         let topic = format!("bench{round}.e");
-        b.subscribe_with("bench", &format!("bench{round}.*"), delivery, QUEUE_BYTES, deliver);
+        b.subscribe_with(
+            "bench",
+            &format!("bench{round}.*"),
+            delivery,
+            QUEUE_BYTES,
+            deliver,
+        );
         let payload = bytes::Bytes::from(vec![b'x'; size]);
         let started = Instant::now();
         for i in 0..n {
@@ -84,9 +93,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
         b.unsubscribe_all("bench");
     }
-    let _ = publishing
-        .jetstream()
-        .delete_stream(&options.stream)
-        .await;
+    let _ = publishing.jetstream().delete_stream(&options.stream).await;
     Ok(())
 }
