@@ -922,6 +922,117 @@ mod tests {
         }
     }
 
+    /// A transport that carries every subscription and refuses to publish: the test hands
+    /// events to the subscriptions itself through the inbox it was started with.
+    #[derive(Debug, Default)]
+    struct Carrier {
+        inbox: Mutex<Option<Inbox>>,
+        subscribed: Mutex<Vec<(String, String, Delivery)>>,
+        unsubscribed: Mutex<Vec<String>>,
+    }
+
+    #[async_trait::async_trait]
+    impl EventTransport for Carrier {
+        fn publish(&self, _event: &Event) -> Result<(), BackendError> {
+            Err(BackendError::new("carrier", "broker away"))
+        }
+        async fn start(&self, inbox: Inbox) -> Result<(), BackendError> {
+            *self.inbox.lock() = Some(inbox);
+            Ok(())
+        }
+        fn subscribe(&self, plugin: &str, pattern: &str, delivery: Delivery) -> bool {
+            self.subscribed
+                .lock()
+                .push((plugin.into(), pattern.into(), delivery));
+            true
+        }
+        fn unsubscribe(&self, plugin: &str) {
+            self.unsubscribed.lock().push(plugin.into());
+        }
+    }
+
+    fn an_event(topic: &str) -> Event {
+        Event {
+            topic: topic.into(),
+            payload: Bytes::from_static(b"x"),
+            source: "peer".into(),
+            at: SystemTime::now(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_carried_subscription_answers_when_its_handler_ran() {
+        let carrier = Arc::new(Carrier::default());
+        let bus = Arc::new(EventBus::with_transport(carrier.clone()));
+        bus.start_transport().await.unwrap();
+        let (ok, seen) = collector();
+        let failing: Deliver =
+            Arc::new(|_e| Box::pin(async { Err(PluginError::Failed("boom".into())) }));
+        bus.subscribe_with("worker", "jobs.*", Delivery::Fleet, QUEUE_BYTES, ok);
+        bus.subscribe_with("flaky", "jobs.*", Delivery::Instance, QUEUE_BYTES, failing);
+        assert!(bus.is_carried("worker", "jobs.*"));
+        assert_eq!(
+            carrier.subscribed.lock()[0],
+            ("worker".into(), "jobs.*".into(), Delivery::Fleet)
+        );
+        let inbox = carrier.inbox.lock().clone().unwrap();
+        let to = |plugin: &str, topic: &str| inbox.deliver_to(plugin, "jobs.*", an_event(topic));
+        assert_eq!(to("worker", "jobs.a").await, Delivered::Handled);
+        assert_eq!(*seen.lock(), ["jobs.a"]);
+        assert!(matches!(to("flaky", "jobs.a").await, Delivered::Failed(e) if e.contains("boom")));
+        assert_eq!(to("nobody", "jobs.a").await, Delivered::Unsubscribed);
+        assert_eq!(
+            to("worker", "user.a").await,
+            Delivered::Invalid,
+            "not the pattern's"
+        );
+        assert_eq!(to("worker", "jobs.*").await, Delivered::Invalid);
+        assert!(!Delivered::Handled.should_retry() && Delivered::Full.should_retry());
+
+        // The bus leaves carried subscriptions to the transport, unless the transport refuses
+        // the event: then this host's subscribers get it from here (counted).
+        seen.lock().clear();
+        assert_eq!(
+            Publisher::host(bus.clone()).publish("jobs.b", "x").unwrap(),
+            2
+        );
+        assert_eq!(bus.transport_failures(), 1);
+        settle(|| seen.lock().len() == 1).await;
+        assert_eq!(*seen.lock(), ["jobs.b"]);
+
+        // Events queued when the plugin unsubscribes are handed back, not handled.
+        let (stuck, gate) = stuck();
+        bus.subscribe_with("slow", "jobs.*", Delivery::Fleet, QUEUE_BYTES, stuck);
+        let first = inbox.deliver_to("slow", "jobs.*", an_event("jobs.c"));
+        let second = inbox.deliver_to("slow", "jobs.*", an_event("jobs.d"));
+        tokio::task::yield_now().await;
+        bus.unsubscribe_all("slow");
+        assert_eq!(*carrier.unsubscribed.lock(), ["slow"]);
+        gate.notify_one();
+        assert_eq!(
+            first.await,
+            Delivered::Handled,
+            "the one in the handler finishes"
+        );
+        assert_eq!(second.await, Delivered::Unsubscribed);
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_is_handed_back_to_the_transport() {
+        let carrier = Arc::new(Carrier::default());
+        let bus = Arc::new(EventBus::with_transport(carrier.clone()));
+        bus.start_transport().await.unwrap();
+        let (stuck, gate) = stuck();
+        bus.subscribe_with("slow", "t", Delivery::Fleet, 2, stuck);
+        let inbox = carrier.inbox.lock().clone().unwrap();
+        let first = inbox.deliver_to("slow", "t", an_event("t"));
+        let full = inbox.deliver_to("slow", "t", an_event("t"));
+        assert_eq!(full.await, Delivered::Full, "2 bytes hold one event");
+        assert_eq!(bus.subscriptions()[0].dropped, 1);
+        gate.notify_one();
+        assert_eq!(first.await, Delivered::Handled);
+    }
+
     #[test]
     fn wildcards_match_one_segment() {
         assert!(topic_matches("*", "user"));
