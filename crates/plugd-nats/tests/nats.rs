@@ -418,3 +418,55 @@ async fn ping_answers_with_the_round_trip() {
     assert!(t.ping().await.unwrap() < Duration::from_secs(5));
     cleanup(&t).await;
 }
+
+#[tokio::test]
+async fn past_max_pending_a_publish_is_refused_counted_and_delivered_here() {
+    let upstream = nats_url()
+        .trim_start_matches("nats://")
+        .rsplit('@')
+        .next()
+        .unwrap()
+        .to_string();
+    let proxy = plugd_core::testing::CutProxy::start(&upstream)
+        .await
+        .unwrap();
+    let o = options("x");
+    let via_proxy = NatsOptions {
+        url: format!("nats://{}", proxy.addr()),
+        timeout: Duration::from_secs(1),
+        max_pending: 5,
+        ..o.clone()
+    };
+    let (bus, transport) = instance(&via_proxy, "small").await;
+    let (deliver, seen) = recorder(0);
+    bus.subscribe_with(
+        "watcher",
+        "orders.*",
+        Delivery::Instance,
+        QUEUE_BYTES,
+        deliver,
+    );
+    proxy.cut();
+    for i in 0..12 {
+        bus.publish(event("orders.new", i));
+    }
+    // The publishing task holds one batch; at most 5 more wait in the queue.
+    let refused = transport.stats().refused;
+    assert!(refused >= 6, "{:?}", transport.stats());
+    assert_eq!(bus.transport_failures(), refused, "the bus counts them too");
+    until(
+        "the refused events are delivered on this host",
+        Duration::from_secs(5),
+        || seen.lock().len() as u64 == refused,
+    )
+    .await;
+    proxy.restore();
+    until(
+        "the accepted events arrive once NATS is back",
+        Duration::from_secs(30),
+        || seen.lock().len() == 12,
+    )
+    .await;
+    assert_eq!(counts(&[&seen]).len(), 12, "each event once");
+    cleanup(&transport).await;
+}
