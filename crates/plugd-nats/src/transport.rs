@@ -117,8 +117,9 @@ struct Shared {
 }
 
 /// The events of this host's plugins and of its subscriptions, over NATS JetStream. Cheap to
-/// share (`Arc`); dropping it stops its tasks (the events not yet published are lost: call
-/// [`NatsTransport::flush`] first). Hand it to the host with `Host::builder().events(Arc::new(t))`.
+/// share (`Arc`); dropping it stops its tasks: the events not yet published are lost (call
+/// [`NatsTransport::flush`] first), and the events NATS still sends to its subscriptions are
+/// handed back for another instance (or this one, restarted). Hand it to the host with `Host::builder().events(Arc::new(t))`.
 #[derive(Debug)]
 pub struct NatsTransport {
     shared: Arc<Shared>,
@@ -129,11 +130,11 @@ pub struct NatsTransport {
 impl Drop for NatsTransport {
     fn drop(&mut self) {
         self.publisher.abort();
+        // The subscriptions' tasks end by themselves at their pull's end (within a few
+        // seconds), handing back what NATS still sends to their open pull requests, so another
+        // instance gets those events at once rather than after `ack_wait`.
         for (_, s) in self.shared.subscriptions.lock().drain() {
             s.stop.store(true, Ordering::Release);
-            if let Some(task) = s.task {
-                task.abort();
-            }
         }
     }
 }
