@@ -186,7 +186,9 @@ pub type Deliver = Arc<dyn Fn(Event) -> BoxFuture<'static, Result<(), PluginErro
 /// Carries events between the hosts of a fleet. The core keeps the topic checks, the
 /// per-subscriber queues and their counters on each host; a transport moves events between
 /// hosts, broadcasting them ([`Inbox::deliver`]), or delivering the subscriptions it carries
-/// itself ([`EventTransport::subscribe`], [`Inbox::deliver_to`]). See the [module](self) docs.
+/// itself ([`EventTransport::subscribe`], [`Inbox::deliver_to`]): then the bus leaves those
+/// subscriptions out of its own fan-out, and the transport acknowledges an event once the
+/// handler ran ([`Delivered`]).
 ///
 /// The calls, in order: [`start`](EventTransport::start) once when the host starts, before any
 /// subscription; then [`subscribe`](EventTransport::subscribe) and
