@@ -50,6 +50,7 @@ deny plugd-core rustix "$backend (exec's process groups and rlimits: plugd-std's
 deny plugd-core plugd-pkg "$backend (package admission: plugd-pkg's PackageAdmission)"
 deny plugd-core wasmtime "$backend (the wasm runtime: plugd-wasm, a Loader)"
 deny plugd-core rusqlite "$backend (SQLite: plugd-sqlite's SqliteKv, SqliteDatabase, StatusDb)"
+deny plugd-core async-nats "$backend (events between instances: plugd-nats's NatsTransport)"
 
 # ---- checks ------------------------------------------------------------------------------------
 

@@ -87,8 +87,9 @@ pub use database::{
 pub use dispatch::{DispatchTable, Dispatcher, Entered, POST_RESPONSE_TASKS};
 pub use error::{BackendError, BoxError, HostError, LoadError, PluginError};
 pub use events::{
-    BoxFuture, Deliver, Event, EventBus, EventTransport, Inbox, MAX_PAYLOAD_BYTES, MemoryHub,
-    Publisher, QUEUE_BYTES, QUEUE_CAPACITY, SubscriptionInfo, topic_matches,
+    BoxFuture, Deliver, Delivered, Delivery, Event, EventBus, EventTransport, Inbox,
+    MAX_PAYLOAD_BYTES, MemoryHub, Publisher, QUEUE_BYTES, QUEUE_CAPACITY, SubscriptionInfo,
+    topic_matches,
 };
 pub use exchange::{
     Exchange, FRAMING_HEADERS, Identity, InvalidResponse, MAX_HEADER_BYTES, MAX_HEADER_VALUE_BYTES,

@@ -7,11 +7,11 @@
 use std::collections::BTreeMap;
 
 use crate::schema::RawConfigField;
-use crate::{ConfigField, ConfigType, FailurePolicy, HookType, Permission, Priority};
+use crate::{ConfigField, ConfigType, Delivery, FailurePolicy, HookType, Permission, Priority};
 
 use super::{
     Manifest, ManifestError, ManifestErrorKind, RawDependency, RawEvents, RawExport, RawFramework,
-    RawHook, RawManifest, Text,
+    RawHook, RawManifest, RawSubscription, RawSubscriptionTable, Text,
 };
 
 /// A [`Manifest`] being written in code; [`Manifest::builder`] starts one.
@@ -269,7 +269,28 @@ impl ManifestBuilder {
         self.events()
             .subscribes
             .get_or_insert_with(Vec::new)
-            .push(topic.into());
+            .push(RawSubscription::Topic(topic.into()));
+        self
+    }
+
+    /// Declare a subscription with its delivery among the instances of a fleet.
+    ///
+    /// ```
+    /// use plugd_manifest::{Delivery, Manifest};
+    /// let m = Manifest::builder("a", "1.0.0").description("d").author("a")
+    ///     .subscribes_with("jobs.*", Delivery::Fleet)
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(m.events.delivery_of("jobs.*"), Delivery::Fleet);
+    /// ```
+    pub fn subscribes_with(mut self, topic: impl Into<String>, delivery: Delivery) -> Self {
+        self.events()
+            .subscribes
+            .get_or_insert_with(Vec::new)
+            .push(RawSubscription::Table(RawSubscriptionTable {
+                topic: Some(topic.into()),
+                delivery: Some(delivery.as_str().to_string()),
+            }));
         self
     }
 

@@ -56,9 +56,9 @@ pub use host::{DEFAULT_MAX_RESPONSE_BYTES, RESERVED_PATHS, mount_problem};
 pub use log_level::{LogLevel, UnknownLogLevel};
 pub use manifest::ManifestBuilder;
 pub use manifest::{
-    DEFAULT_COMPONENT, DatabaseDecl, Dependency, Events, ExportDecl, HookDecl, MAX_NAME_LEN,
-    Manifest, ManifestError, ManifestErrorKind, SQL_DIALECTS, is_valid_plugin_name, is_valid_topic,
-    manifest_json_schema,
+    DEFAULT_COMPONENT, DatabaseDecl, Delivery, Dependency, Events, ExportDecl, HookDecl,
+    MAX_NAME_LEN, Manifest, ManifestError, ManifestErrorKind, SQL_DIALECTS, is_valid_plugin_name,
+    is_valid_topic, manifest_json_schema,
 };
 pub use permission::{Permission, UnknownPermission};
 pub use priority::{Priority, PriorityError, parse_priority};

@@ -168,6 +168,80 @@ pub struct Events {
     pub publishes: Vec<String>,
     /// Topics it subscribes to (`*` matches one segment).
     pub subscribes: Vec<String>,
+    /// The subscriptions written `{ topic, delivery }`, with the delivery they declare; the
+    /// others are [`Delivery::Instance`]. Read it through [`Events::delivery_of`].
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub delivery: BTreeMap<String, Delivery>,
+}
+
+impl Events {
+    /// How the events of the subscription to `pattern` are shared among the instances of a
+    /// fleet: as declared, else [`Delivery::Instance`].
+    ///
+    /// ```
+    /// use plugd_manifest::{Delivery, Format, Manifest};
+    /// let m = Manifest::from_str(
+    ///     "name: worker\nversion: 1.0.0\ndescription: d\nauthor: a\n\
+    ///      events:\n  subscribes: [user.created, { topic: jobs.*, delivery: fleet }]\n",
+    ///     Format::Yaml,
+    ///     None,
+    /// )
+    /// .unwrap();
+    /// assert_eq!(m.events.subscribes, ["user.created", "jobs.*"]);
+    /// assert_eq!(m.events.delivery_of("jobs.*"), Delivery::Fleet);
+    /// assert_eq!(m.events.delivery_of("user.created"), Delivery::Instance);
+    /// ```
+    pub fn delivery_of(&self, pattern: &str) -> Delivery {
+        self.delivery.get(pattern).copied().unwrap_or_default()
+    }
+}
+
+/// How the events of one subscription are shared among the instances of a fleet (hosts joined
+/// by an event transport). On a host alone both are the same.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Delivery {
+    /// Once per instance (broadcast): the subscriber on every instance gets each event.
+    #[default]
+    Instance,
+    /// Once per fleet (a work queue): the subscriber of exactly one instance handles each event.
+    Fleet,
+}
+
+impl Delivery {
+    /// The names as written in a manifest.
+    pub const NAMES: [&'static str; 2] = ["instance", "fleet"];
+
+    /// The name as written in a manifest.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Delivery::Instance => "instance",
+            Delivery::Fleet => "fleet",
+        }
+    }
+}
+
+impl fmt::Display for Delivery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Delivery {
+    type Err = String;
+
+    /// `instance` or `fleet`; the error says which values there are.
+    fn from_str(s: &str) -> Result<Delivery, String> {
+        match s {
+            "instance" => Ok(Delivery::Instance),
+            "fleet" => Ok(Delivery::Fleet),
+            _ => Err(format!(
+                "'{s}' is not a delivery: use instance (each instance's subscriber gets every event) or fleet (one instance of the fleet handles each event)"
+            )),
+        }
+    }
 }
 
 /// The SQL dialects plugd's database backends speak, as `database.dialects` names them.
@@ -568,8 +642,76 @@ struct RawHook {
 struct RawEvents {
     /// Topics it may publish (no `*`).
     publishes: Option<Vec<String>>,
-    /// Topics it receives in `on-event` (`user.*`).
-    subscribes: Option<Vec<String>>,
+    /// Topics it receives in `on-event` (`user.*`): a pattern, or `{ topic, delivery }`.
+    subscribes: Option<Vec<RawSubscription>>,
+}
+
+/// One subscription as written: a pattern (delivered once per instance), or a table with the
+/// pattern and its delivery.
+#[derive(Debug)]
+enum RawSubscription {
+    Topic(String),
+    Table(RawSubscriptionTable),
+}
+
+/// `{ topic: "jobs.*", delivery: fleet }`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSubscriptionTable {
+    topic: Option<String>,
+    delivery: Option<String>,
+}
+
+impl schemars::JsonSchema for RawSubscription {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Subscription".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "oneOf": [
+                { "type": "string", "description": "A topic pattern (`*` matches one segment), delivered once per instance." },
+                {
+                    "type": "object",
+                    "properties": {
+                        "topic": { "type": "string", "description": "The topic pattern (`*` matches one segment)." },
+                        "delivery": {
+                            "description": "instance (default): each instance's subscriber gets every event; fleet: one instance of the fleet handles each event.",
+                            "type": "string",
+                            "enum": Delivery::NAMES
+                        }
+                    },
+                    "required": ["topic"],
+                    "additionalProperties": false
+                }
+            ]
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for RawSubscription {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct SubscriptionVisitor;
+
+        impl<'de> Visitor<'de> for SubscriptionVisitor {
+            type Value = RawSubscription;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a topic pattern, or a table { topic, delivery }")
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawSubscription, E> {
+                Ok(RawSubscription::Topic(v.to_owned()))
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawSubscription, A::Error> {
+                RawSubscriptionTable::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(RawSubscription::Table)
+            }
+        }
+
+        deserializer.deserialize_any(SubscriptionVisitor)
+    }
 }
 
 /// What the plugin's SQL needs of the `database` capability.
@@ -834,9 +976,59 @@ impl RawManifest {
         }
 
         let raw_events = self.events.unwrap_or_default();
+        let mut subscribes = Vec::new();
+        let mut delivery = BTreeMap::new();
+        for (i, raw) in raw_events
+            .subscribes
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+        {
+            let (topic, declared) = match raw {
+                RawSubscription::Topic(topic) => (topic, None),
+                RawSubscription::Table(table) => {
+                    let topic = table.topic.ok_or_else(|| {
+                        invalid(
+                            format!("events.subscribes[{i}]"),
+                            "a subscription written as a table needs a topic",
+                        )
+                    })?;
+                    let declared = table
+                        .delivery
+                        .map(|d| {
+                            d.parse::<Delivery>().map_err(|reason| {
+                                invalid(format!("events.subscribes[{i}].delivery"), reason)
+                            })
+                        })
+                        .transpose()?;
+                    (topic, declared)
+                }
+            };
+            let was = subscribes
+                .contains(&topic)
+                .then(|| delivery.get(&topic).copied().unwrap_or(Delivery::Instance));
+            let now = declared.unwrap_or_default();
+            match was {
+                Some(was) if was != now => {
+                    return Err(invalid(
+                        format!("events.subscribes[{i}]"),
+                        format!(
+                            "'{topic}' is subscribed twice, with delivery {was} and {now}: keep one"
+                        ),
+                    ));
+                }
+                Some(_) => continue,
+                None => {}
+            }
+            if let Some(declared) = declared {
+                delivery.insert(topic.clone(), declared);
+            }
+            subscribes.push(topic);
+        }
         let events = Events {
             publishes: raw_events.publishes.unwrap_or_default(),
-            subscribes: raw_events.subscribes.unwrap_or_default(),
+            subscribes,
+            delivery,
         };
         for (list, topics, wildcard) in [
             ("publishes", &events.publishes, false),
@@ -1229,6 +1421,60 @@ description = "Token management service"
             )),
             "invalid database.dialects[1]: 'postgres' is listed twice"
         );
+    }
+
+    #[test]
+    fn a_subscription_declares_its_delivery_in_three_formats() {
+        let doc = with(
+            "events",
+            json!({"subscribes": [
+                "user.created",
+                {"topic": "jobs.*", "delivery": "fleet"},
+                {"topic": "cache.flush", "delivery": "instance"},
+                {"topic": "audit.*"},
+            ]}),
+        );
+        for (format, text) in in_formats(&doc) {
+            let m = parse(&text, format).unwrap_or_else(|e| panic!("{format}: {e}\n{text}"));
+            assert_eq!(
+                m.events.subscribes,
+                ["user.created", "jobs.*", "cache.flush", "audit.*"],
+                "{format}"
+            );
+            assert_eq!(m.events.delivery_of("jobs.*"), Delivery::Fleet, "{format}");
+            for instance in ["user.created", "cache.flush", "audit.*", "not.subscribed"] {
+                assert_eq!(
+                    m.events.delivery_of(instance),
+                    Delivery::Instance,
+                    "{format}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_bad_delivery_is_refused_with_the_values_there_are() {
+        let bad = |subscribes: Value| {
+            error_in_all_formats(&with("events", json!({"subscribes": subscribes})))
+        };
+        assert_eq!(
+            bad(json!(["a.b", {"topic": "jobs.*", "delivery": "everyone"}])),
+            "invalid events.subscribes[1].delivery: 'everyone' is not a delivery: use instance (each instance's subscriber gets every event) or fleet (one instance of the fleet handles each event)"
+        );
+        assert_eq!(
+            bad(json!([{"delivery": "fleet"}])),
+            "invalid events.subscribes[0]: a subscription written as a table needs a topic"
+        );
+        assert_eq!(
+            bad(json!(["jobs.*", {"topic": "jobs.*", "delivery": "fleet"}])),
+            "invalid events.subscribes[1]: 'jobs.*' is subscribed twice, with delivery instance and fleet: keep one"
+        );
+        assert_eq!(
+            bad(json!([{"topic": "jobs..x", "delivery": "fleet"}])),
+            "invalid event topic 'jobs..x' in events.subscribes: empty segment between dots"
+        );
+        let unknown = bad(json!([{"topic": "jobs.*", "mode": "fleet"}]));
+        assert!(unknown.contains("mode"), "{unknown}");
     }
 
     #[test]

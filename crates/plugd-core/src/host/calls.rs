@@ -65,14 +65,21 @@ impl Host {
         crate::dispatch::call_hook(&entry, hook, ex).await
     }
 
-    /// Connect a running plugin's subscriptions to the bus.
+    /// Connect a running plugin's subscriptions to the bus, each with the delivery its manifest
+    /// declares (once per instance unless it says `fleet`).
     pub(super) fn attach_subscriptions(&self, p: &Arc<Loaded>) {
         let queue_bytes = self.plugin_limits(&p.name).event_queue_bytes;
         for topic in &p.registrations.load().subscriptions {
             let plugin = p.clone();
-            self.inner.bus.subscribe_bounded(
+            let delivery = p
+                .manifest
+                .as_ref()
+                .map(|m| m.events.delivery_of(topic))
+                .unwrap_or_default();
+            self.inner.bus.subscribe_with(
                 &p.name,
                 topic,
+                delivery,
                 queue_bytes,
                 Arc::new(move |event: Event| {
                     let plugin = plugin.clone();
