@@ -442,8 +442,7 @@ async fn serve(
         let runtime =
             plugd::wasm::WasmRuntime::new(plugd::wasm::RuntimeOptions::from_config(&config))?;
         let (loader, active) = cli::progress::Progress::new(runtime, total);
-        let (builder, connected) =
-            plugd::connect_backends(plugd::Host::builder(), &config).await?;
+        let (builder, connected) = plugd::connect_backends(plugd::Host::builder(), &config).await?;
         let host = builder.config(config).loader(loader).build()?;
         let started = host.start().await;
         active.store(false, std::sync::atomic::Ordering::Relaxed);

@@ -506,7 +506,7 @@ impl Fleet {
         }
         let package = self.local_package(plugin, version)?.ok_or_else(|| {
             FleetError::Refused(format!(
-                "{plugin} {version} is neither installed nor kept in this instance's plugins folder, nor in the fleet's package store: install it first (`plugd install <package> --no-reload`)"
+                "{plugin} {version} is neither installed nor kept in this instance's plugins folder, nor in the fleet's package store: install it first (`plugd install <package>`)"
             ))
         })?;
         let bytes = package
@@ -693,14 +693,35 @@ pub async fn connect(
     Ok(client)
 }
 
+/// The key-value bucket `config.bucket`, made where missing. The bucket's stream is made here
+/// with the key-value layout (`KV_<bucket>`, subjects `$KV.<bucket>.>`, one message per key
+/// and revision kept up to `history`): async-nats's own `create_key_value` first asks the
+/// account's info, whose answer from a 2.9 server (Debian's) it cannot read.
 async fn key_value(js: &jetstream::Context, config: kv::Config) -> Result<kv::Store, FleetError> {
     let name = config.bucket.clone();
     if let Ok(store) = js.get_key_value(&name).await {
         return Ok(store);
     }
-    js.create_key_value(config)
+    let stream = jetstream::stream::Config {
+        name: format!("KV_{name}"),
+        description: Some(config.description.clone()),
+        subjects: vec![format!("$KV.{name}.>")],
+        max_messages_per_subject: config.history,
+        max_age: config.max_age,
+        storage: config.storage,
+        num_replicas: 1,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        discard: jetstream::stream::DiscardPolicy::New,
+        ..Default::default()
+    };
+    js.get_or_create_stream(stream)
         .await
-        .map_err(|e| nats(format!("create the bucket {name}"))(&e))
+        .map_err(|e| nats(format!("create the bucket {name}"))(&e))?;
+    js.get_key_value(&name)
+        .await
+        .map_err(|e| nats(format!("open the bucket {name}"))(&e))
 }
 
 /// Answer `…apply` commands: one at a time, each after its reload.

@@ -4,7 +4,7 @@
 //! default stays embedded (SQLite, memory, in-process).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use plugd_manifest::{CacheEngine, EventsEngine, HostConfig, StoreEngine};
 
@@ -130,15 +130,10 @@ pub async fn connect_backends(
 /// [`host_from_config`](crate::host_from_config) with the engines of `backends` connected
 /// ([`connect_backends`]): the host `plugd serve` runs, and what it is connected to. Features
 /// `wasm`, `sqlite` and `fleet`.
-pub async fn connect_host(
-    config: HostConfig,
-) -> Result<(plugd_core::Host, Connected), SetupError> {
+pub async fn connect_host(config: HostConfig) -> Result<(plugd_core::Host, Connected), SetupError> {
     let runtime = crate::wasm_runtime(&config)?;
     let (builder, connected) = connect_backends(plugd_core::Host::builder(), &config).await?;
-    Ok((
-        builder.config(config).loader(runtime).build()?,
-        connected,
-    ))
+    Ok((builder.config(config).loader(runtime).build()?, connected))
 }
 
 /// How one engine of `backends` answered `plugd check`.
@@ -164,7 +159,10 @@ pub async fn check_backends(config: &HostConfig) -> Vec<EngineCheck> {
         server: plugd_manifest::redact_url(server),
         ok: result.is_ok(),
         detail: match result {
-            Ok(()) => format!("answered in {:.0} ms", started.elapsed().as_secs_f64() * 1000.0),
+            Ok(()) => format!(
+                "answered in {:.0} ms",
+                started.elapsed().as_secs_f64() * 1000.0
+            ),
             Err(e) => e,
         },
     };
@@ -200,14 +198,11 @@ pub async fn check_backends(config: &HostConfig) -> Vec<EngineCheck> {
     if let Some(s) = &b.nats {
         let started = Instant::now();
         let result = match plugd_fleet::connect(s).await {
-            Ok(client) => {
-                let js = async_nats::jetstream::new(client);
-                match tokio::time::timeout(s.timeout.max(Duration::from_millis(100)), js.query_account()).await {
-                    Ok(Ok(_)) => Ok(()),
-                    Ok(Err(e)) => Err(format!("JetStream is not enabled on the server: {e}")),
-                    Err(_) => Err("JetStream did not answer in time".to_string()),
-                }
-            }
+            Ok(client) if client.server_info().jetstream => Ok(()),
+            Ok(client) => Err(format!(
+                "the server ({}) does not have JetStream enabled (start nats-server with -js)",
+                client.server_info().version
+            )),
             Err(e) => Err(e.to_string()),
         };
         out.push(timed("nats", &s.url, started, result));

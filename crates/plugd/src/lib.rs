@@ -56,7 +56,9 @@
 #[cfg(feature = "fleet")]
 mod backends;
 #[cfg(feature = "fleet")]
-pub use backends::{BackendSetupError, Connected, EngineCheck, check_backends, connect_backends, connect_host};
+pub use backends::{
+    BackendSetupError, Connected, EngineCheck, check_backends, connect_backends, connect_host,
+};
 #[cfg(feature = "fleet")]
 pub use plugd_fleet as fleet;
 
@@ -68,12 +70,12 @@ pub use plugd_server as server;
 pub use plugd_sqlite as sqlite;
 #[cfg(feature = "std")]
 pub use plugd_std as std_backends;
-#[cfg(feature = "fleet")]
-pub use {plugd_nats as nats, plugd_postgres as postgres, plugd_redis as redis};
 #[cfg(feature = "test")]
 pub use plugd_test as test;
 #[cfg(feature = "wasm")]
 pub use plugd_wasm as wasm;
+#[cfg(feature = "fleet")]
+pub use {plugd_nats as nats, plugd_postgres as postgres, plugd_redis as redis};
 
 /// A host for `config`, with the wasm runtime as the loader of plugins from disk: its pooling
 /// allocator sized by `plugins.pool`, fuel metering when `limits.fuel` is set, its compile
@@ -97,7 +99,9 @@ pub fn host_from_config(config: plugd_manifest::HostConfig) -> Result<Host, Setu
 
 /// The wasm runtime `config` asks for, with the native profiler `PLUGD_WASM_PROFILER` names.
 #[cfg(feature = "wasm")]
-fn wasm_runtime(config: &plugd_manifest::HostConfig) -> Result<plugd_wasm::WasmRuntime, SetupError> {
+fn wasm_runtime(
+    config: &plugd_manifest::HostConfig,
+) -> Result<plugd_wasm::WasmRuntime, SetupError> {
     let mut options = plugd_wasm::RuntimeOptions::from_config(config);
     options.profiler = plugd_wasm::Profiler::from_env()?;
     if options.profiler != plugd_wasm::Profiler::None {

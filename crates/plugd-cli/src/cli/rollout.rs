@@ -16,7 +16,7 @@ pub struct RolloutCommand {
     /// The plugin.
     name: String,
     /// The version to move the fleet to: installed or kept in the plugins folder of the server
-    /// asked (`plugd install <package> --no-reload` puts it there), or already in the fleet's
+    /// asked (`plugd install <package>` puts it there), or already in the fleet's
     /// package store.
     #[arg(long = "to", value_name = "VERSION")]
     to: String,

@@ -46,7 +46,19 @@ struct Process {
 }
 
 impl Drop for Process {
+    /// SIGTERM first (nginx's master then stops its workers; plugd leaves the fleet), SIGKILL
+    /// after 10 s.
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -177,7 +189,6 @@ plugins:
                 v1_package.to_str().unwrap(),
                 "--config",
                 config.to_str().unwrap(),
-                "--no-reload",
             ]);
             assert!(
                 o.status.success(),
@@ -324,13 +335,12 @@ plugins:
         pack(&src, &out)
     }
 
-    fn install_no_reload(&self, i: usize, package: &Path) {
+    fn install(&self, i: usize, package: &Path) {
         let o = run(&[
             "install",
             package.to_str().unwrap(),
             "--config",
             self.instances[i].config.to_str().unwrap(),
-            "--no-reload",
         ]);
         assert!(
             o.status.success(),
@@ -560,7 +570,7 @@ async fn three_instances_behind_nginx_share_state_events_config_and_roll_out() {
 
     // A good version, rolled out under load through nginx: no failed request.
     let good = fleet.reloader_package("1.1.0", "ok", "v2");
-    fleet.install_no_reload(0, &good);
+    fleet.install(0, &good);
     let load = wrk(&format!("{lb}/plugins/reloader/version"), 14);
     tokio::time::sleep(Duration::from_secs(1)).await;
     let out = rollout(&fleet, 0, "1.1.0");
@@ -598,7 +608,7 @@ async fn three_instances_behind_nginx_share_state_events_config_and_roll_out() {
 
     // A bad version (every request fails): the fleet goes back to 1.1.0 by itself.
     let bad = fleet.reloader_package("1.2.0", "refuse", "bad");
-    fleet.install_no_reload(0, &bad);
+    fleet.install(0, &bad);
     let load = wrk(&format!("{lb}/plugins/reloader/version"), 8);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let out = rollout(&fleet, 0, "1.2.0");

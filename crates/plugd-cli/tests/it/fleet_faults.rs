@@ -23,12 +23,7 @@ struct Served {
 
 impl Served {
     async fn get(&self, path: &str) -> (u16, String) {
-        match self
-            .client
-            .get(format!("{}{path}", self.url))
-            .send()
-            .await
-        {
+        match self.client.get(format!("{}{path}", self.url)).send().await {
             Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
             Err(e) => panic!("GET {path}: {e}"),
         }
@@ -147,35 +142,58 @@ async fn postgres_redis_and_nats_going_away_fail_only_their_calls_and_come_back_
         .await
         .unwrap();
     let s = serve(&pg, &redis, &nats, &unique()).await;
-    assert_eq!(s.get("/plugins/fleetwise/kv?key=kept&value=before").await.0, 200);
+    assert_eq!(
+        s.get("/plugins/fleetwise/kv?key=kept&value=before").await.0,
+        200
+    );
     assert_eq!(s.get("/plugins/fleetwise/cache?key=c&value=1").await.0, 200);
 
     // PostgreSQL away: storage fails, clearly; the rest serves.
     pg.cut();
     let (status, body) = s.get("/plugins/fleetwise/kv?key=kept").await;
     assert_eq!(status, 503, "{body}");
-    assert!(body.to_lowercase().contains("postgres"), "the error names PostgreSQL: {body}");
+    assert!(
+        body.to_lowercase().contains("postgres"),
+        "the error names PostgreSQL: {body}"
+    );
     assert_eq!(s.get("/plugins/trapper/ok").await, (200, "ok".to_string()));
-    assert_eq!(s.get("/plugins/fleetwise/cache?key=c").await, (200, "1".to_string()));
+    assert_eq!(
+        s.get("/plugins/fleetwise/cache?key=c").await,
+        (200, "1".to_string())
+    );
     let (health, _) = s.get("/healthz").await;
     assert_eq!(health, 200, "the host still answers its health");
     pg.restore();
     // Back by itself, with the write acknowledged before the cut.
-    s.until("/plugins/fleetwise/kv?key=kept", |st, b| st == 200 && b == "before")
-        .await;
-    assert_eq!(s.get("/plugins/fleetwise/kv?key=after&value=1").await.0, 200);
+    s.until("/plugins/fleetwise/kv?key=kept", |st, b| {
+        st == 200 && b == "before"
+    })
+    .await;
+    assert_eq!(
+        s.get("/plugins/fleetwise/kv?key=after&value=1").await.0,
+        200
+    );
 
     // Redis away: the cache fails, clearly; storage and the other plugin serve.
     redis.cut();
     let (status, body) = s.get("/plugins/fleetwise/cache?key=c").await;
     assert_eq!(status, 503, "{body}");
-    assert!(body.to_lowercase().contains("redis"), "the error names Redis: {body}");
+    assert!(
+        body.to_lowercase().contains("redis"),
+        "the error names Redis: {body}"
+    );
     assert_eq!(s.get("/plugins/trapper/ok").await.0, 200);
-    assert_eq!(s.get("/plugins/fleetwise/kv?key=kept").await, (200, "before".to_string()));
+    assert_eq!(
+        s.get("/plugins/fleetwise/kv?key=kept").await,
+        (200, "before".to_string())
+    );
     redis.restore();
     s.until("/plugins/fleetwise/cache?key=c&value=2", |st, _| st == 200)
         .await;
-    assert_eq!(s.get("/plugins/fleetwise/cache?key=c").await, (200, "2".to_string()));
+    assert_eq!(
+        s.get("/plugins/fleetwise/cache?key=c").await,
+        (200, "2".to_string())
+    );
 
     // NATS away: publishing is accepted (buffered), the rest serves; the event arrives once the
     // link is back.
