@@ -292,6 +292,11 @@ impl Postgres {
         if config.get_application_name().is_none() {
             config.application_name("plugd");
         }
+        // The server's NOTICEs ("schema … already exists, skipping" at every start) are not the
+        // operator's business: warnings and errors only.
+        if config.get_options().is_none() {
+            config.options("-c client_min_messages=warning");
+        }
         let pool = pool(
             config.clone(),
             None::<database::RoleConnect>,

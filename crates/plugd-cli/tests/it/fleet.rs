@@ -587,6 +587,7 @@ async fn three_instances_behind_nginx_share_state_events_config_and_roll_out() {
     );
     let report = load.wait_with_output().expect("wrk");
     let report = String::from_utf8_lossy(&report.stdout).to_string();
+    println!("the good rollout:\n{stdout}\nwrk through nginx meanwhile:\n{report}");
     assert!(report.contains("requests in"), "wrk ran: {report}");
     assert!(
         !report.contains("Non-2xx"),
@@ -614,6 +615,7 @@ async fn three_instances_behind_nginx_share_state_events_config_and_roll_out() {
     let out = rollout(&fleet, 0, "1.2.0");
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    println!("the bad rollout:\n{stdout}{stderr}");
     assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
     assert!(
         stderr.contains("rolled back: 1.2.0 is worse than 1.1.0: error rate"),
