@@ -51,6 +51,9 @@ deny plugd-core plugd-pkg "$backend (package admission: plugd-pkg's PackageAdmis
 deny plugd-core wasmtime "$backend (the wasm runtime: plugd-wasm, a Loader)"
 deny plugd-core rusqlite "$backend (SQLite: plugd-sqlite's SqliteKv, SqliteDatabase, StatusDb)"
 deny plugd-core async-nats "$backend (events between instances: plugd-nats's NatsTransport)"
+deny plugd-core tokio-postgres "$backend (PostgreSQL: plugd-postgres's PostgresKv, PostgresStatus, PostgresSql)"
+deny plugd-core redis "$backend (the Redis cache: plugd-redis's RedisCache)"
+deny plugd-server async-nats "the admin API knows no engine: a fleet comes in as plugd_server::FleetControl (plugd-fleet)"
 
 # ---- checks ------------------------------------------------------------------------------------
 
