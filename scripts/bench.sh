@@ -5,7 +5,8 @@
 #   scripts/bench.sh                 # everything, several rounds (about 25 minutes)
 #   scripts/bench.sh --quick         # fewer and shorter rounds, 3 callgrind kinds, 1/10 plugins,
 #                                    # no scale criterion benches (meant for about 3 minutes once built)
-#   scripts/bench.sh --only http     # sections: http, calls, callgrind, reload, scale (comma-separated)
+#   scripts/bench.sh --only http     # sections: http, calls, callgrind, layer, reload, scale (comma-separated)
+#   scripts/bench.sh --only fleet    # not in the default run: the fleet's engines (scripts/services.sh)
 #
 # Sections
 #   http       the five-plugin stack + JSON route on four servers, started side by side on
@@ -517,6 +518,22 @@ PY
     bare_i="$(awk '$1 == "bare" { print $2 }' "$work/layer-profile.txt")"
     empty_i="$(awk '$1 == "layer-empty" { print $2 }' "$work/layer-profile.txt")"
     say "- instructions per request (callgrind): bare axum $bare_i, behind the layer with no plugins $empty_i ($(awk -v a="$empty_i" -v b="$bare_i" 'BEGIN { printf "%.3f", a / b }')×)"
+fi
+
+# --- fleet ---------------------------------------------------------------------------------
+if want fleet; then
+    # The fleet's engines against the embedded defaults, each through its backend crate, in one
+    # process per engine (needs the servers: scripts/services.sh).
+    bash "$root/scripts/services.sh" >/dev/null
+    note "fleet: storage, cache and event round trips"
+    (cd "$root" && cargo build --release -q -p plugd-postgres --example kv_round_trips \
+        -p plugd-redis --example roundtrips -p plugd-nats --example throughput)
+    say "## The fleet's engines (cargo run --release -p plugd-postgres --example kv_round_trips; -p plugd-redis --example roundtrips; -p plugd-nats --example throughput)"
+    say ""
+    "$root/target/release/examples/kv_round_trips" 2>/dev/null | tee -a "$results"
+    "$root/target/release/examples/roundtrips" 3 2>/dev/null | tee -a "$results"
+    "$root/target/release/examples/throughput" 50000 256 2>/dev/null | tee -a "$results"
+    say ""
 fi
 
 # --- reload --------------------------------------------------------------------------------
