@@ -279,28 +279,6 @@ impl Default for RolloutSettings {
     }
 }
 
-impl crate::HostConfig {
-    /// This instance's name in a fleet and in the shared status tables: `fleet.instance`, else
-    /// the machine's host name and the listen port (`web-1-8080`).
-    pub fn instance_name(&self) -> String {
-        if let Some(name) = &self.fleet.instance {
-            return name.clone();
-        }
-        let port = self.server.listen.rsplit_once(':').map_or("0", |(_, p)| p);
-        let host = std::fs::read_to_string("/etc/hostname")
-            .ok()
-            .map(|h| h.trim().to_string())
-            .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| "plugd".to_string());
-        let host: String = host
-            .chars()
-            .take(48)
-            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-            .collect();
-        format!("{host}-{port}")
-    }
-}
-
 fn default_pool() -> usize {
     16
 }

@@ -78,6 +78,28 @@ impl Default for HostConfig {
     }
 }
 
+impl HostConfig {
+    /// This instance's name in a fleet and in the shared status tables: `fleet.instance`, else
+    /// the machine's host name and the listen port (`web-1-8080`).
+    pub fn instance_name(&self) -> String {
+        if let Some(name) = &self.fleet.instance {
+            return name.clone();
+        }
+        let port = self.server.listen.rsplit_once(':').map_or("0", |(_, p)| p);
+        let host = std::fs::read_to_string("/etc/hostname")
+            .ok()
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "plugd".to_string());
+        let host: String = host
+            .chars()
+            .take(48)
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        format!("{host}-{port}")
+    }
+}
+
 /// The JSON Schema (draft 2020-12) of the host config, generated from the types the config is
 /// read into. Editors use it for completion and validation; it is committed as
 /// `schemas/plugd.schema.json` (`plugd schema config` prints it). It checks the shape;

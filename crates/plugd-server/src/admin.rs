@@ -51,7 +51,7 @@ pub struct AdminToken {
     source: TokenSource,
     /// The fleet this instance belongs to, if any: the admin API shows it and tells it of the
     /// reloads and config changes made here.
-    fleet: Option<std::sync::Arc<dyn crate::fleet::FleetControl>>,
+    fleet: Option<std::sync::Arc<dyn crate::control::FleetControl>>,
 }
 
 impl std::fmt::Debug for AdminToken {
@@ -129,14 +129,37 @@ impl AdminToken {
 
     /// This token's admin API with the fleet this instance belongs to: `GET /fleet`, rollouts,
     /// and every reload or config change made through it told to the other instances.
-    pub fn with_fleet(mut self, fleet: std::sync::Arc<dyn crate::fleet::FleetControl>) -> Self {
+    pub fn with_fleet(mut self, fleet: std::sync::Arc<dyn crate::control::FleetControl>) -> Self {
         self.fleet = Some(fleet);
         self
     }
 
     /// The fleet this instance belongs to, if any.
-    pub fn fleet(&self) -> Option<&std::sync::Arc<dyn crate::fleet::FleetControl>> {
+    pub fn fleet(&self) -> Option<&std::sync::Arc<dyn crate::control::FleetControl>> {
         self.fleet.as_ref()
+    }
+
+    /// After a reload through this admin API: tell the fleet, if any. A failure is logged, not
+    /// the caller's: the change is in force here.
+    pub(crate) async fn announce_version(&self, plugin: &str) {
+        if let Some(fleet) = &self.fleet
+            && let Err(e) = fleet.announce_version(plugin).await
+        {
+            tracing::error!(plugin, error = %e.message, "the reload was not told to the fleet: the other instances keep their version");
+        }
+    }
+
+    /// After a config change through this admin API: tell the fleet, if any.
+    pub(crate) async fn announce_config(
+        &self,
+        plugin: &str,
+        config: &serde_json::Map<String, serde_json::Value>,
+    ) {
+        if let Some(fleet) = &self.fleet
+            && let Err(e) = fleet.announce_config(plugin, config).await
+        {
+            tracing::error!(plugin, error = %e.message, "the config change was not told to the fleet: the other instances keep theirs");
+        }
     }
 
     /// Where the token came from.
@@ -513,7 +536,7 @@ pub(crate) async fn reload(
 ) -> Response {
     match state.host.reload_plugin(&name).await {
         Ok(outcome) => {
-            crate::fleet::announce_version(&state, &name).await;
+            state.admin.announce_version(&name).await;
             Json(outcome).into_response()
         }
         Err(e @ LoadError::UnknownPlugin(_)) => json_error(StatusCode::NOT_FOUND, e.to_string()),
@@ -692,7 +715,7 @@ pub(crate) async fn put_config(
     };
     match state.host.update_plugin_config(&name, config).await {
         Ok(()) => {
-            crate::fleet::announce_config(&state, &name, config).await;
+            state.admin.announce_config(&name, config).await;
             get_config(State(state), UrlPath(name)).await
         }
         Err(e @ LoadError::UnknownPlugin(_)) => json_error(StatusCode::NOT_FOUND, e.to_string()),

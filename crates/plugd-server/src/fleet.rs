@@ -3,51 +3,19 @@
 //! port through which a reload or a config change made here is told to the other instances.
 //!
 //! The server knows no engine: a fleet (plugd-fleet's, on NATS JetStream) is handed in with
-//! [`AdminToken::with_fleet`](crate::AdminToken::with_fleet) as a [`FleetControl`].
+//! [`AdminToken::with_fleet`](crate::AdminToken::with_fleet) as a
+//! [`FleetControl`](crate::FleetControl).
 
 use axum::Json;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use serde_json::{Map, Value};
+
 use utoipa::ToSchema;
 
 use crate::admin::{ApiError, AppState, json_error};
-
-/// Why the fleet refused or failed a call: the status the admin API answers and the message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FleetRefusal {
-    /// 409 for a request that cannot be done now (a rollout running, an unknown version),
-    /// 503 when the fleet's server does not answer.
-    pub status: u16,
-    /// What went wrong.
-    pub message: String,
-}
-
-/// What the admin API asks of the fleet this instance belongs to.
-#[async_trait::async_trait]
-pub trait FleetControl: Send + Sync + 'static {
-    /// This instance's name in the fleet.
-    fn instance(&self) -> String;
-    /// The fleet: `{ "fleet", "instance", "instances": [ { instance, advertise, ready, degraded,
-    /// plugins: [ { name, version, status, requests, errors } ] } ] }`.
-    async fn view(&self) -> Result<Value, FleetRefusal>;
-    /// A plugin was reloaded here: its version goes to every other instance.
-    async fn announce_version(&self, plugin: &str) -> Result<(), FleetRefusal>;
-    /// A plugin's config was changed here (as given): every other instance applies it.
-    async fn announce_config(
-        &self,
-        plugin: &str,
-        config: &Map<String, Value>,
-    ) -> Result<(), FleetRefusal>;
-    /// Start moving the fleet's `plugin` to `version`; the rollout as it starts.
-    async fn start_rollout(&self, plugin: &str, version: &str) -> Result<Value, FleetRefusal>;
-    /// A rollout started here, as it is now.
-    fn rollout(&self, id: u64) -> Option<Value>;
-    /// Every rollout started here, the latest first.
-    fn rollouts(&self) -> Value;
-}
+use crate::control::FleetRefusal;
 
 fn no_fleet() -> Response {
     json_error(
@@ -145,38 +113,22 @@ pub(crate) async fn rollouts(State(state): State<AppState>) -> Response {
 /// One rollout started on this instance: its state and every step so far.
 #[utoipa::path(
     get, path = "/fleet/rollouts/{id}", tag = "fleet",
-    params(("id" = u64, Path, description = "The rollout's number")),
+    params(("id" = String, Path, description = "The rollout's number")),
     responses(
         (status = 200, description = "The rollout", body = Object),
         (status = 401, description = "No or wrong admin token", body = ApiError),
         (status = 404, description = "No such rollout, or not in a fleet", body = ApiError),
     )
 )]
-pub(crate) async fn rollout(State(state): State<AppState>, UrlPath(id): UrlPath<u64>) -> Response {
+pub(crate) async fn rollout(
+    State(state): State<AppState>,
+    UrlPath(id): UrlPath<String>,
+) -> Response {
     let Some(fleet) = state.admin.fleet() else {
         return no_fleet();
     };
-    match fleet.rollout(id) {
+    match id.parse::<u64>().ok().and_then(|n| fleet.rollout(n)) {
         Some(v) => Json(v).into_response(),
         None => json_error(StatusCode::NOT_FOUND, format!("no rollout {id} here")),
-    }
-}
-
-/// After a reload or a config change through this instance's admin API: tell the fleet. A
-/// failure is logged, not the caller's: the change is in force here.
-pub(crate) async fn announce_version(state: &AppState, plugin: &str) {
-    if let Some(fleet) = state.admin.fleet()
-        && let Err(e) = fleet.announce_version(plugin).await
-    {
-        tracing::error!(plugin, error = %e.message, "the reload was not told to the fleet: the other instances keep their version");
-    }
-}
-
-/// See [`announce_version`].
-pub(crate) async fn announce_config(state: &AppState, plugin: &str, config: &Map<String, Value>) {
-    if let Some(fleet) = state.admin.fleet()
-        && let Err(e) = fleet.announce_config(plugin, config).await
-    {
-        tracing::error!(plugin, error = %e.message, "the config change was not told to the fleet: the other instances keep theirs");
     }
 }

@@ -21,6 +21,7 @@
 mod access_log;
 mod admin;
 mod app;
+mod control;
 mod fleet;
 mod layer;
 mod listener;
@@ -33,7 +34,7 @@ pub use admin::{AdminToken, AdminTokenError, TokenSource, token_file};
 pub use app::{
     admin_api, admin_router, health_router, openapi, router, serve, serve_router, serve_with_admin,
 };
-pub use fleet::{FleetControl, FleetRefusal};
+pub use control::{FleetControl, FleetRefusal};
 pub use layer::{NoRoute, PlugdLayer, PlugdService, ResponseFuture, dispatch_service};
 pub use tls::{TlsError, check_tls};
 pub use tower_plugin::{router_plugin, service_plugin};

@@ -643,5 +643,106 @@ async fn three_instances_behind_nginx_share_state_events_config_and_roll_out() {
         assert_eq!(r.status(), 200, "the fleet serves the old version again");
         assert!(!r.text().await.unwrap().contains("bad"));
     }
+
+    // A version installed and reloaded on one instance (plugd install, plugd reload) reaches the
+    // others: its package travels through the fleet's object store.
+    let next = fleet.reloader_package("1.3.0", "ok", "v3");
+    fleet.install(1, &next);
+    let o = run(&[
+        "reload",
+        "reloader",
+        "--config",
+        fleet.instances[1].config.to_str().unwrap(),
+    ]);
+    assert!(
+        o.status.success(),
+        "plugd reload: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    fleet
+        .until("1.3.0 on every instance", || async {
+            fleet
+                .versions(0, "reloader")
+                .await
+                .iter()
+                .all(|(_, v)| v == "1.3.0")
+        })
+        .await;
+    for i in [0, 2] {
+        let folder = fleet.instances[i]
+            .config
+            .parent()
+            .unwrap()
+            .join("plugins/reloader/plugin.yaml");
+        let manifest = std::fs::read_to_string(&folder).unwrap();
+        assert!(
+            manifest.contains("version: 1.3.0"),
+            "{} has it on disk too",
+            fleet.instances[i].name
+        );
+    }
     drop(balancer);
+}
+
+#[test]
+fn plugd_check_connects_to_each_engine_and_names_the_one_that_does_not_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = unique();
+    let config = |pg: &str| {
+        format!(
+            r#"
+data_dir: data
+backends:
+  storage: postgres
+  cache: redis
+  events: nats
+  postgres: {{ url: "postgres://postgres:hunter2@{pg}/test", schema: "{id}", connect_timeout: 1s }}
+  redis: {{ url: "redis://{redis}", prefix: "{id}" }}
+  nats: {{ url: "nats://{nats}" }}
+"#,
+            redis = server("PLUGD_TEST_REDIS", "127.0.0.1:6379"),
+            nats = server("PLUGD_TEST_NATS", "127.0.0.1:4222"),
+        )
+    };
+    let good = dir.path().join("good.yaml");
+    std::fs::write(
+        &good,
+        config(&server("PLUGD_TEST_POSTGRES", "127.0.0.1:5432")),
+    )
+    .unwrap();
+    let o = run(&["check", "--config", good.to_str().unwrap()]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    for engine in ["postgres", "redis", "nats"] {
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with(&format!("backend {engine}: ")) && l.contains("answered in")),
+            "{out}"
+        );
+    }
+    assert!(
+        out.contains("postgres://postgres:***@"),
+        "the password is not shown: {out}"
+    );
+    assert!(!out.contains("hunter2"));
+
+    // Nothing listens on the port of a free, closed socket.
+    let closed = format!("127.0.0.1:{}", free_port());
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, config(&closed)).unwrap();
+    let o = run(&["check", "--config", bad.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains(&format!(
+            "backends.postgres (postgres://postgres:***@{closed}/test)"
+        )),
+        "{err}"
+    );
+    assert!(!err.contains("hunter2"), "{err}");
 }

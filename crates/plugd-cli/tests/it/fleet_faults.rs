@@ -92,9 +92,15 @@ plugins:
         fleetwise = test_plugin("fleetwise").display(),
         trapper = test_plugin("trapper").display(),
     );
+    serve_yaml(dir, &yaml).await
+}
+
+/// A host from `yaml` (its `data_dir` in `dir`), with the engines `backends:` names, serving on
+/// a free port.
+async fn serve_yaml(dir: tempfile::TempDir, yaml: &str) -> Served {
     let path = dir.path().join("plugd.yaml");
-    std::fs::write(&path, &yaml).unwrap();
-    let config = HostConfig::from_str(&yaml, Format::Yaml, Some(&path)).expect("config");
+    std::fs::write(&path, yaml).unwrap();
+    let config = HostConfig::from_str(yaml, Format::Yaml, Some(&path)).expect("config");
     let (host, _connected) = plugd::connect_host(config).await.expect("connected host");
     host.start().await.expect("start");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -209,5 +215,67 @@ async fn postgres_redis_and_nats_going_away_fail_only_their_calls_and_come_back_
         st == 200 && b.contains("fleet.note:during-the-cut")
     })
     .await;
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_plugins_database_on_postgres_runs_its_migrations_and_a_sqlite_only_plugin_is_refused() {
+    guests_built();
+    let dir = tempfile::tempdir().unwrap();
+    let id = unique();
+    let yaml = format!(
+        r#"
+data_dir: "{data}"
+backends:
+  database: postgres
+  postgres: {{ url: "postgres://postgres@{pg}/test", schema: "{id}", pool_size: 2 }}
+plugins:
+  plugins:
+    - name: ledger
+      path: "{ledger}"
+      permissions: {{ router: true, database: true }}
+    - name: capable
+      path: "{capable}"
+      permissions: {{ router: true, database: true }}
+    - name: trapper
+      path: "{trapper}"
+      permissions: {{ router: true }}
+"#,
+        data = dir.path().join("data").display(),
+        pg = env_or("PLUGD_TEST_POSTGRES", "127.0.0.1:5432"),
+        ledger = test_plugin("ledger").display(),
+        capable = test_plugin("capable").display(),
+        trapper = test_plugin("trapper").display(),
+    );
+    let s = serve_yaml(dir, &yaml).await;
+    // ledger declares [sqlite, postgres] and ships migrations/postgres/: its transactions run in
+    // its own schema, as its own role.
+    for i in 1..=3 {
+        let r = s
+            .client
+            .post(format!("{}/plugins/ledger/tx?id={i}", s.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    }
+    let (status, body) = s.get("/plugins/ledger/totals").await;
+    assert_eq!(status, 200, "{body}");
+    let totals: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(totals["entries"], 3);
+    assert_eq!(totals["receipts"], 3);
+    assert_eq!(totals["sum"], 1_000_000);
+    assert_eq!(totals["moved"], 3);
+    // capable declares no dialect (SQLite only): refused at load, with the fix; the others run.
+    let info = s.host.plugin_info("capable").expect("capable is listed");
+    assert_eq!(info.status.as_str(), "error");
+    let why = info.last_error.unwrap_or_default();
+    assert!(
+        why.contains(
+            "supports the SQL dialects [sqlite]; this host's database backend is postgres"
+        ),
+        "{why}"
+    );
+    assert_eq!(s.get("/plugins/trapper/ok").await.0, 200);
     s.stop().await;
 }

@@ -34,7 +34,7 @@ impl Ledger {
             .parse()
             .map_err(|e| Error::msg(format!("?id= must be an integer: {e}")))?;
         db::transaction(&[
-            db::Statement::new("INSERT INTO entries (id) VALUES (?1)", vec![id.into()]),
+            db::Statement::new("INSERT INTO entries (id) VALUES ($1)", vec![id.into()]),
             db::Statement::new(
                 "UPDATE accounts SET balance = balance - 1 WHERE id = 1",
                 vec![],
@@ -43,7 +43,7 @@ impl Ledger {
                 "UPDATE accounts SET balance = balance + 1 WHERE id = 2",
                 vec![],
             ),
-            db::Statement::new("INSERT INTO receipts (id) VALUES (?1)", vec![id.into()]),
+            db::Statement::new("INSERT INTO receipts (id) VALUES ($1)", vec![id.into()]),
         ])?;
         metrics::counter("ledger_transactions", 1.0)?;
         Ok(Response::text(200, "committed"))
@@ -69,7 +69,7 @@ impl Ledger {
             &json!({
                 "entries": one("SELECT count(*) AS n FROM entries")?,
                 "receipts": one("SELECT count(*) AS n FROM receipts")?,
-                "sum": one("SELECT sum(balance) AS n FROM accounts")?,
+                "sum": one("SELECT CAST(sum(balance) AS BIGINT) AS n FROM accounts")?,
                 "moved": one("SELECT balance AS n FROM accounts WHERE id = 2")?,
             }),
         ))
