@@ -174,6 +174,8 @@ struct Inner {
     desired: kv::Store,
     packages: object_store::ObjectStore,
     started_at: String,
+    /// The last report of every instance, as the watch of the instances bucket delivered it.
+    reports: Mutex<std::collections::BTreeMap<String, InstanceReport>>,
     /// One version change at a time on this instance.
     applying: tokio::sync::Mutex<()>,
     rollouts: Mutex<Vec<Arc<Mutex<RolloutReport>>>>,
@@ -261,6 +263,7 @@ impl Fleet {
                 packages,
                 started_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now())
                     .to_string(),
+                reports: Mutex::new(std::collections::BTreeMap::new()),
                 applying: tokio::sync::Mutex::new(()),
                 rollouts: Mutex::new(Vec::new()),
                 next_rollout: AtomicU64::new(1),
@@ -298,8 +301,16 @@ impl Fleet {
             let weak = weak.clone();
             async move { serve_commands(weak, commands).await }
         });
+        let reports = tokio::spawn({
+            let weak = weak.clone();
+            async move { follow_reports(weak).await }
+        });
         let follow = tokio::spawn(async move { follow_changes(weak, changes).await });
-        fleet.inner.tasks.lock().extend([heartbeat, serve, follow]);
+        fleet
+            .inner
+            .tasks
+            .lock()
+            .extend([heartbeat, serve, reports, follow]);
         tracing::info!(fleet = %fleet.inner.options.name, instance = %fleet.inner.options.instance, "joined the fleet");
         Ok(fleet)
     }
@@ -349,36 +360,26 @@ impl Fleet {
     }
 
     /// The instances whose last report is fresh (within three heartbeats and a second), by
-    /// name.
+    /// name: from the watch of the instances bucket this instance keeps (no call to NATS), with
+    /// this instance's own report taken now.
     pub async fn instances(&self) -> Result<Vec<InstanceReport>, FleetError> {
-        let mut keys = self
-            .inner
-            .instances
-            .keys()
-            .await
-            .map_err(|e| nats("list the instances")(&e))?;
         let fresh = self.inner.options.heartbeat.as_millis() as u64 * 3 + 1000;
         let now = report::now_ms();
-        let mut out = Vec::new();
-        while let Some(key) = keys.next().await {
-            let key = key.map_err(|e| nats("list the instances")(&e))?;
-            let Some(bytes) = self
-                .inner
-                .instances
-                .get(&key)
-                .await
-                .map_err(|e| nats("read an instance's report")(&e))?
-            else {
-                continue;
-            };
-            match serde_json::from_slice::<InstanceReport>(&bytes) {
-                Ok(r) if now.saturating_sub(r.at_ms) <= fresh => out.push(r),
-                Ok(_) => {}
-                Err(e) => tracing::warn!(key, error = %e, "an unreadable instance report"),
-            }
-        }
-        out.sort_by(|a, b| a.instance.cmp(&b.instance));
-        Ok(out)
+        let o = &self.inner.options;
+        let mut reports = self.inner.reports.lock().clone();
+        reports.insert(
+            o.instance.clone(),
+            InstanceReport::of(
+                &self.inner.host,
+                &o.instance,
+                &o.advertise,
+                &self.inner.started_at,
+            ),
+        );
+        Ok(reports
+            .into_values()
+            .filter(|r| now.saturating_sub(r.at_ms) <= fresh)
+            .collect())
     }
 
     /// This instance's report, written to the fleet now.
@@ -722,6 +723,46 @@ async fn key_value(js: &jetstream::Context, config: kv::Config) -> Result<kv::St
     js.get_key_value(&name)
         .await
         .map_err(|e| nats(format!("open the bucket {name}"))(&e))
+}
+
+/// Keep the last report of every instance, from a watch of the instances bucket (made again
+/// when NATS drops it).
+async fn follow_reports(weak: std::sync::Weak<Inner>) {
+    loop {
+        let Some(inner) = weak.upgrade() else { return };
+        let watch = inner.instances.watch_with_history(">").await;
+        let period = inner.options.heartbeat;
+        drop(inner);
+        let mut watch = match watch {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!(error = %e, "fleet: the watch of instances failed; trying again");
+                tokio::time::sleep(period).await;
+                continue;
+            }
+        };
+        while let Some(entry) = watch.next().await {
+            let Some(inner) = weak.upgrade() else { return };
+            let Ok(entry) = entry else { break };
+            let mut reports = inner.reports.lock();
+            match entry.operation {
+                kv::Operation::Put => {
+                    match serde_json::from_slice::<InstanceReport>(&entry.value) {
+                        Ok(r) => {
+                            reports.insert(entry.key.clone(), r);
+                        }
+                        Err(e) => {
+                            tracing::warn!(key = %entry.key, error = %e, "fleet: an unreadable instance report")
+                        }
+                    }
+                }
+                _ => {
+                    reports.remove(&entry.key);
+                }
+            }
+        }
+        tokio::time::sleep(period).await;
+    }
 }
 
 /// Answer `…apply` commands: one at a time, each after its reload.

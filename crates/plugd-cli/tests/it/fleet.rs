@@ -178,6 +178,8 @@ plugins:
   plugins:
     - name: fleetwise
       permissions: {{ router: true, cache: true }}
+      # /seen answers from the wasm instance's memory: one instance, so every event is in it.
+      limits: {{ instances: 1 }}
     - name: reloader
       permissions: {{ router: true }}
 "#
@@ -525,11 +527,20 @@ async fn three_instances_behind_nginx_share_state_events_config_and_roll_out() {
         }
         seen
     };
-    fleet
-        .until("every fleet.job handled", || async {
-            all_jobs().await.len() >= jobs
-        })
-        .await;
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while all_jobs().await.len() < jobs {
+        if Instant::now() > deadline {
+            let mut per_instance = Vec::new();
+            for i in 0..3 {
+                per_instance.push(fleet.get(i, "/plugins/fleetwise/seen").await.1);
+            }
+            panic!(
+                "not every fleet.job handled within 40 s: {per_instance:?}\n{}",
+                fleet.logs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut handled = all_jobs().await;
     handled.sort();

@@ -81,6 +81,8 @@ plugins:
     - name: fleetwise
       path: "{fleetwise}"
       permissions: {{ router: true, cache: true }}
+      # /seen answers from the wasm instance's memory: one instance, so every event is in it.
+      limits: {{ instances: 1 }}
     - name: trapper
       path: "{trapper}"
       permissions: {{ router: true }}
@@ -223,12 +225,15 @@ async fn a_plugins_database_on_postgres_runs_its_migrations_and_a_sqlite_only_pl
     guests_built();
     let dir = tempfile::tempdir().unwrap();
     let id = unique();
+    // A database of its own: the plugins' schemas are per database (docs/fleet.md).
+    let pg = env_or("PLUGD_TEST_POSTGRES", "127.0.0.1:5432");
+    psql(&pg, &format!("CREATE DATABASE {id}"));
     let yaml = format!(
         r#"
 data_dir: "{data}"
 backends:
   database: postgres
-  postgres: {{ url: "postgres://postgres@{pg}/test", schema: "{id}", pool_size: 2 }}
+  postgres: {{ url: "postgres://postgres@{pg}/{id}", pool_size: 2 }}
 plugins:
   plugins:
     - name: ledger
@@ -242,7 +247,6 @@ plugins:
       permissions: {{ router: true }}
 "#,
         data = dir.path().join("data").display(),
-        pg = env_or("PLUGD_TEST_POSTGRES", "127.0.0.1:5432"),
         ledger = test_plugin("ledger").display(),
         capable = test_plugin("capable").display(),
         trapper = test_plugin("trapper").display(),
@@ -269,7 +273,7 @@ plugins:
     // capable declares no dialect (SQLite only): refused at load, with the fix; the others run.
     let info = s.host.plugin_info("capable").expect("capable is listed");
     assert_eq!(info.status.as_str(), "error");
-    let why = info.last_error.unwrap_or_default();
+    let why = info.last_error.map(|e| e.message).unwrap_or_default();
     assert!(
         why.contains(
             "supports the SQL dialects [sqlite]; this host's database backend is postgres"
@@ -278,4 +282,33 @@ plugins:
     );
     assert_eq!(s.get("/plugins/trapper/ok").await.0, 200);
     s.stop().await;
+    psql(&pg, &format!("DROP DATABASE {id} WITH (FORCE)"));
+}
+
+/// Run one statement with psql (PostgreSQL's client, installed with the server by
+/// scripts/services.sh) as `postgres` on database `test`.
+fn psql(server: &str, sql: &str) {
+    let (host, port) = server.rsplit_once(':').unwrap_or((server, "5432"));
+    let out = std::process::Command::new("psql")
+        .args([
+            "-h",
+            host,
+            "-p",
+            port,
+            "-U",
+            "postgres",
+            "-d",
+            "test",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-qc",
+            sql,
+        ])
+        .output()
+        .expect("psql (scripts/services.sh installs it)");
+    assert!(
+        out.status.success(),
+        "psql {sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
