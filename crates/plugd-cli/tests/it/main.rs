@@ -10,7 +10,6 @@ mod dashboard;
 mod events;
 mod exhaustion;
 mod failure;
-mod fleet;
 mod fleet_faults;
 mod hostile_plugins;
 mod operations;

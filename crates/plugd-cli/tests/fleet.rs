@@ -4,6 +4,13 @@
 //! subscription says, a config change made on one reaches all, and `plugd rollout` moves the
 //! fleet to a good version under wrk load without a failed request, and back from a bad one by
 //! itself. The servers come from scripts/services.sh (scripts/test.sh runs it first).
+//!
+//! A test binary of its own: cargo runs test binaries one after another, so the wrk load of the
+//! rollouts never shares the machine with the deadline-sensitive tests of `tests/it`.
+
+#[allow(dead_code)]
+#[path = "it/support.rs"]
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
