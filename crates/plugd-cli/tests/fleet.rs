@@ -9,6 +9,9 @@
 //! rollouts never shares the machine with the deadline-sensitive tests of `tests/it`.
 
 #[allow(dead_code)]
+#[path = "it/browser.rs"]
+mod browser;
+#[allow(dead_code)]
 #[path = "it/support.rs"]
 mod support;
 
@@ -661,6 +664,57 @@ async fn three_instances_behind_nginx_share_state_events_config_and_roll_out() {
         assert_eq!(r.status(), 200, "the fleet serves the old version again");
         assert!(!r.text().await.unwrap().contains("bad"));
     }
+
+    // The dashboard of instance a shows the fleet: the three instances on 1.1.0, both rollouts.
+    let driver = browser::Driver::start().await;
+    driver
+        .call(
+            "POST",
+            "/url",
+            serde_json::json!({ "url": format!("{}/admin/", fleet.instances[0].admin) }),
+        )
+        .await;
+    let input = driver.find("#token").await;
+    driver
+        .call(
+            "POST",
+            &format!("/element/{input}/value"),
+            serde_json::json!({ "text": TOKEN }),
+        )
+        .await;
+    driver.click("#connect").await;
+    let shown = driver
+        .wait_for(
+            "the fleet in the dashboard",
+            "return { instances: Array.from(document.querySelectorAll('#instances tbody tr')).map(tr => ({ \
+                name: tr.dataset.instance, \
+                reloader: Array.from(tr.querySelectorAll('li[data-plugin=reloader]')).map(li => li.dataset.version) })), \
+              rollouts: Array.from(document.querySelectorAll('#rollouts > li')).map(li => li.firstChild.textContent) };",
+            |v| {
+                v["instances"].as_array().is_some_and(|a| a.len() == 3)
+                    && v["rollouts"].as_array().is_some_and(|a| a.len() == 2)
+            },
+        )
+        .await;
+    for (i, name) in ["a", "b", "c"].iter().enumerate() {
+        assert_eq!(shown["instances"][i]["name"], *name, "{shown}");
+        assert_eq!(
+            shown["instances"][i]["reloader"],
+            serde_json::json!(["1.1.0"]),
+            "{shown}"
+        );
+    }
+    let rollouts = shown["rollouts"].to_string();
+    assert!(
+        rollouts.contains("reloader 1.1.0 → 1.2.0: rolled back"),
+        "{rollouts}"
+    );
+    assert!(
+        rollouts.contains("reloader 1.0.0 → 1.1.0: completed"),
+        "{rollouts}"
+    );
+    browser::screenshot(&driver, "dashboard-fleet.png").await;
+    drop(driver);
 
     // A version installed and reloaded on one instance (plugd install, plugd reload) reaches the
     // others: its package travels through the fleet's object store.

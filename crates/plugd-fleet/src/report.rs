@@ -147,12 +147,14 @@ impl Window {
         }
     }
 
-    /// Failed requests over requests (0 without requests).
+    /// Failed requests over requests (0 without requests). The two counters are read one after
+    /// the other while requests run, so a report may count a failure before its request: the
+    /// rate is at most 1.
     pub fn error_rate(&self) -> f64 {
         if self.requests == 0 {
             0.0
         } else {
-            self.errors as f64 / self.requests as f64
+            self.errors.min(self.requests) as f64 / self.requests as f64
         }
     }
 
@@ -220,6 +222,8 @@ mod tests {
         let after = report(7, 7, vec![0, 7]);
         let w = Window::between(Some(&before), &after);
         assert_eq!((w.requests, w.errors, w.error_rate()), (7, 7, 1.0));
+        let racing = report(10, 11, vec![10]);
+        assert_eq!(Window::between(None, &racing).error_rate(), 1.0);
     }
 
     #[test]
