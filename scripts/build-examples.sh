@@ -54,7 +54,8 @@ for ws in "${workspaces[@]}"; do
         # A component starts with \0asm and layer 1 (0d 00 01 00); a core module has version 1.
         [[ "$(head -c 8 "$built" | od -An -tx1 | tr -d ' \n')" == 0061736d0d000100 ]] \
             || fail "$built is not a WebAssembly component"
-        grep -qa 'plugd:plugin/guest@0.1.0' "$built" || fail "$built does not export plugd:plugin/guest@0.1.0"
+        # Every contract version plugd loads (crates/plugd-wasm/src/contract.rs: SUPPORTED_CONTRACTS).
+        grep -qaE 'plugd:plugin/guest@0\.(2|1)\.0' "$built" || fail "$built exports neither plugd:plugin/guest@0.2.0 nor @0.1.0"
         out="$dir/plugin.wasm"
         if ! cmp -s "$built" "$out"; then
             cp "$built" "$out.tmp.$$"
