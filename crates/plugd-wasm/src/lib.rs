@@ -19,6 +19,7 @@ mod limits;
 mod output;
 mod plugin;
 mod runtime;
+mod wasi_std;
 
 pub use contract::{CONTRACT, GUEST_INTERFACE};
 pub use disk::FileLimits;

@@ -8,8 +8,11 @@ use std::path::{Path, PathBuf};
 fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
     let mut out: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()))
-        .map(|entry| {
-            let path = entry.unwrap().path();
+        .map(|entry| entry.unwrap().path())
+        // `deps/` of the runtime's copy holds the standard WASI interfaces it serves (vendored,
+        // not copies of the contract).
+        .filter(|path| !(path.is_dir() && path.file_name().is_some_and(|n| n == "deps")))
+        .map(|path| {
             let name = path.file_name().unwrap().to_string_lossy().into_owned();
             let bytes = std::fs::read(&path)
                 .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));

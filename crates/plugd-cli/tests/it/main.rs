@@ -23,3 +23,4 @@ mod serve;
 mod server_abuse;
 mod templates;
 mod trust;
+mod wasi_std;
