@@ -39,7 +39,7 @@ wasmtime::component::bindgen!({
         "wasi:keyvalue/batch": async,
     },
     with: {
-        "wasi:keyvalue/store/bucket": Bucket,
+        "wasi:keyvalue/store.bucket": Bucket,
     },
 });
 
