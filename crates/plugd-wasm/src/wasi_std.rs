@@ -361,7 +361,11 @@ mod tests {
             assert!(e.contains("invalid"), "{bad:?}: {e}");
         }
         let long = "b".repeat(MAX_BUCKET_NAME_BYTES + 1);
-        assert!(Bucket::open(&long).unwrap_err().contains("over the 64-byte limit"));
+        assert!(
+            Bucket::open(&long)
+                .unwrap_err()
+                .contains("over the 64-byte limit")
+        );
         assert!(Bucket::open(&"b".repeat(MAX_BUCKET_NAME_BYTES)).is_ok());
     }
 
@@ -377,7 +381,10 @@ mod tests {
         let e = b.key(&"k".repeat(room + 1)).unwrap_err();
         assert!(e.contains(&format!("{room}-byte limit")), "{e}");
         let d = Bucket::open("").unwrap();
-        assert_eq!(d.key(&"k".repeat(MAX_KEY_BYTES)).unwrap().len(), MAX_KEY_BYTES);
+        assert_eq!(
+            d.key(&"k".repeat(MAX_KEY_BYTES)).unwrap().len(),
+            MAX_KEY_BYTES
+        );
     }
 
     #[test]

@@ -52,11 +52,23 @@ async fn keyvalue_is_the_plugins_own_store_with_buckets_inside_it() {
     let server = TestServer::start(&config("{ storage_keys: 2000 }")).await;
 
     // The default bucket is the plugin's store: plugd's `storage` sees the same keys.
-    assert_eq!(wasi(&server, "op=kv-set&key=a&value=1").await, (200, "stored".into()));
+    assert_eq!(
+        wasi(&server, "op=kv-set&key=a&value=1").await,
+        (200, "stored".into())
+    );
     assert_eq!(wasi(&server, "op=kv-get&key=a").await, (200, "1".into()));
-    assert_eq!(wasi(&server, "op=kv-get&bucket=default&key=a").await, (200, "1".into()));
-    assert_eq!(wasi(&server, "op=kv-exists&key=a").await, (200, "true".into()));
-    assert_eq!(wasi(&server, "op=storage-get&key=a").await, (200, "1".into()));
+    assert_eq!(
+        wasi(&server, "op=kv-get&bucket=default&key=a").await,
+        (200, "1".into())
+    );
+    assert_eq!(
+        wasi(&server, "op=kv-exists&key=a").await,
+        (200, "true".into())
+    );
+    assert_eq!(
+        wasi(&server, "op=storage-get&key=a").await,
+        (200, "1".into())
+    );
     assert_eq!(wasi(&server, "op=storage-set&key=b&value=2").await.0, 200);
     assert_eq!(wasi(&server, "op=kv-get&key=b").await, (200, "2".into()));
     let store = server.host.storage("wasistd");
@@ -77,7 +89,12 @@ async fn keyvalue_is_the_plugins_own_store_with_buckets_inside_it() {
         (200, "v".into())
     );
     assert_eq!(wasi(&server, "op=kv-get&key=x%2F..%2Fy").await.0, 404);
-    assert_eq!(wasi(&server, "op=kv-get&bucket=other&key=x%2F..%2Fy").await.0, 404);
+    assert_eq!(
+        wasi(&server, "op=kv-get&bucket=other&key=x%2F..%2Fy")
+            .await
+            .0,
+        404
+    );
     let keys = |body: String| serde_json::from_str::<Value>(&body).unwrap();
     assert_eq!(
         keys(wasi(&server, "op=kv-list&bucket=sessions").await.1),
@@ -88,27 +105,48 @@ async fn keyvalue_is_the_plugins_own_store_with_buckets_inside_it() {
         json!(["a", "b", "bucket:sessions/x/../y"]),
         "the default bucket lists the whole store"
     );
-    assert_eq!(wasi(&server, "op=kv-delete&bucket=sessions&key=x%2F..%2Fy").await.0, 200);
+    assert_eq!(
+        wasi(&server, "op=kv-delete&bucket=sessions&key=x%2F..%2Fy")
+            .await
+            .0,
+        200
+    );
     assert_eq!(
         wasi(&server, "op=kv-exists&bucket=sessions&key=x%2F..%2Fy").await,
         (200, "false".into())
     );
-    assert_eq!(wasi(&server, "op=kv-delete&bucket=sessions&key=never").await.0, 200);
+    assert_eq!(
+        wasi(&server, "op=kv-delete&bucket=sessions&key=never")
+            .await
+            .0,
+        200
+    );
 
     // Batch.
     assert_eq!(
-        wasi(&server, "op=kv-set-many&bucket=b2&key=k1,k2&value=v").await.0,
+        wasi(&server, "op=kv-set-many&bucket=b2&key=k1,k2&value=v")
+            .await
+            .0,
         200
     );
     assert_eq!(
-        keys(wasi(&server, "op=kv-get-many&bucket=b2&key=k1,k2,k3").await.1),
+        keys(
+            wasi(&server, "op=kv-get-many&bucket=b2&key=k1,k2,k3")
+                .await
+                .1
+        ),
         json!([["k1", "v:k1"], ["k2", "v:k2"], null])
     );
     assert_eq!(
-        wasi(&server, "op=kv-delete-many&bucket=b2&key=k1,k2,k3").await.0,
+        wasi(&server, "op=kv-delete-many&bucket=b2&key=k1,k2,k3")
+            .await
+            .0,
         200
     );
-    assert_eq!(keys(wasi(&server, "op=kv-list&bucket=b2").await.1), json!([]));
+    assert_eq!(
+        keys(wasi(&server, "op=kv-list&bucket=b2").await.1),
+        json!([])
+    );
 
     // list-keys pages (1,000 keys a page): the guest follows the cursor to the end.
     let many: Vec<String> = (0..1200).map(|i| format!("k{i:04}")).collect();
@@ -145,11 +183,20 @@ async fn keyvalue_refuses_hostile_names_and_never_reaches_another_plugin() {
     let server = TestServer::start(&config("{ storage_bytes: 64KiB }")).await;
     let theirs = server.host.storage("fleetwise");
     // fleetwise's own key, through its own route.
-    let r = server.get("/plugins/fleetwise/kv?key=shared&value=theirs").await;
+    let r = server
+        .get("/plugins/fleetwise/kv?key=shared&value=theirs")
+        .await;
     assert_eq!(r.status(), 200);
 
     // Bucket names that would leave the plugin's store or reach another's are refused.
-    for bad in ["..%2Ffleetwise", "a%2Fb", "..", "fleet%00wise", "x%3Ay", "b".repeat(65).as_str()] {
+    for bad in [
+        "..%2Ffleetwise",
+        "a%2Fb",
+        "..",
+        "fleet%00wise",
+        "x%3Ay",
+        "b".repeat(65).as_str(),
+    ] {
         let (status, body) = wasi(&server, &format!("op=kv-get&bucket={bad}&key=shared")).await;
         assert_eq!(status, 500, "{bad}: {body}");
         assert!(body.starts_with("other: bucket name"), "{bad}: {body}");
@@ -157,17 +204,27 @@ async fn keyvalue_refuses_hostile_names_and_never_reaches_another_plugin() {
     // A bucket named after the other plugin, or the key it uses, is still this plugin's own.
     for bucket in ["", "fleetwise", "default"] {
         assert_eq!(
-            wasi(&server, &format!("op=kv-get&bucket={bucket}&key=shared")).await.0,
+            wasi(&server, &format!("op=kv-get&bucket={bucket}&key=shared"))
+                .await
+                .0,
             404,
             "bucket {bucket:?}"
         );
     }
-    assert_eq!(wasi(&server, "op=kv-set&key=shared&value=mine").await.0, 200);
     assert_eq!(
-        wasi(&server, "op=kv-set&bucket=fleetwise&key=shared&value=mine").await.0,
+        wasi(&server, "op=kv-set&key=shared&value=mine").await.0,
         200
     );
-    assert_eq!(theirs.get("shared").await.unwrap(), Some(b"theirs".to_vec()));
+    assert_eq!(
+        wasi(&server, "op=kv-set&bucket=fleetwise&key=shared&value=mine")
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        theirs.get("shared").await.unwrap(),
+        Some(b"theirs".to_vec())
+    );
     assert_eq!(theirs.get("bucket:fleetwise/shared").await.unwrap(), None);
     assert_eq!(theirs.list("").await.unwrap(), vec!["shared".to_string()]);
     let r = server.get("/plugins/fleetwise/kv?key=shared").await;
@@ -185,7 +242,9 @@ async fn keyvalue_refuses_hostile_names_and_never_reaches_another_plugin() {
     assert_eq!(status, 500);
     assert!(body.contains("1015-byte limit"), "{body}");
     assert_eq!(
-        wasi(&server, &format!("op=kv-set&key={long}&value=1")).await.0,
+        wasi(&server, &format!("op=kv-set&key={long}&value=1"))
+            .await
+            .0,
         200,
         "the default bucket has the whole key length"
     );
@@ -198,9 +257,18 @@ async fn keyvalue_refuses_hostile_names_and_never_reaches_another_plugin() {
     assert!(body.contains("storage quota exceeded"), "{body}");
     assert!(body.contains("limits.storage_bytes"), "{body}");
     assert_eq!(audited(&server, "limits.storage_bytes"), 1);
-    assert_eq!(wasi(&server, "op=kv-exists&bucket=big&key=one").await, (200, "true".into()));
-    assert_eq!(wasi(&server, "op=kv-exists&bucket=big&key=two").await, (200, "false".into()));
-    assert_eq!(wasi(&server, "op=kv-get&key=shared").await, (200, "mine".into()));
+    assert_eq!(
+        wasi(&server, "op=kv-exists&bucket=big&key=one").await,
+        (200, "true".into())
+    );
+    assert_eq!(
+        wasi(&server, "op=kv-exists&bucket=big&key=two").await,
+        (200, "false".into())
+    );
+    assert_eq!(
+        wasi(&server, "op=kv-get&key=shared").await,
+        (200, "mine".into())
+    );
     // A value over the storage value cap (16 MiB) is refused before it is counted.
     let (status, body) = wasi(&server, "op=kv-fill&key=huge&kib=16385").await;
     assert_eq!(status, 500);
@@ -214,21 +282,43 @@ async fn keyvalue_refuses_hostile_names_and_never_reaches_another_plugin() {
     let opened: usize = opened.parse().unwrap();
     assert!((1..1000).contains(&opened), "{body}");
     assert!(refusal.contains("cannot open bucket"), "{body}");
-    assert_eq!(wasi(&server, "op=kv-get&key=shared").await, (200, "mine".into()));
+    assert_eq!(
+        wasi(&server, "op=kv-get&key=shared").await,
+        (200, "mine".into())
+    );
     server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn config_serves_the_validated_config_live() {
     let server = TestServer::start(&config("{}")).await;
-    assert_eq!(wasi(&server, "op=config-get&key=greeting").await, (200, "hi".into()));
+    assert_eq!(
+        wasi(&server, "op=config-get&key=greeting").await,
+        (200, "hi".into())
+    );
     // Defaults applied; other values as their JSON text.
-    assert_eq!(wasi(&server, "op=config-get&key=retries").await, (200, "3".into()));
-    assert_eq!(wasi(&server, "op=config-get&key=tags").await, (200, r#"["x",1]"#.into()));
+    assert_eq!(
+        wasi(&server, "op=config-get&key=retries").await,
+        (200, "3".into())
+    );
+    assert_eq!(
+        wasi(&server, "op=config-get&key=tags").await,
+        (200, r#"["x",1]"#.into())
+    );
     // Its own secret is its own.
-    assert_eq!(wasi(&server, "op=config-get&key=api_key").await, (200, "s3cret".into()));
+    assert_eq!(
+        wasi(&server, "op=config-get&key=api_key").await,
+        (200, "s3cret".into())
+    );
     // Unset optional fields, unknown keys and the host's own config are absent.
-    for key in ["note", "data_dir", "admin", "plugins.plugins", "", "greeting.x"] {
+    for key in [
+        "note",
+        "data_dir",
+        "admin",
+        "plugins.plugins",
+        "",
+        "greeting.x",
+    ] {
         assert_eq!(
             wasi(&server, &format!("op=config-get&key={key}")).await.0,
             404,
@@ -256,9 +346,18 @@ async fn config_serves_the_validated_config_live() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
-    assert_eq!(wasi(&server, "op=config-get&key=greeting").await, (200, "hej".into()));
-    assert_eq!(wasi(&server, "op=config-get&key=note").await, (200, "n".into()));
-    assert_eq!(wasi(&server, "op=config-get&key=retries").await, (200, "3".into()));
+    assert_eq!(
+        wasi(&server, "op=config-get&key=greeting").await,
+        (200, "hej".into())
+    );
+    assert_eq!(
+        wasi(&server, "op=config-get&key=note").await,
+        (200, "n".into())
+    );
+    assert_eq!(
+        wasi(&server, "op=config-get&key=retries").await,
+        (200, "3".into())
+    );
     server.stop().await;
 }
 
@@ -278,7 +377,10 @@ async fn logging_goes_through_the_plugins_rate_and_level() {
     // plugd's set-log-level filters wasi:logging lines too (before the rate counts them).
     assert_eq!(wasi(&server, "op=set-level&level=error").await.0, 200);
     let filtered = log.filtered();
-    assert_eq!(wasi(&server, "op=log&n=3&level=warn&msg=quiet").await.0, 200);
+    assert_eq!(
+        wasi(&server, "op=log&n=3&level=warn&msg=quiet").await.0,
+        200
+    );
     assert_eq!(log.filtered() - filtered, 3);
     server.stop().await;
 }
@@ -317,7 +419,9 @@ async fn logging_lines_are_the_plugins_own_in_the_servers_log() {
     let answered = loop {
         // Until the plugin answers (a 404 before it is loaded logged nothing).
         if let Ok(r) = client
-            .get(format!("{url}?op=log&n=50&level=warn&context=req-7&msg=line-{{i}}%0AINFO%20forged"))
+            .get(format!(
+                "{url}?op=log&n=50&level=warn&context=req-7&msg=line-{{i}}%0AINFO%20forged"
+            ))
             .send()
             .await
             && (r.status() == 200 || Instant::now() > deadline)
@@ -333,7 +437,11 @@ async fn logging_lines_are_the_plugins_own_in_the_servers_log() {
     let log = std::fs::read_to_string(out.path()).unwrap();
     let lines: Vec<&str> = log.lines().filter(|l| l.contains("line-")).collect();
     assert!(!lines.is_empty(), "no wasi:logging line in:\n{log}");
-    assert!(lines.len() <= 10, "{} lines past a rate of 5 a second", lines.len());
+    assert!(
+        lines.len() <= 10,
+        "{} lines past a rate of 5 a second",
+        lines.len()
+    );
     for line in &lines {
         assert!(line.contains("wasistd"), "{line}");
         assert!(line.contains("context=req-7"), "{line}");
