@@ -153,7 +153,7 @@ impl InstanceState {
     }
 
     async fn kv_get(
-        &self,
+        &mut self,
         r: &Resource<Bucket>,
         key: &str,
     ) -> Result<Option<Vec<u8>>, store::Error> {
@@ -163,7 +163,7 @@ impl InstanceState {
 
     /// A write, audited like `storage.set` (a quota refusal is recorded against the plugin).
     async fn kv_set(
-        &self,
+        &mut self,
         r: &Resource<Bucket>,
         key: &str,
         value: &[u8],
@@ -177,7 +177,7 @@ impl InstanceState {
             .map_err(other)
     }
 
-    async fn kv_delete(&self, r: &Resource<Bucket>, key: &str) -> Result<(), store::Error> {
+    async fn kv_delete(&mut self, r: &Resource<Bucket>, key: &str) -> Result<(), store::Error> {
         let key = self.store_key(r, key)?;
         self.kv().delete(&key).await.map(drop).map_err(other)
     }
