@@ -23,6 +23,7 @@ mod plugin;
 mod reads;
 mod runtime;
 mod v0_1;
+mod wasi_std;
 
 pub use contract::{CONTRACT, GUEST_INTERFACE, SUPPORTED_CONTRACTS};
 pub use disk::FileLimits;

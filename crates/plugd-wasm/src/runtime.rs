@@ -290,6 +290,11 @@ fn backend(
             what: "plugd",
             source,
         })?;
+    // wasi:keyvalue, wasi:config, wasi:logging: served from the plugin's own store, config, log.
+    crate::wasi_std::add_to_linker(&mut linker).map_err(|source| WasmError::Imports {
+        what: "wasi:keyvalue, wasi:config, wasi:logging",
+        source,
+    })?;
     let cache = Cache::new(&engine, cache_dir.to_path_buf(), profiler != Profiler::None);
     Ok(Backend {
         engine,

@@ -15,6 +15,11 @@ fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
             std::fs::read_dir(&at).unwrap_or_else(|e| panic!("cannot read {}: {e}", at.display()))
         {
             let path = entry.unwrap().path();
+            // `deps/` of the runtime's copy holds the standard WASI interfaces it serves
+            // (vendored, not copies of the contract).
+            if path.is_dir() && path.file_name().is_some_and(|n| n == "deps") {
+                continue;
+            }
             if path.is_dir() {
                 pending.push(path);
                 continue;

@@ -24,3 +24,4 @@ mod serve;
 mod server_abuse;
 mod templates;
 mod trust;
+mod wasi_std;
