@@ -64,6 +64,8 @@ pub(crate) struct InstanceState {
     /// in and out by the call; an empty exchange between calls). Every `exchange` handle the
     /// guest holds names it: the guest only ever gets a borrow, valid for that one call.
     pub(crate) lent: Exchange,
+    /// wasi:http: the outgoing-handler's gate and the requests in flight (`wasi_http.rs`).
+    pub(crate) http: crate::wasi_http::HttpState,
 }
 
 impl WasiView for InstanceState {

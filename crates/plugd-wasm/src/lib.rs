@@ -18,11 +18,15 @@ mod host;
 mod limits;
 mod output;
 mod plugin;
+mod proxy;
 mod runtime;
+mod wasi_http;
 
 pub use contract::{CONTRACT, GUEST_INTERFACE};
 pub use disk::FileLimits;
 pub use error::{UnknownProfiler, WasmError};
 pub use limits::Allocator;
 pub use plugin::WasmPlugin;
+pub use proxy::{INCOMING_HANDLER, METHODS, ProxyPlugin};
 pub use runtime::{PluginOptions, PoolOptions, Profiler, RuntimeOptions, WasmRuntime};
+pub use wasi_http::{MAX_OUTGOING_PER_INSTANCE, MAX_REQUEST_BODY_BYTES};

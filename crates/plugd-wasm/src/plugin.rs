@@ -414,6 +414,7 @@ impl WasmPlugin {
             wasi: wasi.build(),
             table,
             lent: Exchange::default(),
+            http: crate::wasi_http::HttpState::new(self.shared.clone()),
             limits: Limiter::new(self.memory_cap()),
             shared: self.shared.clone(),
             registering: None,

@@ -21,5 +21,6 @@ mod roles;
 mod sandbox;
 mod serve;
 mod server_abuse;
+mod standard;
 mod templates;
 mod trust;
