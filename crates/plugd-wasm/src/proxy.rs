@@ -399,7 +399,23 @@ fn incoming_request(ex: &Exchange) -> Result<http::Request<Full<Bytes>>, PluginE
     let mut request = http::Request::new(Full::new(ex.body.clone()));
     *request.method_mut() = ex.method.clone();
     *request.uri_mut() = uri;
-    *request.headers_mut() = ex.headers.clone();
+    let headers = request.headers_mut();
+    *headers = ex.headers.clone();
+    // The body is whole here (a hook may have replaced it): its framing is the host's.
+    let framing: Vec<http::HeaderName> = headers
+        .keys()
+        .filter(|k| plugd_core::is_framing_header(k.as_str()))
+        .cloned()
+        .collect();
+    for name in framing {
+        headers.remove(name);
+    }
+    if !ex.body.is_empty() {
+        headers.insert(
+            http::header::CONTENT_LENGTH,
+            http::HeaderValue::from(ex.body.len()),
+        );
+    }
     let prefix = http::HeaderValue::from_str(prefix)
         .map_err(|e| PluginError::Failed(format!("cannot pass the mount on: {e}")))?;
     request.headers_mut().insert(FORWARDED_PREFIX, prefix);

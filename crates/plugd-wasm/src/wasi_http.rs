@@ -104,15 +104,18 @@ impl WasiHttpHooks for Hooks {
         options: Option<RequestOptions>,
         _response_errors: Box<dyn Future<Output = Result<(), Error>> + Send>,
     ) -> Box<dyn Future<Output = Sent> + Send> {
+        let remaining = self.deadline.saturating_duration_since(Instant::now());
+        let timeout = guest_timeout(options).map_or(remaining, |t| t.min(remaining));
+        let deadline = tokio::time::Instant::now() + timeout;
         let capabilities = &self.shared.capabilities;
-        let outbound = match capabilities.outbound(CALL) {
-            Ok(o) => o,
-            Err(e) => return Box::new(std::future::ready(Err(refused(&e)))),
-        };
         let url = request.uri().to_string();
-        if let Err(e) = outbound.gate(CALL, &url) {
-            return Box::new(std::future::ready(Err(refused(&e))));
-        }
+        let outbound = capabilities
+            .outbound(CALL)
+            .and_then(|o| o.gate(CALL, &url).map(|()| o));
+        let outbound = match outbound {
+            Ok(o) => o.with_timeout(timeout),
+            Err(e) => return refuse(request, deadline, refused(&e)),
+        };
         let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
             let e = HostError::OverLimit {
                 limit: "network",
@@ -122,12 +125,8 @@ impl WasiHttpHooks for Hooks {
                 ),
             };
             let _ = capabilities.auditor().check::<()>(Err(e), "network", CALL);
-            return Box::new(std::future::ready(Err(Error::ConnectionLimitReached)));
+            return refuse(request, deadline, Error::ConnectionLimitReached);
         };
-        let remaining = self.deadline.saturating_duration_since(Instant::now());
-        let timeout = guest_timeout(options).map_or(remaining, |t| t.min(remaining));
-        let outbound = outbound.with_timeout(timeout);
-        let deadline = tokio::time::Instant::now() + timeout;
         Box::new(async move {
             let _permit = permit;
             let (parts, body) = request.into_parts();
@@ -177,6 +176,20 @@ impl WasiHttpHooks for Hooks {
             }
         })
     }
+}
+
+/// A request refused before it was sent (already audited): its body is read and dropped first,
+/// so that the guest, which may be writing it while it waits for the answer, gets the refusal
+/// and not a broken stream.
+fn refuse(
+    request: http::Request<WasiBody>,
+    deadline: tokio::time::Instant,
+    error: Error,
+) -> Box<dyn Future<Output = Sent> + Send> {
+    Box::new(async move {
+        let _ = tokio::time::timeout_at(deadline, read_capped(request.into_body())).await;
+        Err(error)
+    })
 }
 
 /// The guest's own limit: its connect and first-byte timeouts together, when it sets either.
