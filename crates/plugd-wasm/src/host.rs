@@ -775,11 +775,13 @@ mod tests {
             log: PluginLog::new("guest", plugd_core::LogLimits::default()),
             registrar: RwLock::new(registrar),
         };
+        let shared = Arc::new(shared);
         InstanceState {
             wasi: WasiCtx::builder().build(),
             table: ResourceTable::new(),
             limits: crate::limits::Limiter::new(1 << 20),
-            shared: Arc::new(shared),
+            http: crate::wasi_http::HttpState::new(shared.clone()),
+            shared,
             registering: None,
             deadline: Instant::now() + Duration::from_secs(5),
             violation: None,
