@@ -7,6 +7,7 @@
 #                                    # no scale criterion benches (meant for about 3 minutes once built)
 #   scripts/bench.sh --only http     # sections: http, calls, callgrind, layer, reload, scale (comma-separated)
 #   scripts/bench.sh --only fleet    # not in the default run: the fleet's engines (scripts/services.sh)
+#   scripts/bench.sh --only serve    # not in the default run: one wasi:http component, wasmtime serve vs plugd
 #
 # Sections
 #   http       the five-plugin stack + JSON route on four servers, started side by side on
@@ -32,6 +33,10 @@
 #              axum application vs the same stack on plugd's own server (`plugd serve`).
 #   reload     hot reload under load: scripts/load-reload.sh (issue 5's script; quick: 3 s phases,
 #              10 reloads under load, 50 after).
+#   serve      (not in the default set) the same wasi:http proxy component (tests/components/
+#              wstd-hello) under `wasmtime serve` (wasmtime-cli at the pinned version, built from
+#              crates.io by `cargo install` into target/bench/wasmtime-cli) and under `plugd serve`
+#              as a proxy plugin; interleaved wrk rounds, medians, plugd's ratio.
 #   scale      plugd start time and RSS with 1/10/100/1000 wasm plugins (cold and warm compile
 #              cache), and the criterion benches: instantiate from the pool / on demand
 #              (crates/plugd/benches/instantiate.rs), dependency resolution of 1,000 and 10,000
@@ -534,6 +539,75 @@ if want fleet; then
     "$root/target/release/examples/roundtrips" 3 2>/dev/null | tee -a "$results"
     "$root/target/release/examples/throughput" 50000 256 2>/dev/null | tee -a "$results"
     say ""
+fi
+
+# --- serve ---------------------------------------------------------------------------------
+# The same standard wasi:http component (tests/components/wstd-hello, built with wstd's
+# #[wstd::http_server]) served by `wasmtime serve` (wasmtime-cli at the pinned wasmtime version,
+# built from crates.io into target/bench/wasmtime-cli) and by `plugd serve` (the component as a
+# proxy plugin, GET /plugins/wstd-hello/hello): both make a fresh instance per request.
+if want serve; then
+    wt_version="$(sed -n 's/^wasmtime = { version = "\(~[0-9.]*\)".*/\1/p' "$root/Cargo.toml")"
+    wt_root="$out_dir/wasmtime-cli"
+    if [[ ! -x "$wt_root/bin/wasmtime" ]]; then
+        note "serve: cargo install wasmtime-cli --version $wt_version (a release build: several minutes)"
+        cargo install -q --locked wasmtime-cli --version "$wt_version" --root "$wt_root"
+    fi
+    bash "$root/scripts/build-examples.sh" tests/components >/dev/null
+    component="$root/tests/components/wstd-hello/plugin.wasm"
+    declare -A serve_port=([wasmtime-serve]=18311 [plugd-serve]=18312)
+    declare -A serve_path=([wasmtime-serve]=/hello [plugd-serve]=/plugins/wstd-hello/hello)
+    "$wt_root/bin/wasmtime" serve -S cli=y --addr "127.0.0.1:${serve_port[wasmtime-serve]}" "$component" \
+        >"$work/wasmtime-serve.log" 2>&1 &
+    pids+=($!)
+    mkdir -p "$work/serve-data"
+    {
+        echo "server: { listen: \"127.0.0.1:${serve_port[plugd-serve]}\" }"
+        echo "admin: { token: \"bench-admin-token-0123456789abcdef\", listen: \"127.0.0.1:$((serve_port[plugd-serve] + 1000))\" }"
+        echo "data_dir: \"$work/serve-data\""
+        echo "plugins:"
+        echo "  plugins:"
+        echo "    - name: wstd-hello"
+        echo "      path: \"$root/tests/components/wstd-hello\""
+        echo "      permissions: { router: true }"
+    } >"$work/plugd-serve.yaml"
+    PLUGD_LOG=warn "$plugd" serve --config "$work/plugd-serve.yaml" >"$work/plugd-serve.log" 2>&1 &
+    pids+=($!)
+    for s in wasmtime-serve plugd-serve; do
+        url="http://127.0.0.1:${serve_port[$s]}${serve_path[$s]}"
+        for _ in $(seq 1 300); do curl -fsS "$url" >/dev/null 2>&1 && break; sleep 0.2; done
+        curl -fsS "$url" | grep -q '^Hello from wstd!' \
+            || { echo "bench: $s does not serve $url; its log:" >&2; cat "$work/$s.log" >&2; exit 1; }
+        wrk -t1 -c4 -d1s "$url" >/dev/null # warm up
+    done
+    note "serve: $rounds rounds of wrk -t$threads -c$connections -d$duration on each"
+    for r in $(seq 1 "$rounds"); do
+        order=(wasmtime-serve plugd-serve)
+        ((r % 2)) || order=(plugd-serve wasmtime-serve)
+        for s in "${order[@]}"; do
+            wrk -t"$threads" -c"$connections" -d"$duration" --latency \
+                "http://127.0.0.1:${serve_port[$s]}${serve_path[$s]}" >"$work/wrk.out"
+            read -r p50 p99 rps bad <<<"$(summarize <"$work/wrk.out")"
+            echo "$r $s $rps $p50 $p99 $bad" >>"$work/serve.txt"
+            note "round $r $s: $rps req/s p50 $p50 ms p99 $p99 ms failed $bad"
+        done
+    done
+    say "## One wasi:http component: wasmtime serve vs plugd (wrk -t$threads -c$connections -d$duration, $rounds interleaved rounds, medians)"
+    say ""
+    say "| server | req/s | p50 ms | p99 ms | failed | × wasmtime serve |"
+    say "|---|---|---|---|---|---|"
+    for s in wasmtime-serve plugd-serve; do
+        rps="$(awk -v s="$s" '$2 == s { print $3 }' "$work/serve.txt" | median)"
+        p50="$(awk -v s="$s" '$2 == s { print $4 }' "$work/serve.txt" | median)"
+        p99="$(awk -v s="$s" '$2 == s { print $5 }' "$work/serve.txt" | median)"
+        bad="$(awk -v s="$s" '$2 == s { b += $6 } END { print b + 0 }' "$work/serve.txt")"
+        ratio="$(awk -v s="$s" '$2 == s { x[$1] = $3 } $2 == "wasmtime-serve" { y[$1] = $3 }
+            END { for (r in x) if (y[r] > 0) printf "%.3f\n", x[r] / y[r] }' "$work/serve.txt" | median)"
+        say "| $s | $(printf '%.0f' "$rps") | $p50 | $p99 | $bad | $(printf '%.2f' "$ratio") |"
+    done
+    say ""
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null && wait "$p" 2>/dev/null || true; done
+    pids=()
 fi
 
 # --- reload --------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds every guest plugin (examples/plugins/*, tests/plugins/*: each directory with a plugin.yaml
-# and a Cargo.toml) for wasm32-wasip2 in release, with one shared target dir (target/guest), and
+# Builds every guest plugin (examples/plugins/*, tests/plugins/*, and the standard components of
+# tests/components/*: each directory with a plugin.yaml and a Cargo.toml) for wasm32-wasip2 in release, with one shared target dir (target/guest), and
 # copies each component next to its manifest as plugin.wasm. Quick when nothing changed; a
 # plugin.wasm is only rewritten when its bytes change (file watchers see no spurious reloads).
 #
@@ -12,7 +12,7 @@
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-workspaces=(examples/plugins tests/plugins)
+workspaces=(examples/plugins tests/plugins tests/components)
 (($# == 0)) || workspaces=("$@")
 target=wasm32-wasip2
 target_dir="$root/target/guest"
@@ -50,12 +50,16 @@ for ws in "${workspaces[@]}"; do
         crate="$(package_name "$dir/Cargo.toml")"
         [[ -n "$crate" ]] || fail "no package name in ${dir#"$root"/}/Cargo.toml"
         built="$target_dir/$target/release/${crate//-/_}.wasm"
-        [[ -f "$built" ]] || fail "$crate built no component at $built (is it a member of $ws with crate-type cdylib?)"
+        # A standard component may be a binary (wstd's #[wstd::http_server]): named as its crate.
+        [[ -f "$built" ]] || built="$target_dir/$target/release/$crate.wasm"
+        [[ -f "$built" ]] || fail "$crate built no component at $built (is it a member of $ws with crate-type cdylib, or a binary?)"
         # A component starts with \0asm and layer 1 (0d 00 01 00); a core module has version 1.
         [[ "$(head -c 8 "$built" | od -An -tx1 | tr -d ' \n')" == 0061736d0d000100 ]] \
             || fail "$built is not a WebAssembly component"
-        # Every contract version plugd loads (crates/plugd-wasm/src/contract.rs: SUPPORTED_CONTRACTS).
-        grep -qaE 'plugd:plugin/guest@0\.(2|1)\.0' "$built" || fail "$built exports neither plugd:plugin/guest@0.2.0 nor @0.1.0"
+        # Every contract version plugd loads (crates/plugd-wasm/src/contract.rs: SUPPORTED_CONTRACTS),
+        # or a standard wasi:http proxy component (crates/plugd-wasm/src/proxy.rs).
+        grep -qaE -e 'plugd:plugin/guest@0\.(2|1)\.0' -e 'wasi:http/incoming-handler@0\.2' "$built" \
+            || fail "$built exports neither plugd:plugin/guest@0.2.0 or @0.1.0 nor wasi:http/incoming-handler@0.2"
         out="$dir/plugin.wasm"
         if ! cmp -s "$built" "$out"; then
             cp "$built" "$out.tmp.$$"

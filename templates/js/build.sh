@@ -18,7 +18,10 @@ if [[ ! -x "$tools/node_modules/.bin/componentize-js" ]]; then
     (cd "$tools" && { [[ -f package.json ]] || echo '{"private":true}' >package.json; } \
         && npm install --no-audit --no-fund --loglevel=error "@bytecodealliance/componentize-js@$version" >&2)
 fi
+# `-d fetch-event`: a plugd plugin exports plugd:plugin/guest, not wasi:http/incoming-handler.
+# fetch() stays on (no `-d http`): it goes out through wasi:http/outgoing-handler, which the host
+# holds to the plugin's `network` permission and network.allow like outbound.fetch.
 "$tools/node_modules/.bin/componentize-js" --wit wit --world-name plugin \
-    -d http -d fetch-event -o plugin.wasm.tmp plugin.js >&2
+    -d fetch-event -o plugin.wasm.tmp plugin.js >&2
 mv -f plugin.wasm.tmp plugin.wasm
 echo "build.sh: plugin.wasm ($(wc -c <plugin.wasm) bytes)" >&2

@@ -121,7 +121,7 @@ pub use native::{Flow, NativePlugin, PluginContext, ServiceCall};
 pub use order::{OrderError, OrderNode, dependency_graph, order_nodes, start_order};
 pub use outbound::{
     AllowRule, AllowRuleError, HttpClient, HttpError, HttpRequest, HttpResponse, IncomingResponse,
-    NetworkAllow, Outbound, OutgoingRequest,
+    NetworkAllow, Outbound, OutgoingRequest, SendError,
 };
 pub use plugin::{Action, InitContext, Plugin, Registrar, Resources};
 pub use private::{FileError, make_private_dir};

@@ -514,27 +514,167 @@ impl Outbound {
     /// Send a request to an allowed host and read the whole answer.
     pub async fn fetch(&self, request: OutgoingRequest) -> Result<IncomingResponse, HostError> {
         let r = self.send(request).await;
-        self.inner.auditor.check(r, "network", "outbound.fetch")
+        self.inner.auditor.check(r, "network", FETCH)
+    }
+
+    /// The gate alone: whether this plugin may send to `url` (an `http` or `https` URL whose
+    /// host `network.allow` allows). A denial is audited as `call`'s. [`Outbound::fetch`] and
+    /// [`Outbound::send_once`] pass it themselves; a caller checks early with it, before it
+    /// reads what it would send.
+    pub fn gate(&self, call: &str, url: &str) -> Result<(), HostError> {
+        let r = self.checked_url(call, url).map(|_| ());
+        self.inner.auditor.check(r, "network", call)
+    }
+
+    /// Send one request to an allowed host without following a redirect (a 3xx is the answer),
+    /// for a caller that follows redirects itself, each hop through this gate again: wasi:http's
+    /// `outgoing-handler`. The same checks, audit and caps as [`Outbound::fetch`]: the URL must
+    /// be allowed, `host` comes from the URL, the call takes at most this handle's timeout (and
+    /// `timeout`, when shorter), the response body at most its cap. `call` names the call in
+    /// errors and in the audit log.
+    ///
+    /// ```
+    /// # #[derive(Debug)] struct Offline;
+    /// # #[async_trait::async_trait]
+    /// # impl plugd_core::HttpClient for Offline {
+    /// #     async fn send(&self, _: plugd_core::HttpRequest) -> Result<plugd_core::HttpResponse, plugd_core::HttpError> {
+    /// #         Err(plugd_core::HttpError::Failed("offline".into()))
+    /// #     }
+    /// # }
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use std::sync::Arc;
+    /// use plugd_core::{Auditor, HostError, HttpError, NetworkAllow, Outbound};
+    ///
+    /// let allow = NetworkAllow::parse(&["api.example.com".into()]).unwrap();
+    /// let out = Outbound::new("p", allow, Arc::new(Offline), Auditor::new("p", None, None));
+    /// let send = |url: &str| out.send_once("wasi:http", http::Method::GET, url.to_string(), Default::default(), Default::default(), None);
+    /// let e = send("https://example.com/").await.unwrap_err();
+    /// assert!(matches!(e.error, HostError::Denied(_)) && e.http.is_none());
+    /// let e = send("https://api.example.com/").await.unwrap_err();
+    /// assert_eq!(e.http, Some(HttpError::Failed("offline".into())));
+    /// assert_eq!(e.to_string(), "wasi:http of plugin 'p': GET api.example.com: offline");
+    /// # });
+    /// ```
+    pub async fn send_once(
+        &self,
+        call: &str,
+        method: Method,
+        url: String,
+        headers: HeaderMap,
+        body: Bytes,
+        timeout: Option<Duration>,
+    ) -> Result<HttpResponse, SendError> {
+        let r = self
+            .send_unaudited(call, method, url, headers, body, timeout)
+            .await;
+        if let Err(e) = &r {
+            // Records a denial; any other error passes as it is.
+            let _ = self
+                .inner
+                .auditor
+                .check::<()>(Err(e.error.clone()), "network", call);
+        }
+        r
+    }
+
+    async fn send_unaudited(
+        &self,
+        call: &str,
+        method: Method,
+        url: String,
+        headers: HeaderMap,
+        body: Bytes,
+        timeout: Option<Duration>,
+    ) -> Result<HttpResponse, SendError> {
+        let refused = |error| SendError { error, http: None };
+        let url = self.checked_url(call, &url).map_err(refused)?;
+        if headers.contains_key(header::HOST) {
+            return Err(refused(
+                self.invalid(call, "the host header comes from the URL".into()),
+            ));
+        }
+        let timeout = timeout.map_or(self.timeout, |t| t.min(self.timeout));
+        let request = HttpRequest {
+            method,
+            url,
+            headers,
+            body,
+            timeout,
+            max_body: self.max_body,
+        };
+        let what = format!("{} {}", request.method, target(&request.url));
+        let deadline = tokio::time::Instant::now() + timeout;
+        self.exchange(request, deadline)
+            .await
+            .map_err(|e| SendError {
+                error: self.failed(call, &what, &e, timeout),
+                http: Some(e),
+            })
+    }
+
+    /// A plugin's invalid request, worded for `call`.
+    fn invalid(&self, call: &str, why: String) -> HostError {
+        HostError::Invalid(format!("{call} of plugin '{}': {why}", self.inner.plugin))
+    }
+
+    /// An exchange that failed, worded for `call`.
+    fn failed(&self, call: &str, what: &str, e: &HttpError, timeout: Duration) -> HostError {
+        let why = match e {
+            HttpError::TooLarge => format!(
+                "the response body is larger than {} (the cap)",
+                bytes_text(self.max_body)
+            ),
+            HttpError::TimedOut => {
+                format!("timed out after {}", humantime::format_duration(timeout))
+            }
+            HttpError::Failed(why) => why.clone(),
+        };
+        HostError::Failed(format!(
+            "{call} of plugin '{}': {what}: {why}",
+            self.inner.plugin
+        ))
+    }
+
+    /// The gate of every outbound call: an `http` or `https` URL with a host that
+    /// `network.allow` allows.
+    fn checked_url(&self, call: &str, url: &str) -> Result<Url, HostError> {
+        let parsed =
+            Url::parse(url).map_err(|e| self.invalid(call, format!("invalid URL '{url}': {e}")))?;
+        if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+            return Err(self.invalid(
+                call,
+                format!("'{url}' is not an http or https URL with a host"),
+            ));
+        }
+        if !self.inner.allow.allows(&parsed) {
+            return Err(HostError::Denied(format!(
+                "network access denied: plugin '{}' may not connect to '{}' (not in network.allow)",
+                self.inner.plugin,
+                target(&parsed)
+            )));
+        }
+        Ok(parsed)
+    }
+
+    /// One request through the backend, by `deadline`, its body within the cap.
+    async fn exchange(
+        &self,
+        mut request: HttpRequest,
+        deadline: tokio::time::Instant,
+    ) -> Result<HttpResponse, HttpError> {
+        request.timeout = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let response = tokio::time::timeout_at(deadline, self.inner.client.send(request))
+            .await
+            .map_err(|_| HttpError::TimedOut)??;
+        if response.body.len() > self.max_body {
+            return Err(HttpError::TooLarge);
+        }
+        Ok(response)
     }
 
     async fn send(&self, request: OutgoingRequest) -> Result<IncomingResponse, HostError> {
-        let plugin = &self.inner.plugin;
-        let invalid =
-            |why: String| HostError::Invalid(format!("outbound.fetch of plugin '{plugin}': {why}"));
-        let url = Url::parse(&request.url)
-            .map_err(|e| invalid(format!("invalid URL '{}': {e}", request.url)))?;
-        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-            return Err(invalid(format!(
-                "'{}' is not an http or https URL with a host",
-                request.url
-            )));
-        }
-        if !self.inner.allow.allows(&url) {
-            return Err(HostError::Denied(format!(
-                "network access denied: plugin '{plugin}' may not connect to '{}' (not in network.allow)",
-                target(&url)
-            )));
-        }
+        let url = self.checked_url(FETCH, &request.url)?;
+        let invalid = |why: String| self.invalid(FETCH, why);
         let method = Method::from_bytes(request.method.to_ascii_uppercase().as_bytes())
             .map_err(|_| invalid(format!("invalid method '{}'", request.method)))?;
         let mut headers = HeaderMap::with_capacity(request.headers.len());
@@ -552,24 +692,7 @@ impl Outbound {
             .timeout
             .map_or(self.timeout, |t| t.min(self.timeout));
         let what = format!("{method} {}", target(&url));
-        let failed = |why: String| {
-            HostError::Failed(format!(
-                "outbound.fetch of plugin '{plugin}': {what}: {why}"
-            ))
-        };
-        let timed_out = || {
-            failed(format!(
-                "timed out after {}",
-                humantime::format_duration(timeout)
-            ))
-        };
-        let max = self.max_body;
-        let too_large = || {
-            failed(format!(
-                "the response body is larger than {} (the cap)",
-                bytes_text(max)
-            ))
-        };
+        let failed = |e: HttpError| self.failed(FETCH, &what, &e, timeout);
         let deadline = tokio::time::Instant::now() + timeout;
         let mut next = HttpRequest {
             method,
@@ -577,53 +700,59 @@ impl Outbound {
             headers,
             body: Bytes::from(request.body),
             timeout,
-            max_body: max,
+            max_body: self.max_body,
         };
         let mut redirects = 0;
-        let exchange = async {
-            loop {
-                next.timeout = deadline.saturating_duration_since(tokio::time::Instant::now());
-                let response = match self.inner.client.send(next.clone()).await {
-                    Ok(r) => r,
-                    Err(HttpError::TooLarge) => return Err(too_large()),
-                    Err(HttpError::TimedOut) => return Err(timed_out()),
-                    Err(HttpError::Failed(why)) => return Err(failed(why)),
-                };
-                if response.body.len() > max {
-                    return Err(too_large());
+        loop {
+            let response = self
+                .exchange(next.clone(), deadline)
+                .await
+                .map_err(failed)?;
+            // Each hop is checked like the first URL: a redirect off the allowlist is not
+            // followed, and its 3xx is the answer.
+            if let Some(hop) = redirected(&next, &response) {
+                redirects += 1;
+                if redirects > MAX_REDIRECTS {
+                    return Err(failed(HttpError::Failed(format!(
+                        "more than {MAX_REDIRECTS} redirects"
+                    ))));
                 }
-                // Each hop is checked like the first URL: a redirect off the allowlist is not
-                // followed, and its 3xx is the answer.
-                if let Some(hop) = redirected(&next, &response) {
-                    redirects += 1;
-                    if redirects > MAX_REDIRECTS {
-                        return Err(failed(format!("more than {MAX_REDIRECTS} redirects")));
-                    }
-                    if self.inner.allow.allows(&hop.url) {
-                        next = hop;
-                        continue;
-                    }
+                if self.inner.allow.allows(&hop.url) {
+                    next = hop;
+                    continue;
                 }
-                return Ok(IncomingResponse {
-                    status: response.status.as_u16(),
-                    headers: response
-                        .headers
-                        .iter()
-                        .map(|(k, v)| {
-                            (
-                                k.as_str().to_string(),
-                                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                            )
-                        })
-                        .collect(),
-                    body: response.body,
-                });
             }
-        };
-        tokio::time::timeout_at(deadline, exchange)
-            .await
-            .map_err(|_| timed_out())?
+            return Ok(IncomingResponse {
+                status: response.status.as_u16(),
+                headers: response
+                    .headers
+                    .iter()
+                    .map(|(k, v)| {
+                        (
+                            k.as_str().to_string(),
+                            String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                        )
+                    })
+                    .collect(),
+                body: response.body,
+            });
+        }
     }
+}
+
+/// The name of [`Outbound::fetch`] in errors and the audit log.
+const FETCH: &str = "outbound.fetch";
+
+/// Why [`Outbound::send_once`] has no answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{error}")]
+#[non_exhaustive]
+pub struct SendError {
+    /// The error as [`Outbound::fetch`] words it (a denial is audited).
+    pub error: HostError,
+    /// What the backend said, when the request got that far (`None`: refused before any
+    /// connection, denied or invalid).
+    pub http: Option<HttpError>,
 }
 
 #[cfg(test)]
@@ -783,6 +912,62 @@ mod tests {
                 (Method::GET, "http://b.test/x".into(), vec![], false),
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn send_once_passes_the_same_gate_and_leaves_redirects_to_the_caller() {
+        let table = Arc::new(Table {
+            answers: vec![("http://a.test/start", 302, Some("/next"))],
+            ..Table::default()
+        });
+        let state = Arc::new(crate::PluginState::default());
+        let log = Arc::new(crate::AuditLog::default());
+        let o = Outbound::new(
+            "p",
+            NetworkAllow::parse(&["a.test".to_string()]).unwrap(),
+            table.clone(),
+            Auditor::new("p", Some(state.clone()), Some(log.clone())),
+        );
+        let send = |url: &str, headers: HeaderMap| {
+            o.send_once(
+                "wasi:http",
+                Method::GET,
+                url.to_string(),
+                headers,
+                Bytes::new(),
+                None,
+            )
+        };
+        let r = send("http://a.test/start", HeaderMap::new()).await.unwrap();
+        assert_eq!(r.status, 302, "the 3xx is the answer");
+        assert_eq!(table.asked.lock().len(), 1);
+        let e = send("http://b.test/", HeaderMap::new()).await.unwrap_err();
+        assert_eq!(e.http, None);
+        assert_eq!(
+            e.error,
+            HostError::Denied(
+                "network access denied: plugin 'p' may not connect to 'b.test' (not in network.allow)"
+                    .into()
+            )
+        );
+        let audit = log.entries(Some("p"));
+        assert_eq!(audit.len(), 1);
+        assert_eq!(audit[0].capability, "network");
+        assert!(
+            audit[0]
+                .detail
+                .starts_with("wasi:http: network access denied")
+        );
+        assert_eq!(state.error_count(), 1);
+        // The host header is the URL's; a mismatching one is invalid, not sent.
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, HeaderValue::from_static("b.test"));
+        let e = send("http://a.test/start", headers).await.unwrap_err();
+        assert!(matches!(e.error, HostError::Invalid(_)), "{e:?}");
+        assert_eq!(table.asked.lock().len(), 1, "nothing more was sent");
+        assert!(o.gate("wasi:http", "http://A.TEST./x").is_ok());
+        assert!(o.gate("wasi:http", "http://a.test.evil/").is_err());
+        assert_eq!(log.entries(Some("p")).len(), 2);
     }
 
     #[tokio::test]

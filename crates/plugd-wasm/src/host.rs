@@ -73,6 +73,8 @@ pub(crate) struct InstanceState {
     pub(crate) lending: bool,
     /// The fields declared while `init` runs (contract 0.2).
     pub(crate) reading: Reads,
+    /// wasi:http: the outgoing-handler's gate and the requests in flight (`wasi_http.rs`).
+    pub(crate) http: crate::wasi_http::HttpState,
 }
 
 impl WasiView for InstanceState {
@@ -787,11 +789,13 @@ mod tests {
             registrar: RwLock::new(registrar),
             reads: Default::default(),
         };
+        let shared = Arc::new(shared);
         InstanceState {
             wasi: WasiCtx::builder().build(),
             table: ResourceTable::new(),
             limits: crate::limits::Limiter::new(1 << 20),
-            shared: Arc::new(shared),
+            http: crate::wasi_http::HttpState::new(shared.clone()),
+            shared,
             registering: None,
             deadline: Instant::now() + Duration::from_secs(5),
             violation: None,

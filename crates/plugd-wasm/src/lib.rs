@@ -20,9 +20,11 @@ mod host;
 mod limits;
 mod output;
 mod plugin;
+mod proxy;
 mod reads;
 mod runtime;
 mod v0_1;
+mod wasi_http;
 mod wasi_std;
 
 pub use contract::{CONTRACT, GUEST_INTERFACE, SUPPORTED_CONTRACTS};
@@ -30,4 +32,6 @@ pub use disk::FileLimits;
 pub use error::{UnknownProfiler, WasmError};
 pub use limits::Allocator;
 pub use plugin::WasmPlugin;
+pub use proxy::{INCOMING_HANDLER, METHODS, ProxyPlugin};
 pub use runtime::{PluginOptions, PoolOptions, Profiler, RuntimeOptions, WasmRuntime};
+pub use wasi_http::{MAX_OUTGOING_PER_INSTANCE, MAX_REQUEST_BODY_BYTES};

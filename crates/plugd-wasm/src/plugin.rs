@@ -429,6 +429,7 @@ impl WasmPlugin {
             lent: Exchange::default(),
             lending: false,
             reading: Reads::default(),
+            http: crate::wasi_http::HttpState::new(self.shared.clone()),
             limits: Limiter::new(self.memory_cap()),
             shared: self.shared.clone(),
             registering: None,

@@ -19,6 +19,7 @@ use crate::host::InstanceState;
 use crate::limits::{Allocator, MAX_WASM_STACK_BYTES};
 pub use crate::plugin::PluginOptions;
 use crate::plugin::WasmPlugin;
+use crate::proxy::ProxyPlugin;
 
 /// How often the epoch advances: the granularity of deadlines and of yields to tokio.
 pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -281,6 +282,13 @@ fn backend(
         what: "wasi",
         source,
     })?;
+    // wasi:http/outgoing-handler and wasi:http/types, gated like outbound.fetch (wasi_http.rs).
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(|source| {
+        WasmError::Imports {
+            what: "wasi:http",
+            source,
+        }
+    })?;
     // Every contract version this plugd loads: 0.2 natively, 0.1 through its shim.
     v0_2::Plugin::add_to_linker::<InstanceState, HasSelf<InstanceState>>(&mut linker, |s| s)
         .and_then(|()| {
@@ -399,6 +407,32 @@ impl WasmRuntime {
         bytes: Arc<[u8]>,
         options: PluginOptions,
     ) -> Result<WasmPlugin, WasmError> {
+        let compiled = self.compiled(bytes, &options).await?;
+        self.contract_plugin(compiled, options)
+    }
+
+    /// Compile (or fetch from the cache) and link any plugin component: a plugd-contract plugin
+    /// (a [`WasmPlugin`]), or a standard wasi:http proxy component, one that exports
+    /// `wasi:http/incoming-handler@0.2.x` and not `plugd:plugin/guest` (a [`ProxyPlugin`]).
+    pub async fn load_component(
+        &self,
+        bytes: Arc<[u8]>,
+        options: PluginOptions,
+    ) -> Result<Arc<dyn Plugin>, WasmError> {
+        let compiled = self.compiled(bytes, &options).await?;
+        let engine = &self.backend(compiled.allocator).engine;
+        if crate::proxy::is_proxy(engine, &compiled.component) {
+            return Ok(Arc::new(self.proxy_plugin(compiled, options)?));
+        }
+        Ok(Arc::new(self.contract_plugin(compiled, options)?))
+    }
+
+    /// Compile for the engine the plugin's instances will come from (see [`WasmRuntime::load_bytes`]).
+    async fn compiled(
+        &self,
+        bytes: Arc<[u8]>,
+        options: &PluginOptions,
+    ) -> Result<Compiled, WasmError> {
         if options.fuel.is_some() && !self.inner.options.fuel {
             return Err(WasmError::FuelOff {
                 plugin: options.name.clone(),
@@ -436,35 +470,56 @@ impl WasmRuntime {
         };
         let (component, source) = loaded.map_err(|e| WasmError::Compile(e.to_string()))?;
         let (allocator, reason) = choice;
-        let backend = self.backend(allocator);
-        let version =
-            crate::contract::check(&backend.engine, &component).map_err(WasmError::Contract)?;
+        Ok(Compiled {
+            component,
+            source,
+            allocator,
+            reason,
+            started,
+        })
+    }
+
+    /// A plugd-contract plugin from a compiled component.
+    fn contract_plugin(
+        &self,
+        compiled: Compiled,
+        options: PluginOptions,
+    ) -> Result<WasmPlugin, WasmError> {
+        let backend = self.backend(compiled.allocator);
+        let version = crate::contract::check(&backend.engine, &compiled.component)
+            .map_err(WasmError::Contract)?;
         let pre = backend
             .linker
-            .instantiate_pre(&component)
+            .instantiate_pre(&compiled.component)
             .map_err(WasmError::Link)?;
         let pre = Pre::new(version, pre).map_err(WasmError::Link)?;
-        match allocator {
-            Allocator::Pooling => tracing::info!(
-                plugin = %options.name,
-                allocator = allocator.as_str(),
-                cached = source == Source::Cached,
-                took_ms = started.elapsed().as_secs_f64() * 1000.0,
-                "component ready"
-            ),
-            Allocator::OnDemand => tracing::info!(
-                plugin = %options.name,
-                allocator = allocator.as_str(),
-                reason = %reason,
-                cached = source == Source::Cached,
-                took_ms = started.elapsed().as_secs_f64() * 1000.0,
-                "component ready"
-            ),
-        }
-        let mut plugin = WasmPlugin::new(backend.engine.clone(), pre, options, allocator);
-        plugin.from_cache = source == Source::Cached;
+        compiled.log_ready(&options.name);
+        let mut plugin = WasmPlugin::new(backend.engine.clone(), pre, options, compiled.allocator);
+        plugin.from_cache = compiled.source == Source::Cached;
         plugin.metered = self.inner.options.fuel;
         Ok(plugin)
+    }
+
+    /// A wasi:http proxy plugin from a compiled component.
+    fn proxy_plugin(
+        &self,
+        compiled: Compiled,
+        options: PluginOptions,
+    ) -> Result<ProxyPlugin, WasmError> {
+        let backend = self.backend(compiled.allocator);
+        let pre = backend
+            .linker
+            .instantiate_pre(&compiled.component)
+            .map_err(WasmError::Link)?;
+        let pre = wasmtime_wasi_http::p2::bindings::ProxyPre::new(pre).map_err(WasmError::Link)?;
+        compiled.log_ready(&options.name);
+        Ok(ProxyPlugin::new(
+            backend.engine.clone(),
+            pre,
+            options,
+            compiled.allocator,
+            self.inner.options.fuel,
+        ))
     }
 
     fn backend(&self, allocator: Allocator) -> &Backend {
@@ -487,6 +542,40 @@ impl WasmRuntime {
         })
         .await
         .map_err(WasmError::Task)
+    }
+}
+
+/// A component compiled for one engine, and how it got there.
+struct Compiled {
+    component: Component,
+    source: Source,
+    allocator: Allocator,
+    /// Why the instances are allocated on demand (empty when pooled).
+    reason: String,
+    started: Instant,
+}
+
+impl Compiled {
+    fn log_ready(&self, plugin: &str) {
+        let took_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+        let cached = self.source == Source::Cached;
+        match self.allocator {
+            Allocator::Pooling => tracing::info!(
+                plugin,
+                allocator = self.allocator.as_str(),
+                cached,
+                took_ms,
+                "component ready"
+            ),
+            Allocator::OnDemand => tracing::info!(
+                plugin,
+                allocator = self.allocator.as_str(),
+                reason = %self.reason,
+                cached,
+                took_ms,
+                "component ready"
+            ),
+        }
     }
 }
 
@@ -604,11 +693,15 @@ impl Loader for WasmRuntime {
         };
         // A folder installed from a package: compile the bytes the package check hashed, not
         // the file again (it may have changed since; security review L7).
-        let plugin = match ctx.component {
-            Some(bytes) => self.load_bytes(bytes, options).await?,
-            None => self.load_file(path, options).await?,
+        let bytes = match ctx.component {
+            Some(bytes) => bytes,
+            None => Arc::from(
+                tokio::fs::read(&path)
+                    .await
+                    .map_err(|source| WasmError::Read { path, source })?,
+            ),
         };
-        Ok(Arc::new(plugin))
+        Ok(self.load_component(bytes, options).await?)
     }
 }
 

@@ -22,6 +22,7 @@ mod roles;
 mod sandbox;
 mod serve;
 mod server_abuse;
+mod standard;
 mod templates;
 mod trust;
 mod wasi_std;

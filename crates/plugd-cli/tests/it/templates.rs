@@ -131,3 +131,89 @@ async fn every_template_builds_and_runs_in_one_host() {
         assert!(report.passed() >= 6, "{lang}: {report:?}");
     }
 }
+
+/// The JavaScript template's `fetch()` (componentize-js with fetch on: build.sh no longer passes
+/// `-d http`) goes out through wasi:http/outgoing-handler, held to the plugin's `network.allow`:
+/// a host not in it is refused (a TypeError for the script, the route answers) and audited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_js_template_fetch_is_held_to_network_allow() {
+    let work = tempfile::tempdir().unwrap();
+    plugd(&["new", "fetcher", "--lang", "js", "--route"], work.path());
+    let dir = work.path().join("fetcher");
+    let js = std::fs::read_to_string(dir.join("plugin.js")).unwrap();
+    let register = "registerRoute('GET', '/hello', { requiredRoles: [] });";
+    let handle = "  handleRequest(route, exchange) {\n";
+    assert!(js.contains(register) && js.contains(handle), "{js}");
+    let js = js
+        .replace(
+            register,
+            &format!("{register}\n    registerRoute('GET', '/fetch', {{ requiredRoles: [] }});"),
+        )
+        .replace(
+            handle,
+            r#"  async handleRequest(route, exchange) {
+    if (route === '/fetch') {
+      const url = exchange.queryParam('url');
+      try {
+        const response = await fetch(url);
+        return json(200, { status: response.status, body: await response.text() });
+      } catch (e) {
+        return json(502, { error: String(e) });
+      }
+    }
+"#,
+        );
+    std::fs::write(dir.join("plugin.js"), js).unwrap();
+    let manifest = std::fs::read_to_string(dir.join("plugin.yaml")).unwrap();
+    let manifest = manifest.replace(
+        "permissions:\n  router: true\n",
+        "permissions:\n  router: true\n  network: true\n",
+    );
+    assert!(manifest.contains("network: true"), "{manifest}");
+    std::fs::write(dir.join("plugin.yaml"), manifest).unwrap();
+    plugd(&["build", "fetcher"], work.path());
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let app = axum::Router::new().route(
+        "/hello",
+        axum::routing::get(|| async { "hi from upstream" }),
+    );
+    let _upstream = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let server = crate::support::TestServer::start(&format!(
+        r#"
+data_dir: "{{data}}"
+plugins:
+  plugins:
+    - name: fetcher
+      path: "{dir}"
+      permissions: {{ router: true, network: true }}
+      network:
+        allow: ["127.0.0.1:{port}"]
+      limits:
+        timeout: 10s
+"#,
+        dir = dir.display()
+    ))
+    .await;
+    let r = server
+        .get("/plugins/fetcher/fetch?url=http://example.com/")
+        .await;
+    let status = r.status();
+    let text = r.text().await.unwrap();
+    assert_eq!(status, 502, "{text}");
+    assert_eq!(
+        text,
+        r#"{"error":"TypeError: NetworkError when attempting to fetch resource"}"#
+    );
+    let audit = server.host.audit_log(Some("fetcher"));
+    assert_eq!(audit.len(), 1, "{audit:?}");
+    assert_eq!(audit[0].capability, "network");
+    assert_eq!(
+        audit[0].detail,
+        "wasi:http/outgoing-handler: network access denied: plugin 'fetcher' may not connect to 'example.com' (not in network.allow)"
+    );
+    server.stop().await;
+}
