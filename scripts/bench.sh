@@ -5,7 +5,7 @@
 #   scripts/bench.sh                 # everything, several rounds (about 25 minutes)
 #   scripts/bench.sh --quick         # fewer and shorter rounds, 3 callgrind kinds, 1/10 plugins,
 #                                    # no scale criterion benches (meant for about 3 minutes once built)
-#   scripts/bench.sh --only http     # sections: http, calls, callgrind, layer, reload, scale (comma-separated)
+#   scripts/bench.sh --only http     # sections: http, route, calls, callgrind, layer, reload, scale (comma-separated)
 #   scripts/bench.sh --only fleet    # not in the default run: the fleet's engines (scripts/services.sh)
 #   scripts/bench.sh --only serve    # not in the default run: one wasi:http component, wasmtime serve vs plugd
 #
@@ -16,6 +16,12 @@
 #              (benches/peers/axum-stack), nginx + lua-nginx-module (benches/nginx). The same wrk
 #              settings for each, interleaved round by round (the order rotates); medians of the
 #              rounds and the medians of each round's ratios vs axum and vs nginx+Lua.
+#   route      one wasm route alone: plugd serving only the `api` bench plugin (GET
+#              /plugins/api/hello, no hooks; its body without the stack's locals) vs bare axum
+#              answering the same JSON (benches/peers/axum-stack in its `route` mode): interleaved
+#              wrk rounds, then both under callgrind ((I(N2) - I(N1)) / (N2 - N1) keep-alive
+#              requests) and plugd's instructions by component (scripts/lib/callgrind-groups.py);
+#              callgrind files stay in target/bench/route.
 #   calls      plugin call overhead with criterion: raw wasmtime, plugd's wasm hook, plugd's native
 #              hook, the dispatcher (crates/plugd/benches/call_overhead.rs), and Extism 1.30
 #              (benches/peers/extism-call, a workspace of its own).
@@ -56,7 +62,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck source=lib/load.sh
 source "$root/scripts/lib/load.sh" # summarize
 quick=0
-only="http,calls,callgrind,layer,reload,scale"
+only="http,route,calls,callgrind,layer,reload,scale"
 while (($#)); do
     case "$1" in
         --quick) quick=1 ;;
@@ -111,7 +117,7 @@ if want http; then
     command -v nginx >/dev/null 2>&1 || apt_need+=(nginx)
     [[ -f /usr/lib/nginx/modules/ngx_http_lua_module.so ]] || apt_need+=(libnginx-mod-http-lua)
 fi
-if want callgrind || want profile || want layer; then command -v valgrind >/dev/null 2>&1 || apt_need+=(valgrind); fi
+if want callgrind || want profile || want layer || want route; then command -v valgrind >/dev/null 2>&1 || apt_need+=(valgrind); fi
 if want profile; then command -v perf >/dev/null 2>&1 || apt_need+=(linux-perf); fi
 if ((${#apt_need[@]})); then
     note "apt-get install ${apt_need[*]}"
@@ -129,7 +135,7 @@ bash "$root/scripts/build-examples.sh" benches/plugins >/dev/null
 if want layer; then (cd "$root" && cargo build --release -q -p plugd --example bench_layer); fi
 plugd="$target/release/plugd"
 peer_packages=() # only what the sections need: Extism's wasmtime 43 is a long first build
-if want http; then peer_packages+=(-p axum-stack); fi
+if want http || want route; then peer_packages+=(-p axum-stack); fi
 if want calls || want callgrind; then peer_packages+=(-p extism-call); fi
 if ((${#peer_packages[@]})); then
     (cd "$peers" && cargo build --release -q --target-dir "$peers/target" "${peer_packages[@]}")
@@ -349,6 +355,123 @@ PY
     else
         note "profile: perf cannot sample here; skipping the guest-code breakdown"
     fi
+fi
+
+# --- route (one wasm route alone vs bare axum) -----------------------------------------------
+# plugd with only the `api` plugin (no hooks) against axum answering the same body from one
+# handler: what plugd's server, dispatch and one guest call cost over a bare axum route.
+if want route; then
+    declare -A rport=([plugd-route]=18305 [axum-route]=18306)
+    route_servers=(axum-route plugd-route)
+    route_body='{"message":"hello","client":null,"request_id":null}'
+    rdir="$work/route"
+    mkdir -p "$rdir/data"
+    {
+        echo "server: { listen: \"127.0.0.1:${rport[plugd-route]}\" }"
+        echo "admin: { token: \"bench-admin-token-0123456789abcdef\", listen: \"127.0.0.1:$((rport[plugd-route] + 1000))\" }"
+        echo "data_dir: \"$rdir/data\""
+        echo "plugins:"
+        echo "  plugins:"
+        echo "    - name: api"
+        echo "      path: \"$root/benches/plugins/api\""
+        echo "      permissions: { router: true }"
+    } >"$rdir/plugd.yaml"
+    route_cmd() { # name -> the server's command line
+        case "$1" in
+            plugd-route) echo "$plugd serve --config $rdir/plugd.yaml" ;;
+            axum-route) echo "$peers/target/release/axum-stack 127.0.0.1:${rport[axum-route]} route" ;;
+        esac
+    }
+    route_up() { # name pid
+        for _ in $(seq 1 300); do
+            curl -fsS "http://127.0.0.1:${rport[$1]}/healthz" >/dev/null 2>&1 && return 0
+            kill -0 "$2" 2>/dev/null || break
+            sleep 0.2
+        done
+        echo "bench: $1 did not come up" >&2
+        exit 1
+    }
+    note "route: $rounds rounds of wrk -t$threads -c$connections -d$duration on each server"
+    declare -A rpid=()
+    for s in "${route_servers[@]}"; do
+        # shellcheck disable=SC2046 # the command line is words
+        PLUGD_LOG=warn RUST_LOG=warn $(route_cmd "$s") >"$rdir/$s.log" 2>&1 &
+        pids+=($!)
+        rpid[$s]=$!
+        route_up "$s" "${rpid[$s]}"
+        body="$(curl -fsS "http://127.0.0.1:${rport[$s]}$path")"
+        [[ "$body" == "$route_body" ]] || { echo "bench: $s answered $body (want $route_body)" >&2; exit 1; }
+        wrk -t1 -c4 -d1s "http://127.0.0.1:${rport[$s]}$path" >/dev/null # warm up
+    done
+    for r in $(seq 1 "$rounds"); do
+        order=("${route_servers[@]:$(((r - 1) % 2))}" "${route_servers[@]:0:$(((r - 1) % 2))}")
+        for s in "${order[@]}"; do
+            wrk -t"$threads" -c"$connections" -d"$duration" --latency "http://127.0.0.1:${rport[$s]}$path" >"$work/wrk.out"
+            read -r p50 p99 rps bad <<<"$(summarize <"$work/wrk.out")"
+            echo "$r $s $rps $p50 $p99 $bad" >>"$rdir/http.txt"
+            note "round $r $s: $rps req/s p50 $p50 ms p99 $p99 ms failed $bad"
+        done
+    done
+    load_after="$(cut -d' ' -f1-3 /proc/loadavg)"
+    for s in "${route_servers[@]}"; do
+        kill "${rpid[$s]}" 2>/dev/null && wait "${rpid[$s]}" 2>/dev/null || true
+        pids=("${pids[@]/#${rpid[$s]}/}")
+    done
+    # callgrind: N1 and N2 requests over one keep-alive connection (the first plugd run fills its
+    # compile cache and is not counted).
+    rprof="$out_dir/route"
+    mkdir -p "$rprof"
+    if ((quick)); then route_n=(200 1200); else route_n=(500 5500); fi
+    for s in "${route_servers[@]}"; do
+        runs=("${route_n[@]}")
+        [[ "$s" == plugd-route ]] && runs=("${route_n[0]}" "${runs[@]}")
+        for n in "${runs[@]}"; do
+            note "route: $s under callgrind, $n requests"
+            # shellcheck disable=SC2046
+            PLUGD_LOG=warn RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$rprof/$s.$n.out" \
+                $(route_cmd "$s") >/dev/null 2>"$rprof/$s.$n.log" &
+            vp=$!
+            route_up "$s" "$vp"
+            python3 - "$n" "${rport[$s]}" "$path" <<'PY'
+import http.client, sys
+n, port, path = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+c = http.client.HTTPConnection("127.0.0.1", port)
+for _ in range(n):
+    c.request("GET", path)
+    r = c.getresponse()
+    r.read()
+    assert r.status == 200, r.status
+PY
+            kill -INT "$vp"
+            wait "$vp" || true
+        done
+        i1="$(awk '/^summary:/ { print $2 }' "$rprof/$s.${route_n[0]}.out")"
+        i2="$(awk '/^summary:/ { print $2 }' "$rprof/$s.${route_n[1]}.out")"
+        echo "$s $(((i2 - i1) / (route_n[1] - route_n[0])))" >>"$rdir/instructions.txt"
+    done
+    say "## One wasm route alone: plugd (only the api plugin) vs bare axum (wrk -t$threads -c$connections -d$duration, $rounds interleaved rounds, medians; load average after: $load_after)"
+    say ""
+    say "| server | req/s | p50 ms | p99 ms | failed | × bare axum | instructions per request (callgrind) | × bare axum |"
+    say "|---|---|---|---|---|---|---|---|"
+    axum_i="$(awk '$1 == "axum-route" { print $2 }' "$rdir/instructions.txt")"
+    for s in axum-route plugd-route; do
+        rps="$(awk -v s="$s" '$2 == s { print $3 }' "$rdir/http.txt" | median)"
+        p50="$(awk -v s="$s" '$2 == s { print $4 }' "$rdir/http.txt" | median)"
+        p99="$(awk -v s="$s" '$2 == s { print $5 }' "$rdir/http.txt" | median)"
+        bad="$(awk -v s="$s" '$2 == s { b += $6 } END { print b + 0 }' "$rdir/http.txt")"
+        ratio="$(awk -v s="$s" '$2 == s { x[$1] = $3 } $2 == "axum-route" { y[$1] = $3 }
+            END { for (r in x) if (y[r] > 0) printf "%.3f\n", x[r] / y[r] }' "$rdir/http.txt" | median)"
+        i="$(awk -v s="$s" '$1 == s { print $2 }' "$rdir/instructions.txt")"
+        say "| $s | $(printf '%.0f' "$rps") | $p50 | $p99 | $bad | $(printf '%.2f' "$ratio") | $i | $(awk -v a="$i" -v b="$axum_i" 'BEGIN { printf "%.2f", a / b }') |"
+    done
+    say ""
+    say "Per round (req/s): $(awk '{ printf "%s%s %s=%s", (NR > 1 ? ";" : ""), "r" $1, $2, $3 }' "$rdir/http.txt")"
+    say ""
+    say "plugd's instructions per request by component (self cost):"
+    say ""
+    python3 "$root/scripts/lib/callgrind-groups.py" "$rprof/plugd-route.${route_n[0]}.out" "$rprof/plugd-route.${route_n[1]}.out" \
+        "$((route_n[1] - route_n[0]))" | tee -a "$results"
+    say ""
 fi
 
 # --- calls (criterion) ---------------------------------------------------------------------

@@ -3,6 +3,12 @@
 //! benches/plugins/* and benches/nginx/*.lua.
 //!
 //!   cargo run --release -p axum-stack -- 127.0.0.1:18303
+//!   cargo run --release -p axum-stack -- 127.0.0.1:18306 route   # the JSON route alone
+//!
+//! With `route` it serves only `GET /plugins/api/hello` (no middleware, no access log) with the
+//! body the `api` bench plugin answers when no plugin set its locals
+//! (`{"message":"hello","client":null,"request_id":null}`): the peer of one wasm route alone
+//! (BENCHMARKS.md "One wasm route alone").
 //!
 //! The access log is one tracing event per request (target `access`, info) to stderr: run with
 //! RUST_LOG="warn,access=info" 2>/dev/null as scripts/bench.sh does.
@@ -214,11 +220,22 @@ async fn hello(req: Request<Body>) -> Response {
     json(StatusCode::OK, body.to_string())
 }
 
+/// The route alone: what `api` answers without the stack's locals, serialized the same way.
+async fn hello_alone() -> Response {
+    let body = serde_json::json!({
+        "message": "hello",
+        "client": serde_json::Value::Null,
+        "request_id": serde_json::Value::Null,
+    });
+    json(StatusCode::OK, body.to_string())
+}
+
 #[tokio::main]
 async fn main() {
     let listen = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:18303".into());
+    let route_only = std::env::args().nth(2).as_deref() == Some("route");
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,access=info"));
     tracing_subscriber::fmt()
@@ -234,15 +251,13 @@ async fn main() {
         counter: AtomicU64::new(0),
     });
     let buckets = Arc::new(Buckets::default());
-    // Layers run outside-in in the reverse order of `.layer` calls: request id first.
-    let app = Router::new()
-        .route("/plugins/api/hello", get(hello))
-        .layer(from_fn_with_state(buckets, rate_limit))
-        .layer(from_fn(auth))
-        .layer(from_fn(response_headers))
-        .layer(from_fn(access_log))
-        .layer(from_fn_with_state(ids, request_id))
-        .route("/healthz", get(|| async { "ok" }));
+    let app = if route_only {
+        Router::new()
+            .route("/plugins/api/hello", get(hello_alone))
+            .route("/healthz", get(|| async { "ok" }))
+    } else {
+        stack(ids, buckets)
+    };
     let listener = tokio::net::TcpListener::bind(&listen).await.expect("bind");
     // Ctrl-C (SIGINT) ends it cleanly: the profile section of bench.sh stops it that way and
     // needs the process to exit for callgrind to write its counts.
@@ -252,4 +267,17 @@ async fn main() {
         })
         .await
         .expect("serve");
+}
+
+/// The five behaviours around the JSON route.
+fn stack(ids: Arc<ReqIds>, buckets: Arc<Buckets>) -> Router {
+    // Layers run outside-in in the reverse order of `.layer` calls: request id first.
+    Router::new()
+        .route("/plugins/api/hello", get(hello))
+        .layer(from_fn_with_state(buckets, rate_limit))
+        .layer(from_fn(auth))
+        .layer(from_fn(response_headers))
+        .layer(from_fn(access_log))
+        .layer(from_fn_with_state(ids, request_id))
+        .route("/healthz", get(|| async { "ok" }))
 }
