@@ -788,7 +788,7 @@ PY
             echo "  pool: { slots: $((n + 16)) }"
             echo "  plugins:"
             for i in $(seq 0 $((n - 1))); do
-                printf '    - { name: hook%04d, path: "%s/plugins/hook%04d" }\n' "$i" "$dir" "$i"
+                printf '    - { name: hook%04d, path: "%s/plugins/hook%04d", permissions: { intercept: true } }\n' "$i" "$dir" "$i"
             done
         } >"$dir/plugd.yaml"
         times=()
