@@ -3,7 +3,10 @@ use std::cell::RefCell;
 use std::marker::PhantomData;
 
 use crate::bindings::exports::plugd::plugin::guest::Guest;
-use crate::{Action, Config, Error, Exchange, Health, HookType, PluginMetadata, Response, Result};
+use crate::bindings::plugd::plugin::types as wit;
+use crate::exchange::Stage;
+use crate::reads::{self, Registration};
+use crate::{Action, Config, Edit, Error, Exchange, Health, HookType, PluginMetadata, Response, Result};
 
 /// A plugd plugin. Implement what you use: every method has a default.
 ///
@@ -190,6 +193,19 @@ fn wire<T>(r: Result<T>) -> std::result::Result<T, String> {
     r.map_err(Error::into_message)
 }
 
+/// A hook's or a middleware's decision as the contract returns it: `continue` carries the call's
+/// edits; an early answer carries none, so the edits made before it are applied on the host
+/// first (a local set before answering stays set, as the setters promise).
+fn decided(action: Result<Action>, exchange: Exchange) -> Result<wit::Action> {
+    match action? {
+        Action::Continue => Ok(wit::Action::Continue(exchange.into_edits())),
+        Action::Respond(response) => {
+            exchange.apply_edits()?;
+            Ok(wit::Action::Respond(response))
+        }
+    }
+}
+
 impl<P: Plugin + PluginInfo> Guest for Adapter<P> {
     fn metadata() -> PluginMetadata {
         PluginMetadata {
@@ -225,22 +241,48 @@ impl<P: Plugin + PluginInfo> Guest for Adapter<P> {
         with_plugin(|p: &mut P| p.health())
     }
 
-    fn on_hook(hook: HookType, exchange: &Exchange) -> std::result::Result<Action, String> {
-        wire(with_plugin(|p: &mut P| p.on_hook(hook, exchange)))
+    fn on_hook(
+        hook: HookType,
+        given: Vec<Option<String>>,
+    ) -> std::result::Result<wit::Action, String> {
+        let stage = match hook {
+            HookType::PreRequest => Stage::Request,
+            HookType::PostRequest | HookType::PreResponse => Stage::Response,
+            HookType::Startup | HookType::Shutdown | HookType::PostResponse | HookType::Error => {
+                Stage::Direct
+            }
+        };
+        let exchange = Exchange::new(reads::of(Registration::Hook(hook)), given, stage);
+        let action = with_plugin(|p: &mut P| p.on_hook(hook, &exchange));
+        wire(decided(action, exchange))
     }
 
-    fn handle_request(route: String, exchange: &Exchange) -> std::result::Result<Response, String> {
-        wire(with_plugin(|p: &mut P| p.handle_request(&route, exchange)))
+    fn handle_request(
+        route: String,
+        given: Vec<Option<String>>,
+    ) -> std::result::Result<Response, String> {
+        let exchange = Exchange::new(reads::of(Registration::Route(&route)), given, Stage::Direct);
+        wire(with_plugin(|p: &mut P| p.handle_request(&route, &exchange)))
     }
 
-    fn on_request(middleware: String, exchange: &Exchange) -> std::result::Result<Action, String> {
-        wire(with_plugin(|p: &mut P| p.on_request(&middleware, exchange)))
+    fn on_request(
+        middleware: String,
+        given: Vec<Option<String>>,
+    ) -> std::result::Result<wit::Action, String> {
+        let reads = reads::of(Registration::Middleware(&middleware));
+        let exchange = Exchange::new(reads, given, Stage::Request);
+        let action = with_plugin(|p: &mut P| p.on_request(&middleware, &exchange));
+        wire(decided(action, exchange))
     }
 
-    fn on_response(middleware: String, exchange: &Exchange) -> std::result::Result<(), String> {
-        wire(with_plugin(|p: &mut P| {
-            p.on_response(&middleware, exchange)
-        }))
+    fn on_response(
+        middleware: String,
+        given: Vec<Option<String>>,
+    ) -> std::result::Result<Vec<Edit>, String> {
+        let reads = reads::of(Registration::Middleware(&middleware));
+        let exchange = Exchange::new(reads, given, Stage::Response);
+        wire(with_plugin(|p: &mut P| p.on_response(&middleware, &exchange)))?;
+        Ok(exchange.into_edits())
     }
 
     fn on_event(

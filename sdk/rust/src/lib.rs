@@ -51,6 +51,7 @@ mod exchange;
 mod guest;
 mod host;
 mod plugin_config;
+mod reads;
 
 /// The bindings `wit-bindgen` generates for the contract (world `plugin`). The SDK's wrappers
 /// cover all of it; reach in here only for what they do not.
@@ -64,6 +65,7 @@ pub mod bindings {
         pub_export_macro: true,
         default_bindings_module: "plugd_guest::bindings",
         export_macro_name: "__export_world",
+        additional_derives: [PartialEq],
     });
 }
 
@@ -72,9 +74,10 @@ pub use guest::Plugin;
 pub use host::{cache, config, db, events, exec, http, log, metrics, register, services, storage};
 pub use plugin_config::Config;
 
-pub use bindings::plugd::plugin::http::Exchange;
+pub use exchange::{Action, Exchange};
+
 pub use bindings::plugd::plugin::types::{
-    Action, Health, HookType, HostError, Identity, Permission, PluginMetadata, Response,
+    Edit, Field, Health, HookType, HostError, Identity, Permission, PluginMetadata, Response,
 };
 
 /// `serde_json`, re-exported so that plugins need no dependency of their own for JSON.
@@ -84,8 +87,8 @@ pub use serde_json::json;
 /// The usual imports: `use plugd_guest::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        Action, Config, Error, Exchange, Health, HookType, Plugin, Response, Result, ResultExt,
-        bail,
+        Action, Config, Error, Exchange, Field, Health, HookType, Plugin, Response, Result,
+        ResultExt, bail,
     };
 }
 
