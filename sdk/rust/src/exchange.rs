@@ -551,3 +551,115 @@ fn overlay(headers: &mut Vec<(String, String)>, edits: &[Edit], kind: Key<'_>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exchange(reads: &[Field], given: &[Option<&str>], stage: Stage) -> Exchange {
+        let given = given.iter().map(|v| v.map(str::to_owned)).collect();
+        Exchange::new(Some(reads.into()), given, stage)
+    }
+
+    #[test]
+    fn declared_values_are_read_from_the_call_in_declared_order() {
+        let reads = [
+            Field::Method,
+            Field::header("Authorization"),
+            Field::local("client"),
+            Field::Status,
+            Field::header("x-absent"),
+        ];
+        let given = [Some("GET"), Some("Bearer t"), Some("c42"), Some("204"), None];
+        let ex = exchange(&reads, &given, Stage::Request);
+        assert_eq!(ex.method(), "GET");
+        // Header names are case-insensitive, locals are not.
+        assert_eq!(ex.header("authorization").as_deref(), Some("Bearer t"));
+        assert!(matches!(ex.header("AUTHORIZATION"), Some(Cow::Borrowed("Bearer t"))));
+        assert_eq!(ex.local("client").as_deref(), Some("c42"));
+        assert_eq!(ex.status(), Some(204));
+        assert_eq!(ex.header("x-absent"), None);
+        assert!(!ex.has_header("x-absent"));
+    }
+
+    #[test]
+    fn later_reads_see_the_calls_own_changes_and_edits_keep_their_order() {
+        let reads = [Field::header("x-id"), Field::local("client")];
+        let ex = exchange(&reads, &[Some("given"), None], Stage::Request);
+        ex.set_header("X-Id", "one").unwrap();
+        ex.set_local("client", "c1");
+        ex.set_header("x-id", "two").unwrap();
+        assert_eq!(ex.header("x-id").as_deref(), Some("two"));
+        assert_eq!(ex.local("client").as_deref(), Some("c1"));
+        ex.remove_header("x-id").unwrap();
+        assert_eq!(ex.header("x-id"), None);
+        assert_eq!(
+            ex.into_edits(),
+            vec![
+                Edit::SetHeader(("X-Id".into(), "one".into())),
+                Edit::SetLocal(("client".into(), "c1".into())),
+                Edit::SetHeader(("x-id".into(), "two".into())),
+                Edit::RemoveHeader("x-id".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn response_changes_are_returned_from_response_stages() {
+        let reads = [Field::Status, Field::response_header("x-a")];
+        let ex = exchange(&reads, &[Some("200"), Some("a")], Stage::Response);
+        ex.set_status(404).unwrap();
+        ex.set_response_header("x-a", "b").unwrap();
+        ex.set_response_body(b"gone").unwrap();
+        assert_eq!(ex.status(), Some(404));
+        assert_eq!(ex.response_header("X-A").as_deref(), Some("b"));
+        assert_eq!(ex.response_body().as_deref(), Some(&b"gone"[..]));
+        assert_eq!(ex.into_edits().len(), 3);
+    }
+
+    #[test]
+    fn given_values_of_another_count_than_declared_are_not_trusted() {
+        // Two fields declared, three values passed: the values cannot be matched to names.
+        let given = vec![Some("a".to_owned()), Some("b".to_owned()), None];
+        let ex = Exchange::new(Some([Field::Path, Field::Query].into()), given, Stage::Request);
+        assert!(ex.reads.is_none());
+        let ex = Exchange::new(None, Vec::new(), Stage::Request);
+        assert!(ex.reads.is_none());
+    }
+
+    #[test]
+    fn headers_overlay_applies_sets_and_removals_in_order() {
+        let mut headers = vec![
+            ("accept".to_owned(), "*/*".to_owned()),
+            ("x-a".to_owned(), "1".to_owned()),
+            ("X-A".to_owned(), "2".to_owned()),
+        ];
+        let edits = [
+            Edit::SetHeader(("X-A".into(), "3".into())),
+            Edit::RemoveHeader("ACCEPT".into()),
+            Edit::SetResponseHeader(("x-r".into(), "ignored".into())),
+            Edit::SetHeader(("x-b".into(), "4".into())),
+        ];
+        overlay(&mut headers, &edits, Key::Header(""));
+        assert_eq!(
+            headers,
+            vec![("x-a".to_owned(), "3".to_owned()), ("x-b".to_owned(), "4".to_owned())]
+        );
+    }
+
+    #[test]
+    fn json_responses_serialize_straight_into_the_body() {
+        #[derive(Serialize)]
+        struct Hello<'a> {
+            message: &'a str,
+            client: Option<&'a str>,
+        }
+        let r = Response::json(200, &Hello { message: "hi", client: None });
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("Content-Type"), Some("application/json"));
+        assert_eq!(r.body, br#"{"message":"hi","client":null}"#);
+        let bad = std::collections::BTreeMap::from([((1, 2), 3)]);
+        let r = Response::json(200, &bad);
+        assert_eq!(r.status, 500);
+    }
+}

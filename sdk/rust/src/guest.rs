@@ -46,22 +46,39 @@ use crate::{Action, Config, Edit, Error, Exchange, Health, HookType, PluginMetad
 /// | `Error` | a handler, hook or middleware failed (`exchange.error()`) | produce the error response |
 ///
 /// An early answer from `PreRequest` skips the later `PreRequest` hooks, middleware and the
-/// handler; `PostRequest`, `PreResponse` and `PostResponse` still run. Setters the hook may not use
-/// return a `denied` error. For `Startup` and `Shutdown` the exchange is empty. The host's
-/// `/admin`, `/healthz` and `/metrics` never reach plugins.
+/// handler; `PostRequest`, `PreResponse` and `PostResponse` still run. For `Startup` and
+/// `Shutdown` the exchange is empty. The host's `/admin`, `/healthz` and `/metrics` never reach
+/// plugins.
+///
+/// A hook's changes to the exchange (its setters) are returned with its [`Action`] and applied
+/// by the host in order; a setter the hook may not use returns a `denied` error at once, and a
+/// change the host refuses when it applies it (a framing header, a value past the caps) fails
+/// the call (see [`Exchange`] for the details, and [`Exchange::apply_edits`] to learn the
+/// host's answer inside the call). On `Action::Respond` the changes made before are applied
+/// first; on `Err` they are dropped.
+///
+/// A hook declared in `plugin.yaml` is called without given values (every read asks the host);
+/// register it in `init` with [`register::hook_reading`](crate::register::hook_reading) to have
+/// what it reads passed with each call.
 ///
 /// # Example
 ///
 /// ```ignore
 /// use plugd_guest::prelude::*;
+/// use plugd_guest::register;
 ///
 /// #[derive(Default)]
 /// struct Stamp;
 ///
 /// impl Plugin for Stamp {
+///     fn init(&mut self, _config: &Config) -> Result<()> {
+///         register::hook_reading(HookType::PreResponse, 100, &[Field::local("request_id")])?;
+///         Ok(())
+///     }
+///
 ///     fn on_hook(&mut self, hook: HookType, exchange: &Exchange) -> Result<Action> {
-///         if hook == HookType::PreResponse {
-///             exchange.set_response_header("x-stamp", "yes")?;
+///         if let Some(id) = exchange.local("request_id") {   // given with the call
+///             exchange.set_response_header("x-request-id", &id)?;   // returned with the action
 ///         }
 ///         Ok(Action::Continue)
 ///     }
@@ -122,7 +139,8 @@ pub trait Plugin: Default + 'static {
         Ok(Action::Continue)
     }
 
-    /// A registered middleware, after the handler: change the response through the exchange.
+    /// A registered middleware, after the handler: change the response through the exchange (the
+    /// changes are returned with the call).
     fn on_response(&mut self, middleware: &str, exchange: &Exchange) -> Result<()> {
         let _ = (middleware, exchange);
         Ok(())

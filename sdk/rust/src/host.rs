@@ -534,6 +534,11 @@ pub mod db {
             Value::Text(v)
         }
     }
+    impl From<std::borrow::Cow<'_, str>> for Value {
+        fn from(v: std::borrow::Cow<'_, str>) -> Value {
+            Value::Text(v.into_owned())
+        }
+    }
     impl From<Vec<u8>> for Value {
         fn from(v: Vec<u8>) -> Value {
             Value::Blob(v)

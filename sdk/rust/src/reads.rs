@@ -98,3 +98,35 @@ pub(crate) fn register(
 pub(crate) fn of(what: Registration<'_>) -> Option<Rc<[Field]>> {
     READS.with(|r| declared(&r.borrow(), what))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_are_remembered_once_the_host_accepted_them() {
+        let what = Registration::Middleware("audit");
+        let refused = register(what, &[Field::Path], || Err(Error::msg("denied")));
+        assert!(refused.is_err());
+        assert_eq!(of(what), None);
+        register(what, &[Field::Path], || Ok(())).unwrap();
+        assert_eq!(of(what).as_deref(), Some(&[Field::Path][..]));
+        // Again with the same reads: fine; with others: refused before the host is asked.
+        register(what, &[Field::Path], || Ok(())).unwrap();
+        let changed = register(what, &[Field::Method], || panic!("the host was asked"));
+        assert_eq!(changed.unwrap_err().kind(), ErrorKind::Invalid);
+        assert_eq!(of(what).as_deref(), Some(&[Field::Path][..]));
+    }
+
+    #[test]
+    fn hooks_routes_and_middleware_are_kept_apart() {
+        let reads = [Field::header("authorization")];
+        register(Registration::Hook(HookType::PreRequest), &reads, || Ok(())).unwrap();
+        register(Registration::Route("/hello"), &[], || Ok(())).unwrap();
+        assert_eq!(of(Registration::Hook(HookType::PreRequest)).as_deref(), Some(&reads[..]));
+        assert_eq!(of(Registration::Hook(HookType::PreResponse)), None);
+        assert_eq!(of(Registration::Route("/hello")).as_deref(), Some(&[][..]));
+        assert_eq!(of(Registration::Route("/other")), None);
+        assert_eq!(of(Registration::Middleware("/hello")), None);
+    }
+}

@@ -93,7 +93,7 @@ impl RateLimit {
             log::with_fields(
                 log::Level::Debug,
                 "rate limit exceeded",
-                &[("path", exchange.path().as_str())],
+                &[("path", &exchange.path())],
             );
             let body = json!({
                 "error": "too_many_requests",

@@ -31,7 +31,7 @@ impl Capable {
             .unwrap_or_else(|| "hello".into());
         let inserted = db::execute(
             "INSERT INTO notes (text) VALUES (?1)",
-            &[text.as_str().into()],
+            &[(&*text).into()],
         )?;
         let id = db::query("SELECT max(id) AS id FROM notes", &[])?
             .get(0, "id")

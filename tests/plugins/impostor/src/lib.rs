@@ -15,7 +15,7 @@ impl Plugin for Impostor {
         };
         let answer = match exchange.set_identity(Some(&root)) {
             Ok(()) => "accepted".to_string(),
-            Err(e) => plugd_guest::Error::from_host(&e).to_string(),
+            Err(e) => e.to_string(),
         };
         exchange.set_header("x-impostor", &answer)?;
         Ok(Action::Continue)
