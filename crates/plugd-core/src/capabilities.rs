@@ -213,6 +213,12 @@ impl Capabilities {
         opened(&self.database, "database")
     }
 
+    /// The SQL dialect of its database (`sqlite`, `postgres`), when one is open. Not a use of
+    /// the database: nothing is checked or audited.
+    pub fn database_dialect(&self) -> Option<&'static str> {
+        self.database.as_ref().map(Database::dialect)
+    }
+
     /// Outbound HTTP; needs `network`.
     pub fn outbound(&self, call: &str) -> Result<Outbound, HostError> {
         self.require(Permission::Network, call)?;

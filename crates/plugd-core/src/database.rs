@@ -481,6 +481,8 @@ pub struct Database {
     connection: Arc<dyn SqlConnection>,
     auditor: Auditor,
     timeout: Duration,
+    /// The SQL dialect of its backend ([`SqlBackend::dialect`]).
+    dialect: &'static str,
 }
 
 impl fmt::Debug for Database {
@@ -512,7 +514,10 @@ impl Database {
         for m in migrations {
             migrate(plugin, connection.as_ref(), m).await?;
         }
-        Ok(Database::new(plugin, connection, auditor))
+        Ok(Database {
+            dialect: backend.dialect(),
+            ..Database::new(plugin, connection, auditor)
+        })
     }
 
     /// A handle on `connection`, already open, for `plugin`.
@@ -522,7 +527,14 @@ impl Database {
             connection,
             auditor,
             timeout: DEFAULT_TIMEOUT,
+            dialect: "sqlite",
         }
+    }
+
+    /// The SQL dialect it speaks, as a manifest's `database.dialects` names it (`sqlite`,
+    /// `postgres`).
+    pub fn dialect(&self) -> &'static str {
+        self.dialect
     }
 
     /// Where the database is (the backend's description: a file, a server).

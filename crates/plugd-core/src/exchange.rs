@@ -703,6 +703,35 @@ impl Exchange {
         std::mem::take(&mut self.refusals)
     }
 
+    /// Apply a change a plugin returned with its call's result rather than made through a
+    /// setter (contract 0.2's edits): `change` is one of the setters, and its refusal is audited
+    /// whatever the reason -- a change the stage does not allow too, which a setter called
+    /// directly only answers.
+    ///
+    /// ```
+    /// use plugd_core::{Exchange, HookType, Stage};
+    /// let mut ex = Exchange::new(http::Method::GET, "/");
+    /// ex.stage = Stage::Hook(HookType::PostResponse);
+    /// let e = ex.apply_edit(|ex| ex.set_header("x-late", "1")).unwrap_err();
+    /// assert_eq!(e.to_string(), "the request cannot be changed in post_response");
+    /// ```
+    pub fn apply_edit(
+        &mut self,
+        change: impl FnOnce(&mut Exchange) -> Result<(), HostError>,
+    ) -> Result<(), HostError> {
+        let recorded = self.refusals.len();
+        let r = change(self);
+        if let Err(e) = &r
+            && self.refusals.len() == recorded
+        {
+            self.refusals.push(Refusal {
+                rule: "edit",
+                detail: e.to_string(),
+            });
+        }
+        r
+    }
+
     /// The response status, once there is a response.
     pub fn status(&self) -> Option<u16> {
         self.response.as_ref().map(|r| r.status.as_u16())

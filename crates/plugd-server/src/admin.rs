@@ -880,8 +880,9 @@ pub(crate) async fn audit(
 pub(crate) struct HostInfo {
     /// plugd's version.
     version: &'static str,
-    /// The WIT contract guests are built against.
-    #[schema(example = "plugd:plugin@0.1.0")]
+    /// The WIT contract guests are built against today (older supported versions load through
+    /// a shim: docs/authors/contract-versions.md).
+    #[schema(example = "plugd:plugin@0.2.0")]
     contract: &'static str,
     /// Seconds since the host was built.
     uptime_seconds: u64,
@@ -933,7 +934,7 @@ pub(crate) async fn info(State(state): State<AppState>) -> Response {
         .unwrap_or(0);
     Json(HostInfo {
         version: env!("CARGO_PKG_VERSION"),
-        contract: "plugd:plugin@0.1.0",
+        contract: "plugd:plugin@0.2.0",
         uptime_seconds: uptime,
         started_at: humantime::format_rfc3339_seconds(started).to_string(),
         data_dir: state.host.config().data_dir.clone(),

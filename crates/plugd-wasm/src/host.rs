@@ -15,11 +15,12 @@ use plugd_core::{
     Statement,
 };
 use wasmtime::ResourceLimiter;
-use wasmtime::component::{Resource, ResourceTable};
+use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use crate::bindings::plugd::plugin as wit;
-use crate::bindings::types;
+use crate::bindings::v0_2::plugd::plugin as wit;
+use crate::bindings::v0_2::types;
+use crate::reads::{self, Reads};
 
 /// What every instance of one plugin shares.
 #[derive(Debug)]
@@ -44,6 +45,10 @@ pub(crate) struct Shared {
     /// Where `register-middleware` and `unregister-middleware` go outside `init`: set by each
     /// `init` (the host's handle on the version that serves).
     pub(crate) registrar: RwLock<Option<Registrar>>,
+    /// What each of its hooks, middleware and routes reads (contract 0.2): from the first
+    /// instance's `init`, and middleware changed while it runs. Read by every call without a
+    /// lock.
+    pub(crate) reads: arc_swap::ArcSwap<Reads>,
 }
 
 /// The data of one wasm instance's store.
@@ -61,9 +66,13 @@ pub(crate) struct InstanceState {
     /// response body over the cap): turned into the plugin's error when the call returns.
     pub(crate) violation: Option<String>,
     /// The exchange lent to the guest for the current hook, middleware or route call (swapped
-    /// in and out by the call; an empty exchange between calls). Every `exchange` handle the
-    /// guest holds names it: the guest only ever gets a borrow, valid for that one call.
+    /// in and out by the call; an empty exchange between calls). The `exchange` functions read
+    /// it; a 0.1 guest's `exchange` handle names it, only ever as a borrow valid for that call.
     pub(crate) lent: Exchange,
+    /// Whether `lent` is the current call's exchange (false in calls without one).
+    pub(crate) lending: bool,
+    /// The fields declared while `init` runs (contract 0.2).
+    pub(crate) reading: Reads,
 }
 
 impl WasiView for InstanceState {
@@ -140,29 +149,47 @@ impl InstanceState {
         }
     }
 
+    /// Change the fields middleware reads: those being collected during `init`, or, once the
+    /// plugin runs, the plugin's (read by the next call).
+    fn change_reads(&mut self, change: impl Fn(&mut Reads)) {
+        if self.registering.is_some() {
+            change(&mut self.reading);
+        } else {
+            self.shared.reads.rcu(|reads| {
+                let mut reads = Reads::clone(reads);
+                change(&mut reads);
+                reads
+            });
+        }
+    }
+
     fn registering(&mut self) -> Result<&mut Registrations, HostError> {
         self.registering
             .as_mut()
             .ok_or_else(|| HostError::Invalid("registrations are only accepted during init".into()))
     }
 
-    /// The exchange behind a handle: always the one lent for the current call (wasmtime ends a
-    /// borrow with the call that lent it, so no older handle can reach a later exchange).
-    fn exchange(&self, _r: &Resource<Exchange>) -> &Exchange {
-        &self.lent
+    /// Read the current call's exchange; `T::default()` (none, empty) in a call without one.
+    fn read<T: Default>(&self, f: impl FnOnce(&Exchange) -> T) -> T {
+        if self.lending {
+            f(&self.lent)
+        } else {
+            T::default()
+        }
     }
 
-    fn exchange_mut(&mut self, _r: &Resource<Exchange>) -> Result<&mut Exchange, HostError> {
-        Ok(&mut self.lent)
-    }
-
-    /// Apply one change to the exchange; the exchange decides whether this stage allows it.
+    /// Apply one change to the current call's exchange, which decides whether its stage allows
+    /// it; `denied` in a call without one.
     fn edit(
         &mut self,
-        r: &Resource<Exchange>,
         change: impl FnOnce(&mut Exchange) -> Result<(), HostError>,
     ) -> Result<(), types::HostError> {
-        self.exchange_mut(r).and_then(change).map_err(to_wit)
+        if !self.lending {
+            return Err(types::HostError::Denied(
+                "there is no exchange outside a hook, middleware or route call".into(),
+            ));
+        }
+        change(&mut self.lent).map_err(to_wit)
     }
 }
 
@@ -211,86 +238,59 @@ pub(crate) fn hook_to_wit(h: HookType) -> types::HookType {
 
 impl types::Host for InstanceState {}
 
-impl wit::http::Host for InstanceState {}
-
-impl wit::http::HostExchange for InstanceState {
-    fn method(&mut self, r: Resource<Exchange>) -> String {
-        self.exchange(&r).method.to_string()
+impl wit::exchange::Host for InstanceState {
+    fn method(&mut self) -> String {
+        self.read(|ex| ex.method.to_string())
     }
-    fn path(&mut self, r: Resource<Exchange>) -> String {
-        self.exchange(&r).path.clone()
+    fn path(&mut self) -> String {
+        self.read(|ex| ex.path.clone())
     }
-    fn query(&mut self, r: Resource<Exchange>) -> String {
-        self.exchange(&r).query.clone()
+    fn query(&mut self) -> String {
+        self.read(|ex| ex.query.clone())
     }
-    fn query_param(&mut self, r: Resource<Exchange>, name: String) -> Option<String> {
-        self.exchange(&r).query_param(&name)
+    fn query_param(&mut self, name: String) -> Option<String> {
+        self.read(|ex| ex.query_param(&name))
     }
-    fn route_param(&mut self, r: Resource<Exchange>, name: String) -> Option<String> {
-        self.exchange(&r).route_param(&name)
+    fn route_param(&mut self, name: String) -> Option<String> {
+        self.read(|ex| ex.route_param(&name))
     }
-    fn header(&mut self, r: Resource<Exchange>, name: String) -> Option<String> {
-        self.exchange(&r).header(&name)
+    fn header(&mut self, name: String) -> Option<String> {
+        self.read(|ex| ex.header(&name))
     }
-    fn headers(&mut self, r: Resource<Exchange>) -> Vec<(String, String)> {
-        self.exchange(&r).header_pairs()
+    fn headers(&mut self) -> Vec<(String, String)> {
+        self.read(Exchange::header_pairs)
     }
-    fn body(&mut self, r: Resource<Exchange>) -> Vec<u8> {
-        self.exchange(&r).body.to_vec()
+    fn body(&mut self) -> Vec<u8> {
+        self.read(|ex| ex.body.to_vec())
     }
-    fn set_header(
-        &mut self,
-        r: Resource<Exchange>,
-        name: String,
-        value: String,
-    ) -> Result<(), types::HostError> {
-        self.edit(&r, |ex| ex.set_header(&name, &value))
+    fn set_header(&mut self, name: String, value: String) -> Result<(), types::HostError> {
+        self.edit(|ex| ex.set_header(&name, &value))
     }
-    fn remove_header(
-        &mut self,
-        r: Resource<Exchange>,
-        name: String,
-    ) -> Result<(), types::HostError> {
-        self.edit(&r, |ex| ex.remove_header(&name))
+    fn remove_header(&mut self, name: String) -> Result<(), types::HostError> {
+        self.edit(|ex| ex.remove_header(&name))
     }
-    fn status(&mut self, r: Resource<Exchange>) -> Option<u16> {
-        self.exchange(&r).status()
+    fn status(&mut self) -> Option<u16> {
+        self.read(Exchange::status)
     }
-    fn response_header(&mut self, r: Resource<Exchange>, name: String) -> Option<String> {
-        self.exchange(&r).response_header(&name)
+    fn response_header(&mut self, name: String) -> Option<String> {
+        self.read(|ex| ex.response_header(&name))
     }
-    fn response_headers(&mut self, r: Resource<Exchange>) -> Vec<(String, String)> {
-        self.exchange(&r).response_header_pairs()
+    fn response_headers(&mut self) -> Vec<(String, String)> {
+        self.read(Exchange::response_header_pairs)
     }
-    fn response_body(&mut self, r: Resource<Exchange>) -> Option<Vec<u8>> {
-        self.exchange(&r)
-            .response
-            .as_ref()
-            .map(|resp| resp.body.to_vec())
+    fn response_body(&mut self) -> Option<Vec<u8>> {
+        self.read(|ex| ex.response.as_ref().map(|resp| resp.body.to_vec()))
     }
-    fn set_status(&mut self, r: Resource<Exchange>, status: u16) -> Result<(), types::HostError> {
-        self.edit(&r, |ex| ex.set_status(status))
+    fn set_status(&mut self, status: u16) -> Result<(), types::HostError> {
+        self.edit(|ex| ex.set_status(status))
     }
-    fn set_response_header(
-        &mut self,
-        r: Resource<Exchange>,
-        name: String,
-        value: String,
-    ) -> Result<(), types::HostError> {
-        self.edit(&r, |ex| ex.set_response_header(&name, &value))
+    fn set_response_header(&mut self, name: String, value: String) -> Result<(), types::HostError> {
+        self.edit(|ex| ex.set_response_header(&name, &value))
     }
-    fn remove_response_header(
-        &mut self,
-        r: Resource<Exchange>,
-        name: String,
-    ) -> Result<(), types::HostError> {
-        self.edit(&r, |ex| ex.remove_response_header(&name))
+    fn remove_response_header(&mut self, name: String) -> Result<(), types::HostError> {
+        self.edit(|ex| ex.remove_response_header(&name))
     }
-    fn set_response_body(
-        &mut self,
-        r: Resource<Exchange>,
-        body: Vec<u8>,
-    ) -> Result<(), types::HostError> {
+    fn set_response_body(&mut self, body: Vec<u8>) -> Result<(), types::HostError> {
         let cap = self.shared.max_response_bytes;
         if body.len() > cap {
             let m = crate::limits::response_too_large(
@@ -302,47 +302,40 @@ impl wit::http::HostExchange for InstanceState {
             self.violation.get_or_insert_with(|| m.clone());
             return Err(types::HostError::Invalid(m));
         }
-        self.edit(&r, |ex| ex.set_response_body(body))
+        self.edit(|ex| ex.set_response_body(body))
     }
-    fn error(&mut self, r: Resource<Exchange>) -> Option<String> {
-        self.exchange(&r).error.clone()
+    fn error(&mut self) -> Option<String> {
+        self.read(|ex| ex.error.clone())
     }
-    fn peer_address(&mut self, r: Resource<Exchange>) -> Option<String> {
-        self.exchange(&r).peer_addr().map(|a| a.to_string())
+    fn peer_address(&mut self) -> Option<String> {
+        self.read(|ex| ex.peer_addr().map(|a| a.to_string()))
     }
-    fn attribute(&mut self, r: Resource<Exchange>, name: String) -> Option<String> {
-        self.exchange(&r).attribute(&name).map(str::to_string)
+    fn attribute(&mut self, name: String) -> Option<String> {
+        self.read(|ex| ex.attribute(&name).map(str::to_string))
     }
-    fn identity(&mut self, r: Resource<Exchange>) -> Option<types::Identity> {
-        self.exchange(&r).identity().map(|i| types::Identity {
-            subject: i.subject.clone(),
-            roles: i.roles.clone(),
+    fn identity(&mut self) -> Option<types::Identity> {
+        self.read(|ex| {
+            ex.identity().map(|i| types::Identity {
+                subject: i.subject.clone(),
+                roles: i.roles.clone(),
+            })
         })
     }
-    fn set_identity(
-        &mut self,
-        r: Resource<Exchange>,
-        identity: Option<types::Identity>,
-    ) -> Result<(), types::HostError> {
+    fn set_identity(&mut self, identity: Option<types::Identity>) -> Result<(), types::HostError> {
         let identity = identity.map(|i| Identity {
             subject: i.subject,
             roles: i.roles,
         });
-        self.edit(&r, |ex| ex.set_identity(identity))
+        self.edit(|ex| ex.set_identity(identity))
     }
-    fn local(&mut self, r: Resource<Exchange>, key: String) -> Option<String> {
-        self.exchange(&r).locals.get(&key).cloned()
+    fn local(&mut self, key: String) -> Option<String> {
+        self.read(|ex| ex.local(&key).map(str::to_string))
     }
-    fn set_local(&mut self, r: Resource<Exchange>, key: String, value: String) {
+    fn set_local(&mut self, key: String, value: String) {
         // The contract gives `set-local` no result: a local past the caps is dropped (and the
-        // refusal audited against the plugin when its call ends).
-        if let Ok(ex) = self.exchange_mut(&r) {
-            let _ = ex.set_local(&key, &value);
-        }
-    }
-    fn drop(&mut self, _r: Resource<Exchange>) -> wasmtime::Result<()> {
-        // Exchanges are only ever lent to the guest; the host owns and removes them.
-        Ok(())
+        // refusal audited against the plugin when its call ends), as is one outside a call
+        // with an exchange.
+        let _ = self.edit(|ex| ex.set_local(&key, &value));
     }
 }
 
@@ -453,10 +446,14 @@ impl wit::registry::Host for InstanceState {
         &mut self,
         hook: types::HookType,
         priority: i32,
+        reads: Vec<types::Field>,
     ) -> Result<(), types::HostError> {
+        let hook = hook_from_wit(hook);
+        let fields = reads::parse(reads).map_err(to_wit)?;
         self.registering()
-            .and_then(|r| r.add_hook(hook_from_wit(hook), priority))
-            .map_err(to_wit)
+            .and_then(|r| r.add_hook(hook, priority))
+            .map_err(to_wit)?;
+        self.reading.add_hook(hook, fields).map_err(to_wit)
     }
     fn register_route(
         &mut self,
@@ -464,6 +461,7 @@ impl wit::registry::Host for InstanceState {
         path: String,
         options: types::RouteOptions,
     ) -> Result<(), types::HostError> {
+        let fields = reads::parse(options.reads).map_err(to_wit)?;
         let name = self.shared.name.clone();
         let shared = self.shared.clone();
         let options = RouteOptions {
@@ -472,16 +470,19 @@ impl wit::registry::Host for InstanceState {
         let r = self
             .registering()
             .and_then(|r| r.add_route(&name, &shared.granted, &method, &path, options));
-        self.audited(r, "router", "registry.register-route")
+        self.audited(r, "router", "registry.register-route")?;
+        self.reading.add_route(&path, fields).map_err(to_wit)
     }
     fn register_middleware(
         &mut self,
         name: String,
         priority: i32,
         routes: Vec<String>,
+        reads: Vec<types::Field>,
     ) -> Result<(), types::HostError> {
+        let fields = reads::parse(reads).map_err(to_wit)?;
         let reg = MiddlewareReg {
-            name,
+            name: name.clone(),
             priority,
             routes,
         };
@@ -490,14 +491,18 @@ impl wit::registry::Host for InstanceState {
             |regs, shared| regs.add_middleware(&shared.name, &shared.granted, reg),
             |registrar| registrar.register(later),
         );
-        self.audited(r, "router", "registry.register-middleware")
+        self.audited(r, "router", "registry.register-middleware")?;
+        self.change_reads(|reads| reads.set_middleware(&name, fields.clone()));
+        Ok(())
     }
     fn unregister_middleware(&mut self, name: String) -> Result<(), types::HostError> {
         self.change_middleware(
             |regs, _| regs.remove_middleware(&name),
             |registrar| registrar.unregister_middleware(&name),
         )
-        .map_err(to_wit)
+        .map_err(to_wit)?;
+        self.change_reads(|reads| reads.remove_middleware(&name));
+        Ok(())
     }
     fn subscribe(&mut self, topic: String) -> Result<(), types::HostError> {
         let shared = self.shared.clone();
@@ -590,6 +595,14 @@ fn rows_to_wit(r: Rows) -> types::Rows {
 }
 
 impl wit::database::Host for InstanceState {
+    fn dialect(&mut self) -> String {
+        // Empty without an open database (no `database` permission): there is none to speak to.
+        self.shared
+            .capabilities
+            .database_dialect()
+            .unwrap_or_default()
+            .to_string()
+    }
     async fn execute(
         &mut self,
         sql: String,
@@ -772,6 +785,7 @@ mod tests {
             max_response_bytes: 1024,
             log: PluginLog::new("guest", plugd_core::LogLimits::default()),
             registrar: RwLock::new(registrar),
+            reads: Default::default(),
         };
         InstanceState {
             wasi: WasiCtx::builder().build(),
@@ -782,6 +796,8 @@ mod tests {
             deadline: Instant::now() + Duration::from_secs(5),
             violation: None,
             lent: Exchange::default(),
+            lending: false,
+            reading: Reads::default(),
         }
     }
 
@@ -814,28 +830,63 @@ mod tests {
         running.unregister_middleware("guard".into()).unwrap();
         assert_eq!(table(), 0);
         running
-            .register_middleware("late".into(), 5, vec!["/plugins/guest/x".into()])
+            .register_middleware(
+                "late".into(),
+                5,
+                vec!["/plugins/guest/x".into()],
+                vec![types::Field::Header("x-late".into())],
+            )
             .unwrap();
         assert_eq!(table(), 1);
+        // Its reads reach the plugin's, for the next call of any instance.
+        assert_eq!(running.shared.reads.load().middleware("late").len(), 1);
         let e = running.unregister_middleware("guard".into()).unwrap_err();
         assert!(matches!(e, types::HostError::NotFound(_)), "{e:?}");
         let e = running
-            .register_middleware("wide".into(), 5, vec!["/api/*".into()])
+            .register_middleware("wide".into(), 5, vec!["/api/*".into()], Vec::new())
             .unwrap_err();
         assert!(matches!(e, types::HostError::Denied(_)), "{e:?}");
 
         // During init: collected, not published.
         running.registering = Some(Registrations::default());
         running
-            .register_middleware("in-init".into(), 1, vec!["/plugins/guest/*".into()])
+            .register_middleware(
+                "in-init".into(),
+                1,
+                vec!["/plugins/guest/*".into()],
+                vec![types::Field::Method],
+            )
             .unwrap();
         assert_eq!(table(), 1);
         let collected = running.registering.take().unwrap();
         assert_eq!(collected.middleware[0].name, "in-init");
+        assert_eq!(running.reading.middleware("in-init").len(), 1);
+        assert!(running.shared.reads.load().middleware("in-init").is_empty());
 
         // set-log-level reaches the plugin's log stream.
         wit::log::Host::set_log_level(&mut running, types::LogLevel::Warn);
         assert_eq!(running.shared.log.level(), LogLevel::Warn);
         host.shutdown().await;
+    }
+
+    #[test]
+    fn outside_a_call_with_an_exchange_readers_are_empty_and_setters_denied() {
+        use wit::exchange::Host as _;
+        let mut s = state(None);
+        s.lent = Exchange::new(http::Method::POST, "/plugins/guest/x?a=1");
+        s.lent.stage = plugd_core::Stage::Hook(HookType::PreRequest);
+        assert_eq!(s.method(), "");
+        assert_eq!(s.query_param("a".into()), None);
+        let e = s.set_header("x".into(), "1".into()).unwrap_err();
+        assert!(matches!(e, types::HostError::Denied(_)), "{e:?}");
+        s.set_local("k".into(), "v".into());
+        assert!(s.lent.locals.is_empty());
+
+        s.lending = true;
+        assert_eq!(s.method(), "POST");
+        assert_eq!(s.query_param("a".into()).as_deref(), Some("1"));
+        s.set_header("x".into(), "1".into()).unwrap();
+        s.set_local("k".into(), "v".into());
+        assert_eq!(s.local("k".into()).as_deref(), Some("v"));
     }
 }

@@ -1,4 +1,5 @@
-//! The WebAssembly runtime of plugd: wasmtime components implementing `plugd:plugin@0.1.0`.
+//! The WebAssembly runtime of plugd: wasmtime components implementing `plugd:plugin@0.2.0`, and
+//! `plugd:plugin@0.1.0` through a shim (`v0_1`: every 0.1 import converts to its 0.2 namesake).
 //!
 //! [`WasmRuntime`] owns two wasmtime [`Engine`](wasmtime::Engine)s (component model, epoch
 //! interruption, async calls): one allocating instances from the pooling allocator, one on demand
@@ -13,14 +14,17 @@ mod bindings;
 mod cache;
 mod contract;
 mod disk;
+mod edits;
 mod error;
 mod host;
 mod limits;
 mod output;
 mod plugin;
+mod reads;
 mod runtime;
+mod v0_1;
 
-pub use contract::{CONTRACT, GUEST_INTERFACE};
+pub use contract::{CONTRACT, GUEST_INTERFACE, SUPPORTED_CONTRACTS};
 pub use disk::FileLimits;
 pub use error::{UnknownProfiler, WasmError};
 pub use limits::Allocator;

@@ -24,11 +24,14 @@ use wasmtime::component::ResourceTable;
 use wasmtime::{Engine, PoolConcurrencyLimitError, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::WasiCtxBuilder;
 
-use crate::bindings::{Plugin as World, PluginPre, types};
+use crate::bindings::v0_2::types;
+use crate::bindings::{Pre, World};
 use crate::disk::{DiskQuota, FileLimits};
 use crate::host::{InstanceState, Shared, hook_to_wit};
 use crate::limits::{Allocator, Limiter, MAX_WASM_STACK_BYTES, Refusal, mib, response_too_large};
 use crate::output::GuestOutput;
+use crate::reads::{self, Reads};
+use crate::v0_1::Convert;
 
 /// What the loader tells a plugin about itself.
 #[derive(Debug, Clone)]
@@ -116,15 +119,15 @@ type Pooled = Box<Instance>;
 /// A loaded wasm plugin.
 pub struct WasmPlugin {
     engine: Engine,
-    pre: PluginPre<InstanceState>,
+    pre: Pre,
     shared: Arc<Shared>,
     options: PluginOptions,
     idle: Mutex<Vec<Pooled>>,
     permits: Semaphore,
     /// Whether `start` has run (fresh instances are started too).
     started: AtomicBool,
-    /// Registrations of the first instance, to compare fresh ones against.
-    registrations: RwLock<Option<Registrations>>,
+    /// Registrations (and what they read) of the first instance, to compare fresh ones against.
+    registrations: RwLock<Option<Registered>>,
     /// Whether the compiled code came from the on-disk cache.
     pub(crate) from_cache: bool,
     /// Where its instances are allocated.
@@ -170,9 +173,15 @@ enum Call<'a> {
     },
 }
 
+/// What an instance's `init` registered: the registrations, and what each reads (contract 0.2).
+type Registered = (Registrations, Reads);
+
+/// A guest's answer, in the current contract's types (a 0.1 guest's converted).
 enum Reply {
     Unit(Result<(), String>),
     Action(Result<types::Action, String>),
+    /// Middleware `on-response`: the edits to apply.
+    Edits(Result<Vec<types::Edit>, String>),
     Response(Result<types::Response, String>),
     Health(types::Health),
     Bytes(Result<Vec<u8>, String>),
@@ -185,6 +194,8 @@ enum CallKind<'a> {
     Named(&'static str),
     Hook(HookType),
     Route(&'a str),
+    /// A middleware's name and which of its calls.
+    Middleware(&'a str, &'static str),
 }
 
 impl std::fmt::Display for CallKind<'_> {
@@ -193,6 +204,7 @@ impl std::fmt::Display for CallKind<'_> {
             CallKind::Named(n) => f.write_str(n),
             CallKind::Hook(h) => write!(f, "{} hook", h.as_str()),
             CallKind::Route(r) => write!(f, "route {r}"),
+            CallKind::Middleware(m, call) => write!(f, "middleware {m} {call}"),
         }
     }
 }
@@ -221,7 +233,7 @@ impl<'a> Call<'a> {
 impl WasmPlugin {
     pub(crate) fn new(
         engine: Engine,
-        pre: PluginPre<InstanceState>,
+        pre: Pre,
         options: PluginOptions,
         allocator: Allocator,
     ) -> Self {
@@ -248,6 +260,7 @@ impl WasmPlugin {
                 None => PluginLog::new(&options.name, LogLimits::default()),
             },
             registrar: RwLock::new(None),
+            reads: Default::default(),
         });
         let disk = shared
             .capabilities
@@ -414,6 +427,8 @@ impl WasmPlugin {
             wasi: wasi.build(),
             table,
             lent: Exchange::default(),
+            lending: false,
+            reading: Reads::default(),
             limits: Limiter::new(self.memory_cap()),
             shared: self.shared.clone(),
             registering: None,
@@ -437,7 +452,7 @@ impl WasmPlugin {
             }
         });
         self.arm(&mut store, self.options.timeout);
-        let world = match self.pre.instantiate_async(&mut store).await {
+        let world = match self.pre.instantiate(&mut store).await {
             Ok(world) => world,
             Err(e) => {
                 let refused = store.data().limits.refused();
@@ -472,10 +487,11 @@ impl WasmPlugin {
     async fn fresh(&self) -> Result<Pooled, PluginError> {
         let mut inst = self.instantiate().await?;
         let regs = self.call(&mut inst, Call::Init).await?;
-        let first = self.registrations.read().clone();
-        if let (Some(first), Some(regs)) = (first, regs)
-            && first != regs
-        {
+        let differs = match (&*self.registrations.read(), &regs) {
+            (Some(first), Some(regs)) => first != regs,
+            _ => false,
+        };
+        if differs {
             return Err(PluginError::Failed(
                 "a new instance registered different hooks or routes than the first; registrations must not depend on instance state".into(),
             ));
@@ -492,18 +508,22 @@ impl WasmPlugin {
         &self,
         inst: &mut Instance,
         call: Call<'_>,
-    ) -> Result<Option<Registrations>, PluginError> {
+    ) -> Result<Option<Registered>, PluginError> {
         let timeout = self.timeout_for(&call);
         let kind = call.kind();
         let is_init = matches!(call, Call::Init);
         self.arm(&mut inst.store, timeout);
         if is_init {
-            inst.store.data_mut().registering = Some(Registrations::default());
+            let data = inst.store.data_mut();
+            data.registering = Some(Registrations::default());
+            data.reading = Reads::default();
         }
         let reply = invoke(inst, call, &self.shared).await;
         inst.count_memory();
         let regs = if is_init {
-            inst.store.data_mut().registering.take()
+            let data = inst.store.data_mut();
+            let reads = std::mem::take(&mut data.reading);
+            data.registering.take().map(|regs| (regs, reads))
         } else {
             None
         };
@@ -515,6 +535,7 @@ impl WasmPlugin {
             Reply::Unit(r) => r.map_err(guest_error)?,
             Reply::Health(_)
             | Reply::Action(_)
+            | Reply::Edits(_)
             | Reply::Response(_)
             | Reply::Bytes(_)
             | Reply::Text(_) => {}
@@ -640,72 +661,168 @@ fn humantime_like(d: Duration) -> String {
 }
 
 /// Lend the exchange to the guest for one call: swap it into the instance's state (no
-/// allocation, no resource-table entry), pass a borrow handle, and swap it back whatever the call
-/// did. The handle's rep is unused: the host functions read `InstanceState::lent`.
+/// allocation, no resource-table entry) for the `exchange` functions to read, and swap it back
+/// whatever the call did.
 macro_rules! lend {
-    ($store:ident, $ex:ident, |$borrowed:ident| $call:expr) => {{
-        std::mem::swap(&mut $store.data_mut().lent, $ex);
-        let $borrowed = wasmtime::component::Resource::<Exchange>::new_borrow(0);
+    ($store:ident, $ex:ident, $call:expr) => {{
+        let data = $store.data_mut();
+        std::mem::swap(&mut data.lent, $ex);
+        data.lending = true;
         let out = $call.await;
-        std::mem::swap(&mut $store.data_mut().lent, $ex);
+        let data = $store.data_mut();
+        std::mem::swap(&mut data.lent, $ex);
+        data.lending = false;
         out?
     }};
 }
 
+/// A 0.1 guest's handle on the lent exchange: a borrow for the one call. Its rep is unused: the
+/// host functions read `InstanceState::lent`.
+fn handle() -> wasmtime::component::Resource<Exchange> {
+    wasmtime::component::Resource::new_borrow(0)
+}
+
+/// The calls without an exchange, the same in every contract version: a `match` on `$call`
+/// with the version's own arms for the exchange calls.
+macro_rules! invoke {
+    ($g:ident, $store:ident, $shared:ident, $call:ident, { $($exchange_calls:tt)* }) => {
+        match $call {
+            Call::Init => {
+                let config = $shared.config_json.read().clone();
+                Reply::Unit($g.call_init(&mut *$store, &config).await?)
+            }
+            Call::Start => Reply::Unit($g.call_start(&mut *$store).await?),
+            Call::Stop => Reply::Unit($g.call_stop(&mut *$store).await?),
+            Call::Cleanup => Reply::Unit($g.call_cleanup(&mut *$store).await?),
+            Call::ConfigChange(config) => {
+                Reply::Unit($g.call_on_config_change(&mut *$store, config).await?)
+            }
+            Call::Health => Reply::Health($g.call_health_check(&mut *$store).await?.convert()),
+            Call::Event(event) => Reply::Unit(
+                $g.call_on_event(&mut *$store, &event.topic, &event.payload, &event.source)
+                    .await?,
+            ),
+            Call::Tick(timer) => Reply::Unit($g.call_on_tick(&mut *$store, timer).await?),
+            Call::Command(command, args) => {
+                Reply::Text($g.call_run_command(&mut *$store, command, args).await?)
+            }
+            Call::Service {
+                service,
+                method,
+                payload,
+                caller,
+            } => Reply::Bytes(
+                $g.call_call_service(&mut *$store, service, method, payload, caller)
+                    .await?,
+            ),
+            $($exchange_calls)*
+        }
+    };
+}
+
 /// Call the guest. An `Err` is a trap or a host-side failure: the instance must be dropped.
 async fn invoke(inst: &mut Instance, call: Call<'_>, shared: &Shared) -> wasmtime::Result<Reply> {
-    let g = inst.world.plugd_plugin_guest();
     let store = &mut inst.store;
-    Ok(match call {
-        Call::Init => {
-            let config = shared.config_json.read().clone();
-            Reply::Unit(g.call_init(&mut *store, &config).await?)
+    Ok(match &inst.world {
+        World::V0_2(world) => {
+            let g = world.plugd_plugin_guest();
+            invoke!(g, store, shared, call, {
+                Call::Hook(hook, ex) => {
+                    let observed = !matches!(hook, HookType::Startup | HookType::Shutdown);
+                    let given = reads::given(
+                        shared.reads.load().hook(hook),
+                        observed.then_some(&*ex),
+                    );
+                    Reply::Action(lend!(
+                        store,
+                        ex,
+                        g.call_on_hook(&mut *store, hook_to_wit(hook), &given)
+                    ))
+                }
+                Call::Handle(route, ex) => {
+                    let given = reads::given(shared.reads.load().route(route), Some(&*ex));
+                    Reply::Response(lend!(
+                        store,
+                        ex,
+                        g.call_handle_request(&mut *store, route, &given)
+                    ))
+                }
+                Call::MiddlewareRequest(name, ex) => {
+                    let given = reads::given(shared.reads.load().middleware(name), Some(&*ex));
+                    Reply::Action(lend!(store, ex, g.call_on_request(&mut *store, name, &given)))
+                }
+                Call::MiddlewareResponse(name, ex) => {
+                    let given = reads::given(shared.reads.load().middleware(name), Some(&*ex));
+                    Reply::Edits(lend!(store, ex, g.call_on_response(&mut *store, name, &given)))
+                }
+            })
         }
-        Call::Start => Reply::Unit(g.call_start(&mut *store).await?),
-        Call::Stop => Reply::Unit(g.call_stop(&mut *store).await?),
-        Call::Cleanup => Reply::Unit(g.call_cleanup(&mut *store).await?),
-        Call::ConfigChange(config) => {
-            Reply::Unit(g.call_on_config_change(&mut *store, config).await?)
+        World::V0_1(world) => {
+            let g = world.plugd_plugin_guest();
+            invoke!(g, store, shared, call, {
+                Call::Hook(hook, ex) => Reply::Action(
+                    lend!(
+                        store,
+                        ex,
+                        g.call_on_hook(&mut *store, hook_to_wit(hook).convert(), handle())
+                    )
+                    .map(Convert::convert),
+                ),
+                Call::Handle(route, ex) => Reply::Response(
+                    lend!(store, ex, g.call_handle_request(&mut *store, route, handle()))
+                        .map(Convert::convert),
+                ),
+                Call::MiddlewareRequest(name, ex) => Reply::Action(
+                    lend!(store, ex, g.call_on_request(&mut *store, name, handle()))
+                        .map(Convert::convert),
+                ),
+                Call::MiddlewareResponse(name, ex) => Reply::Edits(
+                    lend!(store, ex, g.call_on_response(&mut *store, name, handle()))
+                        .map(|()| Vec::new()),
+                ),
+            })
         }
-        Call::Health => Reply::Health(g.call_health_check(&mut *store).await?),
-        Call::Hook(hook, ex) => Reply::Action(lend!(store, ex, |borrowed| g.call_on_hook(
-            &mut *store,
-            hook_to_wit(hook),
-            borrowed
-        ))),
-        Call::Event(event) => Reply::Unit(
-            g.call_on_event(&mut *store, &event.topic, &event.payload, &event.source)
-                .await?,
-        ),
-        Call::Tick(timer) => Reply::Unit(g.call_on_tick(&mut *store, timer).await?),
-        Call::MiddlewareRequest(name, ex) => Reply::Action(lend!(store, ex, |borrowed| g
-            .call_on_request(&mut *store, name, borrowed))),
-        Call::MiddlewareResponse(name, ex) => Reply::Unit(lend!(store, ex, |borrowed| g
-            .call_on_response(&mut *store, name, borrowed))),
-        Call::Command(command, args) => {
-            Reply::Text(g.call_run_command(&mut *store, command, args).await?)
-        }
-        Call::Service {
-            service,
-            method,
-            payload,
-            caller,
-        } => Reply::Bytes(
-            g.call_call_service(&mut *store, service, method, payload, caller)
-                .await?,
-        ),
-        Call::Handle(route, ex) => Reply::Response(lend!(store, ex, |borrowed| g
-            .call_handle_request(&mut *store, route, borrowed))),
     })
 }
 
-/// The decision of a hook or middleware.
-fn action_from(reply: Reply) -> Result<Action, PluginError> {
-    match reply {
-        Reply::Action(Ok(types::Action::Continue)) => Ok(Action::Continue),
-        Reply::Action(Ok(types::Action::Respond(r))) => Ok(Action::Respond(response_from_wit(r)?)),
-        Reply::Action(Err(m)) => Err(guest_failed(m)),
-        _ => Ok(Action::Continue),
+impl WasmPlugin {
+    /// The decision of a hook or middleware; its edits applied to `ex`.
+    fn action(
+        &self,
+        reply: Reply,
+        ex: &mut Exchange,
+        what: CallKind<'_>,
+    ) -> Result<Action, PluginError> {
+        match reply {
+            Reply::Action(Ok(types::Action::Continue(edits))) => {
+                self.apply(ex, edits, what)?;
+                Ok(Action::Continue)
+            }
+            Reply::Action(Ok(types::Action::Respond(r))) => {
+                Ok(Action::Respond(response_from_wit(r)?))
+            }
+            Reply::Action(Err(m)) => Err(guest_failed(m)),
+            _ => Ok(Action::Continue),
+        }
+    }
+
+    /// Apply a call's edits (none from a 0.1 guest, whose changes are made already).
+    fn apply(
+        &self,
+        ex: &mut Exchange,
+        edits: Vec<types::Edit>,
+        what: CallKind<'_>,
+    ) -> Result<(), PluginError> {
+        if edits.is_empty() {
+            return Ok(());
+        }
+        crate::edits::apply(
+            ex,
+            edits,
+            &self.options.name,
+            self.options.max_response_bytes,
+            &what,
+        )
     }
 }
 
@@ -733,14 +850,15 @@ impl Plugin for WasmPlugin {
             .await
             .map_err(|_| PluginError::Unavailable("plugin is shutting down".into()))?;
         let mut instances = Vec::with_capacity(self.options.instances);
-        let mut first: Option<Registrations> = None;
+        let mut first: Option<Registered> = None;
         for i in 0..self.options.instances {
             let mut inst = self.instantiate().await?;
             let regs = self.call(&mut inst, Call::Init).await?.unwrap_or_default();
             match &first {
                 None => {
-                    ctx.merge(regs.clone())
+                    ctx.merge(regs.0.clone())
                         .map_err(|e| PluginError::Failed(e.to_string()))?;
+                    self.shared.reads.store(Arc::new(regs.1.clone()));
                     first = Some(regs);
                 }
                 Some(f) if *f != regs => {
@@ -812,7 +930,8 @@ impl Plugin for WasmPlugin {
     }
 
     async fn on_hook(&self, hook: HookType, ex: &mut Exchange) -> Result<Action, PluginError> {
-        action_from(self.with_instance(Call::Hook(hook, ex)).await?)
+        let reply = self.with_instance(Call::Hook(hook, ex)).await?;
+        self.action(reply, ex, CallKind::Hook(hook))
     }
 
     async fn handle_request(
@@ -861,10 +980,10 @@ impl Plugin for WasmPlugin {
     }
 
     async fn on_request(&self, middleware: &str, ex: &mut Exchange) -> Result<Action, PluginError> {
-        action_from(
-            self.with_instance(Call::MiddlewareRequest(middleware, ex))
-                .await?,
-        )
+        let reply = self
+            .with_instance(Call::MiddlewareRequest(middleware, ex))
+            .await?;
+        self.action(reply, ex, CallKind::Middleware(middleware, "on-request"))
     }
 
     async fn on_response(&self, middleware: &str, ex: &mut Exchange) -> Result<(), PluginError> {
@@ -872,7 +991,10 @@ impl Plugin for WasmPlugin {
             .with_instance(Call::MiddlewareResponse(middleware, ex))
             .await?
         {
-            Reply::Unit(Err(m)) => Err(guest_failed(m)),
+            Reply::Edits(Ok(edits)) => {
+                self.apply(ex, edits, CallKind::Middleware(middleware, "on-response"))
+            }
+            Reply::Edits(Err(m)) => Err(guest_failed(m)),
             _ => Ok(()),
         }
     }

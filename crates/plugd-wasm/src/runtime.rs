@@ -11,7 +11,7 @@ use plugd_manifest::{HostConfig, PoolSettings};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-use crate::bindings::Plugin as World;
+use crate::bindings::{Pre, v0_1, v0_2};
 use crate::cache::{Cache, CacheError, Source};
 use crate::disk::FileLimits;
 use crate::error::{UnknownProfiler, WasmError};
@@ -49,7 +49,7 @@ pub struct RuntimeOptions {
 
 /// A native profiler to describe compiled guest code to: with one, `perf report` names guest
 /// frames by the component's function names (`sha1::compress::compress`,
-/// `plugd:plugin/guest@0.1.0#on-hook`; `wasm[N]::function[M]` where it has none) instead of bare
+/// `plugd:plugin/guest@0.2.0#on-hook`; `wasm[N]::function[M]` where it has none) instead of bare
 /// addresses.
 ///
 /// ```
@@ -281,12 +281,15 @@ fn backend(
         what: "wasi",
         source,
     })?;
-    World::add_to_linker::<InstanceState, HasSelf<InstanceState>>(&mut linker, |s| s).map_err(
-        |source| WasmError::Imports {
+    // Every contract version this plugd loads: 0.2 natively, 0.1 through its shim.
+    v0_2::Plugin::add_to_linker::<InstanceState, HasSelf<InstanceState>>(&mut linker, |s| s)
+        .and_then(|()| {
+            v0_1::Plugin::add_to_linker::<InstanceState, HasSelf<InstanceState>>(&mut linker, |s| s)
+        })
+        .map_err(|source| WasmError::Imports {
             what: "plugd",
             source,
-        },
-    )?;
+        })?;
     let cache = Cache::new(&engine, cache_dir.to_path_buf(), profiler != Profiler::None);
     Ok(Backend {
         engine,
@@ -429,12 +432,13 @@ impl WasmRuntime {
         let (component, source) = loaded.map_err(|e| WasmError::Compile(e.to_string()))?;
         let (allocator, reason) = choice;
         let backend = self.backend(allocator);
-        crate::contract::check(&backend.engine, &component).map_err(WasmError::Contract)?;
+        let version =
+            crate::contract::check(&backend.engine, &component).map_err(WasmError::Contract)?;
         let pre = backend
             .linker
             .instantiate_pre(&component)
             .map_err(WasmError::Link)?;
-        let pre = crate::bindings::PluginPre::new(pre).map_err(WasmError::Link)?;
+        let pre = Pre::new(version, pre).map_err(WasmError::Link)?;
         match allocator {
             Allocator::Pooling => tracing::info!(
                 plugin = %options.name,

@@ -197,7 +197,7 @@ async fn admin_manages_plugins() {
     }
 
     let info: Value = server.admin_get("/admin/info").await.json().await.unwrap();
-    assert_eq!(info["contract"], "plugd:plugin@0.1.0");
+    assert_eq!(info["contract"], "plugd:plugin@0.2.0");
     assert_eq!(info["plugins"], 2);
     let health: Value = server
         .admin_get("/admin/plugins/hello/health")

@@ -6,6 +6,7 @@ mod admin;
 mod browser;
 mod capabilities;
 mod cli;
+mod contracts;
 mod crash;
 mod dashboard;
 mod events;

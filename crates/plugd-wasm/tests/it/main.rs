@@ -11,8 +11,15 @@ use wit_component::{ComponentEncoder, StringEncoding, dummy_module, embed_compon
 use wit_parser::{ManglingAndAbi, Resolve};
 
 fn contract_wit() -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../wit/plugin.wit");
-    std::fs::read_to_string(path).expect("wit/plugin.wit")
+    wit_file("plugin.wit")
+}
+
+/// A file of the repository's wit/ (`0.1.0/plugin.wit`: the frozen 0.1.0 contract).
+fn wit_file(name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../wit")
+        .join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 /// A component implementing `world` of `wit` whose every function traps (`unreachable`).
@@ -147,13 +154,48 @@ async fn a_missing_method_is_named() {
 #[tokio::test]
 async fn an_unknown_contract_version_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let wit = contract_wit().replace("package plugd:plugin@0.1.0;", "package plugd:plugin@0.2.0;");
+    let wit = contract_wit().replace("package plugd:plugin@0.2.0;", "package plugd:plugin@0.3.0;");
     let err = load(dir.path(), &component(&wit, "plugin"))
         .await
         .unwrap_err();
     assert!(
-        err.starts_with("plugin was built against contract plugd:plugin@0.2.0, but this plugd supports plugd:plugin@0.1.0"),
+        err.starts_with("plugin was built against contract plugd:plugin@0.3.0, but this plugd supports plugd:plugin@0.2.0 and plugd:plugin@0.1.0"),
         "{err}"
+    );
+    assert_eq!(
+        plugd_wasm::SUPPORTED_CONTRACTS,
+        ["plugd:plugin@0.2.0", "plugd:plugin@0.1.0"]
+    );
+}
+
+/// Every supported version loads: a component of the frozen 0.1.0 contract links against the
+/// shim and is called through it (its `init` traps here: the call reached the guest).
+#[tokio::test]
+async fn a_component_of_contract_0_1_0_links_through_the_shim() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = wit_file("0.1.0/plugin.wit");
+    assert!(old.contains("package plugd:plugin@0.1.0;"));
+    let plugin = load(dir.path(), &component(&old, "plugin"))
+        .await
+        .expect("a 0.1.0 component loads");
+    let store = PluginStore::new("probe", std::sync::Arc::new(MemoryKv::default()));
+    let config = Default::default();
+    let granted = BTreeSet::new();
+    let mut regs = Registrations::default();
+    let mut ctx = InitContext::new("probe", &config, &granted, &store, &mut regs);
+    let err = plugin.init(&mut ctx).await.unwrap_err();
+    assert!(matches!(err, PluginError::Trap(_)), "{err:?}");
+    // A 0.1.0 component missing a method is named the same way.
+    let wit = old.replace(
+        "    on-tick: func(timer: string) -> result<_, string>;\n",
+        "",
+    );
+    let err = load(dir.path(), &component(&wit, "plugin"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        "plugin does not implement required interface: missing method on-tick"
     );
 }
 
@@ -165,7 +207,7 @@ async fn not_a_plugin_component_is_refused() {
     let err = load(dir.path(), &component(wit, "w")).await.unwrap_err();
     assert!(
         err.starts_with(
-            "plugin does not implement required interface: missing export plugd:plugin/guest@0.1.0"
+            "plugin does not implement required interface: missing export plugd:plugin/guest@0.2.0"
         ),
         "{err}"
     );
