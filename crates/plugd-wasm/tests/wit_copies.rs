@@ -37,7 +37,7 @@ fn names(files: &[(String, Vec<u8>)]) -> Vec<String> {
     files.iter().map(|(n, _)| n.clone()).collect()
 }
 
-fn assert_same(copy: &Path, found: &[(String, Vec<u8>)], want: &[(String, Vec<u8>)]) {
+fn assert_same(copy: &Path, found: &[(String, Vec<u8>)], want: &[(String, Vec<u8>)], fix: &str) {
     assert_eq!(
         names(found),
         names(want),
@@ -47,8 +47,7 @@ fn assert_same(copy: &Path, found: &[(String, Vec<u8>)], want: &[(String, Vec<u8
     for ((name, want), (_, got)) in want.iter().zip(found) {
         assert!(
             want == got,
-            "{}/{name} differs from wit/{name}: copy wit/ over it (cp -r wit/* {}/)",
-            copy.display(),
+            "{}/{name} differs from wit/{name}: {fix}",
             copy.display()
         );
     }
@@ -71,7 +70,12 @@ fn the_runtimes_copy_of_the_contract_equals_wit() {
         "wit/0.1.0/plugin.wit is missing: every supported contract version stays"
     );
     let copy = root().join("crates/plugd-wasm/wit");
-    assert_same(&copy, &files(&copy), &contract);
+    assert_same(
+        &copy,
+        &files(&copy),
+        &contract,
+        "copy wit/ over it (cp -r wit/* crates/plugd-wasm/wit/)",
+    );
 }
 
 #[test]
@@ -81,7 +85,12 @@ fn the_sdks_copy_of_the_contract_equals_the_current_one() {
         .filter(|(name, _)| !name.contains('/'))
         .collect();
     let copy = root().join("sdk/rust/wit");
-    assert_same(&copy, &files(&copy), &current);
+    assert_same(
+        &copy,
+        &files(&copy),
+        &current,
+        "copy the current contract over it (cp wit/plugin.wit sdk/rust/wit/)",
+    );
 }
 
 #[test]
