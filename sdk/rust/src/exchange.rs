@@ -245,7 +245,11 @@ pub struct Exchange {
 }
 
 impl Exchange {
-    pub(crate) fn new(reads: Option<Rc<[Field]>>, given: Vec<Option<String>>, stage: Stage) -> Exchange {
+    pub(crate) fn new(
+        reads: Option<Rc<[Field]>>,
+        given: Vec<Option<String>>,
+        stage: Stage,
+    ) -> Exchange {
         // Values the registration did not declare (a hook declared only in the manifest, or a
         // host that passed a different count) are not trusted: every read then asks the host.
         let reads = reads.filter(|r| r.len() == given.len());
@@ -281,7 +285,11 @@ impl Exchange {
     fn latest<T>(&self, find: impl Fn(&Edit) -> Option<T>) -> Option<T> {
         let pending = self.pending.borrow();
         let applied = self.applied.borrow();
-        pending.iter().rev().chain(applied.iter().rev()).find_map(find)
+        pending
+            .iter()
+            .rev()
+            .chain(applied.iter().rev())
+            .find_map(find)
     }
 
     /// Every edit of this call, in order (as far as later reads can tell).
@@ -343,12 +351,14 @@ impl Exchange {
 
     /// The request path, without the query string.
     pub fn path(&self) -> Cow<'_, str> {
-        self.read(Key::Path, || Some(host::path())).unwrap_or_default()
+        self.read(Key::Path, || Some(host::path()))
+            .unwrap_or_default()
     }
 
     /// The raw query string, without the `?`.
     pub fn query(&self) -> Cow<'_, str> {
-        self.read(Key::Query, || Some(host::query())).unwrap_or_default()
+        self.read(Key::Query, || Some(host::query()))
+            .unwrap_or_default()
     }
 
     /// One decoded query parameter.
@@ -570,12 +580,21 @@ mod tests {
             Field::Status,
             Field::header("x-absent"),
         ];
-        let given = [Some("GET"), Some("Bearer t"), Some("c42"), Some("204"), None];
+        let given = [
+            Some("GET"),
+            Some("Bearer t"),
+            Some("c42"),
+            Some("204"),
+            None,
+        ];
         let ex = exchange(&reads, &given, Stage::Request);
         assert_eq!(ex.method(), "GET");
         // Header names are case-insensitive, locals are not.
         assert_eq!(ex.header("authorization").as_deref(), Some("Bearer t"));
-        assert!(matches!(ex.header("AUTHORIZATION"), Some(Cow::Borrowed("Bearer t"))));
+        assert!(matches!(
+            ex.header("AUTHORIZATION"),
+            Some(Cow::Borrowed("Bearer t"))
+        ));
         assert_eq!(ex.local("client").as_deref(), Some("c42"));
         assert_eq!(ex.status(), Some(204));
         assert_eq!(ex.header("x-absent"), None);
@@ -621,7 +640,11 @@ mod tests {
     fn given_values_of_another_count_than_declared_are_not_trusted() {
         // Two fields declared, three values passed: the values cannot be matched to names.
         let given = vec![Some("a".to_owned()), Some("b".to_owned()), None];
-        let ex = Exchange::new(Some([Field::Path, Field::Query].into()), given, Stage::Request);
+        let ex = Exchange::new(
+            Some([Field::Path, Field::Query].into()),
+            given,
+            Stage::Request,
+        );
         assert!(ex.reads.is_none());
         let ex = Exchange::new(None, Vec::new(), Stage::Request);
         assert!(ex.reads.is_none());
@@ -643,7 +666,10 @@ mod tests {
         overlay(&mut headers, &edits, Key::Header(""));
         assert_eq!(
             headers,
-            vec![("x-a".to_owned(), "3".to_owned()), ("x-b".to_owned(), "4".to_owned())]
+            vec![
+                ("x-a".to_owned(), "3".to_owned()),
+                ("x-b".to_owned(), "4".to_owned())
+            ]
         );
     }
 
@@ -654,7 +680,13 @@ mod tests {
             message: &'a str,
             client: Option<&'a str>,
         }
-        let r = Response::json(200, &Hello { message: "hi", client: None });
+        let r = Response::json(
+            200,
+            &Hello {
+                message: "hi",
+                client: None,
+            },
+        );
         assert_eq!(r.status, 200);
         assert_eq!(r.header("Content-Type"), Some("application/json"));
         assert_eq!(r.body, br#"{"message":"hi","client":null}"#);

@@ -6,7 +6,9 @@ use crate::bindings::exports::plugd::plugin::guest::Guest;
 use crate::bindings::plugd::plugin::types as wit;
 use crate::exchange::Stage;
 use crate::reads::{self, Registration};
-use crate::{Action, Config, Edit, Error, Exchange, Health, HookType, PluginMetadata, Response, Result};
+use crate::{
+    Action, Config, Edit, Error, Exchange, Health, HookType, PluginMetadata, Response, Result,
+};
 
 /// A plugd plugin. Implement what you use: every method has a default.
 ///
@@ -299,7 +301,9 @@ impl<P: Plugin + PluginInfo> Guest for Adapter<P> {
     ) -> std::result::Result<Vec<Edit>, String> {
         let reads = reads::of(Registration::Middleware(&middleware));
         let exchange = Exchange::new(reads, given, Stage::Response);
-        wire(with_plugin(|p: &mut P| p.on_response(&middleware, &exchange)))?;
+        wire(with_plugin(|p: &mut P| {
+            p.on_response(&middleware, &exchange)
+        }))?;
         Ok(exchange.into_edits())
     }
 

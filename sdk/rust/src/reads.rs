@@ -123,7 +123,10 @@ mod tests {
         let reads = [Field::header("authorization")];
         register(Registration::Hook(HookType::PreRequest), &reads, || Ok(())).unwrap();
         register(Registration::Route("/hello"), &[], || Ok(())).unwrap();
-        assert_eq!(of(Registration::Hook(HookType::PreRequest)).as_deref(), Some(&reads[..]));
+        assert_eq!(
+            of(Registration::Hook(HookType::PreRequest)).as_deref(),
+            Some(&reads[..])
+        );
         assert_eq!(of(Registration::Hook(HookType::PreResponse)), None);
         assert_eq!(of(Registration::Route("/hello")).as_deref(), Some(&[][..]));
         assert_eq!(of(Registration::Route("/other")), None);

@@ -23,7 +23,10 @@ fn unauthorized(reason: &str) -> Action {
 
 impl Plugin for Auth {
     fn init(&mut self, config: &Config) -> Result<()> {
-        self.secret = config.get_str_or("secret", "bench-secret").as_bytes().to_vec();
+        self.secret = config
+            .get_str_or("secret", "bench-secret")
+            .as_bytes()
+            .to_vec();
         register::hook_reading(HookType::PreRequest, 400, &[Field::header("authorization")])?;
         Ok(())
     }

@@ -44,7 +44,9 @@ impl RateLimit {
         }
         self.limit = limit as u64;
         self.window_secs = window.as_secs();
-        self.header = config.get_str_or("header", "x-api-key").to_ascii_lowercase();
+        self.header = config
+            .get_str_or("header", "x-api-key")
+            .to_ascii_lowercase();
         Ok(())
     }
 
@@ -176,4 +178,3 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 }
 
 plugd_guest::export!(RateLimit, name = "ratelimit");
-

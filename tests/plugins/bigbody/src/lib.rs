@@ -25,9 +25,9 @@ impl Plugin for BigBody {
 
     fn on_hook(&mut self, hook: HookType, exchange: &Exchange) -> Result<Action> {
         match hook {
-            HookType::PreRequest if exchange.header("x-huge").as_deref() == Some("1") => {
-                Ok(Action::Respond(Response::bytes(200, "text/plain", huge(exchange))))
-            }
+            HookType::PreRequest if exchange.header("x-huge").as_deref() == Some("1") => Ok(
+                Action::Respond(Response::bytes(200, "text/plain", huge(exchange))),
+            ),
             HookType::PreResponse if exchange.header("x-huge-set").as_deref() == Some("1") => {
                 // Applied at once, to report the host's answer.
                 let set = exchange.set_response_body(&huge(exchange));

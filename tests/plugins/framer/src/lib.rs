@@ -33,7 +33,9 @@ impl Plugin for Framer {
         match hook {
             HookType::Startup => Ok(Action::Respond(bomb(30_000))),
             HookType::PreRequest => {
-                let Some(n) = exchange.header("x-flood").and_then(|n| n.parse::<usize>().ok())
+                let Some(n) = exchange
+                    .header("x-flood")
+                    .and_then(|n| n.parse::<usize>().ok())
                 else {
                     return Ok(Action::Continue);
                 };
