@@ -508,11 +508,11 @@ impl Exchange {
     /// Sets a value for the later hooks and handlers of this request. At most 128 locals and
     /// 256 KiB in all per request: past that the value is dropped (and the refusal audited).
     pub fn set_local(&self, key: &str, value: &str) {
-        let edit = Edit::SetLocal((key.to_owned(), value.to_owned()));
         if self.stage == Stage::Direct {
+            // Applied at once; the host may drop it (past the caps), so later reads ask the host.
             host::set_local(key, value);
-            self.applied.borrow_mut().push(edit);
         } else {
+            let edit = Edit::SetLocal((key.to_owned(), value.to_owned()));
             self.pending.borrow_mut().push(edit);
         }
     }
