@@ -58,4 +58,7 @@ command -v sqlite3 >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y
 step "cargo test"
 cargo test --workspace --locked
 
+step "guest SDK unit tests (sdk/rust: a crate of its own, tested on the host target)"
+cargo test --manifest-path sdk/rust/Cargo.toml --target-dir "$root/target/sdk"
+
 step "done"

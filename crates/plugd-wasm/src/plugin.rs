@@ -230,14 +230,10 @@ impl<'a> Call<'a> {
     }
 }
 
-impl WasmPlugin {
-    pub(crate) fn new(
-        engine: Engine,
-        pre: Pre,
-        options: PluginOptions,
-        allocator: Allocator,
-    ) -> Self {
-        let shared = Arc::new(Shared {
+impl Shared {
+    /// What every instance of a plugin shares, from its options (contract and proxy plugins alike).
+    pub(crate) fn from_options(options: &PluginOptions) -> Shared {
+        Shared {
             name: options.name.clone(),
             granted: options.granted.clone(),
             config_json: RwLock::new(Value::Object(options.config.clone()).to_string()),
@@ -261,7 +257,18 @@ impl WasmPlugin {
             },
             registrar: RwLock::new(None),
             reads: Default::default(),
-        });
+        }
+    }
+}
+
+impl WasmPlugin {
+    pub(crate) fn new(
+        engine: Engine,
+        pre: Pre,
+        options: PluginOptions,
+        allocator: Allocator,
+    ) -> Self {
+        let shared = Arc::new(Shared::from_options(&options));
         let disk = shared
             .capabilities
             .files_dir()

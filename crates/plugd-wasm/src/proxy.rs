@@ -23,10 +23,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use parking_lot::RwLock;
 use plugd_core::{
-    Auditor, Capabilities, Exchange, InitContext, LogLimits, OutputStream, Plugin, PluginError,
-    PluginLog, Response, RouteOptions,
+    Exchange, InitContext, OutputStream, Plugin, PluginError, Response, RouteOptions,
 };
 use serde_json::Value;
 use tokio::sync::Semaphore;
@@ -101,30 +99,7 @@ impl ProxyPlugin {
         allocator: Allocator,
         metered: bool,
     ) -> ProxyPlugin {
-        let shared = Arc::new(Shared {
-            name: options.name.clone(),
-            granted: options.granted.clone(),
-            config_json: RwLock::new(Value::Object(options.config.clone()).to_string()),
-            store: options.store.clone(),
-            publisher: options.publisher.clone(),
-            subscribes: options.subscribes.clone(),
-            services: options.services.clone(),
-            exports: options.exports.clone(),
-            metrics: options.metrics.clone(),
-            cache: options.cache.clone(),
-            capabilities: options.capabilities.clone().unwrap_or_else(|| {
-                Capabilities::unopened(
-                    options.granted.clone(),
-                    Auditor::new(&options.name, options.state.clone(), options.audit.clone()),
-                )
-            }),
-            max_response_bytes: options.max_response_bytes,
-            log: match &options.state {
-                Some(state) => state.log().clone(),
-                None => PluginLog::new(&options.name, LogLimits::default()),
-            },
-            registrar: RwLock::new(None),
-        });
+        let shared = Arc::new(Shared::from_options(&options));
         let disk = shared
             .capabilities
             .files_dir()
@@ -178,6 +153,8 @@ impl ProxyPlugin {
             registering: None,
             deadline,
             violation: None,
+            lending: false,
+            reading: crate::reads::Reads::default(),
             http: crate::wasi_http::HttpState::new(self.shared.clone()),
         };
         let mut store = Store::new(&self.engine, state);

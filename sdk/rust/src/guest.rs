@@ -3,7 +3,12 @@ use std::cell::RefCell;
 use std::marker::PhantomData;
 
 use crate::bindings::exports::plugd::plugin::guest::Guest;
-use crate::{Action, Config, Error, Exchange, Health, HookType, PluginMetadata, Response, Result};
+use crate::bindings::plugd::plugin::types as wit;
+use crate::exchange::Stage;
+use crate::reads::{self, Registration};
+use crate::{
+    Action, Config, Edit, Error, Exchange, Health, HookType, PluginMetadata, Response, Result,
+};
 
 /// A plugd plugin. Implement what you use: every method has a default.
 ///
@@ -43,22 +48,39 @@ use crate::{Action, Config, Error, Exchange, Health, HookType, PluginMetadata, R
 /// | `Error` | a handler, hook or middleware failed (`exchange.error()`) | produce the error response |
 ///
 /// An early answer from `PreRequest` skips the later `PreRequest` hooks, middleware and the
-/// handler; `PostRequest`, `PreResponse` and `PostResponse` still run. Setters the hook may not use
-/// return a `denied` error. For `Startup` and `Shutdown` the exchange is empty. The host's
-/// `/admin`, `/healthz` and `/metrics` never reach plugins.
+/// handler; `PostRequest`, `PreResponse` and `PostResponse` still run. For `Startup` and
+/// `Shutdown` the exchange is empty. The host's `/admin`, `/healthz` and `/metrics` never reach
+/// plugins.
+///
+/// A hook's changes to the exchange (its setters) are returned with its [`Action`] and applied
+/// by the host in order; a setter the hook may not use returns a `denied` error at once, and a
+/// change the host refuses when it applies it (a framing header, a value past the caps) fails
+/// the call (see [`Exchange`] for the details, and [`Exchange::apply_edits`] to learn the
+/// host's answer inside the call). On `Action::Respond` the changes made before are applied
+/// first; on `Err` they are dropped.
+///
+/// A hook declared in `plugin.yaml` is called without given values (every read asks the host);
+/// register it in `init` with [`register::hook_reading`](crate::register::hook_reading) to have
+/// what it reads passed with each call.
 ///
 /// # Example
 ///
 /// ```ignore
 /// use plugd_guest::prelude::*;
+/// use plugd_guest::register;
 ///
 /// #[derive(Default)]
 /// struct Stamp;
 ///
 /// impl Plugin for Stamp {
+///     fn init(&mut self, _config: &Config) -> Result<()> {
+///         register::hook_reading(HookType::PreResponse, 100, &[Field::local("request_id")])?;
+///         Ok(())
+///     }
+///
 ///     fn on_hook(&mut self, hook: HookType, exchange: &Exchange) -> Result<Action> {
-///         if hook == HookType::PreResponse {
-///             exchange.set_response_header("x-stamp", "yes")?;
+///         if let Some(id) = exchange.local("request_id") {   // given with the call
+///             exchange.set_response_header("x-request-id", &id)?;   // returned with the action
 ///         }
 ///         Ok(Action::Continue)
 ///     }
@@ -119,7 +141,8 @@ pub trait Plugin: Default + 'static {
         Ok(Action::Continue)
     }
 
-    /// A registered middleware, after the handler: change the response through the exchange.
+    /// A registered middleware, after the handler: change the response through the exchange (the
+    /// changes are returned with the call).
     fn on_response(&mut self, middleware: &str, exchange: &Exchange) -> Result<()> {
         let _ = (middleware, exchange);
         Ok(())
@@ -190,6 +213,19 @@ fn wire<T>(r: Result<T>) -> std::result::Result<T, String> {
     r.map_err(Error::into_message)
 }
 
+/// A hook's or a middleware's decision as the contract returns it: `continue` carries the call's
+/// edits; an early answer carries none, so the edits made before it are applied on the host
+/// first (a local set before answering stays set, as the setters promise).
+fn decided(action: Result<Action>, exchange: Exchange) -> Result<wit::Action> {
+    match action? {
+        Action::Continue => Ok(wit::Action::Continue(exchange.into_edits())),
+        Action::Respond(response) => {
+            exchange.apply_edits()?;
+            Ok(wit::Action::Respond(response))
+        }
+    }
+}
+
 impl<P: Plugin + PluginInfo> Guest for Adapter<P> {
     fn metadata() -> PluginMetadata {
         PluginMetadata {
@@ -225,22 +261,50 @@ impl<P: Plugin + PluginInfo> Guest for Adapter<P> {
         with_plugin(|p: &mut P| p.health())
     }
 
-    fn on_hook(hook: HookType, exchange: &Exchange) -> std::result::Result<Action, String> {
-        wire(with_plugin(|p: &mut P| p.on_hook(hook, exchange)))
+    fn on_hook(
+        hook: HookType,
+        given: Vec<Option<String>>,
+    ) -> std::result::Result<wit::Action, String> {
+        let stage = match hook {
+            HookType::PreRequest => Stage::Request,
+            HookType::PostRequest | HookType::PreResponse => Stage::Response,
+            HookType::Startup | HookType::Shutdown | HookType::PostResponse | HookType::Error => {
+                Stage::Direct
+            }
+        };
+        let exchange = Exchange::new(reads::of(Registration::Hook(hook)), given, stage);
+        let action = with_plugin(|p: &mut P| p.on_hook(hook, &exchange));
+        wire(decided(action, exchange))
     }
 
-    fn handle_request(route: String, exchange: &Exchange) -> std::result::Result<Response, String> {
-        wire(with_plugin(|p: &mut P| p.handle_request(&route, exchange)))
+    fn handle_request(
+        route: String,
+        given: Vec<Option<String>>,
+    ) -> std::result::Result<Response, String> {
+        let exchange = Exchange::new(reads::of(Registration::Route(&route)), given, Stage::Direct);
+        wire(with_plugin(|p: &mut P| p.handle_request(&route, &exchange)))
     }
 
-    fn on_request(middleware: String, exchange: &Exchange) -> std::result::Result<Action, String> {
-        wire(with_plugin(|p: &mut P| p.on_request(&middleware, exchange)))
+    fn on_request(
+        middleware: String,
+        given: Vec<Option<String>>,
+    ) -> std::result::Result<wit::Action, String> {
+        let reads = reads::of(Registration::Middleware(&middleware));
+        let exchange = Exchange::new(reads, given, Stage::Request);
+        let action = with_plugin(|p: &mut P| p.on_request(&middleware, &exchange));
+        wire(decided(action, exchange))
     }
 
-    fn on_response(middleware: String, exchange: &Exchange) -> std::result::Result<(), String> {
+    fn on_response(
+        middleware: String,
+        given: Vec<Option<String>>,
+    ) -> std::result::Result<Vec<Edit>, String> {
+        let reads = reads::of(Registration::Middleware(&middleware));
+        let exchange = Exchange::new(reads, given, Stage::Response);
         wire(with_plugin(|p: &mut P| {
-            p.on_response(&middleware, exchange)
-        }))
+            p.on_response(&middleware, &exchange)
+        }))?;
+        Ok(exchange.into_edits())
     }
 
     fn on_event(

@@ -199,7 +199,8 @@ pub mod config {
     }
 }
 
-/// Registration of what the plugin offers. Valid only during [`Plugin::init`](crate::Plugin::init).
+/// Registration of what the plugin offers. Valid during [`Plugin::init`](crate::Plugin::init);
+/// middleware also while the plugin runs.
 ///
 /// ```ignore
 /// fn init(&mut self, _config: &Config) -> Result<()> {
@@ -212,41 +213,94 @@ pub mod config {
 ///     Ok(())
 /// }
 /// ```
+///
+/// # Declaring what a call reads
+///
+/// A hook, a route or a middleware that declares the values it reads gets them with every call:
+/// reading them through the [`Exchange`](crate::Exchange) then costs no call to the host (each
+/// undeclared read is one). Declare what every call reads; read the rest when needed.
+///
+/// ```ignore
+/// register::hook_reading(HookType::PreRequest, 400, &[Field::header("authorization")])?;
+/// register::route_reading("GET", "/hello", &[Field::local("client"), Field::query_param("name")])?;
+/// register::middleware_reading("audit", 100, &[], &[Field::Method, Field::Path])?;
+/// ```
+///
+/// A hook declared in `plugin.yaml` is registered by the host without reads; registering it in
+/// `init` too (same priority) adds them. A registration's reads are fixed once accepted: the
+/// same hook, route pattern or middleware name registered again with other reads is refused.
+/// At most 64 fields per registration.
 pub mod register {
     use std::time::Duration;
 
     use super::{millis, strings, wit};
-    use crate::{HookType, Result};
+    use crate::reads::{self, Registration};
+    use crate::{Field, HookType, Result};
 
     /// Registers a hook at `priority` (higher runs first).
     pub fn hook(hook: HookType, priority: i32) -> Result<()> {
-        Ok(wit::registry::register_hook(hook, priority)?)
+        hook_reading(hook, priority, &[])
+    }
+
+    /// Registers a hook at `priority` whose calls are given the values of `reads`.
+    pub fn hook_reading(hook: HookType, priority: i32, reads: &[Field]) -> Result<()> {
+        reads::register(Registration::Hook(hook), reads, || {
+            Ok(wit::registry::register_hook(hook, priority, reads)?)
+        })
     }
 
     /// Registers a route, mounted under `/plugins/<name>`. `{param}` matches one segment, `{*rest}`
     /// the remainder. Needs `router`. [`Plugin::handle_request`](crate::Plugin::handle_request)
     /// receives `path` as the route.
     pub fn route(method: &str, path: &str) -> Result<()> {
-        route_with_roles(method, path, &[])
+        route_with(method, path, &[], &[])
+    }
+
+    /// Registers a route whose calls are given the values of `reads`. Routes sharing a pattern
+    /// (`GET` and `POST` of `/items`) read the same fields.
+    pub fn route_reading(method: &str, path: &str, reads: &[Field]) -> Result<()> {
+        route_with(method, path, &[], reads)
     }
 
     /// Registers a route that requires an identity holding all of `roles` (401 without an
     /// identity, 403 without a role). Needs `router`.
     pub fn route_with_roles(method: &str, path: &str, roles: &[&str]) -> Result<()> {
-        let options = wit::types::RouteOptions {
-            required_roles: strings(roles),
-        };
-        Ok(wit::registry::register_route(method, path, &options)?)
+        route_with(method, path, roles, &[])
+    }
+
+    /// Registers a route with required `roles` and `reads`.
+    pub fn route_with(method: &str, path: &str, roles: &[&str], reads: &[Field]) -> Result<()> {
+        reads::register(Registration::Route(path), reads, || {
+            let options = wit::types::RouteOptions {
+                required_roles: strings(roles),
+                reads: reads.to_vec(),
+            };
+            Ok(wit::registry::register_route(method, path, &options)?)
+        })
     }
 
     /// Registers a middleware at `priority` for the routes matching `routes` (globs; empty means
     /// every plugin-handled request). Needs `router`. Valid in `init` and while the plugin runs.
     pub fn middleware(name: &str, priority: i32, routes: &[&str]) -> Result<()> {
-        Ok(wit::registry::register_middleware(
-            name,
-            priority,
-            &strings(routes),
-        )?)
+        middleware_reading(name, priority, routes, &[])
+    }
+
+    /// Registers a middleware whose calls (`on_request` and `on_response`) are given the values
+    /// of `reads`.
+    pub fn middleware_reading(
+        name: &str,
+        priority: i32,
+        routes: &[&str],
+        reads: &[Field],
+    ) -> Result<()> {
+        reads::register(Registration::Middleware(name), reads, || {
+            Ok(wit::registry::register_middleware(
+                name,
+                priority,
+                &strings(routes),
+                reads,
+            )?)
+        })
     }
 
     /// Removes a middleware registered by this plugin. Like [`middleware`], valid in `init` and
@@ -315,7 +369,8 @@ pub mod services {
     }
 }
 
-/// The plugin's own SQLite database (one file per plugin, kept by the host). Needs `database`.
+/// The plugin's own SQL database, kept by the host: SQLite by default (one file per plugin),
+/// PostgreSQL when the host's backend is ([`dialect`] tells which). Needs `database`.
 ///
 /// ```ignore
 /// db::execute("INSERT INTO notes (id, text) VALUES (?1, ?2)", &[7.into(), "hi".into()])?;
@@ -350,6 +405,16 @@ pub mod db {
     pub use wit::types::SqlValue as Value;
     /// One statement of a [`transaction`].
     pub use wit::types::Statement;
+
+    /// The SQL dialect of the plugin's database: `"sqlite"` or `"postgres"` (the manifest's
+    /// `database.dialects` lists those the plugin supports).
+    ///
+    /// ```ignore
+    /// let now = if db::dialect() == "postgres" { "now()" } else { "datetime('now')" };
+    /// ```
+    pub fn dialect() -> String {
+        wit::database::dialect()
+    }
 
     /// Runs one statement that returns no rows (`CREATE`, `INSERT`, `UPDATE`, `DELETE`);
     /// returns the number of rows changed.
@@ -467,6 +532,11 @@ pub mod db {
     impl From<String> for Value {
         fn from(v: String) -> Value {
             Value::Text(v)
+        }
+    }
+    impl From<std::borrow::Cow<'_, str>> for Value {
+        fn from(v: std::borrow::Cow<'_, str>) -> Value {
+            Value::Text(v.into_owned())
         }
     }
     impl From<Vec<u8>> for Value {

@@ -44,7 +44,7 @@ impl Plugin for {{Type}} {
                 storage::set_json("count", &count)?;
                 metrics::counter("greetings", 1.0)?;
                 events::publish("{{name}}.greeted", name.as_bytes())?;
-                log::with_fields(log::Level::Info, "greeted", &[("name", name.as_str())]);
+                log::with_fields(log::Level::Info, "greeted", &[("name", &name)]);
                 Ok(Response::json(
                     200,
                     &plugd_guest::json!({ "message": format!("{}, {name}!", self.greeting), "count": count }),

@@ -2,6 +2,7 @@
 //! The client goes to the request's locals (`client`) for the rate limiter and the log.
 use hmac::{Hmac, Mac};
 use plugd_guest::prelude::*;
+use plugd_guest::register;
 use sha1::Sha1;
 
 #[derive(Default)]
@@ -22,7 +23,11 @@ fn unauthorized(reason: &str) -> Action {
 
 impl Plugin for Auth {
     fn init(&mut self, config: &Config) -> Result<()> {
-        self.secret = config.get_str_or("secret", "bench-secret").as_bytes().to_vec();
+        self.secret = config
+            .get_str_or("secret", "bench-secret")
+            .as_bytes()
+            .to_vec();
+        register::hook_reading(HookType::PreRequest, 400, &[Field::header("authorization")])?;
         Ok(())
     }
 

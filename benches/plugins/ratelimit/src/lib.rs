@@ -2,8 +2,8 @@
 //! last refill in ms since the epoch as u64, both little-endian). 429 when the bucket is empty.
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use plugd_guest::cache;
 use plugd_guest::prelude::*;
+use plugd_guest::{cache, register};
 
 #[derive(Default)]
 struct RateLimit {
@@ -15,12 +15,13 @@ impl Plugin for RateLimit {
     fn init(&mut self, config: &Config) -> Result<()> {
         self.rate = config.get_f64("rate").unwrap_or(1e9);
         self.burst = config.get_f64("burst").unwrap_or(1e9);
+        register::hook_reading(HookType::PreRequest, 300, &[Field::local("client")])?;
         Ok(())
     }
 
     fn on_hook(&mut self, _hook: HookType, exchange: &Exchange) -> Result<Action> {
-        let client = exchange.local("client").unwrap_or_else(|| "anonymous".into());
-        let key = format!("rl:{client}");
+        let client = exchange.local("client");
+        let key = format!("rl:{}", client.as_deref().unwrap_or("anonymous"));
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)

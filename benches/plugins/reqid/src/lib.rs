@@ -3,6 +3,7 @@
 use std::hash::BuildHasher;
 
 use plugd_guest::prelude::*;
+use plugd_guest::register;
 
 #[derive(Default)]
 struct ReqId {
@@ -14,6 +15,8 @@ impl Plugin for ReqId {
     fn init(&mut self, _config: &Config) -> Result<()> {
         // RandomState is seeded from WASI's random source: instances get distinct prefixes.
         self.prefix = std::collections::hash_map::RandomState::new().hash_one(0u8) as u32;
+        // The hook is declared in plugin.yaml; registering it here adds what it reads.
+        register::hook_reading(HookType::PreRequest, 500, &[Field::header("x-request-id")])?;
         Ok(())
     }
 
@@ -24,7 +27,7 @@ impl Plugin for ReqId {
                 self.counter += 1;
                 let id = format!("{:08x}-{:08x}", self.prefix, self.counter);
                 exchange.set_header("x-request-id", &id)?;
-                id
+                id.into()
             }
         };
         exchange.set_local("request_id", &id);

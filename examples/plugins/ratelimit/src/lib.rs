@@ -44,7 +44,9 @@ impl RateLimit {
         }
         self.limit = limit as u64;
         self.window_secs = window.as_secs();
-        self.header = config.get_str_or("header", "x-api-key").to_ascii_lowercase();
+        self.header = config
+            .get_str_or("header", "x-api-key")
+            .to_ascii_lowercase();
         Ok(())
     }
 
@@ -93,7 +95,7 @@ impl RateLimit {
             log::with_fields(
                 log::Level::Debug,
                 "rate limit exceeded",
-                &[("path", exchange.path().as_str())],
+                &[("path", &exchange.path())],
             );
             let body = json!({
                 "error": "too_many_requests",
@@ -176,4 +178,3 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 }
 
 plugd_guest::export!(RateLimit, name = "ratelimit");
-

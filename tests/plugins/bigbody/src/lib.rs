@@ -25,13 +25,14 @@ impl Plugin for BigBody {
 
     fn on_hook(&mut self, hook: HookType, exchange: &Exchange) -> Result<Action> {
         match hook {
-            HookType::PreRequest if exchange.header("x-huge").as_deref() == Some("1") => {
-                Ok(Action::Respond(Response::bytes(200, "text/plain", huge(exchange))))
-            }
+            HookType::PreRequest if exchange.header("x-huge").as_deref() == Some("1") => Ok(
+                Action::Respond(Response::bytes(200, "text/plain", huge(exchange))),
+            ),
             HookType::PreResponse if exchange.header("x-huge-set").as_deref() == Some("1") => {
-                if let Err(e) = exchange.set_response_body(&huge(exchange)) {
-                    let message = plugd_guest::Error::from_host(&e).to_string();
-                    let _ = exchange.set_response_header("x-bigbody-error", &message);
+                // Applied at once, to report the host's answer.
+                let set = exchange.set_response_body(huge(exchange));
+                if let Err(e) = set.and_then(|()| exchange.apply_edits()) {
+                    let _ = exchange.set_response_header("x-bigbody-error", &e.to_string());
                 }
                 Ok(Action::Continue)
             }

@@ -29,10 +29,7 @@ impl Capable {
         let text = exchange
             .query_param("text")
             .unwrap_or_else(|| "hello".into());
-        let inserted = db::execute(
-            "INSERT INTO notes (text) VALUES (?1)",
-            &[text.as_str().into()],
-        )?;
+        let inserted = db::execute("INSERT INTO notes (text) VALUES (?1)", &[(&*text).into()])?;
         let id = db::query("SELECT max(id) AS id FROM notes", &[])?
             .get(0, "id")
             .and_then(db::Value::as_i64)

@@ -13,7 +13,7 @@ struct Fleetwise {
 }
 
 fn param(exchange: &Exchange, name: &str) -> Option<String> {
-    exchange.query_param(name)
+    exchange.query_param(name).map(|v| v.into_owned())
 }
 
 impl Plugin for Fleetwise {

@@ -33,12 +33,21 @@ impl Plugin for Framer {
         match hook {
             HookType::Startup => Ok(Action::Respond(bomb(30_000))),
             HookType::PreRequest => {
-                let Some(n) = exchange.header("x-flood").and_then(|n| n.parse::<usize>().ok())
+                let Some(n) = exchange
+                    .header("x-flood")
+                    .and_then(|n| n.parse::<usize>().ok())
                 else {
                     return Ok(Action::Continue);
                 };
+                // Each header applied at once, to count the host's refusals.
                 let refused = (0..n)
-                    .filter(|i| exchange.set_header(&format!("x-flood-{i}"), "v").is_err())
+                    .filter(|i| {
+                        let name = format!("x-flood-{i}");
+                        exchange
+                            .set_header(&name, "v")
+                            .and_then(|()| exchange.apply_edits())
+                            .is_err()
+                    })
                     .count();
                 Ok(Action::Respond(Response::json(
                     200,
@@ -52,9 +61,11 @@ impl Plugin for Framer {
                     ("transfer-encoding", "chunked"),
                     ("connection", "close"),
                 ] {
-                    let answer = match exchange.set_response_header(name, value) {
+                    // Applied at once, to report the host's answer.
+                    let set = exchange.set_response_header(name, value);
+                    let answer = match set.and_then(|()| exchange.apply_edits()) {
                         Ok(()) => "accepted".to_string(),
-                        Err(e) => format!("{:?}", plugd_guest::Error::from_host(&e).kind()),
+                        Err(e) => format!("{:?}", e.kind()),
                     };
                     answers.push(format!("{name}={answer}"));
                 }

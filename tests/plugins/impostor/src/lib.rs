@@ -1,8 +1,8 @@
 //! `impostor` (hostile test plugin): its pre_request hook runs after every other one and attaches
 //! the identity `root` with the roles `admin` and `user` to every request, then tells in the
 //! request header `x-impostor` what the host answered.
-use plugd_guest::prelude::*;
 use plugd_guest::Identity;
+use plugd_guest::prelude::*;
 
 #[derive(Default)]
 struct Impostor;
@@ -15,7 +15,7 @@ impl Plugin for Impostor {
         };
         let answer = match exchange.set_identity(Some(&root)) {
             Ok(()) => "accepted".to_string(),
-            Err(e) => plugd_guest::Error::from_host(&e).to_string(),
+            Err(e) => e.to_string(),
         };
         exchange.set_header("x-impostor", &answer)?;
         Ok(Action::Continue)

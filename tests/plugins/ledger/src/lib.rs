@@ -17,6 +17,7 @@ struct Ledger;
 fn param(exchange: &Exchange, name: &str) -> Result<String> {
     exchange
         .query_param(name)
+        .map(|v| v.into_owned())
         .ok_or_else(|| Error::msg(format!("?{name}= is required")))
 }
 

@@ -18,7 +18,7 @@ impl Plugin for Prowler {
         match route {
             "/read" => {
                 let path = exchange.query_param("path").unwrap_or_default();
-                match std::fs::read_to_string(&path) {
+                match std::fs::read_to_string(&*path) {
                     Ok(text) => Ok(Response::text(200, text)),
                     Err(e) => Ok(Response::text(403, format!("cannot read {path}: {e}"))),
                 }

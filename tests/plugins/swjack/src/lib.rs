@@ -45,7 +45,7 @@ impl Plugin for SwJack {
     }
 
     fn handle_request(&mut self, route: &str, exchange: &Exchange) -> Result<Response> {
-        match (exchange.method().as_str(), route) {
+        match (&*exchange.method(), route) {
             (_, "/") => Ok(Response::bytes(200, "text/html; charset=utf-8", PAGE)),
             (_, "/sw.js") => Ok(Response::bytes(200, "text/javascript", WORKER)
                 .with_header("service-worker-allowed", "/")),

@@ -79,7 +79,7 @@ fn run(exchange: &Exchange) -> std::result::Result<Response, String> {
     let number = |name: &str| param(name).parse::<usize>().unwrap_or(1);
     let keys = || key.split(',').map(str::to_string).collect::<Vec<_>>();
     let bucket = || store::open(&param("bucket")).map_err(kv_error);
-    Ok(match op.as_str() {
+    Ok(match &*op {
         "kv-set" => {
             bucket()?.set(&key, value.as_bytes()).map_err(kv_error)?;
             Response::text(200, "stored")
@@ -160,7 +160,7 @@ fn run(exchange: &Exchange) -> std::result::Result<Response, String> {
         // plugd's own `log.set-log-level`: the filter wasi:logging lines go through too.
         "set-level" => {
             use plugd_guest::log::{Level, set_level};
-            set_level(match param("level").as_str() {
+            set_level(match &*param("level") {
                 "warn" => Level::Warn,
                 "error" => Level::Error,
                 "debug" => Level::Debug,
