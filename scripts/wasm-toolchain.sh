@@ -128,7 +128,8 @@ _plugd_tc_main() {
         PLUGD_GUEST_CARGO_FLAGS=""
     else
         PLUGD_GUEST_CARGO="env RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc RUSTC_BOOTSTRAP=1 /usr/bin/cargo"
-        PLUGD_GUEST_CARGO_FLAGS="-Zbuild-std=std,panic_abort"
+        # Debian's wasi-libc, also for guest workspaces whose config does not name it (commands).
+        PLUGD_GUEST_CARGO_FLAGS="-Zbuild-std=std,panic_abort --config target.wasm32-wasip2.rustflags=[\"-L\",\"/usr/lib/wasm32-wasi\"]"
     fi
     PLUGD_GUEST_ROUTE="$route"
     export PLUGD_GUEST_ROUTE PLUGD_GUEST_CARGO PLUGD_GUEST_CARGO_FLAGS
