@@ -6,12 +6,12 @@
 #
 #   C       clang-14, lld-14, wasi-libc, libclang-rt-14-dev-wasm32 (apt)
 #   Python  componentize-py 0.25.1: from PATH when it is that version, else pip into a venv
-#   JS      @bytecodealliance/componentize-js 0.19.3 (npm), node and npm from apt when missing
+#   JS      @bytecodealliance/componentize-js 0.23.0 (npm), node and npm from apt when missing
 # Tools go to ${PLUGD_TOOLS:-~/.cache/plugd/tools}. Versions: keep in step with
 # crates/plugd-cli/src/cli/author.rs (COMPONENTIZE_PY, COMPONENTIZE_JS; a unit test checks).
 set -euo pipefail
 componentize_py=0.25.1
-componentize_js=0.19.3
+componentize_js=0.23.0
 tools="${PLUGD_TOOLS:-$HOME/.cache/plugd/tools}"
 started=$SECONDS
 note() { echo "author-toolchains: $*" >&2; }

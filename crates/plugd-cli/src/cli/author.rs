@@ -27,7 +27,7 @@ pub const MANIFEST_SCHEMA: &str = include_str!("../../../../schemas/plugin.schem
 const SDK_IN_TREE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../sdk/rust");
 
 /// componentize-js version the JavaScript template pins.
-pub const COMPONENTIZE_JS: &str = "0.19.3";
+pub const COMPONENTIZE_JS: &str = "0.23.0";
 /// componentize-py version the Python template pins.
 pub const COMPONENTIZE_PY: &str = "0.25.1";
 

@@ -198,6 +198,23 @@ plugins:
         dir = dir.display()
     ))
     .await;
+    // An allowed host answers, first thing on a fresh instance, and the same instance fetches
+    // again and again.
+    for round in 0..3 {
+        let r = server
+            .get(&format!(
+                "/plugins/fetcher/fetch?url=http://127.0.0.1:{port}/hello"
+            ))
+            .await;
+        let status = r.status();
+        let text = r.text().await.unwrap();
+        assert_eq!(status, 200, "fetch {round}: {text}");
+        assert_eq!(
+            text, r#"{"status":200,"body":"hi from upstream"}"#,
+            "fetch {round}"
+        );
+    }
+    // A host not in network.allow is refused.
     let r = server
         .get("/plugins/fetcher/fetch?url=http://example.com/")
         .await;
