@@ -134,7 +134,9 @@ async fn every_template_builds_and_runs_in_one_host() {
 
 /// The JavaScript template's `fetch()` (componentize-js with fetch on: build.sh no longer passes
 /// `-d http`) goes out through wasi:http/outgoing-handler, held to the plugin's `network.allow`:
-/// a host not in it is refused (a TypeError for the script, the route answers) and audited.
+/// an allowed host's body reaches the script, on a fresh instance and again on the same one (with
+/// componentize-js 0.19.3 the guest trapped in its post-return once a fetch read a body), and a
+/// host not in it is refused (a TypeError for the script, the route answers) and audited.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_js_template_fetch_is_held_to_network_allow() {
     let work = tempfile::tempdir().unwrap();
