@@ -159,11 +159,8 @@ async fn a_contract_0_2_0_guest_gets_what_it_declared_and_its_edits_pass_the_set
         r.text().await.unwrap(),
         "k=- id=7 authorization=- x-out=- given=3"
     );
-    let message = last_error(&server, "rawv02").await;
-    assert!(
-        message.contains("header content-length frames the HTTP message"),
-        "{message}"
-    );
+    // (Not read from its last error: this request's own post_response hook, which runs after
+    // the answer, may have replaced it with its refused edit by then.)
     let entries = audit(&server, "rawv02").await;
     assert!(
         entries.iter().any(|e| e["capability"] == "framing"

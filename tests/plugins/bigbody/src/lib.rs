@@ -32,7 +32,11 @@ impl Plugin for BigBody {
                 // Applied at once, to report the host's answer.
                 let set = exchange.set_response_body(huge(exchange));
                 if let Err(e) = set.and_then(|()| exchange.apply_edits()) {
-                    let _ = exchange.set_response_header("x-bigbody-error", &e.to_string());
+                    // At once too: the host fails this call for the body it refused, so edits
+                    // returned with its result would not be applied.
+                    let _ = exchange
+                        .set_response_header("x-bigbody-error", &e.to_string())
+                        .and_then(|()| exchange.apply_edits());
                 }
                 Ok(Action::Continue)
             }
