@@ -50,38 +50,3 @@ pub(crate) mod v0_1 {
 
     pub(crate) use plugd::plugin::types;
 }
-
-/// A component ready to instantiate, as the contract version it was built against.
-pub(crate) enum Pre {
-    V0_2(v0_2::PluginPre<crate::host::InstanceState>),
-    V0_1(v0_1::PluginPre<crate::host::InstanceState>),
-}
-
-/// One instance's exports, as the contract version it was built against.
-pub(crate) enum World {
-    V0_2(v0_2::Plugin),
-    V0_1(v0_1::Plugin),
-}
-
-impl Pre {
-    /// The bindings of `pre`'s exports for `version` (checked by `contract::check`).
-    pub(crate) fn new(
-        version: crate::contract::Version,
-        pre: wasmtime::component::InstancePre<crate::host::InstanceState>,
-    ) -> wasmtime::Result<Pre> {
-        Ok(match version {
-            crate::contract::Version::V0_2 => Pre::V0_2(v0_2::PluginPre::new(pre)?),
-            crate::contract::Version::V0_1 => Pre::V0_1(v0_1::PluginPre::new(pre)?),
-        })
-    }
-
-    pub(crate) async fn instantiate(
-        &self,
-        store: &mut wasmtime::Store<crate::host::InstanceState>,
-    ) -> wasmtime::Result<World> {
-        Ok(match self {
-            Pre::V0_2(pre) => World::V0_2(pre.instantiate_async(store).await?),
-            Pre::V0_1(pre) => World::V0_1(pre.instantiate_async(store).await?),
-        })
-    }
-}

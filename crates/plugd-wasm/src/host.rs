@@ -86,6 +86,12 @@ impl WasiView for InstanceState {
     }
 }
 
+impl wasmtime_wasi_http::WasiHttpView for InstanceState {
+    fn http(&mut self) -> wasmtime_wasi_http::WasiHttpCtxView<'_> {
+        self.http.view(&mut self.table, self.deadline)
+    }
+}
+
 impl InstanceState {
     pub(crate) fn limiter(&mut self) -> &mut dyn ResourceLimiter {
         &mut self.limits
@@ -794,7 +800,7 @@ mod tests {
             wasi: WasiCtx::builder().build(),
             table: ResourceTable::new(),
             limits: crate::limits::Limiter::new(1 << 20),
-            http: crate::wasi_http::HttpState::new(shared.clone()),
+            http: crate::wasi_http::HttpState::new(&shared.name, shared.capabilities.clone()),
             shared,
             registering: None,
             deadline: Instant::now() + Duration::from_secs(5),

@@ -25,7 +25,6 @@ use wasmtime::{Engine, PoolConcurrencyLimitError, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::WasiCtxBuilder;
 
 use crate::bindings::v0_2::types;
-use crate::bindings::{Pre, World};
 use crate::disk::{DiskQuota, FileLimits};
 use crate::host::{InstanceState, Shared, hook_to_wit};
 use crate::limits::{Allocator, Limiter, MAX_WASM_STACK_BYTES, Refusal, mib, response_too_large};
@@ -436,7 +435,10 @@ impl WasmPlugin {
             lent: Exchange::default(),
             lending: false,
             reading: Reads::default(),
-            http: crate::wasi_http::HttpState::new(self.shared.clone()),
+            http: crate::wasi_http::HttpState::new(
+                &self.shared.name,
+                self.shared.capabilities.clone(),
+            ),
             limits: Limiter::new(self.memory_cap()),
             shared: self.shared.clone(),
             registering: None,
@@ -1031,5 +1033,44 @@ impl Plugin for WasmPlugin {
 
     fn allocator(&self) -> Option<&'static str> {
         Some(self.allocator.as_str())
+    }
+}
+
+/// A component ready to instantiate, as the contract version it was built against.
+pub(crate) enum Pre {
+    V0_2(crate::bindings::v0_2::PluginPre<crate::host::InstanceState>),
+    V0_1(crate::bindings::v0_1::PluginPre<crate::host::InstanceState>),
+}
+
+/// One instance's exports, as the contract version it was built against.
+pub(crate) enum World {
+    V0_2(crate::bindings::v0_2::Plugin),
+    V0_1(crate::bindings::v0_1::Plugin),
+}
+
+impl Pre {
+    /// The bindings of `pre`'s exports for `version` (checked by `contract::check`).
+    pub(crate) fn new(
+        version: crate::contract::Version,
+        pre: wasmtime::component::InstancePre<crate::host::InstanceState>,
+    ) -> wasmtime::Result<Pre> {
+        Ok(match version {
+            crate::contract::Version::V0_2 => {
+                Pre::V0_2(crate::bindings::v0_2::PluginPre::new(pre)?)
+            }
+            crate::contract::Version::V0_1 => {
+                Pre::V0_1(crate::bindings::v0_1::PluginPre::new(pre)?)
+            }
+        })
+    }
+
+    pub(crate) async fn instantiate(
+        &self,
+        store: &mut wasmtime::Store<crate::host::InstanceState>,
+    ) -> wasmtime::Result<World> {
+        Ok(match self {
+            Pre::V0_2(pre) => World::V0_2(pre.instantiate_async(store).await?),
+            Pre::V0_1(pre) => World::V0_1(pre.instantiate_async(store).await?),
+        })
     }
 }

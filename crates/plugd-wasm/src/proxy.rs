@@ -155,7 +155,10 @@ impl ProxyPlugin {
             violation: None,
             lending: false,
             reading: crate::reads::Reads::default(),
-            http: crate::wasi_http::HttpState::new(self.shared.clone()),
+            http: crate::wasi_http::HttpState::new(
+                &self.shared.name,
+                self.shared.capabilities.clone(),
+            ),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| s.limiter());

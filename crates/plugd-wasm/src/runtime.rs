@@ -11,14 +11,14 @@ use plugd_manifest::{HostConfig, PoolSettings};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-use crate::bindings::{Pre, v0_1, v0_2};
+use crate::bindings::{v0_1, v0_2};
 use crate::cache::{Cache, CacheError, Source};
 use crate::disk::FileLimits;
 use crate::error::{UnknownProfiler, WasmError};
 use crate::host::InstanceState;
 use crate::limits::{Allocator, MAX_WASM_STACK_BYTES};
 pub use crate::plugin::PluginOptions;
-use crate::plugin::WasmPlugin;
+use crate::plugin::{Pre, WasmPlugin};
 use crate::proxy::ProxyPlugin;
 
 /// How often the epoch advances: the granularity of deadlines and of yields to tokio.

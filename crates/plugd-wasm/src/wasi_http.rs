@@ -30,13 +30,12 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use plugd_core::{HostError, HttpError, SendError, is_framing_header};
+use plugd_core::{Capabilities, HostError, HttpError, SendError, is_framing_header};
 use tokio::sync::Semaphore;
+use wasmtime::component::ResourceTable;
 use wasmtime_wasi_http::{
-    Error, RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView,
+    Error, RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks,
 };
-
-use crate::host::{InstanceState, Shared};
 
 /// The most outgoing requests one instance may have in flight.
 pub const MAX_OUTGOING_PER_INSTANCE: usize = 8;
@@ -53,11 +52,13 @@ pub(crate) struct HttpState {
 }
 
 impl HttpState {
-    pub(crate) fn new(shared: Arc<Shared>) -> HttpState {
+    /// The state of one instance of plugin `name`, whose requests pass `capabilities`' gate.
+    pub(crate) fn new(name: &str, capabilities: Capabilities) -> HttpState {
         HttpState {
             ctx: WasiHttpCtx::new(),
             hooks: Hooks {
-                shared,
+                name: name.to_string(),
+                capabilities,
                 deadline: Instant::now(),
                 in_flight: Arc::new(Semaphore::new(MAX_OUTGOING_PER_INSTANCE)),
             },
@@ -68,18 +69,24 @@ impl HttpState {
 /// What `send_request` needs of the instance: its plugin, the current call's deadline, its
 /// requests in flight.
 struct Hooks {
-    shared: Arc<Shared>,
+    name: String,
+    capabilities: Capabilities,
     deadline: Instant,
     in_flight: Arc<Semaphore>,
 }
 
-impl WasiHttpView for InstanceState {
-    fn http(&mut self) -> WasiHttpCtxView<'_> {
-        self.http.hooks.deadline = self.deadline;
+impl HttpState {
+    /// What wasmtime-wasi-http works on, for a call that ends at `deadline`.
+    pub(crate) fn view<'a>(
+        &'a mut self,
+        table: &'a mut ResourceTable,
+        deadline: Instant,
+    ) -> WasiHttpCtxView<'a> {
+        self.hooks.deadline = deadline;
         WasiHttpCtxView {
-            ctx: &mut self.http.ctx,
-            table: &mut self.table,
-            hooks: &mut self.http.hooks,
+            ctx: &mut self.ctx,
+            table,
+            hooks: &mut self.hooks,
         }
     }
 }
@@ -107,7 +114,7 @@ impl WasiHttpHooks for Hooks {
         let remaining = self.deadline.saturating_duration_since(Instant::now());
         let timeout = guest_timeout(options).map_or(remaining, |t| t.min(remaining));
         let deadline = tokio::time::Instant::now() + timeout;
-        let capabilities = &self.shared.capabilities;
+        let capabilities = &self.capabilities;
         let url = request.uri().to_string();
         let outbound = capabilities
             .outbound(CALL)
@@ -121,7 +128,7 @@ impl WasiHttpHooks for Hooks {
                 limit: "network",
                 message: format!(
                     "plugin '{}' already has {MAX_OUTGOING_PER_INSTANCE} outgoing requests in flight on one instance (the most wasi:http allows)",
-                    self.shared.name
+                    self.name
                 ),
             };
             let _ = capabilities.auditor().check::<()>(Err(e), "network", CALL);
