@@ -44,7 +44,8 @@
 #              crates.io by `cargo install` into target/bench/wasmtime-cli) and under `plugd serve`
 #              as a proxy plugin; interleaved wrk rounds, medians, plugd's ratio.
 #   scale      plugd start time and RSS with 1/10/100/1000 wasm plugins (cold and warm compile
-#              cache), and the criterion benches: instantiate from the pool / on demand
+#              cache), the largest count's RSS after 35 s idle by kind of mapping
+#              (scripts/lib/smaps-groups.py), and the criterion benches: instantiate from the pool / on demand
 #              (crates/plugd/benches/instantiate.rs), dependency resolution of 1,000 and 10,000
 #              plugins (crates/plugd-core/benches/resolve.rs), the event bus with 1 and 10
 #              subscribers, native (crates/plugd-core/benches/events.rs) and wasm
@@ -803,6 +804,13 @@ PY
             done
             times+=("$(awk -v a="$start_ns" -v b="$(date +%s%N)" 'BEGIN { printf "%.2f", (b - a) / 1e9 }')")
             rss="$(awk '/^VmRSS:/ { printf "%.1f", $2 / 1024 }' "/proc/$server/status")"
+            if [[ "$run" == warm && "$n" == "${scale_counts[-1]}" ]]; then
+                # Idle: no request for one health-check interval (30 s): the only calls the
+                # plugins got are their health checks, whose code pages go back after each.
+                sleep 35
+                idle_rss="$(awk '/^VmRSS:/ { printf "%.1f", $2 / 1024 }' "/proc/$server/status")"
+                python3 "$root/scripts/lib/smaps-groups.py" "$server" "$n" >"$work/smaps-$n.md"
+            fi
             kill "$server"
             wait "$server" 2>/dev/null || true
             pids=("${pids[@]/#$server/}")
@@ -810,6 +818,11 @@ PY
         say "| $n | ${times[0]} | ${times[1]} | $rss | $(awk -v r="$rss" -v n="$n" 'BEGIN { printf "%.0f", r * 1024 / n }') |"
         rm -rf "$dir"
     done
+    say ""
+    n="${scale_counts[-1]}"
+    say "$n plugins idle for 35 s (one health check each): RSS $idle_rss MiB, $(awk -v r="$idle_rss" -v n="$n" 'BEGIN { printf "%.0f", r * 1024 / n }') KiB per plugin; by kind of mapping (scripts/lib/smaps-groups.py):"
+    say ""
+    tee -a "$results" <"$work/smaps-$n.md"
     say ""
     [[ "${SCALE_CRITERION:-1}" == 1 ]] || { note "results in $results"; exit 0; }
     note "scale: criterion benches (instantiate, resolve, events, event_bus)"

@@ -12,6 +12,8 @@ use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
+
+use crate::code::MappedCode;
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
@@ -48,6 +50,14 @@ impl std::fmt::Display for CacheError {
 /// 48 names the pooling allocator.
 fn does_not_fit(e: &wasmtime::Error) -> bool {
     format!("{e:#}").contains("pooling allocator")
+}
+
+/// A component ready for an engine.
+pub(crate) struct Loaded {
+    pub(crate) component: Component,
+    pub(crate) source: Source,
+    /// Its image, when it is the cache file mapped (not a copy in memory).
+    pub(crate) code: Option<MappedCode>,
 }
 
 /// How a component was obtained.
@@ -95,11 +105,7 @@ impl Cache {
     /// then loaded into `engine`, whose allocator may refuse it ([`CacheError::DoesNotFit`]). An
     /// engine with the same compilation settings (the on-demand engine beside a pooled one) then
     /// finds the compiled code in the cache.
-    pub(crate) fn load(
-        &self,
-        engine: &Engine,
-        bytes: &[u8],
-    ) -> Result<(Component, Source), CacheError> {
+    pub(crate) fn load(&self, engine: &Engine, bytes: &[u8]) -> Result<Loaded, CacheError> {
         let path = self.path_for(bytes);
         if std::fs::symlink_metadata(&path).is_ok() {
             match self.check_private(&path) {
@@ -113,7 +119,7 @@ impl Cache {
                 // user and nobody else may write them (checked just now), and the name binds
                 // the file to these exact bytes and to this engine's compatibility hash.
                 Ok(()) => match unsafe { self.deserialize(engine, &path) } {
-                    Ok(c) => return Ok((c, Source::Cached)),
+                    Ok(component) => return Ok(self.loaded(component, Source::Cached)),
                     Err(e) if does_not_fit(&e) => {
                         return Err(CacheError::DoesNotFit(format!("{e:#}")));
                     }
@@ -126,8 +132,20 @@ impl Cache {
         let compiled = engine
             .precompile_component(bytes)
             .map_err(|e| CacheError::Invalid(format!("invalid component: {e:#}")))?;
-        if let Err(e) = self.store(&path, &compiled) {
-            tracing::warn!(path = %path.display(), error = %e, "could not cache compiled component");
+        let stored = match self.store(&path, &compiled) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "could not cache compiled component");
+                false
+            }
+        };
+        // Run the code from the file just written, as the next start will: a mapped image can be
+        // released while the plugin is idle (`code.rs`), a copy in memory cannot.
+        if stored && !self.read_into_memory {
+            // SAFETY: as above; `store` wrote the file just now, private to this user.
+            if let Ok(component) = unsafe { self.deserialize(engine, &path) } {
+                return Ok(self.loaded(component, Source::Compiled));
+            }
         }
         // SAFETY: `compiled` was produced just now by `precompile_component` of this engine.
         let component = unsafe { Component::deserialize(engine, &compiled) }.map_err(|e| {
@@ -137,7 +155,26 @@ impl Cache {
                 CacheError::Invalid(format!("invalid component: {e:#}"))
             }
         })?;
-        Ok((component, Source::Compiled))
+        Ok(Loaded {
+            component,
+            source: Source::Compiled,
+            code: None,
+        })
+    }
+
+    /// A component deserialized by `deserialize`: its image is the file mapped, unless the cache
+    /// reads files into memory.
+    fn loaded(&self, component: Component, source: Source) -> Loaded {
+        let code = (!self.read_into_memory).then(|| {
+            // SAFETY: `deserialize` mapped the file (`Component::deserialize_file`) when the
+            // cache does not read into memory.
+            unsafe { MappedCode::of(&component) }
+        });
+        Loaded {
+            component,
+            source,
+            code,
+        }
     }
 
     /// Whether compiled code in the cache file `path` may be trusted: the cache directory and

@@ -12,6 +12,7 @@
 
 mod bindings;
 mod cache;
+mod code;
 mod contract;
 mod disk;
 mod edits;

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -25,6 +25,7 @@ use wasmtime::{Engine, PoolConcurrencyLimitError, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::WasiCtxBuilder;
 
 use crate::bindings::v0_2::types;
+use crate::code::MappedCode;
 use crate::disk::{DiskQuota, FileLimits};
 use crate::host::{InstanceState, Shared, hook_to_wit};
 use crate::limits::{Allocator, Limiter, MAX_WASM_STACK_BYTES, Refusal, mib, response_too_large};
@@ -137,6 +138,14 @@ pub struct WasmPlugin {
     memory: Arc<AtomicUsize>,
     /// The quota of its `/data` (`filesystem` only).
     disk: Option<Arc<DiskQuota>>,
+    /// Its compiled image when mapped from the cache file: released once init and start are
+    /// done, and after a health check when nothing else ran since the previous one, so that an
+    /// idle plugin keeps none of it resident (`code.rs`).
+    pub(crate) code: Option<MappedCode>,
+    /// Calls other than health checks and lifecycle calls, ever.
+    served: AtomicU64,
+    /// `served` at the previous health check.
+    served_at_check: AtomicU64,
 }
 
 impl std::fmt::Debug for WasmPlugin {
@@ -286,6 +295,16 @@ impl WasmPlugin {
             allocator,
             metered: false,
             memory: Arc::new(AtomicUsize::new(0)),
+            code: None,
+            served: AtomicU64::new(0),
+            served_at_check: AtomicU64::new(0),
+        }
+    }
+
+    /// Give back the pages of its compiled image that loading and lifecycle calls faulted in.
+    fn release_code(&self) {
+        if let Some(code) = &self.code {
+            code.release(&self.options.name);
         }
     }
 
@@ -558,6 +577,9 @@ impl WasmPlugin {
     async fn with_instance(&self, call: Call<'_>) -> Result<Reply, PluginError> {
         let timeout = self.timeout_for(&call);
         let kind = call.kind();
+        if !matches!(call, Call::Health) {
+            self.served.fetch_add(1, Ordering::Relaxed);
+        }
         // The deadline covers the wait for a free instance too: when every instance is busy (a
         // spinning guest holds one until its own deadline), callers queue at most this long.
         let deadline = tokio::time::Instant::now() + timeout;
@@ -883,12 +905,14 @@ impl Plugin for WasmPlugin {
         *self.registrations.write() = first;
         *self.shared.registrar.write() = ctx.registrar().ok();
         *self.idle.lock() = instances;
+        self.release_code();
         Ok(())
     }
 
     async fn start(&self) -> Result<(), PluginError> {
         self.on_every_instance(|| Call::Start).await?;
         self.started.store(true, Ordering::Release);
+        self.release_code();
         Ok(())
     }
 
@@ -930,13 +954,20 @@ impl Plugin for WasmPlugin {
     }
 
     async fn health_check(&self) -> Health {
-        match self.with_instance(Call::Health).await {
+        let health = match self.with_instance(Call::Health).await {
             Ok(Reply::Health(types::Health::Healthy)) => Health::Healthy,
             Ok(Reply::Health(types::Health::Degraded(m))) => Health::Degraded(m),
             Ok(Reply::Health(types::Health::Unhealthy(m))) => Health::Unhealthy(m),
             Ok(_) => Health::Healthy,
             Err(e) => Health::Unhealthy(e.to_string()),
+        };
+        // Idle since the previous check (health checks are the only calls an idle plugin gets):
+        // the pages this check faulted in go back. A plugin in use keeps its code resident.
+        let served = self.served.load(Ordering::Relaxed);
+        if self.served_at_check.swap(served, Ordering::Relaxed) == served {
+            self.release_code();
         }
+        health
     }
 
     async fn on_hook(&self, hook: HookType, ex: &mut Exchange) -> Result<Action, PluginError> {

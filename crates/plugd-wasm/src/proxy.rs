@@ -35,6 +35,7 @@ use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 
+use crate::code::MappedCode;
 use crate::disk::DiskQuota;
 use crate::host::{InstanceState, Shared};
 use crate::limits::{Allocator, Limiter, MAX_WASM_STACK_BYTES, mib, response_too_large};
@@ -79,6 +80,8 @@ pub struct ProxyPlugin {
     memory: Arc<AtomicUsize>,
     /// The quota of its `/data` (`filesystem` only).
     disk: Option<Arc<DiskQuota>>,
+    /// Its compiled image when mapped from the cache file: released after loading (`code.rs`).
+    pub(crate) code: Option<MappedCode>,
 }
 
 impl std::fmt::Debug for ProxyPlugin {
@@ -114,6 +117,7 @@ impl ProxyPlugin {
             metered,
             memory: Arc::new(AtomicUsize::new(0)),
             disk,
+            code: None,
         }
     }
 
@@ -420,6 +424,10 @@ impl Plugin for ProxyPlugin {
                 ctx.register_route(method, &path, RouteOptions::default())
                     .map_err(|e| PluginError::Failed(e.to_string()))?;
             }
+        }
+        // Loading read most of its compiled image; requests fault back what they run.
+        if let Some(code) = &self.code {
+            code.release(&self.options.name);
         }
         Ok(())
     }

@@ -12,7 +12,8 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use crate::bindings::{v0_1, v0_2};
-use crate::cache::{Cache, CacheError, Source};
+use crate::cache::{Cache, CacheError, Loaded, Source};
+use crate::code::MappedCode;
 use crate::disk::FileLimits;
 use crate::error::{UnknownProfiler, WasmError};
 use crate::host::InstanceState;
@@ -468,11 +469,16 @@ impl WasmRuntime {
             },
             Allocator::OnDemand => self.compile(Allocator::OnDemand, bytes).await?,
         };
-        let (component, source) = loaded.map_err(|e| WasmError::Compile(e.to_string()))?;
+        let Loaded {
+            component,
+            source,
+            code,
+        } = loaded.map_err(|e| WasmError::Compile(e.to_string()))?;
         let (allocator, reason) = choice;
         Ok(Compiled {
             component,
             source,
+            code,
             allocator,
             reason,
             started,
@@ -496,6 +502,7 @@ impl WasmRuntime {
         compiled.log_ready(&options.name);
         let mut plugin = WasmPlugin::new(backend.engine.clone(), pre, options, compiled.allocator);
         plugin.from_cache = compiled.source == Source::Cached;
+        plugin.code = compiled.code;
         plugin.metered = self.inner.options.fuel;
         Ok(plugin)
     }
@@ -513,13 +520,15 @@ impl WasmRuntime {
             .map_err(WasmError::Link)?;
         let pre = wasmtime_wasi_http::p2::bindings::ProxyPre::new(pre).map_err(WasmError::Link)?;
         compiled.log_ready(&options.name);
-        Ok(ProxyPlugin::new(
+        let mut plugin = ProxyPlugin::new(
             backend.engine.clone(),
             pre,
             options,
             compiled.allocator,
             self.inner.options.fuel,
-        ))
+        );
+        plugin.code = compiled.code;
+        Ok(plugin)
     }
 
     fn backend(&self, allocator: Allocator) -> &Backend {
@@ -534,7 +543,7 @@ impl WasmRuntime {
         &self,
         allocator: Allocator,
         bytes: Arc<[u8]>,
-    ) -> Result<Result<(Component, Source), CacheError>, WasmError> {
+    ) -> Result<Result<Loaded, CacheError>, WasmError> {
         let runtime = self.clone();
         tokio::task::spawn_blocking(move || {
             let backend = runtime.backend(allocator);
@@ -549,6 +558,8 @@ impl WasmRuntime {
 struct Compiled {
     component: Component,
     source: Source,
+    /// Its image, when mapped from the cache file (released while the plugin is idle).
+    code: Option<MappedCode>,
     allocator: Allocator,
     /// Why the instances are allocated on demand (empty when pooled).
     reason: String,

@@ -14,6 +14,7 @@ mod exhaustion;
 mod failure;
 mod fleet_faults;
 mod hostile_plugins;
+mod idle_memory;
 mod operations;
 mod packages;
 mod ratelimit;
