@@ -364,7 +364,7 @@ fi
 if want route; then
     declare -A rport=([plugd-route]=18305 [axum-route]=18306)
     route_servers=(axum-route plugd-route)
-    route_body='{"message":"hello","client":null,"request_id":null}'
+    route_body='{"client":null,"message":"hello","request_id":null}'
     rdir="$work/route"
     mkdir -p "$rdir/data"
     {

@@ -384,6 +384,11 @@ pub fn clean_text(text: &str, max: usize) -> String {
     while !text.is_char_boundary(cut) {
         cut -= 1;
     }
+    // Printable ASCII needs no escaping: one pass over the bytes, one copy (a log line a plugin
+    // writes on every request is this case).
+    if cut == text.len() && text.bytes().all(|b| (b' '..=b'~').contains(&b)) {
+        return text.to_owned();
+    }
     let mut out = String::with_capacity(cut + 16);
     for c in text[..cut].chars() {
         match c {
@@ -429,6 +434,9 @@ mod tests {
         );
         assert_eq!(clean_text("héllo", 2), "h… (5 bytes cut)");
         assert_eq!(clean_text("plain", 5), "plain");
+        assert_eq!(clean_text("plain ~ text", 100), "plain ~ text");
+        assert_eq!(clean_text("plain", 4), "plai… (1 bytes cut)");
+        assert_eq!(clean_text("del\u{7f}", 100), "del\\u{7f}");
         assert_eq!(
             clean_text("a\u{2028}b\u{202e}c", 100),
             "a\\u{2028}b\\u{202e}c"

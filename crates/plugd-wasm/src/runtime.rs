@@ -33,6 +33,10 @@ const MEMORY_GUARD_BYTES: u64 = 2 * MIB;
 
 /// How far an on-demand memory that outgrows its reservation is re-reserved at a time.
 const MEMORY_GROWTH_RESERVATION_BYTES: u64 = 64 * MIB;
+/// Bytes of a freed pooled linear memory kept mapped for the slot's next instance.
+const KEEP_RESIDENT_MEMORY_BYTES: usize = 1024 * 1024;
+/// Bytes of a freed pooled table kept mapped for the slot's next instance.
+const KEEP_RESIDENT_TABLE_BYTES: usize = 64 * 1024;
 
 /// Settings of the runtime.
 #[derive(Debug, Clone)]
@@ -268,7 +272,13 @@ fn pooling_config(pool: &PoolOptions) -> PoolingAllocationConfig {
         .table_elements(pool.table_elements)
         .max_memory_size(usize::try_from(pool.memory_per_slot()).unwrap_or(usize::MAX))
         // Reset reused slots with the cheapest method the kernel offers (Linux 6.7+).
-        .pagemap_scan(Enabled::Auto);
+        .pagemap_scan(Enabled::Auto)
+        // A slot handed back keeps its first pages mapped, reset with memset, instead of
+        // decommitting them: the next instance in the slot takes no page fault there, and a
+        // page fault in a multi-threaded process costs a TLB shoot-down on every core (the
+        // most of a proxy component's per-request instance; BENCHMARKS.md, "wasmtime serve").
+        .linear_memory_keep_resident(KEEP_RESIDENT_MEMORY_BYTES)
+        .table_keep_resident(KEEP_RESIDENT_TABLE_BYTES);
     p
 }
 
