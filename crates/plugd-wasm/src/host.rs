@@ -10,16 +10,18 @@ use std::time::{Duration, Instant};
 use parking_lot::RwLock;
 use plugd_core::{
     Capabilities, CommandOutput, Exchange, HookType, HostError, Identity, IncomingResponse,
-    LogLevel, MiddlewareReg, OutgoingRequest, Permission, PluginCache, PluginLog, PluginMetrics,
-    PluginStore, Publisher, Registrar, Registrations, RouteOptions, Rows, Services, SqlValue,
-    Statement,
+    LogLevel, MiddlewareReg, OutgoingRequest, OutputStream, Permission, PluginCache, PluginError,
+    PluginLog, PluginMetrics, PluginStore, Publisher, Registrar, Registrations, RouteOptions, Rows,
+    Services, SqlValue, Statement,
 };
-use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime::{Engine, ResourceLimiter, Store, UpdateDeadline};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::bindings::v0_2::plugd::plugin as wit;
 use crate::bindings::v0_2::types;
+use crate::limits::Limiter;
+use crate::output::GuestOutput;
 use crate::reads::{self, Reads};
 
 /// What every instance of one plugin shares.
@@ -56,7 +58,7 @@ pub(crate) struct InstanceState {
     pub(crate) wasi: WasiCtx,
     pub(crate) table: ResourceTable,
     /// Its memory cap (linear memories and tables).
-    pub(crate) limits: crate::limits::Limiter,
+    pub(crate) limits: Limiter,
     pub(crate) shared: Arc<Shared>,
     /// Registrations collected while `init` runs; `None` outside `init`.
     pub(crate) registering: Option<Registrations>,
@@ -75,6 +77,79 @@ pub(crate) struct InstanceState {
     pub(crate) reading: Reads,
     /// wasi:http: the outgoing-handler's gate and the requests in flight (`wasi_http.rs`).
     pub(crate) http: crate::wasi_http::HttpState,
+}
+
+/// How a store for one instance is made: what differs between a contract plugin's long-lived
+/// instances and a proxy component's instance per request.
+pub(crate) struct StoreSpec {
+    /// The cap of its linear memories and tables, bytes.
+    pub(crate) memory_cap: usize,
+    /// Whether its `/data` is preopened read-only (the plugin is over its disk quota).
+    pub(crate) read_only: bool,
+    /// The most open files, directories and streams it may hold, beside the few handles every
+    /// instance holds (stdio, the preopen).
+    pub(crate) max_handles: usize,
+    /// When its first call must end.
+    pub(crate) deadline: Instant,
+}
+
+/// A store for one instance of the plugin `shared`: stdout and stderr into its log stream, its
+/// own files at `/data` when it has `filesystem` (and nothing else), its memory cap, and a
+/// deadline checked at every epoch tick — past it the guest is interrupted, before it the guest
+/// yields to tokio. The caller arms the epoch deadline and the fuel for each call.
+pub(crate) fn new_store(
+    engine: &Engine,
+    shared: &Arc<Shared>,
+    spec: StoreSpec,
+) -> Result<Store<InstanceState>, PluginError> {
+    let mut wasi = WasiCtxBuilder::new();
+    // Its stdout and stderr are lines of its log stream, not the host's own streams.
+    wasi.stdout(GuestOutput::new(&shared.log, OutputStream::Stdout));
+    wasi.stderr(GuestOutput::new(&shared.log, OutputStream::Stderr));
+    // `filesystem`: the plugin's own files directory at /data, and nothing else; read-only
+    // while the plugin is over its disk quota.
+    if let Some(dir) = shared.capabilities.files_dir() {
+        let perms = if spec.read_only {
+            FsPerms::ReadOnly
+        } else {
+            FsPerms::ReadWrite
+        };
+        wasi.preopened_dir(dir, "/data", perms).map_err(|e| {
+            PluginError::Failed(format!("cannot preopen {} at /data: {e}", dir.display()))
+        })?;
+    }
+    let mut table = ResourceTable::new();
+    table.set_max_capacity(spec.max_handles);
+    let state = InstanceState {
+        wasi: wasi.build(),
+        table,
+        lent: Exchange::default(),
+        lending: false,
+        reading: Reads::default(),
+        http: crate::wasi_http::HttpState::new(&shared.name, shared.capabilities.clone()),
+        limits: Limiter::new(spec.memory_cap),
+        shared: shared.clone(),
+        registering: None,
+        deadline: spec.deadline,
+        violation: None,
+    };
+    let mut store = Store::new(engine, state);
+    store.limiter(|s| s.limiter());
+    store.epoch_deadline_callback(|ctx| {
+        if Instant::now() >= ctx.data().deadline {
+            Ok(UpdateDeadline::Interrupt)
+        } else {
+            // tokio's own yield: it lets the worker poll the I/O driver before it resumes this
+            // guest. A plain wake-and-return-Pending puts the guest back in the worker's LIFO
+            // slot, and a worker that only runs spinning guests then looks at its sockets once
+            // every 61 ticks (0.6 s): everyone's latency.
+            Ok(UpdateDeadline::YieldCustom(
+                1,
+                Box::pin(tokio::task::yield_now()),
+            ))
+        }
+    });
+    Ok(store)
 }
 
 impl WasiView for InstanceState {
@@ -799,7 +874,7 @@ mod tests {
         InstanceState {
             wasi: WasiCtx::builder().build(),
             table: ResourceTable::new(),
-            limits: crate::limits::Limiter::new(1 << 20),
+            limits: Limiter::new(1 << 20),
             http: crate::wasi_http::HttpState::new(&shared.name, shared.capabilities.clone()),
             shared,
             registering: None,

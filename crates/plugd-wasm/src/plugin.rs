@@ -14,22 +14,19 @@ use async_trait::async_trait;
 use parking_lot::{Mutex, RwLock};
 use plugd_core::{
     Action, AuditLog, Auditor, Capabilities, Event, Exchange, Health, HookType, InitContext,
-    LogLimits, MAX_ERROR_BYTES, OutputStream, Permission, Plugin, PluginCache, PluginError,
-    PluginLog, PluginMetrics, PluginState, PluginStore, Publisher, Registrations, Response,
-    Services, clean_text,
+    LogLimits, MAX_ERROR_BYTES, Permission, Plugin, PluginCache, PluginError, PluginLog,
+    PluginMetrics, PluginState, PluginStore, Publisher, Registrations, Response, Services,
+    clean_text,
 };
 use serde_json::{Map, Value};
 use tokio::sync::Semaphore;
-use wasmtime::component::ResourceTable;
-use wasmtime::{Engine, PoolConcurrencyLimitError, Store, Trap, UpdateDeadline};
-use wasmtime_wasi::WasiCtxBuilder;
+use wasmtime::{Engine, PoolConcurrencyLimitError, Store, Trap};
 
 use crate::bindings::v0_2::types;
 use crate::code::MappedCode;
 use crate::disk::{DiskQuota, FileLimits};
-use crate::host::{InstanceState, Shared, hook_to_wit};
-use crate::limits::{Allocator, Limiter, MAX_WASM_STACK_BYTES, Refusal, mib, response_too_large};
-use crate::output::GuestOutput;
+use crate::host::{InstanceState, Shared, StoreSpec, hook_to_wit};
+use crate::limits::{Allocator, MAX_WASM_STACK_BYTES, Refusal, mib, response_too_large};
 use crate::reads::{self, Reads};
 use crate::v0_1::Convert;
 
@@ -427,59 +424,17 @@ impl WasmPlugin {
     }
 
     async fn instantiate(&self) -> Result<Pooled, PluginError> {
-        let mut wasi = WasiCtxBuilder::new();
-        // Its stdout and stderr are lines of its log stream, not the host's own streams.
-        wasi.stdout(GuestOutput::new(&self.shared.log, OutputStream::Stdout));
-        wasi.stderr(GuestOutput::new(&self.shared.log, OutputStream::Stderr));
-        // `filesystem`: the plugin's own files directory at /data, and nothing else; read-only
-        // while the plugin is over its disk quota.
         let read_only = self.read_only();
-        if let Some(dir) = self.shared.capabilities.files_dir() {
-            let perms = if read_only {
-                wasmtime_wasi::FsPerms::ReadOnly
-            } else {
-                wasmtime_wasi::FsPerms::ReadWrite
-            };
-            wasi.preopened_dir(dir, "/data", perms).map_err(|e| {
-                PluginError::Failed(format!("cannot preopen {} at /data: {e}", dir.display()))
-            })?;
-        }
-        // Open files, directories and streams: a cap of its own, beside the few handles every
-        // instance holds (stdio, the preopen).
-        let mut table = ResourceTable::new();
-        table.set_max_capacity(self.options.files.open_files as usize + 16);
-        let state = InstanceState {
-            wasi: wasi.build(),
-            table,
-            lent: Exchange::default(),
-            lending: false,
-            reading: Reads::default(),
-            http: crate::wasi_http::HttpState::new(
-                &self.shared.name,
-                self.shared.capabilities.clone(),
-            ),
-            limits: Limiter::new(self.memory_cap()),
-            shared: self.shared.clone(),
-            registering: None,
-            deadline: Instant::now() + self.options.timeout,
-            violation: None,
-        };
-        let mut store = Store::new(&self.engine, state);
-        store.limiter(|s| s.limiter());
-        store.epoch_deadline_callback(|ctx| {
-            if Instant::now() >= ctx.data().deadline {
-                Ok(UpdateDeadline::Interrupt)
-            } else {
-                // tokio's own yield: it lets the worker poll the I/O driver before it resumes
-                // this guest. A plain wake-and-return-Pending puts the guest back in the
-                // worker's LIFO slot, and a worker that only runs spinning guests then looks
-                // at its sockets once every 61 ticks (0.6 s): everyone's latency.
-                Ok(UpdateDeadline::YieldCustom(
-                    1,
-                    Box::pin(tokio::task::yield_now()),
-                ))
-            }
-        });
+        let mut store = crate::host::new_store(
+            &self.engine,
+            &self.shared,
+            StoreSpec {
+                memory_cap: self.memory_cap(),
+                read_only,
+                max_handles: self.options.files.open_files as usize + 16,
+                deadline: Instant::now() + self.options.timeout,
+            },
+        )?;
         self.arm(&mut store, self.options.timeout);
         let world = match self.pre.instantiate(&mut store).await {
             Ok(world) => world,

@@ -23,23 +23,19 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use plugd_core::{
-    Exchange, InitContext, OutputStream, Plugin, PluginError, Response, RouteOptions,
-};
+use plugd_core::{Exchange, InitContext, Plugin, PluginError, Response, RouteOptions};
 use serde_json::Value;
 use tokio::sync::Semaphore;
-use wasmtime::component::{Component, ResourceTable};
-use wasmtime::{Engine, PoolConcurrencyLimitError, Store, Trap, UpdateDeadline};
-use wasmtime_wasi::WasiCtxBuilder;
+use wasmtime::component::Component;
+use wasmtime::{Engine, PoolConcurrencyLimitError, Store, Trap};
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 
 use crate::code::MappedCode;
 use crate::disk::DiskQuota;
-use crate::host::{InstanceState, Shared};
-use crate::limits::{Allocator, Limiter, MAX_WASM_STACK_BYTES, mib, response_too_large};
-use crate::output::GuestOutput;
+use crate::host::{InstanceState, Shared, StoreSpec};
+use crate::limits::{Allocator, MAX_WASM_STACK_BYTES, mib, response_too_large};
 use crate::plugin::PluginOptions;
 
 /// The export that makes a component a proxy (any 0.2.x).
@@ -132,50 +128,16 @@ impl ProxyPlugin {
 
     /// A store for one request, armed with the plugin's limits until `deadline`.
     fn store(&self, deadline: Instant) -> Result<Store<InstanceState>, PluginError> {
-        let mut wasi = WasiCtxBuilder::new();
-        wasi.stdout(GuestOutput::new(&self.shared.log, OutputStream::Stdout));
-        wasi.stderr(GuestOutput::new(&self.shared.log, OutputStream::Stderr));
-        if let Some(dir) = self.shared.capabilities.files_dir() {
-            let read_only = self.disk.as_ref().is_some_and(|d| d.read_only());
-            let perms = if read_only {
-                wasmtime_wasi::FsPerms::ReadOnly
-            } else {
-                wasmtime_wasi::FsPerms::ReadWrite
-            };
-            wasi.preopened_dir(dir, "/data", perms).map_err(|e| {
-                PluginError::Failed(format!("cannot preopen {} at /data: {e}", dir.display()))
-            })?;
-        }
-        let mut table = ResourceTable::new();
-        table.set_max_capacity(self.options.files.open_files as usize + 16 * 8);
-        let state = InstanceState {
-            wasi: wasi.build(),
-            table,
-            lent: Exchange::default(),
-            limits: Limiter::new(self.memory_cap()),
-            shared: self.shared.clone(),
-            registering: None,
-            deadline,
-            violation: None,
-            lending: false,
-            reading: crate::reads::Reads::default(),
-            http: crate::wasi_http::HttpState::new(
-                &self.shared.name,
-                self.shared.capabilities.clone(),
-            ),
-        };
-        let mut store = Store::new(&self.engine, state);
-        store.limiter(|s| s.limiter());
-        store.epoch_deadline_callback(|ctx| {
-            if Instant::now() >= ctx.data().deadline {
-                Ok(UpdateDeadline::Interrupt)
-            } else {
-                Ok(UpdateDeadline::YieldCustom(
-                    1,
-                    Box::pin(tokio::task::yield_now()),
-                ))
-            }
-        });
+        let mut store = crate::host::new_store(
+            &self.engine,
+            &self.shared,
+            StoreSpec {
+                memory_cap: self.memory_cap(),
+                read_only: self.disk.as_ref().is_some_and(|d| d.read_only()),
+                max_handles: self.options.files.open_files as usize + 16 * 8,
+                deadline,
+            },
+        )?;
         store.set_epoch_deadline(1);
         if self.metered {
             // Only fails when the engine does not meter fuel, which `metered` rules out.
