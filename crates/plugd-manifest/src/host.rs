@@ -884,6 +884,12 @@ pub struct LimitsOverride {
 /// commit more than 16 GiB of linear memory. A plugin whose `limits.memory_mb` exceeds the slot,
 /// or whose component does not fit a slot, runs on the on-demand allocator instead. `slots: 0`
 /// turns the pooling allocator off.
+///
+/// A slot handed back keeps the first `keep_resident_kb` of its linear memory mapped (its tables
+/// up to 64 KiB), reset in place, so that the next instance there takes no page faults: a fresh
+/// instance per request (a proxy component) then costs a fraction of one that faults its pages
+/// in. The price is the pages a freed slot's last instance touched, up to that much, staying
+/// resident until the slot is reused.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, schemars::JsonSchema, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PoolSettings {
@@ -891,6 +897,9 @@ pub struct PoolSettings {
     pub slots: u32,
     /// Linear memory per slot, MiB (default 64, at most 4096).
     pub memory_per_slot_mb: u64,
+    /// Linear memory a freed slot keeps mapped for its next instance, KiB (default 1024; 0:
+    /// decommit it all; at most the slot's memory).
+    pub keep_resident_kb: u64,
 }
 
 impl Default for PoolSettings {
@@ -898,6 +907,7 @@ impl Default for PoolSettings {
         PoolSettings {
             slots: 256,
             memory_per_slot_mb: 64,
+            keep_resident_kb: 1024,
         }
     }
 }
@@ -1722,6 +1732,15 @@ impl RawHostConfig {
                 ),
             ));
         }
+        if pool.keep_resident_kb > pool.memory_per_slot_mb * 1024 {
+            return Err(invalid(
+                "plugins.pool.keep_resident_kb",
+                format!(
+                    "{} KiB is more than a slot's memory ({} MiB, plugins.pool.memory_per_slot_mb)",
+                    pool.keep_resident_kb, pool.memory_per_slot_mb
+                ),
+            ));
+        }
         for (i, b) in raw.blocked.iter().enumerate() {
             if !is_valid_plugin_name(&b.name) {
                 return Err(invalid(
@@ -2263,7 +2282,8 @@ exec = { allow = ["/usr/bin/convert"] }
             p.pool,
             PoolSettings {
                 slots: 16,
-                memory_per_slot_mb: 128
+                memory_per_slot_mb: 128,
+                keep_resident_kb: 1024,
             }
         );
         assert_eq!(
@@ -2390,7 +2410,8 @@ exec = { allow = ["/usr/bin/convert"] }
             p.pool,
             PoolSettings {
                 slots: 256,
-                memory_per_slot_mb: 64
+                memory_per_slot_mb: 64,
+                keep_resident_kb: 1024,
             }
         );
 
@@ -2743,6 +2764,23 @@ exec = { allow = ["/usr/bin/convert"] }
             err.to_string(),
             "invalid plugins.pool.memory_per_slot_mb: 8192 is not between 1 and 4096 (MiB; a 32-bit linear memory holds at most 4 GiB)"
         );
+        let err = HostConfig::from_str(
+            "plugins:\n  pool: { memory_per_slot_mb: 2, keep_resident_kb: 4096 }\n",
+            Format::Yaml,
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid plugins.pool.keep_resident_kb: 4096 KiB is more than a slot's memory (2 MiB, plugins.pool.memory_per_slot_mb)"
+        );
+        let c = HostConfig::from_str(
+            "plugins:\n  pool: { keep_resident_kb: 0 }\n",
+            Format::Yaml,
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.plugins.pool.keep_resident_kb, 0);
         // `slots: 0` turns the pooling allocator off; a plugin's own response cap overrides.
         let c = HostConfig::from_str(
             "plugins:\n  pool: { slots: 0 }\n  plugins:\n    - name: a\n      limits: { max_response_bytes: 64KiB }\n",

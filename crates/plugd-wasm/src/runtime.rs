@@ -33,8 +33,6 @@ const MEMORY_GUARD_BYTES: u64 = 2 * MIB;
 
 /// How far an on-demand memory that outgrows its reservation is re-reserved at a time.
 const MEMORY_GROWTH_RESERVATION_BYTES: u64 = 64 * MIB;
-/// Bytes of a freed pooled linear memory kept mapped for the slot's next instance.
-const KEEP_RESIDENT_MEMORY_BYTES: usize = 1024 * 1024;
 /// Bytes of a freed pooled table kept mapped for the slot's next instance.
 const KEEP_RESIDENT_TABLE_BYTES: usize = 64 * 1024;
 
@@ -133,6 +131,7 @@ impl RuntimeOptions {
     /// let options = plugd_wasm::RuntimeOptions::from_config(&config);
     /// assert_eq!(options.pool.slots, 16);
     /// assert_eq!(options.pool.memory_per_slot_mb, 64);
+    /// assert_eq!(options.pool.keep_resident_bytes, 1024 * 1024);
     /// assert!(options.fuel, "one plugin's fuel turns metering on");
     /// ```
     pub fn from_config(config: &HostConfig) -> RuntimeOptions {
@@ -174,6 +173,9 @@ pub struct PoolOptions {
     pub tables_per_component: u32,
     /// The largest table of a pooled instance, in elements (a Rust guest: ~100).
     pub table_elements: usize,
+    /// Bytes of a freed slot's linear memory kept mapped, reset in place, for its next instance
+    /// (`plugins.pool.keep_resident_kb`).
+    pub keep_resident_bytes: usize,
 }
 
 impl Default for PoolOptions {
@@ -192,6 +194,8 @@ impl PoolOptions {
             memories_per_component: 2,
             tables_per_component: 4,
             table_elements: 20_000,
+            keep_resident_bytes: usize::try_from(settings.keep_resident_kb.saturating_mul(1024))
+                .unwrap_or(usize::MAX),
         }
     }
 
@@ -277,7 +281,7 @@ fn pooling_config(pool: &PoolOptions) -> PoolingAllocationConfig {
         // decommitting them: the next instance in the slot takes no page fault there, and a
         // page fault in a multi-threaded process costs a TLB shoot-down on every core (the
         // most of a proxy component's per-request instance; BENCHMARKS.md, "wasmtime serve").
-        .linear_memory_keep_resident(KEEP_RESIDENT_MEMORY_BYTES)
+        .linear_memory_keep_resident(pool.keep_resident_bytes)
         .table_keep_resident(KEEP_RESIDENT_TABLE_BYTES);
     p
 }
