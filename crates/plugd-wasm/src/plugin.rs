@@ -538,23 +538,10 @@ impl WasmPlugin {
         // The deadline covers the wait for a free instance too: when every instance is busy (a
         // spinning guest holds one until its own deadline), callers queue at most this long.
         let deadline = tokio::time::Instant::now() + timeout;
-        let _permit = match tokio::time::timeout_at(deadline, self.permits.acquire()).await {
-            Ok(Ok(permit)) => permit,
-            Ok(Err(_)) => {
-                return Err(PluginError::Unavailable(format!(
-                    "plugin '{}' is shutting down",
-                    self.options.name
-                )));
-            }
-            Err(_) => {
-                return Err(PluginError::Timeout(format!(
-                    "no free instance of plugin '{}' for {kind} within {} (all {} busy; limits.instances)",
-                    self.options.name,
-                    humantime_like(timeout),
-                    self.options.instances
-                )));
-            }
-        };
+        let _permit = acquire_instance(&self.permits, deadline, timeout, &self.options, || {
+            kind.to_string()
+        })
+        .await?;
         // An instance made before /data turned read-only (or writable again) is not reused.
         let pooled = self
             .idle
@@ -632,6 +619,32 @@ impl WasmPlugin {
         }
         *self.idle.lock() = kept;
         first_error.map_or(Ok(()), Err)
+    }
+}
+
+/// A permit for one of the plugin's `limits.instances` instances, waiting at most until
+/// `deadline` (`timeout` after the call began) for one to be free: when every instance is busy (a
+/// spinning guest holds one until its own deadline), callers queue at most this long.
+pub(crate) async fn acquire_instance<'a>(
+    permits: &'a Semaphore,
+    deadline: tokio::time::Instant,
+    timeout: Duration,
+    options: &PluginOptions,
+    what: impl FnOnce() -> String,
+) -> Result<tokio::sync::SemaphorePermit<'a>, PluginError> {
+    match tokio::time::timeout_at(deadline, permits.acquire()).await {
+        Ok(Ok(permit)) => Ok(permit),
+        Ok(Err(_)) => Err(PluginError::Unavailable(format!(
+            "plugin '{}' is shutting down",
+            options.name
+        ))),
+        Err(_) => Err(PluginError::Timeout(format!(
+            "no free instance of plugin '{}' for {} within {} (all {} busy; limits.instances)",
+            options.name,
+            what(),
+            humantime_like(timeout),
+            options.instances
+        ))),
     }
 }
 

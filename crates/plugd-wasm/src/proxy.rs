@@ -190,23 +190,14 @@ impl ProxyPlugin {
     async fn serve(&self, route: &str, ex: &Exchange) -> Result<Response, PluginError> {
         let timeout = self.options.timeout;
         let deadline = tokio::time::Instant::now() + timeout;
-        let _permit = match tokio::time::timeout_at(deadline, self.permits.acquire()).await {
-            Ok(Ok(permit)) => permit,
-            Ok(Err(_)) => {
-                return Err(PluginError::Unavailable(format!(
-                    "plugin '{}' is shutting down",
-                    self.options.name
-                )));
-            }
-            Err(_) => {
-                return Err(PluginError::Timeout(format!(
-                    "no free instance of plugin '{}' for route {route} within {} (all {} busy; limits.instances)",
-                    self.options.name,
-                    humantime_like(timeout),
-                    self.options.instances
-                )));
-            }
-        };
+        let _permit = crate::plugin::acquire_instance(
+            &self.permits,
+            deadline,
+            timeout,
+            &self.options,
+            || format!("route {route}"),
+        )
+        .await?;
         let request = incoming_request(ex)?;
         let mut store = self.store(deadline.into_std())?;
         let proxy = match self.pre.instantiate_async(&mut store).await {
