@@ -141,14 +141,7 @@ impl WasiHttpHooks for Hooks {
                 .await
                 .map_err(|_| Error::ConnectionWriteTimeout)??;
             let mut headers = parts.headers;
-            let framing: Vec<http::HeaderName> = headers
-                .keys()
-                .filter(|k| is_framing_header(k.as_str()))
-                .cloned()
-                .collect();
-            for name in framing {
-                headers.remove(name);
-            }
+            remove_framing(&mut headers);
             let sent = outbound
                 .send_once(CALL, parts.method, url, headers, body, None)
                 .await;
@@ -162,14 +155,7 @@ impl WasiHttpHooks for Hooks {
                     );
                     *response.status_mut() = r.status;
                     let mut headers = r.headers;
-                    let framing: Vec<http::HeaderName> = headers
-                        .keys()
-                        .filter(|k| is_framing_header(k.as_str()))
-                        .cloned()
-                        .collect();
-                    for name in framing {
-                        headers.remove(name);
-                    }
+                    remove_framing(&mut headers);
                     headers.insert(
                         http::header::CONTENT_LENGTH,
                         http::HeaderValue::from(length),
@@ -240,5 +226,18 @@ fn failed(e: SendError) -> Error {
         Some(HttpError::TooLarge) => Error::HttpResponseBodySize(None),
         Some(HttpError::TimedOut) => Error::HttpResponseTimeout,
         Some(_) => Error::InternalError(Some(e.error.to_string())),
+    }
+}
+
+/// Drop the framing headers (`content-length`, `transfer-encoding`, …): the body's framing is
+/// the host's to set, on the way out and on the way back in.
+fn remove_framing(headers: &mut http::HeaderMap) {
+    let framing: Vec<http::HeaderName> = headers
+        .keys()
+        .filter(|k| is_framing_header(k.as_str()))
+        .cloned()
+        .collect();
+    for name in framing {
+        headers.remove(name);
     }
 }
