@@ -728,3 +728,40 @@ async fn fuel_stops_a_loop_deterministically() {
     still_serving(&server).await;
     server.stop().await;
 }
+
+/// A freed pool slot keeps its first pages mapped for the next instance
+/// (`plugins.pool.keep_resident_kb`): what an instance wrote there must never be readable by the
+/// instance that gets the slot next. trapper fills 64 KiB of its zero-initialised data, traps
+/// (the instance is dropped and its slot freed), and its fresh instance reads the same bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_instance_never_sees_what_the_last_one_in_its_slot_wrote() {
+    let server = TestServer::start(&format!(
+        "data_dir: \"{{data}}\"\nplugins:\n  limits: {{ instances: 1 }}\n  pool: {{ slots: 4, keep_resident_kb: 4096 }}\n  plugins:\n    - name: trapper\n      path: \"{}\"\n      permissions: {{ router: true }}\n",
+        test_plugin("trapper").display()
+    ))
+    .await;
+    for round in 0..3 {
+        let stashed = server.get("/plugins/trapper/stash").await;
+        assert_eq!(stashed.status(), 200);
+        // The same instance sees its own writes: the marker is really in its memory.
+        let peek = server
+            .get("/plugins/trapper/peek")
+            .await
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(peek, (64 * 1024).to_string(), "round {round}");
+        assert_eq!(server.get("/plugins/trapper/trap").await.status(), 500);
+        let peek = server
+            .get("/plugins/trapper/peek")
+            .await
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(
+            peek, "0",
+            "round {round}: a fresh instance read the last one's bytes"
+        );
+    }
+    server.stop().await;
+}

@@ -2,8 +2,15 @@
 //! counts in the instance's memory, so a test sees a trapped instance replaced by a fresh one.
 //! Config `fail_init` / `fail_start` make init / start fail. GET /publish publishes `test.ping`
 //! (declared); GET /publish-undeclared tries `test.secret` (not declared) and answers the error.
+//! GET /stash fills a zero-initialised static with a marker; GET /peek answers how many of its
+//! bytes are not zero — in a fresh instance, whatever slot it got, that must be 0.
+use std::sync::atomic::{AtomicU8, Ordering};
+
 use plugd_guest::prelude::*;
 use plugd_guest::{cache, events, register};
+
+/// 64 KiB of the instance's zero-initialised data (bss), in its linear memory.
+static STASH: [AtomicU8; 64 * 1024] = [const { AtomicU8::new(0) }; 64 * 1024];
 
 #[derive(Default)]
 struct Trapper {
@@ -23,6 +30,8 @@ impl Plugin for Trapper {
         register::route("GET", "/publish")?;
         register::route("GET", "/cache")?;
         register::route("GET", "/publish-undeclared")?;
+        register::route("GET", "/stash")?;
+        register::route("GET", "/peek")?;
         Ok(())
     }
 
@@ -72,6 +81,16 @@ impl Plugin for Trapper {
             "/publish" => {
                 events::publish("test.ping", b"ping")?;
                 Ok(Response::text(200, "published"))
+            }
+            "/stash" => {
+                for b in &STASH {
+                    b.store(0xA5, Ordering::Relaxed);
+                }
+                Ok(Response::text(200, "stashed"))
+            }
+            "/peek" => {
+                let left = STASH.iter().filter(|b| b.load(Ordering::Relaxed) != 0).count();
+                Ok(Response::text(200, left.to_string()))
             }
             "/publish-undeclared" => match events::publish("test.secret", b"psst") {
                 Ok(()) => Ok(Response::text(200, "published")),
